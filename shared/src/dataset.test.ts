@@ -1,0 +1,63 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { DatasetFormatError, DatasetReader, DatasetWriter } from './dataset.js';
+import { sha256File } from './internal/arrow-io.js';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'distillate-dataset-'));
+});
+
+describe('dataset file', () => {
+  it('round-trips ids, uint8 inputs, nullable labels and metadata through batches', async () => {
+    const path = join(dir, 'u8.arrow');
+    const info = { inputShape: [2, 3, 1], layout: 'HWC' as const, scaling: { scale: 1 / 255, offset: 0 }, classes: ['a', 'b', 'c'], inputType: 'uint8' as const };
+    const w = DatasetWriter.create(path, info);
+    w.append({ ids: Int32Array.of(10, 11), inputs: Uint8Array.from({ length: 12 }, (_, i) => i * 20), labels: Int32Array.of(2, -1) });
+    w.append({ ids: Int32Array.of(12), inputs: Uint8Array.of(1, 2, 3, 4, 5, 255), labels: Int32Array.of(0) });
+    const done = await w.close();
+    expect(done.rows).toBe(3);
+    expect(done.fingerprint).toBe((await sha256File(path)).sha256);
+
+    const r = await DatasetReader.open(path);
+    expect(r.info).toEqual(info);
+    expect(r.inputSize).toBe(6);
+    expect(await r.fingerprint()).toBe(done.fingerprint);
+    const batches = [];
+    for await (const b of r) batches.push(b);
+    expect(batches.map((b) => b.rows)).toEqual([2, 1]);
+    expect([...batches[0]!.ids]).toEqual([10, 11]);
+    expect([...batches[0]!.labels]).toEqual([2, -1]);
+    expect(batches[0]!.inputs).toBeInstanceOf(Uint8Array);
+    expect([...batches[0]!.inputs]).toEqual(Array.from({ length: 12 }, (_, i) => i * 20));
+    expect([...batches[1]!.inputs]).toEqual([1, 2, 3, 4, 5, 255]);
+    expect(await r.countRows()).toBe(3);
+  });
+
+  it('round-trips float32 inputs bit for bit', async () => {
+    const path = join(dir, 'f32.arrow');
+    const inputs = Float32Array.of(0.1, -2.5, 3e-30, 1e30);
+    const w = DatasetWriter.create(path, { inputShape: [2], layout: 'flat', scaling: { scale: 1, offset: 0 }, classes: ['x', 'y'], inputType: 'float32' });
+    w.append({ ids: Int32Array.of(0, 1), inputs, labels: Int32Array.of(1, 0) });
+    await w.close();
+    const r = await DatasetReader.open(path);
+    for await (const b of r) expect(b.inputs).toEqual(inputs);
+  });
+
+  it('rejects labels outside the class list and inputs of the wrong size', () => {
+    const w = DatasetWriter.create(join(dir, 'bad.arrow'), { inputShape: [2], layout: 'flat', scaling: { scale: 1, offset: 0 }, classes: ['x', 'y'], inputType: 'float32' });
+    expect(() => w.append({ ids: Int32Array.of(0), inputs: Float32Array.of(1, 2), labels: Int32Array.of(2) })).toThrow(/label 2 is outside/);
+    expect(() => w.append({ ids: Int32Array.of(0), inputs: Float32Array.of(1), labels: Int32Array.of(0) })).toThrow(/needs 2/);
+    return w.abort();
+  });
+
+  it('names the file when it is missing, not Arrow, or not a Distillate dataset', async () => {
+    await expect(DatasetReader.open(join(dir, 'nope.arrow'))).rejects.toThrow(/nope\.arrow: dataset file not found/);
+    const junk = join(dir, 'junk.arrow');
+    await writeFile(junk, 'definitely not arrow');
+    await expect(DatasetReader.open(junk)).rejects.toThrow(DatasetFormatError);
+    await expect(DatasetReader.open(junk)).rejects.toThrow(/junk\.arrow/);
+  });
+});

@@ -1,0 +1,230 @@
+/**
+ * The dataset file: one Arrow IPC file with columns `id`, `input` (FixedSizeList of Float32 or
+ * Uint8) and `label` (nullable Int32), plus schema metadata describing how to read `input`.
+ */
+import { DataType, Field, Float32, Int32, Int64, Precision, Schema, Uint8 } from 'apache-arrow';
+import { z } from 'zod';
+import {
+  AtomicArrowFileWriter,
+  fixedSizeListData,
+  idData,
+  listColumn,
+  listType,
+  nullableInt32Column,
+  nullableInt32Data,
+  primitiveColumn,
+  readArrowFile,
+  readArrowSchema,
+  recordBatch,
+  sha256File,
+  type Ids,
+} from './internal/arrow-io.js';
+
+export type { Ids } from './internal/arrow-io.js';
+
+export const META = {
+  format: 'distillate.format',
+  inputShape: 'distillate.input_shape',
+  layout: 'distillate.layout',
+  scaling: 'distillate.scaling',
+  classes: 'distillate.classes',
+} as const;
+
+export const DATASET_FORMAT = 'distillate.dataset/1';
+
+export const DatasetInfoSchema = z.object({
+  /** Shape of one sample, e.g. [28, 28, 1]. Its product is the list size D. */
+  inputShape: z.array(z.number().int().positive()).min(1),
+  /** How `inputShape` is laid out: image height-width-channels, channels-first, or a flat vector. */
+  layout: z.enum(['HWC', 'CHW', 'flat']),
+  /** Model input = stored value × scale + offset (Uint8 pixels: scale 1/255). */
+  scaling: z.object({ scale: z.number().finite(), offset: z.number().finite() }),
+  classes: z.array(z.string()).min(1),
+  inputType: z.enum(['float32', 'uint8']),
+});
+export type DatasetInfo = z.infer<typeof DatasetInfoSchema>;
+
+export interface DatasetBatch {
+  readonly rows: number;
+  readonly ids: Ids;
+  /** [rows, D] flat row-major, as stored (apply `info.scaling` to get model inputs). */
+  readonly inputs: Float32Array | Uint8Array;
+  /** Class index per row; -1 where the row is unlabelled. */
+  readonly labels: Int32Array;
+}
+
+export class DatasetFormatError extends Error {
+  override readonly name = 'DatasetFormatError';
+}
+
+export function inputSize(info: Pick<DatasetInfo, 'inputShape'>): number {
+  return info.inputShape.reduce((a, b) => a * b, 1);
+}
+
+export function datasetSchema(info: DatasetInfo, idType: 'int32' | 'int64' = 'int32'): Schema {
+  const D = inputSize(info);
+  const metadata = new Map<string, string>([
+    [META.format, DATASET_FORMAT],
+    [META.inputShape, JSON.stringify(info.inputShape)],
+    [META.layout, info.layout],
+    [META.scaling, JSON.stringify(info.scaling)],
+    [META.classes, JSON.stringify(info.classes)],
+  ]);
+  return new Schema(
+    [
+      new Field('id', idType === 'int64' ? new Int64() : new Int32(), false),
+      new Field('input', listType(D, info.inputType === 'uint8' ? new Uint8() : new Float32()), false),
+      new Field('label', new Int32(), true),
+    ],
+    metadata,
+  );
+}
+
+function parseInfo(schema: Schema, file: string): { info: DatasetInfo; idType: 'int32' | 'int64' } {
+  const md = schema.metadata;
+  if (md.get(META.format) !== DATASET_FORMAT) {
+    throw new DatasetFormatError(`${file}: not a Distillate dataset (schema metadata ${META.format} is ${JSON.stringify(md.get(META.format) ?? null)})`);
+  }
+  const input = schema.fields.find((f) => f.name === 'input');
+  const id = schema.fields.find((f) => f.name === 'id');
+  if (input === undefined || id === undefined || !schema.fields.some((f) => f.name === 'label')) {
+    throw new DatasetFormatError(`${file}: dataset needs columns id, input, label; found ${schema.fields.map((f) => f.name).join(', ')}`);
+  }
+  const child: DataType | undefined = (input.type as { children?: Field[] }).children?.[0]?.type;
+  // Deserialised types are generic Int_/Float instances, so test their parameters, not classes.
+  const inputType =
+    child !== undefined && DataType.isInt(child) && child.bitWidth === 8 && !child.isSigned
+      ? 'uint8'
+      : child !== undefined && DataType.isFloat(child) && child.precision === Precision.SINGLE
+        ? 'float32'
+        : undefined;
+  if (inputType === undefined) throw new DatasetFormatError(`${file}: input values must be uint8 or float32, found ${String(child)}`);
+  try {
+    const info = DatasetInfoSchema.parse({
+      inputShape: JSON.parse(md.get(META.inputShape) ?? 'null'),
+      layout: md.get(META.layout),
+      scaling: JSON.parse(md.get(META.scaling) ?? 'null'),
+      classes: JSON.parse(md.get(META.classes) ?? 'null'),
+      inputType,
+    });
+    const listSize = (input.type as { listSize: number }).listSize;
+    if (listSize !== inputSize(info)) {
+      throw new DatasetFormatError(`${file}: input lists hold ${listSize} values but input_shape ${JSON.stringify(info.inputShape)} needs ${inputSize(info)}`);
+    }
+    return { info, idType: DataType.isInt(id.type) && id.type.bitWidth === 64 ? 'int64' : 'int32' };
+  } catch (err) {
+    if (err instanceof DatasetFormatError) throw err;
+    throw new DatasetFormatError(`${file}: bad dataset metadata: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+/** Writes a dataset file atomically; rows arrive in batches of typed arrays. */
+export class DatasetWriter {
+  readonly info: DatasetInfo;
+  readonly #schema: Schema;
+  readonly #file: AtomicArrowFileWriter;
+  readonly #D: number;
+  readonly #idType: 'int32' | 'int64';
+
+  private constructor(path: string, info: DatasetInfo, idType: 'int32' | 'int64') {
+    this.info = info;
+    this.#idType = idType;
+    this.#schema = datasetSchema(info, idType);
+    this.#D = inputSize(info);
+    this.#file = new AtomicArrowFileWriter(path);
+  }
+
+  static create(path: string, info: DatasetInfo, options: { idType?: 'int32' | 'int64' } = {}): DatasetWriter {
+    return new DatasetWriter(path, DatasetInfoSchema.parse(info), options.idType ?? 'int32');
+  }
+
+  append(batch: { ids: Ids; inputs: Float32Array | Uint8Array; labels: Int32Array }): void {
+    const rows = batch.ids.length;
+    if ((batch.ids instanceof BigInt64Array) !== (this.#idType === 'int64')) {
+      throw new TypeError(`ids must be ${this.#idType === 'int64' ? 'BigInt64Array' : 'Int32Array'}`);
+    }
+    if (batch.inputs.length !== rows * this.#D) throw new RangeError(`inputs hold ${batch.inputs.length} values; ${rows} rows × ${this.#D} needs ${rows * this.#D}`);
+    if (batch.labels.length !== rows) throw new RangeError(`labels hold ${batch.labels.length} values for ${rows} rows`);
+    const isU8 = batch.inputs instanceof Uint8Array;
+    if (isU8 !== (this.info.inputType === 'uint8')) throw new TypeError(`inputs must be ${this.info.inputType}`);
+    const C = this.info.classes.length;
+    for (let i = 0; i < rows; i++) {
+      const l = batch.labels[i]!;
+      if (l < -1 || l >= C) throw new RangeError(`row ${i}: label ${l} is outside [0, ${C}) (use -1 for unlabelled)`);
+    }
+    this.#file.write(
+      recordBatch(this.#schema, [
+        idData(batch.ids),
+        fixedSizeListData(this.#D, isU8 ? new Uint8() : new Float32(), batch.inputs),
+        nullableInt32Data(batch.labels),
+      ]),
+    );
+  }
+
+  /** Finish the file; returns its fingerprint (sha256 of its bytes) and row count. */
+  async close(): Promise<{ path: string; fingerprint: string; rows: number; bytes: number }> {
+    const rows = this.#file.rows;
+    const written = await this.#file.close();
+    return { path: written.path, fingerprint: written.sha256, rows, bytes: written.bytes };
+  }
+
+  abort(): Promise<void> {
+    return this.#file.abort();
+  }
+}
+
+/** Reads a dataset file batch by batch; each batch is a set of zero-copy typed-array views. */
+export class DatasetReader {
+  readonly path: string;
+  readonly info: DatasetInfo;
+  readonly idType: 'int32' | 'int64';
+  #fingerprint: string | undefined;
+
+  private constructor(path: string, info: DatasetInfo, idType: 'int32' | 'int64') {
+    this.path = path;
+    this.info = info;
+    this.idType = idType;
+  }
+
+  static async open(path: string): Promise<DatasetReader> {
+    let schema: Schema;
+    try {
+      schema = await readArrowSchema(path);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new DatasetFormatError(`${path}: dataset file not found`);
+      throw new DatasetFormatError(`${path}: not a readable Arrow IPC file (${err instanceof Error ? err.message : String(err)})`);
+    }
+    const { info, idType } = parseInfo(schema, path);
+    return new DatasetReader(path, info, idType);
+  }
+
+  get inputSize(): number {
+    return inputSize(this.info);
+  }
+
+  /** sha256 of the file's bytes: the dataset's identity in cache keys. Computed once. */
+  async fingerprint(): Promise<string> {
+    this.#fingerprint ??= (await sha256File(this.path)).sha256;
+    return this.#fingerprint;
+  }
+
+  async *batches(): AsyncGenerator<DatasetBatch, void, undefined> {
+    for await (const batch of readArrowFile(this.path)) {
+      const ids = primitiveColumn<Ids>(batch, 'id', this.path);
+      const inputs = listColumn<Float32Array | Uint8Array>(batch, 'input', this.path).values;
+      const labels = nullableInt32Column(batch, 'label', this.path);
+      yield { rows: batch.numRows, ids, inputs, labels };
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncGenerator<DatasetBatch, void, undefined> {
+    return this.batches();
+  }
+
+  async countRows(): Promise<number> {
+    let rows = 0;
+    for await (const b of this.batches()) rows += b.rows;
+    return rows;
+  }
+}

@@ -1,0 +1,70 @@
+export { float16Bits, float16Value, encodeFloat16, decodeFloat16 } from './float16.js';
+export {
+  logSumExp,
+  logSoftmax,
+  softmax,
+  rescaleTemperature,
+  assertTemperature,
+  topK,
+  labelStatistics,
+  type FloatArray,
+  type TopK,
+  type LabelStatistics,
+} from './numerics.js';
+export {
+  DatasetWriter,
+  DatasetReader,
+  DatasetFormatError,
+  DatasetInfoSchema,
+  datasetSchema,
+  inputSize,
+  META,
+  DATASET_FORMAT,
+  type DatasetInfo,
+  type DatasetBatch,
+  type Ids,
+} from './dataset.js';
+export { parseIdx, readIdx, readIdxPair, IdxFormatError, type IdxArray, type IdxImageSet } from './idx.js';
+export {
+  importFashionMnist,
+  importIdxPair,
+  FASHION_MNIST_CLASSES,
+  FASHION_MNIST_DEBIAN_DIR,
+  FASHION_MNIST_FILES,
+  type ImportedSplit,
+} from './fashion-mnist.js';
+export {
+  cacheKey,
+  CacheManifestSchema,
+  CacheProgressSchema,
+  StorageSchema,
+  TeacherRefSchema,
+  ShardSchema,
+  CACHE_FORMAT,
+  CACHE_FORMAT_VERSION,
+  MANIFEST_FILE,
+  type CacheManifest,
+  type CacheKeyInput,
+  type Storage,
+  type StorageInput,
+  type TeacherRef,
+  type Shard,
+} from './logit-cache/manifest.js';
+export { CacheIntegrityError, CacheMismatchError, CacheNotFoundError } from './logit-cache/errors.js';
+export { LogitCacheWriter, CacheExistsError, CacheLockedError, type LogitCacheWriterOptions } from './logit-cache/writer.js';
+export {
+  LogitCacheReader,
+  listCaches,
+  findCache,
+  verifyCache,
+  type LogitBatch,
+  type DenseLogitBatch,
+  type TopKLogitBatch,
+  type LogitCacheReaderOptions,
+  type CacheEntry,
+  type CacheVerification,
+} from './logit-cache/reader.js';
+export { alignDatasetWithCaches, type AlignedBatch, type AlignOptions } from './logit-cache/align.js';
+export { sha256File, writeFileAtomic } from './internal/arrow-io.js';
+export { PRODUCER } from './version.js';
+export { writeSyntheticDataset, mulberry32, type SyntheticDatasetOptions } from './synthetic.js';

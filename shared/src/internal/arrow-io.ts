@@ -1,0 +1,256 @@
+/**
+ * Low-level Arrow IPC file I/O shared by the dataset and logit-cache formats: atomic shard
+ * writing with a running sha256, streaming reads over a FileHandle, and zero-copy column views.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { open, rename, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  Data,
+  Field,
+  FixedSizeList,
+  Float16,
+  Float32,
+  Int32,
+  Int64,
+  RecordBatch,
+  RecordBatchFileWriter,
+  RecordBatchReader,
+  Schema,
+  Struct,
+  Uint32,
+  Uint8,
+  makeData,
+  type DataType,
+} from 'apache-arrow';
+
+export type Ids = Int32Array | BigInt64Array;
+
+/** Fsync a directory so that a rename inside it survives a power loss. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Write a small file atomically: temp file, fsync, rename, fsync the directory. */
+export async function writeFileAtomic(path: string, contents: string | Uint8Array): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fh = await open(tmp, 'w');
+  try {
+    await fh.writeFile(contents);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  await fsyncDir(dirname(path));
+}
+
+export async function sha256File(path: string): Promise<{ sha256: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+    hash.update(chunk);
+    bytes += chunk.length;
+  }
+  return { sha256: hash.digest('hex'), bytes };
+}
+
+export interface WrittenFile {
+  readonly path: string;
+  readonly sha256: string;
+  readonly bytes: number;
+}
+
+/**
+ * Streams record batches into an Arrow IPC *file* at `path`. Bytes go to `path.tmp-<pid>`
+ * through a hashing tap; `close()` fsyncs and renames, so `path` either does not exist or is
+ * complete. `abort()` removes the temp file.
+ */
+export class AtomicArrowFileWriter {
+  readonly path: string;
+  readonly #tmp: string;
+  readonly #writer: RecordBatchFileWriter;
+  readonly #hash = createHash('sha256');
+  readonly #done: Promise<void>;
+  #bytes = 0;
+  #rows = 0;
+
+  constructor(path: string) {
+    this.path = path;
+    this.#tmp = `${path}.tmp-${process.pid}`;
+    this.#writer = new RecordBatchFileWriter();
+    const hash = this.#hash;
+    const tap = new Transform({
+      transform: (chunk: Buffer, _enc, cb) => {
+        hash.update(chunk);
+        this.#bytes += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    this.#done = pipeline(this.#writer.toNodeStream(), tap, createWriteStream(this.#tmp, { highWaterMark: 1 << 20 }));
+    // Surface a failure only through close()/abort(), never as an unhandled rejection.
+    this.#done.catch(() => undefined);
+  }
+
+  get rows(): number {
+    return this.#rows;
+  }
+
+  write(batch: RecordBatch): void {
+    this.#writer.write(batch);
+    this.#rows += batch.numRows;
+  }
+
+  async close(): Promise<WrittenFile> {
+    this.#writer.finish();
+    this.#writer.close();
+    await this.#done;
+    const fh = await open(this.#tmp, 'r+');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(this.#tmp, this.path);
+    await fsyncDir(dirname(this.path));
+    return { path: this.path, sha256: this.#hash.digest('hex'), bytes: this.#bytes };
+  }
+
+  async abort(): Promise<void> {
+    // Closing (rather than abort(), which leaves the byte queue's readers pending) drains the
+    // pipeline; the temp file is then deleted, so nothing visible remains.
+    try {
+      this.#writer.close();
+    } catch {
+      // already closed or failed: the pipeline promise settles either way
+    }
+    await this.#done.catch(() => undefined);
+    await rm(this.#tmp, { force: true });
+  }
+}
+
+/** Iterate the record batches of an Arrow IPC file with bounded memory (one batch at a time). */
+export async function* readArrowFile(path: string): AsyncGenerator<RecordBatch, void, undefined> {
+  const fh = await open(path, 'r');
+  try {
+    const reader = await RecordBatchReader.from(fh);
+    for await (const batch of reader) yield batch;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Open an Arrow IPC file just far enough to read its schema. */
+export async function readArrowSchema(path: string): Promise<Schema> {
+  const fh = await open(path, 'r');
+  try {
+    const reader = await RecordBatchReader.from(fh);
+    await reader.open();
+    const schema = reader.schema;
+    await reader.cancel();
+    return schema;
+  } finally {
+    await fh.close();
+  }
+}
+
+// ---------- column construction from typed arrays (no per-row builders) ----------
+
+export function idData(ids: Ids): Data<Int32 | Int64> {
+  return ids instanceof BigInt64Array
+    ? makeData({ type: new Int64(), length: ids.length, data: ids })
+    : makeData({ type: new Int32(), length: ids.length, data: ids });
+}
+
+export type ListValueType = Float32 | Float16 | Uint8 | Uint32;
+
+export function listType(size: number, valueType: ListValueType): FixedSizeList<ListValueType> {
+  return new FixedSizeList(size, new Field('item', valueType, false));
+}
+
+export function fixedSizeListData(
+  size: number,
+  valueType: ListValueType,
+  values: Float32Array | Uint16Array | Uint8Array | Uint32Array,
+): Data<FixedSizeList> {
+  if (values.length % size !== 0) throw new RangeError(`${values.length} values do not split into lists of ${size}`);
+  const length = values.length / size;
+  const child = makeData({ type: valueType, length: values.length, data: values } as never) as unknown as Data<ListValueType>;
+  return makeData({ type: listType(size, valueType), length, child });
+}
+
+/** Int32 column where -1 means null (a validity bitmap is written only when nulls exist). */
+export function nullableInt32Data(values: Int32Array, nullValue = -1): Data<Int32> {
+  let nullCount = 0;
+  for (let i = 0; i < values.length; i++) if (values[i] === nullValue) nullCount++;
+  if (nullCount === 0) return makeData({ type: new Int32(), length: values.length, data: values });
+  const bitmap = new Uint8Array(Math.ceil(values.length / 8));
+  for (let i = 0; i < values.length; i++) if (values[i] !== nullValue) bitmap[i >> 3]! |= 1 << (i & 7);
+  return makeData({ type: new Int32(), length: values.length, data: values, nullBitmap: bitmap, nullCount });
+}
+
+export function recordBatch(schema: Schema, columns: Data[]): RecordBatch {
+  const length = columns[0]?.length ?? 0;
+  for (const [i, c] of columns.entries()) {
+    if (c.length !== length) throw new RangeError(`column ${schema.fields[i]?.name} has ${c.length} rows, expected ${length}`);
+  }
+  const struct = makeData({ type: new Struct(schema.fields), length, children: columns, nullCount: 0 });
+  return new RecordBatch(schema, struct);
+}
+
+// ---------- zero-copy column views ----------
+
+function columnData(batch: RecordBatch, name: string, file: string): Data {
+  const vector = batch.getChild(name);
+  if (vector === null) throw new Error(`${file}: missing column "${name}"`);
+  if (vector.data.length !== 1) throw new Error(`${file}: column "${name}" has ${vector.data.length} chunks in one batch`);
+  return vector.data[0]!;
+}
+
+type Typed = Int32Array | BigInt64Array | Float32Array | Uint16Array | Uint8Array | Uint32Array;
+
+function view<T extends Typed>(values: T, start: number, length: number): T {
+  return values.subarray(start, start + length) as T;
+}
+
+/** A primitive column as a typed-array view. */
+export function primitiveColumn<T extends Typed>(batch: RecordBatch, name: string, file: string): T {
+  const data = columnData(batch, name, file);
+  return view(data.values as T, data.offset, data.length);
+}
+
+/** A FixedSizeList column's flat values as a typed-array view, plus the list size. */
+export function listColumn<T extends Typed>(batch: RecordBatch, name: string, file: string): { values: T; size: number; type: DataType } {
+  const data = columnData(batch, name, file);
+  const type = data.type as FixedSizeList;
+  const size = type.listSize;
+  const child = data.children[0];
+  if (child === undefined) throw new Error(`${file}: column "${name}" is not a list`);
+  return { values: view(child.values as T, (child.offset + data.offset) * size, data.length * size), size, type: child.type };
+}
+
+/** A nullable Int32 column with nulls mapped to `nullValue` (copies only when nulls exist). */
+export function nullableInt32Column(batch: RecordBatch, name: string, file: string, nullValue = -1): Int32Array {
+  const data = columnData(batch, name, file) as Data<Int32>;
+  const values = view(data.values, data.offset, data.length);
+  if (data.nullCount === 0 || data.nullBitmap === undefined || data.nullBitmap.length === 0) return values;
+  const out = values.slice();
+  const bitmap = data.nullBitmap;
+  for (let i = 0; i < out.length; i++) {
+    const bit = data.offset + i;
+    if ((bitmap[bit >> 3]! & (1 << (bit & 7))) === 0) out[i] = nullValue;
+  }
+  return out;
+}
+
+export function idAt(ids: Ids, i: number): number {
+  return Number(ids[i]!);
+}

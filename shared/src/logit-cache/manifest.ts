@@ -1,0 +1,89 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+
+export const CACHE_FORMAT = 'distillate.logit-cache';
+export const CACHE_FORMAT_VERSION = 1;
+export const MANIFEST_FILE = 'manifest.json';
+export const PROGRESS_FILE = 'progress.json';
+
+const Sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'expected a lowercase hex sha256');
+
+export const StorageSchema = z.discriminatedUnion('mode', [
+  z.object({ mode: z.literal('dense'), dtype: z.enum(['float32', 'float16']).default('float32') }),
+  z.object({
+    mode: z.literal('topk'),
+    k: z.number().int().positive(),
+    dtype: z.enum(['float32', 'float16']).default('float32'),
+  }),
+]);
+export type Storage = z.infer<typeof StorageSchema>;
+export type StorageInput = z.input<typeof StorageSchema>;
+
+export const TeacherRefSchema = z.object({
+  name: z.string().min(1),
+  sha256: Sha256,
+  classes: z.array(z.string()).min(1),
+});
+export type TeacherRef = z.infer<typeof TeacherRefSchema>;
+
+export const ShardSchema = z.object({
+  file: z.string().regex(/^part-\d{5}\.arrow$/),
+  rows: z.number().int().positive(),
+  bytes: z.number().int().positive(),
+  sha256: Sha256,
+  firstId: z.number().int(),
+  lastId: z.number().int(),
+});
+export type Shard = z.infer<typeof ShardSchema>;
+
+const ManifestBody = {
+  format: z.literal(CACHE_FORMAT),
+  version: z.literal(CACHE_FORMAT_VERSION),
+  key: Sha256,
+  teacher: TeacherRefSchema,
+  dataset: z.object({ fingerprint: Sha256, rows: z.number().int().nonnegative() }),
+  /** Canonical description of the input preprocessing the teacher saw (part of the key). */
+  preprocessing: z.string(),
+  /** Stored logits are z / temperature. */
+  temperature: z.number().positive().finite(),
+  storage: StorageSchema,
+  /** Whether shards carry pseudo_label, confidence, entropy and margin (label jobs). */
+  labelStatistics: z.boolean(),
+  producer: z.object({ name: z.string(), version: z.string() }),
+  shards: z.array(ShardSchema),
+};
+
+export const CacheManifestSchema = z.object({ ...ManifestBody, createdAt: z.string(), complete: z.literal(true) });
+export type CacheManifest = z.infer<typeof CacheManifestSchema>;
+
+/** Written after each durable shard while a cache is being built; resumption reads it. */
+export const CacheProgressSchema = z.object({ ...ManifestBody, complete: z.literal(false) });
+export type CacheProgress = z.infer<typeof CacheProgressSchema>;
+
+export interface CacheKeyInput {
+  readonly teacherSha256: string;
+  readonly datasetFingerprint: string;
+  readonly preprocessing: string;
+  readonly temperature: number;
+  readonly storage: StorageInput;
+}
+
+/**
+ * The cache key: sha256 over everything that changes the stored numbers. Two jobs with the
+ * same key would write the same bytes, so the second is a cache hit.
+ */
+export function cacheKey(input: CacheKeyInput): string {
+  const storage = StorageSchema.parse(input.storage);
+  const canonical = JSON.stringify([
+    CACHE_FORMAT,
+    CACHE_FORMAT_VERSION,
+    input.teacherSha256,
+    input.datasetFingerprint,
+    input.preprocessing,
+    input.temperature,
+    storage.mode,
+    storage.mode === 'topk' ? storage.k : null,
+    storage.dtype,
+  ]);
+  return createHash('sha256').update(canonical).digest('hex');
+}

@@ -1,0 +1,295 @@
+import { readFile, readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { RecordBatch } from 'apache-arrow';
+import { decodeFloat16 } from '../float16.js';
+import { idAt, listColumn, primitiveColumn, readArrowFile, sha256File, type Ids } from '../internal/arrow-io.js';
+import { assertTemperature } from '../numerics.js';
+import { CacheIntegrityError, CacheNotFoundError } from './errors.js';
+import { CacheManifestSchema, MANIFEST_FILE, type CacheManifest, type Shard } from './manifest.js';
+
+interface LogitBatchBase {
+  readonly rows: number;
+  readonly ids: Ids;
+  /** The shard file these rows came from and the index of the first row within it. */
+  readonly file: string;
+  readonly rowInShard: number;
+  /** Present only for caches written by label jobs. */
+  readonly stats?: {
+    readonly pseudoLabel: Int32Array;
+    readonly confidence: Float32Array;
+    readonly entropy: Float32Array;
+    readonly margin: Float32Array;
+  };
+}
+
+export interface DenseLogitBatch extends LogitBatchBase {
+  readonly kind: 'dense';
+  /** [rows, C] teacher logits divided by the requested temperature. */
+  readonly logits: Float32Array;
+}
+
+export interface TopKLogitBatch extends LogitBatchBase {
+  readonly kind: 'topk';
+  readonly k: number;
+  /** [rows, k] class indices, descending by logit. */
+  readonly indices: Uint32Array;
+  /** [rows, k] kept logits / T. */
+  readonly logits: Float32Array;
+  /** [rows] log Σ_c exp(z_c / T) over all C classes: p_kept = exp(logit − logsumexp). */
+  readonly logsumexp: Float32Array;
+}
+
+export type LogitBatch = DenseLogitBatch | TopKLogitBatch;
+
+export type VerifyMode = 'lazy' | 'eager' | 'none';
+
+export interface LogitCacheReaderOptions {
+  /**
+   * When to check shard sha256s. `lazy` (default) hashes each shard just before streaming it;
+   * `eager` hashes all shards in `open()`; `none` trusts the files.
+   */
+  readonly verify?: VerifyMode;
+}
+
+async function readManifest(dir: string): Promise<CacheManifest> {
+  let raw: string;
+  try {
+    raw = await readFile(join(dir, MANIFEST_FILE), 'utf8');
+  } catch {
+    throw new CacheNotFoundError(`${dir} is not a logit cache: it has no ${MANIFEST_FILE} (an interrupted job leaves none)`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch (err) {
+    throw new CacheIntegrityError(`${join(dir, MANIFEST_FILE)}: not valid JSON (${(err as Error).message})`);
+  }
+  const parsed = CacheManifestSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new CacheIntegrityError(`${join(dir, MANIFEST_FILE)}: not a complete cache manifest (${issue?.path.join('.') || 'root'}: ${issue?.message})`);
+  }
+  return parsed.data;
+}
+
+async function checkShardBytes(dir: string, shard: Shard): Promise<void> {
+  const path = join(dir, shard.file);
+  let info;
+  try {
+    info = await stat(path);
+  } catch {
+    throw new CacheIntegrityError(`${path}: shard listed in the manifest is missing`);
+  }
+  if (info.size !== shard.bytes) {
+    throw new CacheIntegrityError(`${path}: shard is ${info.size} bytes but the manifest says ${shard.bytes} (truncated or overwritten)`);
+  }
+  const { sha256 } = await sha256File(path);
+  if (sha256 !== shard.sha256) {
+    throw new CacheIntegrityError(`${path}: sha256 ${sha256} does not match the manifest's ${shard.sha256} (corrupted)`);
+  }
+}
+
+/**
+ * Streams a complete logit cache, shard by shard and batch by batch. Float32 dense logits at
+ * the stored temperature are zero-copy views of the file's record batches; float16 values and
+ * temperature-rescaled values are decoded into fresh arrays per batch.
+ */
+export class LogitCacheReader {
+  readonly dir: string;
+  readonly manifest: CacheManifest;
+  readonly #verify: VerifyMode;
+
+  private constructor(dir: string, manifest: CacheManifest, verify: VerifyMode) {
+    this.dir = dir;
+    this.manifest = manifest;
+    this.#verify = verify;
+  }
+
+  static async open(dir: string, options: LogitCacheReaderOptions = {}): Promise<LogitCacheReader> {
+    const manifest = await readManifest(dir);
+    const verify = options.verify ?? 'lazy';
+    if (verify === 'eager') for (const shard of manifest.shards) await checkShardBytes(dir, shard);
+    return new LogitCacheReader(dir, manifest, verify);
+  }
+
+  get key(): string {
+    return this.manifest.key;
+  }
+
+  get classes(): readonly string[] {
+    return this.manifest.teacher.classes;
+  }
+
+  get rows(): number {
+    return this.manifest.dataset.rows;
+  }
+
+  /**
+   * Yield batches with logits at `temperature` (default: the stored one). Dense caches rescale
+   * exactly (z/T' = (z/T)·T/T'). Top-k caches cannot: the tail mass at T' needs the logits that
+   * were dropped, so they refuse any other temperature.
+   */
+  async *batches(options: { temperature?: number } = {}): AsyncGenerator<LogitBatch, void, undefined> {
+    const m = this.manifest;
+    const T = options.temperature ?? m.temperature;
+    assertTemperature(T);
+    if (m.storage.mode === 'topk' && T !== m.temperature) {
+      throw new RangeError(`cache ${m.key} stores top-${m.storage.k} logits at T = ${m.temperature}; it cannot be read at T = ${T} (the dropped tail is not stored). Rebuild it at T = ${T} or use dense storage.`);
+    }
+    const factor = m.temperature / T;
+    for (const shard of m.shards) {
+      if (this.#verify === 'lazy') await checkShardBytes(this.dir, shard);
+      const path = join(this.dir, shard.file);
+      let row = 0;
+      try {
+        for await (const batch of readArrowFile(path)) {
+          const out = this.#decode(batch, path, shard.file, row, factor);
+          if (row === 0 && out.rows > 0 && idAt(out.ids, 0) !== shard.firstId) {
+            throw new CacheIntegrityError(`${path}: first id ${idAt(out.ids, 0)} does not match the manifest's ${shard.firstId}`);
+          }
+          row += out.rows;
+          yield out;
+        }
+      } catch (err) {
+        if (err instanceof CacheIntegrityError || err instanceof RangeError) throw err;
+        throw new CacheIntegrityError(`${path}: unreadable shard (${err instanceof Error ? err.message : String(err)})`);
+      }
+      if (row !== shard.rows) throw new CacheIntegrityError(`${path}: holds ${row} rows but the manifest says ${shard.rows}`);
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncGenerator<LogitBatch, void, undefined> {
+    return this.batches();
+  }
+
+  #decode(batch: RecordBatch, path: string, file: string, rowInShard: number, factor: number): LogitBatch {
+    const m = this.manifest;
+    const rows = batch.numRows;
+    const ids = primitiveColumn<Ids>(batch, 'id', path);
+    const stats = m.labelStatistics
+      ? {
+          pseudoLabel: primitiveColumn<Int32Array>(batch, 'pseudo_label', path),
+          confidence: primitiveColumn<Float32Array>(batch, 'confidence', path),
+          entropy: primitiveColumn<Float32Array>(batch, 'entropy', path),
+          margin: primitiveColumn<Float32Array>(batch, 'margin', path),
+        }
+      : undefined;
+    const base = { rows, ids, file, rowInShard, ...(stats === undefined ? {} : { stats }) };
+    const values = (name: string, size: number): Float32Array => {
+      const col = listColumn<Float32Array | Uint16Array>(batch, name, path);
+      if (col.size !== size) throw new CacheIntegrityError(`${path}: column ${name} has lists of ${col.size}, expected ${size}`);
+      let out = col.values instanceof Uint16Array ? decodeFloat16(col.values) : col.values;
+      if (factor !== 1) {
+        out = out === col.values ? new Float32Array(out) : out;
+        for (let i = 0; i < out.length; i++) out[i]! *= factor;
+      }
+      return out;
+    };
+    if (m.storage.mode === 'dense') {
+      return { kind: 'dense', ...base, logits: values('logits', m.teacher.classes.length) };
+    }
+    const k = m.storage.k;
+    const indices = listColumn<Uint32Array>(batch, 'topk_index', path);
+    if (indices.size !== k) throw new CacheIntegrityError(`${path}: topk_index has lists of ${indices.size}, expected ${k}`);
+    return {
+      kind: 'topk',
+      ...base,
+      k,
+      indices: indices.values,
+      logits: values('topk_logit', k),
+      logsumexp: primitiveColumn<Float32Array>(batch, 'logsumexp', path),
+    };
+  }
+}
+
+export interface CacheEntry {
+  readonly key: string;
+  readonly dir: string;
+  readonly manifest: CacheManifest;
+}
+
+/** Complete caches under `root`. Directories without a complete manifest are skipped. */
+export async function listCaches(root: string): Promise<CacheEntry[]> {
+  let names: string[];
+  try {
+    names = await readdir(root);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  const out: CacheEntry[] = [];
+  for (const name of names.sort()) {
+    const dir = join(root, name);
+    try {
+      const manifest = await readManifest(dir);
+      if (manifest.key === name) out.push({ key: name, dir, manifest });
+    } catch {
+      // not a cache (yet): an interrupted job, or an unrelated directory
+    }
+  }
+  return out;
+}
+
+/** Open the complete cache `<root>/<key>` if there is one. */
+export async function findCache(root: string, key: string): Promise<CacheEntry | undefined> {
+  const dir = join(root, key);
+  try {
+    return { key, dir, manifest: await readManifest(dir) };
+  } catch (err) {
+    if (err instanceof CacheNotFoundError) return undefined;
+    throw err;
+  }
+}
+
+export interface CacheVerification {
+  readonly ok: boolean;
+  readonly dir: string;
+  readonly key?: string;
+  readonly rows: number;
+  readonly problems: readonly string[];
+}
+
+/**
+ * Full check of a cache: manifest, every shard's size and sha256, row counts, and ids in
+ * ascending shard order. Never throws for a bad cache; it reports the problems.
+ */
+export async function verifyCache(dir: string): Promise<CacheVerification> {
+  const problems: string[] = [];
+  let manifest: CacheManifest;
+  try {
+    manifest = await readManifest(dir);
+  } catch (err) {
+    return { ok: false, dir, rows: 0, problems: [(err as Error).message] };
+  }
+  if (manifest.key !== dir.split(/[\\/]/).filter(Boolean).at(-1)) {
+    problems.push(`${dir}: directory name does not match manifest key ${manifest.key}`);
+  }
+  let rows = 0;
+  for (const shard of manifest.shards) {
+    try {
+      await checkShardBytes(dir, shard);
+    } catch (err) {
+      problems.push((err as Error).message);
+    }
+  }
+  if (problems.length === 0) {
+    try {
+      const reader = await LogitCacheReader.open(dir, { verify: 'none' });
+      const byFile = new Map(manifest.shards.map((s) => [s.file, s]));
+      for await (const b of reader.batches()) {
+        rows += b.rows;
+        const shard = byFile.get(b.file);
+        const last = idAt(b.ids, b.rows - 1);
+        if (shard !== undefined && b.rowInShard + b.rows === shard.rows && last !== shard.lastId) {
+          problems.push(`${join(dir, b.file)}: last id ${last} does not match the manifest's ${shard.lastId}`);
+        }
+      }
+    } catch (err) {
+      problems.push((err as Error).message);
+    }
+    if (problems.length === 0 && rows !== manifest.dataset.rows) {
+      problems.push(`${dir}: shards hold ${rows} rows but the dataset has ${manifest.dataset.rows}`);
+    }
+  }
+  return { ok: problems.length === 0, dir, key: manifest.key, rows, problems };
+}

@@ -1,0 +1,334 @@
+import { mkdir, open, readFile, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Float16, Float32, Int32, Uint32, makeData, type Data, type Schema } from 'apache-arrow';
+import { encodeFloat16 } from '../float16.js';
+import { AtomicArrowFileWriter, fixedSizeListData, idAt, idData, recordBatch, sha256File, writeFileAtomic, type Ids } from '../internal/arrow-io.js';
+import { labelStatistics, logSumExp, topK, assertTemperature } from '../numerics.js';
+import { PRODUCER } from '../version.js';
+import { CacheIntegrityError } from './errors.js';
+import {
+  CACHE_FORMAT,
+  CACHE_FORMAT_VERSION,
+  CacheManifestSchema,
+  CacheProgressSchema,
+  MANIFEST_FILE,
+  PROGRESS_FILE,
+  StorageSchema,
+  cacheKey,
+  type CacheManifest,
+  type CacheProgress,
+  type Shard,
+  type Storage,
+  type StorageInput,
+  type TeacherRef,
+} from './manifest.js';
+import { cacheShardSchema, shardFileName } from './schema.js';
+
+export interface LogitCacheWriterOptions {
+  /** Directory that holds caches; this cache goes to `<root>/<key>/`. */
+  readonly root: string;
+  readonly teacher: TeacherRef;
+  readonly dataset: { readonly fingerprint: string; readonly rows: number };
+  readonly preprocessing: string;
+  readonly temperature: number;
+  readonly storage: StorageInput;
+  /** Also store pseudo_label, confidence, entropy and margin (computed at T = 1). */
+  readonly labelStatistics?: boolean;
+  /** Rows per shard file (default 65,536). A crash loses at most one shard of work. */
+  readonly shardRows?: number;
+  /** Rows per Arrow record batch inside a shard (default 4,096). */
+  readonly batchRows?: number;
+  readonly producer?: { readonly name: string; readonly version: string };
+}
+
+export class CacheExistsError extends Error {
+  override readonly name = 'CacheExistsError';
+}
+
+export class CacheLockedError extends Error {
+  override readonly name = 'CacheLockedError';
+}
+
+const LOCK_FILE = '.lock';
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function acquireLock(dir: string): Promise<void> {
+  const path = join(dir, LOCK_FILE);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fh = await open(path, 'wx');
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const holder = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
+      // A lock left by a crashed process (kill -9) is stale; take it over.
+      if (Number.isInteger(holder) && holder !== process.pid && pidAlive(holder)) {
+        throw new CacheLockedError(`${dir} is being written by process ${holder}`);
+      }
+      await rm(path, { force: true });
+    }
+  }
+  throw new CacheLockedError(`could not lock ${dir}`);
+}
+
+/**
+ * Writes one logit cache: shards of Arrow IPC files, each renamed into place only when complete,
+ * then `manifest.json` last. After every shard a `progress.json` records the durable shards, so
+ * a writer reopened on the same key after a crash resumes from `resumedRows`.
+ *
+ * `append` takes *raw* teacher logits; the writer stores z / T.
+ */
+export class LogitCacheWriter {
+  readonly key: string;
+  readonly dir: string;
+  readonly classes: number;
+  readonly storage: Storage;
+  /** Rows already durable from an earlier, interrupted run. The caller skips these rows. */
+  readonly resumedRows: number;
+
+  readonly #opts: LogitCacheWriterOptions;
+  readonly #labelStats: boolean;
+  readonly #shardRows: number;
+  readonly #batchRows: number;
+  readonly #shards: Shard[];
+  #schema: Schema | undefined;
+  #idType: 'int32' | 'int64' | undefined;
+  #pendingIds: Ids | undefined;
+  #pendingLogits: Float32Array;
+  #pendingRaw: Float32Array | undefined;
+  #pendingRows = 0;
+  #shard: AtomicArrowFileWriter | undefined;
+  #shardFirstId = 0;
+  #lastId = 0;
+  #rowsWritten: number;
+  #closed = false;
+
+  private constructor(opts: LogitCacheWriterOptions, key: string, storage: Storage, shards: Shard[]) {
+    this.#opts = opts;
+    this.key = key;
+    this.dir = join(opts.root, key);
+    this.classes = opts.teacher.classes.length;
+    this.storage = storage;
+    this.#labelStats = opts.labelStatistics ?? false;
+    this.#shardRows = opts.shardRows ?? 65536;
+    this.#batchRows = Math.min(opts.batchRows ?? 4096, this.#shardRows);
+    this.#shards = shards;
+    this.resumedRows = shards.reduce((n, s) => n + s.rows, 0);
+    this.#rowsWritten = this.resumedRows;
+    this.#lastId = shards.at(-1)?.lastId ?? 0;
+    this.#pendingLogits = new Float32Array(this.#batchRows * this.classes);
+  }
+
+  static async open(opts: LogitCacheWriterOptions): Promise<LogitCacheWriter> {
+    assertTemperature(opts.temperature);
+    const storage = StorageSchema.parse(opts.storage);
+    const C = opts.teacher.classes.length;
+    if (storage.mode === 'topk' && storage.k > C) throw new RangeError(`top-k storage with k = ${storage.k} needs at least k classes; the teacher has ${C}`);
+    if (opts.shardRows !== undefined && !(Number.isInteger(opts.shardRows) && opts.shardRows > 0)) throw new RangeError(`shardRows must be a positive integer`);
+    const key = cacheKey({
+      teacherSha256: opts.teacher.sha256,
+      datasetFingerprint: opts.dataset.fingerprint,
+      preprocessing: opts.preprocessing,
+      temperature: opts.temperature,
+      storage,
+    });
+    const dir = join(opts.root, key);
+    await mkdir(dir, { recursive: true });
+    const manifest = await readFile(join(dir, MANIFEST_FILE), 'utf8').catch(() => undefined);
+    if (manifest !== undefined && CacheManifestSchema.safeParse(JSON.parse(manifest)).success) {
+      throw new CacheExistsError(`cache ${key} is already complete in ${dir}`);
+    }
+    await acquireLock(dir);
+    try {
+      const shards = await recoverShards(dir, key);
+      return new LogitCacheWriter(opts, key, storage, shards);
+    } catch (err) {
+      await rm(join(dir, LOCK_FILE), { force: true });
+      throw err;
+    }
+  }
+
+  get rowsWritten(): number {
+    return this.#rowsWritten + this.#pendingRows + (this.#shard?.rows ?? 0);
+  }
+
+  /** Append rows of raw teacher logits ([rows, C] row-major). */
+  async append(batch: { ids: Ids; logits: Float32Array }): Promise<void> {
+    if (this.#closed) throw new Error('LogitCacheWriter is closed');
+    const rows = batch.ids.length;
+    const C = this.classes;
+    if (batch.logits.length !== rows * C) throw new RangeError(`logits hold ${batch.logits.length} values; ${rows} rows × ${C} classes needs ${rows * C}`);
+    const idType = batch.ids instanceof BigInt64Array ? 'int64' : 'int32';
+    this.#idType ??= idType;
+    if (idType !== this.#idType) throw new TypeError(`ids changed type from ${this.#idType} to ${idType}`);
+    this.#schema ??= cacheShardSchema(this.storage, C, this.#labelStats, idType);
+    const invT = 1 / this.#opts.temperature;
+    let r = 0;
+    while (r < rows) {
+      if (this.#pendingIds === undefined) {
+        this.#pendingIds = idType === 'int64' ? new BigInt64Array(this.#batchRows) : new Int32Array(this.#batchRows);
+        if (this.#labelStats) this.#pendingRaw = new Float32Array(this.#batchRows * C);
+      }
+      const n = Math.min(rows - r, this.#batchRows - this.#pendingRows);
+      (this.#pendingIds as Int32Array).set((batch.ids as Int32Array).subarray(r, r + n), this.#pendingRows);
+      const src = batch.logits.subarray(r * C, (r + n) * C);
+      const dst = this.#pendingLogits.subarray(this.#pendingRows * C, (this.#pendingRows + n) * C);
+      for (let i = 0; i < src.length; i++) {
+        const v = src[i]!;
+        if (!Number.isFinite(v)) throw new RangeError(`row ${idAt(batch.ids, r + Math.floor(i / C))}: teacher logit ${v} is not finite`);
+        dst[i] = v * invT;
+      }
+      this.#pendingRaw?.set(src, this.#pendingRows * C);
+      this.#pendingRows += n;
+      r += n;
+      if (this.#pendingRows === this.#batchRows) await this.#flushBatch();
+    }
+  }
+
+  async #flushBatch(): Promise<void> {
+    const rows = this.#pendingRows;
+    if (rows === 0 || this.#pendingIds === undefined || this.#schema === undefined) return;
+    const C = this.classes;
+    const ids = this.#pendingIds.subarray(0, rows) as Ids;
+    const scaled = this.#pendingLogits.subarray(0, rows * C);
+    const valueType = this.storage.dtype === 'float16' ? new Float16() : new Float32();
+    const encode = (v: Float32Array): Float32Array | Uint16Array => (this.storage.dtype === 'float16' ? encodeFloat16(v) : v);
+    const columns: Data[] = [idData(ids)];
+    if (this.storage.mode === 'dense') {
+      columns.push(fixedSizeListData(C, valueType, encode(scaled)));
+    } else {
+      const k = this.storage.k;
+      const top = topK(scaled, C, k);
+      columns.push(fixedSizeListData(k, new Uint32(), top.indices));
+      columns.push(fixedSizeListData(k, valueType, encode(top.values)));
+      columns.push(makeData({ type: new Float32(), length: rows, data: Float32Array.from(logSumExp(scaled, C)) }));
+    }
+    if (this.#labelStats && this.#pendingRaw !== undefined) {
+      const s = labelStatistics(this.#pendingRaw.subarray(0, rows * C), C);
+      columns.push(makeData({ type: new Int32(), length: rows, data: s.pseudoLabel }));
+      columns.push(makeData({ type: new Float32(), length: rows, data: s.confidence }));
+      columns.push(makeData({ type: new Float32(), length: rows, data: s.entropy }));
+      columns.push(makeData({ type: new Float32(), length: rows, data: s.margin }));
+    }
+    if (this.#shard === undefined) {
+      this.#shard = new AtomicArrowFileWriter(join(this.dir, shardFileName(this.#shards.length)));
+      this.#shardFirstId = idAt(ids, 0);
+    }
+    this.#lastId = idAt(ids, rows - 1);
+    this.#shard.write(recordBatch(this.#schema, columns));
+    // Fresh buffers: the Arrow writer may still hold the old ones until its stream drains.
+    this.#pendingIds = undefined;
+    this.#pendingRaw = undefined;
+    this.#pendingLogits = new Float32Array(this.#batchRows * C);
+    this.#pendingRows = 0;
+    if (this.#shard.rows >= this.#shardRows) await this.#closeShard();
+  }
+
+  async #closeShard(): Promise<void> {
+    const shard = this.#shard;
+    if (shard === undefined) return;
+    this.#shard = undefined;
+    const rows = shard.rows;
+    const written = await shard.close();
+    this.#shards.push({
+      file: shardFileName(this.#shards.length),
+      rows,
+      bytes: written.bytes,
+      sha256: written.sha256,
+      firstId: this.#shardFirstId,
+      lastId: this.#lastId,
+    });
+    this.#rowsWritten += rows;
+    const progress: CacheProgress = { ...this.#body(), complete: false };
+    await writeFileAtomic(join(this.dir, PROGRESS_FILE), JSON.stringify(progress, null, 2));
+  }
+
+  #body(): Omit<CacheProgress, 'complete'> {
+    const o = this.#opts;
+    return {
+      format: CACHE_FORMAT,
+      version: CACHE_FORMAT_VERSION,
+      key: this.key,
+      teacher: o.teacher,
+      dataset: { fingerprint: o.dataset.fingerprint, rows: o.dataset.rows },
+      preprocessing: o.preprocessing,
+      temperature: o.temperature,
+      storage: this.storage,
+      labelStatistics: this.#labelStats,
+      producer: o.producer ?? PRODUCER,
+      shards: this.#shards,
+    };
+  }
+
+  /** Flush, write the manifest last (atomically), and release the directory. */
+  async finish(): Promise<CacheManifest> {
+    if (this.#closed) throw new Error('LogitCacheWriter is closed');
+    await this.#flushBatch();
+    await this.#closeShard();
+    if (this.#rowsWritten !== this.#opts.dataset.rows) {
+      await this.abort();
+      throw new CacheIntegrityError(`cache ${this.key}: wrote ${this.#rowsWritten} rows but the dataset has ${this.#opts.dataset.rows}; no manifest written`);
+    }
+    const manifest: CacheManifest = CacheManifestSchema.parse({ ...this.#body(), createdAt: new Date().toISOString(), complete: true });
+    await writeFileAtomic(join(this.dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
+    await rm(join(this.dir, PROGRESS_FILE), { force: true });
+    this.#closed = true;
+    await rm(join(this.dir, LOCK_FILE), { force: true });
+    return manifest;
+  }
+
+  /**
+   * Stop without a manifest. Durable shards stay for a later resume; rows in the open shard
+   * are dropped.
+   */
+  async abort(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#shard?.abort();
+    this.#shard = undefined;
+    await rm(join(this.dir, LOCK_FILE), { force: true });
+  }
+}
+
+/**
+ * Decide what survives from an interrupted run: shards listed in progress.json whose bytes
+ * still hash correctly, in order, stopping at the first bad one. Everything else in the
+ * directory (temp files, unlisted or damaged shards) is removed.
+ */
+async function recoverShards(dir: string, key: string): Promise<Shard[]> {
+  const kept: Shard[] = [];
+  const raw = await readFile(join(dir, PROGRESS_FILE), 'utf8').catch(() => undefined);
+  if (raw !== undefined) {
+    const parsed = CacheProgressSchema.safeParse(safeJson(raw));
+    if (parsed.success && parsed.data.key === key) {
+      for (const shard of parsed.data.shards) {
+        const actual = await sha256File(join(dir, shard.file)).catch(() => undefined);
+        if (actual === undefined || actual.sha256 !== shard.sha256 || actual.bytes !== shard.bytes) break;
+        kept.push(shard);
+      }
+    }
+  }
+  const keep = new Set([...kept.map((s) => s.file), PROGRESS_FILE, LOCK_FILE]);
+  for (const name of await readdir(dir)) {
+    if (!keep.has(name)) await rm(join(dir, name), { force: true, recursive: true });
+  }
+  return kept;
+}
+
+function safeJson(raw: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+}
