@@ -1,11 +1,13 @@
+import { defaultServerConditions } from 'vite';
 import { defineConfig } from 'vitest/config';
 
+// Workspace packages export their TypeScript sources under the "source" condition, so tests
+// run against src/ without a build.
+const conditions = ['source', ...defaultServerConditions];
+
 export default defineConfig({
-  resolve: {
-    // Workspace packages export their TypeScript sources under the "source" condition, so tests
-    // run against src/ without a build.
-    conditions: ['source'],
-  },
+  resolve: { conditions },
+  ssr: { resolve: { conditions, externalConditions: ['source'] } },
   test: {
     include: ['{shared,server,trainer,scripts}/src/**/*.test.ts', 'tests/**/*.test.ts'],
     testTimeout: 60_000,

@@ -15,8 +15,8 @@ describe('dataset file', () => {
     const path = join(dir, 'u8.arrow');
     const info = { inputShape: [2, 3, 1], layout: 'HWC' as const, scaling: { scale: 1 / 255, offset: 0 }, classes: ['a', 'b', 'c'], inputType: 'uint8' as const };
     const w = DatasetWriter.create(path, info);
-    w.append({ ids: Int32Array.of(10, 11), inputs: Uint8Array.from({ length: 12 }, (_, i) => i * 20), labels: Int32Array.of(2, -1) });
-    w.append({ ids: Int32Array.of(12), inputs: Uint8Array.of(1, 2, 3, 4, 5, 255), labels: Int32Array.of(0) });
+    await w.append({ ids: Int32Array.of(10, 11), inputs: Uint8Array.from({ length: 12 }, (_, i) => i * 20), labels: Int32Array.of(2, -1) });
+    await w.append({ ids: Int32Array.of(12), inputs: Uint8Array.of(1, 2, 3, 4, 5, 255), labels: Int32Array.of(0) });
     const done = await w.close();
     expect(done.rows).toBe(3);
     expect(done.fingerprint).toBe((await sha256File(path)).sha256);
@@ -40,16 +40,16 @@ describe('dataset file', () => {
     const path = join(dir, 'f32.arrow');
     const inputs = Float32Array.of(0.1, -2.5, 3e-30, 1e30);
     const w = DatasetWriter.create(path, { inputShape: [2], layout: 'flat', scaling: { scale: 1, offset: 0 }, classes: ['x', 'y'], inputType: 'float32' });
-    w.append({ ids: Int32Array.of(0, 1), inputs, labels: Int32Array.of(1, 0) });
+    await w.append({ ids: Int32Array.of(0, 1), inputs, labels: Int32Array.of(1, 0) });
     await w.close();
     const r = await DatasetReader.open(path);
     for await (const b of r) expect(b.inputs).toEqual(inputs);
   });
 
-  it('rejects labels outside the class list and inputs of the wrong size', () => {
+  it('rejects labels outside the class list and inputs of the wrong size', async () => {
     const w = DatasetWriter.create(join(dir, 'bad.arrow'), { inputShape: [2], layout: 'flat', scaling: { scale: 1, offset: 0 }, classes: ['x', 'y'], inputType: 'float32' });
-    expect(() => w.append({ ids: Int32Array.of(0), inputs: Float32Array.of(1, 2), labels: Int32Array.of(2) })).toThrow(/label 2 is outside/);
-    expect(() => w.append({ ids: Int32Array.of(0), inputs: Float32Array.of(1), labels: Int32Array.of(0) })).toThrow(/needs 2/);
+    await expect(w.append({ ids: Int32Array.of(0), inputs: Float32Array.of(1, 2), labels: Int32Array.of(2) })).rejects.toThrow(/label 2 is outside/);
+    await expect(w.append({ ids: Int32Array.of(0), inputs: Float32Array.of(1), labels: Int32Array.of(0) })).rejects.toThrow(/needs 2/);
     return w.abort();
   });
 

@@ -138,7 +138,7 @@ export class DatasetWriter {
     return new DatasetWriter(path, DatasetInfoSchema.parse(info), options.idType ?? 'int32');
   }
 
-  append(batch: { ids: Ids; inputs: Float32Array | Uint8Array; labels: Int32Array }): void {
+  async append(batch: { ids: Ids; inputs: Float32Array | Uint8Array; labels: Int32Array }): Promise<void> {
     const rows = batch.ids.length;
     if ((batch.ids instanceof BigInt64Array) !== (this.#idType === 'int64')) {
       throw new TypeError(`ids must be ${this.#idType === 'int64' ? 'BigInt64Array' : 'Int32Array'}`);
@@ -152,7 +152,7 @@ export class DatasetWriter {
       const l = batch.labels[i]!;
       if (l < -1 || l >= C) throw new RangeError(`row ${i}: label ${l} is outside [0, ${C}) (use -1 for unlabelled)`);
     }
-    this.#file.write(
+    await this.#file.write(
       recordBatch(this.#schema, [
         idData(batch.ids),
         fixedSizeListData(this.#D, isU8 ? new Uint8() : new Float32(), batch.inputs),

@@ -56,7 +56,7 @@ export async function importIdxPair(opts: {
       const end = Math.min(set.rows, start + chunk);
       const ids = new Int32Array(end - start);
       for (let i = 0; i < ids.length; i++) ids[i] = start + i;
-      writer.append({ ids, inputs: set.images.subarray(start * D, end * D), labels: set.labels.subarray(start, end) });
+      await writer.append({ ids, inputs: set.images.subarray(start * D, end * D), labels: set.labels.subarray(start, end) });
     }
     const done = await writer.close();
     return { path: done.path, rows: done.rows, fingerprint: done.fingerprint, perClass };

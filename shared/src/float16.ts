@@ -102,7 +102,7 @@ export function float16Value(bits: number): number {
 }
 
 /** Encode a Float32Array into half bits (one exact rounding per element). */
-export function encodeFloat16(values: Float32Array, out = new Uint16Array(values.length)): Uint16Array {
+export function encodeFloat16(values: Float32Array, out: Uint16Array<ArrayBuffer> = new Uint16Array(values.length)): Uint16Array<ArrayBuffer> {
   if (out.length < values.length) throw new RangeError(`encodeFloat16: output holds ${out.length} values, need ${values.length}`);
   const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
   for (let i = 0; i < bits.length; i++) out[i] = float32BitsToHalfBits(bits[i]!);
@@ -110,7 +110,7 @@ export function encodeFloat16(values: Float32Array, out = new Uint16Array(values
 }
 
 /** Decode half bits into a Float32Array. Every half is exactly representable in float32. */
-export function decodeFloat16(bits: Uint16Array, out = new Float32Array(bits.length)): Float32Array {
+export function decodeFloat16(bits: Uint16Array, out: Float32Array<ArrayBuffer> = new Float32Array(bits.length)): Float32Array<ArrayBuffer> {
   if (out.length < bits.length) throw new RangeError(`decodeFloat16: output holds ${out.length} values, need ${bits.length}`);
   const t = table();
   for (let i = 0; i < bits.length; i++) out[i] = t[bits[i]!]!;

@@ -62,7 +62,7 @@ export async function writeSyntheticDataset(path: string, opts: SyntheticDataset
         inputs[i * D + d] = inputType === 'uint8' ? Math.round(v * 255) : v;
       }
     }
-    writer.append({ ids, inputs, labels });
+    await writer.append({ ids, inputs, labels });
   }
   const done = await writer.close();
   return { fingerprint: done.fingerprint, rows: done.rows };

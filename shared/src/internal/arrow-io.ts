@@ -3,26 +3,24 @@
  * writing with a running sha256, streaming reads over a FileHandle, and zero-copy column views.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import {
-  Data,
+  type Data,
   Field,
   FixedSizeList,
-  Float16,
-  Float32,
+  type Float16,
+  type Float32,
   Int32,
   Int64,
   RecordBatch,
   RecordBatchFileWriter,
   RecordBatchReader,
-  Schema,
+  type Schema,
   Struct,
-  Uint32,
-  Uint8,
+  type Uint32,
+  type Uint8,
   makeData,
   type DataType,
 } from 'apache-arrow';
@@ -69,68 +67,108 @@ export interface WrittenFile {
   readonly bytes: number;
 }
 
+/** Bytes the Arrow writer may hold before `write()` waits for the disk to catch up. */
+const HIGH_WATER_BYTES = 32 << 20;
+
 /**
  * Streams record batches into an Arrow IPC *file* at `path`. Bytes go to `path.tmp-<pid>`
- * through a hashing tap; `close()` fsyncs and renames, so `path` either does not exist or is
- * complete. `abort()` removes the temp file.
+ * and through a running sha256; `close()` fsyncs and renames, so `path` either does not
+ * exist or is complete. `abort()` removes the temp file.
+ *
+ * Arrow's writer serialises into an in-memory byte queue; a background loop drains that queue
+ * to the file. `write()` awaits when more than HIGH_WATER_BYTES are queued, so memory stays
+ * bounded and serialisation overlaps with disk writes.
  */
 export class AtomicArrowFileWriter {
   readonly path: string;
   readonly #tmp: string;
-  readonly #writer: RecordBatchFileWriter;
+  readonly #writer = new RecordBatchFileWriter();
   readonly #hash = createHash('sha256');
   readonly #done: Promise<void>;
-  #bytes = 0;
+  #flushed = 0;
   #rows = 0;
+  #wake: (() => void) | undefined;
+  #failed: unknown;
+  /** Callbacks to run once the file holds every byte up to `end` (buffer recycling). */
+  readonly #onFlushed: Array<{ end: number; cb: () => void }> = [];
 
-  constructor(path: string) {
+  readonly #fsync: boolean;
+
+  /**
+   * `fsync: false` keeps the atomic rename (a killed process never leaves a partial file) but
+   * skips the flush to the device, so a power loss may lose recent files. Readers still verify
+   * hashes, so such a loss is detected, never silently read.
+   */
+  constructor(path: string, options: { fsync?: boolean } = {}) {
     this.path = path;
     this.#tmp = `${path}.tmp-${process.pid}`;
-    this.#writer = new RecordBatchFileWriter();
-    const hash = this.#hash;
-    const tap = new Transform({
-      transform: (chunk: Buffer, _enc, cb) => {
-        hash.update(chunk);
-        this.#bytes += chunk.length;
-        cb(null, chunk);
-      },
+    this.#fsync = options.fsync ?? true;
+    this.#done = this.#drain();
+    // Failures surface through write()/close()/abort(), never as an unhandled rejection.
+    this.#done.catch((err: unknown) => {
+      this.#failed = err;
+      this.#wake?.();
     });
-    this.#done = pipeline(this.#writer.toNodeStream(), tap, createWriteStream(this.#tmp, { highWaterMark: 1 << 20 }));
-    // Surface a failure only through close()/abort(), never as an unhandled rejection.
-    this.#done.catch(() => undefined);
+  }
+
+  async #drain(): Promise<void> {
+    const fh = await open(this.#tmp, 'w');
+    try {
+      for await (const chunk of this.#writer as AsyncIterable<Uint8Array>) {
+        this.#hash.update(chunk);
+        let off = 0;
+        while (off < chunk.byteLength) off += (await fh.write(chunk, off)).bytesWritten;
+        this.#flushed += chunk.byteLength;
+        while (this.#onFlushed.length > 0 && this.#onFlushed[0]!.end <= this.#flushed) this.#onFlushed.shift()!.cb();
+        this.#wake?.();
+      }
+      if (this.#fsync) await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Bytes serialised by the Arrow writer so far (it counts them in `_position`). */
+  get #position(): number {
+    return (this.#writer as unknown as { _position: number })._position;
   }
 
   get rows(): number {
     return this.#rows;
   }
 
-  write(batch: RecordBatch): void {
+  /**
+   * Queue a batch. The Arrow writer keeps *views* of the batch's buffers until they reach the
+   * file, so a caller that wants to reuse them passes `onFlushed`, called once that happened.
+   */
+  async write(batch: RecordBatch, onFlushed?: () => void): Promise<void> {
+    if (this.#failed !== undefined) throw this.#failed;
     this.#writer.write(batch);
     this.#rows += batch.numRows;
+    if (onFlushed !== undefined) this.#onFlushed.push({ end: this.#position, cb: onFlushed });
+    while (this.#position - this.#flushed > HIGH_WATER_BYTES && this.#failed === undefined) {
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+      this.#wake = undefined;
+    }
+    if (this.#failed !== undefined) throw this.#failed;
   }
 
   async close(): Promise<WrittenFile> {
     this.#writer.finish();
     this.#writer.close();
     await this.#done;
-    const fh = await open(this.#tmp, 'r+');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
     await rename(this.#tmp, this.path);
-    await fsyncDir(dirname(this.path));
-    return { path: this.path, sha256: this.#hash.digest('hex'), bytes: this.#bytes };
+    if (this.#fsync) await fsyncDir(dirname(this.path));
+    return { path: this.path, sha256: this.#hash.digest('hex'), bytes: this.#flushed };
   }
 
   async abort(): Promise<void> {
-    // Closing (rather than abort(), which leaves the byte queue's readers pending) drains the
-    // pipeline; the temp file is then deleted, so nothing visible remains.
+    // Closing (rather than abort(), which leaves the byte queue's readers pending) lets the
+    // drain loop finish; the temp file is then deleted, so nothing visible remains.
     try {
       this.#writer.close();
     } catch {
-      // already closed or failed: the pipeline promise settles either way
+      // already closed or failed: the drain promise settles either way
     }
     await this.#done.catch(() => undefined);
     await rm(this.#tmp, { force: true });
@@ -146,6 +184,36 @@ export async function* readArrowFile(path: string): AsyncGenerator<RecordBatch, 
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * Read a whole file with large positional reads. fs.promises.readFile reads in 512 KiB steps,
+ * one thread-pool round trip each, which is several times slower for large files.
+ */
+export async function readWholeFile(path: string): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const { size } = await fh.stat();
+    const buf = Buffer.allocUnsafe(size);
+    let off = 0;
+    while (off < size) {
+      const { bytesRead } = await fh.read(buf, off, Math.min(size - off, 64 << 20), off);
+      if (bytesRead === 0) break;
+      off += bytesRead;
+    }
+    return off === size ? buf : buf.subarray(0, off);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Iterate the record batches of an Arrow IPC file already in memory. Batches are zero-copy
+ * views of `bytes`.
+ */
+export function* readArrowBytes(bytes: Uint8Array): Generator<RecordBatch, void, undefined> {
+  const reader = RecordBatchReader.from(bytes);
+  for (const batch of reader) yield batch;
 }
 
 /** Open an Arrow IPC file just far enough to read its schema. */

@@ -206,6 +206,7 @@ describe('crash safety and resume', () => {
     expect(first.resumedRows).toBe(0);
     // Write 600 rows: shards 0 and 1 become durable, 88 rows sit in an open shard.
     await first.append({ ids: allIds.subarray(0, 600), logits: rawLogits(allIds.subarray(0, 600)) });
+    expect(await first.checkpoint()).toBe(512);
     const dir = first.dir;
     const files = await readdir(dir);
     expect(files).toContain(PROGRESS_FILE);
@@ -293,7 +294,7 @@ describe('aligning a dataset with caches', () => {
     const w = DatasetWriter.create(shifted, src.info);
     for await (const b of src) {
       const ids = Int32Array.from(b.ids as Int32Array, (id) => (id >= 5300 ? id + 1 : id));
-      w.append({ ids, inputs: b.inputs, labels: b.labels });
+      await w.append({ ids, inputs: b.inputs, labels: b.labels });
     }
     await w.close();
     const manifest = await buildCache({ mode: 'dense' }, { subdir: 'align3' });

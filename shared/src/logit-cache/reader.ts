@@ -1,8 +1,9 @@
+import { createHash } from 'node:crypto';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RecordBatch } from 'apache-arrow';
 import { decodeFloat16 } from '../float16.js';
-import { idAt, listColumn, primitiveColumn, readArrowFile, sha256File, type Ids } from '../internal/arrow-io.js';
+import { idAt, listColumn, primitiveColumn, readArrowBytes, readArrowFile, readWholeFile, sha256File, type Ids } from '../internal/arrow-io.js';
 import { assertTemperature } from '../numerics.js';
 import { CacheIntegrityError, CacheNotFoundError } from './errors.js';
 import { CacheManifestSchema, MANIFEST_FILE, type CacheManifest, type Shard } from './manifest.js';
@@ -72,6 +73,23 @@ async function readManifest(dir: string): Promise<CacheManifest> {
   return parsed.data;
 }
 
+/**
+ * Shards up to this size are read whole with one readFile and verified from memory, then cut
+ * into zero-copy batches: one read instead of a hash pass plus a read pass, and no per-batch
+ * allocation. Memory is bounded by the shard size (16 MiB by default), not the cache size.
+ * Larger shards are hashed and then streamed through a FileHandle.
+ */
+const WHOLE_SHARD_LIMIT = 256 << 20;
+
+function checkShardInMemory(path: string, shard: Shard, bytes: Uint8Array, verifyHash: boolean): void {
+  if (bytes.byteLength !== shard.bytes) {
+    throw new CacheIntegrityError(`${path}: shard is ${bytes.byteLength} bytes but the manifest says ${shard.bytes} (truncated or overwritten)`);
+  }
+  if (!verifyHash) return;
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  if (sha256 !== shard.sha256) throw new CacheIntegrityError(`${path}: sha256 ${sha256} does not match the manifest's ${shard.sha256} (corrupted)`);
+}
+
 async function checkShardBytes(dir: string, shard: Shard): Promise<void> {
   const path = join(dir, shard.file);
   let info;
@@ -138,11 +156,24 @@ export class LogitCacheReader {
     }
     const factor = m.temperature / T;
     for (const shard of m.shards) {
-      if (this.#verify === 'lazy') await checkShardBytes(this.dir, shard);
       const path = join(this.dir, shard.file);
       let row = 0;
       try {
-        for await (const batch of readArrowFile(path)) {
+        let batches: Iterable<RecordBatch> | AsyncIterable<RecordBatch>;
+        if (shard.bytes <= WHOLE_SHARD_LIMIT) {
+          let bytes: Buffer;
+          try {
+            bytes = await readWholeFile(path);
+          } catch {
+            throw new CacheIntegrityError(`${path}: shard listed in the manifest is missing`);
+          }
+          checkShardInMemory(path, shard, bytes, this.#verify === 'lazy');
+          batches = readArrowBytes(bytes);
+        } else {
+          if (this.#verify === 'lazy') await checkShardBytes(this.dir, shard);
+          batches = readArrowFile(path);
+        }
+        for await (const batch of batches) {
           const out = this.#decode(batch, path, shard.file, row, factor);
           if (row === 0 && out.rows > 0 && idAt(out.ids, 0) !== shard.firstId) {
             throw new CacheIntegrityError(`${path}: first id ${idAt(out.ids, 0)} does not match the manifest's ${shard.firstId}`);

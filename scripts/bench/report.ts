@@ -1,0 +1,59 @@
+/** Shared by every benchmark: one row format, printed as a table or as JSON lines. */
+
+export interface BenchRow {
+  readonly bench: string;
+  readonly metric: string;
+  readonly value: number;
+  readonly unit: string;
+  /** What the value is compared with, measured in the same run; null when nothing is. */
+  readonly peer: string | null;
+  readonly peerValue: number | null;
+  /** value / peerValue. */
+  readonly ratio: number | null;
+}
+
+export function row(bench: string, metric: string, value: number, unit: string, peer?: { name: string; value: number }): BenchRow {
+  return {
+    bench,
+    metric,
+    value: round(value),
+    unit,
+    peer: peer?.name ?? null,
+    peerValue: peer === undefined ? null : round(peer.value),
+    ratio: peer === undefined || peer.value === 0 ? null : round(value / peer.value, 3),
+  };
+}
+
+function round(v: number, digits = 4): number {
+  if (!Number.isFinite(v) || v === 0) return v;
+  const scale = 10 ** Math.max(0, digits - Math.ceil(Math.log10(Math.abs(v))));
+  return Math.round(v * scale) / scale;
+}
+
+export function median(values: readonly number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** Run `fn` once as a warm-up, then `runs` times; return the median of what it reports. */
+export async function medianOf(runs: number, fn: () => Promise<number>): Promise<number> {
+  await fn();
+  const values: number[] = [];
+  for (let i = 0; i < runs; i++) values.push(await fn());
+  return median(values);
+}
+
+export function printRows(rows: readonly BenchRow[], json: boolean): void {
+  if (json) {
+    for (const r of rows) console.log(JSON.stringify(r));
+    return;
+  }
+  const header = ['bench', 'metric', 'value', 'unit', 'peer', 'peer value', 'ratio'];
+  const cells = rows.map((r) => [r.bench, r.metric, String(r.value), r.unit, r.peer ?? '', r.peerValue === null ? '' : String(r.peerValue), r.ratio === null ? '' : `${r.ratio}×`]);
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  const line = (c: string[]) => c.map((v, i) => (i === 2 || i >= 5 ? v.padStart(widths[i]!) : v.padEnd(widths[i]!))).join('  ');
+  console.log(line(header));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const c of cells) console.log(line(c));
+}
