@@ -8,7 +8,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { LogitCacheReader, LogitCacheWriter, type StorageInput } from '@distillate/shared';
@@ -100,10 +100,14 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childRea
     let rows = 0;
     for await (const b of reader.batches()) rows += b.rows;
     if (rows !== reader.rows) throw new Error('short read');
-    console.log(process.resourceUsage().maxRSS); // kilobytes
+    // VmHWM, not getrusage's maxRSS: Linux carries ru_maxrss across fork+exec, so a child of
+    // a large parent would report the parent's peak.
+    const status = await readFile('/proc/self/status', 'utf8');
+    console.log(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1] ?? String(process.resourceUsage().maxRSS)); // kilobytes
     return;
   }
   const sizes: Sizes = opts.quick ? { rows: 5000, runs: 2 } : { rows: 100_000, runs: 5 };
+
   await mkdir(opts.dir, { recursive: true });
   const rows: BenchRow[] = [];
 
@@ -143,6 +147,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childRea
   const big = await writeCache(join(opts.dir, 'dense10x'), sizes.rows * 10, { mode: 'dense', dtype: 'float32' }, 'x');
   const rss10 = childPeakRss(big.dir);
   rows.push(row('cache', 'reader_peak_rss_10x', rss10, 'MB', { name: 'reader_peak_rss_1x', value: rss1 }));
+  rows.push(row('cache', 'writer_peak_rss_10x_run', process.resourceUsage().maxRSS / 1024, 'MB', { name: 'cache_size_10x', value: big.bytes / 1e6 }));
   rows.push(row('cache', 'cache_size_10x', big.bytes / 1e6, 'MB', { name: 'cache_size_1x', value: dense.bytes / 1e6 }));
   await rm(opts.dir, { recursive: true, force: true });
   printRows(rows, opts.json);
