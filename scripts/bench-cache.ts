@@ -76,8 +76,8 @@ async function rawRead(dir: string): Promise<number> {
   return bytes / ((performance.now() - t0) / 1000) / 1e6;
 }
 
-async function cacheRead(dir: string, verify: 'none' | 'lazy'): Promise<number> {
-  const reader = await LogitCacheReader.open(dir, { verify });
+async function cacheRead(dir: string, verify: 'none' | 'lazy', recycleBuffers = false): Promise<number> {
+  const reader = await LogitCacheReader.open(dir, { verify, recycleBuffers });
   const bytes = reader.manifest.shards.reduce((a, sh) => a + sh.bytes, 0);
   let rows = 0;
   const t0 = performance.now();
@@ -134,7 +134,9 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childRea
   const raw = await medianOf(sizes.runs, () => rawRead(dense.dir));
   const read = await medianOf(sizes.runs, () => cacheRead(dense.dir, 'none'));
   const readVerified = await medianOf(sizes.runs, () => cacheRead(dense.dir, 'lazy'));
+  const readRecycled = await medianOf(sizes.runs, () => cacheRead(dense.dir, 'none', true));
   rows.push(row('cache', 'read_dense_f32', read, 'MB/s', { name: 'fs.createReadStream', value: raw }));
+  rows.push(row('cache', 'read_dense_f32_recycled_buffers', readRecycled, 'MB/s', { name: 'fs.createReadStream', value: raw }));
   rows.push(row('cache', 'read_dense_f32_sha256_verified', readVerified, 'MB/s', { name: 'fs.createReadStream', value: raw }));
   const topkRaw = await medianOf(sizes.runs, () => rawRead(topk.dir));
   const topkRead = await medianOf(sizes.runs, () => cacheRead(topk.dir, 'none'));

@@ -190,11 +190,11 @@ export async function* readArrowFile(path: string): AsyncGenerator<RecordBatch, 
  * Read a whole file with large positional reads. fs.promises.readFile reads in 512 KiB steps,
  * one thread-pool round trip each, which is several times slower for large files.
  */
-export async function readWholeFile(path: string): Promise<Buffer> {
+export async function readWholeFile(path: string, reuse?: Buffer): Promise<Buffer> {
   const fh = await open(path, 'r');
   try {
     const { size } = await fh.stat();
-    const buf = Buffer.allocUnsafe(size);
+    const buf = reuse !== undefined && reuse.length >= size ? reuse.subarray(0, size) : Buffer.allocUnsafe(size);
     let off = 0;
     while (off < size) {
       const { bytesRead } = await fh.read(buf, off, Math.min(size - off, 64 << 20), off);

@@ -318,3 +318,15 @@ describe('aligning a dataset with caches', () => {
     await expect(run()).rejects.toThrow(/ends at row 100, but .*data\.arrow has more rows/);
   });
 });
+
+describe('recycled read buffers', () => {
+  it('yield the same values as fresh buffers when each batch is consumed before the next', async () => {
+    const manifest = await buildCache({ mode: 'dense' }, { subdir: 'recycle' });
+    const dir = join(root, 'recycle', manifest.key);
+    const fresh = Float32Array.from((await readAll(dir)).flatMap((b) => [...b.logits]));
+    const reader = await LogitCacheReader.open(dir, { recycleBuffers: true });
+    const copied: number[] = [];
+    for await (const b of reader.batches()) copied.push(...b.logits);
+    expect(Float32Array.from(copied)).toEqual(fresh);
+  });
+});
