@@ -67,4 +67,5 @@ export {
 export { alignDatasetWithCaches, type AlignedBatch, type AlignOptions } from './logit-cache/align.js';
 export { sha256File, writeFileAtomic } from './internal/arrow-io.js';
 export { PRODUCER } from './version.js';
+export { OnnxModelBuilder, type Dim, type AttributeValue } from './onnx/builder.js';
 export { writeSyntheticDataset, mulberry32, type SyntheticDatasetOptions } from './synthetic.js';

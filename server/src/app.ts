@@ -1,0 +1,276 @@
+/**
+ * Builds the Express app. Handlers parse input with zod and call domain objects (teachers,
+ * online inference, jobs, caches); one final middleware turns every error into
+ * `{ error: { code, message } }`.
+ */
+import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { join } from 'node:path';
+import { FixedSizeList, Field, Float32, Table, makeData, tableFromIPC, tableToIPC, RecordBatch, Schema, Struct } from 'apache-arrow';
+import express, { type ErrorRequestHandler, type NextFunction, type Request, type Response } from 'express';
+import { CacheManifestSchema, listCaches, findCache } from '@distillate/shared';
+import type { Logger } from 'pino';
+import { pinoHttp } from 'pino-http';
+import { z } from 'zod';
+import { AppError, badRequest, notFound } from './errors.js';
+import { zodToAppError, type JobManager, type JobRecord } from './jobs.js';
+import type { Metrics } from './metrics.js';
+import type { OnlineInference } from './online.js';
+import type { TeacherRegistry } from './teachers.js';
+
+export const ARROW_STREAM = 'application/vnd.apache.arrow.stream';
+
+export interface AppDeps {
+  readonly teachers: TeacherRegistry;
+  readonly online: OnlineInference;
+  readonly jobs: JobManager;
+  readonly cacheRoot: string;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  readonly token?: string | undefined;
+  readonly maxBodyBytes: number;
+  readonly isReady: () => boolean;
+}
+
+const LogitsJsonSchema = z
+  .object({
+    inputs: z.array(z.number()).min(1),
+    shape: z.array(z.number().int().positive()).min(1),
+    temperature: z.number().optional(),
+  })
+  .strict();
+const TemperatureQuery = z.object({ temperature: z.coerce.number().positive().finite().optional() });
+const CacheKeyParam = z.string().regex(/^[0-9a-f]{64}$/, 'a cache key is 64 lowercase hex characters');
+
+function parse<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
+  const r = schema.safeParse(value);
+  if (!r.success) throw zodToAppError(r.error);
+  return r.data;
+}
+
+function publicJob(job: JobRecord) {
+  return {
+    id: job.id,
+    type: job.request.type,
+    teacher: job.request.teacher,
+    dataset: job.request.dataset,
+    state: job.state,
+    progress: job.progress,
+    ...(job.cacheKey === undefined ? {} : { cacheKey: job.cacheKey }),
+    ...(job.cacheHit === undefined ? {} : { cacheHit: job.cacheHit }),
+    ...(job.error === undefined ? {} : { error: job.error }),
+    ...(job.selection === undefined ? {} : { selection: job.selection }),
+    createdAt: job.createdAt,
+    updatedAt: job.updatedAt,
+  };
+}
+
+/** Decode an Arrow IPC stream with one FixedSizeList<Float32> column `input`. */
+function arrowInputs(body: Buffer): { inputs: Float32Array; rows: number; size: number } {
+  let table: Table;
+  try {
+    table = tableFromIPC(body);
+  } catch (err) {
+    throw badRequest('bad_arrow', `body is not an Arrow IPC stream: ${(err as Error).message}`);
+  }
+  const col = table.getChild('input');
+  const type = col?.type as FixedSizeList | undefined;
+  const child = type?.children?.[0]?.type;
+  if (col === null || col === undefined || !(type instanceof FixedSizeList) || child === undefined || !Float32.isFloat(child) || (child as Float32).precision !== 1) {
+    throw badRequest('bad_arrow', 'the Arrow stream needs a column "input" of FixedSizeList<Float32>');
+  }
+  const size = type.listSize;
+  const inputs = new Float32Array(table.numRows * size);
+  let off = 0;
+  for (const data of col.data) {
+    const values = data.children[0]!.values as Float32Array;
+    const start = (data.offset + data.children[0]!.offset) * size;
+    inputs.set(values.subarray(start, start + data.length * size), off);
+    off += data.length * size;
+  }
+  return { inputs, rows: table.numRows, size };
+}
+
+function arrowLogits(logits: Float32Array, rows: number, classes: number, temperature: number, provider: string): Uint8Array {
+  const listType = new FixedSizeList(classes, new Field('item', new Float32(), false));
+  const schema = new Schema([new Field('logits', listType, false)], new Map([['distillate.temperature', String(temperature)], ['distillate.execution_provider', provider]]));
+  const child = makeData({ type: new Float32(), length: rows * classes, data: logits });
+  const list = makeData({ type: listType, length: rows, child });
+  const batch = new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rows, children: [list] }));
+  return tableToIPC(new Table([batch]), 'stream');
+}
+
+export function createApp(deps: AppDeps): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('query parser', 'simple');
+
+  app.use(
+    pinoHttp({
+      logger: deps.logger,
+      genReqId: (req, res) => {
+        const given = req.headers['x-request-id'];
+        const id = typeof given === 'string' && given.length <= 128 ? given : randomUUID();
+        res.setHeader('x-request-id', id);
+        return id;
+      },
+      autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/metrics' },
+    }),
+  );
+
+  app.use((req, res, next) => {
+    res.on('finish', () => {
+      const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
+      deps.metrics.requests.inc({ method: req.method, route: `${req.baseUrl}${route}`, status: String(res.statusCode) });
+    });
+    next();
+  });
+
+  // Every mutating route needs the bearer token when one is configured.
+  if (deps.token !== undefined && deps.token !== '') {
+    const expected = Buffer.from(deps.token);
+    app.use((req: Request, _res: Response, next: NextFunction) => {
+      if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
+      const header = req.headers.authorization ?? '';
+      const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
+      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+        return next(new AppError(401, 'unauthorized', 'this route needs "Authorization: Bearer <token>"'));
+      }
+      next();
+    });
+  }
+
+  app.use(express.json({ limit: deps.maxBodyBytes }));
+  app.use(express.raw({ type: ARROW_STREAM, limit: deps.maxBodyBytes }));
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ ok: true });
+  });
+  app.get('/readyz', (_req, res) => {
+    if (deps.isReady()) res.json({ ready: true });
+    else res.status(503).json({ error: { code: 'not_ready', message: 'server is starting or stopping' } });
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
+  });
+
+  app.get('/v1/teachers', async (_req, res) => {
+    const teachers = [];
+    for (const name of deps.teachers.names()) {
+      try {
+        const info = await deps.teachers.get(name).info();
+        teachers.push({ name, sha256: info.sha256, inputs: info.inputs, outputs: info.outputs, classes: info.classes, executionProvider: info.executionProvider, layout: info.layout });
+      } catch (err) {
+        const e = err instanceof AppError ? { code: err.code, message: err.message } : { code: 'load_failed', message: (err as Error).message };
+        teachers.push({ name, error: e });
+      }
+    }
+    res.json({ teachers });
+  });
+
+  app.post('/v1/teachers/:name/logits', async (req, res) => {
+    const name = req.params['name'] as string;
+    const isArrow = req.is(ARROW_STREAM) === ARROW_STREAM;
+    if (isArrow) {
+      if (!Buffer.isBuffer(req.body)) throw badRequest('bad_arrow', 'empty Arrow body');
+      const query = parse(TemperatureQuery, req.query);
+      const { inputs, rows, size } = arrowInputs(req.body);
+      const info = await deps.teachers.get(name).info();
+      const sample = info.sampleShape.reduce((a, b) => a * b, 1);
+      if (size !== sample) throw badRequest('bad_shape', `input lists hold ${size} values; teacher ${name} takes ${sample} ([${info.sampleShape.join(', ')}])`);
+      const r = await deps.online.logits(name, inputs, [rows, ...info.sampleShape], query.temperature ?? 1);
+      res.type(ARROW_STREAM).send(Buffer.from(arrowLogits(r.logits, r.rows, r.classes, r.temperature, r.executionProvider)));
+      return;
+    }
+    if (!req.is('application/json')) throw new AppError(415, 'unsupported_media_type', `send application/json or ${ARROW_STREAM}`);
+    const body = parse(LogitsJsonSchema, req.body);
+    const r = await deps.online.logits(name, Float32Array.from(body.inputs), body.shape, body.temperature ?? 1);
+    const logits: number[][] = [];
+    for (let i = 0; i < r.rows; i++) logits.push(Array.from(r.logits.subarray(i * r.classes, (i + 1) * r.classes)));
+    res.json({ logits, temperature: r.temperature, executionProvider: r.executionProvider });
+  });
+
+  app.post('/v1/jobs', async (req, res) => {
+    const job = await deps.jobs.create(req.body);
+    res.status(202).location(`/v1/jobs/${job.id}`).json({ id: job.id, state: job.state });
+  });
+  app.get('/v1/jobs', (_req, res) => {
+    res.json({ jobs: deps.jobs.list().map(publicJob) });
+  });
+  app.get('/v1/jobs/:id', (req, res) => {
+    res.json(publicJob(deps.jobs.get(req.params['id'] as string)));
+  });
+  app.delete('/v1/jobs/:id', async (req, res) => {
+    res.json(publicJob(await deps.jobs.cancel(req.params['id'] as string)));
+  });
+  app.get('/v1/jobs/:id/events', (req, res) => {
+    const job = deps.jobs.get(req.params['id'] as string);
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    const send = (type: string, j: JobRecord) => res.write(`event: ${type}\ndata: ${JSON.stringify(publicJob(j))}\n\n`);
+    const terminal = (s: string) => s === 'succeeded' || s === 'failed' || s === 'canceled';
+    send('state', job);
+    if (terminal(job.state)) return void res.end();
+    const unsubscribe = deps.jobs.subscribe(job.id, (e) => {
+      send(e.type, e.job);
+      if (e.type === 'state' && terminal(e.job.state)) {
+        unsubscribe();
+        res.end();
+      }
+    });
+    req.on('close', unsubscribe);
+  });
+
+  app.get('/v1/caches', async (_req, res) => {
+    const caches = await listCaches(deps.cacheRoot);
+    res.json({
+      caches: caches.map((c) => ({
+        key: c.key,
+        teacher: c.manifest.teacher.name,
+        datasetFingerprint: c.manifest.dataset.fingerprint,
+        rows: c.manifest.dataset.rows,
+        temperature: c.manifest.temperature,
+        storage: c.manifest.storage,
+        labelStatistics: c.manifest.labelStatistics,
+        createdAt: c.manifest.createdAt,
+      })),
+    });
+  });
+  app.get('/v1/caches/:key', async (req, res) => {
+    const key = parse(CacheKeyParam, req.params['key']);
+    const entry = await findCache(deps.cacheRoot, key);
+    if (entry === undefined) throw notFound('unknown_cache', `no complete cache ${key}`);
+    res.json(CacheManifestSchema.parse(entry.manifest));
+  });
+  app.get('/v1/caches/:key/:file', async (req, res) => {
+    const key = parse(CacheKeyParam, req.params['key']);
+    const file = req.params['file'] as string;
+    const entry = await findCache(deps.cacheRoot, key);
+    if (entry === undefined) throw notFound('unknown_cache', `no complete cache ${key}`);
+    if (file !== 'manifest.json' && !entry.manifest.shards.some((s) => s.file === file)) {
+      throw notFound('unknown_file', `cache ${key} has no file "${file}"`);
+    }
+    res.type(file.endsWith('.json') ? 'application/json' : 'application/vnd.apache.arrow.file');
+    await new Promise<void>((resolve, reject) => res.sendFile(join(entry.dir, file), { dotfiles: 'deny' }, (err) => (err ? reject(err) : resolve())));
+  });
+
+  app.use((req, _res, next) => next(notFound('not_found', `no route ${req.method} ${req.path}`)));
+
+  const onError: ErrorRequestHandler = (err: unknown, req, res, _next) => {
+    let e: AppError;
+    const httpErr = err as { type?: unknown; status?: unknown; message?: unknown } | null;
+    const message = typeof httpErr?.message === 'string' ? httpErr.message : String(err);
+    if (err instanceof AppError) e = err;
+    else if (err instanceof z.ZodError) e = zodToAppError(err);
+    else if (httpErr?.type === 'entity.too.large') e = new AppError(413, 'body_too_large', `request body exceeds ${deps.maxBodyBytes} bytes`);
+    else if (httpErr?.type === 'entity.parse.failed') e = new AppError(400, 'bad_json', `request body is not valid JSON: ${message}`);
+    else if (typeof httpErr?.status === 'number' && httpErr.status >= 400 && httpErr.status < 500) e = new AppError(httpErr.status, 'bad_request', message);
+    else {
+      req.log.error({ err }, 'unhandled error');
+      e = new AppError(500, 'internal', 'internal server error');
+    }
+    if (res.headersSent) return void res.end();
+    for (const [k, v] of Object.entries(e.headers)) res.setHeader(k, v);
+    res.status(e.status).json({ error: { code: e.code, message: e.message } });
+  };
+  app.use(onError);
+  return app;
+}

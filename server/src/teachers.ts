@@ -1,0 +1,199 @@
+/**
+ * Teachers: every `*.onnx` under the models directory, named by its file stem, with an
+ * optional sidecar `<name>.json`. Sessions load lazily, and each model is hashed once.
+ */
+import { readFile, readdir } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { sha256File } from '@distillate/shared';
+import { z } from 'zod';
+import { AppError, badRequest, notFound } from './errors.js';
+import { ModelLoadError, OrtSession, ProviderUnavailableError, type ExecutionProvider, type TensorInfo } from './internal/ort-session.js';
+
+export const TeacherSidecarSchema = z
+  .object({
+    classes: z.array(z.string()).min(1).optional(),
+    /** Applied after the dataset's own scaling: x' = (x − mean[c]) / std[c], per channel. */
+    normalization: z
+      .union([
+        z.object({ mean: z.array(z.number()).min(1), std: z.array(z.number().positive()).min(1) }),
+        z.object({ scale: z.number(), offset: z.number().default(0) }),
+      ])
+      .optional(),
+    /** Layout of the model's image input; default inferred from its shape (rank 4 with 1 or 3 in dim 1 → NCHW). */
+    layout: z.enum(['NCHW', 'NHWC', 'flat']).optional(),
+    /** Which output holds the logits (default: the first). */
+    logitsOutput: z.string().optional(),
+    /** Which input takes the samples (default: the first). */
+    input: z.string().optional(),
+  })
+  .strict();
+export type TeacherSidecar = z.infer<typeof TeacherSidecarSchema>;
+
+export interface TeacherInfo {
+  readonly name: string;
+  readonly sha256: string;
+  readonly inputs: readonly TensorInfo[];
+  readonly outputs: readonly TensorInfo[];
+  readonly classes: readonly string[];
+  readonly executionProvider: ExecutionProvider;
+  readonly layout: 'NCHW' | 'NHWC' | 'flat';
+  /** Shape of one sample as the model takes it (without the batch dimension). */
+  readonly sampleShape: readonly number[];
+}
+
+export interface TeacherOptions {
+  readonly provider?: ExecutionProvider;
+  readonly intraOpThreads?: number;
+  readonly onProviderFailure?: (teacher: string, provider: ExecutionProvider, reason: string) => void;
+}
+
+export class Teacher {
+  readonly name: string;
+  readonly path: string;
+  readonly sidecar: TeacherSidecar;
+  #loading: Promise<{ session: OrtSession; info: TeacherInfo }> | undefined;
+  readonly #options: TeacherOptions;
+
+  constructor(name: string, path: string, sidecar: TeacherSidecar, options: TeacherOptions) {
+    this.name = name;
+    this.path = path;
+    this.sidecar = sidecar;
+    this.#options = options;
+  }
+
+  /** Load the session (once) and describe the model. */
+  load(): Promise<{ session: OrtSession; info: TeacherInfo }> {
+    this.#loading ??= this.#load();
+    // A failed load is not cached: the file may be fixed and retried.
+    this.#loading.catch(() => (this.#loading = undefined));
+    return this.#loading;
+  }
+
+  async info(): Promise<TeacherInfo> {
+    return (await this.load()).info;
+  }
+
+  async #load(): Promise<{ session: OrtSession; info: TeacherInfo }> {
+    const { sha256 } = await sha256File(this.path);
+    let session: OrtSession;
+    try {
+      session = await OrtSession.create(this.path, {
+        ...(this.#options.provider === undefined ? {} : { provider: this.#options.provider }),
+        ...(this.#options.intraOpThreads === undefined ? {} : { intraOpThreads: this.#options.intraOpThreads }),
+        onProviderFailure: (p, r) => this.#options.onProviderFailure?.(this.name, p, r),
+      });
+    } catch (err) {
+      if (err instanceof ModelLoadError) throw new AppError(422, 'bad_model', `teacher ${this.name}: ${err.message}`);
+      if (err instanceof ProviderUnavailableError) throw new AppError(503, 'provider_unavailable', `teacher ${this.name}: ${err.message}`);
+      throw err;
+    }
+    try {
+      const input = this.sidecar.input === undefined ? session.inputs[0] : session.inputs.find((i) => i.name === this.sidecar.input);
+      const output = this.sidecar.logitsOutput === undefined ? session.outputs[0] : session.outputs.find((o) => o.name === this.sidecar.logitsOutput);
+      if (input === undefined) throw new AppError(422, 'bad_model', `teacher ${this.name}: no input ${this.sidecar.input ?? ''}`);
+      if (output === undefined) throw new AppError(422, 'bad_model', `teacher ${this.name}: no output ${this.sidecar.logitsOutput ?? ''}`);
+      if (input.type !== 'float32') throw new AppError(422, 'bad_model', `teacher ${this.name}: input ${input.name} is ${input.type}; only float32 inputs are supported`);
+      const sampleShape = input.shape.slice(1);
+      if (sampleShape.some((d) => typeof d !== 'number')) {
+        throw new AppError(422, 'bad_model', `teacher ${this.name}: input ${input.name} has shape [${input.shape.join(', ')}]; only the batch dimension may be dynamic`);
+      }
+      const lastOut = output.shape.at(-1);
+      const classes = this.sidecar.classes ?? (typeof lastOut === 'number' ? Array.from({ length: lastOut }, (_, i) => `class-${i}`) : undefined);
+      if (classes === undefined) throw new AppError(422, 'bad_model', `teacher ${this.name}: output ${output.name} has a dynamic class dimension; give "classes" in ${this.name}.json`);
+      if (typeof lastOut === 'number' && lastOut !== classes.length) {
+        throw new AppError(422, 'bad_model', `teacher ${this.name}: ${this.name}.json lists ${classes.length} classes but output ${output.name} has ${lastOut}`);
+      }
+      const dims = sampleShape as number[];
+      const layout = this.sidecar.layout ?? (dims.length === 3 ? (dims[0] === 1 || dims[0] === 3 ? 'NCHW' : 'NHWC') : 'flat');
+      const info: TeacherInfo = {
+        name: this.name,
+        sha256,
+        inputs: session.inputs,
+        outputs: session.outputs,
+        classes,
+        executionProvider: session.executionProvider,
+        layout,
+        sampleShape: dims,
+      };
+      return { session, info };
+    } catch (err) {
+      await session.release();
+      throw err;
+    }
+  }
+
+  /** Logits for `rows` samples already in the model's layout and normalisation. */
+  async logits(input: Float32Array, rows: number): Promise<Float32Array> {
+    const { session, info } = await this.load();
+    const inputName = this.sidecar.input ?? info.inputs[0]!.name;
+    const outputName = this.sidecar.logitsOutput ?? info.outputs[0]!.name;
+    const out = await session.run(inputName, input, [rows, ...info.sampleShape], outputName);
+    if (out.data.length !== rows * info.classes.length) {
+      throw new AppError(500, 'bad_output', `teacher ${this.name}: output ${outputName} has shape [${out.dims.join(', ')}], expected [${rows}, ${info.classes.length}]`);
+    }
+    return out.data;
+  }
+
+  async release(): Promise<void> {
+    const loading = this.#loading;
+    this.#loading = undefined;
+    if (loading !== undefined) await (await loading.catch(() => undefined))?.session.release();
+  }
+}
+
+export class TeacherRegistry {
+  readonly dir: string;
+  readonly #teachers = new Map<string, Teacher>();
+  readonly #options: TeacherOptions;
+
+  private constructor(dir: string, options: TeacherOptions) {
+    this.dir = dir;
+    this.#options = options;
+  }
+
+  static async open(dir: string, options: TeacherOptions = {}): Promise<TeacherRegistry> {
+    const registry = new TeacherRegistry(dir, options);
+    await registry.rescan();
+    return registry;
+  }
+
+  /** Pick up models added since the last scan (existing sessions are kept). */
+  async rescan(): Promise<void> {
+    const names = (await readdir(this.dir)).filter((f) => f.endsWith('.onnx')).sort();
+    for (const file of names) {
+      const name = basename(file, '.onnx');
+      if (this.#teachers.has(name)) continue;
+      const sidecarPath = join(this.dir, `${name}.json`);
+      let sidecar: TeacherSidecar = {};
+      const raw = await readFile(sidecarPath, 'utf8').catch(() => undefined);
+      if (raw !== undefined) {
+        const parsed = TeacherSidecarSchema.safeParse(safeJson(raw));
+        if (!parsed.success) throw new Error(`${sidecarPath}: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'root'}: ${i.message}`).join('; ')}`);
+        sidecar = parsed.data;
+      }
+      this.#teachers.set(name, new Teacher(name, join(this.dir, file), sidecar, this.#options));
+    }
+  }
+
+  names(): string[] {
+    return [...this.#teachers.keys()];
+  }
+
+  get(name: string): Teacher {
+    const t = this.#teachers.get(name);
+    if (t === undefined) throw notFound('unknown_teacher', `no teacher named "${name}" (have: ${this.names().join(', ') || 'none'})`);
+    return t;
+  }
+
+  async releaseAll(): Promise<void> {
+    await Promise.all([...this.#teachers.values()].map((t) => t.release()));
+  }
+}
+
+function safeJson(raw: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch (err) {
+    throw badRequest('bad_sidecar', `invalid JSON: ${(err as Error).message}`);
+  }
+}
