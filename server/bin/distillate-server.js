@@ -1,4 +1,2 @@
 #!/usr/bin/env node
-import { main } from '../dist/cli.js';
-
-await main();
+import '../dist/bin.js';
