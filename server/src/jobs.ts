@@ -292,7 +292,7 @@ export class JobManager {
     job: JobRecord,
     dataset: DatasetReader,
     writer: LogitCacheWriter,
-    prepare: (inputs: Uint8Array | Float32Array, rows: number) => Float32Array,
+    prepare: (inputs: Uint8Array | Float32Array, rows: number, out?: Float32Array) => Float32Array,
     logits: (x: Float32Array, rows: number) => Promise<Float32Array>,
     signal: AbortSignal,
   ): Promise<void> {
@@ -303,6 +303,9 @@ export class JobManager {
     if (skip > 0) this.#o.logger.info({ job: job.id, resumedRows: skip }, 'resuming from durable shards');
     let pendingWrite: Promise<void> = Promise.resolve();
     let lastEmit = 0;
+    // onnxruntime-node runs inference synchronously before resolving, so the input buffer is
+    // free again once `logits` resolves: reuse it rather than allocating per batch.
+    let scratch: Float32Array | undefined;
     for await (const batch of dataset) {
       let start = 0;
       if (skip > 0) {
@@ -312,7 +315,8 @@ export class JobManager {
       for (let r = start; r < batch.rows; r += B) {
         if (signal.aborted) throw new JobInterrupted('cancel');
         const n = Math.min(B, batch.rows - r);
-        const x = prepare(batch.inputs.subarray(r * D, (r + n) * D), n);
+        const x = prepare(batch.inputs.subarray(r * D, (r + n) * D), n, scratch);
+        scratch = x.length === B * D ? x : scratch;
         const z = await logits(x, n);
         await pendingWrite;
         pendingWrite = writer.append({ ids: batch.ids.subarray(r, r + n) as Ids, logits: z });

@@ -12,7 +12,16 @@ export interface Preprocessor {
   readonly description: string;
   /** Floats per sample. */
   readonly sampleSize: number;
-  apply(inputs: Uint8Array | Float32Array, rows: number): Float32Array;
+  /** `out`, when given and large enough, is reused (the caller owns it between calls). */
+  apply(inputs: Uint8Array | Float32Array, rows: number, out?: Float32Array): Float32Array;
+}
+
+/** out[i] = in[i]·scale + offset, kept monomorphic per input type (uint8 is the common case). */
+function scaleU8(src: Uint8Array, dst: Float32Array, n: number, scale: number, offset: number): void {
+  for (let i = 0; i < n; i++) dst[i] = src[i]! * scale + offset;
+}
+function scaleF32(src: Float32Array, dst: Float32Array, n: number, scale: number, offset: number): void {
+  for (let i = 0; i < n; i++) dst[i] = src[i]! * scale + offset;
 }
 
 type Transpose = 'none' | 'HWC->CHW' | 'CHW->HWC';
@@ -78,10 +87,11 @@ export function datasetPreprocessor(dataset: DatasetInfo, info: TeacherInfo, sid
   return {
     description,
     sampleSize: size,
-    apply(inputs, rows) {
-      const out = new Float32Array(rows * size);
+    apply(inputs, rows, reuse) {
+      const out = reuse !== undefined && reuse.length >= rows * size ? reuse.subarray(0, rows * size) : new Float32Array(rows * size);
       if (transpose === 'none') {
-        for (let i = 0; i < rows * size; i++) out[i] = inputs[i]! * scale + offset;
+        if (inputs instanceof Uint8Array) scaleU8(inputs, out, rows * size, scale, offset);
+        else scaleF32(inputs, out, rows * size, scale, offset);
       } else {
         const HW = H * W;
         for (let r = 0; r < rows; r++) {
