@@ -28,12 +28,14 @@ export function topKKdLoss(student: tf.Tensor2D, teacher: TopKTeacher, params: {
     const kept = tf.sum(tf.oneHot(teacher.indices.toInt(), C), 1).toFloat() as tf.Tensor2D; // [N, C] 0/1
     const keptIdx = teacher.indices.toInt();
     // Student log-probs at the teacher's kept classes: gather row-wise.
-    const rowOffsets = tf.mul(tf.range(0, N, 1, 'int32').expandDims(1), C);
+    const rowOffsets = tf.mul(tf.range(0, N, 1, 'int32').expandDims(1), tf.scalar(C, 'int32'));
     const flatIdx = tf.add(keptIdx, rowOffsets).reshape([-1]);
     const logQk = tf.gather(logQ.reshape([-1]), flatIdx).reshape([N, k]);
     const logPk = tf.sub(teacher.logits, teacher.logsumexp.expandDims(1));
     const pk = tf.exp(logPk);
     const keptTerm = tf.sum(tf.mul(pk, tf.sub(logPk, logQk)), 1);
+    // k = C: nothing is dropped; the tail is float32 rounding noise over a zero student mass.
+    if (k >= C) return tf.mul(tf.mean(keptTerm), T * T) as tf.Scalar;
     const tail = tf.relu(tf.sub(1, tf.sum(pk, 1))); // clamp tiny negative rounding
     const logQtail = tf.logSumExp(tf.sub(logQ, tf.mul(kept, MASK)), 1);
     const safeTail = tf.maximum(tail, 1e-30);

@@ -1,0 +1,126 @@
+"""Reference values for the trainer's loss functions, computed in float64 with numpy straight
+from the formulas in the papers (not from the TypeScript code). Run:
+
+    python3 trainer/golden/losses.py > trainer/src/losses/golden.json
+"""
+import json
+
+import numpy as np
+
+rng = np.random.default_rng(20261128)
+N, C = 5, 7
+student = rng.normal(0, 2.0, (N, C))
+teacher = rng.normal(0, 3.0, (N, C))
+labels = rng.integers(0, C, N)
+
+
+def log_softmax(z):
+    m = z.max(axis=1, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+
+
+def softmax(z):
+    return np.exp(log_softmax(z))
+
+
+def kl_rows(p, q):
+    """Σ p (log p − log q) per row, 0·log 0 = 0."""
+    out = np.zeros(p.shape[0])
+    for n in range(p.shape[0]):
+        for c in range(p.shape[1]):
+            if p[n, c] > 0:
+                out[n] += p[n, c] * (np.log(p[n, c]) - np.log(q[n, c]))
+    return out
+
+
+def kd(s, t, T):
+    return T * T * kl_rows(softmax(t / T), softmax(s / T)).mean()
+
+
+def dkd(s, t, y, alpha, beta, T):
+    ps, pt = softmax(s / T), softmax(t / T)
+    tckd, nckd = [], []
+    for n in range(N):
+        bs = np.array([ps[n, y[n]], 1 - ps[n, y[n]]])
+        bt = np.array([pt[n, y[n]], 1 - pt[n, y[n]]])
+        tckd.append((bt * (np.log(bt) - np.log(bs))).sum())
+        keep = [c for c in range(C) if c != y[n]]
+        qs = ps[n, keep] / ps[n, keep].sum()
+        qt = pt[n, keep] / pt[n, keep].sum()
+        nckd.append((qt * (np.log(qt) - np.log(qs))).sum())
+    return T * T * (alpha * np.mean(tckd) + beta * np.mean(nckd))
+
+
+def nkd(s, t, y, T, gamma):
+    ps1, pt1 = softmax(s), softmax(t)
+    target = -np.mean([pt1[n, y[n]] * np.log(ps1[n, y[n]]) for n in range(N)])
+    non = []
+    for n in range(N):
+        keep = [c for c in range(C) if c != y[n]]
+        qs = softmax((s[n, keep] / T)[None, :])[0]
+        qt = softmax((t[n, keep] / T)[None, :])[0]
+        non.append((qt * np.log(qs)).sum())
+    return target - gamma * T * T * np.mean(non)
+
+
+def pearson(a, b):
+    a, b = a - a.mean(), b - b.mean()
+    return (a * b).sum() / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-8)
+
+
+def dist(s, t, beta, gamma, T):
+    ys, yt = softmax(s / T), softmax(t / T)
+    inter = 1 - np.mean([pearson(ys[n], yt[n]) for n in range(N)])
+    intra = 1 - np.mean([pearson(ys[:, c], yt[:, c]) for c in range(C)])
+    return T * T * (beta * inter + gamma * intra)
+
+
+def standardize(z):
+    return (z - z.mean(axis=1, keepdims=True)) / (z.std(axis=1, ddof=1, keepdims=True) + 1e-7)
+
+
+def topk_kd(s, t, T, k):
+    """KL between teacher and student coarsened to the teacher's top-k classes plus a tail."""
+    pt, ps = softmax(t / T), softmax(s / T)
+    out = []
+    for n in range(N):
+        idx = np.argsort(-t[n], kind="stable")[:k]
+        rest = [c for c in range(C) if c not in idx]
+        p = np.append(pt[n, idx], pt[n, rest].sum())
+        q = np.append(ps[n, idx], ps[n, rest].sum())
+        out.append(sum(p[i] * (np.log(p[i]) - np.log(q[i])) for i in range(len(p)) if p[i] > 0))
+    return T * T * np.mean(out)
+
+
+def multi(s, teachers, T):
+    terms = []
+    for logits, idx in teachers:
+        q = softmax(s[:, idx] / T)
+        p = softmax(logits / T)
+        terms.append(kl_rows(p, q).mean())
+    return T * T * np.mean(terms)
+
+
+tA = rng.normal(0, 2.5, (N, 3))
+tB = rng.normal(0, 2.5, (N, 4))
+T = 4.0
+print(
+    json.dumps(
+        {
+            "student": student.tolist(),
+            "teacher": teacher.tolist(),
+            "labels": labels.tolist(),
+            "kd_T1": kd(student, teacher, 1.0),
+            "kd_T4": kd(student, teacher, T),
+            "dkd": dkd(student, teacher, labels, 1.0, 8.0, T),
+            "nkd": nkd(student, teacher, labels, T, 1.5),
+            "dist": dist(student, teacher, 1.0, 2.0, T),
+            "lskd": kd(standardize(student), standardize(teacher), 2.0),
+            "topk3": topk_kd(student, teacher, T, 3),
+            "topk7": topk_kd(student, teacher, T, 7),
+            "ce": float(np.mean([-log_softmax(student)[n, labels[n]] for n in range(N)])),
+            "multi": {"a": tA.tolist(), "a_idx": [0, 2, 4], "b": tB.tolist(), "b_idx": [1, 3, 5, 6], "value": multi(student, [(tA, [0, 2, 4]), (tB, [1, 3, 5, 6])], T)},
+        },
+        indent=1,
+    )
+)
