@@ -1,1 +1,11 @@
-export {};
+export { kdLoss, dkdLoss, nkdLoss, distLoss, lsKdLoss, topKKdLoss, multiTeacherLoss, crossEntropyLoss, standardizeLogits, type TopKTeacher, type SubsetTeacher } from './losses/index.js';
+export { selectBackend, readFloats, BackendUnavailableError, BACKEND_PREFERENCE, type BackendName, type BackendChoice } from './backend.js';
+export { train, exportAndCheck, TrainingError, type TrainOptions, type RunResult } from './train.js';
+export { RecipeSchema, DistillSchema, StudentSchema, parseRecipe, loadRecipe, applyOverrides, RecipeError, type Recipe, type RecipeInput, type Distill, type StudentSpec } from './recipe.js';
+export { buildStudent, singleSampleLatencyMs } from './students.js';
+export { exportOnnx, OnnxExportError } from './export-onnx.js';
+export { evaluate, type Evaluation, type ReliabilityBin } from './evaluate.js';
+export { epochBatches, prefetch, type TrainBatch, type SourceSpec, type BatchLayout } from './data.js';
+export { saveLayersModel, loadLayersModel } from './model-io.js';
+export { renderReport, type EpochMetrics } from './report.js';
+export { buildProgram, main } from './cli.js';

@@ -23,7 +23,10 @@ export function multiTeacherLoss(student: tf.Tensor2D, teachers: readonly Subset
     const terms = teachers.map((t, i) => {
       if (t.logits.shape[1] !== t.classIndex.length) throw new Error(`teacher ${i}: ${t.logits.shape[1]} logits for ${t.classIndex.length} classes`);
       if (t.classIndex.some((c) => c < 0 || c >= U)) throw new Error(`teacher ${i}: class index outside the student's ${U} classes`);
-      const sub = tf.gather(student, tf.tensor1d([...t.classIndex], 'int32'), 1) as tf.Tensor2D;
+      // Columns picked by a 0/1 matrix product (differentiable on every backend; gather's
+      // gradient needs UnsortedSegmentSum, which wasm lacks).
+      const pick = tf.oneHot(tf.tensor1d([...t.classIndex], 'int32'), U).toFloat().transpose(); // [U, C_t]
+      const sub = tf.matMul(student, pick) as tf.Tensor2D;
       const logQ = tf.logSoftmax(tf.div(sub, T)) as tf.Tensor2D;
       const logP = tf.logSoftmax(tf.div(t.logits, T)) as tf.Tensor2D;
       return tf.mean(klRows(logP, logQ));

@@ -26,11 +26,10 @@ export function topKKdLoss(student: tf.Tensor2D, teacher: TopKTeacher, params: {
   return tf.tidy(() => {
     const logQ = tf.logSoftmax(tf.div(student, T)) as tf.Tensor2D;
     const kept = tf.sum(tf.oneHot(teacher.indices.toInt(), C), 1).toFloat() as tf.Tensor2D; // [N, C] 0/1
-    const keptIdx = teacher.indices.toInt();
-    // Student log-probs at the teacher's kept classes: gather row-wise.
-    const rowOffsets = tf.mul(tf.range(0, N, 1, 'int32').expandDims(1), tf.scalar(C, 'int32'));
-    const flatIdx = tf.add(keptIdx, rowOffsets).reshape([-1]);
-    const logQk = tf.gather(logQ.reshape([-1]), flatIdx).reshape([N, k]);
+    // Student log-probs at the teacher's kept classes, as a one-hot contraction rather than a
+    // gather: gather's gradient needs UnsortedSegmentSum, which the wasm backend lacks.
+    const select = tf.oneHot(teacher.indices.toInt(), C).toFloat(); // [N, k, C]
+    const logQk = tf.sum(tf.mul(select, logQ.expandDims(1)), 2) as tf.Tensor2D;
     const logPk = tf.sub(teacher.logits, teacher.logsumexp.expandDims(1));
     const pk = tf.exp(logPk);
     const keptTerm = tf.sum(tf.mul(pk, tf.sub(logPk, logQk)), 1);

@@ -1,0 +1,123 @@
+/**
+ * The trainer end to end on generated data: real teacher ONNX → real precompute job → real
+ * cache → TF.js (wasm) training → metrics.jsonl, report.html, student.onnx checked in ORT.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { writeSyntheticDataset } from '@distillate/shared';
+import { createServices, resolveConfig } from '@distillate/server';
+import { parseRecipe, train, TrainingError } from '@distillate/trainer';
+import { pino } from 'pino';
+import { convTeacher, linearTeacher } from './helpers/teachers.js';
+
+let root: string;
+const caches: Record<string, string> = {};
+
+async function precompute(teacher: string, dataset: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const services = await createServices(resolveConfig({ models: join(root, 'models'), data: join(root, 'data'), cache: join(root, 'cache'), logLevel: 'silent' }, {}), pino({ level: 'silent' }));
+  await services.jobs.init();
+  const job = await services.jobs.create({ type: 'precompute', teacher, dataset, ...extra });
+  await services.jobs.idle();
+  const done = services.jobs.get(job.id);
+  await services.teachers.releaseAll();
+  if (done.state !== 'succeeded') throw new Error(`${done.state}: ${done.error?.message}`);
+  return join(root, 'cache', done.cacheKey!);
+}
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'distillate-train-'));
+  for (const d of ['models', 'data']) await mkdir(join(root, d));
+  await writeFile(join(root, 'models', 'conv.onnx'), convTeacher());
+  await writeFile(join(root, 'models', 'linear.onnx'), linearTeacher());
+  await writeSyntheticDataset(join(root, 'data', 'train.arrow'), { rows: 1500, inputShape: [8, 8, 1], classes: 10 });
+  await writeSyntheticDataset(join(root, 'data', 'test.arrow'), { rows: 300, inputShape: [8, 8, 1], classes: 10, seed: 1, firstId: 100000 });
+  caches['dense'] = await precompute('conv', 'train.arrow', { temperature: 2 });
+  caches['topk'] = await precompute('conv', 'train.arrow', { temperature: 4, storage: { mode: 'topk', k: 3 } });
+  caches['linear'] = await precompute('linear', 'train.arrow');
+}, 120_000);
+
+const base = () => ({
+  data: { train: join(root, 'data', 'train.arrow'), test: join(root, 'data', 'test.arrow') },
+  out: join(root, 'runs'),
+  epochs: 2,
+  batchSize: 64,
+  backend: 'wasm',
+});
+
+describe('trainer', () => {
+  it('KD from a dense cache: metrics.jsonl per epoch, report.html, and an ONNX student matching TF.js within 1e-4', async () => {
+    const recipe = parseRecipe({ ...base(), name: 'kd-mlp', teachers: [{ cache: caches['dense'] }], student: { kind: 'mlp', hidden: [32] }, distill: { method: 'kd', params: { temperature: 4 } }, warmupEpochs: 2 });
+    const r = await train(recipe);
+    expect(r.backend.name).toBe('wasm');
+    const lines = (await readFile(join(r.runDir, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines).toHaveLength(2);
+    for (const m of lines) {
+      expect(Object.keys(m.loss).sort()).toEqual(['ce', 'kd', 'total']);
+      expect(m.testAccuracy).toBeGreaterThanOrEqual(0);
+      expect(m.agreement).toBeGreaterThanOrEqual(0);
+      expect(m.ece).toBeGreaterThanOrEqual(0);
+    }
+    expect(lines[0].kdWeight).toBe(0.5); // linear warm-up over 2 epochs
+    expect(lines[1].kdWeight).toBe(1);
+    expect(r.onnx!.maxAbsDiff).toBeLessThanOrEqual(1e-4);
+    const html = await readFile(join(r.runDir, 'report.html'), 'utf8');
+    expect(html).toMatch(/<svg[^>]*aria-label="Training loss by term"/);
+    expect(html).toMatch(/Reliability \(ECE/);
+    expect(JSON.parse(await readFile(join(r.runDir, 'recipe.json'), 'utf8')).name).toBe('kd-mlp');
+    expect(existsSync(join(r.runDir, 'run.json'))).toBe(true);
+    expect(r.test!.accuracy).toBeGreaterThan(0.3); // learnable generated data: chance is 0.1
+  });
+
+  for (const method of ['dkd', 'nkd', 'dist', 'lskd'] as const) {
+    it(`${method} trains one epoch with finite losses`, async () => {
+      const r = await train(parseRecipe({ ...base(), epochs: 1, name: `m-${method}`, teachers: [{ cache: caches['dense'] }], student: { kind: 'mlp', hidden: [16] }, distill: { method } }), { skipExport: true });
+      expect(Object.values(r.metrics[0]!.loss).every(Number.isFinite)).toBe(true);
+    });
+  }
+
+  it('top-k cache uses the top-k loss; the wrong temperature is refused', async () => {
+    const r = await train(parseRecipe({ ...base(), epochs: 1, name: 'topk', teachers: [{ cache: caches['topk'] }], student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd', params: { temperature: 4 } } }), { skipExport: true });
+    expect(Number.isFinite(r.metrics[0]!.loss['kd']!)).toBe(true);
+    await expect(train(parseRecipe({ ...base(), epochs: 1, name: 'topk-bad', teachers: [{ cache: caches['topk'] }], student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd', params: { temperature: 2 } } }))).rejects.toThrow(/set distill.params.temperature to 4/);
+  });
+
+  it('CNN and ResNet students export to ONNX and match TF.js (wasm conv gradients included)', async () => {
+    const cnn = await train(parseRecipe({ ...base(), epochs: 1, name: 'cnn', teachers: [{ cache: caches['dense'] }], student: { kind: 'cnn', blocks: [{ filters: 4 }, { filters: 8 }], dense: [16] }, distill: { method: 'kd' } }));
+    expect(cnn.onnx!.maxAbsDiff).toBeLessThanOrEqual(1e-4);
+    const resnet = await train(parseRecipe({ ...base(), epochs: 1, name: 'resnet', student: { kind: 'resnet', widths: [4, 8] } }));
+    expect(resnet.onnx!.maxAbsDiff).toBeLessThanOrEqual(1e-4);
+  });
+
+  it('averages two teachers with the same classes', async () => {
+    const r = await train(parseRecipe({ ...base(), epochs: 1, name: 'two', teachers: [{ cache: caches['dense'] }, { cache: caches['linear'] }], student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd' } }), { skipExport: true });
+    expect(Number.isFinite(r.metrics[0]!.loss['kd']!)).toBe(true);
+  });
+
+  it('self-distillation switches to the student snapshot as teacher', async () => {
+    const r = await train(parseRecipe({ ...base(), epochs: 2, name: 'self', student: { kind: 'mlp', hidden: [16] }, selfDistill: { fromEpoch: 2, temperature: 2 } }), { skipExport: true });
+    expect(r.metrics[0]!.loss['kd']).toBeUndefined();
+    expect(Number.isFinite(r.metrics[1]!.loss['kd']!)).toBe(true);
+    expect(existsSync(join(r.runDir, 'self-cache'))).toBe(true);
+  });
+
+  it('--resume continues from the checkpoint', async () => {
+    const recipe = parseRecipe({ ...base(), epochs: 1, name: 'resume', student: { kind: 'mlp', hidden: [16] } });
+    await train(recipe, { skipExport: true });
+    const more = parseRecipe({ ...base(), epochs: 2, name: 'resume', student: { kind: 'mlp', hidden: [16] } });
+    const r = await train(more, { resume: true, skipExport: true });
+    expect(r.metrics.map((m) => m.epoch)).toEqual([1, 2]);
+  });
+
+  it('bad input: a cache from another dataset, a class-count mismatch, a NaN loss — clear errors, no success marker', async () => {
+    await writeSyntheticDataset(join(root, 'data', 'other.arrow'), { rows: 1500, inputShape: [8, 8, 1], classes: 10, seed: 42 });
+    await expect(train(parseRecipe({ ...base(), name: 'wrong-data', data: { train: join(root, 'data', 'other.arrow') }, teachers: [{ cache: caches['dense'] }], student: { kind: 'mlp' }, distill: { method: 'kd' } }))).rejects.toThrow(/was built from dataset .*, not .*other\.arrow/);
+    await writeSyntheticDataset(join(root, 'data', 'five.arrow'), { rows: 200, inputShape: [8, 8, 1], classes: 5 });
+    await expect(train(parseRecipe({ ...base(), name: 'wrong-classes', data: { train: join(root, 'data', 'five.arrow') }, teachers: [{ cache: caches['dense'] }], student: { kind: 'mlp' }, distill: { method: 'kd' } }))).rejects.toThrow(TrainingError);
+    const nan = train(parseRecipe({ ...base(), name: 'nan', student: { kind: 'mlp', hidden: [16] }, optimizer: { kind: 'sgd', lr: 1e30, momentum: 0.9 } }), { skipExport: true });
+    await expect(nan).rejects.toThrow(/loss term "(ce|total)" became (NaN|Infinity)/);
+    expect(existsSync(join(root, 'runs', 'nan', 'run.json'))).toBe(false);
+  });
+});

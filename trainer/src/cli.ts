@@ -1,0 +1,129 @@
+/**
+ * distillate-train --recipe r.yaml [overrides]      train (progress bar with ETA)
+ * distillate-train eval --run runs/x --data test.arrow
+ * distillate-train export --run runs/x [--out student.onnx]
+ */
+import { join } from 'node:path';
+import { SingleBar, Presets } from 'cli-progress';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { DatasetReader } from '@distillate/shared';
+import { selectBackend, type BackendName } from './backend.js';
+import { evaluate } from './evaluate.js';
+import { loadLayersModel } from './model-io.js';
+import { loadRecipe } from './recipe.js';
+import { exportAndCheck, train } from './train.js';
+
+const int = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
+  return String(n);
+};
+const num = (v: string) => {
+  if (!Number.isFinite(Number(v))) throw new InvalidArgumentError('expected a number');
+  return v;
+};
+
+interface TrainFlags {
+  recipe: string;
+  set: string[];
+  epochs?: string;
+  batchSize?: string;
+  lr?: string;
+  seed?: string;
+  name?: string;
+  out?: string;
+  backend?: BackendName;
+  resume?: boolean;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('distillate-train').description('Train student networks from cached teacher logits (TF.js)');
+  program
+    .requiredOption('--recipe <file>', 'recipe (YAML or JSON)')
+    .option('--set <key=value>', 'override any recipe field (repeatable), e.g. --set distill.params.temperature=2', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--epochs <n>', 'override epochs', int)
+    .option('--batch-size <n>', 'override batchSize', int)
+    .option('--lr <lr>', 'override optimizer.lr', num)
+    .option('--seed <n>', 'override seed', num)
+    .option('--name <name>', 'override the run name')
+    .option('--out <dir>', 'override the runs directory')
+    .addOption(new Option('--backend <name>', 'force a TF.js backend').choices(['tensorflow', 'webgpu', 'wasm', 'cpu']))
+    .option('--resume', 'continue runs/<name> from its last checkpoint')
+    .action(async (f: TrainFlags) => {
+      const overrides = [
+        ...f.set,
+        ...(f.epochs === undefined ? [] : [`epochs=${f.epochs}`]),
+        ...(f.batchSize === undefined ? [] : [`batchSize=${f.batchSize}`]),
+        ...(f.lr === undefined ? [] : [`optimizer.lr=${f.lr}`]),
+        ...(f.seed === undefined ? [] : [`seed=${f.seed}`]),
+        ...(f.name === undefined ? [] : [`name=${f.name}`]),
+        ...(f.out === undefined ? [] : [`out=${f.out}`]),
+        ...(f.backend === undefined ? [] : [`backend=${f.backend}`]),
+      ];
+      const recipe = await loadRecipe(f.recipe, overrides);
+      const bar = new SingleBar({ format: `epoch {epoch}/{epochs} [{bar}] {percentage}% | {value}/{total} rows | {rate} rows/s | ETA {eta_formatted}`, hideCursor: true, etaBuffer: 200 }, Presets.shades_classic);
+      let start = 0;
+      const result = await train(recipe, {
+        resume: f.resume === true,
+        onEpochStart: (epoch, epochs, rows) => {
+          start = performance.now();
+          bar.start(rows, 0, { epoch, epochs, rate: 0 });
+        },
+        onBatch: (done) => bar.update(done, { rate: Math.round(done / ((performance.now() - start) / 1000)) }),
+        onEpochEnd: (m) => {
+          bar.stop();
+          const parts = [`epoch ${m.epoch}`, ...Object.entries(m.loss).map(([k, v]) => `${k} ${v.toFixed(4)}`), `train ${(m.trainAccuracy * 100).toFixed(2)}%`];
+          if (m.testAccuracy !== undefined) parts.push(`test ${(m.testAccuracy * 100).toFixed(2)}%`);
+          if (m.agreement !== undefined) parts.push(`agreement ${(m.agreement * 100).toFixed(2)}%`);
+          console.log(parts.join(' · '));
+        },
+      });
+      console.log(`backend ${result.backend.name}; ${result.parameters} parameters; ${result.latencyMs.toFixed(3)} ms/sample`);
+      if (result.test !== undefined) console.log(`test accuracy ${(result.test.accuracy * 100).toFixed(2)}%, ECE ${(result.test.ece * 100).toFixed(2)}%`);
+      if (result.onnx !== undefined) console.log(`student.onnx matches TF.js (max |Δ| ${result.onnx.maxAbsDiff.toExponential(2)})`);
+      console.log(`report: ${join(result.runDir, 'report.html')}`);
+    });
+
+  program
+    .command('eval')
+    .description('evaluate a trained student on a dataset')
+    .requiredOption('--run <dir>', 'run directory (runs/<name>)')
+    .requiredOption('--data <file>', 'dataset file')
+    .addOption(new Option('--backend <name>', 'force a TF.js backend').choices(['tensorflow', 'webgpu', 'wasm', 'cpu']))
+    .action(async (f: { run: string; data: string; backend?: BackendName }) => {
+      await selectBackend(f.backend);
+      const model = await loadLayersModel(join(f.run, 'model'));
+      const data = await DatasetReader.open(f.data);
+      const e = await evaluate(model, { dataset: data, caches: [], rows: 0 }, { inputSize: data.inputSize, slots: [] });
+      console.log(JSON.stringify({ rows: e.rows, accuracy: e.accuracy, ece: e.ece }));
+    });
+
+  program
+    .command('export')
+    .description('export a trained student to ONNX and check it against TF.js in onnxruntime')
+    .requiredOption('--run <dir>', 'run directory (runs/<name>)')
+    .requiredOption('--data <file>', 'dataset to draw check samples from')
+    .option('--out <file>', 'output path (default <run>/student.onnx)')
+    .action(async (f: { run: string; data: string; out?: string }) => {
+      await selectBackend();
+      const model = await loadLayersModel(join(f.run, 'model'));
+      const data = await DatasetReader.open(f.data);
+      const r = await exportAndCheck(model, f.out ?? join(f.run, 'student.onnx'), data.inputSize, data.info.classes, data);
+      console.log(`${r.path} (max |Δ| vs TF.js ${r.maxAbsDiff.toExponential(2)})`);
+    });
+  return program;
+}
+
+export async function main(argv = process.argv): Promise<void> {
+  const program = buildProgram();
+  program.exitOverride();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    const e = err as Error & { code?: string; exitCode?: number };
+    if (typeof e.code === 'string' && e.code.startsWith('commander.')) process.exit(e.exitCode ?? 1);
+    console.error(`distillate-train: ${e.message}`);
+    if (process.env['DISTILLATE_DEBUG'] === '1') console.error(e.stack);
+    process.exit(1);
+  }
+}

@@ -1,0 +1,260 @@
+/**
+ * The training data path: a dataset plus its logit caches, streamed with bounded memory
+ * (shared's aligned readers), shuffled through a fixed-size buffer, cut into batches and
+ * prefetched ahead of the train step. Nothing here holds more than the shuffle buffer, a few
+ * batches and one cache shard per cache, whatever the dataset's size.
+ */
+import { DatasetReader, LogitCacheReader, alignDatasetWithCaches, type AlignedBatch } from '@distillate/shared';
+
+/** How one teacher slot is stored in a batch. */
+export type SlotSpec = { readonly kind: 'dense'; readonly classes: number } | { readonly kind: 'topk'; readonly k: number };
+
+export interface BatchLayout {
+  /** Floats per sample. */
+  readonly inputSize: number;
+  readonly slots: readonly SlotSpec[];
+}
+
+export interface SlotData {
+  /** dense: [rows, C] raw teacher logits z. top-k: [rows, k] stored z / T_cache. */
+  readonly logits: Float32Array;
+  readonly indices?: Int32Array;
+  readonly logsumexp?: Float32Array;
+}
+
+export interface TrainBatch {
+  readonly rows: number;
+  /** [rows, D], scaled (stored × scale + offset). */
+  readonly x: Float32Array;
+  /** Class index in the student's label space; −1 = no label for this row. */
+  readonly labels: Int32Array;
+  /** 1 where the row has teacher targets (all slots), else 0. */
+  readonly hasTeacher: Uint8Array;
+  readonly slots: readonly SlotData[];
+}
+
+export interface SourceSpec {
+  readonly dataset: DatasetReader;
+  readonly caches: readonly LogitCacheReader[];
+  /** Map dataset label → student label (e.g. into a union label space); identity when absent. */
+  readonly labelMap?: Int32Array;
+  /** Pool rows from a label job: keep rows with confidence ≥ threshold; hard = CE on pseudo-labels, soft = teacher logits. */
+  readonly pseudo?: { readonly threshold: number; readonly hard: boolean };
+  readonly rows: number;
+}
+
+/** A fixed-capacity row store, column-wise typed arrays. */
+class RowStore {
+  readonly x: Float32Array;
+  readonly labels: Int32Array;
+  readonly hasTeacher: Uint8Array;
+  readonly slots: Array<{ logits: Float32Array; indices?: Int32Array; logsumexp?: Float32Array }>;
+  constructor(
+    readonly layout: BatchLayout,
+    readonly capacity: number,
+  ) {
+    this.x = new Float32Array(capacity * layout.inputSize);
+    this.labels = new Int32Array(capacity);
+    this.hasTeacher = new Uint8Array(capacity);
+    this.slots = layout.slots.map((s) =>
+      s.kind === 'dense'
+        ? { logits: new Float32Array(capacity * s.classes) }
+        : { logits: new Float32Array(capacity * s.k), indices: new Int32Array(capacity * s.k), logsumexp: new Float32Array(capacity) },
+    );
+  }
+
+  copyRow(to: number, from: RowStore, at: number): void {
+    const D = this.layout.inputSize;
+    this.x.set(from.x.subarray(at * D, (at + 1) * D), to * D);
+    this.labels[to] = from.labels[at]!;
+    this.hasTeacher[to] = from.hasTeacher[at]!;
+    this.layout.slots.forEach((s, i) => {
+      const a = this.slots[i]!;
+      const b = from.slots[i]!;
+      const w = s.kind === 'dense' ? s.classes : s.k;
+      a.logits.set(b.logits.subarray(at * w, (at + 1) * w), to * w);
+      if (s.kind === 'topk') {
+        a.indices!.set(b.indices!.subarray(at * w, (at + 1) * w), to * w);
+        a.logsumexp![to] = b.logsumexp![at]!;
+      }
+    });
+  }
+
+  /** A batch owning copies of the first `rows` rows. */
+  take(rows: number): TrainBatch {
+    const D = this.layout.inputSize;
+    return {
+      rows,
+      x: this.x.slice(0, rows * D),
+      labels: this.labels.slice(0, rows),
+      hasTeacher: this.hasTeacher.slice(0, rows),
+      slots: this.layout.slots.map((s, i) => {
+        const w = s.kind === 'dense' ? s.classes : s.k;
+        const a = this.slots[i]!;
+        return s.kind === 'dense'
+          ? { logits: a.logits.slice(0, rows * w) }
+          : { logits: a.logits.slice(0, rows * w), indices: a.indices!.slice(0, rows * w), logsumexp: a.logsumexp!.slice(0, rows) };
+      }),
+    };
+  }
+}
+
+/** Write up to `n` rows of an aligned batch (from row `start`) into `store` from slot 0. */
+function fillChunk(store: RowStore, b: AlignedBatch, start: number, n: number, src: SourceSpec, scale: number, offset: number): number {
+  const D = store.layout.inputSize;
+  let w = 0;
+  for (let r = start; r < start + n; r++) {
+    let label = b.labels[r]!;
+    let hasTeacher = src.caches.length > 0 ? 1 : 0;
+    if (src.pseudo !== undefined) {
+      const stats = b.teachers[0]?.stats;
+      if (stats === undefined) throw new Error('semi-supervised pool cache has no pseudo-label columns (use a label job)');
+      if (stats.confidence[r]! < src.pseudo.threshold) continue;
+      if (src.pseudo.hard) {
+        label = stats.pseudoLabel[r]!;
+        hasTeacher = 0;
+      }
+    }
+    if (label >= 0 && src.labelMap !== undefined) label = src.labelMap[label]!;
+    const xo = w * D;
+    const xi = r * D;
+    const inputs = b.inputs;
+    for (let d = 0; d < D; d++) store.x[xo + d] = inputs[xi + d]! * scale + offset;
+    store.labels[w] = label;
+    store.hasTeacher[w] = hasTeacher;
+    store.layout.slots.forEach((spec, i) => {
+      const t = b.teachers[i];
+      const slot = store.slots[i]!;
+      if (t === undefined) return; // a source without this teacher (hasTeacher = 0)
+      if (spec.kind === 'dense') {
+        if (t.kind !== 'dense') throw new Error('teacher slot expects dense logits');
+        const C = spec.classes;
+        const T = src.caches[i]!.manifest.temperature;
+        for (let c = 0; c < C; c++) slot.logits[w * C + c] = t.logits[r * C + c]! * T; // stored z/T → z
+      } else {
+        if (t.kind !== 'topk') throw new Error('teacher slot expects top-k logits');
+        const k = spec.k;
+        for (let j = 0; j < k; j++) {
+          slot.logits[w * k + j] = t.logits[r * k + j]!;
+          slot.indices![w * k + j] = t.indices[r * k + j]!;
+        }
+        slot.logsumexp![w] = t.logsumexp[r]!;
+      }
+    });
+    w++;
+  }
+  return w;
+}
+
+/** Deterministic PRNG (mulberry32). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface EpochOptions {
+  readonly batchSize: number;
+  readonly shuffleBuffer: number;
+  readonly seed: number;
+  /** false: dataset order, no shuffling (evaluation). */
+  readonly shuffle: boolean;
+}
+
+/**
+ * One epoch of batches. Sources are interleaved in random 256-row pieces, weighted by the rows
+ * each has left, so a small labelled set mixes evenly with a large pool.
+ */
+export async function* epochBatches(sources: readonly SourceSpec[], layout: BatchLayout, opts: EpochOptions): AsyncGenerator<TrainBatch> {
+  const random = rng(opts.seed);
+  const cap = opts.shuffle ? Math.max(opts.shuffleBuffer, opts.batchSize) : 0;
+  const buffer = cap > 0 ? new RowStore(layout, cap) : undefined;
+  const out = new RowStore(layout, opts.batchSize);
+  const chunk = new RowStore(layout, 256);
+  let filled = 0;
+  let outRows = 0;
+  const iters = sources.map((s) => ({
+    src: s,
+    it: alignDatasetWithCaches(s.dataset, s.caches),
+    current: undefined as AlignedBatch | undefined,
+    at: 0,
+    remaining: s.rows,
+    scale: s.dataset.info.scaling.scale,
+    offset: s.dataset.info.scaling.offset,
+  }));
+  try {
+    for (;;) {
+      const live = iters.filter((i) => i.remaining > 0);
+      if (live.length === 0) break;
+      let pick = random() * live.reduce((a, i) => a + i.remaining, 0);
+      const s = live.find((i) => (pick -= i.remaining) < 0) ?? live[live.length - 1]!;
+      if (s.current === undefined || s.at >= s.current.rows) {
+        const next = await s.it.next();
+        if (next.done === true) {
+          s.remaining = 0;
+          continue;
+        }
+        s.current = next.value;
+        s.at = 0;
+      }
+      const n = Math.min(256, s.current.rows - s.at);
+      const got = fillChunk(chunk, s.current, s.at, n, s.src, s.scale, s.offset);
+      s.at += n;
+      s.remaining -= n;
+      for (let r = 0; r < got; r++) {
+        if (buffer === undefined) {
+          out.copyRow(outRows++, chunk, r);
+        } else if (filled < cap) {
+          buffer.copyRow(filled++, chunk, r);
+          continue;
+        } else {
+          const j = Math.floor(random() * cap);
+          out.copyRow(outRows++, buffer, j);
+          buffer.copyRow(j, chunk, r);
+        }
+        if (outRows === opts.batchSize) {
+          yield out.take(outRows);
+          outRows = 0;
+        }
+      }
+    }
+    if (buffer !== undefined) {
+      // Drain the buffer in random order.
+      const order = Array.from({ length: filled }, (_, i) => i);
+      for (let i = order.length - 1; i > 0; i--) {
+        const j = Math.floor(random() * (i + 1));
+        [order[i], order[j]] = [order[j]!, order[i]!];
+      }
+      for (const j of order) {
+        out.copyRow(outRows++, buffer, j);
+        if (outRows === opts.batchSize) {
+          yield out.take(outRows);
+          outRows = 0;
+        }
+      }
+    }
+    if (outRows > 0) yield out.take(outRows);
+  } finally {
+    await Promise.all(iters.map((i) => i.it.return(undefined)));
+  }
+}
+
+/** Keep up to `depth` items pulled ahead of the consumer, so I/O overlaps the train step. */
+export async function* prefetch<T>(source: AsyncIterator<T>, depth = 3): AsyncGenerator<T> {
+  const queue: Array<Promise<IteratorResult<T>>> = [];
+  try {
+    for (;;) {
+      while (queue.length < depth) queue.push(source.next());
+      const r = await queue.shift()!;
+      if (r.done === true) return;
+      yield r.value;
+    }
+  } finally {
+    await source.return?.(undefined);
+  }
+}

@@ -1,0 +1,67 @@
+/** Accuracy, teacher agreement and calibration of a student on a dataset. */
+import * as tf from '@tensorflow/tfjs';
+import type { BatchLayout, SourceSpec } from './data.js';
+import { epochBatches } from './data.js';
+
+export interface ReliabilityBin {
+  readonly lo: number;
+  readonly hi: number;
+  readonly count: number;
+  readonly confidence: number;
+  readonly accuracy: number;
+}
+
+export interface Evaluation {
+  readonly rows: number;
+  readonly accuracy: number;
+  /** Top-1 agreement with teacher slot 0 (dense teachers only), when a cache is given. */
+  readonly agreement?: number;
+  /** Expected calibration error over 15 equal-width confidence bins. */
+  readonly ece: number;
+  readonly reliability: readonly ReliabilityBin[];
+}
+
+const BINS = 15;
+
+export async function evaluate(model: tf.LayersModel, source: SourceSpec, layout: BatchLayout, batchSize = 512): Promise<Evaluation> {
+  let rows = 0;
+  let correct = 0;
+  let agree = 0;
+  let agreeRows = 0;
+  const count = new Array<number>(BINS).fill(0);
+  const conf = new Array<number>(BINS).fill(0);
+  const acc = new Array<number>(BINS).fill(0);
+  const src = source.rows > 0 ? source : { ...source, rows: await source.dataset.countRows() };
+  for await (const b of epochBatches([src], layout, { batchSize, shuffleBuffer: 1, seed: 0, shuffle: false })) {
+    const logits = tf.tidy(() => model.predict(tf.tensor2d(b.x, [b.rows, layout.inputSize])) as tf.Tensor2D);
+    const probs = (await tf.tidy(() => tf.softmax(logits)).data()) as Float32Array;
+    logits.dispose();
+    const C = probs.length / b.rows;
+    const slot0 = layout.slots[0];
+    for (let r = 0; r < b.rows; r++) {
+      let best = 0;
+      for (let c = 1; c < C; c++) if (probs[r * C + c]! > probs[r * C + best]!) best = c;
+      const p = probs[r * C + best]!;
+      const y = b.labels[r]!;
+      const hit = y >= 0 && best === y ? 1 : 0;
+      if (y >= 0) {
+        rows++;
+        correct += hit;
+        const bin = Math.min(BINS - 1, Math.floor(p * BINS));
+        count[bin]! += 1;
+        conf[bin]! += p;
+        acc[bin]! += hit;
+      }
+      if (slot0?.kind === 'dense' && b.hasTeacher[r] === 1 && slot0.classes === C) {
+        const t = b.slots[0]!.logits;
+        let tb = 0;
+        for (let c = 1; c < C; c++) if (t[r * C + c]! > t[r * C + tb]!) tb = c;
+        agree += tb === best ? 1 : 0;
+        agreeRows++;
+      }
+    }
+  }
+  const reliability = count.map((n, i) => ({ lo: i / BINS, hi: (i + 1) / BINS, count: n, confidence: n > 0 ? conf[i]! / n : 0, accuracy: n > 0 ? acc[i]! / n : 0 }));
+  const ece = rows === 0 ? 0 : reliability.reduce((e, b) => e + (b.count / rows) * Math.abs(b.accuracy - b.confidence), 0);
+  return { rows, accuracy: rows === 0 ? 0 : correct / rows, ...(agreeRows > 0 ? { agreement: agree / agreeRows } : {}), ece, reliability };
+}

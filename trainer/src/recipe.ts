@@ -1,0 +1,145 @@
+/**
+ * Recipes: declarative training runs (YAML or JSON), validated here and frozen after CLI
+ * overrides. The distillation method is `distill: { method, params }`, a discriminated union;
+ * every method's params use the same names (temperature, alpha, beta, gamma).
+ */
+import { readFile } from 'node:fs/promises';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+
+const Temperature = z.number().positive().finite();
+
+export const DistillSchema = z.discriminatedUnion('method', [
+  z.object({ method: z.literal('scratch'), params: z.object({}).strict().default({}) }).strict(),
+  z.object({ method: z.literal('kd'), params: z.object({ temperature: Temperature.default(4) }).strict().default({ temperature: 4 }) }).strict(),
+  z.object({ method: z.literal('dkd'), params: z.object({ alpha: z.number().default(1), beta: z.number().default(8), temperature: Temperature.default(4) }).strict().default({ alpha: 1, beta: 8, temperature: 4 }) }).strict(),
+  z.object({ method: z.literal('nkd'), params: z.object({ temperature: Temperature.default(1), gamma: z.number().default(1.5) }).strict().default({ temperature: 1, gamma: 1.5 }) }).strict(),
+  z.object({ method: z.literal('dist'), params: z.object({ beta: z.number().default(1), gamma: z.number().default(1), temperature: Temperature.default(1) }).strict().default({ beta: 1, gamma: 1, temperature: 1 }) }).strict(),
+  z.object({ method: z.literal('lskd'), params: z.object({ temperature: Temperature.default(2) }).strict().default({ temperature: 2 }) }).strict(),
+]);
+export type Distill = z.infer<typeof DistillSchema>;
+export type Method = Distill['method'];
+
+export const StudentSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('mlp'), hidden: z.array(z.number().int().positive()).default([256, 128]), dropout: z.number().min(0).max(0.9).default(0) }).strict(),
+  z
+    .object({
+      kind: z.literal('cnn'),
+      blocks: z.array(z.object({ filters: z.number().int().positive(), kernel: z.number().int().positive().default(3), pool: z.boolean().default(true) }).strict()).min(1),
+      dense: z.array(z.number().int().positive()).default([128]),
+    })
+    .strict(),
+  z.object({ kind: z.literal('resnet'), widths: z.array(z.number().int().positive()).min(1).default([16, 32]), blocksPerStage: z.number().int().positive().default(1) }).strict(),
+  z.object({ kind: z.literal('layers'), path: z.string().min(1) }).strict(),
+]);
+export type StudentSpec = z.infer<typeof StudentSchema>;
+
+export const RecipeSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" and "-" only'),
+    data: z.object({ train: z.string().min(1), test: z.string().min(1).optional() }).strict(),
+    /** Logit caches (directories). Several with the same classes are averaged; different class lists are matched subset by subset. */
+    teachers: z.array(z.object({ cache: z.string().min(1) }).strict()).default([]),
+    student: StudentSchema,
+    distill: DistillSchema.default({ method: 'scratch', params: {} }),
+    /** Loss weights: total = ce·CE + kd·(distillation term, after warm-up). */
+    weights: z.object({ ce: z.number().min(0).default(1), kd: z.number().min(0).default(1) }).strict().default({ ce: 1, kd: 1 }),
+    /** DKD-style linear warm-up of the kd weight over this many epochs. */
+    warmupEpochs: z.number().min(0).default(0),
+    optimizer: z
+      .discriminatedUnion('kind', [
+        z.object({ kind: z.literal('sgd'), lr: z.number().positive().default(0.05), momentum: z.number().min(0).max(1).default(0.9), weightDecay: z.number().min(0).default(0) }).strict(),
+        z.object({ kind: z.literal('adam'), lr: z.number().positive().default(1e-3), weightDecay: z.number().min(0).default(0) }).strict(),
+        z.object({ kind: z.literal('adamw'), lr: z.number().positive().default(1e-3), weightDecay: z.number().min(0).default(0.01) }).strict(),
+      ])
+      .default({ kind: 'adam', lr: 1e-3, weightDecay: 0 }),
+    schedule: z
+      .discriminatedUnion('kind', [
+        z.object({ kind: z.literal('constant') }).strict(),
+        z.object({ kind: z.literal('cosine'), minLr: z.number().min(0).default(0) }).strict(),
+        z.object({ kind: z.literal('step'), everyEpochs: z.number().int().positive(), gamma: z.number().positive().default(0.1) }).strict(),
+      ])
+      .default({ kind: 'constant' }),
+    epochs: z.number().int().positive().default(10),
+    batchSize: z.number().int().positive().default(128),
+    seed: z.number().int().default(1),
+    /** Rows held by the shuffle buffer (bounded memory). */
+    shuffleBuffer: z.number().int().positive().default(8192),
+    /** Semi-supervised: a pool labelled by a label job (pseudo-labels + soft logits). */
+    semi: z
+      .object({
+        pool: z.string().min(1),
+        cache: z.string().min(1),
+        threshold: z.number().min(0).max(1).default(0),
+        targets: z.enum(['soft', 'hard']).default('soft'),
+      })
+      .strict()
+      .optional(),
+    /** Self-distillation: at this epoch the student's snapshot becomes the teacher for the remaining epochs. */
+    selfDistill: z.object({ fromEpoch: z.number().int().positive(), temperature: Temperature.default(4) }).strict().optional(),
+    out: z.string().default('runs'),
+    backend: z.enum(['tensorflow', 'webgpu', 'wasm', 'cpu']).optional(),
+  })
+  .strict();
+export type Recipe = z.infer<typeof RecipeSchema>;
+export type RecipeInput = z.input<typeof RecipeSchema>;
+
+export class RecipeError extends Error {
+  override readonly name = 'RecipeError';
+}
+
+function setPath(obj: Record<string, unknown>, path: string, value: unknown): void {
+  const keys = path.split('.');
+  let o: Record<string, unknown> = obj;
+  for (const k of keys.slice(0, -1)) {
+    if (typeof o[k] !== 'object' || o[k] === null) o[k] = {};
+    o = o[k] as Record<string, unknown>;
+  }
+  o[keys.at(-1)!] = value;
+}
+
+/** `key.path=value`; the value is parsed as YAML (numbers, booleans, lists work). */
+export function applyOverrides(raw: Record<string, unknown>, overrides: readonly string[]): Record<string, unknown> {
+  const out = structuredClone(raw);
+  for (const o of overrides) {
+    const eq = o.indexOf('=');
+    if (eq <= 0) throw new RecipeError(`override "${o}" is not key=value`);
+    setPath(out, o.slice(0, eq), parseYaml(o.slice(eq + 1)));
+  }
+  return out;
+}
+
+function deepFreeze<T>(o: T): Readonly<T> {
+  if (typeof o === 'object' && o !== null) {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+/** Validate (with overrides applied first) and freeze. */
+export function parseRecipe(raw: unknown, overrides: readonly string[] = [], source = 'recipe'): Readonly<Recipe> {
+  if (typeof raw !== 'object' || raw === null) throw new RecipeError(`${source}: not an object`);
+  const r = RecipeSchema.safeParse(applyOverrides(raw as Record<string, unknown>, overrides));
+  if (!r.success) throw new RecipeError(`${source}: ${r.error.issues.map((i) => `${i.path.join('.') || 'root'}: ${i.message}`).join('; ')}`);
+  if (r.data.distill.method !== 'scratch' && r.data.teachers.length === 0 && r.data.selfDistill === undefined && r.data.semi === undefined) {
+    throw new RecipeError(`${source}: distill.method ${r.data.distill.method} needs at least one entry in teachers (or semi / selfDistill)`);
+  }
+  return deepFreeze(r.data);
+}
+
+export async function loadRecipe(path: string, overrides: readonly string[] = []): Promise<Readonly<Recipe>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    throw new RecipeError(`${path}: cannot read recipe`);
+  }
+  let raw: unknown;
+  try {
+    raw = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new RecipeError(`${path}: ${(err as Error).message.split('\n')[0]}`);
+  }
+  return parseRecipe(raw, overrides, path);
+}
