@@ -17,9 +17,10 @@ let root: string;
 const caches: Record<string, string> = {};
 
 async function precompute(teacher: string, dataset: string, extra: Record<string, unknown> = {}): Promise<string> {
+  extra = { type: 'precompute', ...extra };
   const services = await createServices(resolveConfig({ models: join(root, 'models'), data: join(root, 'data'), cache: join(root, 'cache'), logLevel: 'silent' }, {}), pino({ level: 'silent' }));
   await services.jobs.init();
-  const job = await services.jobs.create({ type: 'precompute', teacher, dataset, ...extra });
+  const job = await services.jobs.create({ teacher, dataset, ...extra });
   await services.jobs.idle();
   const done = services.jobs.get(job.id);
   await services.teachers.releaseAll();
@@ -37,6 +38,16 @@ beforeAll(async () => {
   caches['dense'] = await precompute('conv', 'train.arrow', { temperature: 2 });
   caches['topk'] = await precompute('conv', 'train.arrow', { temperature: 4, storage: { mode: 'topk', k: 3 } });
   caches['linear'] = await precompute('linear', 'train.arrow');
+  // Two teachers with different class lists: A knows class-0..4, B knows class-5..9.
+  await writeFile(join(root, 'models', 'half-a.onnx'), linearTeacher(64, 5, 11));
+  await writeFile(join(root, 'models', 'half-a.json'), JSON.stringify({ classes: ['class-0', 'class-1', 'class-2', 'class-3', 'class-4'] }));
+  await writeFile(join(root, 'models', 'half-b.onnx'), linearTeacher(64, 5, 12));
+  await writeFile(join(root, 'models', 'half-b.json'), JSON.stringify({ classes: ['class-5', 'class-6', 'class-7', 'class-8', 'class-9'] }));
+  caches['a'] = await precompute('half-a', 'train.arrow');
+  caches['b'] = await precompute('half-b', 'train.arrow');
+  // A pool without labels, labelled by a label job.
+  await writeSyntheticDataset(join(root, 'data', 'pool.arrow'), { rows: 800, inputShape: [8, 8, 1], classes: 10, seed: 9, unlabelledEvery: 1, firstId: 50000 });
+  caches['pool'] = await precompute('conv', 'pool.arrow', { type: 'label' });
 }, 120_000);
 
 const base = () => ({
@@ -94,6 +105,22 @@ describe('trainer', () => {
   it('averages two teachers with the same classes', async () => {
     const r = await train(parseRecipe({ ...base(), epochs: 1, name: 'two', teachers: [{ cache: caches['dense'] }, { cache: caches['linear'] }], student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd' } }), { skipExport: true });
     expect(Number.isFinite(r.metrics[0]!.loss['kd']!)).toBe(true);
+  });
+
+  it('teachers with different class lists: the student learns the union without labels', async () => {
+    const r = await train(parseRecipe({ ...base(), epochs: 1, name: 'union', teachers: [{ cache: caches['a'] }, { cache: caches['b'] }], student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd', params: { temperature: 2 } }, weights: { ce: 0, kd: 1 } }));
+    expect(Object.keys(r.metrics[0]!.loss).sort()).toEqual(['kd', 'total']);
+    expect(JSON.parse(await readFile(join(r.runDir, 'run.json'), 'utf8')).classes).toEqual(Array.from({ length: 10 }, (_, i) => `class-${i}`));
+    expect(r.onnx!.maxAbsDiff).toBeLessThanOrEqual(1e-4);
+  });
+
+  it('semi-supervised: labelled rows (CE) mixed with a pseudo-labelled pool (soft or hard targets)', async () => {
+    for (const targets of ['soft', 'hard'] as const) {
+      const r = await train(parseRecipe({ ...base(), epochs: 1, name: `semi-${targets}`, student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd', params: { temperature: 1 } }, semi: { pool: join(root, 'data', 'pool.arrow'), cache: caches['pool'], threshold: 0.0, targets } }), { skipExport: true });
+      expect(r.metrics[0]!.samplesPerSecond).toBeGreaterThan(0);
+      expect(Object.values(r.metrics[0]!.loss).every(Number.isFinite)).toBe(true);
+      if (targets === 'soft') expect(r.metrics[0]!.loss['kd']).toBeDefined();
+    }
   });
 
   it('self-distillation switches to the student snapshot as teacher', async () => {

@@ -24,7 +24,7 @@ const num = (v: string) => {
 };
 
 interface TrainFlags {
-  recipe: string;
+  recipe?: string;
   set: string[];
   epochs?: string;
   batchSize?: string;
@@ -39,7 +39,7 @@ interface TrainFlags {
 export function buildProgram(): Command {
   const program = new Command('distillate-train').description('Train student networks from cached teacher logits (TF.js)');
   program
-    .requiredOption('--recipe <file>', 'recipe (YAML or JSON)')
+    .option('--recipe <file>', 'recipe (YAML or JSON); required to train')
     .option('--set <key=value>', 'override any recipe field (repeatable), e.g. --set distill.params.temperature=2', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--epochs <n>', 'override epochs', int)
     .option('--batch-size <n>', 'override batchSize', int)
@@ -60,6 +60,7 @@ export function buildProgram(): Command {
         ...(f.out === undefined ? [] : [`out=${f.out}`]),
         ...(f.backend === undefined ? [] : [`backend=${f.backend}`]),
       ];
+      if (f.recipe === undefined) throw new Error('--recipe <file> is required to train (or use the eval / export commands)');
       const recipe = await loadRecipe(f.recipe, overrides);
       const bar = new SingleBar({ format: `epoch {epoch}/{epochs} [{bar}] {percentage}% | {value}/{total} rows | {rate} rows/s | ETA {eta_formatted}`, hideCursor: true, etaBuffer: 200 }, Presets.shades_classic);
       let start = 0;

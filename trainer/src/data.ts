@@ -4,7 +4,7 @@
  * prefetched ahead of the train step. Nothing here holds more than the shuffle buffer, a few
  * batches and one cache shard per cache, whatever the dataset's size.
  */
-import { DatasetReader, LogitCacheReader, alignDatasetWithCaches, type AlignedBatch } from '@distillate/shared';
+import { type DatasetReader, type LogitCacheReader, alignDatasetWithCaches, type AlignedBatch } from '@distillate/shared';
 
 /** How one teacher slot is stored in a batch. */
 export type SlotSpec = { readonly kind: 'dense'; readonly classes: number } | { readonly kind: 'topk'; readonly k: number };

@@ -4,7 +4,7 @@
  * to an image the graph transposes to NCHW once, runs convs/pools/BN/adds there, and transposes
  * back to NHWC right before a Flatten so the dense weights line up.
  */
-import * as tf from '@tensorflow/tfjs';
+import type * as tf from '@tensorflow/tfjs';
 import { OnnxModelBuilder } from '@distillate/shared';
 
 interface Tensor {

@@ -1,0 +1,61 @@
+/** distillate-train as a user runs it: a YAML recipe, overrides, exit codes. */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { writeSyntheticDataset } from '@distillate/shared';
+
+const repo = join(import.meta.dirname, '..');
+let root: string;
+
+function cli(args: string[]) {
+  return spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', join(repo, 'trainer/src/bin.ts'), ...args], { cwd: repo, encoding: 'utf8' });
+}
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'distillate-train-cli-'));
+  await writeSyntheticDataset(join(root, 'train.arrow'), { rows: 600, inputShape: [8, 8, 1], classes: 10 });
+  await writeFile(
+    join(root, 'scratch.yaml'),
+    `name: cli-scratch
+data: { train: ${join(root, 'train.arrow')}, test: ${join(root, 'train.arrow')} }
+student: { kind: mlp, hidden: [32, 16] }
+epochs: 3
+batchSize: 64
+out: ${join(root, 'runs')}
+`,
+  );
+});
+
+describe('distillate-train CLI', () => {
+  it('trains with overrides applied before the recipe is frozen', () => {
+    const r = cli(['--recipe', join(root, 'scratch.yaml'), '--epochs', '1', '--set', 'student.hidden=[8]', '--backend', 'wasm']);
+    expect(r.stderr).not.toMatch(/distillate-train:/);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/epoch 1 · ce \d/);
+    expect(r.stdout).toMatch(/student\.onnx matches TF\.js/);
+    expect(r.stdout).toMatch(/report: .*cli-scratch\/report\.html/);
+    expect(existsSync(join(root, 'runs', 'cli-scratch', 'model', 'model.json'))).toBe(true);
+    const ev = cli(['eval', '--run', join(root, 'runs', 'cli-scratch'), '--data', join(root, 'train.arrow'), '--backend', 'wasm']);
+    expect(ev.status).toBe(0);
+    expect(JSON.parse(ev.stdout.trim().split('\n').at(-1)!).rows).toBe(600);
+  });
+
+  it('bad recipes exit 1 with one line naming the field or file', () => {
+    const bad = cli(['--recipe', join(root, 'scratch.yaml'), '--set', 'distill.method=kdd']);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    expect(bad.stderr).toMatch(/^distillate-train: .*scratch\.yaml: distill\.method/);
+    const noTeacher = cli(['--recipe', join(root, 'scratch.yaml'), '--set', 'distill.method=kd']);
+    expect(noTeacher.status).toBe(1);
+    expect(noTeacher.stderr).toMatch(/needs at least one entry in teachers/);
+    const missingCache = cli(['--recipe', join(root, 'scratch.yaml'), '--set', 'distill.method=kd', '--set', `teachers=[{cache: ${join(root, 'nope')}}]`]);
+    expect(missingCache.status).toBe(1);
+    expect(missingCache.stderr).toMatch(/nope is not a logit cache: it has no manifest\.json/);
+    const missing = cli(['--recipe', join(root, 'missing.yaml')]);
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toMatch(/missing\.yaml: cannot read recipe/);
+  });
+});
