@@ -33,8 +33,8 @@ describe('TF.js backend', () => {
       [[1, 9, 6, 4], [2, 3, 4, 3], 1, 'valid'],
       [[3, 10, 10, 1], [5, 5, 1, 2], 2, 'valid'],
     ] as const) {
-      const x = rand(xShape.reduce((a, b) => a * b, 1), 1);
-      const w = rand(wShape.reduce((a, b) => a * b, 1), 2);
+      const x = rand((xShape as readonly number[]).reduce((a, b) => a * b, 1), 1);
+      const w = rand((wShape as readonly number[]).reduce((a, b) => a * b, 1), 2);
       const onWasm = await filterGrad('wasm', x, [...xShape], w, [...wShape], strides, pad);
       const onCpu = await filterGrad('cpu', x, [...xShape], w, [...wShape], strides, pad);
       expect(onWasm.length).toBe(onCpu.length);
