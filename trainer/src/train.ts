@@ -7,7 +7,7 @@
 import { mkdir, readFile, rm, writeFile, appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { DatasetReader, LogitCacheReader, LogitCacheWriter, writeFileAtomic } from '@distillate/shared';
+import { DatasetReader, LogitCacheReader, LogitCacheWriter, writeFileAtomic, type DatasetBatch } from '@distillate/shared';
 import { OrtSession } from '@distillate/server';
 import { selectBackend, type BackendChoice } from './backend.js';
 import { epochBatches, prefetch, type BatchLayout, type SlotSpec, type SourceSpec, type TrainBatch } from './data.js';
@@ -398,7 +398,11 @@ async function snapshotTeacher(model: tf.LayersModel, dataset: DatasetReader, cl
 export async function exportAndCheck(model: tf.LayersModel, path: string, D: number, classes: readonly string[], data: DatasetReader): Promise<{ path: string; maxAbsDiff: number }> {
   const bytes = exportOnnx(model, { classes });
   await writeFile(path, bytes);
-  const first = (await data.batches().next()).value;
+  let first: DatasetBatch | undefined;
+  for await (const b of data) {
+    first = b; // the loop's exit closes the reader's file handle
+    break;
+  }
   if (first === undefined) throw new TrainingError('cannot check the ONNX export: empty dataset');
   const n = Math.min(64, first.rows);
   const { scale, offset } = data.info.scaling;

@@ -1,0 +1,96 @@
+/**
+ * npm run bench:trainer [-- --json] [-- --quick]
+ *
+ * Training throughput (samples/s, batch 128, KD loss, Adam) of the MLP 784-512-256-10 and a
+ * small CNN (conv3×3×32, pool, conv3×3×64, pool, dense 128, dense 10) on the active TF.js
+ * backend, next to PyTorch CPU on the same models and loss (when python3-torch is installed),
+ * and the trainer's peak RSS streaming a dataset of 1× and 10× the size (fresh processes).
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { DatasetReader, LogitCacheWriter, writeSyntheticDataset } from '@distillate/shared';
+import { parseRecipe, train } from '@distillate/trainer';
+import { runMain } from './cli-main.js';
+import { printRows, row, type BenchRow } from './bench/report.js';
+
+function log(json: boolean, msg: string): void {
+  if (!json) process.stderr.write(`${msg}\n`);
+}
+
+/** A 28×28 dataset plus a dense 10-class cache of pseudo-random teacher logits. */
+async function makeData(dir: string, rows: number): Promise<{ data: string; cache: string }> {
+  await mkdir(dir, { recursive: true });
+  const data = join(dir, `d${rows}.arrow`);
+  const { fingerprint } = await writeSyntheticDataset(data, { rows, inputShape: [28, 28, 1], classes: 10, batchRows: 4096 });
+  const w = await LogitCacheWriter.open({ root: join(dir, 'cache'), teacher: { name: 'bench', sha256: 'e'.repeat(64), classes: Array.from({ length: 10 }, (_, i) => `class-${i}`) }, dataset: { fingerprint, rows }, preprocessing: '', temperature: 4, storage: { mode: 'dense' }, fsync: false });
+  for await (const b of await DatasetReader.open(data)) {
+    const z = Float32Array.from({ length: b.rows * 10 }, (_, i) => Math.sin(i * 0.7 + Number(b.ids[0])) * 5);
+    await w.append({ ids: b.ids, logits: z });
+  }
+  const m = await w.finish();
+  return { data, cache: join(dir, 'cache', m.key) };
+}
+
+async function trainRate(dir: string, d: { data: string; cache: string }, student: object, name: string): Promise<number> {
+  const recipe = parseRecipe({ name, data: { train: d.data }, teachers: [{ cache: d.cache }], student, distill: { method: 'kd', params: { temperature: 4 } }, epochs: 1, batchSize: 128, out: join(dir, 'runs'), shuffleBuffer: 2048 });
+  const r = await train(recipe, { skipExport: true });
+  return r.metrics[0]!.samplesPerSecond;
+}
+
+async function main(opts: { json: boolean; quick: boolean; dir: string; childTrain?: string }): Promise<void> {
+  if (opts.childTrain !== undefined) {
+    // Peak RSS of one training epoch over the given dataset (tiny MLP: the data path dominates).
+    const [data, cache] = opts.childTrain.split(',');
+    const recipe = parseRecipe({ name: 'rss', data: { train: data! }, teachers: [{ cache: cache! }], student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd' }, epochs: 1, batchSize: 256, out: join(opts.dir, 'rss-runs') });
+    await train(recipe, { skipExport: true });
+    const status = await readFile('/proc/self/status', 'utf8');
+    console.log(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1]);
+    return;
+  }
+  const dir = opts.dir;
+  await rm(dir, { recursive: true, force: true });
+  const rows: BenchRow[] = [];
+  const mlpRows = opts.quick ? 256 : 128 * 40;
+  const cnnRows = opts.quick ? 256 : 128 * 10;
+  log(opts.json, `TF.js training: MLP on ${mlpRows} rows, CNN on ${cnnRows} rows, batch 128, KD loss`);
+  const mlpData = await makeData(join(dir, 'mlp'), mlpRows);
+  const cnnData = await makeData(join(dir, 'cnn'), cnnRows);
+  const mlp = await trainRate(dir, mlpData, { kind: 'mlp', hidden: [512, 256] }, 'mlp');
+  const cnn = await trainRate(dir, cnnData, { kind: 'cnn', blocks: [{ filters: 32 }, { filters: 64 }], dense: [128] }, 'cnn');
+  const torch = spawnSync('/usr/bin/python3', ['-c', 'import torch'], { encoding: 'utf8' });
+  if (torch.status === 0) {
+    log(opts.json, 'PyTorch CPU, same models and loss (Debian python3-torch, its default BLAS)');
+    const r = spawnSync('/usr/bin/python3', [join(import.meta.dirname, 'bench', 'torch_train.py'), JSON.stringify({ threads: 2, mlp_batches: opts.quick ? 2 : 40, cnn_batches: opts.quick ? 2 : 10 })], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`torch peer failed: ${r.stderr.trim().split('\n').at(-1)}`);
+    const t = JSON.parse(r.stdout.trim()) as { mlp: number; cnn: number; torch: string };
+    rows.push(row('trainer', 'train_mlp_784_512_256_10', mlp, 'samples/s', { name: `torch ${t.torch} CPU`, value: t.mlp }));
+    rows.push(row('trainer', 'train_cnn_32_64_128', cnn, 'samples/s', { name: `torch ${t.torch} CPU`, value: t.cnn }));
+  } else {
+    log(opts.json, 'python3-torch not installed: no PyTorch peer (apt-get install python3-torch)');
+    rows.push(row('trainer', 'train_mlp_784_512_256_10', mlp, 'samples/s'));
+    rows.push(row('trainer', 'train_cnn_32_64_128', cnn, 'samples/s'));
+  }
+  const base = opts.quick ? 1000 : 6000;
+  log(opts.json, `trainer peak RSS streaming ${base} and ${base * 10} rows (fresh processes)`);
+  const one = await makeData(join(dir, 'rss1'), base);
+  const ten = await makeData(join(dir, 'rss10'), base * 10);
+  const rss = (d: { data: string; cache: string }) => {
+    const r = spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', import.meta.filename, '--dir', dir, '--child-train', `${d.data},${d.cache}`], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`child trainer failed: ${r.stderr.trim().split('\n').at(-1)}`);
+    return Number(r.stdout.trim().split('\n').at(-1)) / 1024;
+  };
+  rows.push(row('trainer', 'train_peak_rss_10x_dataset', rss(ten), 'MB', { name: 'train_peak_rss_1x_dataset', value: rss(one) }));
+  await rm(dir, { recursive: true, force: true });
+  printRows(rows, opts.json);
+}
+
+const program = new Command('bench-trainer')
+  .option('--json', 'one JSON object per line', false)
+  .option('--quick', 'small sizes (for tests); the numbers mean little', false)
+  .option('--dir <dir>', 'scratch directory', '.bench/trainer')
+  .option('--child-train <data,cache>', '(internal) train one epoch and print peak RSS in KB')
+  .action(main);
+
+await runMain(program);

@@ -1,0 +1,52 @@
+"""Peer for bench:trainer: PyTorch CPU training of the same MLP and CNN with the same KD loss
+(T = 4, weights ce 1 + kd 1), batch 128, Adam, random inputs and teacher logits. Prints JSON."""
+import json
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+spec = json.loads(sys.argv[1])
+torch.set_num_threads(spec["threads"])
+torch.manual_seed(0)
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+def cnn():
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 28, 28)),
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10),
+    )
+
+
+def rate(model, batches):
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x = torch.rand(128, 784)
+    y = torch.randint(0, 10, (128,))
+    t = torch.randn(128, 10) * 3
+    T = 4.0
+
+    def step():
+        opt.zero_grad()
+        s = model(x)
+        kd = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), reduction="batchmean", log_target=True) * T * T
+        loss = F.cross_entropy(s, y) + kd
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        step()
+    return 128 * batches / (time.perf_counter() - t0)
+
+
+print(json.dumps({"mlp": rate(mlp(), spec["mlp_batches"]), "cnn": rate(cnn(), spec["cnn_batches"]), "torch": torch.__version__, "threads": torch.get_num_threads()}))
