@@ -11,6 +11,7 @@ import { writeSyntheticDataset } from '@distillate/shared';
 import { createServices, resolveConfig } from '@distillate/server';
 import { parseRecipe, train, TrainingError } from '@distillate/trainer';
 import { pino } from 'pino';
+import * as tf from '@tensorflow/tfjs';
 import { convTeacher, linearTeacher } from './helpers/teachers.js';
 
 let root: string;
@@ -61,7 +62,9 @@ const base = () => ({
 describe('trainer', () => {
   it('KD from a dense cache: metrics.jsonl per epoch, report.html, and an ONNX student matching TF.js within 1e-4', async () => {
     const recipe = parseRecipe({ ...base(), name: 'kd-mlp', teachers: [{ cache: caches['dense'] }], student: { kind: 'mlp', hidden: [32] }, distill: { method: 'kd', params: { temperature: 4 } }, warmupEpochs: 2 });
-    const r = await train(recipe);
+    const tensors: number[] = [];
+    const r = await train(recipe, { onEpochEnd: () => tensors.push(tf.memory().numTensors) });
+    expect(tensors[1]).toBe(tensors[0]); // no tensor leaks per batch
     expect(r.backend.name).toBe('wasm');
     const lines = (await readFile(join(r.runDir, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
     expect(lines).toHaveLength(2);

@@ -223,7 +223,9 @@ export async function train(recipe: Readonly<Recipe>, options: TrainOptions = {}
         }
         sums[k] = (sums[k] ?? 0) + v * b.rows;
       }
-      const pred = (await tf.tidy(() => tf.argMax(logits, 1)).data()) as Int32Array;
+      const predT = tf.argMax(logits, 1);
+      const pred = (await predT.data()) as Int32Array;
+      predT.dispose();
       for (let r = 0; r < b.rows; r++) {
         const y = b.labels[r]!;
         if (y >= 0) {
@@ -308,7 +310,7 @@ function step(
   const y = tf.tensor1d(b.labels, 'int32');
   const teacherRows = Array.from(b.hasTeacher.keys()).filter((r) => b.hasTeacher[r] === 1);
   const trainable = model.trainableWeights.map((w) => (w as unknown as { val: tf.Variable }).val);
-  const { grads } = tf.variableGrads(() => {
+  const { value, grads } = tf.variableGrads(() => {
     const logits = model.apply(x, { training: true }) as tf.Tensor2D;
     logitsOut = tf.keep(logits.clone());
     let total = tf.scalar(0);
@@ -357,7 +359,7 @@ function step(
     });
   }
   void kind;
-  tf.dispose([x, y, ...Object.values(grads)]);
+  tf.dispose([x, y, value, ...Object.values(grads)]);
   return { terms, logits: logitsOut! };
 }
 
