@@ -34,8 +34,9 @@ export async function evaluate(model: tf.LayersModel, source: SourceSpec, layout
   const src = source.rows > 0 ? source : { ...source, rows: await source.dataset.countRows() };
   for await (const b of epochBatches([src], layout, { batchSize, shuffleBuffer: 1, seed: 0, shuffle: false })) {
     const logits = tf.tidy(() => model.predict(tf.tensor2d(b.x, [b.rows, layout.inputSize])) as tf.Tensor2D);
-    const probs = (await tf.tidy(() => tf.softmax(logits)).data()) as Float32Array;
-    logits.dispose();
+    const probsT = tf.softmax(logits);
+    const probs = (await probsT.data()) as Float32Array;
+    tf.dispose([probsT, logits]);
     const C = probs.length / b.rows;
     const slot0 = layout.slots[0];
     for (let r = 0; r < b.rows; r++) {

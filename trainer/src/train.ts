@@ -410,7 +410,9 @@ export async function exportAndCheck(model: tf.LayersModel, path: string, D: num
   const { scale, offset } = data.info.scaling;
   const x = new Float32Array(n * D);
   for (let i = 0; i < x.length; i++) x[i] = first.inputs[i]! * scale + offset;
-  const want = (await tf.tidy(() => model.predict(tf.tensor2d(x, [n, D])) as tf.Tensor).data()) as Float32Array;
+  const wantT = tf.tidy(() => model.predict(tf.tensor2d(x, [n, D])) as tf.Tensor);
+  const want = (await wantT.data()) as Float32Array;
+  wantT.dispose();
   const session = await OrtSession.create(bytes, { provider: 'cpu' });
   try {
     const got = (await session.run('input', x, [n, D], 'logits')).data;
