@@ -1,5 +1,5 @@
 /** Online inference: validated request → dynamic batcher per teacher → logits / T. */
-import { AppError, badRequest } from './errors.js';
+import { badRequest } from './errors.js';
 import { DynamicBatcher } from './batcher.js';
 import type { Metrics } from './metrics.js';
 import { normalizer } from './preprocess.js';
@@ -87,4 +87,3 @@ export class OnlineInference {
   }
 }
 
-export { AppError };

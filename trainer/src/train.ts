@@ -215,7 +215,7 @@ export async function train(recipe: Readonly<Recipe>, options: TrainOptions = {}
     const batches = prefetch(epochBatches(buildSources(), plan.layout, { batchSize: recipe.batchSize, shuffleBuffer: recipe.shuffleBuffer, seed: recipe.seed * 1000 + epoch, shuffle: true }));
     for await (const b of batches) {
       batchIndex++;
-      const { terms, logits } = step(model, optimizer, b, plan, distill, recipe.weights.ce, kdWeight, T, weightDecay, lr, recipe.optimizer.kind);
+      const { terms, logits } = step(model, optimizer, b, plan, distill, recipe.weights.ce, kdWeight, T, weightDecay, lr);
       const values = await Promise.all(Object.entries(terms).map(async ([k, v]) => [k, (await v.data())[0]!] as const));
       for (const [k, v] of values) {
         if (!Number.isFinite(v)) {
@@ -301,7 +301,6 @@ function step(
   T: number,
   weightDecay: number,
   lr: number,
-  kind: Recipe['optimizer']['kind'],
 ): { terms: LossTerms; logits: tf.Tensor2D } {
   const C = plan.classes.length;
   const terms: LossTerms = {};
@@ -352,13 +351,13 @@ function step(
     return total as tf.Scalar;
   }, trainable);
   optimizer.applyGradients(grads);
-  // AdamW: decoupled weight decay (Loshchilov & Hutter); SGD/Adam: L2 folded into the update.
+  // Decoupled weight decay (Loshchilov & Hutter, AdamW) on weight matrices, applied after the
+  // step for every optimizer kind.
   if (weightDecay > 0) {
     tf.tidy(() => {
       for (const v of trainable) if (v.shape.length > 1) v.assign(tf.mul(v, 1 - lr * weightDecay));
     });
   }
-  void kind;
   tf.dispose([x, y, value, ...Object.values(grads)]);
   return { terms, logits: logitsOut! };
 }
