@@ -11,8 +11,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command } from 'commander';
-import { LogitCacheReader, LogitCacheWriter, type StorageInput } from '@distillate/shared';
-import { runMain } from './cli-main.js';
+import { LogitCacheReader, LogitCacheWriter, type StorageInput, runCli } from '@distillate/shared';
 import { medianOf, printRows, row, type BenchRow } from './bench/report.js';
 
 const CLASSES = 1000;
@@ -162,4 +161,4 @@ const program = new Command('bench-cache')
   .option('--child-read <dir>', '(internal) stream one cache and print peak RSS in KB')
   .action(main);
 
-await runMain(program);
+await runCli(program);

@@ -9,10 +9,9 @@ import { spawnSync } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command } from 'commander';
-import { DatasetReader, writeSyntheticDataset } from '@distillate/shared';
+import { DatasetReader, writeSyntheticDataset, runCli } from '@distillate/shared';
 import { OrtSession, createServices, resolveConfig } from '@distillate/server';
 import { pino } from 'pino';
-import { runMain } from './cli-main.js';
 import { median, printRows, row, type BenchRow } from './bench/report.js';
 import { BENCH_CNN, benchCnn } from './bench/teacher-model.js';
 
@@ -125,4 +124,4 @@ const program = new Command('bench-server')
   .option('--dir <dir>', 'scratch directory', '.bench/server')
   .action(main);
 
-await runMain(program);
+await runCli(program);

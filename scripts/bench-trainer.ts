@@ -10,9 +10,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command } from 'commander';
-import { DatasetReader, LogitCacheWriter, writeSyntheticDataset } from '@distillate/shared';
+import { DatasetReader, LogitCacheWriter, writeSyntheticDataset, runCli } from '@distillate/shared';
 import { parseRecipe, train } from '@distillate/trainer';
-import { runMain } from './cli-main.js';
 import { printRows, row, type BenchRow } from './bench/report.js';
 
 function log(json: boolean, msg: string): void {
@@ -93,4 +92,4 @@ const program = new Command('bench-trainer')
   .option('--child-train <data,cache>', '(internal) train one epoch and print peak RSS in KB')
   .action(main);
 
-await runMain(program);
+await runCli(program);

@@ -3,8 +3,7 @@
  * npm run import:fashion-mnist -- --images X-idx3-ubyte.gz --labels Y-idx1-ubyte.gz --out x.arrow [--classes a,b,...]
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR, importFashionMnist, importIdxPair, type ImportedSplit } from '@distillate/shared';
-import { runMain } from './cli-main.js';
+import { FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR, importFashionMnist, importIdxPair, type ImportedSplit, runCli } from '@distillate/shared';
 
 function summary(name: string, s: ImportedSplit): string {
   return `${name}: ${s.rows} rows → ${s.path} (sha256 ${s.fingerprint.slice(0, 12)}…, per class ${s.perClass.join('/')})`;
@@ -34,4 +33,4 @@ const program = new Command('import-fashion-mnist')
     console.log(summary('test', test));
   });
 
-await runMain(program);
+await runCli(program);

@@ -3,6 +3,7 @@
  */
 import { SingleBar, Presets } from 'cli-progress';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { runCli } from '@distillate/shared';
 import { pino } from 'pino';
 import { resolveConfig, type ServerConfigInput } from './config.js';
 import { createServices, startServer } from './server.js';
@@ -156,16 +157,6 @@ export function buildProgram(): Command {
 }
 
 /** Parse argv and run; errors become one line on stderr and exit code 1. */
-export async function main(argv = process.argv): Promise<void> {
-  const program = buildProgram();
-  program.exitOverride();
-  try {
-    await program.parseAsync(argv);
-  } catch (err) {
-    const e = err as Error & { code?: string; exitCode?: number };
-    if (typeof e.code === 'string' && e.code.startsWith('commander.')) process.exit(e.exitCode ?? 1);
-    console.error(`distillate-server: ${err instanceof AppError ? `${err.code}: ${err.message}` : e.message}`);
-    if (process.env['DISTILLATE_DEBUG'] === '1') console.error(e.stack);
-    process.exit(1);
-  }
+export function main(argv = process.argv): Promise<void> {
+  return runCli(buildProgram(), argv, (e) => (e instanceof AppError ? `${e.code}: ${e.message}` : e.message));
 }

@@ -69,3 +69,4 @@ export { sha256File, writeFileAtomic } from './internal/arrow-io.js';
 export { PRODUCER } from './version.js';
 export { OnnxModelBuilder, type Dim, type AttributeValue } from './onnx/builder.js';
 export { writeSyntheticDataset, mulberry32, type SyntheticDatasetOptions } from './synthetic.js';
+export { runCli, type CliProgram } from './cli.js';

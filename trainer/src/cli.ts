@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { SingleBar, Presets } from 'cli-progress';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { DatasetReader } from '@distillate/shared';
+import { DatasetReader, runCli } from '@distillate/shared';
 import { selectBackend, type BackendName } from './backend.js';
 import { evaluate } from './evaluate.js';
 import { loadLayersModel } from './model-io.js';
@@ -115,16 +115,6 @@ export function buildProgram(): Command {
   return program;
 }
 
-export async function main(argv = process.argv): Promise<void> {
-  const program = buildProgram();
-  program.exitOverride();
-  try {
-    await program.parseAsync(argv);
-  } catch (err) {
-    const e = err as Error & { code?: string; exitCode?: number };
-    if (typeof e.code === 'string' && e.code.startsWith('commander.')) process.exit(e.exitCode ?? 1);
-    console.error(`distillate-train: ${e.message}`);
-    if (process.env['DISTILLATE_DEBUG'] === '1') console.error(e.stack);
-    process.exit(1);
-  }
+export function main(argv = process.argv): Promise<void> {
+  return runCli(buildProgram(), argv);
 }

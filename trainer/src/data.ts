@@ -4,7 +4,7 @@
  * prefetched ahead of the train step. Nothing here holds more than the shuffle buffer, a few
  * batches and one cache shard per cache, whatever the dataset's size.
  */
-import { type DatasetReader, type LogitCacheReader, alignDatasetWithCaches, type AlignedBatch } from '@distillate/shared';
+import { alignDatasetWithCaches, mulberry32, type AlignedBatch, type DatasetReader, type LogitCacheReader } from '@distillate/shared';
 
 /** How one teacher slot is stored in a batch. */
 export type SlotSpec = { readonly kind: 'dense'; readonly classes: number } | { readonly kind: 'topk'; readonly k: number };
@@ -146,18 +146,6 @@ function fillChunk(store: RowStore, b: AlignedBatch, start: number, n: number, s
   return w;
 }
 
-/** Deterministic PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export interface EpochOptions {
   readonly batchSize: number;
   readonly shuffleBuffer: number;
@@ -171,7 +159,7 @@ export interface EpochOptions {
  * each has left, so a small labelled set mixes evenly with a large pool.
  */
 export async function* epochBatches(sources: readonly SourceSpec[], layout: BatchLayout, opts: EpochOptions): AsyncGenerator<TrainBatch> {
-  const random = rng(opts.seed);
+  const random = mulberry32(opts.seed);
   const cap = opts.shuffle ? Math.max(opts.shuffleBuffer, opts.batchSize) : 0;
   const buffer = cap > 0 ? new RowStore(layout, cap) : undefined;
   const out = new RowStore(layout, opts.batchSize);
