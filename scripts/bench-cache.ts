@@ -6,12 +6,12 @@
  * a raw fs read of the same files, same run, medians of 5 after a warm-up), and the reader's
  * peak RSS for the 1× cache and one 10× its size, each in a fresh child process.
  */
-import { spawnSync } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { LogitCacheReader, LogitCacheWriter, type StorageInput, runCli } from '@distillate/shared';
+import { childPeakRssMb, printPeakRssKb } from './bench/peak-rss.js';
 import { medianOf, printRows, row, type BenchRow } from './bench/report.js';
 
 const CLASSES = 1000;
@@ -88,9 +88,7 @@ async function cacheRead(dir: string, verify: 'none' | 'lazy', recycleBuffers = 
 
 /** Peak RSS (MB) of a fresh process that streams the whole cache with hash verification. */
 function childPeakRss(dir: string): number {
-  const r = spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', import.meta.filename, '--child-read', dir], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`child reader failed: ${r.stderr.trim()}`);
-  return Number(r.stdout.trim()) / 1024;
+  return childPeakRssMb(import.meta.filename, ['--child-read', dir]);
 }
 
 async function main(opts: { json: boolean; quick: boolean; dir: string; childRead?: string }): Promise<void> {
@@ -99,10 +97,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childRea
     let rows = 0;
     for await (const b of reader.batches()) rows += b.rows;
     if (rows !== reader.rows) throw new Error('short read');
-    // VmHWM, not getrusage's maxRSS: Linux carries ru_maxrss across fork+exec, so a child of
-    // a large parent would report the parent's peak.
-    const status = await readFile('/proc/self/status', 'utf8');
-    console.log(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1] ?? String(process.resourceUsage().maxRSS)); // kilobytes
+    await printPeakRssKb();
     return;
   }
   const sizes: Sizes = opts.quick ? { rows: 5000, runs: 2 } : { rows: 100_000, runs: 5 };

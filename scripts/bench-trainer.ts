@@ -7,11 +7,12 @@
  * and the trainer's peak RSS streaming a dataset of 1× and 10× the size (fresh processes).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { DatasetReader, LogitCacheWriter, writeSyntheticDataset, runCli } from '@distillate/shared';
 import { parseRecipe, train } from '@distillate/trainer';
+import { childPeakRssMb, printPeakRssKb } from './bench/peak-rss.js';
 import { printRows, row, type BenchRow } from './bench/report.js';
 
 function log(json: boolean, msg: string): void {
@@ -44,8 +45,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childTra
     const [data, cache] = opts.childTrain.split(',');
     const recipe = parseRecipe({ name: 'rss', data: { train: data! }, teachers: [{ cache: cache! }], student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd' }, epochs: 1, batchSize: 256, out: join(opts.dir, 'rss-runs') });
     await train(recipe, { skipExport: true });
-    const status = await readFile('/proc/self/status', 'utf8');
-    console.log(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1]);
+    await printPeakRssKb();
     return;
   }
   const dir = opts.dir;
@@ -75,11 +75,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childTra
   log(opts.json, `trainer peak RSS streaming ${base} and ${base * 10} rows (fresh processes)`);
   const one = await makeData(join(dir, 'rss1'), base);
   const ten = await makeData(join(dir, 'rss10'), base * 10);
-  const rss = (d: { data: string; cache: string }) => {
-    const r = spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', import.meta.filename, '--dir', dir, '--child-train', `${d.data},${d.cache}`], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`child trainer failed: ${r.stderr.trim().split('\n').at(-1)}`);
-    return Number(r.stdout.trim().split('\n').at(-1)) / 1024;
-  };
+  const rss = (d: { data: string; cache: string }) => childPeakRssMb(import.meta.filename, ['--dir', dir, '--child-train', `${d.data},${d.cache}`]);
   rows.push(row('trainer', 'train_peak_rss_10x_dataset', rss(ten), 'MB', { name: 'train_peak_rss_1x_dataset', value: rss(one) }));
   await rm(dir, { recursive: true, force: true });
   printRows(rows, opts.json);
