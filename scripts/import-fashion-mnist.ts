@@ -1,9 +1,11 @@
 /**
  * npm run import:fashion-mnist -- --from /usr/share/datasets/fashion-mnist --out data/fashion-mnist
+ * npm run import:fashion-mnist -- --labelled 600   # also train-labelled-600.arrow + train-pool.arrow
  * npm run import:fashion-mnist -- --images X-idx3-ubyte.gz --labels Y-idx1-ubyte.gz --out x.arrow [--classes a,b,...]
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR, importFashionMnist, importIdxPair, type ImportedSplit, runCli } from '@distillate/shared';
+import { join } from 'node:path';
+import { FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR, importFashionMnist, importIdxPair, type ImportedSplit, runCli, splitLabelled } from '@distillate/shared';
 
 function summary(name: string, s: ImportedSplit): string {
   return `${name}: ${s.rows} rows → ${s.path} (sha256 ${s.fingerprint.slice(0, 12)}…, per class ${s.perClass.join('/')})`;
@@ -20,7 +22,12 @@ const program = new Command('import-fashion-mnist')
     if (names.some((n) => n === '')) throw new InvalidArgumentError('class names must be non-empty');
     return names;
   })
-  .action(async (opts: { from: string; out: string; images?: string; labels?: string; classes?: string[] }) => {
+  .option('--labelled <n>', 'also split train into its first n/10 images of each class (labelled) and the rest, unlabelled (pool)', (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 10 || n % 10 !== 0) throw new InvalidArgumentError('a positive multiple of 10');
+    return n;
+  })
+  .action(async (opts: { from: string; out: string; images?: string; labels?: string; classes?: string[]; labelled?: number }) => {
     if ((opts.images === undefined) !== (opts.labels === undefined)) throw new Error('--images and --labels go together');
     if (opts.images !== undefined && opts.labels !== undefined) {
       const out = opts.out.endsWith('.arrow') ? opts.out : `${opts.out}.arrow`;
@@ -31,6 +38,10 @@ const program = new Command('import-fashion-mnist')
     const { train, test } = await importFashionMnist(opts.from, opts.out);
     console.log(summary('train', train));
     console.log(summary('test', test));
+    if (opts.labelled !== undefined) {
+      const s = await splitLabelled(train.path, { perClass: opts.labelled / 10, labelled: join(opts.out, `train-labelled-${opts.labelled}.arrow`), pool: join(opts.out, 'train-pool.arrow') });
+      console.log(`labelled: ${s.labelled.rows} rows → ${s.labelled.path}; pool (labels removed): ${s.pool.rows} rows → ${s.pool.path}`);
+    }
   });
 
 await runCli(program);

@@ -2,14 +2,14 @@
  * The teacher server over real HTTP with real onnxruntime sessions and real Arrow caches.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Field, FixedSizeList, Float32, RecordBatch, Schema, Struct, Table, makeData, tableFromIPC, tableToIPC } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DatasetReader, LogitCacheReader, writeSyntheticDataset, verifyCache } from '@distillate/shared';
 import { OrtSession, resolveConfig, startServer, type RunningServer } from '@distillate/server';
-import { convTeacher, writeTeachers } from './helpers/teachers.js';
+import { convTeacher, linearTeacher, writeTeachers } from './helpers/teachers.js';
 
 let root: string;
 let server: RunningServer;
@@ -77,6 +77,26 @@ describe('teachers', () => {
     expect(conv.executionProvider).toBe('cpu');
     const broken = body.teachers.find((t: any) => t.name === 'broken');
     expect(broken.error.code).toBe('bad_model');
+  });
+
+  it('rescan registers a model copied in after boot, and a bad sidecar is a 422', async () => {
+    const models = join(root, 'models');
+    expect((await call('/v1/teachers/late/logits', json({ inputs: [0], shape: [1, 1] }))).status).toBe(404);
+    await writeFile(join(models, 'late.onnx'), linearTeacher(4, 3, 9));
+    const { status, body } = await call('/v1/teachers/rescan', { method: 'POST' });
+    expect(status).toBe(200);
+    expect(body.teachers).toContain('late');
+    const r = await call('/v1/teachers/late/logits', json({ inputs: [1, 2, 3, 4], shape: [1, 4] }));
+    expect(r.status).toBe(200);
+    expect(r.body.logits[0]).toHaveLength(3);
+    await writeFile(join(models, 'later.onnx'), linearTeacher(4, 3, 9));
+    await writeFile(join(models, 'later.json'), JSON.stringify({ layout: 'sideways' }));
+    const bad = await call('/v1/teachers/rescan', { method: 'POST' });
+    expect(bad.status).toBe(422);
+    expect(bad.body.error.code).toBe('bad_sidecar');
+    expect(bad.body.error.message).toContain('later.json');
+    await rm(join(models, 'later.onnx'));
+    await rm(join(models, 'later.json'));
   });
 });
 

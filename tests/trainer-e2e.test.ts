@@ -126,6 +126,16 @@ describe('trainer', () => {
     }
   });
 
+  it('teachers named in the recipe resolve to their cache over this dataset (dense preferred); a missing one says how to build it', async () => {
+    const named = { ...base(), epochs: 1, caches: join(root, 'cache'), student: { kind: 'mlp', hidden: [16] } };
+    const r = await train(parseRecipe({ ...named, name: 'by-name', teachers: [{ teacher: 'conv' }], distill: { method: 'kd', params: { temperature: 4 } }, semi: { pool: join(root, 'data', 'pool.arrow'), teacher: 'conv' } }), { skipExport: true });
+    expect(JSON.parse(await readFile(join(r.runDir, 'run.json'), 'utf8')).caches).toEqual([caches['dense'], caches['pool']]);
+    await expect(train(parseRecipe({ ...named, name: 'nobody', teachers: [{ teacher: 'nobody' }], distill: { method: 'kd' } }), { skipExport: true })).rejects.toThrow(
+      /no cache of teacher nobody over .*train\.arrow .*distillate-server precompute --teacher nobody/,
+    );
+    expect(() => parseRecipe({ ...named, name: 'both', semi: { pool: 'p.arrow', teacher: 'conv', cache: 'c' } })).toThrow(/exactly one of cache/);
+  });
+
   it('self-distillation switches to the student snapshot as teacher', async () => {
     const r = await train(parseRecipe({ ...base(), epochs: 2, name: 'self', student: { kind: 'mlp', hidden: [16] }, selfDistill: { fromEpoch: 2, temperature: 2 } }), { skipExport: true });
     expect(r.metrics[0]!.loss['kd']).toBeUndefined();

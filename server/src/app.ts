@@ -167,6 +167,16 @@ export function createApp(deps: AppDeps): express.Express {
     res.json({ teachers });
   });
 
+  // Pick up models copied into --models since boot (e.g. a freshly exported student).
+  app.post('/v1/teachers/rescan', async (_req, res) => {
+    try {
+      await deps.teachers.rescan();
+    } catch (err) {
+      throw new AppError(422, 'bad_sidecar', (err as Error).message);
+    }
+    res.json({ teachers: deps.teachers.names() });
+  });
+
   app.post('/v1/teachers/:name/logits', async (req, res) => {
     const name = req.params['name'] as string;
     const isArrow = req.is(ARROW_STREAM) === ARROW_STREAM;

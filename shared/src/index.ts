@@ -68,5 +68,7 @@ export { alignDatasetWithCaches, type AlignedBatch, type AlignOptions } from './
 export { sha256File, writeFileAtomic } from './internal/arrow-io.js';
 export { PRODUCER } from './version.js';
 export { OnnxModelBuilder, type Dim, type AttributeValue } from './onnx/builder.js';
+export { onnxParameterCount } from './onnx/inspect.js';
 export { writeSyntheticDataset, mulberry32, type SyntheticDatasetOptions } from './synthetic.js';
 export { runCli, type CliProgram } from './cli.js';
+export { headDataset, splitLabelled, type WrittenDataset } from './subset.js';

@@ -4,12 +4,12 @@
  * distillate-train export --run runs/x [--out student.onnx]
  */
 import { join } from 'node:path';
-import { SingleBar, Presets } from 'cli-progress';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { DatasetReader, runCli } from '@distillate/shared';
 import { selectBackend, type BackendName } from './backend.js';
 import { evaluate } from './evaluate.js';
 import { loadLayersModel } from './model-io.js';
+import { progressCallbacks } from './progress.js';
 import { loadRecipe } from './recipe.js';
 import { exportAndCheck, train } from './train.js';
 
@@ -62,23 +62,7 @@ export function buildProgram(): Command {
       ];
       if (f.recipe === undefined) throw new Error('--recipe <file> is required to train (or use the eval / export commands)');
       const recipe = await loadRecipe(f.recipe, overrides);
-      const bar = new SingleBar({ format: `epoch {epoch}/{epochs} [{bar}] {percentage}% | {value}/{total} rows | {rate} rows/s | ETA {eta_formatted}`, hideCursor: true, etaBuffer: 200 }, Presets.shades_classic);
-      let start = 0;
-      const result = await train(recipe, {
-        resume: f.resume === true,
-        onEpochStart: (epoch, epochs, rows) => {
-          start = performance.now();
-          bar.start(rows, 0, { epoch, epochs, rate: 0 });
-        },
-        onBatch: (done) => bar.update(done, { rate: Math.round(done / ((performance.now() - start) / 1000)) }),
-        onEpochEnd: (m) => {
-          bar.stop();
-          const parts = [`epoch ${m.epoch}`, ...Object.entries(m.loss).map(([k, v]) => `${k} ${v.toFixed(4)}`), `train ${(m.trainAccuracy * 100).toFixed(2)}%`];
-          if (m.testAccuracy !== undefined) parts.push(`test ${(m.testAccuracy * 100).toFixed(2)}%`);
-          if (m.agreement !== undefined) parts.push(`agreement ${(m.agreement * 100).toFixed(2)}%`);
-          console.log(parts.join(' · '));
-        },
-      });
+      const result = await train(recipe, { resume: f.resume === true, ...progressCallbacks() });
       console.log(`backend ${result.backend.name}; ${result.parameters} parameters; ${result.latencyMs.toFixed(3)} ms/sample`);
       if (result.test !== undefined) console.log(`test accuracy ${(result.test.accuracy * 100).toFixed(2)}%, ECE ${(result.test.ece * 100).toFixed(2)}%`);
       if (result.onnx !== undefined) console.log(`student.onnx matches TF.js (max |Δ| ${result.onnx.maxAbsDiff.toExponential(2)})`);

@@ -49,3 +49,19 @@ export async function loadLayersModel(dir: string): Promise<tf.LayersModel> {
   }
   return tf.loadLayersModel(tf.io.fromMemory({ modelTopology: json.modelTopology, weightSpecs: specs, weightData: weightData.buffer }));
 }
+
+/** Logits of a saved model for `rows` flat input rows (already scaled as the model expects). */
+export async function predictLogits(dir: string, inputs: Float32Array, rows: number): Promise<{ logits: Float32Array; classes: number }> {
+  const model = await loadLayersModel(dir);
+  try {
+    const shape = model.inputs[0]!.shape.slice(1).map((d) => d ?? 1);
+    const x = tf.tensor(inputs, [rows, ...shape]);
+    const y = model.predict(x) as tf.Tensor2D;
+    const logits = (await y.data()) as Float32Array;
+    const classes = y.shape[1];
+    tf.dispose([x, y]);
+    return { logits, classes };
+  } finally {
+    model.dispose();
+  }
+}

@@ -38,8 +38,14 @@ export const RecipeSchema = z
   .object({
     name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, ".", "_" and "-" only'),
     data: z.object({ train: z.string().min(1), test: z.string().min(1).optional() }).strict(),
-    /** Logit caches (directories). Several with the same classes are averaged; different class lists are matched subset by subset. */
-    teachers: z.array(z.object({ cache: z.string().min(1) }).strict()).default([]),
+    /**
+     * Logit caches: a directory ({ cache }), or a teacher name ({ teacher }) resolved in `caches` to
+     * that teacher's cache over data.train. Several with the same classes are averaged; different
+     * class lists are matched subset by subset.
+     */
+    teachers: z.array(z.union([z.object({ cache: z.string().min(1) }).strict(), z.object({ teacher: z.string().min(1) }).strict()])).default([]),
+    /** Cache root where teacher names are looked up (the server's --cache). */
+    caches: z.string().min(1).default('cache'),
     student: StudentSchema,
     distill: DistillSchema.default({ method: 'scratch', params: {} }),
     /** Loss weights: total = ce·CE + kd·(distillation term, after warm-up). */
@@ -69,7 +75,9 @@ export const RecipeSchema = z
     semi: z
       .object({
         pool: z.string().min(1),
-        cache: z.string().min(1),
+        /** The label job's cache over the pool: a directory, or give `teacher` to look it up in `caches`. */
+        cache: z.string().min(1).optional(),
+        teacher: z.string().min(1).optional(),
         threshold: z.number().min(0).max(1).default(0),
         targets: z.enum(['soft', 'hard']).default('soft'),
       })
@@ -122,6 +130,9 @@ export function parseRecipe(raw: unknown, overrides: readonly string[] = [], sou
   if (typeof raw !== 'object' || raw === null) throw new RecipeError(`${source}: not an object`);
   const r = RecipeSchema.safeParse(applyOverrides(raw as Record<string, unknown>, overrides));
   if (!r.success) throw new RecipeError(`${source}: ${r.error.issues.map((i) => `${i.path.join('.') || 'root'}: ${i.message}`).join('; ')}`);
+  if (r.data.semi !== undefined && (r.data.semi.cache === undefined) === (r.data.semi.teacher === undefined)) {
+    throw new RecipeError(`${source}: semi needs exactly one of cache (a directory) or teacher (a name looked up in caches)`);
+  }
   if (r.data.distill.method !== 'scratch' && r.data.teachers.length === 0 && r.data.selfDistill === undefined && r.data.semi === undefined) {
     throw new RecipeError(`${source}: distill.method ${r.data.distill.method} needs at least one entry in teachers (or semi / selfDistill)`);
   }

@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import { DatasetReader, LogitCacheReader, LogitCacheWriter, writeFileAtomic, type DatasetBatch } from '@distillate/shared';
 import { OrtSession } from '@distillate/server';
 import { selectBackend, type BackendChoice } from './backend.js';
+import { resolveCacheDir } from './cache-ref.js';
 import { epochBatches, prefetch, type BatchLayout, type SlotSpec, type SourceSpec, type TrainBatch } from './data.js';
 import { evaluate, type Evaluation } from './evaluate.js';
 import { exportOnnx } from './export-onnx.js';
@@ -134,7 +135,8 @@ export async function train(recipe: Readonly<Recipe>, options: TrainOptions = {}
   const test = recipe.data.test === undefined ? undefined : await DatasetReader.open(recipe.data.test);
   let distill: Distill = recipe.distill;
   if (distill.method === 'scratch' && recipe.selfDistill !== undefined) distill = { method: 'kd', params: { temperature: recipe.selfDistill.temperature } };
-  const caches = await Promise.all(recipe.teachers.map((t) => LogitCacheReader.open(t.cache)));
+  const cacheDirs = await Promise.all(recipe.teachers.map((t) => resolveCacheDir(t, recipe.caches, dataset)));
+  const caches = await Promise.all(cacheDirs.map((dir) => LogitCacheReader.open(dir)));
   let plan = await planTeachers(caches, dataset, distill);
   const trainRows = await dataset.countRows();
   const C = plan.classes.length;
@@ -144,8 +146,10 @@ export async function train(recipe: Readonly<Recipe>, options: TrainOptions = {}
   let pool: SourceSpec | undefined;
   if (recipe.semi !== undefined) {
     const poolData = await DatasetReader.open(recipe.semi.pool);
-    const poolCache = await LogitCacheReader.open(recipe.semi.cache);
-    if (!poolCache.manifest.labelStatistics) throw new TrainingError(`${recipe.semi.cache} has no pseudo-label columns: build it with a label job`);
+    const poolDir = await resolveCacheDir(recipe.semi.cache === undefined ? { teacher: recipe.semi.teacher! } : { cache: recipe.semi.cache }, recipe.caches, poolData, { labelStatistics: true });
+    cacheDirs.push(poolDir);
+    const poolCache = await LogitCacheReader.open(poolDir);
+    if (!poolCache.manifest.labelStatistics) throw new TrainingError(`${poolDir} has no pseudo-label columns: build it with a label job`);
     if (poolCache.classes.length !== C) throw new TrainingError(`pool cache has ${poolCache.classes.length} classes but the student has ${C}`);
     if (poolCache.manifest.storage.mode !== 'dense') throw new TrainingError('the semi-supervised pool cache must be dense');
     if (plan.mode === 'none') plan = { ...plan, layout: { inputSize: D, slots: [{ kind: 'dense', classes: C }] }, mode: 'single' };
@@ -286,7 +290,7 @@ export async function train(recipe: Readonly<Recipe>, options: TrainOptions = {}
     renderReport({ name: recipe.name, recipe, metrics, ...(finalEval === undefined ? {} : { reliability: { bins: finalEval.reliability, ece: finalEval.ece } }), summary }),
   );
   const result: RunResult = { runDir, backend, metrics, ...(finalEval === undefined ? {} : { test: finalEval }), parameters, latencyMs, ...(onnx === undefined ? {} : { onnx }) };
-  await writeFileAtomic(join(runDir, 'run.json'), JSON.stringify({ ...result, classes: plan.classes }, null, 2));
+  await writeFileAtomic(join(runDir, 'run.json'), JSON.stringify({ ...result, classes: plan.classes, caches: cacheDirs }, null, 2));
   return result;
 }
 

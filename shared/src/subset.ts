@@ -1,0 +1,94 @@
+/**
+ * Row subsets of a dataset file, streamed batch by batch: the first rows (quick runs), and the
+ * labelled/unlabelled split used by the semi-supervised experiments. Ids are kept, so caches
+ * computed over a subset line up with it and not with the parent.
+ */
+import { DatasetReader, DatasetWriter, type DatasetBatch } from './dataset.js';
+import type { Ids } from './internal/arrow-io.js';
+
+export interface WrittenDataset {
+  readonly path: string;
+  readonly rows: number;
+  readonly fingerprint: string;
+}
+
+function pick(batch: DatasetBatch, D: number, rows: readonly number[], unlabel: boolean): { ids: Ids; inputs: Float32Array | Uint8Array; labels: Int32Array } {
+  const ids = batch.ids instanceof BigInt64Array ? new BigInt64Array(rows.length) : new Int32Array(rows.length);
+  const inputs = batch.inputs instanceof Uint8Array ? new Uint8Array(rows.length * D) : new Float32Array(rows.length * D);
+  const labels = new Int32Array(rows.length);
+  rows.forEach((r, i) => {
+    (ids as Int32Array)[i] = (batch.ids as Int32Array)[r]!;
+    inputs.set(batch.inputs.subarray(r * D, (r + 1) * D), i * D);
+    labels[i] = unlabel ? -1 : batch.labels[r]!;
+  });
+  return { ids, inputs, labels };
+}
+
+async function writeSelected(src: string, outs: readonly { path: string; unlabel: boolean }[], choose: (batch: DatasetBatch) => number[][]): Promise<WrittenDataset[]> {
+  const reader = await DatasetReader.open(src);
+  const writers = outs.map((o) => DatasetWriter.create(o.path, reader.info, { idType: reader.idType }));
+  try {
+    for await (const batch of reader.batches()) {
+      const chosen = choose(batch);
+      for (let w = 0; w < writers.length; w++) {
+        if (chosen[w]!.length > 0) await writers[w]!.append(pick(batch, reader.inputSize, chosen[w]!, outs[w]!.unlabel));
+      }
+    }
+    const done: WrittenDataset[] = [];
+    for (const w of writers) {
+      const d = await w.close();
+      done.push({ path: d.path, rows: d.rows, fingerprint: d.fingerprint });
+    }
+    return done;
+  } catch (err) {
+    await Promise.all(writers.map((w) => w.abort()));
+    throw err;
+  }
+}
+
+/** The first `rows` rows of `src`, written to `out`. */
+export async function headDataset(src: string, out: string, rows: number): Promise<WrittenDataset> {
+  if (!Number.isInteger(rows) || rows <= 0) throw new RangeError(`rows must be a positive integer, got ${rows}`);
+  let seen = 0;
+  const [d] = await writeSelected(src, [{ path: out, unlabel: false }], (batch) => {
+    const take = Math.max(0, Math.min(batch.rows, rows - seen));
+    seen += batch.rows;
+    return [Array.from({ length: take }, (_, i) => i)];
+  });
+  return d!;
+}
+
+/**
+ * Split `src` into a labelled part, the first `perClass` rows of each class in file order, and an
+ * unlabelled pool holding every other row with its label removed (-1). Fails if a class has fewer
+ * than `perClass` labelled rows.
+ */
+export async function splitLabelled(src: string, opts: { perClass: number; labelled: string; pool: string }): Promise<{ labelled: WrittenDataset; pool: WrittenDataset }> {
+  if (!Number.isInteger(opts.perClass) || opts.perClass <= 0) throw new RangeError(`perClass must be a positive integer, got ${opts.perClass}`);
+  const taken: number[] = [];
+  const [labelled, pool] = await writeSelected(
+    src,
+    [
+      { path: opts.labelled, unlabel: false },
+      { path: opts.pool, unlabel: true },
+    ],
+    (batch) => {
+      const keep: number[] = [];
+      const rest: number[] = [];
+      for (let r = 0; r < batch.rows; r++) {
+        const y = batch.labels[r]!;
+        if (y >= 0 && (taken[y] ?? 0) < opts.perClass) {
+          taken[y] = (taken[y] ?? 0) + 1;
+          keep.push(r);
+        } else rest.push(r);
+      }
+      return [keep, rest];
+    },
+  );
+  const reader = await DatasetReader.open(src);
+  const missing = reader.info.classes.map((_, c) => c).filter((c) => (taken[c] ?? 0) < opts.perClass);
+  if (missing.length > 0) {
+    throw new RangeError(`${src}: classes ${missing.join(', ')} have fewer than ${opts.perClass} labelled rows`);
+  }
+  return { labelled: labelled!, pool: pool! };
+}

@@ -1,0 +1,36 @@
+/**
+ * Recipes name a teacher's cache either by directory or by teacher name. A name is resolved
+ * against the cache root: the complete cache of that teacher over exactly this dataset file
+ * (same fingerprint). Dense float32 is preferred, then float16, then the largest top-k.
+ */
+import { listCaches, type CacheEntry, type DatasetReader } from '@distillate/shared';
+
+export type CacheRef = { readonly cache: string } | { readonly teacher: string };
+
+export class CacheResolutionError extends Error {
+  override readonly name = 'CacheResolutionError';
+}
+
+function rank(e: CacheEntry, needLabelStatistics: boolean): number {
+  const s = e.manifest.storage;
+  let r = s.mode === 'dense' ? (s.dtype === 'float32' ? 3_000_000 : 2_000_000) : s.k;
+  if (needLabelStatistics && !e.manifest.labelStatistics) r -= 10_000_000;
+  return r;
+}
+
+export async function resolveCacheDir(ref: CacheRef, root: string, dataset: DatasetReader, opts: { labelStatistics?: boolean } = {}): Promise<string> {
+  if ('cache' in ref) return ref.cache;
+  const fingerprint = await dataset.fingerprint();
+  const all = await listCaches(root);
+  const matches = all.filter((e) => e.manifest.teacher.name === ref.teacher && e.manifest.dataset.fingerprint === fingerprint);
+  if (matches.length === 0) {
+    const other = all.filter((e) => e.manifest.teacher.name === ref.teacher).length;
+    throw new CacheResolutionError(
+      `no cache of teacher ${ref.teacher} over ${dataset.path} in ${root}` +
+        (other > 0 ? ` (${other} cache(s) of it over other datasets)` : '') +
+        `; build one: distillate-server ${opts.labelStatistics === true ? 'label' : 'precompute'} --teacher ${ref.teacher} --dataset <${dataset.path} relative to --data> --cache ${root}`,
+    );
+  }
+  matches.sort((a, b) => rank(b, opts.labelStatistics === true) - rank(a, opts.labelStatistics === true) || a.key.localeCompare(b.key));
+  return matches[0]!.dir;
+}
