@@ -136,6 +136,17 @@ describe('trainer', () => {
     expect(() => parseRecipe({ ...named, name: 'both', semi: { pool: 'p.arrow', teacher: 'conv', cache: 'c' } })).toThrow(/exactly one of cache/);
   });
 
+  it('online teacher ({ onnx }): the same losses as distilling from its cache, batch for batch', async () => {
+    const common = { ...base(), epochs: 1, student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd', params: { temperature: 4 } } };
+    const offline = await train(parseRecipe({ ...common, name: 'offline', teachers: [{ cache: caches['dense'] }] }), { skipExport: true });
+    const online = await train(parseRecipe({ ...common, name: 'online', teachers: [{ onnx: join(root, 'models', 'conv.onnx') }] }), { skipExport: true });
+    expect(online.metrics[0]!.loss['kd']).toBeGreaterThan(0);
+    expect(online.metrics[0]!.loss['kd']).toBeCloseTo(offline.metrics[0]!.loss['kd']!, 5);
+    expect(online.test!.accuracy).toBeCloseTo(offline.test!.accuracy, 2);
+    expect(() => parseRecipe({ ...common, name: 'x', teachers: [{ onnx: 'a.onnx' }, { cache: 'c' }] })).toThrow(/must be the only teacher/);
+    await expect(train(parseRecipe({ ...common, name: 'half', teachers: [{ onnx: join(root, 'models', 'half-a.onnx') }] }), { skipExport: true })).rejects.toThrow(/has 5 classes but the dataset and student have 10/);
+  });
+
   it('self-distillation switches to the student snapshot as teacher', async () => {
     const r = await train(parseRecipe({ ...base(), epochs: 2, name: 'self', student: { kind: 'mlp', hidden: [16] }, selfDistill: { fromEpoch: 2, temperature: 2 } }), { skipExport: true });
     expect(r.metrics[0]!.loss['kd']).toBeUndefined();

@@ -41,9 +41,12 @@ export const RecipeSchema = z
     /**
      * Logit caches: a directory ({ cache }), or a teacher name ({ teacher }) resolved in `caches` to
      * that teacher's cache over data.train. Several with the same classes are averaged; different
-     * class lists are matched subset by subset.
+     * class lists are matched subset by subset. { onnx: model.onnx } instead runs that teacher
+     * online, on every batch (no cache; it must be the only teacher).
      */
-    teachers: z.array(z.union([z.object({ cache: z.string().min(1) }).strict(), z.object({ teacher: z.string().min(1) }).strict()])).default([]),
+    teachers: z
+      .array(z.union([z.object({ cache: z.string().min(1) }).strict(), z.object({ teacher: z.string().min(1) }).strict(), z.object({ onnx: z.string().min(1) }).strict()]))
+      .default([]),
     /** Cache root where teacher names are looked up (the server's --cache). */
     caches: z.string().min(1).default('cache'),
     student: StudentSchema,
@@ -130,6 +133,9 @@ export function parseRecipe(raw: unknown, overrides: readonly string[] = [], sou
   if (typeof raw !== 'object' || raw === null) throw new RecipeError(`${source}: not an object`);
   const r = RecipeSchema.safeParse(applyOverrides(raw as Record<string, unknown>, overrides));
   if (!r.success) throw new RecipeError(`${source}: ${r.error.issues.map((i) => `${i.path.join('.') || 'root'}: ${i.message}`).join('; ')}`);
+  if (r.data.teachers.some((t) => 'onnx' in t) && (r.data.teachers.length > 1 || r.data.semi !== undefined || r.data.selfDistill !== undefined)) {
+    throw new RecipeError(`${source}: an online teacher ({ onnx }) must be the only teacher, without semi or selfDistill`);
+  }
   if (r.data.semi !== undefined && (r.data.semi.cache === undefined) === (r.data.semi.teacher === undefined)) {
     throw new RecipeError(`${source}: semi needs exactly one of cache (a directory) or teacher (a name looked up in caches)`);
   }

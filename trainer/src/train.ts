@@ -11,6 +11,7 @@ import { DatasetReader, LogitCacheReader, LogitCacheWriter, writeFileAtomic, typ
 import { OrtSession } from '@distillate/server';
 import { selectBackend, type BackendChoice } from './backend.js';
 import { resolveCacheDir } from './cache-ref.js';
+import { OnlineTeacher } from './online-teacher.js';
 import { epochBatches, prefetch, type BatchLayout, type SlotSpec, type SourceSpec, type TrainBatch } from './data.js';
 import { evaluate, type Evaluation } from './evaluate.js';
 import { exportOnnx } from './export-onnx.js';
@@ -127,6 +128,15 @@ function learningRate(recipe: Recipe, epoch: number): number {
 }
 
 export async function train(recipe: Readonly<Recipe>, options: TrainOptions = {}): Promise<RunResult> {
+  const cleanup: Array<() => Promise<void>> = [];
+  try {
+    return await run(recipe, options, cleanup);
+  } finally {
+    for (const c of cleanup) await c();
+  }
+}
+
+async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Array<() => Promise<void>>): Promise<RunResult> {
   const backend = await selectBackend(recipe.backend);
   const runDir = join(recipe.out, recipe.name);
   await mkdir(runDir, { recursive: true });
@@ -135,9 +145,18 @@ export async function train(recipe: Readonly<Recipe>, options: TrainOptions = {}
   const test = recipe.data.test === undefined ? undefined : await DatasetReader.open(recipe.data.test);
   let distill: Distill = recipe.distill;
   if (distill.method === 'scratch' && recipe.selfDistill !== undefined) distill = { method: 'kd', params: { temperature: recipe.selfDistill.temperature } };
-  const cacheDirs = await Promise.all(recipe.teachers.map((t) => resolveCacheDir(t, recipe.caches, dataset)));
+  const onlineModel = recipe.teachers.flatMap((t) => ('onnx' in t ? [t.onnx] : []))[0];
+  const cacheDirs = await Promise.all(recipe.teachers.flatMap((t) => ('onnx' in t ? [] : [resolveCacheDir(t, recipe.caches, dataset)])));
   const caches = await Promise.all(cacheDirs.map((dir) => LogitCacheReader.open(dir)));
   let plan = await planTeachers(caches, dataset, distill);
+  const online = onlineModel === undefined ? undefined : await OnlineTeacher.open(onlineModel, dataset.info);
+  if (online !== undefined) {
+    cleanup.push(() => online.release());
+    if (online.classes.length !== dataset.info.classes.length) {
+      throw new TrainingError(`online teacher ${onlineModel} has ${online.classes.length} classes but the dataset and student have ${dataset.info.classes.length}`);
+    }
+    plan = { ...plan, layout: { inputSize: dataset.inputSize, slots: [{ kind: 'dense', classes: online.classes.length }] }, mode: 'single' };
+  }
   const trainRows = await dataset.countRows();
   const C = plan.classes.length;
   const D = dataset.inputSize;
@@ -217,8 +236,9 @@ export async function train(recipe: Readonly<Recipe>, options: TrainOptions = {}
     const t0 = performance.now();
     let batchIndex = 0;
     const batches = prefetch(epochBatches(buildSources(), plan.layout, { batchSize: recipe.batchSize, shuffleBuffer: recipe.shuffleBuffer, seed: recipe.seed * 1000 + epoch, shuffle: true }));
-    for await (const b of batches) {
+    for await (const fromData of batches) {
       batchIndex++;
+      const b = online !== undefined && kdWeight > 0 ? await online.fill(fromData) : fromData;
       const { terms, logits } = step(model, optimizer, b, plan, distill, recipe.weights.ce, kdWeight, T, weightDecay, lr);
       const values = await Promise.all(Object.entries(terms).map(async ([k, v]) => [k, (await v.data())[0]!] as const));
       for (const [k, v] of values) {

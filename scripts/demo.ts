@@ -1,0 +1,329 @@
+/**
+ * npm run demo [-- --quick | --full] [--data DIR] [--work DIR]
+ *
+ * The whole flow on Fashion-MNIST, in one process: import the data, start the teacher server on
+ * a free port, precompute the shipped teacher's logits through the HTTP job API, train the same
+ * student with KD and from scratch, evaluate both, export the KD student to ONNX, register it with
+ * the server and query it, then print a summary table. See README.md#quick-start.
+ */
+import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Presets, SingleBar } from 'cli-progress';
+import { Command } from 'commander';
+import {
+  DatasetReader,
+  FASHION_MNIST_CLASSES,
+  FASHION_MNIST_DEBIAN_DIR,
+  FASHION_MNIST_FILES,
+  LogitCacheReader,
+  alignDatasetWithCaches,
+  headDataset,
+  importFashionMnist,
+  onnxParameterCount,
+  runCli,
+  verifyCache,
+  writeSyntheticDataset,
+} from '@distillate/shared';
+import { OrtSession, resolveConfig, startServer, type RunningServer } from '@distillate/server';
+import { loadRecipe, predictLogits, progressCallbacks, train, type RunResult } from '@distillate/trainer';
+
+const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
+export const DEMO_TEACHER = 'fmnist-teacher';
+
+export interface DemoOptions {
+  /** Directory with the four Fashion-MNIST IDX .gz files. */
+  readonly data?: string;
+  /** Where the demo writes data, caches, models and runs (default demo-out/). */
+  readonly work?: string;
+  readonly size?: 'quick' | 'default' | 'full';
+  readonly log?: (line: string) => void;
+}
+
+/** Per size: train/test rows (undefined = all), epochs, student. */
+const SIZES = {
+  quick: { trainRows: 2000, testRows: 500, epochs: 1 },
+  default: { trainRows: undefined, testRows: undefined, epochs: 4 },
+  full: { trainRows: undefined, testRows: undefined, epochs: 20 },
+} as const;
+
+export interface ModelRow {
+  readonly name: string;
+  readonly accuracy: number;
+  readonly parameters: number;
+  /** ORT CPU latency, median ms: one sample, and a batch of 256. */
+  readonly latencyMs: { readonly batch1: number; readonly batch256: number };
+  readonly bytes: number;
+}
+
+export interface DemoSummary {
+  readonly dataset: 'fashion-mnist' | 'generated';
+  readonly trainRows: number;
+  readonly testRows: number;
+  readonly cacheDir: string;
+  readonly cacheVerified: boolean;
+  readonly rows: readonly ModelRow[];
+  readonly kd: RunResult;
+  readonly scratch: RunResult;
+  readonly served: { readonly rows: number; readonly maxAbsDiff: number; readonly top1Agreement: number };
+  readonly seconds: number;
+}
+
+interface JobView {
+  id: string;
+  state: string;
+  progress: { done: number; total: number };
+  cacheKey?: string;
+  error?: { code: string; message: string };
+}
+
+async function api<T>(server: RunningServer, path: string, init?: RequestInit): Promise<T> {
+  const res = await fetch(`${server.url}${path}`, init);
+  const body = (await res.json()) as T & { error?: { code: string; message: string } };
+  if (!res.ok) throw new Error(`${init?.method ?? 'GET'} ${path}: HTTP ${res.status} ${body.error?.code ?? ''}: ${body.error?.message ?? ''}`);
+  return body;
+}
+
+/** Submit a precompute job over HTTP and follow its server-sent events with a progress bar. */
+async function precompute(server: RunningServer, dataset: string, log: (line: string) => void): Promise<JobView> {
+  const created = await api<{ id: string }>(server, '/v1/jobs', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ type: 'precompute', teacher: DEMO_TEACHER, dataset, temperature: 1 }),
+  });
+  const bar = new SingleBar({ format: `precompute ${dataset} [{bar}] {percentage}% | {value}/{total} rows | ETA {eta_formatted}`, hideCursor: true, etaBuffer: 50 }, Presets.shades_classic);
+  let started = false;
+  let last: JobView | undefined;
+  const res = await fetch(`${server.url}/v1/jobs/${created.id}/events`);
+  if (!res.ok || res.body === null) throw new Error(`job ${created.id}: events stream answered HTTP ${res.status}`);
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const chunk of res.body) {
+    buffer += decoder.decode(chunk as Uint8Array, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = event.split('\n').find((l) => l.startsWith('data: '));
+      if (data === undefined) continue;
+      last = JSON.parse(data.slice(6)) as JobView;
+      if (!started && last.progress.total > 0) {
+        bar.start(last.progress.total, last.progress.done);
+        started = true;
+      }
+      if (started) bar.update(last.progress.done);
+    }
+  }
+  if (started) bar.stop();
+  if (last?.state !== 'succeeded') throw new Error(`precompute of ${dataset} ended ${last?.state ?? 'without events'}: ${last?.error?.message ?? ''}`);
+  log(`precompute ${dataset}: ${last.progress.total} rows → cache ${last.cacheKey!.slice(0, 16)}…`);
+  return last;
+}
+
+/** Top-1 accuracy of a cache's logits against the dataset's labels. */
+async function cacheAccuracy(datasetPath: string, cacheDir: string): Promise<number> {
+  const dataset = await DatasetReader.open(datasetPath);
+  const cache = await LogitCacheReader.open(cacheDir);
+  const C = cache.manifest.teacher.classes.length;
+  let right = 0;
+  let rows = 0;
+  for await (const b of alignDatasetWithCaches(dataset, [cache])) {
+    const t = b.teachers[0]!;
+    if (t.kind !== 'dense') throw new Error('expected a dense cache');
+    for (let i = 0; i < b.rows; i++) {
+      let best = 0;
+      for (let c = 1; c < C; c++) if (t.logits[i * C + c]! > t.logits[i * C + best]!) best = c;
+      if (best === b.labels[i]) right++;
+      rows++;
+    }
+  }
+  return right / rows;
+}
+
+/** Median ORT CPU latency of one call, at batch 1 and 256 (after a warm-up). */
+export async function ortLatency(model: string, sampleShape: readonly number[]): Promise<{ batch1: number; batch256: number }> {
+  const session = await OrtSession.create(model, { provider: 'cpu' });
+  try {
+    const input = session.inputs[0]!.name;
+    const output = session.outputs[0]!.name;
+    const D = sampleShape.reduce((a, b) => a * b, 1);
+    const time = async (batch: number, runs: number): Promise<number> => {
+      const x = Float32Array.from({ length: batch * D }, (_, i) => ((i * 7919) % 255) / 255);
+      for (let i = 0; i < 3; i++) await session.run(input, x, [batch, ...sampleShape], output);
+      const ms: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        const t0 = performance.now();
+        await session.run(input, x, [batch, ...sampleShape], output);
+        ms.push(performance.now() - t0);
+      }
+      ms.sort((a, b) => a - b);
+      return ms[Math.floor(ms.length / 2)]!;
+    };
+    return { batch1: await time(1, 50), batch256: await time(256, 7) };
+  } finally {
+    await session.release();
+  }
+}
+
+async function prepareData(opts: { data: string; dir: string; size: keyof typeof SIZES; log: (line: string) => void }): Promise<'fashion-mnist' | 'generated'> {
+  const have = Object.values(FASHION_MNIST_FILES).every((f) => existsSync(join(opts.data, f.images)) && existsSync(join(opts.data, f.labels)));
+  const { trainRows, testRows } = SIZES[opts.size];
+  const full = join(opts.dir, 'full');
+  await mkdir(full, { recursive: true });
+  let kind: 'fashion-mnist' | 'generated';
+  if (have) {
+    const { train, test } = await importFashionMnist(opts.data, full);
+    opts.log(`imported Fashion-MNIST from ${opts.data}: ${train.rows} train, ${test.rows} test images`);
+    kind = 'fashion-mnist';
+  } else {
+    opts.log(`Fashion-MNIST not found in ${opts.data}. To get it:`);
+    opts.log('    sudo apt-get install -y dataset-fashion-mnist      # Debian; puts the files in /usr/share/datasets/fashion-mnist');
+    opts.log('    or: npm run demo -- --data DIR                      # DIR holds the four *-ubyte.gz files');
+    opts.log('Falling back to a small generated 28×28 dataset so that every stage runs; its accuracies mean nothing.');
+    await writeSyntheticDataset(join(full, 'train.arrow'), { rows: trainRows ?? 6000, inputShape: [28, 28, 1], classes: 10, seed: 1 });
+    await writeSyntheticDataset(join(full, 'test.arrow'), { rows: testRows ?? 1000, inputShape: [28, 28, 1], classes: 10, seed: 2 });
+    kind = 'generated';
+  }
+  for (const [split, rows] of [['train', trainRows], ['test', testRows]] as const) {
+    const out = join(opts.dir, `${split}.arrow`);
+    if (rows === undefined) await copyFile(join(full, `${split}.arrow`), out);
+    else await headDataset(join(full, `${split}.arrow`), out, rows);
+  }
+  await rm(full, { recursive: true });
+  return kind;
+}
+
+export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
+  const t0 = performance.now();
+  const log = options.log ?? console.log;
+  const size = options.size ?? 'default';
+  const work = resolve(options.work ?? 'demo-out');
+  const dirs = { data: join(work, 'data'), cache: join(work, 'cache'), models: join(work, 'models'), runs: join(work, 'runs') };
+  for (const d of Object.values(dirs)) await mkdir(d, { recursive: true });
+
+  log(`[1/7] data (${size})`);
+  const dataset = await prepareData({ data: options.data ?? FASHION_MNIST_DEBIAN_DIR, dir: dirs.data, size, log });
+  const trainRows = await (await DatasetReader.open(join(dirs.data, 'train.arrow'))).countRows();
+  const testRows = await (await DatasetReader.open(join(dirs.data, 'test.arrow'))).countRows();
+
+  log('[2/7] teacher server');
+  for (const ext of ['onnx', 'json']) await copyFile(join(ROOT, 'models', `${DEMO_TEACHER}.${ext}`), join(dirs.models, `${DEMO_TEACHER}.${ext}`));
+  const server = await startServer(resolveConfig({ models: dirs.models, data: dirs.data, cache: dirs.cache, port: 0, logLevel: 'warn' }, {}));
+  try {
+    log(`server listening on ${server.url}`);
+
+    log('[3/7] precompute teacher logits over HTTP (POST /v1/jobs, progress over SSE)');
+    const trainJob = await precompute(server, 'train.arrow', log);
+    const testJob = await precompute(server, 'test.arrow', log);
+    const cacheDir = join(dirs.cache, trainJob.cacheKey!);
+    const verified = await verifyCache(cacheDir);
+    log(`cache ${verified.ok ? 'verifies' : `FAILS verification: ${verified.problems.join('; ')}`} (${cacheDir})`);
+
+    log('[4/7] train the student with KD, then the same student from scratch');
+    const epochs = SIZES[size].epochs;
+    const common = [`data.train=${join(dirs.data, 'train.arrow')}`, `data.test=${join(dirs.data, 'test.arrow')}`, `epochs=${epochs}`, `out=${dirs.runs}`];
+    const kdRecipe = await loadRecipe(join(ROOT, 'recipes', 'fmnist-kd.yaml'), [...common, 'name=demo-kd', `teachers=[{cache: "${cacheDir}"}]`]);
+    const kd = await train(kdRecipe, progressCallbacks('kd', log));
+    const scratchRecipe = await loadRecipe(join(ROOT, 'recipes', 'fmnist-scratch.yaml'), [...common, 'name=demo-scratch', `student=${JSON.stringify(kdRecipe.student)}`]);
+    const scratch = await train(scratchRecipe, progressCallbacks('scratch', log));
+
+    log('[5/7] evaluate on the test split');
+    const teacherAccuracy = await cacheAccuracy(join(dirs.data, 'test.arrow'), join(dirs.cache, testJob.cacheKey!));
+    log(`teacher ${pct(teacherAccuracy)} · scratch ${pct(scratch.test!.accuracy)} · KD ${pct(kd.test!.accuracy)}`);
+
+    log('[6/7] register the exported KD student with the server and query it');
+    const studentName = 'fmnist-student';
+    await copyFile(kd.onnx!.path, join(dirs.models, `${studentName}.onnx`));
+    await writeFile(join(dirs.models, `${studentName}.json`), `${JSON.stringify({ classes: dataset === 'generated' ? undefined : [...FASHION_MNIST_CLASSES], layout: 'flat' }, null, 2)}\n`);
+    const { teachers } = await api<{ teachers: string[] }>(server, '/v1/teachers/rescan', { method: 'POST' });
+    if (!teachers.includes(studentName)) throw new Error(`rescan did not register ${studentName}`);
+    const served = await queryStudent(server, studentName, join(dirs.data, 'test.arrow'), join(kd.runDir, 'model'));
+    log(`served ${served.rows} test images: top-1 equal to TF.js on ${pct(served.top1Agreement)}, max |Δlogit| ${served.maxAbsDiff.toExponential(2)}`);
+
+    log('[7/7] summary');
+    const teacherPath = join(dirs.models, `${DEMO_TEACHER}.onnx`);
+    const row = async (name: string, model: string, accuracy: number, shape: number[]): Promise<ModelRow> => {
+      const bytes = await readFile(model);
+      return { name, accuracy, parameters: onnxParameterCount(bytes), latencyMs: await ortLatency(model, shape), bytes: bytes.length };
+    };
+    const rows = [
+      await row(`teacher (${DEMO_TEACHER})`, teacherPath, teacherAccuracy, [1, 28, 28]),
+      await row('student, scratch', scratch.onnx!.path, scratch.test!.accuracy, [784]),
+      await row('student, KD', kd.onnx!.path, kd.test!.accuracy, [784]),
+    ];
+    for (const line of summaryTable(rows)) log(line);
+    log(`report: ${join(kd.runDir, 'report.html')}`);
+    const seconds = (performance.now() - t0) / 1000;
+    log(`done in ${seconds.toFixed(0)} s (${dataset}, ${trainRows} train / ${testRows} test rows, ${epochs} epochs)`);
+    return { dataset, trainRows, testRows, cacheDir, cacheVerified: verified.ok, rows, kd, scratch, served, seconds };
+  } finally {
+    await server.close();
+  }
+}
+
+/** Query the served student with test images and compare with the TF.js model's own logits. */
+async function queryStudent(server: RunningServer, name: string, testPath: string, modelDir: string): Promise<DemoSummary['served']> {
+  const reader = await DatasetReader.open(testPath);
+  const { scale, offset } = reader.info.scaling;
+  const D = reader.inputSize;
+  let x: Float32Array | undefined;
+  for await (const b of reader.batches()) {
+    const n = Math.min(64, b.rows);
+    x = Float32Array.from(b.inputs.subarray(0, n * D), (v) => v * scale + offset);
+    break;
+  }
+  const rows = x!.length / D;
+  const body = await api<{ logits: number[][] }>(server, `/v1/teachers/${name}/logits`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ inputs: Array.from(x!), shape: [rows, D] }),
+  });
+  const { logits: local } = await predictLogits(modelDir, x!, rows);
+  const C = body.logits[0]!.length;
+  let maxAbsDiff = 0;
+  let same = 0;
+  for (let i = 0; i < rows; i++) {
+    const remote = body.logits[i]!;
+    let a = 0;
+    let b = 0;
+    for (let c = 0; c < C; c++) {
+      maxAbsDiff = Math.max(maxAbsDiff, Math.abs(remote[c]! - local[i * C + c]!));
+      if (remote[c]! > remote[a]!) a = c;
+      if (local[i * C + c]! > local[i * C + b]!) b = c;
+    }
+    if (a === b) same++;
+  }
+  return { rows, maxAbsDiff, top1Agreement: same / rows };
+}
+
+const pct = (v: number) => `${(v * 100).toFixed(2)}%`;
+
+export function summaryTable(rows: readonly ModelRow[]): string[] {
+  const header = ['model', 'test acc', 'params', 'size', 'ORT b=1', 'ORT b=256'];
+  const body = rows.map((r) => [
+    r.name,
+    pct(r.accuracy),
+    r.parameters.toLocaleString('en-US'),
+    `${(r.bytes / 1e6).toFixed(2)} MB`,
+    `${r.latencyMs.batch1.toFixed(3)} ms`,
+    `${r.latencyMs.batch256.toFixed(2)} ms`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
+  return [line(header), `|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`, ...body.map(line)];
+}
+
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const program = new Command('demo')
+    .description('Fashion-MNIST end to end: import, serve, precompute over HTTP, train KD + scratch, export, register, query')
+    .option('--data <dir>', 'directory with the Fashion-MNIST IDX .gz files', FASHION_MNIST_DEBIAN_DIR)
+    .option('--work <dir>', 'output directory', 'demo-out')
+    .option('--quick', 'every stage on a slice of the data (2,000 train / 500 test rows, 1 epoch)')
+    .option('--full', 'the long version (all rows, 20 epochs)')
+    .action(async (f: { data: string; work: string; quick?: boolean; full?: boolean }) => {
+      if (f.quick === true && f.full === true) throw new Error('--quick and --full exclude each other');
+      await runDemo({ data: f.data, work: f.work, size: f.quick === true ? 'quick' : f.full === true ? 'full' : 'default' });
+    });
+  await runCli(program);
+}

@@ -1,0 +1,200 @@
+/**
+ * npm run experiments [-- --seeds 3 --parallel 2 --only kd,scratch --epochs N]
+ *
+ * The uses of distillation on Fashion-MNIST, each a recipe under recipes/, run over several seeds:
+ * better accuracy (scratch vs KD/DKD/NKD/DIST/LS-KD), transfer across label sets, fewer labels and
+ * self-distillation; plus the teacher/student size and latency comparison. It imports the data
+ * (with the 600-label split), builds every cache once through the server's job manager, trains
+ * each (recipe, seed) in its own `distillate-train` process, and writes the results to
+ * experiments-out/results.json and the generated section of BENCHMARKS.md.
+ *
+ * Finished runs (those with a run.json) are not trained again: re-running resumes.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, InvalidArgumentError } from 'commander';
+import { pino } from 'pino';
+import { FASHION_MNIST_DEBIAN_DIR, importFashionMnist, onnxParameterCount, runCli, splitLabelled } from '@distillate/shared';
+import { createServices, resolveConfig, type JobRequestInput } from '@distillate/server';
+import { ortLatency } from './demo.js';
+
+const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
+const TRAIN_BIN = join(ROOT, 'trainer', 'bin', 'distillate-train.js');
+
+interface Experiment {
+  readonly id: string;
+  readonly group: 'accuracy' | 'transfer' | 'labels' | 'self';
+  readonly label: string;
+  readonly recipe: string;
+  readonly set?: readonly string[];
+}
+
+export const EXPERIMENTS: readonly Experiment[] = [
+  { id: 'scratch', group: 'accuracy', label: 'scratch (labels only)', recipe: 'fmnist-scratch.yaml' },
+  { id: 'kd', group: 'accuracy', label: 'KD', recipe: 'fmnist-kd.yaml' },
+  { id: 'dkd', group: 'accuracy', label: 'DKD', recipe: 'fmnist-dkd.yaml' },
+  { id: 'nkd', group: 'accuracy', label: 'NKD', recipe: 'fmnist-nkd.yaml' },
+  { id: 'dist', group: 'accuracy', label: 'DIST', recipe: 'fmnist-dist.yaml' },
+  { id: 'lskd', group: 'accuracy', label: 'LS-KD', recipe: 'fmnist-lskd.yaml' },
+  { id: 'transfer', group: 'transfer', label: 'two teachers (classes 0–4, 5–9), no labels', recipe: 'fmnist-transfer.yaml' },
+  { id: '600-scratch', group: 'labels', label: '600 labels alone', recipe: 'fmnist-600-scratch.yaml' },
+  { id: '600-semi', group: 'labels', label: '600 labels + pool labelled by the shipped teacher (saw all labels)', recipe: 'fmnist-600-semi.yaml' },
+  { id: '600-semi-600', group: 'labels', label: '600 labels + pool labelled by a teacher trained on the same 600', recipe: 'fmnist-600-semi.yaml', set: ['semi.teacher=fmnist-teacher-600'] },
+  { id: 'self', group: 'self', label: 'self-distillation (own snapshot teaches the last 4 epochs)', recipe: 'fmnist-self-distill.yaml' },
+];
+
+const TEACHERS = ['fmnist-teacher', 'fmnist-teacher-0-4', 'fmnist-teacher-5-9', 'fmnist-teacher-600'] as const;
+
+/** Every cache the recipes name, built once (a cache hit when it exists). */
+const JOBS: readonly JobRequestInput[] = [
+  { type: 'precompute', teacher: 'fmnist-teacher', dataset: 'fashion-mnist/train.arrow' },
+  { type: 'precompute', teacher: 'fmnist-teacher', dataset: 'fashion-mnist/test.arrow' },
+  { type: 'precompute', teacher: 'fmnist-teacher-0-4', dataset: 'fashion-mnist/train.arrow' },
+  { type: 'precompute', teacher: 'fmnist-teacher-5-9', dataset: 'fashion-mnist/train.arrow' },
+  { type: 'label', teacher: 'fmnist-teacher', dataset: 'fashion-mnist/train-pool.arrow' },
+  { type: 'label', teacher: 'fmnist-teacher-600', dataset: 'fashion-mnist/train-pool.arrow' },
+];
+
+interface RunOutcome {
+  readonly experiment: string;
+  readonly seed: number;
+  readonly accuracy: number;
+}
+
+async function buildCaches(): Promise<void> {
+  const services = await createServices(resolveConfig({ models: join(ROOT, 'models'), data: join(ROOT, 'data'), cache: join(ROOT, 'cache'), logLevel: 'warn' }, {}), pino({ level: 'warn' }));
+  await services.jobs.init();
+  try {
+    for (const req of JOBS) {
+      const job = await services.jobs.create(req);
+      await services.jobs.idle();
+      const done = services.jobs.get(job.id);
+      if (done.state !== 'succeeded') throw new Error(`${req.type} ${req.teacher} over ${req.dataset}: ${done.state} ${done.error?.message ?? ''}`);
+      console.log(`${req.type} ${req.teacher} over ${req.dataset}: ${done.cacheHit === true ? 'cache hit' : 'built'} ${done.cacheKey!.slice(0, 12)}…`);
+    }
+  } finally {
+    await services.teachers.releaseAll();
+  }
+}
+
+function trainOnce(e: Experiment, seed: number, out: string, extra: readonly string[]): Promise<RunOutcome> {
+  const name = `${e.id}-s${seed}`;
+  const runJson = join(out, name, 'run.json');
+  return (async () => {
+    if (!existsSync(runJson)) {
+      const args = [TRAIN_BIN, '--recipe', join(ROOT, 'recipes', e.recipe), '--seed', String(seed), '--name', name, '--out', out, ...[...(e.set ?? []), ...extra].flatMap((s) => ['--set', s])];
+      const t0 = performance.now();
+      await new Promise<void>((ok, fail) => {
+        const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+        let err = '';
+        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        child.on('exit', (code) => (code === 0 ? ok() : fail(new Error(`${name}: distillate-train exited ${code}: ${err.trim().split('\n').at(-1)}`))));
+      });
+      console.log(`${name}: ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+    }
+    const run = JSON.parse(await readFile(runJson, 'utf8')) as { test: { accuracy: number } };
+    return { experiment: e.id, seed, accuracy: run.test.accuracy };
+  })();
+}
+
+async function pool<T>(tasks: (() => Promise<T>)[], parallel: number): Promise<T[]> {
+  const results: T[] = new Array(tasks.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(parallel, tasks.length) }, async () => {
+      while (next < tasks.length) {
+        const i = next++;
+        results[i] = await tasks[i]!();
+      }
+    }),
+  );
+  return results;
+}
+
+const mean = (v: readonly number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+/** Sample standard deviation (n − 1). */
+const std = (v: readonly number[]) => (v.length < 2 ? 0 : Math.sqrt(v.reduce((a, b) => a + (b - mean(v)) ** 2, 0) / (v.length - 1)));
+const pm = (v: readonly number[]) => `${(mean(v) * 100).toFixed(2)} ± ${(std(v) * 100).toFixed(2)}`;
+
+async function sizes(accuracies: Record<string, number[]>, runs: string): Promise<string[]> {
+  const rows: string[] = ['| model | parameters | ONNX size | ORT latency, batch 1 | ORT latency, batch 256 | test accuracy |', '|---|---:|---:|---:|---:|---:|'];
+  const teacherMetrics = JSON.parse(await readFile(join(ROOT, 'models', 'fmnist-teacher.metrics.json'), 'utf8')) as { testAccuracy: number };
+  const models: [string, string, number[], string][] = [
+    ['teacher CNN (models/fmnist-teacher.onnx)', join(ROOT, 'models', 'fmnist-teacher.onnx'), [1, 28, 28], `${(teacherMetrics.testAccuracy * 100).toFixed(2)}`],
+    ['student MLP 784-128-10, KD', join(runs, 'kd-s1', 'student.onnx'), [784], pm(accuracies['kd'] ?? [])],
+  ];
+  for (const [name, path, shape, acc] of models) {
+    const bytes = await readFile(path);
+    const lat = await ortLatency(path, shape);
+    rows.push(`| ${name} | ${onnxParameterCount(bytes).toLocaleString('en-US')} | ${(bytes.length / 1e6).toFixed(2)} MB | ${lat.batch1.toFixed(3)} ms | ${lat.batch256.toFixed(2)} ms | ${acc} % |`);
+  }
+  return rows;
+}
+
+async function main(opts: { seeds: number; parallel: number; only?: string[]; set: string[] }): Promise<void> {
+  const data = join(ROOT, 'data', 'fashion-mnist');
+  if (!existsSync(join(data, 'train-pool.arrow'))) {
+    const { train } = await importFashionMnist(FASHION_MNIST_DEBIAN_DIR, data);
+    await splitLabelled(train.path, { perClass: 60, labelled: join(data, 'train-labelled-600.arrow'), pool: join(data, 'train-pool.arrow') });
+  }
+  for (const t of TEACHERS) if (!existsSync(join(ROOT, 'models', `${t}.onnx`))) throw new Error(`models/${t}.onnx is missing (see models/README.md)`);
+  await buildCaches();
+  const out = join(ROOT, 'experiments-out', 'runs');
+  await mkdir(out, { recursive: true });
+  const chosen = EXPERIMENTS.filter((e) => opts.only === undefined || opts.only.includes(e.id));
+  const seeds = Array.from({ length: opts.seeds }, (_, i) => i + 1);
+  const tasks = seeds.flatMap((seed) => chosen.map((e) => () => trainOnce(e, seed, out, opts.set)));
+  const outcomes = await pool(tasks, opts.parallel);
+
+  const acc: Record<string, number[]> = {};
+  for (const o of outcomes) (acc[o.experiment] ??= []).push(o.accuracy);
+  await writeFile(join(ROOT, 'experiments-out', 'results.json'), `${JSON.stringify({ seeds, accuracy: acc }, null, 2)}\n`);
+
+  const cmd = (e: Experiment) => `\`npx distillate-train --recipe recipes/${e.recipe}${(e.set ?? []).map((s) => ` --set ${s}`).join('')} --seed S\``;
+  const lines: string[] = [];
+  const groups: [Experiment['group'], string][] = [
+    ['accuracy', 'Better accuracy: the same MLP student (784-128-10), 10 epochs'],
+    ['transfer', 'Transfer across label sets (same student; compare with "scratch" above, which used all the labels)'],
+    ['labels', 'Fewer labels: 600 labelled images (60 per class) + the other 59,400 unlabelled'],
+    ['self', 'Self-distillation (compare with "scratch" above)'],
+  ];
+  for (const [group, title] of groups) {
+    const es = chosen.filter((e) => e.group === group);
+    if (es.length === 0) continue;
+    lines.push(`**${title}**`, '', `| run | test accuracy, % (mean ± std, ${opts.seeds} seeds) | seeds | command |`, '|---|---|---|---|');
+    for (const e of es) lines.push(`| ${e.label} | ${pm(acc[e.id]!)} | ${acc[e.id]!.map((a) => (a * 100).toFixed(2)).join(', ')} | ${cmd(e)} |`);
+    lines.push('');
+  }
+  if (acc['kd'] !== undefined) lines.push('**Lower latency, fewer parameters** (ORT CPU, 2 threads; median of 50 calls at batch 1, 7 at batch 256)', '', ...(await sizes(acc, out)), '');
+  const table = lines.join('\n');
+  console.log(table);
+
+  const path = join(ROOT, 'BENCHMARKS.md');
+  const doc = await readFile(path, 'utf8');
+  const begin = '<!-- experiments:begin -->';
+  const end = '<!-- experiments:end -->';
+  const stamp = `Generated by \`npm run experiments -- --seeds ${opts.seeds}${opts.only === undefined ? '' : ` --only ${opts.only.join(',')}`}\` on ${new Date().toISOString().slice(0, 10)} (Node ${process.version}, ${cpus().length} cores).`;
+  const section = `${begin}\n${stamp}\n\n${table}\n${end}`;
+  const a = doc.indexOf(begin);
+  const b = doc.indexOf(end);
+  await writeFile(path, a >= 0 && b > a ? doc.slice(0, a) + section + doc.slice(b + end.length) : `${doc.trimEnd()}\n\n## Fashion-MNIST experiments (issue #5)\n\n${section}\n`);
+}
+
+const int = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('a positive integer');
+  return n;
+};
+
+const program = new Command('experiments')
+  .description('Run the Fashion-MNIST distillation experiments over several seeds and record them in BENCHMARKS.md')
+  .option('--seeds <n>', 'seeds per experiment (1..n)', int, 3)
+  .option('--parallel <n>', 'training processes at once (TF.js wasm uses one core each)', int, Math.max(1, cpus().length))
+  .option('--only <ids>', `comma-separated subset of: ${EXPERIMENTS.map((e) => e.id).join(', ')}`, (v: string) => v.split(','))
+  .option('--set <key=value>', 'override a recipe field in every run (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .action(main);
+await runCli(program);

@@ -1,0 +1,61 @@
+/**
+ * `npm run demo -- --quick` end to end, in process: real import, real server over HTTP, real
+ * precompute job, real TF.js training, real ONNX export served by onnxruntime.
+ */
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { FASHION_MNIST_DEBIAN_DIR, onnxParameterCount, verifyCache } from '@distillate/shared';
+import { runDemo } from '../scripts/demo.js';
+
+const haveFashionMnist = existsSync(join(FASHION_MNIST_DEBIAN_DIR, 'train-images-idx3-ubyte.gz'));
+
+async function checkRun(runDir: string, epochs: number): Promise<void> {
+  const lines = (await readFile(join(runDir, 'metrics.jsonl'), 'utf8')).trim().split('\n');
+  expect(lines).toHaveLength(epochs);
+  lines.forEach((line, i) => {
+    const m = JSON.parse(line);
+    expect(m.epoch).toBe(i + 1);
+    expect(Number.isFinite(m.loss.total)).toBe(true);
+    for (const k of ['trainAccuracy', 'testAccuracy']) {
+      expect(m[k]).toBeGreaterThanOrEqual(0);
+      expect(m[k]).toBeLessThanOrEqual(1);
+    }
+  });
+  const report = await readFile(join(runDir, 'report.html'), 'utf8');
+  expect(report).toContain('<svg');
+  expect(JSON.parse(await readFile(join(runDir, 'run.json'), 'utf8')).metrics).toHaveLength(epochs);
+}
+
+describe('npm run demo -- --quick', () => {
+  it.runIf(haveFashionMnist)('runs every stage on a slice of Fashion-MNIST', async () => {
+    const work = await mkdtemp(join(tmpdir(), 'distillate-demo-'));
+    const lines: string[] = [];
+    const s = await runDemo({ size: 'quick', work, log: (l) => lines.push(l) });
+    expect(s.dataset).toBe('fashion-mnist');
+    expect([s.trainRows, s.testRows]).toEqual([2000, 500]);
+    expect(s.cacheVerified).toBe(true);
+    expect((await verifyCache(s.cacheDir)).ok).toBe(true);
+    for (const run of [s.kd, s.scratch]) await checkRun(run.runDir, 1);
+    // The trainer's own ORT-vs-TF.js check, and the same model served over HTTP.
+    expect(s.kd.onnx!.maxAbsDiff).toBeLessThanOrEqual(1e-4);
+    expect(s.served.maxAbsDiff).toBeLessThanOrEqual(1e-4);
+    expect(s.served.top1Agreement).toBe(1);
+    expect(onnxParameterCount(await readFile(s.kd.onnx!.path))).toBe(s.kd.parameters);
+    // The shipped teacher is far better than chance even on 500 test images.
+    expect(s.rows[0]!.accuracy).toBeGreaterThan(0.8);
+    expect(lines.some((l) => l.startsWith('| student, KD'))).toBe(true);
+  }, 240_000);
+
+  it('falls back to generated data, saying how to get Fashion-MNIST, when the files are absent', async () => {
+    const work = await mkdtemp(join(tmpdir(), 'distillate-demo-'));
+    const lines: string[] = [];
+    const s = await runDemo({ size: 'quick', work, data: join(work, 'nowhere'), log: (l) => lines.push(l) });
+    expect(s.dataset).toBe('generated');
+    expect(lines.join('\n')).toContain('apt-get install -y dataset-fashion-mnist');
+    expect(s.cacheVerified).toBe(true);
+    await checkRun(s.kd.runDir, 1);
+  }, 240_000);
+});
