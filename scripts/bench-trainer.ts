@@ -3,17 +3,21 @@
  *
  * Training throughput (samples/s, batch 128, KD loss, Adam) of the MLP 784-512-256-10 and a
  * small CNN (conv3×3×32, pool, conv3×3×64, pool, dense 128, dense 10) on the active TF.js
- * backend, next to PyTorch CPU on the same models and loss (when python3-torch is installed),
- * and the trainer's peak RSS streaming a dataset of 1× and 10× the size (fresh processes).
+ * backend, next to PyTorch CPU on the same models and loss (when python3-torch is installed:
+ * with Debian's reference BLAS, and with OpenBLAS for that process alone when
+ * libopenblas0-pthread is installed), and the trainer's peak RSS streaming a dataset of 1× and
+ * 10× the size (fresh processes). Rates are medians of 5 epochs after a warm-up epoch; RSS is
+ * the median of 5 fresh processes per size.
  */
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { DatasetReader, LogitCacheWriter, writeSyntheticDataset, runCli } from '@distillate/shared';
 import { parseRecipe, train } from '@distillate/trainer';
 import { childPeakRssMb, printPeakRssKb } from './bench/peak-rss.js';
-import { printRows, row, type BenchRow } from './bench/report.js';
+import { median, printRows, row, type BenchRow } from './bench/report.js';
 
 function log(json: boolean, msg: string): void {
   if (!json) process.stderr.write(`${msg}\n`);
@@ -33,11 +37,17 @@ async function makeData(dir: string, rows: number): Promise<{ data: string; cach
   return { data, cache: join(dir, 'cache', m.key) };
 }
 
-async function trainRate(dir: string, d: { data: string; cache: string }, student: object, name: string): Promise<number> {
-  const recipe = parseRecipe({ name, data: { train: d.data }, teachers: [{ cache: d.cache }], student, distill: { method: 'kd', params: { temperature: 4 } }, epochs: 1, batchSize: 128, out: join(dir, 'runs'), shuffleBuffer: 2048 });
+/** Median samples/s over epochs 2..runs+1 (epoch 1 is the warm-up). */
+async function trainRate(dir: string, d: { data: string; cache: string }, student: object, name: string, runs: number): Promise<number> {
+  const recipe = parseRecipe({ name, data: { train: d.data }, teachers: [{ cache: d.cache }], student, distill: { method: 'kd', params: { temperature: 4 } }, epochs: runs + 1, batchSize: 128, out: join(dir, 'runs'), shuffleBuffer: 2048 });
   const r = await train(recipe, { skipExport: true });
-  return r.metrics[0]!.samplesPerSecond;
+  return median(r.metrics.slice(1).map((m) => m.samplesPerSecond));
 }
+
+const BLAS_DIRS = {
+  reference: ['/usr/lib/x86_64-linux-gnu/blas', '/usr/lib/x86_64-linux-gnu/lapack'],
+  openblas: ['/usr/lib/x86_64-linux-gnu/openblas-pthread'],
+} as const;
 
 async function main(opts: { json: boolean; quick: boolean; dir: string; childTrain?: string }): Promise<void> {
   if (opts.childTrain !== undefined) {
@@ -56,16 +66,24 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childTra
   log(opts.json, `TF.js training: MLP on ${mlpRows} rows, CNN on ${cnnRows} rows, batch 128, KD loss`);
   const mlpData = await makeData(join(dir, 'mlp'), mlpRows);
   const cnnData = await makeData(join(dir, 'cnn'), cnnRows);
-  const mlp = await trainRate(dir, mlpData, { kind: 'mlp', hidden: [512, 256] }, 'mlp');
-  const cnn = await trainRate(dir, cnnData, { kind: 'cnn', blocks: [{ filters: 32 }, { filters: 64 }], dense: [128] }, 'cnn');
+  const runs = opts.quick ? 1 : 5;
+  const mlp = await trainRate(dir, mlpData, { kind: 'mlp', hidden: [512, 256] }, 'mlp', runs);
+  const cnn = await trainRate(dir, cnnData, { kind: 'cnn', blocks: [{ filters: 32 }, { filters: 64 }], dense: [128] }, 'cnn', runs);
   const torch = spawnSync('/usr/bin/python3', ['-c', 'import torch'], { encoding: 'utf8' });
   if (torch.status === 0) {
-    log(opts.json, 'PyTorch CPU, same models and loss (Debian python3-torch, its default BLAS)');
-    const r = spawnSync('/usr/bin/python3', [join(import.meta.dirname, 'bench', 'torch_train.py'), JSON.stringify({ threads: 2, mlp_batches: opts.quick ? 2 : 40, cnn_batches: opts.quick ? 2 : 10 })], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`torch peer failed: ${r.stderr.trim().split('\n').at(-1)}`);
-    const t = JSON.parse(r.stdout.trim()) as { mlp: number; cnn: number; torch: string };
-    rows.push(row('trainer', 'train_mlp_784_512_256_10', mlp, 'samples/s', { name: `torch ${t.torch} CPU`, value: t.mlp }));
-    rows.push(row('trainer', 'train_cnn_32_64_128', cnn, 'samples/s', { name: `torch ${t.torch} CPU`, value: t.cnn }));
+    for (const [blas, dirs] of Object.entries(BLAS_DIRS)) {
+      if (!existsSync(dirs[0])) {
+        log(opts.json, `no ${blas} BLAS in ${dirs[0]}: skipped${blas === 'openblas' ? ' (apt-get install libopenblas0-pthread)' : ''}`);
+        continue;
+      }
+      log(opts.json, `PyTorch CPU, same models and loss (Debian python3-torch, ${blas} BLAS for this process)`);
+      const env = { ...process.env, LD_LIBRARY_PATH: dirs.join(':') };
+      const r = spawnSync('/usr/bin/python3', [join(import.meta.dirname, 'bench', 'torch_train.py'), JSON.stringify({ threads: 2, runs, mlp_batches: opts.quick ? 2 : 40, cnn_batches: opts.quick ? 2 : 10 })], { encoding: 'utf8', env });
+      if (r.status !== 0) throw new Error(`torch peer failed: ${r.stderr.trim().split('\n').at(-1)}`);
+      const t = JSON.parse(r.stdout.trim()) as { mlp: number; cnn: number; torch: string };
+      rows.push(row('trainer', 'train_mlp_784_512_256_10', mlp, 'samples/s', { name: `torch ${t.torch} CPU, ${blas} BLAS`, value: t.mlp }));
+      rows.push(row('trainer', 'train_cnn_32_64_128', cnn, 'samples/s', { name: `torch ${t.torch} CPU, ${blas} BLAS`, value: t.cnn }));
+    }
   } else {
     log(opts.json, 'python3-torch not installed: no PyTorch peer (apt-get install python3-torch)');
     rows.push(row('trainer', 'train_mlp_784_512_256_10', mlp, 'samples/s'));
@@ -76,7 +94,13 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childTra
   const one = await makeData(join(dir, 'rss1'), base);
   const ten = await makeData(join(dir, 'rss10'), base * 10);
   const rss = (d: { data: string; cache: string }) => childPeakRssMb(import.meta.filename, ['--dir', dir, '--child-train', `${d.data},${d.cache}`]);
-  rows.push(row('trainer', 'train_peak_rss_10x_dataset', rss(ten), 'MB', { name: 'train_peak_rss_1x_dataset', value: rss(one) }));
+  const rssOne: number[] = [];
+  const rssTen: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    rssOne.push(rss(one));
+    rssTen.push(rss(ten));
+  }
+  rows.push(row('trainer', 'train_peak_rss_10x_dataset', median(rssTen), 'MB', { name: 'train_peak_rss_1x_dataset', value: median(rssOne) }));
   await rm(dir, { recursive: true, force: true });
   printRows(rows, opts.json);
 }

@@ -1,5 +1,7 @@
 """Peer for bench:trainer: PyTorch CPU training of the same MLP and CNN with the same KD loss
-(T = 4, weights ce 1 + kd 1), batch 128, Adam, random inputs and teacher logits. Prints JSON."""
+(T = 4, weights ce 1 + kd 1), batch 128, Adam, random inputs and teacher logits. Each rate is
+the median of `runs` timings of `*_batches` steps, after a warm-up. Prints JSON. Which BLAS
+it uses is decided by the caller (LD_LIBRARY_PATH)."""
 import json
 import sys
 import time
@@ -43,10 +45,14 @@ def rate(model, batches):
 
     for _ in range(3):
         step()
-    t0 = time.perf_counter()
-    for _ in range(batches):
-        step()
-    return 128 * batches / (time.perf_counter() - t0)
+    rates = []
+    for _ in range(spec["runs"]):
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            step()
+        rates.append(128 * batches / (time.perf_counter() - t0))
+    rates.sort()
+    return rates[len(rates) // 2]
 
 
 print(json.dumps({"mlp": rate(mlp(), spec["mlp_batches"]), "cnn": rate(cnn(), spec["cnn_batches"]), "torch": torch.__version__, "threads": torch.get_num_threads()}))

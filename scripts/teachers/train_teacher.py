@@ -1,7 +1,10 @@
 """Train a Fashion-MNIST teacher CNN with PyTorch (CPU) and export it to ONNX.
 
 This is the script that reproduces the teachers shipped in models/ (see models/README.md).
-It needs Debian's PyTorch (`apt-get install python3-torch`), run with /usr/bin/python3.
+It needs Debian's PyTorch (`apt-get install python3-torch`), run with /usr/bin/python3. Debian's
+reference BLAS makes the dense layers slow; with `apt-get install libopenblas0-pthread`, prefix
+the command with LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-pthread to use OpenBLAS
+for that process only.
 
     /usr/bin/python3 scripts/teachers/train_teacher.py --out models/fmnist-teacher
     /usr/bin/python3 scripts/teachers/train_teacher.py --out models/fmnist-teacher-0-4 --classes 0-4

@@ -1,0 +1,47 @@
+/**
+ * `npm run bench -- --quick --json`: every sub-benchmark runs at its quick size and prints
+ * well-formed rows. No timing is asserted; the quick numbers mean nothing.
+ */
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = join(import.meta.dirname, '..');
+
+describe('npm run bench -- --quick --json', () => {
+  it('runs cache, server, trainer, crossover and storage, one well-formed JSON row per line, and leaves BENCHMARKS.md alone', () => {
+    const before = readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8');
+    const r = spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', 'scripts/bench.ts', '--quick', '--json'], { cwd: ROOT, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    const rows = lines.map((l) => JSON.parse(l));
+    for (const row of rows) {
+      expect(Object.keys(row)).toEqual(['bench', 'metric', 'value', 'unit', 'peer', 'peerValue', 'ratio']);
+      expect(typeof row.metric).toBe('string');
+      expect(Number.isFinite(row.value)).toBe(true);
+      expect(typeof row.unit).toBe('string');
+      if (row.peer === null) {
+        expect(row.peerValue).toBeNull();
+        expect(row.ratio).toBeNull();
+      } else {
+        expect(Number.isFinite(row.peerValue)).toBe(true);
+        expect(row.ratio).toBeCloseTo(row.value / row.peerValue, 1);
+      }
+    }
+    const metrics = (bench: string) => rows.filter((x) => x.bench === bench).map((x) => x.metric);
+    expect(metrics('cache')).toContain('write_dense_f32_fsync');
+    expect(metrics('server')).toContain('precompute_job');
+    expect(metrics('trainer')).toEqual(expect.arrayContaining(['train_mlp_784_512_256_10', 'train_cnn_32_64_128', 'train_peak_rss_10x_dataset']));
+    expect(metrics('crossover')).toEqual(expect.arrayContaining(['students_1_precompute_plus_train_s', 'students_4_precompute_plus_train_s', 'students_16_precompute_plus_train_s', 'speedup_at_16_students']));
+    expect(metrics('storage')).toEqual(expect.arrayContaining(['bytes_per_row_dense_f32', 'bytes_per_row_dense_f16', 'bytes_per_row_topk_5', 'bytes_per_row_topk_10', 'bytes_per_row_topk_20']));
+    expect(readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8')).toBe(before);
+  }, 600_000);
+
+  it('rejects an unknown benchmark with a one-line reason', () => {
+    const r = spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', 'scripts/bench.ts', '--only', 'cache,nope'], { cwd: ROOT, encoding: 'utf8' });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain('unknown benchmark(s) nope');
+  });
+});
