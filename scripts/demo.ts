@@ -41,11 +41,11 @@ export interface DemoOptions {
   readonly log?: (line: string) => void;
 }
 
-/** Per size: train/test rows (undefined = all), epochs, student. */
+/** Per size: train/test rows (undefined = all) and epochs (undefined = the recipes' own). */
 const SIZES = {
   quick: { trainRows: 2000, testRows: 500, epochs: 1 },
-  default: { trainRows: undefined, testRows: undefined, epochs: 4 },
-  full: { trainRows: undefined, testRows: undefined, epochs: 20 },
+  default: { trainRows: undefined, testRows: undefined, epochs: undefined },
+  full: { trainRows: undefined, testRows: undefined, epochs: 30 },
 } as const;
 
 export interface ModelRow {
@@ -222,7 +222,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
 
     log('[4/7] train the student with KD, then the same student from scratch');
     const epochs = SIZES[size].epochs;
-    const common = [`data.train=${join(dirs.data, 'train.arrow')}`, `data.test=${join(dirs.data, 'test.arrow')}`, `epochs=${epochs}`, `out=${dirs.runs}`];
+    const common = [`data.train=${join(dirs.data, 'train.arrow')}`, `data.test=${join(dirs.data, 'test.arrow')}`, `out=${dirs.runs}`, ...(epochs === undefined ? [] : [`epochs=${epochs}`])];
     const kdRecipe = await loadRecipe(join(ROOT, 'recipes', 'fmnist-kd.yaml'), [...common, 'name=demo-kd', `teachers=[{cache: "${cacheDir}"}]`]);
     const kd = await train(kdRecipe, progressCallbacks('kd', log));
     const scratchRecipe = await loadRecipe(join(ROOT, 'recipes', 'fmnist-scratch.yaml'), [...common, 'name=demo-scratch', `student=${JSON.stringify(kdRecipe.student)}`]);
@@ -255,7 +255,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     for (const line of summaryTable(rows)) log(line);
     log(`report: ${join(kd.runDir, 'report.html')}`);
     const seconds = (performance.now() - t0) / 1000;
-    log(`done in ${seconds.toFixed(0)} s (${dataset}, ${trainRows} train / ${testRows} test rows, ${epochs} epochs)`);
+    log(`done in ${seconds.toFixed(0)} s (${dataset}, ${trainRows} train / ${testRows} test rows, ${kdRecipe.epochs} epochs)`);
     return { dataset, trainRows, testRows, cacheDir, cacheVerified: verified.ok, rows, kd, scratch, served, seconds };
   } finally {
     await server.close();
@@ -320,7 +320,7 @@ if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(
     .option('--data <dir>', 'directory with the Fashion-MNIST IDX .gz files', FASHION_MNIST_DEBIAN_DIR)
     .option('--work <dir>', 'output directory', 'demo-out')
     .option('--quick', 'every stage on a slice of the data (2,000 train / 500 test rows, 1 epoch)')
-    .option('--full', 'the long version (all rows, 20 epochs)')
+    .option('--full', 'the long version (all rows, 30 epochs)')
     .action(async (f: { data: string; work: string; quick?: boolean; full?: boolean }) => {
       if (f.quick === true && f.full === true) throw new Error('--quick and --full exclude each other');
       await runDemo({ data: f.data, work: f.work, size: f.quick === true ? 'quick' : f.full === true ? 'full' : 'default' });

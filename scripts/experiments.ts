@@ -31,33 +31,44 @@ interface Experiment {
   readonly label: string;
   readonly recipe: string;
   readonly set?: readonly string[];
+  /** The caches its recipe names (built once, before any training). */
+  readonly needs?: readonly JobRequestInput[];
 }
+
+const TRAIN = 'fashion-mnist/train.arrow';
+const POOL = 'fashion-mnist/train-pool.arrow';
+const teacherCache: JobRequestInput = { type: 'precompute', teacher: 'fmnist-teacher', dataset: TRAIN };
 
 export const EXPERIMENTS: readonly Experiment[] = [
   { id: 'scratch', group: 'accuracy', label: 'scratch (labels only)', recipe: 'fmnist-scratch.yaml' },
-  { id: 'kd', group: 'accuracy', label: 'KD', recipe: 'fmnist-kd.yaml' },
-  { id: 'dkd', group: 'accuracy', label: 'DKD', recipe: 'fmnist-dkd.yaml' },
-  { id: 'nkd', group: 'accuracy', label: 'NKD', recipe: 'fmnist-nkd.yaml' },
-  { id: 'dist', group: 'accuracy', label: 'DIST', recipe: 'fmnist-dist.yaml' },
-  { id: 'lskd', group: 'accuracy', label: 'LS-KD', recipe: 'fmnist-lskd.yaml' },
-  { id: 'transfer', group: 'transfer', label: 'two teachers (classes 0–4, 5–9), no labels', recipe: 'fmnist-transfer.yaml' },
+  { id: 'kd', group: 'accuracy', label: 'KD', recipe: 'fmnist-kd.yaml', needs: [teacherCache] },
+  { id: 'dkd', group: 'accuracy', label: 'DKD', recipe: 'fmnist-dkd.yaml', needs: [teacherCache] },
+  { id: 'nkd', group: 'accuracy', label: 'NKD', recipe: 'fmnist-nkd.yaml', needs: [teacherCache] },
+  { id: 'dist', group: 'accuracy', label: 'DIST', recipe: 'fmnist-dist.yaml', needs: [teacherCache] },
+  { id: 'lskd', group: 'accuracy', label: 'LS-KD', recipe: 'fmnist-lskd.yaml', needs: [teacherCache] },
+  {
+    id: 'transfer',
+    group: 'transfer',
+    label: 'two teachers (classes 0–4, 5–9), no labels',
+    recipe: 'fmnist-transfer.yaml',
+    needs: [
+      { type: 'precompute', teacher: 'fmnist-teacher-0-4', dataset: TRAIN },
+      { type: 'precompute', teacher: 'fmnist-teacher-5-9', dataset: TRAIN },
+    ],
+  },
   { id: '600-scratch', group: 'labels', label: '600 labels alone', recipe: 'fmnist-600-scratch.yaml' },
-  { id: '600-semi', group: 'labels', label: '600 labels + pool labelled by the shipped teacher (saw all labels)', recipe: 'fmnist-600-semi.yaml' },
-  { id: '600-semi-600', group: 'labels', label: '600 labels + pool labelled by a teacher trained on the same 600', recipe: 'fmnist-600-semi.yaml', set: ['semi.teacher=fmnist-teacher-600'] },
+  { id: '600-semi', group: 'labels', label: '600 labels + pool labelled by the shipped teacher (saw all labels)', recipe: 'fmnist-600-semi.yaml', needs: [{ type: 'label', teacher: 'fmnist-teacher', dataset: POOL }] },
+  {
+    id: '600-semi-600',
+    group: 'labels',
+    label: '600 labels + pool labelled by a teacher trained on the same 600',
+    recipe: 'fmnist-600-semi.yaml',
+    set: ['semi.teacher=fmnist-teacher-600'],
+    needs: [{ type: 'label', teacher: 'fmnist-teacher-600', dataset: POOL }],
+  },
   { id: 'self', group: 'self', label: 'self-distillation (own snapshot teaches the last 4 epochs)', recipe: 'fmnist-self-distill.yaml' },
 ];
 
-const TEACHERS = ['fmnist-teacher', 'fmnist-teacher-0-4', 'fmnist-teacher-5-9', 'fmnist-teacher-600'] as const;
-
-/** Every cache the recipes name, built once (a cache hit when it exists). */
-const JOBS: readonly JobRequestInput[] = [
-  { type: 'precompute', teacher: 'fmnist-teacher', dataset: 'fashion-mnist/train.arrow' },
-  { type: 'precompute', teacher: 'fmnist-teacher', dataset: 'fashion-mnist/test.arrow' },
-  { type: 'precompute', teacher: 'fmnist-teacher-0-4', dataset: 'fashion-mnist/train.arrow' },
-  { type: 'precompute', teacher: 'fmnist-teacher-5-9', dataset: 'fashion-mnist/train.arrow' },
-  { type: 'label', teacher: 'fmnist-teacher', dataset: 'fashion-mnist/train-pool.arrow' },
-  { type: 'label', teacher: 'fmnist-teacher-600', dataset: 'fashion-mnist/train-pool.arrow' },
-];
 
 interface RunOutcome {
   readonly experiment: string;
@@ -65,11 +76,13 @@ interface RunOutcome {
   readonly accuracy: number;
 }
 
-async function buildCaches(): Promise<void> {
+/** Build (or find: a cache hit) every cache the chosen experiments name. */
+async function buildCaches(jobs: readonly JobRequestInput[]): Promise<void> {
+  for (const j of jobs) if (!existsSync(join(ROOT, 'models', `${j.teacher}.onnx`))) throw new Error(`models/${j.teacher}.onnx is missing (see models/README.md)`);
   const services = await createServices(resolveConfig({ models: join(ROOT, 'models'), data: join(ROOT, 'data'), cache: join(ROOT, 'cache'), logLevel: 'warn' }, {}), pino({ level: 'warn' }));
   await services.jobs.init();
   try {
-    for (const req of JOBS) {
+    for (const req of jobs) {
       const job = await services.jobs.create(req);
       await services.jobs.idle();
       const done = services.jobs.get(job.id);
@@ -141,17 +154,23 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
     const { train } = await importFashionMnist(FASHION_MNIST_DEBIAN_DIR, data);
     await splitLabelled(train.path, { perClass: 60, labelled: join(data, 'train-labelled-600.arrow'), pool: join(data, 'train-pool.arrow') });
   }
-  for (const t of TEACHERS) if (!existsSync(join(ROOT, 'models', `${t}.onnx`))) throw new Error(`models/${t}.onnx is missing (see models/README.md)`);
-  await buildCaches();
+  const chosen = EXPERIMENTS.filter((e) => opts.only === undefined || opts.only.includes(e.id));
+  const jobs = new Map(chosen.flatMap((e) => e.needs ?? []).map((j) => [JSON.stringify(j), j]));
+  await buildCaches([...jobs.values()]);
   const out = join(ROOT, 'experiments-out', 'runs');
   await mkdir(out, { recursive: true });
-  const chosen = EXPERIMENTS.filter((e) => opts.only === undefined || opts.only.includes(e.id));
   const seeds = Array.from({ length: opts.seeds }, (_, i) => i + 1);
   const tasks = seeds.flatMap((seed) => chosen.map((e) => () => trainOnce(e, seed, out, opts.set)));
-  const outcomes = await pool(tasks, opts.parallel);
+  await pool(tasks, opts.parallel);
 
+  // The tables cover every experiment with finished runs, not only this invocation's.
   const acc: Record<string, number[]> = {};
-  for (const o of outcomes) (acc[o.experiment] ??= []).push(o.accuracy);
+  for (const e of EXPERIMENTS) {
+    for (const seed of seeds) {
+      const runJson = join(out, `${e.id}-s${seed}`, 'run.json');
+      if (existsSync(runJson)) (acc[e.id] ??= []).push((JSON.parse(await readFile(runJson, 'utf8')) as { test: { accuracy: number } }).test.accuracy);
+    }
+  }
   await writeFile(join(ROOT, 'experiments-out', 'results.json'), `${JSON.stringify({ seeds, accuracy: acc }, null, 2)}\n`);
 
   const cmd = (e: Experiment) => `\`npx distillate-train --recipe recipes/${e.recipe}${(e.set ?? []).map((s) => ` --set ${s}`).join('')} --seed S\``;
@@ -163,9 +182,9 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
     ['self', 'Self-distillation (compare with "scratch" above)'],
   ];
   for (const [group, title] of groups) {
-    const es = chosen.filter((e) => e.group === group);
+    const es = EXPERIMENTS.filter((e) => e.group === group && acc[e.id] !== undefined);
     if (es.length === 0) continue;
-    lines.push(`**${title}**`, '', `| run | test accuracy, % (mean ± std, ${opts.seeds} seeds) | seeds | command |`, '|---|---|---|---|');
+    lines.push(`**${title}**`, '', '| run | test accuracy, % (mean ± sample std over seeds) | per seed | command |', '|---|---|---|---|');
     for (const e of es) lines.push(`| ${e.label} | ${pm(acc[e.id]!)} | ${acc[e.id]!.map((a) => (a * 100).toFixed(2)).join(', ')} | ${cmd(e)} |`);
     lines.push('');
   }
@@ -177,7 +196,7 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
   const doc = await readFile(path, 'utf8');
   const begin = '<!-- experiments:begin -->';
   const end = '<!-- experiments:end -->';
-  const stamp = `Generated by \`npm run experiments -- --seeds ${opts.seeds}${opts.only === undefined ? '' : ` --only ${opts.only.join(',')}`}\` on ${new Date().toISOString().slice(0, 10)} (Node ${process.version}, ${cpus().length} cores).`;
+  const stamp = `Generated by \`npm run experiments -- --seeds ${opts.seeds}\` on ${new Date().toISOString().slice(0, 10)} (Node ${process.version}, ${cpus().length} cores, TF.js wasm backend). Seed S trains with \`--seed S\`, S = 1…${opts.seeds}.`;
   const section = `${begin}\n${stamp}\n\n${table}\n${end}`;
   const a = doc.indexOf(begin);
   const b = doc.indexOf(end);
