@@ -70,12 +70,6 @@ export const EXPERIMENTS: readonly Experiment[] = [
 ];
 
 
-interface RunOutcome {
-  readonly experiment: string;
-  readonly seed: number;
-  readonly accuracy: number;
-}
-
 /** Build (or find: a cache hit) every cache the chosen experiments name. */
 async function buildCaches(jobs: readonly JobRequestInput[]): Promise<void> {
   for (const j of jobs) if (!existsSync(join(ROOT, 'models', `${j.teacher}.onnx`))) throw new Error(`models/${j.teacher}.onnx is missing (see models/README.md)`);
@@ -94,24 +88,19 @@ async function buildCaches(jobs: readonly JobRequestInput[]): Promise<void> {
   }
 }
 
-function trainOnce(e: Experiment, seed: number, out: string, extra: readonly string[]): Promise<RunOutcome> {
+/** Train one (experiment, seed) in its own process, unless its run.json already exists. */
+async function trainOnce(e: Experiment, seed: number, out: string, extra: readonly string[]): Promise<void> {
   const name = `${e.id}-s${seed}`;
-  const runJson = join(out, name, 'run.json');
-  return (async () => {
-    if (!existsSync(runJson)) {
-      const args = [TRAIN_BIN, '--recipe', join(ROOT, 'recipes', e.recipe), '--seed', String(seed), '--name', name, '--out', out, ...[...(e.set ?? []), ...extra].flatMap((s) => ['--set', s])];
-      const t0 = performance.now();
-      await new Promise<void>((ok, fail) => {
-        const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
-        let err = '';
-        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-        child.on('exit', (code) => (code === 0 ? ok() : fail(new Error(`${name}: distillate-train exited ${code}: ${err.trim().split('\n').at(-1)}`))));
-      });
-      console.log(`${name}: ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-    }
-    const run = JSON.parse(await readFile(runJson, 'utf8')) as { test: { accuracy: number } };
-    return { experiment: e.id, seed, accuracy: run.test.accuracy };
-  })();
+  if (existsSync(join(out, name, 'run.json'))) return;
+  const args = [TRAIN_BIN, '--recipe', join(ROOT, 'recipes', e.recipe), '--seed', String(seed), '--name', name, '--out', out, ...[...(e.set ?? []), ...extra].flatMap((s) => ['--set', s])];
+  const t0 = performance.now();
+  await new Promise<void>((ok, fail) => {
+    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('exit', (code) => (code === 0 ? ok() : fail(new Error(`${name}: distillate-train exited ${code}: ${err.trim().split('\n').at(-1)}`))));
+  });
+  console.log(`${name}: ${((performance.now() - t0) / 1000).toFixed(0)} s`);
 }
 
 async function pool<T>(tasks: (() => Promise<T>)[], parallel: number): Promise<T[]> {

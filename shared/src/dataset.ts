@@ -14,6 +14,7 @@ import {
   nullableInt32Data,
   primitiveColumn,
   readArrowFile,
+  readArrowFileFrom,
   readArrowSchema,
   recordBatch,
   sha256File,
@@ -179,6 +180,7 @@ export class DatasetReader {
   readonly info: DatasetInfo;
   readonly idType: 'int32' | 'int64';
   #fingerprint: string | undefined;
+  #offsets: number[] | undefined;
 
   private constructor(path: string, info: DatasetInfo, idType: 'int32' | 'int64') {
     this.path = path;
@@ -209,8 +211,14 @@ export class DatasetReader {
     return this.#fingerprint;
   }
 
-  async *batches(): AsyncGenerator<DatasetBatch, void, undefined> {
-    for await (const batch of readArrowFile(this.path)) {
+  /**
+   * The file's batches in order. With `from`, reading starts at the record batch holding that
+   * row (random access through the file footer; see `batchStart`).
+   */
+  async *batches(options: { from?: number } = {}): AsyncGenerator<DatasetBatch, void, undefined> {
+    const from = options.from ?? 0;
+    const source = from === 0 ? readArrowFile(this.path) : readArrowFileFrom(this.path, await this.#batchOf(from));
+    for await (const batch of source) {
       const ids = primitiveColumn<Ids>(batch, 'id', this.path);
       const inputs = listColumn<Float32Array | Uint8Array>(batch, 'input', this.path).values;
       const labels = nullableInt32Column(batch, 'label', this.path);
@@ -222,9 +230,30 @@ export class DatasetReader {
     return this.batches();
   }
 
+  /** First row of each record batch, then the row count (read once, then memoized). */
+  async batchOffsets(): Promise<readonly number[]> {
+    if (this.#offsets === undefined) {
+      const offsets = [0];
+      for await (const batch of readArrowFile(this.path)) offsets.push(offsets.at(-1)! + batch.numRows);
+      this.#offsets = offsets;
+    }
+    return this.#offsets;
+  }
+
+  async #batchOf(row: number): Promise<number> {
+    const offsets = await this.batchOffsets();
+    if (!Number.isInteger(row) || row < 0 || row >= offsets.at(-1)!) throw new RangeError(`${this.path}: row ${row} is outside [0, ${offsets.at(-1)})`);
+    let i = 0;
+    while (offsets[i + 1]! <= row) i++;
+    return i;
+  }
+
+  /** First row of the record batch that holds `row`: where `batches({ from: row })` starts. */
+  async batchStart(row: number): Promise<number> {
+    return (await this.batchOffsets())[await this.#batchOf(row)]!;
+  }
+
   async countRows(): Promise<number> {
-    let rows = 0;
-    for await (const b of this.batches()) rows += b.rows;
-    return rows;
+    return (await this.batchOffsets()).at(-1)!;
   }
 }

@@ -1,7 +1,8 @@
 /**
  * The training data path: a dataset plus its logit caches, streamed with bounded memory
- * (shared's aligned readers), shuffled through a fixed-size buffer, cut into batches and
- * prefetched ahead of the train step. Nothing here holds more than the shuffle buffer, a few
+ * (shared's aligned readers), shuffled twice — segments (cache shards, or runs of dataset
+ * record batches) are read in a random order each epoch, and rows mix in a fixed-size buffer —
+ * then cut into batches and prefetched ahead of the train step. Nothing here holds more than the shuffle buffer, a few
  * batches and one cache shard per cache, whatever the dataset's size.
  */
 import { alignDatasetWithCaches, mulberry32, type AlignedBatch, type DatasetReader, type LogitCacheReader } from '@distillate/shared';
@@ -146,11 +147,42 @@ function fillChunk(store: RowStore, b: AlignedBatch, start: number, n: number, s
   return w;
 }
 
+/** Rows per shuffled segment when a source has no cache whose shards can serve as segments. */
+export const SEGMENT_ROWS = 16_384;
+
+/**
+ * Segment boundaries for shuffling by shard order: the first cache's shards, or else runs of
+ * whole dataset record batches of at least SEGMENT_ROWS rows. Every row is in exactly one segment.
+ */
+export async function segmentBounds(src: SourceSpec): Promise<number[]> {
+  if (src.caches.length > 0) return src.caches[0]!.shardOffsets();
+  const offsets = await src.dataset.batchOffsets();
+  const bounds = [0];
+  for (const o of offsets.slice(1)) if (o - bounds.at(-1)! >= SEGMENT_ROWS || o === offsets.at(-1)) bounds.push(o);
+  return bounds;
+}
+
+/** One pass over a source with its segments in a random order (each aligned as usual). */
+async function* segmentsInRandomOrder(src: SourceSpec, random: () => number): AsyncGenerator<AlignedBatch, void, undefined> {
+  const bounds = await segmentBounds(src);
+  if (bounds.at(-1) !== src.rows) throw new Error(`${src.dataset.path} has ${src.rows} rows but its cache ${src.caches[0]?.dir ?? ''} holds ${bounds.at(-1)}`);
+  const order = Array.from({ length: bounds.length - 1 }, (_, i) => i);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  let first = true;
+  for (const i of order) {
+    yield* alignDatasetWithCaches(src.dataset, src.caches, { from: bounds[i]!, to: bounds[i + 1]!, checkFingerprint: first });
+    first = false;
+  }
+}
+
 export interface EpochOptions {
   readonly batchSize: number;
   readonly shuffleBuffer: number;
   readonly seed: number;
-  /** false: dataset order, no shuffling (evaluation). */
+  /** false: dataset order, no shuffling (evaluation). true: segment order and buffer shuffling. */
   readonly shuffle: boolean;
 }
 
@@ -168,7 +200,7 @@ export async function* epochBatches(sources: readonly SourceSpec[], layout: Batc
   let outRows = 0;
   const iters = sources.map((s) => ({
     src: s,
-    it: alignDatasetWithCaches(s.dataset, s.caches),
+    it: opts.shuffle ? segmentsInRandomOrder(s, random) : alignDatasetWithCaches(s.dataset, s.caches),
     current: undefined as AlignedBatch | undefined,
     at: 0,
     remaining: s.rows,

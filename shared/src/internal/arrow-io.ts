@@ -187,6 +187,26 @@ export async function* readArrowFile(path: string): AsyncGenerator<RecordBatch, 
 }
 
 /**
+ * Random access: the record batches of an Arrow IPC file from index `first` on, read through
+ * the file footer's block index (earlier batches are not read).
+ */
+export async function* readArrowFileFrom(path: string, first: number): AsyncGenerator<RecordBatch, void, undefined> {
+  const fh = await open(path, 'r');
+  try {
+    const reader = await RecordBatchReader.from(fh);
+    await reader.open();
+    if (!reader.isFile()) throw new Error(`${path}: not an Arrow IPC file (no footer)`);
+    for (let i = first; i < reader.numRecordBatches; i++) {
+      const batch = await reader.readRecordBatch(i);
+      if (batch === null) throw new Error(`${path}: record batch ${i} is missing`);
+      yield batch;
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
  * Read a whole file with large positional reads. fs.promises.readFile reads in 512 KiB steps,
  * one thread-pool round trip each, which is several times slower for large files.
  */

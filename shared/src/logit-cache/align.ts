@@ -68,6 +68,15 @@ class Cursor<T extends { rows: number }> {
     }
     return this.#done ? 0 : this.#current!.rows - this.#offset;
   }
+  /** Drop the next `n` rows. */
+  async skip(n: number): Promise<void> {
+    while (n > 0) {
+      const k = Math.min(n, await this.available());
+      if (k === 0) return;
+      this.take(k);
+      n -= k;
+    }
+  }
   take(n: number): { batch: T; start: number; end: number } {
     const batch = this.#current!;
     const start = this.#offset;
@@ -84,6 +93,9 @@ export interface AlignOptions {
   readonly temperature?: number;
   /** Compare each cache's recorded dataset fingerprint with the dataset file (default true). */
   readonly checkFingerprint?: boolean;
+  /** Only rows [from, to) (default: all). Reading starts at the batch or shard holding `from`. */
+  readonly from?: number;
+  readonly to?: number;
 }
 
 /**
@@ -108,11 +120,18 @@ export async function* alignDatasetWithCaches(
     }
   }
   const D = dataset.inputSize;
-  const data = new Cursor(dataset.batches());
-  const teachers = caches.map((c) => new Cursor(c.batches(options.temperature === undefined ? {} : { temperature: options.temperature })));
-  let row = 0;
+  const from = options.from ?? 0;
+  const to = options.to ?? Number.POSITIVE_INFINITY;
+  const ranged = from > 0 ? { from } : {};
+  const data = new Cursor(dataset.batches(ranged));
+  const teachers = caches.map((c) => new Cursor(c.batches({ ...(options.temperature === undefined ? {} : { temperature: options.temperature }), ...ranged })));
+  let row = from;
   try {
-    for (;;) {
+    if (from > 0) {
+      await data.skip(from - (await dataset.batchStart(from)));
+      for (let i = 0; i < caches.length; i++) await teachers[i]!.skip(from - caches[i]!.shardStart(from));
+    }
+    while (row < to) {
       const n0 = await data.available();
       const ns = await Promise.all(teachers.map((t) => t.available()));
       if (n0 === 0) {
@@ -122,7 +141,7 @@ export async function* alignDatasetWithCaches(
       }
       const short = ns.findIndex((n) => n === 0);
       if (short >= 0) throw new CacheMismatchError(`cache ${caches[short]!.key} ends at row ${row}, but ${dataset.path} has more rows`);
-      const n = Math.min(n0, ...ns);
+      const n = Math.min(n0, ...ns, to - row);
       const d = data.take(n);
       const ds = sliceDataset(d.batch, d.start, d.end, D);
       const logits = teachers.map((t, i) => {

@@ -155,8 +155,9 @@ export class LogitCacheReader {
    * exactly (z/T' = (z/T)·T/T'). Top-k caches cannot: the tail mass at T' needs the logits that
    * were dropped, so they refuse any other temperature.
    */
-  async *batches(options: { temperature?: number } = {}): AsyncGenerator<LogitBatch, void, undefined> {
+  async *batches(options: { temperature?: number; from?: number } = {}): AsyncGenerator<LogitBatch, void, undefined> {
     const m = this.manifest;
+    const firstShard = options.from === undefined || options.from === 0 ? 0 : this.#shardOf(options.from);
     const T = options.temperature ?? m.temperature;
     assertTemperature(T);
     if (m.storage.mode === 'topk' && T !== m.temperature) {
@@ -164,7 +165,7 @@ export class LogitCacheReader {
     }
     const factor = m.temperature / T;
     let recycled: Buffer | undefined;
-    for (const shard of m.shards) {
+    for (const shard of m.shards.slice(firstShard)) {
       const path = join(this.dir, shard.file);
       let row = 0;
       try {
@@ -201,6 +202,26 @@ export class LogitCacheReader {
 
   [Symbol.asyncIterator](): AsyncGenerator<LogitBatch, void, undefined> {
     return this.batches();
+  }
+
+  /** First row of each shard, then the row count. */
+  shardOffsets(): number[] {
+    const offsets = [0];
+    for (const s of this.manifest.shards) offsets.push(offsets.at(-1)! + s.rows);
+    return offsets;
+  }
+
+  #shardOf(row: number): number {
+    const offsets = this.shardOffsets();
+    if (!Number.isInteger(row) || row < 0 || row >= offsets.at(-1)!) throw new RangeError(`cache ${this.manifest.key}: row ${row} is outside [0, ${offsets.at(-1)})`);
+    let i = 0;
+    while (offsets[i + 1]! <= row) i++;
+    return i;
+  }
+
+  /** First row of the shard that holds `row`: where `batches({ from: row })` starts. */
+  shardStart(row: number): number {
+    return this.shardOffsets()[this.#shardOf(row)]!;
   }
 
   #decode(batch: RecordBatch, path: string, file: string, rowInShard: number, factor: number): LogitBatch {

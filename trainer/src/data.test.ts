@@ -1,0 +1,97 @@
+/**
+ * The data path's shuffling by shard order, on real files: segments are visited in a random
+ * order per epoch, every row arrives exactly once, and each row keeps its own teacher logits.
+ */
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { DatasetReader, LogitCacheReader, LogitCacheWriter, alignDatasetWithCaches, writeSyntheticDataset } from '@distillate/shared';
+import { epochBatches, segmentBounds, SEGMENT_ROWS, type SourceSpec } from './data.js';
+
+const ROWS = 1000;
+const C = 4;
+/** The logit a fake teacher gives row `id`, class `c`: recoverable from the id alone. */
+const logitOf = (id: number, c: number) => id / 100 + c;
+
+let dataset: DatasetReader;
+let cache: LogitCacheReader;
+
+beforeAll(async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'distillate-data-'));
+  const path = join(dir, 'd.arrow');
+  const { fingerprint } = await writeSyntheticDataset(path, { rows: ROWS, inputShape: [4], classes: C, batchRows: 64 });
+  dataset = await DatasetReader.open(path);
+  const w = await LogitCacheWriter.open({ root: join(dir, 'cache'), teacher: { name: 't', sha256: 'c'.repeat(64), classes: ['a', 'b', 'c', 'd'] }, dataset: { fingerprint, rows: ROWS }, preprocessing: '', temperature: 1, storage: { mode: 'dense' }, shardRows: 150, batchRows: 40, fsync: false });
+  for await (const b of dataset.batches()) {
+    const logits = new Float32Array(b.rows * C);
+    for (let r = 0; r < b.rows; r++) for (let c = 0; c < C; c++) logits[r * C + c] = logitOf(b.ids[r] as number, c);
+    await w.append({ ids: b.ids, logits });
+  }
+  cache = await LogitCacheReader.open(join(dir, 'cache', (await w.finish()).key));
+});
+
+describe('aligned row ranges', () => {
+  it('read exactly rows [from, to) across dataset batches and cache shards', async () => {
+    expect(await dataset.batchStart(250)).toBe(192); // batches of 64
+    const shard = cache.manifest.shards[0]!.rows;
+    expect(cache.manifest.shards.length).toBeGreaterThan(3);
+    expect(cache.shardStart(250)).toBe(Math.floor(250 / shard) * shard);
+    for (const [from, to] of [[0, 1000], [250, 731], [shard, 2 * shard], [999, 1000], [1, 2]] as const) {
+      const ids: number[] = [];
+      for await (const b of alignDatasetWithCaches(dataset, [cache], { from, to })) {
+        const t = b.teachers[0]!;
+        if (t.kind !== 'dense') throw new Error('dense expected');
+        for (let r = 0; r < b.rows; r++) {
+          ids.push(b.ids[r] as number);
+          expect(t.logits[r * C + 2]).toBeCloseTo(logitOf(b.ids[r] as number, 2), 5);
+        }
+      }
+      expect(ids).toEqual(Array.from({ length: to - from }, (_, i) => from + i));
+    }
+    await expect(async () => {
+      for await (const _ of alignDatasetWithCaches(dataset, [cache], { from: 1000 })) void _;
+    }).rejects.toThrow(/outside \[0, 1000\)/);
+  });
+});
+
+describe('epochBatches with shuffle', () => {
+  const source = (): SourceSpec => ({ dataset, caches: [cache], rows: ROWS });
+  const layout = { inputSize: 4, slots: [{ kind: 'dense', classes: C }] } as const;
+
+  it('segments are the cache shards, or runs of dataset batches without a cache', async () => {
+    const shard = cache.manifest.shards[0]!.rows;
+    expect(await segmentBounds(source())).toEqual([...Array.from({ length: Math.ceil(ROWS / shard) }, (_, i) => i * shard), ROWS]);
+    const bounds = await segmentBounds({ dataset, caches: [], rows: ROWS });
+    expect(bounds).toEqual([0, 1000]); // 1,000 rows < SEGMENT_ROWS: one segment
+    expect(SEGMENT_ROWS).toBeGreaterThan(ROWS);
+    const bigPath = join(await mkdtemp(join(tmpdir(), 'distillate-data-')), 'big.arrow');
+    await writeSyntheticDataset(bigPath, { rows: 40_000, inputShape: [2], classes: 2, batchRows: 8192 });
+    const big = await DatasetReader.open(bigPath);
+    // Record batches end at 8192, 16384, 24576, 32768, 40000: segments of ≥ 16,384 rows, and the rest.
+    expect(await segmentBounds({ dataset: big, caches: [], rows: 40_000 })).toEqual([0, 16_384, 32_768, 40_000]);
+  });
+
+  it('visit every row once per epoch, with its own logits, in a shard order that changes with the seed', async () => {
+    const firstSegments = new Set<number>();
+    for (const seed of [1, 2, 3, 4, 5, 6]) {
+      const seen: number[] = [];
+      let firstBatch: number[] | undefined;
+      // A buffer as small as a batch: each batch comes from (at most) two neighbouring segments.
+      for await (const b of epochBatches([source()], layout, { batchSize: 16, shuffleBuffer: 16, seed, shuffle: true })) {
+        const ids: number[] = [];
+        for (let r = 0; r < b.rows; r++) {
+          // x is the stored input; recover the id through the teacher logits instead.
+          const id = Math.round((b.slots[0]!.logits[r * C]! - 0) * 100);
+          ids.push(id);
+          for (let c = 0; c < C; c++) expect(b.slots[0]!.logits[r * C + c]).toBeCloseTo(logitOf(id, c), 4);
+        }
+        firstBatch ??= ids;
+        seen.push(...ids);
+      }
+      expect(seen.sort((a, b) => a - b)).toEqual(Array.from({ length: ROWS }, (_, i) => i));
+      firstSegments.add(Math.floor(Math.min(...firstBatch!) / cache.manifest.shards[0]!.rows));
+    }
+    expect(firstSegments.size).toBeGreaterThan(1); // not always shard 0 first
+  });
+});
