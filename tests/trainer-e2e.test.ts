@@ -3,7 +3,7 @@
  * cache → TF.js (wasm) training → metrics.jsonl, report.html, student.onnx checked in ORT.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -154,12 +154,17 @@ describe('trainer', () => {
     expect(existsSync(join(r.runDir, 'self-cache'))).toBe(true);
   });
 
-  it('--resume continues from the checkpoint', async () => {
-    const recipe = parseRecipe({ ...base(), epochs: 1, name: 'resume', student: { kind: 'mlp', hidden: [16] } });
-    await train(recipe, { skipExport: true });
-    const more = parseRecipe({ ...base(), epochs: 2, name: 'resume', student: { kind: 'mlp', hidden: [16] } });
-    const r = await train(more, { resume: true, skipExport: true });
+  it('--resume continues from the checkpoint, optimizer state included: 1 epoch + resume = 2 epochs straight', async () => {
+    const common = { ...base(), student: { kind: 'mlp', hidden: [16] }, teachers: [{ cache: caches['dense'] }], distill: { method: 'kd' }, schedule: { kind: 'constant' } };
+    const straight = await train(parseRecipe({ ...common, epochs: 2, name: 'straight' }), { skipExport: true });
+    await train(parseRecipe({ ...common, epochs: 1, name: 'resume' }), { skipExport: true });
+    const r = await train(parseRecipe({ ...common, epochs: 2, name: 'resume' }), { resume: true, skipExport: true });
     expect(r.metrics.map((m) => m.epoch)).toEqual([1, 2]);
+    // Same data order (seeded per epoch), same weights and Adam moments: the same second epoch.
+    expect(r.metrics[1]!.loss['total']).toBeCloseTo(straight.metrics[1]!.loss['total']!, 6);
+    expect(r.test!.accuracy).toBe(straight.test!.accuracy);
+    const dirs = (await readdir(join(root, 'runs', 'resume'))).filter((d) => d.startsWith('checkpoint'));
+    expect(dirs.sort()).toEqual(['checkpoint-2', 'checkpoint.json']);
   });
 
   it('bad input: a cache from another dataset, a class-count mismatch, a NaN loss — clear errors, no success marker', async () => {

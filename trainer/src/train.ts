@@ -4,7 +4,7 @@
  * student.onnx (checked against TF.js in onnxruntime), report.html and run.json — run.json
  * last, so a directory without it never claims success.
  */
-import { mkdir, readFile, rm, writeFile, appendFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, writeFile, appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { DatasetReader, LogitCacheReader, LogitCacheWriter, writeFileAtomic, type DatasetBatch } from '@distillate/shared';
@@ -113,6 +113,42 @@ function labelMapFor(datasetClasses: readonly string[], union: readonly string[]
   return Int32Array.from(datasetClasses, (n) => union.indexOf(n)); // −1: a class no teacher knows → unlabelled
 }
 
+/** The optimizer's state (iteration count, moments) as optimizer.json + optimizer.bin. */
+async function saveOptimizerState(optimizer: tf.Optimizer, dir: string): Promise<void> {
+  const weights = await optimizer.getWeights();
+  const specs: { name: string; shape: number[]; dtype: string; bytes: number }[] = [];
+  const chunks: Uint8Array[] = [];
+  for (const w of weights) {
+    const data = await w.tensor.data();
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
+    specs.push({ name: w.name, shape: w.tensor.shape, dtype: w.tensor.dtype, bytes: bytes.length });
+    chunks.push(bytes);
+    if (w.name === 'iter') w.tensor.dispose(); // a fresh scalar; the rest are the optimizer's own variables
+  }
+  await writeFile(join(dir, 'optimizer.bin'), Buffer.concat(chunks));
+  await writeFile(join(dir, 'optimizer.json'), JSON.stringify(specs));
+}
+
+async function loadOptimizerState(optimizer: tf.Optimizer, dir: string): Promise<void> {
+  let specs: { name: string; shape: number[]; dtype: 'float32' | 'int32'; bytes: number }[];
+  let bin: Buffer;
+  try {
+    specs = JSON.parse(await readFile(join(dir, 'optimizer.json'), 'utf8'));
+    bin = await readFile(join(dir, 'optimizer.bin'));
+  } catch {
+    return; // a checkpoint from before optimizer state was saved: the moments restart
+  }
+  let off = 0;
+  const named = specs.map((s) => {
+    const raw = bin.subarray(off, off + s.bytes);
+    off += s.bytes;
+    const copy = new Uint8Array(raw).buffer;
+    return { name: s.name, tensor: tf.tensor(s.dtype === 'int32' ? new Int32Array(copy) : new Float32Array(copy), s.shape, s.dtype) };
+  });
+  await optimizer.setWeights(named);
+  for (const n of named) n.tensor.dispose(); // setWeights copied them into variables
+}
+
 function makeOptimizer(recipe: Recipe, lr: number): tf.Optimizer {
   const o = recipe.optimizer;
   if (o.kind === 'sgd') return tf.train.momentum(lr, o.momentum);
@@ -184,15 +220,18 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
 
   let model: tf.LayersModel;
   let startEpoch = 1;
-  const checkpointDir = join(runDir, 'checkpoint');
+  // Each epoch's checkpoint (weights + optimizer state) goes to its own directory; checkpoint.json,
+  // written atomically afterwards, names the complete one. Older ones are then removed.
+  let resumeFrom: string | undefined;
   if (options.resume === true) {
-    let state: { epoch: number };
+    let state: { epoch: number; dir?: string };
     try {
-      state = JSON.parse(await readFile(join(runDir, 'checkpoint.json'), 'utf8')) as { epoch: number };
+      state = JSON.parse(await readFile(join(runDir, 'checkpoint.json'), 'utf8')) as { epoch: number; dir?: string };
     } catch {
       throw new TrainingError(`--resume: ${runDir} has no checkpoint`);
     }
-    model = await loadLayersModel(checkpointDir);
+    resumeFrom = join(runDir, state.dir ?? 'checkpoint');
+    model = await loadLayersModel(resumeFrom);
     startEpoch = state.epoch + 1;
   } else {
     model = await buildStudent(recipe.student, dataset.info.inputShape, C, recipe.seed);
@@ -204,6 +243,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
   await writeFile(join(runDir, 'recipe.json'), JSON.stringify(recipe, null, 2));
 
   const optimizer = makeOptimizer(recipe, recipe.optimizer.lr);
+  if (resumeFrom !== undefined) await loadOptimizerState(optimizer, resumeFrom);
   const metrics: EpochMetrics[] = [];
   if (options.resume === true) {
     const old = await readFile(join(runDir, 'metrics.jsonl'), 'utf8').catch(() => '');
@@ -284,8 +324,14 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     };
     metrics.push(m);
     await appendFile(join(runDir, 'metrics.jsonl'), `${JSON.stringify(m)}\n`);
-    await saveLayersModel(model, checkpointDir);
-    await writeFileAtomic(join(runDir, 'checkpoint.json'), JSON.stringify({ epoch }));
+    const checkpoint = `checkpoint-${epoch}`;
+    await rm(join(runDir, checkpoint), { recursive: true, force: true });
+    await saveLayersModel(model, join(runDir, checkpoint));
+    await saveOptimizerState(optimizer, join(runDir, checkpoint));
+    await writeFileAtomic(join(runDir, 'checkpoint.json'), JSON.stringify({ epoch, dir: checkpoint }));
+    for (const old of await readdir(runDir)) {
+      if ((old.startsWith('checkpoint-') && old !== checkpoint) || old === 'checkpoint') await rm(join(runDir, old), { recursive: true, force: true });
+    }
     options.onEpochEnd?.(m);
   }
 
