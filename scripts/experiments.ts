@@ -56,6 +56,17 @@ export const EXPERIMENTS: readonly Experiment[] = [
       { type: 'precompute', teacher: 'fmnist-teacher-5-9', dataset: TRAIN },
     ],
   },
+  {
+    id: 'transfer-subsets',
+    group: 'transfer',
+    label: 'same, union: subsets (each teacher matched on its own classes only)',
+    recipe: 'fmnist-transfer.yaml',
+    set: ['union=subsets'],
+    needs: [
+      { type: 'precompute', teacher: 'fmnist-teacher-0-4', dataset: TRAIN },
+      { type: 'precompute', teacher: 'fmnist-teacher-5-9', dataset: TRAIN },
+    ],
+  },
   { id: '600-scratch', group: 'labels', label: '600 labels alone', recipe: 'fmnist-600-scratch.yaml' },
   { id: '600-semi', group: 'labels', label: '600 labels + pool labelled by the shipped teacher (saw all labels)', recipe: 'fmnist-600-semi.yaml', needs: [{ type: 'label', teacher: 'fmnist-teacher', dataset: POOL }] },
   {

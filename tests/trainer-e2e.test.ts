@@ -117,6 +117,16 @@ describe('trainer', () => {
     expect(r.onnx!.maxAbsDiff).toBeLessThanOrEqual(1e-4);
   });
 
+  it('union: merged distils disjoint teachers through their concatenated logits; refuses overlapping lists and non-KD methods', async () => {
+    const common = { ...base(), epochs: 1, teachers: [{ cache: caches['a'] }, { cache: caches['b'] }], student: { kind: 'mlp', hidden: [16] }, weights: { ce: 0, kd: 1 }, union: 'merged' };
+    const merged = await train(parseRecipe({ ...common, name: 'merged', distill: { method: 'kd', params: { temperature: 2 } } }), { skipExport: true });
+    const subsets = await train(parseRecipe({ ...common, name: 'subsets', union: 'subsets', distill: { method: 'kd', params: { temperature: 2 } } }), { skipExport: true });
+    expect(merged.metrics[0]!.loss['kd']).toBeGreaterThan(0);
+    expect(merged.metrics[0]!.loss['kd']).not.toBeCloseTo(subsets.metrics[0]!.loss['kd']!, 3); // a different objective
+    await expect(train(parseRecipe({ ...common, name: 'merged-dkd', distill: { method: 'dkd' } }), { skipExport: true })).rejects.toThrow(/merged trains with distill.method kd/);
+    await expect(train(parseRecipe({ ...common, name: 'merged-overlap', teachers: [{ cache: caches['a'] }, { cache: caches['dense'] }], distill: { method: 'kd' } }), { skipExport: true })).rejects.toThrow(/disjoint class lists/);
+  });
+
   it('semi-supervised: labelled rows (CE) mixed with a pseudo-labelled pool (soft or hard targets)', async () => {
     for (const targets of ['soft', 'hard'] as const) {
       const r = await train(parseRecipe({ ...base(), epochs: 1, name: `semi-${targets}`, student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd', params: { temperature: 1 } }, semi: { pool: join(root, 'data', 'pool.arrow'), cache: caches['pool'], threshold: 0.0, targets } }), { skipExport: true });

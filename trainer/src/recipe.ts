@@ -47,6 +47,14 @@ export const RecipeSchema = z
     teachers: z
       .array(z.union([z.object({ cache: z.string().min(1) }).strict(), z.object({ teacher: z.string().min(1) }).strict(), z.object({ onnx: z.string().min(1) }).strict()]))
       .default([]),
+    /**
+     * Teachers with different class lists. 'subsets': each teacher is matched against the
+     * student's softmax renormalised over its classes (multiTeacherLoss). 'merged': for disjoint
+     * class lists, the teachers' logits are concatenated into one distribution over the union, so
+     * each teacher's share of the mass is ∝ exp(logsumexp(z/T)) (its energy score) — the only way,
+     * without labels, to learn which teacher an input belongs to. Only with distill.method kd.
+     */
+    union: z.enum(['subsets', 'merged']).default('subsets'),
     /** Cache root where teacher names are looked up (the server's --cache). */
     caches: z.string().min(1).default('cache'),
     student: StudentSchema,

@@ -68,16 +68,18 @@ interface TeacherPlan {
   readonly classes: readonly string[];
   /** union mode: each teacher's class positions in the union. */
   readonly classIndex: readonly number[][];
+  /** union mode: how the teachers are matched (recipe `union`). */
+  readonly union: 'subsets' | 'merged';
 }
 
 function temperatureOf(d: Distill): number {
   return 'temperature' in d.params ? (d.params as { temperature: number }).temperature : 1;
 }
 
-async function planTeachers(caches: LogitCacheReader[], dataset: DatasetReader, distill: Distill): Promise<TeacherPlan> {
+async function planTeachers(caches: LogitCacheReader[], dataset: DatasetReader, distill: Distill, union: TeacherPlan['union'] = 'subsets'): Promise<TeacherPlan> {
   const D = dataset.inputSize;
   const datasetClasses = dataset.info.classes;
-  if (caches.length === 0) return { caches, layout: { inputSize: D, slots: [] }, mode: 'none', classes: datasetClasses, classIndex: [] };
+  if (caches.length === 0) return { caches, layout: { inputSize: D, slots: [] }, mode: 'none', classes: datasetClasses, classIndex: [], union };
   const fingerprint = await dataset.fingerprint();
   for (const c of caches) {
     if (c.manifest.dataset.fingerprint !== fingerprint) {
@@ -100,12 +102,16 @@ async function planTeachers(caches: LogitCacheReader[], dataset: DatasetReader, 
       throw new TrainingError(`cache ${caches[0]!.dir} has ${lists[0]!.length} classes but the dataset and student have ${datasetClasses.length}`);
     }
     if (caches.length > 1 && slots.some((s) => s.kind !== 'dense')) throw new TrainingError('averaging several teachers needs dense caches');
-    return { caches, layout: { inputSize: D, slots }, mode: 'single', classes: datasetClasses, classIndex: [] };
+    return { caches, layout: { inputSize: D, slots }, mode: 'single', classes: datasetClasses, classIndex: [], union };
   }
   if (slots.some((s) => s.kind !== 'dense')) throw new TrainingError('teachers with different class lists need dense caches');
-  const union: string[] = [];
-  for (const l of lists) for (const n of l) if (!union.includes(n)) union.push(n);
-  return { caches, layout: { inputSize: D, slots }, mode: 'union', classes: union, classIndex: lists.map((l) => l.map((n) => union.indexOf(n))) };
+  const all: string[] = [];
+  for (const l of lists) for (const n of l) if (!all.includes(n)) all.push(n);
+  if (union === 'merged') {
+    if (all.length !== lists.reduce((a, l) => a + l.length, 0)) throw new TrainingError('union: merged needs teachers with disjoint class lists (a class is in more than one); use union: subsets');
+    if (distill.method !== 'kd') throw new TrainingError(`union: merged trains with distill.method kd (got ${distill.method})`);
+  }
+  return { caches, layout: { inputSize: D, slots }, mode: 'union', classes: all, classIndex: lists.map((l) => l.map((n) => all.indexOf(n))), union };
 }
 
 function labelMapFor(datasetClasses: readonly string[], union: readonly string[], mode: TeacherPlan['mode']): Int32Array | undefined {
@@ -184,7 +190,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
   const onlineModel = recipe.teachers.flatMap((t) => ('onnx' in t ? [t.onnx] : []))[0];
   const cacheDirs = await Promise.all(recipe.teachers.flatMap((t) => ('onnx' in t ? [] : [resolveCacheDir(t, recipe.caches, dataset)])));
   const caches = await Promise.all(cacheDirs.map((dir) => LogitCacheReader.open(dir)));
-  let plan = await planTeachers(caches, dataset, distill);
+  let plan = await planTeachers(caches, dataset, distill, recipe.union);
   const online = onlineModel === undefined ? undefined : await OnlineTeacher.open(onlineModel, dataset.info);
   if (online !== undefined) {
     cleanup.push(() => online.release());
@@ -397,7 +403,17 @@ function step(
       const s = rowsOf(logits);
       const ys = all ? y : (tf.gather(y, idx) as tf.Tensor1D);
       let kd: tf.Scalar;
-      if (plan.mode === 'union') {
+      if (plan.mode === 'union' && plan.union === 'merged') {
+        // Disjoint class lists (checked when planning): scatter each teacher's logits into the union.
+        const U = plan.classes.length;
+        const merged = new Float32Array(b.rows * U);
+        b.slots.forEach((slot, i) => {
+          const positions = plan.classIndex[i]!;
+          const Ci = positions.length;
+          for (let r = 0; r < b.rows; r++) for (let c = 0; c < Ci; c++) merged[r * U + positions[c]!] = slot.logits[r * Ci + c]!;
+        });
+        kd = kdLoss(s, tf.gather(tf.tensor2d(merged, [b.rows, U]), idx) as tf.Tensor2D, { temperature: T });
+      } else if (plan.mode === 'union') {
         kd = multiTeacherLoss(s, b.slots.map((slot, i) => ({ logits: tf.gather(tf.tensor2d(slot.logits, [b.rows, plan.classIndex[i]!.length]), idx), classIndex: plan.classIndex[i]! }) as { logits: tf.Tensor2D; classIndex: number[] }), { temperature: T });
       } else if (plan.layout.slots[0]!.kind === 'topk') {
         const spec = plan.layout.slots[0] as { kind: 'topk'; k: number };
