@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { LogitCacheReader, LogitCacheWriter, type StorageInput, runCli } from '@distillate/shared';
 import { childPeakRssMb, printPeakRssKb } from './bench/peak-rss.js';
-import { medianOf, printRows, row, type BenchRow } from './bench/report.js';
+import { log, medianOf, printRows, row, type BenchRow } from './bench/report.js';
 
 const CLASSES = 1000;
 const BATCH = 4096;
@@ -20,10 +20,6 @@ const BATCH = 4096;
 interface Sizes {
   rows: number;
   runs: number;
-}
-
-function log(json: boolean, msg: string): void {
-  if (!json) process.stderr.write(`${msg}\n`);
 }
 
 async function writeCache(root: string, rows: number, storage: StorageInput, tag: string, fsync = true): Promise<{ dir: string; bytes: number; seconds: number }> {

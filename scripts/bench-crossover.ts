@@ -17,14 +17,10 @@ import { pino } from 'pino';
 import { writeSyntheticDataset, runCli } from '@distillate/shared';
 import { createServices, resolveConfig } from '@distillate/server';
 import { parseRecipe, train } from '@distillate/trainer';
-import { median, printRows, row, type BenchRow } from './bench/report.js';
+import { log, median, printRows, row, type BenchRow } from './bench/report.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const TEACHER = 'fmnist-teacher';
-
-function log(json: boolean, msg: string): void {
-  if (!json) process.stderr.write(`${msg}\n`);
-}
 
 async function main(opts: { json: boolean; quick: boolean; dir: string }): Promise<void> {
   const rowsN = opts.quick ? 256 : 5000;

@@ -12,14 +12,10 @@ import { Command } from 'commander';
 import { DatasetReader, writeSyntheticDataset, runCli } from '@distillate/shared';
 import { OrtSession, createServices, resolveConfig } from '@distillate/server';
 import { pino } from 'pino';
-import { median, printRows, row, type BenchRow } from './bench/report.js';
+import { log, median, printRows, row, type BenchRow } from './bench/report.js';
 import { BENCH_CNN, benchCnn } from './bench/teacher-model.js';
 
 const THREADS = 2;
-
-function log(json: boolean, msg: string): void {
-  if (!json) process.stderr.write(`${msg}\n`);
-}
 
 async function main(opts: { json: boolean; quick: boolean; dir: string }): Promise<void> {
   // 60,000 rows (Fashion-MNIST's train split): a job's fixed costs (fingerprint, fsyncs of the

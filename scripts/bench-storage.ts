@@ -17,14 +17,10 @@ import { pino } from 'pino';
 import { FASHION_MNIST_DEBIAN_DIR, LogitCacheWriter, headDataset, importFashionMnist, mulberry32, runCli, type StorageInput } from '@distillate/shared';
 import { createServices, resolveConfig, type JobRequestInput } from '@distillate/server';
 import { parseRecipe, train } from '@distillate/trainer';
-import { printRows, row, type BenchRow } from './bench/report.js';
+import { log, printRows, row, type BenchRow } from './bench/report.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const TEACHER = 'fmnist-teacher';
-
-function log(json: boolean, msg: string): void {
-  if (!json) process.stderr.write(`${msg}\n`);
-}
 
 const label = (s: StorageInput) => (s.mode === 'dense' ? `dense_${s.dtype === 'float16' ? 'f16' : 'f32'}` : `topk_${s.k}`);
 

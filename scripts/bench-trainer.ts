@@ -17,11 +17,7 @@ import { Command } from 'commander';
 import { DatasetReader, LogitCacheWriter, writeSyntheticDataset, runCli } from '@distillate/shared';
 import { parseRecipe, train } from '@distillate/trainer';
 import { childPeakRssMb, printPeakRssKb } from './bench/peak-rss.js';
-import { median, printRows, row, type BenchRow } from './bench/report.js';
-
-function log(json: boolean, msg: string): void {
-  if (!json) process.stderr.write(`${msg}\n`);
-}
+import { log, median, printRows, row, type BenchRow } from './bench/report.js';
 
 /** A 28×28 dataset plus a dense 10-class cache of pseudo-random teacher logits. */
 async function makeData(dir: string, rows: number): Promise<{ data: string; cache: string }> {

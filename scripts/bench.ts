@@ -7,10 +7,10 @@
  * generated section of BENCHMARKS.md with the machine, the versions and the command.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createRequire } from 'node:module';
 import { Command, InvalidArgumentError } from 'commander';
 import { runCli } from '@distillate/shared';
 import { printRows, type BenchRow } from './bench/report.js';
@@ -23,7 +23,8 @@ function runOne(bench: Bench, quick: boolean, json: boolean): Promise<BenchRow[]
   const args = ['--conditions=source', '--import', 'tsx', join(ROOT, 'scripts', `bench-${bench}.ts`), '--json', ...(quick ? ['--quick'] : [])];
   return new Promise((ok, fail) => {
     // Sub-benchmark progress goes to our stderr as it happens (silenced with --json).
-    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', json ? 'pipe' : 'inherit'] });
+    const env = { ...process.env, DISTILLATE_BENCH_PROGRESS: json ? '0' : '1' };
+    const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', json ? 'pipe' : 'inherit'] });
     let out = '';
     let err = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -40,10 +41,10 @@ function runOne(bench: Bench, quick: boolean, json: boolean): Promise<BenchRow[]
 }
 
 function versions(): string {
-  const require = createRequire(join(ROOT, 'package.json'));
+  // Read package.json files directly: packages with an exports map (apache-arrow) hide them from require.
   const v = (p: string) => {
     try {
-      return (require(`${p}/package.json`) as { version: string }).version;
+      return (JSON.parse(readFileSync(join(ROOT, 'node_modules', p, 'package.json'), 'utf8')) as { version: string }).version;
     } catch {
       return 'not installed';
     }

@@ -57,3 +57,11 @@ export function printRows(rows: readonly BenchRow[], json: boolean): void {
   console.log(widths.map((w) => '-'.repeat(w)).join('  '));
   for (const c of cells) console.log(line(c));
 }
+
+/**
+ * Progress lines on stderr: shown unless the bench prints JSON, or when `npm run bench` asks its
+ * children (which always print JSON to it) to show them.
+ */
+export function log(json: boolean, msg: string): void {
+  if (!json || process.env['DISTILLATE_BENCH_PROGRESS'] === '1') process.stderr.write(`${msg}\n`);
+}
