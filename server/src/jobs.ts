@@ -16,6 +16,7 @@ import {
   StorageSchema,
   alignDatasetWithCaches,
   cacheKey,
+  pickRows,
   findCache,
   writeFileAtomic,
   type Ids,
@@ -356,15 +357,7 @@ export class JobManager {
           idx.push(r);
         }
         if (idx.length === 0) continue;
-        const ids = b.ids instanceof BigInt64Array ? new BigInt64Array(idx.length) : new Int32Array(idx.length);
-        const inputs = b.inputs instanceof Uint8Array ? new Uint8Array(idx.length * D) : new Float32Array(idx.length * D);
-        const labels = new Int32Array(idx.length);
-        idx.forEach((r, i) => {
-          (ids as Int32Array)[i] = (b.ids as Int32Array)[r]!;
-          inputs.set(b.inputs.subarray(r * D, (r + 1) * D), i * D);
-          labels[i] = stats.pseudoLabel[r]!;
-        });
-        await writer.append({ ids, inputs, labels });
+        await writer.append(pickRows(b, D, idx, (r) => stats.pseudoLabel[r]!));
         kept += idx.length;
       }
       await writer.close();

@@ -71,4 +71,4 @@ export { OnnxModelBuilder, type Dim, type AttributeValue } from './onnx/builder.
 export { onnxParameterCount } from './onnx/inspect.js';
 export { writeSyntheticDataset, mulberry32, type SyntheticDatasetOptions } from './synthetic.js';
 export { runCli, type CliProgram } from './cli.js';
-export { headDataset, splitLabelled, type WrittenDataset } from './subset.js';
+export { headDataset, pickRows, splitLabelled, type WrittenDataset } from './subset.js';

@@ -12,16 +12,26 @@ export interface WrittenDataset {
   readonly fingerprint: string;
 }
 
-function pick(batch: DatasetBatch, D: number, rows: readonly number[], unlabel: boolean): { ids: Ids; inputs: Float32Array | Uint8Array; labels: Int32Array } {
+/** Copy the given rows of a batch (D values per row) into new arrays, with labels from `label(row)`. */
+export function pickRows(
+  batch: { readonly ids: Ids; readonly inputs: Float32Array | Uint8Array },
+  D: number,
+  rows: readonly number[],
+  label: (row: number) => number,
+): { ids: Ids; inputs: Float32Array | Uint8Array; labels: Int32Array } {
   const ids = batch.ids instanceof BigInt64Array ? new BigInt64Array(rows.length) : new Int32Array(rows.length);
   const inputs = batch.inputs instanceof Uint8Array ? new Uint8Array(rows.length * D) : new Float32Array(rows.length * D);
   const labels = new Int32Array(rows.length);
   rows.forEach((r, i) => {
     (ids as Int32Array)[i] = (batch.ids as Int32Array)[r]!;
     inputs.set(batch.inputs.subarray(r * D, (r + 1) * D), i * D);
-    labels[i] = unlabel ? -1 : batch.labels[r]!;
+    labels[i] = label(r);
   });
   return { ids, inputs, labels };
+}
+
+function pick(batch: DatasetBatch, D: number, rows: readonly number[], unlabel: boolean): { ids: Ids; inputs: Float32Array | Uint8Array; labels: Int32Array } {
+  return pickRows(batch, D, rows, unlabel ? () => -1 : (r) => batch.labels[r]!);
 }
 
 async function writeSelected(src: string, outs: readonly { path: string; unlabel: boolean }[], choose: (batch: DatasetBatch) => number[][]): Promise<WrittenDataset[]> {
