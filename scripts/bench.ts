@@ -4,7 +4,8 @@
  * Every benchmark, one table: each figure next to its peer measured in the same run, as a
  * ratio. Each sub-benchmark runs in its own fresh process (so one's heap and page cache do not
  * colour the next) and prints JSON rows; this collects them. The full run rewrites the
- * generated section of BENCHMARKS.md with the machine, the versions and the command.
+ * generated section of BENCHMARKS.md with the machine, the versions and the command (not with
+ * --quick, --only or --no-write).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -76,7 +77,12 @@ async function main(opts: { json: boolean; quick: boolean; only?: Bench[]; write
   if (!opts.json) process.stderr.write('\n');
   printRows(rows, opts.json);
   if (opts.quick || !opts.write) return;
-  const command = `npm run bench${opts.only === undefined ? '' : ` -- --only ${opts.only.join(',')}`}`;
+  if (opts.only !== undefined) {
+    // The generated section is one run of everything; a partial run would replace it with a part.
+    process.stderr.write('--only: BENCHMARKS.md is not rewritten (run without --only to regenerate it)\n');
+    return;
+  }
+  const command = 'npm run bench';
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ${process.platform} ${process.arch}`;
   const section = [
     '<!-- bench:begin -->',
