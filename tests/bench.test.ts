@@ -2,17 +2,33 @@
  * `npm run bench -- --quick --json`: every sub-benchmark runs at its quick size and prints
  * well-formed rows. No timing is asserted; the quick numbers mean nothing.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 const ROOT = join(import.meta.dirname, '..');
 
+/**
+ * Run `scripts/bench.ts` without blocking this worker's event loop (a synchronous spawn of a
+ * minute or more starves vitest's worker RPC and fails the run).
+ */
+function bench(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', 'scripts/bench.ts', ...args], { cwd: ROOT });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
 describe('npm run bench -- --quick --json', () => {
-  it('runs cache, server, trainer, crossover and storage, one well-formed JSON row per line, and leaves BENCHMARKS.md alone', () => {
+  it('runs cache, server, trainer, crossover and storage, one well-formed JSON row per line, and leaves BENCHMARKS.md alone', async () => {
     const before = readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8');
-    const r = spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', 'scripts/bench.ts', '--quick', '--json'], { cwd: ROOT, encoding: 'utf8' });
+    const r = await bench(['--quick', '--json']);
     expect(r.status, r.stderr).toBe(0);
     const lines = r.stdout.trim().split('\n');
     const rows = lines.map((l) => JSON.parse(l));
@@ -38,8 +54,8 @@ describe('npm run bench -- --quick --json', () => {
     expect(readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8')).toBe(before);
   }, 600_000);
 
-  it('rejects an unknown benchmark with a one-line reason', () => {
-    const r = spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', 'scripts/bench.ts', '--only', 'cache,nope'], { cwd: ROOT, encoding: 'utf8' });
+  it('rejects an unknown benchmark with a one-line reason', async () => {
+    const r = await bench(['--only', 'cache,nope']);
     expect(r.status).not.toBe(0);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toContain('unknown benchmark(s) nope');
