@@ -6,7 +6,7 @@
  * student with KD and from scratch, evaluate both, export the KD student to ONNX, register it with
  * the server and query it, then print a summary table. See README.md#quick-start.
  */
-import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -187,7 +187,7 @@ async function prepareData(opts: { data: string; dir: string; size: keyof typeof
   }
   for (const [split, rows] of [['train', trainRows], ['test', testRows]] as const) {
     const out = join(opts.dir, `${split}.arrow`);
-    if (rows === undefined) await copyFile(join(full, `${split}.arrow`), out);
+    if (rows === undefined) await rename(join(full, `${split}.arrow`), out);
     else await headDataset(join(full, `${split}.arrow`), out, rows);
   }
   await rm(full, { recursive: true });
