@@ -127,6 +127,41 @@ describe('trainer', () => {
     await expect(train(parseRecipe({ ...common, name: 'merged-overlap', teachers: [{ cache: caches['a'] }, { cache: caches['dense'] }], distill: { method: 'kd' } }), { skipExport: true })).rejects.toThrow(/disjoint class lists/);
   });
 
+  it('union: balanced fits per-class offsets over the caches so the merged teacher gives every class its share; validates unionPrior', async () => {
+    const common = { ...base(), epochs: 1, teachers: [{ cache: caches['a'] }, { cache: caches['b'] }], student: { kind: 'mlp', hidden: [16] }, weights: { ce: 0, kd: 1 }, distill: { method: 'kd', params: { temperature: 2 } } };
+    const r = await train(parseRecipe({ ...common, name: 'balanced', union: 'balanced' }), { skipExport: true });
+    const fit = JSON.parse(await readFile(join(r.runDir, 'run.json'), 'utf8')).unionBalance as { classes: string[]; teacherScales: number[]; offsets: number[]; sharesAfter: number[]; rows: number };
+    expect(fit.classes).toEqual(Array.from({ length: 10 }, (_, i) => `class-${i}`));
+    expect(fit.rows).toBe(1500);
+    // Recompute the shares from the caches themselves with the recorded offsets.
+    const { LogitCacheReader } = await import('@distillate/shared');
+    const cols: Float32Array[] = [];
+    for (const dir of [caches['a']!, caches['b']!]) {
+      const reader = await LogitCacheReader.open(dir);
+      const parts: number[] = [];
+      for await (const b of reader.batches({ temperature: 1 })) if (b.kind === 'dense') parts.push(...b.logits);
+      cols.push(Float32Array.from(parts));
+    }
+    const shares = new Array<number>(10).fill(0);
+    for (let row = 0; row < 1500; row++) {
+      const z = Array.from({ length: 10 }, (_, k) => (k < 5 ? cols[0]![row * 5 + k]! * fit.teacherScales[0]! : cols[1]![row * 5 + k - 5]! * fit.teacherScales[1]!) + fit.offsets[k]!);
+      const m = Math.max(...z);
+      const e = z.map((v) => Math.exp(v - m));
+      const sum = e.reduce((a, v) => a + v, 0);
+      e.forEach((v, k) => (shares[k]! += v / sum / 1500));
+    }
+    for (const s of shares) expect(s).toBeCloseTo(0.1, 3);
+    // The scales give both teachers' logits the same spread (the recorded factors are rounded to 1e-4).
+    const spread = (v: Float32Array, f: number) => {
+      const m = v.reduce((a, x) => a + x, 0) / v.length;
+      return f * Math.sqrt(v.reduce((a, x) => a + (x - m) ** 2, 0) / v.length);
+    };
+    expect(spread(cols[0]!, fit.teacherScales[0]!)).toBeCloseTo(spread(cols[1]!, fit.teacherScales[1]!), 2);
+    expect(fit.offsets.some((b) => Math.abs(b) > 0.01)).toBe(true); // these generated teachers are not balanced to begin with
+    await expect(train(parseRecipe({ ...common, name: 'prior-len', union: 'balanced', unionPrior: [1, 2, 3] }), { skipExport: true })).rejects.toThrow(/unionPrior has 3 shares but the teachers' union has 10 classes/);
+    await expect(train(parseRecipe({ ...common, name: 'prior-merged', union: 'merged', unionPrior: [1, 1] }), { skipExport: true })).rejects.toThrow(/only used with union: balanced/);
+  });
+
   it('semi-supervised: labelled rows (CE) mixed with a pseudo-labelled pool (soft or hard targets)', async () => {
     for (const targets of ['soft', 'hard'] as const) {
       const r = await train(parseRecipe({ ...base(), epochs: 1, name: `semi-${targets}`, student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd', params: { temperature: 1 } }, semi: { pool: join(root, 'data', 'pool.arrow'), cache: caches['pool'], threshold: 0.0, targets } }), { skipExport: true });
@@ -144,6 +179,15 @@ describe('trainer', () => {
       /no cache of teacher nobody over .*train\.arrow .*distillate-server precompute --teacher nobody/,
     );
     expect(() => parseRecipe({ ...named, name: 'both', semi: { pool: 'p.arrow', teacher: 'conv', cache: 'c' } })).toThrow(/exactly one of cache/);
+    // A teacher retrained under the same name leaves two caches: the name no longer says which.
+    await writeFile(join(root, 'models', 'retrained.onnx'), linearTeacher(64, 10, 21));
+    const first = await precompute('retrained', 'train.arrow');
+    await writeFile(join(root, 'models', 'retrained.onnx'), linearTeacher(64, 10, 22));
+    const second = await precompute('retrained', 'train.arrow');
+    expect(second).not.toBe(first);
+    await expect(train(parseRecipe({ ...named, name: 'retrained', teachers: [{ teacher: 'retrained' }], distill: { method: 'kd' } }), { skipExport: true })).rejects.toThrow(
+      /2 different versions of teacher retrained .*remove the stale one/,
+    );
   });
 
   it('online teacher ({ onnx }): the same losses as distilling from its cache, batch for batch', async () => {

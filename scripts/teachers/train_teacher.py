@@ -18,6 +18,7 @@ and <out>.metrics.json with the test accuracy on the classes it knows.
 """
 import argparse
 import gzip
+import inspect
 import json
 import os
 import time
@@ -70,7 +71,7 @@ def balanced_subset(labels: np.ndarray, n: int) -> np.ndarray:
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random horizontal flip and a random shift of up to 2 pixels (zero padding)."""
     n = x.shape[0]
-    flip = torch.rand(n, generator=gen) < 0.5
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
     padded = F.pad(x, (2, 2, 2, 2))
     dx, dy = torch.randint(0, 5, (2,), generator=gen).tolist()
@@ -87,6 +88,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--label-smoothing", type=float, default=0.05)
+    p.add_argument("--no-augment", action="store_true", help="train without the random flips and shifts")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
@@ -107,8 +111,9 @@ def main() -> None:
     def prep(x: np.ndarray) -> torch.Tensor:
         return ((torch.from_numpy(x.astype(np.float32) / 255.0) - MEAN) / STD).unsqueeze(1)
 
-    Xtr, Ytr, Xte, Yte = prep(xtr), torch.from_numpy(ytr), prep(xte), torch.from_numpy(yte)
-    model = Teacher(len(keep))
+    dev = torch.device(a.device)
+    Xtr, Ytr, Xte, Yte = prep(xtr).to(dev), torch.from_numpy(ytr).to(dev), prep(xte).to(dev), torch.from_numpy(yte).to(dev)
+    model = Teacher(len(keep)).to(dev)
     # Small labelled sets get more passes so that they see a comparable number of steps.
     epochs = a.epochs if not a.labels else max(a.epochs, 60000 * a.epochs // (a.labels * 20))
     steps = epochs * ((len(Xtr) + a.batch - 1) // a.batch)
@@ -116,12 +121,12 @@ def main() -> None:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
     gen = torch.Generator().manual_seed(a.seed)
 
-    def accuracy() -> float:
+    def accuracy(X: torch.Tensor = Xte, Y: torch.Tensor = Yte) -> float:
         model.eval()
         with torch.inference_mode():
-            pred = torch.cat([model(Xte[i : i + 1000]).argmax(1) for i in range(0, len(Xte), 1000)])
+            pred = torch.cat([model(X[i : i + 1000]).argmax(1) for i in range(0, len(X), 1000)])
         model.train()
-        return float((pred == Yte).float().mean())
+        return float((pred == Y).float().mean())
 
     for epoch in range(epochs):
         t0 = time.perf_counter()
@@ -129,7 +134,8 @@ def main() -> None:
         total = 0.0
         for i in range(0, len(Xtr), a.batch):
             b = perm[i : i + a.batch]
-            loss = F.cross_entropy(model(augment(Xtr[b], gen)), Ytr[b], label_smoothing=0.05)
+            xb = Xtr[b.to(dev)]
+            loss = F.cross_entropy(model(xb if a.no_augment else augment(xb, gen)), Ytr[b.to(dev)], label_smoothing=a.label_smoothing)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -139,22 +145,27 @@ def main() -> None:
             print(f"epoch {epoch + 1}/{epochs} loss {total / len(Xtr):.4f} test {accuracy():.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     acc = accuracy()
+    train_acc = accuracy(Xtr, Ytr)  # un-augmented: how often its cached logits name the right class
     model.eval()
+    model.cpu()
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
+    # The TorchScript exporter (PyTorch ≥ 2.9 defaults to the dynamo one, which needs onnxscript).
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     torch.onnx.export(
         model, torch.zeros(1, 1, 28, 28), f"{a.out}.onnx", input_names=["image"], output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=13,
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=13, **legacy,
     )
     sidecar = {"classes": [CLASSES[c] for c in keep], "normalization": {"mean": [MEAN], "std": [STD]}, "layout": "NCHW"}
     with open(f"{a.out}.json", "w") as f:
         json.dump(sidecar, f, indent=2)
         f.write("\n")
     metrics = {
-        "testAccuracy": round(acc, 4), "testImages": int(len(Xte)), "classes": sidecar["classes"],
+        "testAccuracy": round(acc, 4), "testImages": int(len(Xte)), "trainAccuracy": round(train_acc, 4), "classes": sidecar["classes"],
         "trainImages": int(len(Xtr)), "epochs": epochs, "seed": a.seed, "params": sum(p.numel() for p in model.parameters()),
-        "torch": torch.__version__, "command": "/usr/bin/python3 scripts/teachers/train_teacher.py " + " ".join(
-            f"--{k} {v}" for k, v in (("out", a.out), ("classes", a.classes), ("labels", a.labels), ("epochs", a.epochs), ("seed", a.seed))
-        ),
+        "torch": torch.__version__, "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "command": "python3 scripts/teachers/train_teacher.py " + " ".join(
+            f"--{k} {v}" for k, v in (("out", a.out), ("classes", a.classes), ("labels", a.labels), ("epochs", a.epochs), ("seed", a.seed), ("label-smoothing", a.label_smoothing))
+        ) + (" --no-augment" if a.no_augment else ""),
     }
     with open(f"{a.out}.metrics.json", "w") as f:
         json.dump(metrics, f, indent=2)

@@ -31,6 +31,15 @@ export async function resolveCacheDir(ref: CacheRef, root: string, dataset: Data
         `; build one: distillate-server ${opts.labelStatistics === true ? 'label' : 'precompute'} --teacher ${ref.teacher} --dataset <${dataset.path} relative to --data> --cache ${root}`,
     );
   }
+  const versions = new Set(matches.map((e) => e.manifest.teacher.sha256));
+  if (versions.size > 1) {
+    // A retrained teacher under the same name: which one the recipe means is the user's call.
+    throw new CacheResolutionError(
+      `${root} holds caches of ${versions.size} different versions of teacher ${ref.teacher} over ${dataset.path}: ` +
+        matches.map((e) => `${e.key.slice(0, 12)}… (model ${e.manifest.teacher.sha256.slice(0, 12)}…, ${e.manifest.createdAt})`).join(', ') +
+        '; remove the stale one(s) or name the cache directory in the recipe ({ cache: dir })',
+    );
+  }
   matches.sort((a, b) => rank(b, opts.labelStatistics === true) - rank(a, opts.labelStatistics === true) || a.key.localeCompare(b.key));
   return matches[0]!.dir;
 }

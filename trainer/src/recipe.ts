@@ -52,9 +52,16 @@ export const RecipeSchema = z
      * student's softmax renormalised over its classes (multiTeacherLoss). 'merged': for disjoint
      * class lists, the teachers' logits are concatenated into one distribution over the union, so
      * each teacher's share of the mass is ∝ exp(logsumexp(z/T)) (its energy score) — the only way,
-     * without labels, to learn which teacher an input belongs to. Only with distill.method kd.
+     * without labels, to learn which teacher an input belongs to. 'balanced': 'merged' after
+     * rescaling each teacher's logits to a common spread and adding one offset per class, both
+     * fitted over the caches before training so that the merged teacher gives each class an equal
+     * share of the transfer set (or the shares in `unionPrior`): separately trained teachers' logit
+     * scales are not comparable, and this is a correction that needs no labels (union-balance.ts).
+     * Both only with distill.method kd.
      */
-    union: z.enum(['subsets', 'merged']).default('subsets'),
+    union: z.enum(['subsets', 'merged', 'balanced']).default('subsets'),
+    /** union: balanced — the class shares of the transfer set, in the union's class order (uniform if absent). */
+    unionPrior: z.array(z.number().positive()).min(2).optional(),
     /** Cache root where teacher names are looked up (the server's --cache). */
     caches: z.string().min(1).default('cache'),
     student: StudentSchema,

@@ -11,6 +11,7 @@ import { DatasetReader, LogitCacheReader, LogitCacheWriter, writeFileAtomic, typ
 import { OrtSession } from '@distillate/server';
 import { selectBackend, type BackendChoice } from './backend.js';
 import { resolveCacheDir } from './cache-ref.js';
+import { balanceOffsets, equaliseSpread, mergedLogitSample } from './union-balance.js';
 import { OnlineTeacher } from './online-teacher.js';
 import { epochBatches, prefetch, type BatchLayout, type SlotSpec, type SourceSpec, type TrainBatch } from './data.js';
 import { evaluate, type Evaluation } from './evaluate.js';
@@ -69,7 +70,10 @@ interface TeacherPlan {
   /** union mode: each teacher's class positions in the union. */
   readonly classIndex: readonly number[][];
   /** union mode: how the teachers are matched (recipe `union`). */
-  readonly union: 'subsets' | 'merged';
+  readonly union: 'subsets' | 'merged' | 'balanced';
+  /** union 'balanced': per-teacher factors and per-class offsets, z·scale + offset (none for 'merged'). */
+  readonly scales?: Float32Array;
+  readonly offsets?: Float32Array;
 }
 
 function temperatureOf(d: Distill): number {
@@ -107,9 +111,9 @@ async function planTeachers(caches: LogitCacheReader[], dataset: DatasetReader, 
   if (slots.some((s) => s.kind !== 'dense')) throw new TrainingError('teachers with different class lists need dense caches');
   const all: string[] = [];
   for (const l of lists) for (const n of l) if (!all.includes(n)) all.push(n);
-  if (union === 'merged') {
-    if (all.length !== lists.reduce((a, l) => a + l.length, 0)) throw new TrainingError('union: merged needs teachers with disjoint class lists (a class is in more than one); use union: subsets');
-    if (distill.method !== 'kd') throw new TrainingError(`union: merged trains with distill.method kd (got ${distill.method})`);
+  if (union !== 'subsets') {
+    if (all.length !== lists.reduce((a, l) => a + l.length, 0)) throw new TrainingError(`union: ${union} needs teachers with disjoint class lists (a class is in more than one); use union: subsets`);
+    if (distill.method !== 'kd') throw new TrainingError(`union: ${union} trains with distill.method kd (got ${distill.method})`);
   }
   return { caches, layout: { inputSize: D, slots }, mode: 'union', classes: all, classIndex: lists.map((l) => l.map((n) => all.indexOf(n))), union };
 }
@@ -191,6 +195,20 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
   const cacheDirs = await Promise.all(recipe.teachers.flatMap((t) => ('onnx' in t ? [] : [resolveCacheDir(t, recipe.caches, dataset)])));
   const caches = await Promise.all(cacheDirs.map((dir) => LogitCacheReader.open(dir)));
   let plan = await planTeachers(caches, dataset, distill, recipe.union);
+  let balance: Record<string, unknown> | undefined;
+  if (recipe.unionPrior !== undefined && recipe.union !== 'balanced') throw new TrainingError('unionPrior is only used with union: balanced');
+  if (recipe.union === 'balanced' && plan.mode === 'union') {
+    const U = plan.classes.length;
+    if (recipe.unionPrior !== undefined && recipe.unionPrior.length !== U) {
+      throw new TrainingError(`unionPrior has ${recipe.unionPrior.length} shares but the teachers' union has ${U} classes (${plan.classes.join(', ')})`);
+    }
+    const sample = await mergedLogitSample(plan.caches, plan.classIndex, U, await dataset.countRows());
+    const scales = equaliseSpread(sample.logits, sample.rows, U, plan.classIndex);
+    const fit = balanceOffsets(sample.logits, sample.rows, U, recipe.unionPrior === undefined ? {} : { prior: recipe.unionPrior });
+    plan = { ...plan, scales: Float32Array.from(scales), offsets: Float32Array.from(fit.offsets) };
+    const round = (a: Float64Array): number[] => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+    balance = { classes: plan.classes, teacherScales: round(scales), offsets: round(fit.offsets), sharesBefore: round(fit.sharesBefore), sharesAfter: round(fit.sharesAfter), iterations: fit.iterations, rows: sample.rows, stride: sample.stride };
+  }
   const online = onlineModel === undefined ? undefined : await OnlineTeacher.open(onlineModel, dataset.info);
   if (online !== undefined) {
     cleanup.push(() => online.release());
@@ -356,13 +374,14 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     'latency, 1 sample (ms)': latencyMs.toFixed(3),
     ...(finalEval === undefined ? {} : { 'test accuracy': `${(finalEval.accuracy * 100).toFixed(2)}%`, 'test ECE': `${(finalEval.ece * 100).toFixed(2)}%` }),
     ...(onnx === undefined ? {} : { 'ONNX vs TF.js max |Δ|': onnx.maxAbsDiff.toExponential(2) }),
+    ...(balance === undefined ? {} : { 'union: balanced offsets': plan.classes.map((c, k) => `${c} ${(balance!['offsets'] as number[])[k]!.toFixed(2)}`).join(', ') }),
   };
   await writeFile(
     join(runDir, 'report.html'),
     renderReport({ name: recipe.name, recipe, metrics, ...(finalEval === undefined ? {} : { reliability: { bins: finalEval.reliability, ece: finalEval.ece } }), summary }),
   );
   const result: RunResult = { runDir, backend, metrics, ...(finalEval === undefined ? {} : { test: finalEval }), parameters, latencyMs, ...(onnx === undefined ? {} : { onnx }) };
-  await writeFileAtomic(join(runDir, 'run.json'), JSON.stringify({ ...result, classes: plan.classes, caches: cacheDirs }, null, 2));
+  await writeFileAtomic(join(runDir, 'run.json'), JSON.stringify({ ...result, classes: plan.classes, caches: cacheDirs, ...(balance === undefined ? {} : { unionBalance: balance }) }, null, 2));
   return result;
 }
 
@@ -403,14 +422,16 @@ function step(
       const s = rowsOf(logits);
       const ys = all ? y : (tf.gather(y, idx) as tf.Tensor1D);
       let kd: tf.Scalar;
-      if (plan.mode === 'union' && plan.union === 'merged') {
-        // Disjoint class lists (checked when planning): scatter each teacher's logits into the union.
+      if (plan.mode === 'union' && plan.union !== 'subsets') {
+        // Disjoint class lists (checked when planning): scatter each teacher's logits into the union, plus the balancing offsets.
         const U = plan.classes.length;
         const merged = new Float32Array(b.rows * U);
+        const offsets = plan.offsets ?? new Float32Array(U);
         b.slots.forEach((slot, i) => {
           const positions = plan.classIndex[i]!;
           const Ci = positions.length;
-          for (let r = 0; r < b.rows; r++) for (let c = 0; c < Ci; c++) merged[r * U + positions[c]!] = slot.logits[r * Ci + c]!;
+          const scale = plan.scales?.[i] ?? 1;
+          for (let r = 0; r < b.rows; r++) for (let c = 0; c < Ci; c++) merged[r * U + positions[c]!] = slot.logits[r * Ci + c]! * scale + offsets[positions[c]!]!;
         });
         kd = kdLoss(s, tf.gather(tf.tensor2d(merged, [b.rows, U]), idx) as tf.Tensor2D, { temperature: T });
       } else if (plan.mode === 'union') {
