@@ -1,5 +1,5 @@
 /**
- * npm run experiments [-- --seeds 3 --parallel 2 --only kd,scratch --epochs N]
+ * npm run experiments [-- --seeds 3 --parallel 2 --only kd,scratch --set epochs=30 --tables]
  *
  * The uses of distillation on Fashion-MNIST, each a recipe under recipes/, run over several seeds:
  * better accuracy (scratch vs KD/DKD/NKD/DIST/LS-KD), transfer across label sets, fewer labels and
@@ -38,6 +38,10 @@ interface Experiment {
 const TRAIN = 'fashion-mnist/train.arrow';
 const POOL = 'fashion-mnist/train-pool.arrow';
 const teacherCache: JobRequestInput = { type: 'precompute', teacher: 'fmnist-teacher', dataset: TRAIN };
+const halves: JobRequestInput[] = [
+  { type: 'precompute', teacher: 'fmnist-teacher-0-4', dataset: TRAIN },
+  { type: 'precompute', teacher: 'fmnist-teacher-5-9', dataset: TRAIN },
+];
 
 export const EXPERIMENTS: readonly Experiment[] = [
   { id: 'scratch', group: 'accuracy', label: 'scratch (labels only)', recipe: 'fmnist-scratch.yaml' },
@@ -49,12 +53,17 @@ export const EXPERIMENTS: readonly Experiment[] = [
   {
     id: 'transfer',
     group: 'transfer',
-    label: 'two teachers (classes 0–4, 5–9), no labels',
+    label: 'two teachers (classes 0–4, 5–9), no labels; union: balanced',
     recipe: 'fmnist-transfer.yaml',
-    needs: [
-      { type: 'precompute', teacher: 'fmnist-teacher-0-4', dataset: TRAIN },
-      { type: 'precompute', teacher: 'fmnist-teacher-5-9', dataset: TRAIN },
-    ],
+    needs: halves,
+  },
+  {
+    id: 'transfer-merged',
+    group: 'transfer',
+    label: 'same, union: merged (concatenated logits, no rescaling or offsets)',
+    recipe: 'fmnist-transfer.yaml',
+    set: ['union=merged'],
+    needs: halves,
   },
   {
     id: 'transfer-subsets',
@@ -62,11 +71,9 @@ export const EXPERIMENTS: readonly Experiment[] = [
     label: 'same, union: subsets (each teacher matched on its own classes only)',
     recipe: 'fmnist-transfer.yaml',
     set: ['union=subsets'],
-    needs: [
-      { type: 'precompute', teacher: 'fmnist-teacher-0-4', dataset: TRAIN },
-      { type: 'precompute', teacher: 'fmnist-teacher-5-9', dataset: TRAIN },
-    ],
+    needs: halves,
   },
+  { id: 'scratch-512', group: 'transfer', label: 'the same student (784-512-10) on all 60,000 labels', recipe: 'fmnist-scratch-512.yaml' },
   { id: '600-scratch', group: 'labels', label: '600 labels alone', recipe: 'fmnist-600-scratch.yaml' },
   { id: '600-semi', group: 'labels', label: '600 labels + pool labelled by the shipped teacher (saw all labels)', recipe: 'fmnist-600-semi.yaml', needs: [{ type: 'label', teacher: 'fmnist-teacher', dataset: POOL }] },
   {
@@ -148,13 +155,13 @@ async function sizes(accuracies: Record<string, number[]>, runs: string): Promis
   return rows;
 }
 
-async function main(opts: { seeds: number; parallel: number; only?: string[]; set: string[] }): Promise<void> {
+async function main(opts: { seeds: number; parallel: number; only?: string[]; set: string[]; tables?: boolean }): Promise<void> {
   const data = join(ROOT, 'data', 'fashion-mnist');
   if (!existsSync(join(data, 'train-pool.arrow'))) {
     const { train } = await importFashionMnist(FASHION_MNIST_DEBIAN_DIR, data);
     await splitLabelled(train.path, { perClass: 60, labelled: join(data, 'train-labelled-600.arrow'), pool: join(data, 'train-pool.arrow') });
   }
-  const chosen = EXPERIMENTS.filter((e) => opts.only === undefined || opts.only.includes(e.id));
+  const chosen = opts.tables === true ? [] : EXPERIMENTS.filter((e) => opts.only === undefined || opts.only.includes(e.id));
   const jobs = new Map(chosen.flatMap((e) => e.needs ?? []).map((j) => [JSON.stringify(j), j]));
   await buildCaches([...jobs.values()]);
   const out = join(ROOT, 'experiments-out', 'runs');
@@ -164,20 +171,21 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
   await pool(tasks, opts.parallel);
 
   // The tables cover every experiment with finished runs, not only this invocation's.
+  // Every finished seed of every experiment: an invocation with fewer seeds (or --only) keeps the others' rows whole.
   const acc: Record<string, number[]> = {};
   for (const e of EXPERIMENTS) {
-    for (const seed of seeds) {
+    for (let seed = 1; existsSync(join(out, `${e.id}-s${seed}`)); seed++) {
       const runJson = join(out, `${e.id}-s${seed}`, 'run.json');
       if (existsSync(runJson)) (acc[e.id] ??= []).push((JSON.parse(await readFile(runJson, 'utf8')) as { test: { accuracy: number } }).test.accuracy);
     }
   }
-  await writeFile(join(ROOT, 'experiments-out', 'results.json'), `${JSON.stringify({ seeds, accuracy: acc }, null, 2)}\n`);
+  await writeFile(join(ROOT, 'experiments-out', 'results.json'), `${JSON.stringify({ accuracy: acc }, null, 2)}\n`);
 
   const cmd = (e: Experiment) => `\`npx distillate-train --recipe recipes/${e.recipe}${(e.set ?? []).map((s) => ` --set ${s}`).join('')} --seed S\``;
   const lines: string[] = [];
   const groups: [Experiment['group'], string][] = [
     ['accuracy', 'Better accuracy: the same MLP student (784-128-10), 10 epochs'],
-    ['transfer', 'Transfer across label sets (same student; compare with "scratch" above, which used all the labels)'],
+    ['transfer', 'Transfer across label sets: MLP 784-512-10, 10 epochs, T = 1 (the last row is the same student trained on the labels)'],
     ['labels', 'Fewer labels: 600 labelled images (60 per class) + the other 59,400 unlabelled'],
     ['self', 'Self-distillation (compare with "scratch" above)'],
   ];
@@ -196,7 +204,7 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
   const doc = await readFile(path, 'utf8');
   const begin = '<!-- experiments:begin -->';
   const end = '<!-- experiments:end -->';
-  const stamp = `Generated by \`npm run experiments -- --seeds ${opts.seeds}\` on ${new Date().toISOString().slice(0, 10)} (Node ${process.version}, ${cpus().length} cores, TF.js wasm backend). Seed S trains with \`--seed S\`, S = 1…${opts.seeds}.`;
+  const stamp = `Generated by \`npm run experiments\` (3 seeds unless a row says otherwise; \`--only ID --seeds N\` reruns one row) on ${new Date().toISOString().slice(0, 10)} (Node ${process.version}, ${cpus().length} cores, TF.js wasm backend). Seed S trains with \`--seed S\`.`;
   const section = `${begin}\n${stamp}\n\n${table}\n${end}`;
   const a = doc.indexOf(begin);
   const b = doc.indexOf(end);
@@ -213,7 +221,13 @@ const program = new Command('experiments')
   .description('Run the Fashion-MNIST distillation experiments over several seeds and record them in BENCHMARKS.md')
   .option('--seeds <n>', 'seeds per experiment (1..n)', int, 3)
   .option('--parallel <n>', 'training processes at once (TF.js wasm uses one core each)', int, Math.max(1, cpus().length))
-  .option('--only <ids>', `comma-separated subset of: ${EXPERIMENTS.map((e) => e.id).join(', ')}`, (v: string) => v.split(','))
+  .option('--only <ids>', `comma-separated subset of: ${EXPERIMENTS.map((e) => e.id).join(', ')}`, (v: string) => {
+    const ids = v.split(',');
+    const unknown = ids.filter((id) => !EXPERIMENTS.some((e) => e.id === id));
+    if (unknown.length > 0) throw new InvalidArgumentError(`unknown experiment(s) ${unknown.join(', ')}; choose from ${EXPERIMENTS.map((e) => e.id).join(', ')}`);
+    return ids;
+  })
+  .option('--tables', 'train nothing: regenerate the tables (and re-measure latency) from the finished runs')
   .option('--set <key=value>', 'override a recipe field in every run (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .action(main);
 await runCli(program);

@@ -91,6 +91,7 @@ def main() -> None:
     p.add_argument("--label-smoothing", type=float, default=0.05)
     p.add_argument("--no-augment", action="store_true", help="train without the random flips and shifts")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--save-train-logits", action="store_true", help="also write <out>.train-logits.f32: the logits over the (un-augmented) training images, float32, row-major [N, C]")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
@@ -146,6 +147,12 @@ def main() -> None:
 
     acc = accuracy()
     train_acc = accuracy(Xtr, Ytr)  # un-augmented: how often its cached logits name the right class
+    if a.save_train_logits:
+        model.eval()
+        with torch.inference_mode():
+            z = torch.cat([model(Xtr[i : i + 1000]) for i in range(0, len(Xtr), 1000)]).cpu().numpy().astype(np.float32)
+        os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
+        z.tofile(f"{a.out}.train-logits.f32")
     model.eval()
     model.cpu()
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)

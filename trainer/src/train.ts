@@ -207,7 +207,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     const fit = balanceOffsets(sample.logits, sample.rows, U, recipe.unionPrior === undefined ? {} : { prior: recipe.unionPrior });
     plan = { ...plan, scales: Float32Array.from(scales), offsets: Float32Array.from(fit.offsets) };
     const round = (a: Float64Array): number[] => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
-    balance = { classes: plan.classes, teacherScales: round(scales), offsets: round(fit.offsets), sharesBefore: round(fit.sharesBefore), sharesAfter: round(fit.sharesAfter), iterations: fit.iterations, rows: sample.rows, stride: sample.stride };
+    balance = { classes: plan.classes, teacherScales: round(scales), offsets: round(fit.offsets), sharesBefore: round(fit.sharesBefore), sharesAfter: round(fit.sharesAfter), iterations: fit.iterations, residual: fit.residual, rows: sample.rows, stride: sample.stride };
   }
   const online = onlineModel === undefined ? undefined : await OnlineTeacher.open(onlineModel, dataset.info);
   if (online !== undefined) {
