@@ -130,7 +130,7 @@ describe('trainer', () => {
   it('union: balanced fits per-class offsets over the caches so the merged teacher gives every class its share; validates unionPrior', async () => {
     const common = { ...base(), epochs: 1, teachers: [{ cache: caches['a'] }, { cache: caches['b'] }], student: { kind: 'mlp', hidden: [16] }, weights: { ce: 0, kd: 1 }, distill: { method: 'kd', params: { temperature: 2 } } };
     const r = await train(parseRecipe({ ...common, name: 'balanced', union: 'balanced' }), { skipExport: true });
-    const fit = JSON.parse(await readFile(join(r.runDir, 'run.json'), 'utf8')).unionBalance as { classes: string[]; teacherScales: number[]; offsets: number[]; sharesAfter: number[]; rows: number };
+    const fit = JSON.parse(await readFile(join(r.runDir, 'run.json'), 'utf8')).unionBalance as { classes: string[]; teacherScales: number[]; offsets: number[]; sharesMerged: number[]; sharesAfter: number[]; rows: number };
     expect(fit.classes).toEqual(Array.from({ length: 10 }, (_, i) => `class-${i}`));
     expect(fit.rows).toBe(1500);
     // Recompute the shares from the caches themselves with the recorded offsets.
@@ -143,7 +143,13 @@ describe('trainer', () => {
       cols.push(Float32Array.from(parts));
     }
     const shares = new Array<number>(10).fill(0);
+    const raw = new Array<number>(10).fill(0);
     for (let row = 0; row < 1500; row++) {
+      const zr = Array.from({ length: 10 }, (_, k) => (k < 5 ? cols[0]![row * 5 + k]! : cols[1]![row * 5 + k - 5]!));
+      const mr = Math.max(...zr);
+      const er = zr.map((v) => Math.exp(v - mr));
+      const sr = er.reduce((a, v) => a + v, 0);
+      er.forEach((v, k) => (raw[k]! += v / sr / 1500));
       const z = Array.from({ length: 10 }, (_, k) => (k < 5 ? cols[0]![row * 5 + k]! * fit.teacherScales[0]! : cols[1]![row * 5 + k - 5]! * fit.teacherScales[1]!) + fit.offsets[k]!);
       const m = Math.max(...z);
       const e = z.map((v) => Math.exp(v - m));
@@ -151,6 +157,7 @@ describe('trainer', () => {
       e.forEach((v, k) => (shares[k]! += v / sum / 1500));
     }
     for (const s of shares) expect(s).toBeCloseTo(0.1, 3);
+    raw.forEach((s, k) => expect(fit.sharesMerged[k]!).toBeCloseTo(s, 3)); // what union: merged would have used
     // The scales give both teachers' logits the same spread (the recorded factors are rounded to 1e-4).
     const spread = (v: Float32Array, f: number) => {
       const m = v.reduce((a, x) => a + x, 0) / v.length;

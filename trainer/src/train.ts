@@ -11,7 +11,7 @@ import { DatasetReader, LogitCacheReader, LogitCacheWriter, writeFileAtomic, typ
 import { OrtSession } from '@distillate/server';
 import { selectBackend, type BackendChoice } from './backend.js';
 import { resolveCacheDir } from './cache-ref.js';
-import { balanceOffsets, equaliseSpread, mergedLogitSample } from './union-balance.js';
+import { balanceOffsets, equaliseSpread, meanSoftmax, mergedLogitSample } from './union-balance.js';
 import { OnlineTeacher } from './online-teacher.js';
 import { epochBatches, prefetch, type BatchLayout, type SlotSpec, type SourceSpec, type TrainBatch } from './data.js';
 import { evaluate, type Evaluation } from './evaluate.js';
@@ -203,11 +203,12 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
       throw new TrainingError(`unionPrior has ${recipe.unionPrior.length} shares but the teachers' union has ${U} classes (${plan.classes.join(', ')})`);
     }
     const sample = await mergedLogitSample(plan.caches, plan.classIndex, U, await dataset.countRows());
+    const sharesMerged = meanSoftmax(sample.logits, sample.rows, U, new Float64Array(U)); // plain concatenation, as union: merged sees it
     const scales = equaliseSpread(sample.logits, sample.rows, U, plan.classIndex);
     const fit = balanceOffsets(sample.logits, sample.rows, U, recipe.unionPrior === undefined ? {} : { prior: recipe.unionPrior });
     plan = { ...plan, scales: Float32Array.from(scales), offsets: Float32Array.from(fit.offsets) };
     const round = (a: Float64Array): number[] => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
-    balance = { classes: plan.classes, teacherScales: round(scales), offsets: round(fit.offsets), sharesBefore: round(fit.sharesBefore), sharesAfter: round(fit.sharesAfter), iterations: fit.iterations, residual: fit.residual, rows: sample.rows, stride: sample.stride };
+    balance = { classes: plan.classes, teacherScales: round(scales), offsets: round(fit.offsets), sharesMerged: round(sharesMerged), sharesRescaled: round(fit.sharesBefore), sharesAfter: round(fit.sharesAfter), iterations: fit.iterations, residual: fit.residual, rows: sample.rows, stride: sample.stride };
   }
   const online = onlineModel === undefined ? undefined : await OnlineTeacher.open(onlineModel, dataset.info);
   if (online !== undefined) {

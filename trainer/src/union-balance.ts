@@ -33,13 +33,13 @@ export interface BalanceResult {
   readonly iterations: number;
   /** max_k |log(prior_k / share_k)| at the end. */
   readonly residual: number;
-  /** Each class's mean probability under the merged teacher before and after the offsets. */
+  /** Each class's mean probability under the (rescaled) merged teacher before and after the offsets. */
   readonly sharesBefore: Float64Array;
   readonly sharesAfter: Float64Array;
 }
 
-/** Mean softmax(z_r + b) over the rows of a [rows, classes] matrix. */
-function meanSoftmax(logits: Float32Array, rows: number, classes: number, b: Float64Array): Float64Array {
+/** Each class's mean probability, softmax(z_r + b), over the rows of a [rows, classes] matrix. */
+export function meanSoftmax(logits: Float32Array, rows: number, classes: number, b: Float64Array): Float64Array {
   const share = new Float64Array(classes);
   const e = new Float64Array(classes);
   for (let r = 0; r < rows; r++) {
