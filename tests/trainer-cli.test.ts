@@ -54,6 +54,8 @@ describe('distillate-train CLI', () => {
     const missingCache = cli(['--recipe', join(root, 'scratch.yaml'), '--set', 'distill.method=kd', '--set', `teachers=[{cache: ${join(root, 'nope')}}]`]);
     expect(missingCache.status).toBe(1);
     expect(missingCache.stderr).toMatch(/nope is not a logit cache: it has no manifest\.json/);
+    // Reported before the TF.js backend is probed: no native backend warnings ahead of the reason.
+    expect(missingCache.stderr.trim().split('\n')).toHaveLength(1);
     const missing = cli(['--recipe', join(root, 'missing.yaml')]);
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/missing\.yaml: cannot read recipe/);

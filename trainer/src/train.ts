@@ -183,7 +183,6 @@ export async function train(recipe: Readonly<Recipe>, options: TrainOptions = {}
 }
 
 async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Array<() => Promise<void>>): Promise<RunResult> {
-  const backend = await selectBackend(recipe.backend);
   const runDir = join(recipe.out, recipe.name);
   await mkdir(runDir, { recursive: true });
   await rm(join(runDir, 'run.json'), { force: true }); // no stale success marker
@@ -243,6 +242,9 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     return pool === undefined ? [main] : [main, pool];
   };
 
+  // The TF.js backend is chosen once the data and teachers check out, so that a recipe error is
+  // reported before any backend probing (and its native warnings).
+  const backend = await selectBackend(recipe.backend);
   let model: tf.LayersModel;
   let startEpoch = 1;
   // Each epoch's checkpoint (weights + optimizer state) goes to its own directory; checkpoint.json,
