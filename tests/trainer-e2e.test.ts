@@ -167,6 +167,7 @@ describe('trainer', () => {
     expect(fit.offsets.some((b) => Math.abs(b) > 0.01)).toBe(true); // these generated teachers are not balanced to begin with
     await expect(train(parseRecipe({ ...common, name: 'prior-len', union: 'balanced', unionPrior: [1, 2, 3] }), { skipExport: true })).rejects.toThrow(/unionPrior has 3 shares but the teachers' union has 10 classes/);
     await expect(train(parseRecipe({ ...common, name: 'prior-merged', union: 'merged', unionPrior: [1, 1] }), { skipExport: true })).rejects.toThrow(/only used with union: balanced/);
+    await expect(train(parseRecipe({ ...common, name: 'same-classes', union: 'balanced', teachers: [{ cache: caches['dense'] }, { cache: caches['linear'] }] }), { skipExport: true })).rejects.toThrow(/union: balanced is for teachers with different .* class lists; these share one/);
   });
 
   it('semi-supervised: labelled rows (CE) mixed with a pseudo-labelled pool (soft or hard targets)', async () => {

@@ -102,6 +102,7 @@ async function planTeachers(caches: LogitCacheReader[], dataset: DatasetReader, 
     }
   }
   if (same) {
+    if (union !== 'subsets') throw new TrainingError(`union: ${union} is for teachers with different (disjoint) class lists; these share one, and are averaged without it`);
     if (lists[0]!.length !== datasetClasses.length) {
       throw new TrainingError(`cache ${caches[0]!.dir} has ${lists[0]!.length} classes but the dataset and student have ${datasetClasses.length}`);
     }
