@@ -20,6 +20,7 @@ import {
   sha256File,
   type Ids,
 } from './internal/arrow-io.js';
+import { segmentOf } from './internal/offsets.js';
 
 export type { Ids } from './internal/arrow-io.js';
 
@@ -241,11 +242,7 @@ export class DatasetReader {
   }
 
   async #batchOf(row: number): Promise<number> {
-    const offsets = await this.batchOffsets();
-    if (!Number.isInteger(row) || row < 0 || row >= offsets.at(-1)!) throw new RangeError(`${this.path}: row ${row} is outside [0, ${offsets.at(-1)})`);
-    let i = 0;
-    while (offsets[i + 1]! <= row) i++;
-    return i;
+    return segmentOf(await this.batchOffsets(), row, this.path);
   }
 
   /** First row of the record batch that holds `row`: where `batches({ from: row })` starts. */

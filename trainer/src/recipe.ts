@@ -51,13 +51,13 @@ export const RecipeSchema = z
      * Teachers with different class lists. 'subsets': each teacher is matched against the
      * student's softmax renormalised over its classes (multiTeacherLoss). 'merged': for disjoint
      * class lists, the teachers' logits are concatenated into one distribution over the union, so
-     * each teacher's share of the mass is ∝ exp(logsumexp(z/T)) (its energy score) — the only way,
-     * without labels, to learn which teacher an input belongs to. 'balanced': 'merged' after
+     * each teacher's share of the mass is ∝ exp(logsumexp(z/T)) (its energy score), which tells
+     * the student, without labels, which teacher an input belongs to. 'balanced': 'merged' after
      * rescaling each teacher's logits to a common spread and adding one offset per class, both
      * fitted over the caches before training so that the merged teacher gives each class an equal
      * share of the transfer set (or the shares in `unionPrior`): separately trained teachers' logit
      * scales are not comparable, and this is a correction that needs no labels (union-balance.ts).
-     * Both only with distill.method kd.
+     * 'merged' and 'balanced' need disjoint class lists and distill.method kd.
      */
     union: z.enum(['subsets', 'merged', 'balanced']).default('subsets'),
     /** union: balanced — the class shares of the transfer set, in the union's class order (uniform if absent). */

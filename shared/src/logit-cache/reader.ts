@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { RecordBatch } from 'apache-arrow';
 import { decodeFloat16 } from '../float16.js';
 import { idAt, listColumn, primitiveColumn, readArrowBytes, readArrowFile, readWholeFile, sha256File, type Ids } from '../internal/arrow-io.js';
+import { segmentOf } from '../internal/offsets.js';
 import { assertTemperature } from '../numerics.js';
 import { CacheIntegrityError, CacheNotFoundError } from './errors.js';
 import { CacheManifestSchema, MANIFEST_FILE, type CacheManifest, type Shard } from './manifest.js';
@@ -212,11 +213,7 @@ export class LogitCacheReader {
   }
 
   #shardOf(row: number): number {
-    const offsets = this.shardOffsets();
-    if (!Number.isInteger(row) || row < 0 || row >= offsets.at(-1)!) throw new RangeError(`cache ${this.manifest.key}: row ${row} is outside [0, ${offsets.at(-1)})`);
-    let i = 0;
-    while (offsets[i + 1]! <= row) i++;
-    return i;
+    return segmentOf(this.shardOffsets(), row, `cache ${this.manifest.key}`);
   }
 
   /** First row of the shard that holds `row`: where `batches({ from: row })` starts. */
