@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeSyntheticDataset } from '@distillate/shared';
 import { createServices, resolveConfig } from '@distillate/server';
-import { parseRecipe, train, TrainingError } from '@distillate/trainer';
+import { formatEpoch, parseRecipe, train, TrainingError } from '@distillate/trainer';
 import { pino } from 'pino';
 import * as tf from '@tensorflow/tfjs';
 import { convTeacher, linearTeacher } from './helpers/teachers.js';
@@ -177,6 +177,19 @@ describe('trainer', () => {
       expect(Object.values(r.metrics[0]!.loss).every(Number.isFinite)).toBe(true);
       if (targets === 'soft') expect(r.metrics[0]!.loss['kd']).toBeDefined();
     }
+  });
+
+  it('an unlabelled transfer set (KD only) reports no train accuracy rather than 0 %', async () => {
+    const data = { train: join(root, 'data', 'pool.arrow'), test: join(root, 'data', 'test.arrow') };
+    const r = await train(parseRecipe({ ...base(), data, epochs: 1, name: 'unlabelled', teachers: [{ cache: caches['pool'] }], student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd', params: { temperature: 1 } }, weights: { ce: 0, kd: 1 } }), { skipExport: true });
+    expect(r.metrics[0]!.trainAccuracy).toBeUndefined();
+    expect(r.metrics[0]!.testAccuracy).toBeGreaterThan(0);
+    expect(formatEpoch(r.metrics[0]!)).not.toMatch(/train/);
+    const logged = JSON.parse((await readFile(join(r.runDir, 'metrics.jsonl'), 'utf8')).trim().split('\n')[0]!);
+    expect(logged).not.toHaveProperty('trainAccuracy');
+    // The same student on the labelled split does report it.
+    const labelled = await train(parseRecipe({ ...base(), epochs: 1, name: 'labelled', teachers: [{ cache: caches['dense'] }], student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd', params: { temperature: 1 } } }), { skipExport: true });
+    expect(labelled.metrics[0]!.trainAccuracy).toBeGreaterThan(0);
   });
 
   it('teachers named in the recipe resolve to their cache over this dataset (dense preferred); a missing one says how to build it', async () => {

@@ -4,7 +4,8 @@ import type { EpochMetrics } from './report.js';
 import type { TrainOptions } from './train.js';
 
 export function formatEpoch(m: EpochMetrics): string {
-  const parts = [`epoch ${m.epoch}`, ...Object.entries(m.loss).map(([k, v]) => `${k} ${v.toFixed(4)}`), `train ${(m.trainAccuracy * 100).toFixed(2)}%`];
+  const parts = [`epoch ${m.epoch}`, ...Object.entries(m.loss).map(([k, v]) => `${k} ${v.toFixed(4)}`)];
+  if (m.trainAccuracy !== undefined) parts.push(`train ${(m.trainAccuracy * 100).toFixed(2)}%`);
   if (m.testAccuracy !== undefined) parts.push(`test ${(m.testAccuracy * 100).toFixed(2)}%`);
   if (m.agreement !== undefined) parts.push(`agreement ${(m.agreement * 100).toFixed(2)}%`);
   return parts.join(' · ');

@@ -6,7 +6,8 @@ export interface EpochMetrics {
   readonly lr: number;
   readonly kdWeight: number;
   readonly loss: Readonly<Record<string, number>>;
-  readonly trainAccuracy: number;
+  /** Over the epoch's labelled rows; absent when it had none (an unlabelled transfer set). */
+  readonly trainAccuracy?: number;
   readonly testAccuracy?: number;
   readonly agreement?: number;
   readonly ece?: number;
@@ -79,7 +80,7 @@ export function renderReport(opts: {
   const acc = lineChart(
     'Accuracy',
     [
-      { name: 'train', points: m.map((e) => [e.epoch, e.trainAccuracy] as [number, number]) },
+      { name: 'train', points: m.filter((e) => e.trainAccuracy !== undefined).map((e) => [e.epoch, e.trainAccuracy!] as [number, number]) },
       { name: 'test', points: m.filter((e) => e.testAccuracy !== undefined).map((e) => [e.epoch, e.testAccuracy!] as [number, number]) },
       { name: 'teacher agreement', points: m.filter((e) => e.agreement !== undefined).map((e) => [e.epoch, e.agreement!] as [number, number]) },
     ].filter((s) => s.points.length > 0),
@@ -95,7 +96,7 @@ export function renderReport(opts: {
 <div class="charts">${loss}${acc}${opts.reliability === undefined ? '' : reliabilityChart(opts.reliability.bins, opts.reliability.ece)}</div>
 <h2>Epochs</h2>
 <table><tr><th>epoch</th><th>lr</th><th>kd weight</th>${lossNames.map((n) => `<th>${esc(n)}</th>`).join('')}<th>train acc</th><th>test acc</th><th>agreement</th><th>ECE</th><th>samples/s</th></tr>
-${m.map((e) => `<tr><td>${e.epoch}</td><td>${e.lr.toExponential(2)}</td><td>${e.kdWeight.toFixed(2)}</td>${lossNames.map((n) => `<td>${(e.loss[n] ?? NaN).toFixed(4)}</td>`).join('')}<td>${(e.trainAccuracy * 100).toFixed(2)}%</td><td>${e.testAccuracy === undefined ? '' : `${(e.testAccuracy * 100).toFixed(2)}%`}</td><td>${e.agreement === undefined ? '' : `${(e.agreement * 100).toFixed(2)}%`}</td><td>${e.ece === undefined ? '' : `${(e.ece * 100).toFixed(2)}%`}</td><td>${e.samplesPerSecond.toFixed(0)}</td></tr>`).join('\n')}
+${m.map((e) => `<tr><td>${e.epoch}</td><td>${e.lr.toExponential(2)}</td><td>${e.kdWeight.toFixed(2)}</td>${lossNames.map((n) => `<td>${(e.loss[n] ?? NaN).toFixed(4)}</td>`).join('')}<td>${e.trainAccuracy === undefined ? '' : `${(e.trainAccuracy * 100).toFixed(2)}%`}</td><td>${e.testAccuracy === undefined ? '' : `${(e.testAccuracy * 100).toFixed(2)}%`}</td><td>${e.agreement === undefined ? '' : `${(e.agreement * 100).toFixed(2)}%`}</td><td>${e.ece === undefined ? '' : `${(e.ece * 100).toFixed(2)}%`}</td><td>${e.samplesPerSecond.toFixed(0)}</td></tr>`).join('\n')}
 </table>
 <h2>Recipe</h2><pre>${esc(JSON.stringify(opts.recipe, null, 2))}</pre>
 </body></html>

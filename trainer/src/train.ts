@@ -344,7 +344,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
       lr,
       kdWeight,
       loss: Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, v / Math.max(1, seen)])),
-      trainAccuracy: labelled === 0 ? 0 : correct / labelled,
+      ...(labelled === 0 ? {} : { trainAccuracy: correct / labelled }),
       ...(testEval === undefined ? {} : { testAccuracy: testEval.accuracy, ece: testEval.ece }),
       ...(agreeRows > 0 ? { agreement: agree / agreeRows } : {}),
       seconds,
