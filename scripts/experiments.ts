@@ -51,6 +51,7 @@ export const EXPERIMENTS: readonly Experiment[] = [
   { id: 'nkd', group: 'accuracy', label: 'NKD', recipe: 'fmnist-nkd.yaml', needs: [teacherCache] },
   { id: 'dist', group: 'accuracy', label: 'DIST', recipe: 'fmnist-dist.yaml', needs: [teacherCache] },
   { id: 'lskd', group: 'accuracy', label: 'LS-KD', recipe: 'fmnist-lskd.yaml', needs: [teacherCache] },
+  { id: 'kd-sharp', group: 'accuracy', label: 'KD, T = 0.25, kd only, from fmnist-teacher-ls0 (T chosen on a validation split)', recipe: 'fmnist-kd-sharp.yaml', needs: [ls0Cache] },
   { id: 'scratch-20', group: 'accuracy-ls0', label: 'scratch (labels only), 20 epochs', recipe: 'fmnist-scratch-20.yaml' },
   { id: 'kd-ls0', group: 'accuracy-ls0', label: 'KD, T = 0.5, kd only, from fmnist-teacher-ls0, 20 epochs', recipe: 'fmnist-kd-ls0.yaml', needs: [ls0Cache] },
   {
