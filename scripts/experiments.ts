@@ -189,7 +189,7 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
   const lines: string[] = [];
   const groups: [Experiment['group'], string][] = [
     ['accuracy', 'Better accuracy: the same MLP student (784-128-10), 10 epochs'],
-    ['accuracy-ls0', 'Better accuracy, the best setting found: 784-128-10, 20 epochs, a teacher without label smoothing, T = 0.5'],
+    ['accuracy-ls0', 'Better accuracy at 20 epochs: 784-128-10, a teacher without label smoothing, T = 0.5'],
     ['transfer', 'Transfer across label sets: MLP 784-512-10, 10 epochs, T = 1 (the last row is the same student trained on the labels)'],
     ['labels', 'Fewer labels: 600 labelled images (60 per class) + the other 59,400 unlabelled'],
     ['self', 'Self-distillation (compare with "scratch" above)'],
