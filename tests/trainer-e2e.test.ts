@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeSyntheticDataset } from '@distillate/shared';
 import { createServices, resolveConfig } from '@distillate/server';
-import { formatEpoch, parseRecipe, train, TrainingError } from '@distillate/trainer';
+import { formatEpoch, parseRecipe, predictLogits, train, TrainingError } from '@distillate/trainer';
 import { pino } from 'pino';
 import * as tf from '@tensorflow/tfjs';
 import { convTeacher, linearTeacher } from './helpers/teachers.js';
@@ -190,6 +190,30 @@ describe('trainer', () => {
     // The same student on the labelled split does report it.
     const labelled = await train(parseRecipe({ ...base(), epochs: 1, name: 'labelled', teachers: [{ cache: caches['dense'] }], student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd', params: { temperature: 1 } } }), { skipExport: true });
     expect(labelled.metrics[0]!.trainAccuracy).toBeGreaterThan(0);
+  });
+
+  it('calibration: a temperature fitted on held-out rows is folded into the saved model (logits ÷ τ, same predictions)', async () => {
+    const recipe = { ...base(), epochs: 2, teachers: [{ cache: caches['dense'] }], student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd', params: { temperature: 0.5 } }, weights: { ce: 0, kd: 1 } };
+    const plain = await train(parseRecipe({ ...recipe, name: 'uncalibrated' }), { skipExport: true });
+    const cal = await train(parseRecipe({ ...recipe, name: 'calibrated', calibration: { data: join(root, 'data', 'test.arrow') } }));
+    const c = cal.calibration!;
+    expect(c.rows).toBe(300);
+    expect(c.temperature).toBeGreaterThan(0);
+    expect(c.temperature).not.toBe(1);
+    expect(c.nllAfter).toBeLessThanOrEqual(c.nllBefore);
+    expect(JSON.parse(await readFile(join(cal.runDir, 'run.json'), 'utf8')).calibration.temperature).toBe(c.temperature);
+    // Same seed, same training: the calibrated model's logits are the other's divided by τ.
+    const x = Float32Array.from({ length: 20 * 64 }, (_, i) => Math.abs(Math.sin(i)));
+    const a = await predictLogits(join(plain.runDir, 'model'), x, 20);
+    const b = await predictLogits(join(cal.runDir, 'model'), x, 20);
+    let diff = 0;
+    for (let i = 0; i < a.logits.length; i++) diff = Math.max(diff, Math.abs(a.logits[i]! / c.temperature - b.logits[i]!));
+    expect(diff).toBeLessThan(1e-4);
+    expect(cal.test!.accuracy).toBe(plain.test!.accuracy);
+    expect(cal.onnx!.maxAbsDiff).toBeLessThan(1e-4); // the exported ONNX carries τ too
+    // Calibration data must name the student's classes.
+    await writeSyntheticDataset(join(root, 'data', 'five.arrow'), { rows: 50, inputShape: [8, 8, 1], classes: 5 });
+    await expect(train(parseRecipe({ ...recipe, name: 'bad-cal', calibration: { data: join(root, 'data', 'five.arrow') } }), { skipExport: true })).rejects.toThrow(/calibration data .* has classes/);
   });
 
   it('teachers named in the recipe resolve to their cache over this dataset (dense preferred); a missing one says how to build it', async () => {

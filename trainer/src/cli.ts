@@ -64,6 +64,10 @@ export function buildProgram(): Command {
       const recipe = await loadRecipe(f.recipe, overrides);
       const result = await train(recipe, { resume: f.resume === true, ...progressCallbacks() });
       console.log(`backend ${result.backend.name}; ${result.parameters} parameters; ${result.latencyMs.toFixed(3)} ms/sample`);
+      if (result.calibration !== undefined) {
+        const c = result.calibration;
+        console.log(`calibrated: τ ${c.temperature.toFixed(3)} on ${c.rows} rows of ${c.data} (ECE there ${(c.eceBefore * 100).toFixed(2)}% → ${(c.eceAfter * 100).toFixed(2)}%)`);
+      }
       if (result.test !== undefined) console.log(`test accuracy ${(result.test.accuracy * 100).toFixed(2)}%, ECE ${(result.test.ece * 100).toFixed(2)}%`);
       if (result.onnx !== undefined) console.log(`student.onnx matches TF.js (max |Δ| ${result.onnx.maxAbsDiff.toExponential(2)})`);
       console.log(`report: ${join(result.runDir, 'report.html')}`);

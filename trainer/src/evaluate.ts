@@ -66,3 +66,26 @@ export async function evaluate(model: tf.LayersModel, source: SourceSpec, layout
   const ece = rows === 0 ? 0 : reliability.reduce((e, b) => e + (b.count / rows) * Math.abs(b.accuracy - b.confidence), 0);
   return { rows, accuracy: rows === 0 ? 0 : correct / rows, ...(agreeRows > 0 ? { agreement: agree / agreeRows } : {}), ece, reliability };
 }
+
+/** The model's logits and the labels (−1: none) over a whole dataset, in file order. */
+export async function collectLogits(model: tf.LayersModel, source: SourceSpec, layout: BatchLayout, batchSize = 512): Promise<{ logits: Float32Array; labels: Int32Array; classes: number }> {
+  const src = source.rows > 0 ? source : { ...source, rows: await source.dataset.countRows() };
+  const parts: Float32Array[] = [];
+  const labels = new Int32Array(src.rows);
+  let row = 0;
+  for await (const b of epochBatches([src], layout, { batchSize, shuffleBuffer: 1, seed: 0, shuffle: false })) {
+    const t = tf.tidy(() => model.predict(tf.tensor2d(b.x, [b.rows, layout.inputSize])) as tf.Tensor2D);
+    parts.push((await t.data()) as Float32Array);
+    t.dispose();
+    labels.set(b.labels.subarray(0, b.rows), row);
+    row += b.rows;
+  }
+  const classes = model.outputs[0]!.shape[1] as number;
+  const logits = new Float32Array(row * classes);
+  let o = 0;
+  for (const p of parts) {
+    logits.set(p, o);
+    o += p.length;
+  }
+  return { logits, labels: labels.subarray(0, row), classes };
+}

@@ -7,6 +7,7 @@ export { exportOnnx, OnnxExportError } from './export-onnx.js';
 export { evaluate, type Evaluation, type ReliabilityBin } from './evaluate.js';
 export { epochBatches, prefetch, type TrainBatch, type SourceSpec, type BatchLayout } from './data.js';
 export { saveLayersModel, loadLayersModel, predictLogits } from './model-io.js';
+export { fitTemperature, scaledNll, type TemperatureFit } from './calibration.js';
 export { renderReport, type EpochMetrics } from './report.js';
 export { buildProgram, main } from './cli.js';
 export { progressCallbacks, formatEpoch } from './progress.js';

@@ -103,6 +103,13 @@ export const RecipeSchema = z
       .optional(),
     /** Self-distillation: at this epoch the student's snapshot becomes the teacher for the remaining epochs. */
     selfDistill: z.object({ fromEpoch: z.number().int().positive(), temperature: Temperature.default(4) }).strict().optional(),
+    /**
+     * Post-hoc temperature scaling: after training, one temperature τ is fitted on this labelled
+     * dataset (held out from training) to minimise the NLL, and folded into the student's last
+     * layer, so the saved and exported models give calibrated probabilities; predictions do not
+     * change. Its classes must be the student's.
+     */
+    calibration: z.object({ data: z.string().min(1) }).strict().optional(),
     out: z.string().default('runs'),
     backend: z.enum(['tensorflow', 'webgpu', 'wasm', 'cpu']).optional(),
   })

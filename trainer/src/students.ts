@@ -66,6 +66,23 @@ export async function buildStudent(spec: StudentSpec, inputShape: readonly numbe
   return tf.model({ inputs: input, outputs: out });
 }
 
+/**
+ * Multiply the model's logits by `factor` in place, by scaling its last layer's kernel and bias:
+ * the saved and exported model then carries the change. The last layer must be a Dense layer
+ * without an activation (every built-in student ends in one).
+ */
+export function scaleLogits(model: tf.LayersModel, factor: number): void {
+  if (!(Number.isFinite(factor) && factor > 0)) throw new RangeError(`logit scale must be a finite number > 0, got ${factor}`);
+  const last = model.layers.at(-1)!;
+  const config = last.getConfig() as { activation?: string };
+  if (last.getClassName() !== 'Dense' || (config.activation !== undefined && config.activation !== 'linear')) {
+    throw new Error(`cannot scale the logits of a model whose last layer is ${last.getClassName()}${config.activation === undefined ? '' : ` (${config.activation})`}: temperature scaling needs a final Dense layer without activation`);
+  }
+  const scaled = last.getWeights().map((w) => tf.mul(w, factor));
+  last.setWeights(scaled);
+  tf.dispose(scaled);
+}
+
 /** Mean latency (ms) of one single-sample prediction, after a warm-up. */
 export async function singleSampleLatencyMs(model: tf.LayersModel, D: number, runs = 50): Promise<number> {
   const x = tf.zeros([1, D]);

@@ -14,13 +14,14 @@ import { resolveCacheDir } from './cache-ref.js';
 import { balanceOffsets, equaliseSpread, meanSoftmax, mergedLogitSample } from './union-balance.js';
 import { OnlineTeacher } from './online-teacher.js';
 import { epochBatches, prefetch, type BatchLayout, type SlotSpec, type SourceSpec, type TrainBatch } from './data.js';
-import { evaluate, type Evaluation } from './evaluate.js';
+import { collectLogits, evaluate, type Evaluation } from './evaluate.js';
+import { fitTemperature } from './calibration.js';
 import { exportOnnx } from './export-onnx.js';
 import { crossEntropyLoss, distLoss, dkdLoss, kdLoss, lsKdLoss, multiTeacherLoss, nkdLoss, topKKdLoss } from './losses/index.js';
 import { loadLayersModel, saveLayersModel } from './model-io.js';
 import type { Distill, Recipe } from './recipe.js';
 import { renderReport, type EpochMetrics } from './report.js';
-import { buildStudent, singleSampleLatencyMs } from './students.js';
+import { buildStudent, scaleLogits, singleSampleLatencyMs } from './students.js';
 
 export class TrainingError extends Error {
   override readonly name = 'TrainingError';
@@ -44,6 +45,8 @@ export interface RunResult {
   readonly parameters: number;
   readonly latencyMs: number;
   readonly onnx?: { readonly path: string; readonly maxAbsDiff: number };
+  /** Post-hoc temperature scaling (recipe `calibration`): τ, and NLL/ECE on the calibration set before and after. */
+  readonly calibration?: { readonly data: string; readonly rows: number; readonly temperature: number; readonly nllBefore: number; readonly nllAfter: number; readonly eceBefore: number; readonly eceAfter: number };
 }
 
 /**
@@ -189,12 +192,16 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
   await rm(join(runDir, 'run.json'), { force: true }); // no stale success marker
   const dataset = await DatasetReader.open(recipe.data.train);
   const test = recipe.data.test === undefined ? undefined : await DatasetReader.open(recipe.data.test);
+  const calibrationData = recipe.calibration === undefined ? undefined : await DatasetReader.open(recipe.calibration.data);
   let distill: Distill = recipe.distill;
   if (distill.method === 'scratch' && recipe.selfDistill !== undefined) distill = { method: 'kd', params: { temperature: recipe.selfDistill.temperature } };
   const onlineModel = recipe.teachers.flatMap((t) => ('onnx' in t ? [t.onnx] : []))[0];
   const cacheDirs = await Promise.all(recipe.teachers.flatMap((t) => ('onnx' in t ? [] : [resolveCacheDir(t, recipe.caches, dataset)])));
   const caches = await Promise.all(cacheDirs.map((dir) => LogitCacheReader.open(dir)));
   let plan = await planTeachers(caches, dataset, distill, recipe.union);
+  if (calibrationData !== undefined && plan.mode !== 'union' && calibrationData.info.classes.join('\u0000') !== plan.classes.join('\u0000')) {
+    throw new TrainingError(`calibration data ${recipe.calibration!.data} has classes [${calibrationData.info.classes.join(', ')}], the student predicts [${plan.classes.join(', ')}]`);
+  }
   let balance: Record<string, unknown> | undefined;
   if (recipe.unionPrior !== undefined && recipe.union !== 'balanced') throw new TrainingError('unionPrior is only used with union: balanced');
   if (recipe.union === 'balanced' && plan.mode === 'union') {
@@ -363,6 +370,17 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     options.onEpochEnd?.(m);
   }
 
+  let calibration: RunResult['calibration'];
+  if (calibrationData !== undefined) {
+    const source = { dataset: calibrationData, caches: [], rows: 0, ...(plan.mode === 'union' ? { labelMap: labelMapFor(calibrationData.info.classes, plan.classes, plan.mode)! } : {}) };
+    const layout = { inputSize: D, slots: [] };
+    const before = await evaluate(model, source, layout);
+    const { logits, labels, classes } = await collectLogits(model, source, layout);
+    const fit = fitTemperature(logits, labels, classes);
+    scaleLogits(model, 1 / fit.temperature);
+    const after = await evaluate(model, source, layout);
+    calibration = { data: recipe.calibration!.data, rows: fit.rows, temperature: fit.temperature, nllBefore: fit.nllBefore, nllAfter: fit.nllAfter, eceBefore: before.ece, eceAfter: after.ece };
+  }
   await saveLayersModel(model, join(runDir, 'model'));
   const testSource = test === undefined ? undefined : { dataset: test, caches: [], rows: 0, ...(plan.mode === 'union' ? { labelMap: labelMapFor(test.info.classes, plan.classes, plan.mode)! } : {}) };
   const finalEval = testSource === undefined ? undefined : await evaluate(model, testSource, { inputSize: D, slots: [] });
@@ -378,13 +396,14 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     'latency, 1 sample (ms)': latencyMs.toFixed(3),
     ...(finalEval === undefined ? {} : { 'test accuracy': `${(finalEval.accuracy * 100).toFixed(2)}%`, 'test ECE': `${(finalEval.ece * 100).toFixed(2)}%` }),
     ...(onnx === undefined ? {} : { 'ONNX vs TF.js max |Δ|': onnx.maxAbsDiff.toExponential(2) }),
+    ...(calibration === undefined ? {} : { 'calibration τ (NLL, ECE on its set: before → after)': `${calibration.temperature.toFixed(3)} (${calibration.nllBefore.toFixed(4)} → ${calibration.nllAfter.toFixed(4)}, ${(calibration.eceBefore * 100).toFixed(2)}% → ${(calibration.eceAfter * 100).toFixed(2)}%)` }),
     ...(balance === undefined ? {} : { 'union: balanced offsets': plan.classes.map((c, k) => `${c} ${(balance!['offsets'] as number[])[k]!.toFixed(2)}`).join(', ') }),
   };
   await writeFile(
     join(runDir, 'report.html'),
     renderReport({ name: recipe.name, recipe, metrics, ...(finalEval === undefined ? {} : { reliability: { bins: finalEval.reliability, ece: finalEval.ece } }), summary }),
   );
-  const result: RunResult = { runDir, backend, metrics, ...(finalEval === undefined ? {} : { test: finalEval }), parameters, latencyMs, ...(onnx === undefined ? {} : { onnx }) };
+  const result: RunResult = { runDir, backend, metrics, ...(finalEval === undefined ? {} : { test: finalEval }), parameters, latencyMs, ...(onnx === undefined ? {} : { onnx }), ...(calibration === undefined ? {} : { calibration }) };
   await writeFileAtomic(join(runDir, 'run.json'), JSON.stringify({ ...result, classes: plan.classes, caches: cacheDirs, ...(balance === undefined ? {} : { unionBalance: balance }) }, null, 2));
   return result;
 }
