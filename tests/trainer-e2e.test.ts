@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeSyntheticDataset } from '@distillate/shared';
 import { createServices, resolveConfig } from '@distillate/server';
-import { formatEpoch, parseRecipe, predictLogits, train, TrainingError } from '@distillate/trainer';
+import { formatEpoch, parseRecipe, predictLogits, saveLayersModel, train, TrainingError } from '@distillate/trainer';
 import { pino } from 'pino';
 import * as tf from '@tensorflow/tfjs';
 import { convTeacher, linearTeacher } from './helpers/teachers.js';
@@ -214,6 +214,15 @@ describe('trainer', () => {
     // Calibration data must name the student's classes.
     await writeSyntheticDataset(join(root, 'data', 'five.arrow'), { rows: 50, inputShape: [8, 8, 1], classes: 5 });
     await expect(train(parseRecipe({ ...recipe, name: 'bad-cal', calibration: { data: join(root, 'data', 'five.arrow') } }), { skipExport: true })).rejects.toThrow(/calibration data .* has classes/);
+    // A student whose last layer is a softmax cannot be rescaled: refused before training, not after.
+    const softmaxStudent = tf.sequential({ layers: [tf.layers.dense({ units: 10, activation: 'softmax', inputShape: [64] })] });
+    await saveLayersModel(softmaxStudent, join(root, 'softmax-student'));
+    softmaxStudent.dispose();
+    const epochs: number[] = [];
+    await expect(
+      train(parseRecipe({ ...recipe, name: 'softmax-cal', student: { kind: 'layers', path: join(root, 'softmax-student') }, calibration: { data: join(root, 'data', 'test.arrow') } }), { skipExport: true, onEpochEnd: (m) => epochs.push(m.epoch) }),
+    ).rejects.toThrow(/calibration: the student's last layer is Dense \(softmax\)/);
+    expect(epochs).toEqual([]);
   });
 
   it('teachers named in the recipe resolve to their cache over this dataset (dense preferred); a missing one says how to build it', async () => {

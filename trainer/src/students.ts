@@ -73,14 +73,20 @@ export async function buildStudent(spec: StudentSpec, inputShape: readonly numbe
  */
 export function scaleLogits(model: tf.LayersModel, factor: number): void {
   if (!(Number.isFinite(factor) && factor > 0)) throw new RangeError(`logit scale must be a finite number > 0, got ${factor}`);
-  const last = model.layers.at(-1)!;
-  const config = last.getConfig() as { activation?: string };
-  if (last.getClassName() !== 'Dense' || (config.activation !== undefined && config.activation !== 'linear')) {
-    throw new Error(`cannot scale the logits of a model whose last layer is ${last.getClassName()}${config.activation === undefined ? '' : ` (${config.activation})`}: temperature scaling needs a final Dense layer without activation`);
-  }
+  const last = logitLayer(model);
   const scaled = last.getWeights().map((w) => tf.mul(w, factor));
   last.setWeights(scaled);
   tf.dispose(scaled);
+}
+
+/** The model's last layer if it is a Dense layer without activation (its kernel and bias set the logits' scale); throws otherwise. */
+export function logitLayer(model: tf.LayersModel): tf.layers.Layer {
+  const last = model.layers.at(-1)!;
+  const config = last.getConfig() as { activation?: string };
+  if (last.getClassName() !== 'Dense' || (config.activation !== undefined && config.activation !== 'linear')) {
+    throw new Error(`the student's last layer is ${last.getClassName()}${config.activation === undefined ? '' : ` (${config.activation})`}; temperature scaling needs a final Dense layer without activation`);
+  }
+  return last;
 }
 
 /** Mean latency (ms) of one single-sample prediction, after a warm-up. */

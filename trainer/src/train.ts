@@ -21,7 +21,7 @@ import { crossEntropyLoss, distLoss, dkdLoss, kdLoss, lsKdLoss, multiTeacherLoss
 import { loadLayersModel, saveLayersModel } from './model-io.js';
 import type { Distill, Recipe } from './recipe.js';
 import { renderReport, type EpochMetrics } from './report.js';
-import { buildStudent, scaleLogits, singleSampleLatencyMs } from './students.js';
+import { buildStudent, logitLayer, scaleLogits, singleSampleLatencyMs } from './students.js';
 
 export class TrainingError extends Error {
   override readonly name = 'TrainingError';
@@ -275,6 +275,13 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
   }
   const outClasses = model.outputs[0]!.shape.at(-1);
   if (outClasses !== C) throw new TrainingError(`the student has ${outClasses} outputs but the teachers/dataset have ${C} classes`);
+  if (calibrationData !== undefined) {
+    try {
+      logitLayer(model); // before training, not after: calibration must be able to rescale the logits
+    } catch (err) {
+      throw new TrainingError(`calibration: ${(err as Error).message}`);
+    }
+  }
   await writeFile(join(runDir, 'recipe.json'), JSON.stringify(recipe, null, 2));
 
   const optimizer = makeOptimizer(recipe, recipe.optimizer.lr);
