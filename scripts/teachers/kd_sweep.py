@@ -110,6 +110,19 @@ def oof(k):
     return torch.tensor(z)
 
 
+def mlp_bank(M, hidden, epochs, lr):
+    """M students 784-hidden-10 trained at once (batched matmuls, PyTorch's Linear initialisation, seeded by
+    hidden and epochs), with Adam and a cosine schedule over every step: (forward [M, B, 784] -> [M, B, 10], opt, sched)."""
+    g = torch.Generator().manual_seed(hidden * 1000 + epochs)
+    def init(fi, fo):
+        b = 1 / math.sqrt(fi)
+        return ((torch.rand(M, fi, fo, generator=g) * 2 - 1) * b).to(dev).requires_grad_(), ((torch.rand(M, 1, fo, generator=g) * 2 - 1) * b).to(dev).requires_grad_()
+    W1, b1 = init(784, hidden); W2, b2 = init(hidden, 10)
+    opt = torch.optim.Adam([W1, b1, W2, b2], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * math.ceil(N / 128))
+    return (lambda X: torch.baddbmm(b2, F.relu(torch.baddbmm(b1, X, W1)), W2)), opt, sched
+
+
 def views_sweep():
     full = Teacher(10).to(dev); full.load_state_dict(torch.load(f'{W}/full.pt')); full.eval()
     sources = {'full': torch.tensor(np.fromfile(f'{W}/full.train.f32', np.float32).reshape(N, 10))}
@@ -137,13 +150,7 @@ def views_sweep():
         cfg += [dict(kind=2, src='online', T=T, ce=c, kd=1 - c, seed=sd) for T in (1, 2, 4) for c in (0, 0.5) for sd in range(2)]
         cfg += [dict(kind=3, src='online', T=T, ce=0, kd=1, seed=sd) for T in (1, 2, 4) for sd in range(2)]
         M = len(cfg)
-        g = torch.Generator().manual_seed(hidden * 1000 + epochs)
-        def init(fi, fo):
-            b = 1 / math.sqrt(fi)
-            return ((torch.rand(M, fi, fo, generator=g) * 2 - 1) * b).to(dev).requires_grad_(), ((torch.rand(M, 1, fo, generator=g) * 2 - 1) * b).to(dev).requires_grad_()
-        W1, b1 = init(784, hidden); W2, b2 = init(hidden, 10)
-        opt = torch.optim.Adam([W1, b1, W2, b2], lr=1e-3)
-        steps = epochs * math.ceil(N / 128); sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        fwd, opt, sched = mlp_bank(M, hidden, epochs, 1e-3)
         kind = torch.tensor([c['kind'] for c in cfg], device=dev)
         kvv = torch.tensor([min(c.get('kv', 1), KV) for c in cfg], device=dev)
         # target index into [S sources..., views, online]
@@ -157,7 +164,6 @@ def views_sweep():
         Tv = torch.tensor([c['T'] for c in cfg], dtype=torch.float32, device=dev)[:, None, None]
         ce_w = torch.tensor([c['ce'] for c in cfg], dtype=torch.float32, device=dev)
         kd_w = torch.tensor([c['kd'] if c['src'] is not None else 0 for c in cfg], dtype=torch.float32, device=dev)
-        fwd = lambda X: torch.baddbmm(b2, F.relu(torch.baddbmm(b1, X, W1)), W2)
         t0 = time.time()
         for ep in range(epochs):
             perm = torch.randperm(N, generator=gen).to(dev)
@@ -216,19 +222,12 @@ def temperature_sweep(e40_logits):
         cfg = [dict(src=None, ls=ls, T=1, ce=1, seed=s) for ls in (0, 0.1) for s in range(2)]
         cfg += [dict(src=s, ls=0, T=T, ce=c, seed=sd) for s in names for T in (0.5, 1, 1.5, 2) for c in (0, 0.3) for sd in range(2)]
         M = len(cfg)
-        g = torch.Generator().manual_seed(hidden * 1000 + epochs)
-        def init(fi, fo):
-            b = 1 / math.sqrt(fi)
-            return ((torch.rand(M, fi, fo, generator=g) * 2 - 1) * b).to(dev).requires_grad_(), ((torch.rand(M, 1, fo, generator=g) * 2 - 1) * b).to(dev).requires_grad_()
-        W1, b1 = init(784, hidden); W2, b2 = init(hidden, 10)
-        opt = torch.optim.Adam([W1, b1, W2, b2], lr=lr)
-        steps = epochs * math.ceil(N / 128); sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        fwd, opt, sched = mlp_bank(M, hidden, epochs, lr)
         tix = torch.tensor([names.index(c['src']) if c['src'] else 0 for c in cfg], device=dev)
         Tv = torch.tensor([c['T'] for c in cfg], dtype=torch.float32, device=dev)[:, None, None]
         ce_w = torch.tensor([c['ce'] for c in cfg], dtype=torch.float32, device=dev)
         kd_w = torch.tensor([0 if c['src'] is None else 1 - c['ce'] for c in cfg], dtype=torch.float32, device=dev)
         ls_w = torch.tensor([c['ls'] for c in cfg], dtype=torch.float32, device=dev)
-        fwd = lambda X: torch.baddbmm(b2, F.relu(torch.baddbmm(b1, X, W1)), W2)
         t0 = time.time()
         for ep in range(epochs):
             perm = torch.randperm(N, generator=gen).to(dev)

@@ -1,16 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { mulberry32 } from '@distillate/shared';
 import { fitTemperature, scaledNll } from './calibration.js';
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Logits z and labels drawn from softmax(z / trueT): a model whose logits are too sharp by trueT. */
 function overconfident(rows: number, classes: number, trueT: number, seed = 1): { logits: Float32Array; labels: Int32Array } {
