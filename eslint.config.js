@@ -13,14 +13,40 @@ export default tseslint.config(
         'error',
         {
           paths: [
-            { name: 'onnxruntime-node', message: 'Only the ORT session wrapper (server/src/internal/ort-session.ts) imports onnxruntime-node.' },
+            { name: 'onnxruntime-node', message: 'Only the ORT session wrapper (shared/src/onnx/ort-session.ts) imports onnxruntime-node.' },
+            { name: 'apache-arrow', message: 'Only shared imports apache-arrow; use its readers and writers.' },
           ],
+          patterns: [{ group: ['@tensorflow/tfjs-backend-*', '@tensorflow/tfjs-node*', 'webgpu'], message: 'Only trainer/src/backend.ts chooses and imports TF.js backends.' }],
         },
       ],
     },
   },
   {
-    files: ['server/src/internal/ort-session.ts', '**/*.test.ts', 'scripts/**', 'tests/**'],
+    // The trainer never imports the server.
+    files: ['trainer/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            { name: 'onnxruntime-node', message: 'Only the ORT session wrapper (shared/src/onnx/ort-session.ts) imports onnxruntime-node.' },
+            { name: 'apache-arrow', message: 'Only shared imports apache-arrow; use its readers and writers.' },
+            { name: '@distillate/server', message: 'The trainer never imports the server; shared code lives in @distillate/shared (ONNX: @distillate/shared/onnx).' },
+          ],
+          patterns: [{ group: ['@tensorflow/tfjs-backend-*', '@tensorflow/tfjs-node*', 'webgpu'], message: 'Only trainer/src/backend.ts chooses and imports TF.js backends.' }],
+        },
+      ],
+    },
+  },
+  {
+    // shared owns apache-arrow; onnxruntime-node is still one file there.
+    files: ['shared/**'],
+    rules: {
+      'no-restricted-imports': ['error', { paths: [{ name: 'onnxruntime-node', message: 'Only the ORT session wrapper (shared/src/onnx/ort-session.ts) imports onnxruntime-node.' }] }],
+    },
+  },
+  {
+    files: ['shared/src/onnx/ort-session.ts', 'trainer/src/backend.ts', '**/*.test.ts', 'scripts/**', 'tests/**'],
     rules: { 'no-restricted-imports': 'off' },
   },
   {

@@ -26,7 +26,8 @@ import {
   verifyCache,
   writeSyntheticDataset,
 } from '@distillate/shared';
-import { OrtSession, resolveConfig, startServer, type RunningServer } from '@distillate/server';
+import { OrtSession } from '@distillate/shared/onnx';
+import { resolveConfig, startServer, type RunningServer } from '@distillate/server';
 import { loadRecipe, predictLogits, progressCallbacks, train, type RunResult } from '@distillate/trainer';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));

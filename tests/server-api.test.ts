@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { Field, FixedSizeList, Float32, RecordBatch, Schema, Struct, Table, makeData, tableFromIPC, tableToIPC } from 'apache-arrow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DatasetReader, LogitCacheReader, writeSyntheticDataset, verifyCache } from '@distillate/shared';
-import { OrtSession, resolveConfig, startServer, type RunningServer } from '@distillate/server';
+import { OrtSession } from '@distillate/shared/onnx';
+import { resolveConfig, startServer, type RunningServer } from '@distillate/server';
 import { convTeacher, linearTeacher, writeTeachers } from './helpers/teachers.js';
 
 let root: string;

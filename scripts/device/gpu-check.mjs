@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
-import { TeacherRegistry } from '@distillate/server';
+import { TeacherRegistry } from '@distillate/shared/onnx';
 import { writeSyntheticDataset } from '@distillate/shared';
 
 const rows = 256;

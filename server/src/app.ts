@@ -5,17 +5,16 @@
  */
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { join } from 'node:path';
-import { FixedSizeList, Field, Float32, Table, makeData, tableFromIPC, tableToIPC, RecordBatch, Schema, Struct } from 'apache-arrow';
 import express, { type ErrorRequestHandler, type NextFunction, type Request, type Response } from 'express';
-import { CacheManifestSchema, listCaches, findCache } from '@distillate/shared';
+import { ArrowBodyError, CacheManifestSchema, decodeInputStream, encodeLogitsStream, listCaches, findCache } from '@distillate/shared';
 import type { Logger } from 'pino';
 import { pinoHttp } from 'pino-http';
 import { z } from 'zod';
-import { AppError, badRequest, notFound } from './errors.js';
+import { AppError, badRequest, notFound, toAppError } from './errors.js';
 import { zodToAppError, type JobManager, type JobRecord } from './jobs.js';
 import type { Metrics } from './metrics.js';
 import type { OnlineInference } from './online.js';
-import type { TeacherRegistry } from './teachers.js';
+import type { TeacherRegistry } from '@distillate/shared/onnx';
 
 export const ARROW_STREAM = 'application/vnd.apache.arrow.stream';
 
@@ -64,39 +63,14 @@ function publicJob(job: JobRecord) {
   };
 }
 
-/** Decode an Arrow IPC stream with one FixedSizeList<Float32> column `input`. */
+/** Decode an Arrow IPC request body; a malformed one is the client's error. */
 function arrowInputs(body: Buffer): { inputs: Float32Array; rows: number; size: number } {
-  let table: Table;
   try {
-    table = tableFromIPC(body);
+    return decodeInputStream(body);
   } catch (err) {
-    throw badRequest('bad_arrow', `body is not an Arrow IPC stream: ${(err as Error).message}`);
+    if (err instanceof ArrowBodyError) throw badRequest('bad_arrow', err.message);
+    throw err;
   }
-  const col = table.getChild('input');
-  const type = col?.type as FixedSizeList | undefined;
-  const child = type?.children?.[0]?.type;
-  if (col === null || col === undefined || !(type instanceof FixedSizeList) || child === undefined || !Float32.isFloat(child) || (child as Float32).precision !== 1) {
-    throw badRequest('bad_arrow', 'the Arrow stream needs a column "input" of FixedSizeList<Float32>');
-  }
-  const size = type.listSize;
-  const inputs = new Float32Array(table.numRows * size);
-  let off = 0;
-  for (const data of col.data) {
-    const values = data.children[0]!.values as Float32Array;
-    const start = (data.offset + data.children[0]!.offset) * size;
-    inputs.set(values.subarray(start, start + data.length * size), off);
-    off += data.length * size;
-  }
-  return { inputs, rows: table.numRows, size };
-}
-
-function arrowLogits(logits: Float32Array, rows: number, classes: number, temperature: number, provider: string): Uint8Array {
-  const listType = new FixedSizeList(classes, new Field('item', new Float32(), false));
-  const schema = new Schema([new Field('logits', listType, false)], new Map([['distillate.temperature', String(temperature)], ['distillate.execution_provider', provider]]));
-  const child = makeData({ type: new Float32(), length: rows * classes, data: logits });
-  const list = makeData({ type: listType, length: rows, child });
-  const batch = new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rows, children: [list] }));
-  return tableToIPC(new Table([batch]), 'stream');
 }
 
 export function createApp(deps: AppDeps): express.Express {
@@ -160,7 +134,8 @@ export function createApp(deps: AppDeps): express.Express {
         const info = await deps.teachers.get(name).info();
         teachers.push({ name, sha256: info.sha256, inputs: info.inputs, outputs: info.outputs, classes: info.classes, executionProvider: info.executionProvider, layout: info.layout });
       } catch (err) {
-        const e = err instanceof AppError ? { code: err.code, message: err.message } : { code: 'load_failed', message: (err as Error).message };
+        const app = toAppError(err);
+        const e = app !== undefined ? { code: app.code, message: app.message } : { code: 'load_failed', message: (err as Error).message };
         teachers.push({ name, error: e });
       }
     }
@@ -188,7 +163,7 @@ export function createApp(deps: AppDeps): express.Express {
       const sample = info.sampleShape.reduce((a, b) => a * b, 1);
       if (size !== sample) throw badRequest('bad_shape', `input lists hold ${size} values; teacher ${name} takes ${sample} ([${info.sampleShape.join(', ')}])`);
       const r = await deps.online.logits(name, inputs, [rows, ...info.sampleShape], query.temperature ?? 1);
-      res.type(ARROW_STREAM).send(Buffer.from(arrowLogits(r.logits, r.rows, r.classes, r.temperature, r.executionProvider)));
+      res.type(ARROW_STREAM).send(Buffer.from(encodeLogitsStream(r.logits, r.rows, r.classes, r.temperature, r.executionProvider)));
       return;
     }
     if (!req.is('application/json')) throw new AppError(415, 'unsupported_media_type', `send application/json or ${ARROW_STREAM}`);
@@ -268,7 +243,8 @@ export function createApp(deps: AppDeps): express.Express {
     let e: AppError;
     const httpErr = err as { type?: unknown; status?: unknown; message?: unknown } | null;
     const message = typeof httpErr?.message === 'string' ? httpErr.message : String(err);
-    if (err instanceof AppError) e = err;
+    const known = toAppError(err);
+    if (known !== undefined) e = known;
     else if (err instanceof z.ZodError) e = zodToAppError(err);
     else if (httpErr?.type === 'entity.too.large') e = new AppError(413, 'body_too_large', `request body exceeds ${deps.maxBodyBytes} bytes`);
     else if (httpErr?.type === 'entity.parse.failed') e = new AppError(400, 'bad_json', `request body is not valid JSON: ${message}`);

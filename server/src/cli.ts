@@ -8,7 +8,7 @@ import { pino } from 'pino';
 import { resolveConfig, type ServerConfigInput } from './config.js';
 import { createServices, startServer } from './server.js';
 import type { JobRecord, JobRequestInput } from './jobs.js';
-import { AppError } from './errors.js';
+import { toAppError } from './errors.js';
 
 const int = (v: string) => {
   const n = Number(v);
@@ -158,5 +158,8 @@ export function buildProgram(): Command {
 
 /** Parse argv and run; errors become one line on stderr and exit code 1. */
 export function main(argv = process.argv): Promise<void> {
-  return runCli(buildProgram(), argv, (e) => (e instanceof AppError ? `${e.code}: ${e.message}` : e.message));
+  return runCli(buildProgram(), argv, (e) => {
+    const known = toAppError(e);
+    return known !== undefined ? `${known.code}: ${known.message}` : e.message;
+  });
 }

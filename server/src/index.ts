@@ -2,9 +2,6 @@ export { startServer, createServices, type RunningServer, type Services } from '
 export { resolveConfig, ServerConfigSchema, type ServerConfig, type ServerConfigInput } from './config.js';
 export { createApp, ARROW_STREAM, type AppDeps } from './app.js';
 export { JobManager, JobRequestSchema, type JobRecord, type JobRequest, type JobRequestInput, type JobState } from './jobs.js';
-export { TeacherRegistry, Teacher, TeacherSidecarSchema, type TeacherInfo, type TeacherSidecar } from './teachers.js';
 export { DynamicBatcher, type BatcherOptions } from './batcher.js';
-export { datasetPreprocessor, type Preprocessor } from './preprocess.js';
 export { AppError } from './errors.js';
 export { buildProgram, main } from './cli.js';
-export { OrtSession, type ExecutionProvider, type TensorInfo } from './internal/ort-session.js';

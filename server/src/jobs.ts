@@ -23,10 +23,10 @@ import {
 } from '@distillate/shared';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { AppError } from './errors.js';
+import { AppError, toAppError } from './errors.js';
 import { confinedPath } from './paths.js';
-import { datasetPreprocessor } from './preprocess.js';
-import type { TeacherRegistry } from './teachers.js';
+import { datasetPreprocessor } from '@distillate/shared/onnx';
+import type { TeacherRegistry } from '@distillate/shared/onnx';
 
 export const JobRequestSchema = z
   .object({
@@ -237,7 +237,8 @@ export class JobManager {
         this.#o.logger.info({ job: job.id, reason, done: job.progress.done }, 'job interrupted');
         await this.#setState(job, reason === 'shutdown' ? 'queued' : 'canceled');
       } else {
-        const e = err instanceof AppError ? { code: err.code, message: err.message } : { code: 'job_failed', message: (err as Error).message };
+        const known = toAppError(err);
+        const e = known !== undefined ? { code: known.code, message: known.message } : { code: 'job_failed', message: (err as Error).message };
         this.#o.logger.error({ job: job.id, err }, 'job failed');
         job.error = e;
         await this.#setState(job, 'failed');

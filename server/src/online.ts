@@ -2,8 +2,8 @@
 import { badRequest } from './errors.js';
 import { DynamicBatcher } from './batcher.js';
 import type { Metrics } from './metrics.js';
-import { normalizer } from './preprocess.js';
-import type { TeacherRegistry } from './teachers.js';
+import { normalizer } from '@distillate/shared/onnx';
+import type { TeacherRegistry } from '@distillate/shared/onnx';
 
 export interface OnlineOptions {
   readonly maxBatch: number;

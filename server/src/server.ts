@@ -8,7 +8,7 @@ import type { ServerConfig } from './config.js';
 import { JobManager } from './jobs.js';
 import { createMetrics } from './metrics.js';
 import { OnlineInference } from './online.js';
-import { TeacherRegistry } from './teachers.js';
+import { TeacherRegistry } from '@distillate/shared/onnx';
 
 export interface RunningServer {
   readonly url: string;

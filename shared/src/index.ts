@@ -72,3 +72,4 @@ export { onnxParameterCount } from './onnx/inspect.js';
 export { writeSyntheticDataset, mulberry32, type SyntheticDatasetOptions } from './synthetic.js';
 export { runCli, type CliProgram } from './cli.js';
 export { headDataset, pickRows, splitLabelled, type WrittenDataset } from './subset.js';
+export { decodeInputStream, encodeLogitsStream, ArrowBodyError } from './http-bodies.js';

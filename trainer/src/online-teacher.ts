@@ -6,7 +6,7 @@
  */
 import { basename, dirname } from 'node:path';
 import type { DatasetInfo } from '@distillate/shared';
-import { TeacherRegistry, datasetPreprocessor, type Preprocessor, type Teacher } from '@distillate/server';
+import { TeacherRegistry, datasetPreprocessor, type Preprocessor, type Teacher } from '@distillate/shared/onnx';
 import type { TrainBatch } from './data.js';
 
 export class OnlineTeacher {

@@ -8,7 +8,7 @@ import { mkdir, readFile, readdir, rm, writeFile, appendFile } from 'node:fs/pro
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { DatasetReader, LogitCacheReader, LogitCacheWriter, writeFileAtomic, type DatasetBatch } from '@distillate/shared';
-import { OrtSession } from '@distillate/server';
+import { OrtSession } from '@distillate/shared/onnx';
 import { selectBackend, type BackendChoice } from './backend.js';
 import { resolveCacheDir } from './cache-ref.js';
 import { balanceOffsets, equaliseSpread, meanSoftmax, mergedLogitSample } from './union-balance.js';

@@ -3,8 +3,8 @@
  * and the model NCHW (or the reverse), then the teacher's own normalisation. The description
  * is part of the cache key, so changing any step gives a new cache.
  */
-import type { DatasetInfo } from '@distillate/shared';
-import { badRequest } from './errors.js';
+import type { DatasetInfo } from '../dataset.js';
+import { TeacherError } from './errors.js';
 import type { TeacherInfo, TeacherSidecar } from './teachers.js';
 
 export interface Preprocessor {
@@ -45,7 +45,7 @@ export function normalizer(info: TeacherInfo, sidecar: TeacherSidecar): ((data: 
   }
   const C = channelCount(info);
   if (n.mean.length !== C || n.std.length !== C) {
-    throw badRequest('bad_sidecar', `teacher ${info.name}: normalization has ${n.mean.length} means and ${n.std.length} stds for ${C} channels`);
+    throw new TeacherError('bad_request', 'bad_sidecar', `teacher ${info.name}: normalization has ${n.mean.length} means and ${n.std.length} stds for ${C} channels`);
   }
   const spatial = size / C;
   return (data, rows) => {
@@ -63,7 +63,7 @@ export function datasetPreprocessor(dataset: DatasetInfo, info: TeacherInfo, sid
   const D = dataset.inputShape.reduce((a, b) => a * b, 1);
   const size = info.sampleShape.reduce((a, b) => a * b, 1);
   if (D !== size) {
-    throw badRequest(
+    throw new TeacherError('bad_request', 
       'dataset_mismatch',
       `dataset samples have shape [${dataset.inputShape.join(', ')}] (${D} values) but teacher ${info.name} takes [${info.sampleShape.join(', ')}] (${size})`,
     );

@@ -4,10 +4,10 @@
  */
 import { readFile, readdir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { sha256File } from '@distillate/shared';
+import { sha256File } from '../internal/arrow-io.js';
 import { z } from 'zod';
-import { AppError, badRequest, notFound } from './errors.js';
-import { ModelLoadError, OrtSession, ProviderUnavailableError, type ExecutionProvider, type TensorInfo } from './internal/ort-session.js';
+import { TeacherError } from './errors.js';
+import { ModelLoadError, OrtSession, ProviderUnavailableError, type ExecutionProvider, type TensorInfo } from './ort-session.js';
 
 export const TeacherSidecarSchema = z
   .object({
@@ -83,25 +83,25 @@ export class Teacher {
         onProviderFailure: (p, r) => this.#options.onProviderFailure?.(this.name, p, r),
       });
     } catch (err) {
-      if (err instanceof ModelLoadError) throw new AppError(422, 'bad_model', `teacher ${this.name}: ${err.message}`);
-      if (err instanceof ProviderUnavailableError) throw new AppError(503, 'provider_unavailable', `teacher ${this.name}: ${err.message}`);
+      if (err instanceof ModelLoadError) throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: ${err.message}`);
+      if (err instanceof ProviderUnavailableError) throw new TeacherError('provider_unavailable', 'provider_unavailable', `teacher ${this.name}: ${err.message}`);
       throw err;
     }
     try {
       const input = this.sidecar.input === undefined ? session.inputs[0] : session.inputs.find((i) => i.name === this.sidecar.input);
       const output = this.sidecar.logitsOutput === undefined ? session.outputs[0] : session.outputs.find((o) => o.name === this.sidecar.logitsOutput);
-      if (input === undefined) throw new AppError(422, 'bad_model', `teacher ${this.name}: no input ${this.sidecar.input ?? ''}`);
-      if (output === undefined) throw new AppError(422, 'bad_model', `teacher ${this.name}: no output ${this.sidecar.logitsOutput ?? ''}`);
-      if (input.type !== 'float32') throw new AppError(422, 'bad_model', `teacher ${this.name}: input ${input.name} is ${input.type}; only float32 inputs are supported`);
+      if (input === undefined) throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: no input ${this.sidecar.input ?? ''}`);
+      if (output === undefined) throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: no output ${this.sidecar.logitsOutput ?? ''}`);
+      if (input.type !== 'float32') throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: input ${input.name} is ${input.type}; only float32 inputs are supported`);
       const sampleShape = input.shape.slice(1);
       if (sampleShape.some((d) => typeof d !== 'number')) {
-        throw new AppError(422, 'bad_model', `teacher ${this.name}: input ${input.name} has shape [${input.shape.join(', ')}]; only the batch dimension may be dynamic`);
+        throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: input ${input.name} has shape [${input.shape.join(', ')}]; only the batch dimension may be dynamic`);
       }
       const lastOut = output.shape.at(-1);
       const classes = this.sidecar.classes ?? (typeof lastOut === 'number' ? Array.from({ length: lastOut }, (_, i) => `class-${i}`) : undefined);
-      if (classes === undefined) throw new AppError(422, 'bad_model', `teacher ${this.name}: output ${output.name} has a dynamic class dimension; give "classes" in ${this.name}.json`);
+      if (classes === undefined) throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: output ${output.name} has a dynamic class dimension; give "classes" in ${this.name}.json`);
       if (typeof lastOut === 'number' && lastOut !== classes.length) {
-        throw new AppError(422, 'bad_model', `teacher ${this.name}: ${this.name}.json lists ${classes.length} classes but output ${output.name} has ${lastOut}`);
+        throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: ${this.name}.json lists ${classes.length} classes but output ${output.name} has ${lastOut}`);
       }
       const dims = sampleShape as number[];
       const layout = this.sidecar.layout ?? (dims.length === 3 ? (dims[0] === 1 || dims[0] === 3 ? 'NCHW' : 'NHWC') : 'flat');
@@ -129,7 +129,7 @@ export class Teacher {
     const outputName = this.sidecar.logitsOutput ?? info.outputs[0]!.name;
     const out = await session.run(inputName, input, [rows, ...info.sampleShape], outputName);
     if (out.data.length !== rows * info.classes.length) {
-      throw new AppError(500, 'bad_output', `teacher ${this.name}: output ${outputName} has shape [${out.dims.join(', ')}], expected [${rows}, ${info.classes.length}]`);
+      throw new TeacherError('bad_output', 'bad_output', `teacher ${this.name}: output ${outputName} has shape [${out.dims.join(', ')}], expected [${rows}, ${info.classes.length}]`);
     }
     return out.data;
   }
@@ -181,7 +181,7 @@ export class TeacherRegistry {
 
   get(name: string): Teacher {
     const t = this.#teachers.get(name);
-    if (t === undefined) throw notFound('unknown_teacher', `no teacher named "${name}" (have: ${this.names().join(', ') || 'none'})`);
+    if (t === undefined) throw new TeacherError('not_found', 'unknown_teacher', `no teacher named "${name}" (have: ${this.names().join(', ') || 'none'})`);
     return t;
   }
 
@@ -194,6 +194,6 @@ function safeJson(raw: string): unknown {
   try {
     return JSON.parse(raw);
   } catch (err) {
-    throw badRequest('bad_sidecar', `invalid JSON: ${(err as Error).message}`);
+    throw new TeacherError('bad_request', 'bad_sidecar', `invalid JSON: ${(err as Error).message}`);
   }
 }

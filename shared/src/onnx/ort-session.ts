@@ -4,7 +4,13 @@
  * ORT does not fall back between providers inside one `executionProviders` list, and
  * `listSupportedBackends()` lists cuda even when its library is missing, so each provider is
  * tried in its own `InferenceSession.create`, in order of preference.
+ *
+ * A software Vulkan adapter (Mesa's llvmpipe/lavapipe, SwiftShader) is not a GPU: with one
+ * installed, the WebGPU EP loads fine and runs 20× slower than the CPU EP. The automatic choice
+ * therefore skips WebGPU on a Linux machine without a GPU device node, and says why; forcing
+ * `webgpu` still uses whatever adapter Dawn finds.
  */
+import { readdirSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 
 export type ExecutionProvider = 'cuda' | 'webgpu' | 'cpu';
@@ -43,6 +49,25 @@ function tensorInfo(meta: ort.InferenceSession.ValueMetadata): TensorInfo {
 // expected (no CUDA library, no GPU adapter) and reported through onProviderFailure instead.
 ort.env.logLevel = 'fatal';
 
+/**
+ * Why WebGPU would run on a software adapter here, or undefined when a GPU may be present. On
+ * Linux every hardware Vulkan driver needs a device node (/dev/dri/renderD* for Mesa's AMD and
+ * Intel drivers, /dev/nvidia* for NVIDIA's); without one, the only adapter Dawn can find is a
+ * CPU rasteriser. Elsewhere (macOS, Windows) we cannot tell cheaply and let Dawn decide.
+ */
+export function softwareOnlyWebGpu(): string | undefined {
+  if (process.platform !== 'linux') return undefined;
+  const list = (dir: string): string[] => {
+    try {
+      return readdirSync(dir);
+    } catch {
+      return [];
+    }
+  };
+  if (list('/dev/dri').some((f) => f.startsWith('renderD')) || list('/dev').some((f) => /^nvidia\d+$/.test(f))) return undefined;
+  return 'skipped: no GPU device node (/dev/dri/renderD*, /dev/nvidia*), so a Vulkan adapter here is a software one (llvmpipe/lavapipe); force it with DISTILLATE_EP=webgpu';
+}
+
 /** Providers that failed on a model that a later provider loaded: unavailable in this process. */
 const unavailable = new Set<ExecutionProvider>();
 
@@ -63,6 +88,13 @@ export class OrtSession {
     const order = options.provider === undefined ? PROVIDER_PREFERENCE.filter((p) => !unavailable.has(p)) : [options.provider];
     const failures: string[] = [];
     for (const provider of order) {
+      if (options.provider === undefined && provider === 'webgpu') {
+        const why = softwareOnlyWebGpu();
+        if (why !== undefined) {
+          options.onProviderFailure?.(provider, why);
+          continue;
+        }
+      }
       const sessionOptions: ort.InferenceSession.SessionOptions = {
         executionProviders: [provider],
         graphOptimizationLevel: 'all',
@@ -82,6 +114,34 @@ export class OrtSession {
       }
     }
     throw new ProviderUnavailableError(`execution provider ${order.join(', ')} unavailable (${failures.join('; ')})`);
+  }
+
+  /**
+   * Run with several float32 inputs; returns the named outputs. `into` holds preallocated
+   * output buffers (name → data), filled in place instead of allocating new ones, which keeps
+   * a training loop's weights from being re-allocated every step.
+   */
+  async runMany(
+    feeds: Readonly<Record<string, { readonly data: Float32Array; readonly dims: readonly number[] }>>,
+    outputNames: readonly string[],
+    into?: Readonly<Record<string, { readonly data: Float32Array; readonly dims: readonly number[] }>>,
+  ): Promise<Record<string, Float32Array>> {
+    const inputs: Record<string, ort.Tensor> = {};
+    for (const [name, t] of Object.entries(feeds)) inputs[name] = new ort.Tensor('float32', t.data, t.dims);
+    const fetches: Record<string, ort.Tensor | null> = {};
+    for (const name of outputNames) {
+      const o = into?.[name];
+      fetches[name] = o === undefined ? null : new ort.Tensor('float32', o.data, o.dims);
+    }
+    const result = await this.#session.run(inputs, fetches);
+    const out: Record<string, Float32Array> = {};
+    for (const name of outputNames) {
+      const t = result[name];
+      if (t === undefined) throw new Error(`model produced no output "${name}"`);
+      if (t.type !== 'float32') throw new Error(`output "${name}" is ${t.type}, expected float32`);
+      out[name] = t.data as Float32Array;
+    }
+    return out;
   }
 
   /** Run with one float32 input; returns the named output's data and dims. */
