@@ -1,0 +1,226 @@
+/**
+ * Every gradient rule against central finite differences of an independent float64 forward
+ * (plain loops below, not ONNX). The loss is L = Σ y·R for a fixed random R, so dL/dy = R and
+ * dL/dx is what the rule's backward graph returns, run in onnxruntime (float32).
+ */
+import { describe, expect, it } from 'vitest';
+import { mulberry32 } from '@distillate/shared';
+import { Graph, OrtSession, type AttributeValue } from '@distillate/shared/onnx';
+import { differentiate } from './backward.js';
+import { inferShapes, type Shape } from './shapes.js';
+
+type Arr = Float64Array;
+interface T64 {
+  data: Arr;
+  dims: number[];
+}
+
+const size = (d: readonly number[]): number => d.reduce((a, b) => a * b, 1);
+const strides = (d: readonly number[]): number[] => d.map((_, i) => size(d.slice(i + 1)));
+
+function broadcastOp(a: T64, b: T64, f: (x: number, y: number) => number): T64 {
+  const n = Math.max(a.dims.length, b.dims.length);
+  const pad = (d: number[]): number[] => [...new Array<number>(n - d.length).fill(1), ...d];
+  const ad = pad(a.dims);
+  const bd = pad(b.dims);
+  const dims = ad.map((x, i) => Math.max(x, bd[i]!));
+  const out = new Float64Array(size(dims));
+  const os = strides(dims);
+  const as = strides(ad);
+  const bs = strides(bd);
+  for (let i = 0; i < out.length; i++) {
+    let ai = 0;
+    let bi = 0;
+    for (let k = 0; k < n; k++) {
+      const c = Math.floor(i / os[k]!) % dims[k]!;
+      if (ad[k]! > 1) ai += c * as[k]!;
+      if (bd[k]! > 1) bi += c * bs[k]!;
+    }
+    out[i] = f(a.data[ai]!, b.data[bi]!);
+  }
+  return { data: out, dims };
+}
+
+function transpose(x: T64, perm: number[]): T64 {
+  const dims = perm.map((p) => x.dims[p]!);
+  const xs = strides(x.dims);
+  const os = strides(dims);
+  const out = new Float64Array(x.data.length);
+  for (let i = 0; i < out.length; i++) {
+    let src = 0;
+    for (let k = 0; k < dims.length; k++) src += (Math.floor(i / os[k]!) % dims[k]!) * xs[perm[k]!]!;
+    out[i] = x.data[src]!;
+  }
+  return { data: out, dims };
+}
+
+function gemm(a: T64, b: T64, c: T64 | undefined, tA: number, tB: number, alpha: number, beta: number): T64 {
+  const A = tA ? transpose(a, [1, 0]) : a;
+  const B = tB ? transpose(b, [1, 0]) : b;
+  const [M, K] = A.dims as [number, number];
+  const N = B.dims[1]!;
+  const y = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) {
+    let s = 0;
+    for (let k = 0; k < K; k++) s += A.data[m * K + k]! * B.data[k * N + n]!;
+    y[m * N + n] = alpha * s;
+  }
+  const out = { data: y, dims: [M, N] };
+  return c === undefined ? out : broadcastOp(out, c, (p, q) => p + beta * q);
+}
+
+function conv(x: T64, w: T64, bias: T64 | undefined, pads: number[], st: number[]): T64 {
+  const [N, C, H, W] = x.dims as [number, number, number, number];
+  const [M, , kh, kw] = w.dims as [number, number, number, number];
+  const oh = Math.floor((H + pads[0]! + pads[2]! - kh) / st[0]!) + 1;
+  const ow = Math.floor((W + pads[1]! + pads[3]! - kw) / st[1]!) + 1;
+  const y = new Float64Array(N * M * oh * ow);
+  for (let n = 0; n < N; n++) for (let m = 0; m < M; m++) for (let i = 0; i < oh; i++) for (let j = 0; j < ow; j++) {
+    let s = bias === undefined ? 0 : bias.data[m]!;
+    for (let c = 0; c < C; c++) for (let u = 0; u < kh; u++) for (let v = 0; v < kw; v++) {
+      const r = i * st[0]! - pads[0]! + u;
+      const q = j * st[1]! - pads[1]! + v;
+      if (r < 0 || r >= H || q < 0 || q >= W) continue;
+      s += x.data[((n * C + c) * H + r) * W + q]! * w.data[((m * C + c) * kh + u) * kw + v]!;
+    }
+    y[((n * M + m) * oh + i) * ow + j] = s;
+  }
+  return { data: y, dims: [N, M, oh, ow] };
+}
+
+function maxPool(x: T64, k: number): T64 {
+  const [N, C, H, W] = x.dims as [number, number, number, number];
+  const oh = Math.floor(H / k);
+  const ow = Math.floor(W / k);
+  const y = new Float64Array(N * C * oh * ow);
+  for (let p = 0; p < N * C; p++) for (let i = 0; i < oh; i++) for (let j = 0; j < ow; j++) {
+    let best = -Infinity;
+    for (let u = 0; u < k; u++) for (let v = 0; v < k; v++) best = Math.max(best, x.data[(p * H + i * k + u) * W + j * k + v]!);
+    y[(p * oh + i) * ow + j] = best;
+  }
+  return { data: y, dims: [N, C, oh, ow] };
+}
+
+interface Case {
+  readonly name: string;
+  readonly op: string;
+  readonly attrs?: Record<string, AttributeValue>;
+  /** Input shapes; the first dim of the first input is the batch (given as −1 to the shape pass). */
+  readonly inputs: readonly (readonly number[])[];
+  /** Inputs not differentiated (e.g. a Reshape's shape), as int64 constants. */
+  readonly int64Inputs?: Readonly<Record<number, readonly number[]>>;
+  readonly ref: (xs: T64[]) => T64;
+  /** Keep inputs away from kinks and ties (ReLU, MaxPool). */
+  readonly spread?: boolean;
+}
+
+const cases: Case[] = [
+  ...[0, 1].flatMap((tA) =>
+    [0, 1].map((tB) => ({
+      name: `Gemm transA=${tA} transB=${tB}, alpha 0.7, beta 1.3, bias [N]`,
+      op: 'Gemm',
+      attrs: { transA: tA, transB: tB, alpha: { float: 0.7 }, beta: { float: 1.3 } },
+      inputs: [tA ? [4, 3] : [3, 4], tB ? [5, 4] : [4, 5], [5]],
+      ref: ([a, b, c]: T64[]) => gemm(a!, b!, c, tA, tB, 0.7, 1.3),
+    })),
+  ),
+  { name: 'Gemm with a [M, N] bias', op: 'Gemm', inputs: [[3, 4], [4, 2], [3, 2]], ref: ([a, b, c]) => gemm(a!, b!, c, 0, 0, 1, 1) },
+  { name: 'MatMul', op: 'MatMul', inputs: [[3, 4], [4, 5]], ref: ([a, b]) => gemm(a!, b!, undefined, 0, 0, 1, 0) },
+  { name: 'Add, broadcast [2,3,4] + [3,1]', op: 'Add', inputs: [[2, 3, 4], [3, 1]], ref: ([a, b]) => broadcastOp(a!, b!, (p, q) => p + q) },
+  { name: 'Sub, broadcast [2,3] − [1,3] (over the batch)', op: 'Sub', inputs: [[2, 3], [1, 3]], ref: ([a, b]) => broadcastOp(a!, b!, (p, q) => p - q) },
+  { name: 'Mul, broadcast [2,3,4] · [4]', op: 'Mul', inputs: [[2, 3, 4], [4]], ref: ([a, b]) => broadcastOp(a!, b!, (p, q) => p * q) },
+  { name: 'Div, broadcast [2,3,4] / [3,1]', op: 'Div', inputs: [[2, 3, 4], [3, 1]], ref: ([a, b]) => broadcastOp(a!, b!, (p, q) => p / q), spread: true },
+  { name: 'Relu', op: 'Relu', inputs: [[3, 7]], ref: ([x]) => ({ data: x!.data.map((v) => Math.max(0, v)), dims: x!.dims }), spread: true },
+  { name: 'Identity', op: 'Identity', inputs: [[2, 3]], ref: ([x]) => x! },
+  { name: 'Flatten', op: 'Flatten', inputs: [[2, 3, 2, 2]], ref: ([x]) => ({ data: x!.data, dims: [2, 12] }) },
+  { name: 'Reshape to [-1, 2, 3]', op: 'Reshape', inputs: [[2, 6], [3]], int64Inputs: { 1: [-1, 2, 3] }, ref: ([x]) => ({ data: x!.data, dims: [2, 2, 3] }) },
+  { name: 'Transpose [0,2,3,1]', op: 'Transpose', attrs: { perm: [0, 2, 3, 1] }, inputs: [[2, 3, 4, 5]], ref: ([x]) => transpose(x!, [0, 2, 3, 1]) },
+  { name: 'Conv 3×3, pad 1, stride 1, bias', op: 'Conv', attrs: { pads: [1, 1, 1, 1] }, inputs: [[2, 3, 6, 6], [4, 3, 3, 3], [4]], ref: ([x, w, b]) => conv(x!, w!, b, [1, 1, 1, 1], [1, 1]) },
+  { name: 'Conv 3×3, pad 1, stride 2 on 7×7 (output padding)', op: 'Conv', attrs: { pads: [1, 1, 1, 1], strides: [2, 2] }, inputs: [[2, 2, 7, 7], [3, 2, 3, 3]], ref: ([x, w]) => conv(x!, w!, undefined, [1, 1, 1, 1], [2, 2]) },
+  { name: 'Conv 3×3, no pad, stride 2 on 8×8 (dW cropped)', op: 'Conv', attrs: { strides: [2, 2] }, inputs: [[2, 2, 8, 8], [3, 2, 3, 3], [3]], ref: ([x, w, b]) => conv(x!, w!, b, [0, 0, 0, 0], [2, 2]) },
+  { name: 'Conv 5×5, pad 2, one input channel', op: 'Conv', attrs: { pads: [2, 2, 2, 2] }, inputs: [[3, 1, 6, 6], [2, 1, 5, 5], [2]], ref: ([x, w, b]) => conv(x!, w!, b, [2, 2, 2, 2], [1, 1]) },
+  { name: 'MaxPool 2×2 on 6×6', op: 'MaxPool', attrs: { kernel_shape: [2, 2], strides: [2, 2] }, inputs: [[2, 3, 6, 6]], ref: ([x]) => maxPool(x!, 2), spread: true },
+  { name: 'MaxPool 2×2 on 7×7 (last row and column dropped)', op: 'MaxPool', attrs: { kernel_shape: [2, 2], strides: [2, 2] }, inputs: [[2, 2, 7, 7]], ref: ([x]) => maxPool(x!, 2), spread: true },
+  {
+    name: 'GlobalAveragePool',
+    op: 'GlobalAveragePool',
+    inputs: [[2, 3, 4, 5]],
+    ref: ([x]) => {
+      const [N, C, H, W] = x!.dims as [number, number, number, number];
+      const y = new Float64Array(N * C);
+      for (let p = 0; p < N * C; p++) for (let i = 0; i < H * W; i++) y[p]! += x!.data[p * H * W + i]! / (H * W);
+      return { data: y, dims: [N, C, 1, 1] };
+    },
+  },
+];
+
+function randomInputs(c: Case, seed: number): Float64Array[] {
+  const rand = mulberry32(seed);
+  return c.inputs.map((dims) => {
+    const a = new Float64Array(size(dims));
+    for (let i = 0; i < a.length; i++) {
+      // spread: distinct magnitudes ≥ 0.1 from zero, so a ±1e-3 nudge never crosses a kink or a tie
+      a[i] = c.spread === true ? (rand() < 0.5 ? -1 : 1) * (0.1 + i * 0.37 + rand() * 0.2) * (rand() < 0.5 ? 1 : 0.5) : rand() * 2 - 1;
+    }
+    if (c.spread === true) for (let i = a.length - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [a[i], a[j]] = [a[j]!, a[i]!];
+    }
+    return a;
+  });
+}
+
+describe('gradient rules match float64 central finite differences', () => {
+  for (const c of cases) {
+    it(c.name, async () => {
+      const g = new Graph('rule-test');
+      const diff = c.inputs.map((_, i) => i).filter((i) => c.int64Inputs?.[i] === undefined);
+      const names = c.inputs.map((dims, i) => {
+        const fixed = c.int64Inputs?.[i];
+        if (fixed !== undefined) return g.int64('shape', fixed);
+        return g.input(`x${i}`, i === 0 ? ['N', ...dims.slice(1)] : dims);
+      });
+      const y = g.node(c.op, names, c.attrs ?? {}, 'y');
+      const known = new Map<string, Shape>(diff.map((i) => [names[i]!, i === 0 ? [-1, ...c.inputs[i]!.slice(1)] : c.inputs[i]!]));
+      const shapes = inferShapes(g, known);
+      const yDims = c.ref(c.inputs.map((d) => ({ data: new Float64Array(size(d)), dims: [...d] })).filter((_, i) => c.int64Inputs?.[i] === undefined)).dims;
+      g.input('dy', yDims.map((d, i) => (i === 0 && shapes.get(y)![0] === -1 ? 'N' : d)));
+      const grads = differentiate({ forward: g, shapes, wrt: diff.map((i) => names[i]!), output: y, outputGrad: 'dy', into: g });
+      for (const i of diff) g.output(grads.get(names[i]!)!, c.inputs[i]!.map((d, k) => (i === 0 && k === 0 ? 'N' : d)));
+
+      const xs = randomInputs(c, 7);
+      const rand = mulberry32(99);
+      const R = new Float64Array(size(yDims)).map(() => rand() * 2 - 1);
+      const loss = (inputs: Float64Array[]): number => {
+        const out = c.ref(inputs.map((data, i) => ({ data, dims: [...c.inputs[i]!] })).filter((_, i) => c.int64Inputs?.[i] === undefined));
+        let s = 0;
+        for (let i = 0; i < out.data.length; i++) s += out.data[i]! * R[i]!;
+        return s;
+      };
+      const session = await OrtSession.create(g.toBytes(), { provider: 'cpu' });
+      try {
+        const feeds: Record<string, { data: Float32Array; dims: number[] }> = { dy: { data: Float32Array.from(R), dims: yDims } };
+        for (const i of diff) feeds[names[i]!] = { data: Float32Array.from(xs[i]!), dims: [...c.inputs[i]!] };
+        const got = await session.runMany(feeds, diff.map((i) => grads.get(names[i]!)!));
+        const eps = 1e-3;
+        for (const i of diff) {
+          const g32 = got[grads.get(names[i]!)!]!;
+          // The float64 forward sees the same float32-rounded inputs the graph saw.
+          const base = xs.map((a) => Float64Array.from(Float32Array.from(a)));
+          let worst = 0;
+          for (let j = 0; j < base[i]!.length; j++) {
+            const plus = base.map((a) => a.slice());
+            const minus = base.map((a) => a.slice());
+            plus[i]![j]! += eps;
+            minus[i]![j]! -= eps;
+            const fd = (loss(plus) - loss(minus)) / (2 * eps);
+            worst = Math.max(worst, Math.abs(g32[j]! - fd) / Math.max(1, Math.abs(fd)));
+          }
+          expect(worst, `input ${i}`).toBeLessThan(1e-4);
+        }
+      } finally {
+        await session.release();
+      }
+    });
+  }
+});

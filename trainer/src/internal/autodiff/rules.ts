@@ -1,0 +1,188 @@
+/**
+ * Reverse-mode gradient rules, one per ONNX op: each is a small pure function from the node (its
+ * inputs and outputs are tensors of the forward graph), the gradients of its outputs and a
+ * context that emits backward nodes, to the gradients of its inputs (undefined where an input
+ * takes none). Shapes are static except the batch (−1). The rules use standard ops only, so the
+ * backward graph runs on every execution provider of the inference build; each has a
+ * finite-difference test in rules.test.ts.
+ *
+ * The ONNX-specific cases (transA/transB, broadcasting, pads, strides) follow ONNX Runtime's
+ * own gradient_builder.cc; the formulations were chosen for speed on the CPU EP and for WebGPU,
+ * whose MaxPool has no Indices output.
+ */
+import type { Graph, GraphNode } from '@distillate/shared/onnx';
+import { float, int, ints, UnsupportedGraphError, type Shape } from './shapes.js';
+
+export interface GradContext {
+  readonly graph: Graph;
+  shape(name: string): Shape;
+  node(op: string, inputs: readonly string[], attrs?: Parameters<Graph['node']>[2]): string;
+  int64(values: readonly number[]): string;
+  scalar(value: number): string;
+  /** Sum `dy` (shape `from`) down to shape `to`, undoing numpy broadcasting. */
+  unbroadcast(dy: string, from: Shape, to: Shape): string;
+}
+
+export type Grads = ReadonlyArray<string | undefined>;
+export type GradRule = (ctx: GradContext, node: GraphNode, dOut: Grads) => Grads;
+
+/** Reshape target for a static shape whose batch is −1. */
+function target(ctx: GradContext, s: Shape): string {
+  return ctx.int64(s);
+}
+
+function gemm(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const [a, b, c] = n.inputs as [string, string, string | undefined];
+  const tA = int(n, 'transA', 0);
+  const tB = int(n, 'transB', 0);
+  const alpha = float(n, 'alpha', 1);
+  const beta = float(n, 'beta', 1);
+  const al = alpha === 1 ? {} : { alpha: { float: alpha } };
+  // d op(A) = α·dY·op(B)ᵀ and d op(B) = α·op(A)ᵀ·dY, transposed back where A or B was.
+  const dA = tA === 0 ? ctx.node('Gemm', [dy!, b], { transB: tB === 0 ? 1 : 0, ...al }) : ctx.node('Gemm', [b, dy!], { transA: tB, transB: 1, ...al });
+  const dB = tB === 0 ? ctx.node('Gemm', [a, dy!], { transA: tA === 0 ? 1 : 0, ...al }) : ctx.node('Gemm', [dy!, a], { transA: 1, transB: tA, ...al });
+  let dC: string | undefined;
+  if (c !== undefined && c !== '') {
+    const summed = ctx.unbroadcast(dy!, ctx.shape(n.outputs[0]!), ctx.shape(c));
+    dC = beta === 1 ? summed : ctx.node('Mul', [summed, ctx.scalar(beta)]);
+  }
+  return [dA, dB, dC];
+}
+
+function matmul(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const [a, b] = n.inputs as [string, string];
+  return [ctx.node('Gemm', [dy!, b], { transB: 1 }), ctx.node('Gemm', [a, dy!], { transA: 1 })];
+}
+
+function binary(op: 'Add' | 'Sub' | 'Mul' | 'Div'): GradRule {
+  return (ctx, n, [dy]) => {
+    const [a, b] = n.inputs as [string, string];
+    const y = ctx.shape(n.outputs[0]!);
+    const back = (g: string, x: string): string => ctx.unbroadcast(g, y, ctx.shape(x));
+    switch (op) {
+      case 'Add':
+        return [back(dy!, a), back(dy!, b)];
+      case 'Sub':
+        return [back(dy!, a), back(ctx.node('Neg', [dy!]), b)];
+      case 'Mul':
+        return [back(ctx.node('Mul', [dy!, b]), a), back(ctx.node('Mul', [dy!, a]), b)];
+      case 'Div': {
+        // y = a / b: da = dy / b, db = −dy·y / b.
+        const da = ctx.node('Div', [dy!, b]);
+        return [back(da, a), back(ctx.node('Neg', [ctx.node('Mul', [da, n.outputs[0]!])]), b)];
+      }
+    }
+  };
+}
+
+/** ReLU: pass dy where the saved output is positive (Where on a comparison; cheaper than Sign·dy). */
+function relu(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const y = n.outputs[0]!;
+  return [ctx.node('Where', [ctx.node('Greater', [y, ctx.scalar(0)]), dy!, ctx.scalar(0)])];
+}
+
+function identity(_ctx: GradContext, _n: GraphNode, [dy]: Grads): Grads {
+  return [dy];
+}
+
+/** Flatten and Reshape: the gradient takes the input's shape back. */
+function reshapeBack(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  return [ctx.node('Reshape', [dy!, target(ctx, ctx.shape(n.inputs[0]!))]), undefined];
+}
+
+function transpose(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const rank = ctx.shape(n.inputs[0]!).length;
+  const perm = ints(n, 'perm', Array.from({ length: rank }, (_, i) => rank - 1 - i));
+  const inverse = new Array<number>(rank);
+  perm.forEach((p, i) => (inverse[p] = i));
+  return [ctx.node('Transpose', [dy!], { perm: inverse })];
+}
+
+function checkConvLike(n: GraphNode, spatial: number): void {
+  const autoPad = n.attrs['auto_pad'];
+  if (autoPad !== undefined && autoPad !== 'NOTSET') throw new UnsupportedGraphError(`${n.op} node ${n.name}: auto_pad ${String(autoPad)} is not supported (use explicit pads)`);
+  if (spatial !== 2) throw new UnsupportedGraphError(`${n.op} node ${n.name}: only 2-D ${n.op} is supported`);
+}
+
+/**
+ * Conv (2-D, group 1, dilation 1). dX is a ConvTranspose of dY with the same weights. dW is a
+ * convolution of X by dY with the batch as the channel axis ([C,N,H,W] ⊛ [M,N,h,w] → [C,M,kh,kw],
+ * dilated by the stride), transposed to [M,C,kh,kw]; dB sums dY over batch and space.
+ */
+function conv(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const [x, w, bias] = n.inputs as [string, string, string | undefined];
+  const xs = ctx.shape(x);
+  const ws = ctx.shape(w);
+  const ys = ctx.shape(n.outputs[0]!);
+  checkConvLike(n, ws.length - 2);
+  if (int(n, 'group', 1) !== 1) throw new UnsupportedGraphError(`Conv node ${n.name}: grouped convolutions are not supported`);
+  if (ints(n, 'dilations', [1, 1]).some((d) => d !== 1)) throw new UnsupportedGraphError(`Conv node ${n.name}: dilated convolutions are not supported`);
+  const pads = ints(n, 'pads', [0, 0, 0, 0]);
+  const strides = ints(n, 'strides', [1, 1]);
+  const k = ws.slice(2);
+  const outputPadding = k.map((kk, i) => xs[2 + i]! - (strides[i]! * (ys[2 + i]! - 1) + kk - pads[i]! - pads[i + 2]!));
+  const dX = ctx.node('ConvTranspose', [dy!, w], { strides, pads, ...(outputPadding.some((p) => p !== 0) ? { output_padding: outputPadding } : {}) });
+  const xT = ctx.node('Transpose', [x], { perm: [1, 0, 2, 3] });
+  const dyT = ctx.node('Transpose', [dy!], { perm: [1, 0, 2, 3] });
+  let dWT = ctx.node('Conv', [xT, dyT], { pads, dilations: strides });
+  const full = k.map((_, i) => xs[2 + i]! + pads[i]! + pads[i + 2]! - strides[i]! * (ys[2 + i]! - 1));
+  if (full.some((f, i) => f !== k[i])) dWT = ctx.node('Slice', [dWT, ctx.int64([0, 0]), ctx.int64(k), ctx.int64([2, 3])]);
+  const dW = ctx.node('Transpose', [dWT], { perm: [1, 0, 2, 3] });
+  const dB = bias === undefined || bias === '' ? undefined : ctx.node('ReduceSum', [dy!, ctx.int64([0, 2, 3])], { keepdims: 0 });
+  return [dX, dW, dB];
+}
+
+/**
+ * MaxPool with non-overlapping windows (kernel = stride, no pads). Without the Indices output
+ * (the WebGPU EP has none): the window's maximum is upsampled back over the window, compared
+ * with X, and dY flows to the positions equal to it. A tie sends dY to every tied position;
+ * after a ReLU the common tie is at 0, where the ReLU's own gradient drops it.
+ */
+function maxPool(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const x = n.inputs[0]!;
+  const xs = ctx.shape(x);
+  const ys = ctx.shape(n.outputs[0]!);
+  checkConvLike(n, xs.length - 2);
+  const k = ints(n, 'kernel_shape', []);
+  const strides = ints(n, 'strides', [1, 1]);
+  const pads = ints(n, 'pads', [0, 0, 0, 0]);
+  if (k.some((kk, i) => kk !== strides[i]) || pads.some((p) => p !== 0) || int(n, 'ceil_mode', 0) !== 0 || ints(n, 'dilations', [1, 1]).some((d) => d !== 1)) {
+    throw new UnsupportedGraphError(`MaxPool node ${n.name}: only non-overlapping windows (kernel = strides, no pads, no ceil_mode) are supported`);
+  }
+  if ((n.outputs[1] ?? '') !== '') throw new UnsupportedGraphError(`MaxPool node ${n.name}: the Indices output is not supported`);
+  const [C, h, w] = [ys[1]!, ys[2]!, ys[3]!];
+  const up = (t: string): string =>
+    ctx.node('Reshape', [ctx.node('Expand', [ctx.node('Reshape', [t, ctx.int64([-1, C, h, 1, w, 1])]), ctx.int64([1, 1, 1, k[0]!, 1, k[1]!])]), ctx.int64([-1, C, h * k[0]!, w * k[1]!])]);
+  const cropped = xs[2] !== h * k[0]! || xs[3] !== w * k[1]!;
+  const xc = cropped ? ctx.node('Slice', [x, ctx.int64([0, 0]), ctx.int64([h * k[0]!, w * k[1]!]), ctx.int64([2, 3])]) : x;
+  const mask = ctx.node('Equal', [xc, up(n.outputs[0]!)]);
+  let dX = ctx.node('Where', [mask, up(dy!), ctx.scalar(0)]);
+  if (cropped) dX = ctx.node('Pad', [dX, ctx.int64([0, 0, 0, 0, 0, 0, xs[2]! - h * k[0]!, xs[3]! - w * k[1]!])]);
+  return [dX];
+}
+
+function globalAveragePool(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const xs = ctx.shape(n.inputs[0]!);
+  const area = xs.slice(2).reduce((a, b) => a * b, 1);
+  return [ctx.node('Expand', [ctx.node('Mul', [dy!, ctx.scalar(1 / area)]), ctx.int64([1, 1, ...xs.slice(2)])])];
+}
+
+/** The explicit table: op type → rule. */
+export const gradientRules = {
+  Gemm: gemm,
+  MatMul: matmul,
+  Add: binary('Add'),
+  Sub: binary('Sub'),
+  Mul: binary('Mul'),
+  Div: binary('Div'),
+  Relu: relu,
+  Identity: identity,
+  Flatten: reshapeBack,
+  Reshape: reshapeBack,
+  Transpose: transpose,
+  Conv: conv,
+  MaxPool: maxPool,
+  GlobalAveragePool: globalAveragePool,
+} satisfies Record<string, GradRule>;
+
+export type DifferentiableOp = keyof typeof gradientRules;
