@@ -42,7 +42,15 @@ async function tryTensorflow(): Promise<string> {
   throw new Error('neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node is installed');
 }
 
-async function tryWebgpu(): Promise<string> {
+/** A CPU rasteriser posing as a GPU: Mesa's llvmpipe/lavapipe, SwiftShader, or an adapter flagged as fallback. */
+function softwareAdapter(adapter: unknown): string | undefined {
+  const info = (adapter as { info?: { isFallbackAdapter?: boolean; description?: string; device?: string; architecture?: string; vendor?: string } }).info ?? {};
+  const text = [info.description, info.device, info.architecture, info.vendor].filter(Boolean).join(' ');
+  if (info.isFallbackAdapter === true || /llvmpipe|lavapipe|swiftshader/i.test(text)) return text || 'fallback adapter';
+  return undefined;
+}
+
+async function tryWebgpu(forced: boolean): Promise<string> {
   let gpu: unknown;
   try {
     const dawn = (await import('webgpu')) as unknown as { create: (opts: string[]) => unknown; globals?: Record<string, unknown> };
@@ -53,6 +61,9 @@ async function tryWebgpu(): Promise<string> {
   }
   const adapter = await (gpu as { requestAdapter: () => Promise<unknown> }).requestAdapter();
   if (adapter === null || adapter === undefined) throw new Error('no WebGPU adapter (no Vulkan GPU)');
+  const software = softwareAdapter(adapter);
+  // Measured: training on llvmpipe is slower than wasm and produced NaN losses; it is not a GPU.
+  if (software !== undefined && !forced) throw new Error(`skipped the software adapter ${software} (not a GPU); backend: webgpu forces it`);
   // tfjs-backend-webgpu reads navigator.gpu when it is imported, so set it first.
   Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
   await import('@tensorflow/tfjs-backend-webgpu');
@@ -67,10 +78,10 @@ async function tryWasm(): Promise<string> {
   return `wasm (${dist})`;
 }
 
-async function activate(name: BackendName): Promise<string> {
+async function activate(name: BackendName, forced: boolean): Promise<string> {
   let detail = 'pure JS';
   if (name === 'tensorflow') detail = await tryTensorflow();
-  else if (name === 'webgpu') detail = await tryWebgpu();
+  else if (name === 'webgpu') detail = await tryWebgpu(forced);
   else if (name === 'wasm') detail = await tryWasm();
   const ok = await tf.setBackend(name);
   await tf.ready();
@@ -90,7 +101,7 @@ export async function selectBackend(forced?: BackendName): Promise<BackendChoice
   const skipped: Array<{ name: BackendName; reason: string }> = [];
   for (const name of order) {
     try {
-      const detail = await activate(name);
+      const detail = await activate(name, forced !== undefined);
       current = { name, detail, skipped };
       return current;
     } catch (err) {

@@ -3,15 +3,19 @@
  * distillate-train eval --run runs/x --data test.arrow
  * distillate-train export --run runs/x [--out student.onnx]
  */
-import { join } from 'node:path';
+import { copyFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { DatasetReader, runCli } from '@distillate/shared';
-import { selectBackend, type BackendName } from './backend.js';
+import type { BackendName } from './backend.js';
 import { evaluate } from './evaluate.js';
+import { exportAndCheck } from './export-check.js';
+import { exportOnnx } from './export-onnx.js';
 import { loadLayersModel } from './model-io.js';
 import { progressCallbacks } from './progress.js';
 import { loadRecipe } from './recipe.js';
-import { exportAndCheck, train } from './train.js';
+import { runPredictor } from './run-student.js';
+import { train } from './train.js';
 
 const int = (v: string) => {
   const n = Number(v);
@@ -33,11 +37,13 @@ interface TrainFlags {
   name?: string;
   out?: string;
   backend?: BackendName;
+  engine?: 'ort' | 'tfjs';
+  ep?: 'cuda' | 'webgpu' | 'cpu';
   resume?: boolean;
 }
 
 export function buildProgram(): Command {
-  const program = new Command('distillate-train').description('Train student networks from cached teacher logits (TF.js)');
+  const program = new Command('distillate-train').description('Train student networks from cached teacher logits (ONNX Runtime, or TF.js)');
   program
     .option('--recipe <file>', 'recipe (YAML or JSON); required to train')
     .option('--set <key=value>', 'override any recipe field (repeatable), e.g. --set distill.params.temperature=2', (v: string, acc: string[]) => [...acc, v], [] as string[])
@@ -47,6 +53,8 @@ export function buildProgram(): Command {
     .option('--seed <n>', 'override seed', num)
     .option('--name <name>', 'override the run name')
     .option('--out <dir>', 'override the runs directory')
+    .addOption(new Option('--engine <name>', 'what trains the student (recipe engine)').choices(['ort', 'tfjs']))
+    .addOption(new Option('--ep <provider>', 'force an ONNX Runtime execution provider (recipe executionProvider; env DISTILLATE_EP)').choices(['cuda', 'webgpu', 'cpu']))
     .addOption(new Option('--backend <name>', 'force a TF.js backend').choices(['tensorflow', 'webgpu', 'wasm', 'cpu']))
     .option('--resume', 'continue runs/<name> from its last checkpoint')
     .action(async (f: TrainFlags) => {
@@ -59,17 +67,20 @@ export function buildProgram(): Command {
         ...(f.name === undefined ? [] : [`name=${f.name}`]),
         ...(f.out === undefined ? [] : [`out=${f.out}`]),
         ...(f.backend === undefined ? [] : [`backend=${f.backend}`]),
+        ...(f.engine === undefined ? [] : [`engine=${f.engine}`]),
+        ...(f.ep === undefined ? [] : [`executionProvider=${f.ep}`]),
       ];
       if (f.recipe === undefined) throw new Error('--recipe <file> is required to train (or use the eval / export commands)');
       const recipe = await loadRecipe(f.recipe, overrides);
       const result = await train(recipe, { resume: f.resume === true, ...progressCallbacks() });
-      console.log(`backend ${result.backend.name}; ${result.parameters} parameters; ${result.latencyMs.toFixed(3)} ms/sample`);
+      for (const line of result.engine.skipped) console.log(`skipped ${line}`);
+      console.log(`engine ${result.engine.name} on ${result.engine.device}; ${result.parameters} parameters; ${result.latencyMs.toFixed(3)} ms/sample`);
       if (result.calibration !== undefined) {
         const c = result.calibration;
         console.log(`calibrated: τ ${c.temperature.toFixed(3)} on ${c.rows} rows of ${c.data} (ECE there ${(c.eceBefore * 100).toFixed(2)}% → ${(c.eceAfter * 100).toFixed(2)}%)`);
       }
       if (result.test !== undefined) console.log(`test accuracy ${(result.test.accuracy * 100).toFixed(2)}%, ECE ${(result.test.ece * 100).toFixed(2)}%`);
-      if (result.onnx !== undefined) console.log(`student.onnx matches TF.js (max |Δ| ${result.onnx.maxAbsDiff.toExponential(2)})`);
+      if (result.onnx !== undefined) console.log(`student.onnx matches the ${result.engine.name} engine (max |Δ| ${result.onnx.maxAbsDiff.toExponential(2)})`);
       console.log(`report: ${join(result.runDir, 'report.html')}`);
     });
 
@@ -80,25 +91,39 @@ export function buildProgram(): Command {
     .requiredOption('--data <file>', 'dataset file')
     .addOption(new Option('--backend <name>', 'force a TF.js backend').choices(['tensorflow', 'webgpu', 'wasm', 'cpu']))
     .action(async (f: { run: string; data: string; backend?: BackendName }) => {
-      await selectBackend(f.backend);
-      const model = await loadLayersModel(join(f.run, 'model'));
-      const data = await DatasetReader.open(f.data);
-      const e = await evaluate(model, { dataset: data, caches: [], rows: 0 }, { inputSize: data.inputSize, slots: [] });
-      console.log(JSON.stringify({ rows: e.rows, accuracy: e.accuracy, ece: e.ece }));
+      const student = await runPredictor(f.run, f.backend);
+      try {
+        const data = await DatasetReader.open(f.data);
+        const e = await evaluate(student.predict, { dataset: data, caches: [], rows: 0 }, { inputSize: data.inputSize, slots: [] });
+        console.log(JSON.stringify({ rows: e.rows, accuracy: e.accuracy, ece: e.ece }));
+      } finally {
+        await student.release();
+      }
     });
 
   program
     .command('export')
-    .description('export a trained student to ONNX and check it against TF.js in onnxruntime')
+    .description('export a trained student to ONNX (a tfjs-engine run is converted and checked against TF.js; an ort-engine run already is ONNX)')
     .requiredOption('--run <dir>', 'run directory (runs/<name>)')
     .requiredOption('--data <file>', 'dataset to draw check samples from')
     .option('--out <file>', 'output path (default <run>/student.onnx)')
     .action(async (f: { run: string; data: string; out?: string }) => {
-      await selectBackend();
-      const model = await loadLayersModel(join(f.run, 'model'));
-      const data = await DatasetReader.open(f.data);
-      const r = await exportAndCheck(model, f.out ?? join(f.run, 'student.onnx'), data.inputSize, data.info.classes, data);
-      console.log(`${r.path} (max |Δ| vs TF.js ${r.maxAbsDiff.toExponential(2)})`);
+      const out = f.out ?? join(f.run, 'student.onnx');
+      const student = await runPredictor(f.run);
+      try {
+        const data = await DatasetReader.open(f.data);
+        if (student.kind === 'onnx') {
+          if (resolve(out) !== resolve(join(f.run, 'student.onnx'))) await copyFile(join(f.run, 'student.onnx'), out);
+          console.log(`${out} (the ort engine's trained graph, unchanged)`);
+          return;
+        }
+        const model = await loadLayersModel(join(f.run, 'model'));
+        const r = await exportAndCheck(exportOnnx(model, { classes: data.info.classes }), student.predict, out, data, 1e-4);
+        model.dispose();
+        console.log(`${r.path} (max |Δ| vs TF.js ${r.maxAbsDiff.toExponential(2)})`);
+      } finally {
+        await student.release();
+      }
     });
   return program;
 }

@@ -1,5 +1,5 @@
 /** Accuracy, teacher agreement and calibration of a student on a dataset. */
-import * as tf from '@tensorflow/tfjs';
+import { softmax } from '@distillate/shared';
 import type { BatchLayout, SourceSpec } from './data.js';
 import { epochBatches } from './data.js';
 
@@ -23,7 +23,10 @@ export interface Evaluation {
 
 const BINS = 15;
 
-export async function evaluate(model: tf.LayersModel, source: SourceSpec, layout: BatchLayout, batchSize = 512): Promise<Evaluation> {
+/** A student's logits [rows, classes] for flat samples: any engine's `predict`, or a served model. */
+export type Predict = (x: Float32Array, rows: number) => Promise<Float32Array>;
+
+export async function evaluate(predict: Predict, source: SourceSpec, layout: BatchLayout, batchSize = 512): Promise<Evaluation> {
   let rows = 0;
   let correct = 0;
   let agree = 0;
@@ -33,11 +36,9 @@ export async function evaluate(model: tf.LayersModel, source: SourceSpec, layout
   const acc = new Array<number>(BINS).fill(0);
   const src = source.rows > 0 ? source : { ...source, rows: await source.dataset.countRows() };
   for await (const b of epochBatches([src], layout, { batchSize, shuffleBuffer: 1, seed: 0, shuffle: false })) {
-    const logits = tf.tidy(() => model.predict(tf.tensor2d(b.x, [b.rows, layout.inputSize])) as tf.Tensor2D);
-    const probsT = tf.softmax(logits);
-    const probs = (await probsT.data()) as Float32Array;
-    tf.dispose([probsT, logits]);
-    const C = probs.length / b.rows;
+    const logits = await predict(b.x, b.rows);
+    const C = logits.length / b.rows;
+    const probs = softmax(logits, C, new Float32Array(logits.length));
     const slot0 = layout.slots[0];
     for (let r = 0; r < b.rows; r++) {
       let best = 0;
@@ -68,19 +69,16 @@ export async function evaluate(model: tf.LayersModel, source: SourceSpec, layout
 }
 
 /** The model's logits and the labels (−1: none) over a whole dataset, in file order. */
-export async function collectLogits(model: tf.LayersModel, source: SourceSpec, layout: BatchLayout, batchSize = 512): Promise<{ logits: Float32Array; labels: Int32Array; classes: number }> {
+export async function collectLogits(predict: Predict, classes: number, source: SourceSpec, layout: BatchLayout, batchSize = 512): Promise<{ logits: Float32Array; labels: Int32Array; classes: number }> {
   const src = source.rows > 0 ? source : { ...source, rows: await source.dataset.countRows() };
   const parts: Float32Array[] = [];
   const labels = new Int32Array(src.rows);
   let row = 0;
   for await (const b of epochBatches([src], layout, { batchSize, shuffleBuffer: 1, seed: 0, shuffle: false })) {
-    const t = tf.tidy(() => model.predict(tf.tensor2d(b.x, [b.rows, layout.inputSize])) as tf.Tensor2D);
-    parts.push((await t.data()) as Float32Array);
-    t.dispose();
+    parts.push((await predict(b.x, b.rows)).slice());
     labels.set(b.labels.subarray(0, b.rows), row);
     row += b.rows;
   }
-  const classes = model.outputs[0]!.shape[1] as number;
   const logits = new Float32Array(row * classes);
   let o = 0;
   for (const p of parts) {

@@ -31,6 +31,8 @@ export const StudentSchema = z.discriminatedUnion('kind', [
     .strict(),
   z.object({ kind: z.literal('resnet'), widths: z.array(z.number().int().positive()).min(1).default([16, 32]), blocksPerStage: z.number().int().positive().default(1) }).strict(),
   z.object({ kind: z.literal('layers'), path: z.string().min(1) }).strict(),
+  /** Any ONNX model whose ops the ORT engine has gradient rules for (e.g. from torch.onnx.export). */
+  z.object({ kind: z.literal('onnx'), path: z.string().min(1) }).strict(),
 ]);
 export type StudentSpec = z.infer<typeof StudentSchema>;
 
@@ -111,6 +113,13 @@ export const RecipeSchema = z
      */
     calibration: z.object({ data: z.string().min(1) }).strict().optional(),
     out: z.string().default('runs'),
+    /**
+     * What trains the student. 'ort' (default): the train step as ONNX graphs in onnxruntime-node
+     * (CUDA EP, then WebGPU on a real GPU, then CPU; `executionProvider` or DISTILLATE_EP forces
+     * one). 'tfjs': TF.js, for users of tfjs-node-gpu (`backend` forces a TF.js backend).
+     */
+    engine: z.enum(['ort', 'tfjs']).default('ort'),
+    executionProvider: z.enum(['cuda', 'webgpu', 'cpu']).optional(),
     backend: z.enum(['tensorflow', 'webgpu', 'wasm', 'cpu']).optional(),
   })
   .strict();

@@ -1,0 +1,59 @@
+/**
+ * Checkpoints: after each epoch the engine's weights and optimizer state go to their own
+ * directory `checkpoint-<epoch>/`; `checkpoint.json`, written atomically afterwards, names the
+ * complete one, and older ones are removed. `--resume` continues from the one it names.
+ */
+import { appendFile, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from '@distillate/shared';
+import type { StudentEngine } from './engine/engine.js';
+import { TrainingError } from './errors.js';
+import type { EpochMetrics } from './report.js';
+
+export interface ResumePoint {
+  /** The checkpoint directory to load. */
+  readonly dir: string;
+  /** The first epoch still to train. */
+  readonly startEpoch: number;
+}
+
+export async function findResumePoint(runDir: string): Promise<ResumePoint> {
+  let state: { epoch: number; dir?: string };
+  try {
+    state = JSON.parse(await readFile(join(runDir, 'checkpoint.json'), 'utf8')) as { epoch: number; dir?: string };
+  } catch {
+    throw new TrainingError(`--resume: ${runDir} has no checkpoint`);
+  }
+  return { dir: join(runDir, state.dir ?? 'checkpoint'), startEpoch: state.epoch + 1 };
+}
+
+/** A fresh run: no metrics or checkpoint of an earlier run with the same name. */
+export async function clearRun(runDir: string): Promise<void> {
+  await rm(join(runDir, 'metrics.jsonl'), { force: true });
+  await rm(join(runDir, 'checkpoint.json'), { force: true });
+  await rm(join(runDir, 'self-cache'), { recursive: true, force: true });
+}
+
+/** The metrics of the epochs before `startEpoch` (metrics.jsonl is rewritten to hold only those). */
+export async function keptMetrics(runDir: string, startEpoch: number): Promise<EpochMetrics[]> {
+  const old = await readFile(join(runDir, 'metrics.jsonl'), 'utf8').catch(() => '');
+  const kept = old
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as EpochMetrics)
+    .filter((m) => m.epoch < startEpoch);
+  await writeFile(join(runDir, 'metrics.jsonl'), kept.map((m) => `${JSON.stringify(m)}\n`).join(''));
+  return kept;
+}
+
+/** Record one finished epoch: its metrics line, then its checkpoint, then the pointer to it. */
+export async function saveEpoch(runDir: string, engine: StudentEngine, m: EpochMetrics): Promise<void> {
+  await appendFile(join(runDir, 'metrics.jsonl'), `${JSON.stringify(m)}\n`);
+  const checkpoint = `checkpoint-${m.epoch}`;
+  await rm(join(runDir, checkpoint), { recursive: true, force: true });
+  await engine.saveCheckpoint(join(runDir, checkpoint));
+  await writeFileAtomic(join(runDir, 'checkpoint.json'), JSON.stringify({ epoch: m.epoch, dir: checkpoint }));
+  for (const old of await readdir(runDir)) {
+    if ((old.startsWith('checkpoint-') && old !== checkpoint) || old === 'checkpoint') await rm(join(runDir, old), { recursive: true, force: true });
+  }
+}

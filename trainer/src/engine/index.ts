@@ -1,0 +1,54 @@
+/**
+ * Open the engine a recipe asks for, fresh or from a checkpoint. The ORT engine also needs TF.js
+ * (the loss functions compute dL/dlogits on a [rows, classes] tensor): its pure-JS cpu backend,
+ * the fastest for tensors that small, unless the recipe names one.
+ */
+import type { ExecutionProvider } from '@distillate/shared/onnx';
+import { selectBackend, type BackendChoice } from '../backend.js';
+import type { Recipe } from '../recipe.js';
+import type { StudentEngine } from './engine.js';
+import { OrtEngine } from './ort.js';
+import { TfjsEngine } from './tfjs.js';
+
+const PROVIDERS = ['cuda', 'webgpu', 'cpu'] as const;
+
+export interface OpenedEngine {
+  readonly engine: StudentEngine;
+  readonly backend: BackendChoice;
+  /** Providers or backends passed over, and why. */
+  readonly skipped: readonly string[];
+}
+
+/** The execution provider forced by the recipe or DISTILLATE_EP, if any. */
+export function forcedProvider(recipe: Readonly<Recipe>, env: NodeJS.ProcessEnv = process.env): ExecutionProvider | undefined {
+  if (recipe.executionProvider !== undefined) return recipe.executionProvider;
+  const e = env['DISTILLATE_EP'];
+  if (e === undefined || e === '') return undefined;
+  if (!(PROVIDERS as readonly string[]).includes(e)) throw new Error(`DISTILLATE_EP=${e}: expected one of ${PROVIDERS.join(', ')}`);
+  return e as ExecutionProvider;
+}
+
+export async function openEngine(recipe: Readonly<Recipe>, inputShape: readonly number[], classes: number, resumeFrom?: string): Promise<OpenedEngine> {
+  const skipped: string[] = [];
+  if (recipe.engine === 'tfjs') {
+    const backend = await selectBackend(recipe.backend);
+    for (const s of backend.skipped) skipped.push(`TF.js ${s.name}: ${s.reason}`);
+    const engine = await TfjsEngine.create(recipe, inputShape, classes, `${backend.name} (${backend.detail})`, resumeFrom);
+    return { engine, backend, skipped };
+  }
+  const backend = await selectBackend(recipe.backend ?? 'cpu');
+  const provider = forcedProvider(recipe);
+  const engine = await OrtEngine.create(recipe, inputShape, classes, {
+    ...(provider === undefined ? {} : { provider }),
+    onProviderFailure: (p, reason) => skipped.push(`ORT ${p}: ${reason}`),
+  });
+  try {
+    if (resumeFrom !== undefined) await engine.loadCheckpoint(resumeFrom);
+  } catch (err) {
+    await engine.release();
+    throw err;
+  }
+  return { engine, backend, skipped };
+}
+
+export type { StudentEngine, EngineName, LossFn, StepResult } from './engine.js';

@@ -1,0 +1,150 @@
+/**
+ * The TF.js engine: a LayersModel trained with tf.variableGrads and a tf.train optimizer, on
+ * whichever backend backend.ts chose (tfjs-node-gpu, tfjs-node, webgpu, wasm, cpu). Kept for
+ * users of tfjs-node-gpu; the ORT engine is the default.
+ */
+import { join } from 'node:path';
+import { readFile, writeFile } from 'node:fs/promises';
+import * as tf from '@tensorflow/tfjs';
+import { exportOnnx } from '../export-onnx.js';
+import { loadLayersModel, saveLayersModel } from '../model-io.js';
+import type { Recipe } from '../recipe.js';
+import { buildStudent, logitLayer, scaleLogits, singleSampleLatencyMs } from '../students.js';
+import type { LossFn, StepResult, StudentEngine } from './engine.js';
+
+export class TfjsEngine implements StudentEngine {
+  readonly name = 'tfjs';
+  readonly device: string;
+  readonly classes: number;
+  readonly inputSize: number;
+  #model: tf.LayersModel;
+  readonly #optimizer: tf.Optimizer;
+  readonly #weightDecay: number;
+
+  private constructor(model: tf.LayersModel, optimizer: tf.Optimizer, weightDecay: number, device: string, inputSize: number) {
+    this.#model = model;
+    this.#optimizer = optimizer;
+    this.#weightDecay = weightDecay;
+    this.device = device;
+    this.inputSize = inputSize;
+    this.classes = model.outputs[0]!.shape.at(-1) as number;
+  }
+
+  static async create(recipe: Readonly<Recipe>, inputShape: readonly number[], classes: number, device: string, resumeFrom?: string): Promise<TfjsEngine> {
+    if (recipe.student.kind === 'onnx') throw new Error('student: { onnx } trains on the ort engine only; set engine: ort');
+    const model = resumeFrom === undefined ? await buildStudent(recipe.student, inputShape, classes, recipe.seed) : await loadLayersModel(resumeFrom);
+    const o = recipe.optimizer;
+    const optimizer = o.kind === 'sgd' ? tf.train.momentum(o.lr, o.momentum) : tf.train.adam(o.lr);
+    const engine = new TfjsEngine(model, optimizer, o.weightDecay, device, inputShape.reduce((a, b) => a * b, 1));
+    if (resumeFrom !== undefined) await engine.#loadOptimizerState(resumeFrom);
+    return engine;
+  }
+
+  get parameters(): number {
+    return this.#model.countParams();
+  }
+
+  get model(): tf.LayersModel {
+    return this.#model;
+  }
+
+  async step(x: Float32Array, rows: number, loss: LossFn, lr: number): Promise<StepResult> {
+    (this.#optimizer as unknown as { learningRate: number }).learningRate = lr;
+    const xs = tf.tensor2d(x.subarray(0, rows * this.inputSize), [rows, this.inputSize]);
+    const trainable = this.#model.trainableWeights.map((w) => (w as unknown as { val: tf.Variable }).val);
+    let terms: Record<string, tf.Scalar> = {};
+    let logitsOut: tf.Tensor2D | undefined;
+    const { value, grads } = tf.variableGrads(() => {
+      const logits = this.#model.apply(xs, { training: true }) as tf.Tensor2D;
+      logitsOut = tf.keep(logits.clone());
+      const r = loss(logits);
+      terms = Object.fromEntries(Object.entries(r.terms).map(([k, v]) => [k, tf.keep(v.clone())]));
+      return r.total;
+    }, trainable);
+    this.#optimizer.applyGradients(grads);
+    // Decoupled weight decay (Loshchilov & Hutter, AdamW) on weight matrices, after the step, for every optimizer kind.
+    if (this.#weightDecay > 0) {
+      tf.tidy(() => {
+        for (const v of trainable) if (v.shape.length > 1) v.assign(tf.mul(v, 1 - lr * this.#weightDecay));
+      });
+    }
+    const values = await Promise.all(Object.entries(terms).map(async ([k, v]) => [k, (await v.data())[0]!] as const));
+    const logits = (await logitsOut!.data()) as Float32Array;
+    tf.dispose([xs, value, logitsOut!, ...Object.values(grads), ...Object.values(terms)]);
+    return { terms: Object.fromEntries(values), logits };
+  }
+
+  async predict(x: Float32Array, rows: number): Promise<Float32Array> {
+    const y = tf.tidy(() => this.#model.predict(tf.tensor2d(x.subarray(0, rows * this.inputSize), [rows, this.inputSize])) as tf.Tensor2D);
+    const out = (await y.data()) as Float32Array;
+    y.dispose();
+    return out;
+  }
+
+  checkLogitScaling(): void {
+    logitLayer(this.#model);
+  }
+
+  scaleLogits(factor: number): void {
+    scaleLogits(this.#model, factor);
+  }
+
+  async saveCheckpoint(dir: string): Promise<void> {
+    await saveLayersModel(this.#model, dir);
+    const weights = await this.#optimizer.getWeights();
+    const specs: { name: string; shape: number[]; dtype: string; bytes: number }[] = [];
+    const chunks: Uint8Array[] = [];
+    for (const w of weights) {
+      const data = await w.tensor.data();
+      const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
+      specs.push({ name: w.name, shape: w.tensor.shape, dtype: w.tensor.dtype, bytes: bytes.length });
+      chunks.push(bytes);
+      if (w.name === 'iter') w.tensor.dispose(); // a fresh scalar; the rest are the optimizer's own variables
+    }
+    await writeFile(join(dir, 'optimizer.bin'), Buffer.concat(chunks));
+    await writeFile(join(dir, 'optimizer.json'), JSON.stringify(specs));
+  }
+
+  async loadCheckpoint(dir: string): Promise<void> {
+    this.#model.dispose();
+    this.#model = await loadLayersModel(dir);
+    await this.#loadOptimizerState(dir);
+  }
+
+  async #loadOptimizerState(dir: string): Promise<void> {
+    let specs: { name: string; shape: number[]; dtype: 'float32' | 'int32'; bytes: number }[];
+    let bin: Buffer;
+    try {
+      specs = JSON.parse(await readFile(join(dir, 'optimizer.json'), 'utf8'));
+      bin = await readFile(join(dir, 'optimizer.bin'));
+    } catch {
+      return; // a checkpoint from before optimizer state was saved: the moments restart
+    }
+    let off = 0;
+    const named = specs.map((s) => {
+      const raw = bin.subarray(off, off + s.bytes);
+      off += s.bytes;
+      const copy = new Uint8Array(raw).buffer;
+      return { name: s.name, tensor: tf.tensor(s.dtype === 'int32' ? new Int32Array(copy) : new Float32Array(copy), s.shape, s.dtype) };
+    });
+    await this.#optimizer.setWeights(named);
+    for (const n of named) n.tensor.dispose(); // setWeights copied them into variables
+  }
+
+  async saveModel(runDir: string): Promise<void> {
+    await saveLayersModel(this.#model, join(runDir, 'model'));
+  }
+
+  exportOnnx(classes: readonly string[]): Uint8Array {
+    return exportOnnx(this.#model, { classes });
+  }
+
+  latencyMs(): Promise<number> {
+    return singleSampleLatencyMs(this.#model, this.inputSize);
+  }
+
+  async release(): Promise<void> {
+    this.#model.dispose();
+    this.#optimizer.dispose();
+  }
+}

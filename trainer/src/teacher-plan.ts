@@ -1,0 +1,94 @@
+/**
+ * Which teachers a run distils from and how: one cache (or several with the same classes,
+ * averaged), teachers with different class lists (union modes), or none; the batch layout their
+ * logits take; and, for `union: balanced`, the spread factors and class offsets fitted over the
+ * caches before training.
+ */
+import type { DatasetReader, LogitCacheReader } from '@distillate/shared';
+import type { BatchLayout, SlotSpec } from './data.js';
+import type { Distill, Recipe } from './recipe.js';
+import { TrainingError } from './errors.js';
+import { balanceOffsets, equaliseSpread, meanSoftmax, mergedLogitSample } from './union-balance.js';
+
+export interface TeacherPlan {
+  readonly caches: LogitCacheReader[];
+  readonly layout: BatchLayout;
+  /** 'single': one teacher (or several with the same classes, averaged); 'union': different class lists. */
+  readonly mode: 'none' | 'single' | 'union';
+  readonly classes: readonly string[];
+  /** union mode: each teacher's class positions in the union. */
+  readonly classIndex: readonly number[][];
+  /** union mode: how the teachers are matched (recipe `union`). */
+  readonly union: 'subsets' | 'merged' | 'balanced';
+  /** union 'balanced': per-teacher factors and per-class offsets, z·scale + offset (none for 'merged'). */
+  readonly scales?: Float32Array;
+  readonly offsets?: Float32Array;
+}
+
+export function temperatureOf(d: Distill): number {
+  return 'temperature' in d.params ? (d.params as { temperature: number }).temperature : 1;
+}
+
+export async function planTeachers(caches: LogitCacheReader[], dataset: DatasetReader, distill: Distill, union: TeacherPlan['union'] = 'subsets'): Promise<TeacherPlan> {
+  const D = dataset.inputSize;
+  const datasetClasses = dataset.info.classes;
+  if (caches.length === 0) return { caches, layout: { inputSize: D, slots: [] }, mode: 'none', classes: datasetClasses, classIndex: [], union };
+  const fingerprint = await dataset.fingerprint();
+  for (const c of caches) {
+    if (c.manifest.dataset.fingerprint !== fingerprint) {
+      throw new TrainingError(`cache ${c.dir} was built from dataset ${c.manifest.dataset.fingerprint.slice(0, 12)}…, not ${dataset.path} (${fingerprint.slice(0, 12)}…)`);
+    }
+  }
+  const slots: SlotSpec[] = caches.map((c) => (c.manifest.storage.mode === 'dense' ? { kind: 'dense', classes: c.classes.length } : { kind: 'topk', k: c.manifest.storage.k }));
+  const lists = caches.map((c) => c.classes);
+  const same = lists.every((l) => l.length === lists[0]!.length && l.every((n, i) => n === lists[0]![i]));
+  for (const c of caches) {
+    if (c.manifest.storage.mode === 'topk') {
+      if (distill.method !== 'kd') throw new TrainingError(`cache ${c.dir} is top-k: only distill.method kd supports top-k caches (got ${distill.method})`);
+      if (temperatureOf(distill) !== c.manifest.temperature) {
+        throw new TrainingError(`cache ${c.dir} stores top-${c.manifest.storage.k} logits at T = ${c.manifest.temperature}; set distill.params.temperature to ${c.manifest.temperature}`);
+      }
+    }
+  }
+  if (same) {
+    if (union !== 'subsets') throw new TrainingError(`union: ${union} is for teachers with different (disjoint) class lists; these share one, and are averaged without it`);
+    if (lists[0]!.length !== datasetClasses.length) {
+      throw new TrainingError(`cache ${caches[0]!.dir} has ${lists[0]!.length} classes but the dataset and student have ${datasetClasses.length}`);
+    }
+    if (caches.length > 1 && slots.some((s) => s.kind !== 'dense')) throw new TrainingError('averaging several teachers needs dense caches');
+    return { caches, layout: { inputSize: D, slots }, mode: 'single', classes: datasetClasses, classIndex: [], union };
+  }
+  if (slots.some((s) => s.kind !== 'dense')) throw new TrainingError('teachers with different class lists need dense caches');
+  const all: string[] = [];
+  for (const l of lists) for (const n of l) if (!all.includes(n)) all.push(n);
+  if (union !== 'subsets') {
+    if (all.length !== lists.reduce((a, l) => a + l.length, 0)) throw new TrainingError(`union: ${union} needs teachers with disjoint class lists (a class is in more than one); use union: subsets`);
+    if (distill.method !== 'kd') throw new TrainingError(`union: ${union} trains with distill.method kd (got ${distill.method})`);
+  }
+  return { caches, layout: { inputSize: D, slots }, mode: 'union', classes: all, classIndex: lists.map((l) => l.map((n) => all.indexOf(n))), union };
+}
+
+export function labelMapFor(datasetClasses: readonly string[], union: readonly string[], mode: TeacherPlan['mode']): Int32Array | undefined {
+  if (mode !== 'union') return undefined;
+  return Int32Array.from(datasetClasses, (n) => union.indexOf(n)); // −1: a class no teacher knows → unlabelled
+}
+
+/** union: balanced — fit the per-teacher spread and per-class offsets over the caches; returns the plan with them and the record for run.json. */
+export async function balanceUnion(plan: TeacherPlan, recipe: Readonly<Recipe>, dataset: DatasetReader): Promise<{ plan: TeacherPlan; balance?: Record<string, unknown> }> {
+  let balance: Record<string, unknown> | undefined;
+  if (recipe.unionPrior !== undefined && recipe.union !== 'balanced') throw new TrainingError('unionPrior is only used with union: balanced');
+  if (recipe.union === 'balanced' && plan.mode === 'union') {
+    const U = plan.classes.length;
+    if (recipe.unionPrior !== undefined && recipe.unionPrior.length !== U) {
+      throw new TrainingError(`unionPrior has ${recipe.unionPrior.length} shares but the teachers' union has ${U} classes (${plan.classes.join(', ')})`);
+    }
+    const sample = await mergedLogitSample(plan.caches, plan.classIndex, U, await dataset.countRows());
+    const sharesMerged = meanSoftmax(sample.logits, sample.rows, U, new Float64Array(U)); // plain concatenation, as union: merged sees it
+    const scales = equaliseSpread(sample.logits, sample.rows, U, plan.classIndex);
+    const fit = balanceOffsets(sample.logits, sample.rows, U, recipe.unionPrior === undefined ? {} : { prior: recipe.unionPrior });
+    plan = { ...plan, scales: Float32Array.from(scales), offsets: Float32Array.from(fit.offsets) };
+    const round = (a: Float64Array): number[] => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
+    balance = { classes: plan.classes, teacherScales: round(scales), offsets: round(fit.offsets), sharesMerged: round(sharesMerged), sharesRescaled: round(fit.sharesBefore), sharesAfter: round(fit.sharesAfter), iterations: fit.iterations, residual: fit.residual, rows: sample.rows, stride: sample.stride };
+  }
+  return { plan, ...(balance === undefined ? {} : { balance }) };
+}
