@@ -28,7 +28,7 @@ import {
 } from '@distillate/shared';
 import { OrtSession } from '@distillate/shared/onnx';
 import { resolveConfig, startServer, type RunningServer } from '@distillate/server';
-import { loadRecipe, predictLogits, progressCallbacks, train, type RunResult } from '@distillate/trainer';
+import { loadRecipe, predictRunLogits, progressCallbacks, train, type RunResult } from '@distillate/trainer';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 /** The teacher the KD recipe below was tuned for (no label smoothing; BENCHMARKS.md). */
@@ -240,8 +240,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     await writeFile(join(dirs.models, `${studentName}.json`), `${JSON.stringify({ classes: dataset === 'generated' ? undefined : [...FASHION_MNIST_CLASSES], layout: 'flat' }, null, 2)}\n`);
     const { teachers } = await api<{ teachers: string[] }>(server, '/v1/teachers/rescan', { method: 'POST' });
     if (!teachers.includes(studentName)) throw new Error(`rescan did not register ${studentName}`);
-    const served = await queryStudent(server, studentName, join(dirs.data, 'test.arrow'), join(kd.runDir, 'model'));
-    log(`served ${served.rows} test images: top-1 equal to TF.js on ${pct(served.top1Agreement)}, max |Δlogit| ${served.maxAbsDiff.toExponential(2)}`);
+    const served = await queryStudent(server, studentName, join(dirs.data, 'test.arrow'), kd.runDir);
+    log(`served ${served.rows} test images: top-1 equal to the trained model on ${pct(served.top1Agreement)}, max |Δlogit| ${served.maxAbsDiff.toExponential(2)}`);
 
     log('[7/7] summary');
     const teacherPath = join(dirs.models, `${DEMO_TEACHER}.onnx`);
@@ -264,8 +264,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
   }
 }
 
-/** Query the served student with test images and compare with the TF.js model's own logits. */
-async function queryStudent(server: RunningServer, name: string, testPath: string, modelDir: string): Promise<DemoSummary['served']> {
+/** Query the served student with test images and compare with the trained run's own model (student.onnx, or the TF.js model of a tfjs-engine run). */
+async function queryStudent(server: RunningServer, name: string, testPath: string, runDir: string): Promise<DemoSummary['served']> {
   const reader = await DatasetReader.open(testPath);
   const { scale, offset } = reader.info.scaling;
   const D = reader.inputSize;
@@ -281,7 +281,7 @@ async function queryStudent(server: RunningServer, name: string, testPath: strin
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ inputs: Array.from(x!), shape: [rows, D] }),
   });
-  const { logits: local } = await predictLogits(modelDir, x!, rows);
+  const local = await predictRunLogits(runDir, x!, rows);
   const C = body.logits[0]!.length;
   let maxAbsDiff = 0;
   let same = 0;
