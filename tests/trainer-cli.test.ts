@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeSyntheticDataset } from '@distillate/shared';
+import { Graph } from '@distillate/shared/onnx';
 
 const repo = join(import.meta.dirname, '..');
 let root: string;
@@ -30,17 +31,27 @@ out: ${join(root, 'runs')}
 });
 
 describe('distillate-train CLI', () => {
-  it('trains with overrides applied before the recipe is frozen', () => {
-    const r = cli(['--recipe', join(root, 'scratch.yaml'), '--epochs', '1', '--set', 'student.hidden=[8]', '--backend', 'wasm']);
+  it('trains with overrides applied before the recipe is frozen (ORT engine by default, TF.js on request)', () => {
+    const r = cli(['--recipe', join(root, 'scratch.yaml'), '--epochs', '1', '--set', 'student.hidden=[8]', '--ep', 'cpu']);
     expect(r.stderr).not.toMatch(/distillate-train:/);
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/epoch 1 · ce \d/);
-    expect(r.stdout).toMatch(/student\.onnx matches TF\.js/);
+    expect(r.stdout).toMatch(/engine ort on cpu/);
+    expect(r.stdout).toMatch(/student\.onnx matches the ort engine/);
     expect(r.stdout).toMatch(/report: .*cli-scratch\/report\.html/);
-    expect(existsSync(join(root, 'runs', 'cli-scratch', 'model', 'model.json'))).toBe(true);
-    const ev = cli(['eval', '--run', join(root, 'runs', 'cli-scratch'), '--data', join(root, 'train.arrow'), '--backend', 'wasm']);
+    expect(existsSync(join(root, 'runs', 'cli-scratch', 'student.onnx'))).toBe(true);
+    const ev = cli(['eval', '--run', join(root, 'runs', 'cli-scratch'), '--data', join(root, 'train.arrow')]);
     expect(ev.status).toBe(0);
     expect(JSON.parse(ev.stdout.trim().split('\n').at(-1)!).rows).toBe(600);
+
+    const t = cli(['--recipe', join(root, 'scratch.yaml'), '--epochs', '1', '--set', 'student.hidden=[8]', '--name', 'cli-tfjs', '--engine', 'tfjs', '--backend', 'wasm']);
+    expect(t.status).toBe(0);
+    expect(t.stdout).toMatch(/engine tfjs on wasm/);
+    expect(t.stdout).toMatch(/student\.onnx matches the tfjs engine/);
+    expect(existsSync(join(root, 'runs', 'cli-tfjs', 'model', 'model.json'))).toBe(true);
+    const tev = cli(['eval', '--run', join(root, 'runs', 'cli-tfjs'), '--data', join(root, 'train.arrow'), '--backend', 'wasm']);
+    expect(tev.status).toBe(0);
+    expect(JSON.parse(tev.stdout.trim().split('\n').at(-1)!).rows).toBe(600);
   });
 
   it('bad recipes exit 1 with one line naming the field or file', () => {
@@ -59,5 +70,17 @@ describe('distillate-train CLI', () => {
     const missing = cli(['--recipe', join(root, 'missing.yaml')]);
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/missing\.yaml: cannot read recipe/);
+  });
+
+  it('an ONNX student with an op the ORT engine cannot differentiate: one line naming the op and the node, exit 1', async () => {
+    const g = new Graph('bad');
+    g.input('x', ['N', 64]);
+    g.node('Softsign', [g.node('MatMul', ['x', g.constant('w', new Float32Array(64 * 10), [64, 10])])], {}, 'y');
+    g.output('y', ['N', 10]);
+    await writeFile(join(root, 'softsign.onnx'), g.toBytes());
+    const r = cli(['--recipe', join(root, 'scratch.yaml'), '--set', `student={kind: onnx, path: ${join(root, 'softsign.onnx')}}`]);
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^distillate-train: unsupported op Softsign \(node Softsign_node_\d+\)/)]);
+    expect(r.stdout).not.toMatch(/epoch 1/);
   });
 });

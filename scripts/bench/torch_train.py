@@ -55,4 +55,18 @@ def rate(model, batches):
     return rates[len(rates) // 2]
 
 
-print(json.dumps({"mlp": rate(mlp(), spec["mlp_batches"]), "cnn": rate(cnn(), spec["cnn_batches"]), "torch": torch.__version__, "threads": torch.get_num_threads()}))
+def sgemm_peak(n=2048, reps=5):
+    """GFLOP/s of a square float32 matmul: the machine's practical peak for this BLAS."""
+    a = torch.rand(n, n)
+    b = torch.rand(n, n)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+print(json.dumps({"mlp": rate(mlp(), spec["mlp_batches"]), "cnn": rate(cnn(), spec["cnn_batches"]), "sgemm_gflops": sgemm_peak() if spec.get("sgemm") else None,
+                  "torch": torch.__version__, "threads": torch.get_num_threads()}))

@@ -71,7 +71,7 @@ export function softwareOnlyWebGpu(): string | undefined {
     }
   };
   if (list('/dev/dri').some((f) => f.startsWith('renderD')) || list('/dev').some((f) => /^nvidia\d+$/.test(f))) return undefined;
-  return 'skipped: no GPU device node (/dev/dri/renderD*, /dev/nvidia*), so a Vulkan adapter here is a software one (llvmpipe/lavapipe); force it with DISTILLATE_EP=webgpu';
+  return 'no GPU device node (/dev/dri/renderD*, /dev/nvidia*), so a Vulkan adapter here is a software one (llvmpipe/lavapipe); force it with DISTILLATE_EP=webgpu';
 }
 
 /** Providers that failed on a model that a later provider loaded: unavailable in this process. */
