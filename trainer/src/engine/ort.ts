@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Graph, OrtSession, type ExecutionProvider } from '@distillate/shared/onnx';
 import type { Recipe } from '../recipe.js';
-import { buildTrainGraphs, type HyperName, type OptimizerGraphSpec, type TrainGraphs } from '../internal/autodiff/train-graphs.js';
+import { adamScalars, buildTrainGraphs, type HyperName, type OptimizerGraphSpec, type TrainGraphs } from '../internal/autodiff/train-graphs.js';
 import { buildOnnxStudent, STUDENT_INPUT, STUDENT_LOGITS, type OnnxStudentSpec } from '../internal/onnx-students.js';
 import type { LossFn, StepResult, StudentEngine } from './engine.js';
 
@@ -110,12 +110,8 @@ export class OrtEngine implements StudentEngine {
     dlogits.dispose();
 
     this.#step++;
-    const hyper: Record<HyperName, number> = {
-      lr,
-      stepSize: lr / (1 - (this.#optimizer.kind === 'adam' ? this.#optimizer.beta1 : 0) ** this.#step),
-      secondScale: 1 / (1 - (this.#optimizer.kind === 'adam' ? this.#optimizer.beta2 : 0) ** this.#step),
-      decay: 1 - lr * this.#optimizer.weightDecay,
-    };
+    const adam = this.#optimizer.kind === 'adam' ? adamScalars(lr, this.#step, this.#optimizer) : { stepSize: 0, epsilon: 0 };
+    const hyper: Record<HyperName, number> = { lr, ...adam, decay: 1 - lr * this.#optimizer.weightDecay };
     const feeds: Record<string, { data: Float32Array; dims: readonly number[] }> = { dlogits: { data: dz, dims: [rows, this.classes] } };
     for (const s of g.saved) feeds[s.name] = { data: fwd[s.name]!, dims: s.dims.map((d) => (d === -1 ? rows : d)) };
     if (g.backwardTakesInput) feeds[STUDENT_INPUT] = input;
@@ -185,7 +181,8 @@ export class OrtEngine implements StudentEngine {
       g.slots.forEach((s, k) => add(`${p.name}::${s}`, p.dims, this.#cur.slots[i]![k]!));
     });
     await writeFile(join(dir, 'weights.bin'), Buffer.concat(chunks));
-    await writeFile(join(dir, 'state.json'), JSON.stringify({ engine: 'ort', step: this.#step, optimizer: this.#optimizer.kind, tensors }));
+    // Adam's slots are the scaled moments m/(1−β₁) and v/(1−β₂) (train-graphs.ts).
+    await writeFile(join(dir, 'state.json'), JSON.stringify({ engine: 'ort', step: this.#step, optimizer: this.#optimizer.kind, slots: this.#graphs.slots, tensors }));
   }
 
   async loadCheckpoint(dir: string): Promise<void> {

@@ -12,6 +12,17 @@ import type { Recipe } from '../recipe.js';
 import { buildStudent, logitLayer, scaleLogits, singleSampleLatencyMs } from '../students.js';
 import type { LossFn, StepResult, StudentEngine } from './engine.js';
 
+/**
+ * tf.train.momentum (an SGDOptimizer) multiplies by a scalar −lr made when the rate is set:
+ * assigning `.learningRate` alone leaves it at its first value, so a schedule must go through
+ * setLearningRate. Adam reads `.learningRate` on every step.
+ */
+export function setLearningRate(optimizer: tf.Optimizer, lr: number): void {
+  const o = optimizer as unknown as { learningRate: number; setLearningRate?: (lr: number) => void };
+  if (typeof o.setLearningRate === 'function') o.setLearningRate(lr);
+  o.learningRate = lr;
+}
+
 export class TfjsEngine implements StudentEngine {
   readonly name = 'tfjs';
   readonly device: string;
@@ -49,7 +60,7 @@ export class TfjsEngine implements StudentEngine {
   }
 
   async step(x: Float32Array, rows: number, loss: LossFn, lr: number): Promise<StepResult> {
-    (this.#optimizer as unknown as { learningRate: number }).learningRate = lr;
+    setLearningRate(this.#optimizer, lr);
     const xs = tf.tensor2d(x.subarray(0, rows * this.inputSize), [rows, this.inputSize]);
     const trainable = this.#model.trainableWeights.map((w) => (w as unknown as { val: tf.Variable }).val);
     let terms: Record<string, tf.Scalar> = {};

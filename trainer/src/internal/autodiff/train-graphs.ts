@@ -43,8 +43,19 @@ export interface TrainGraphs {
   readonly hyper: readonly HyperName[];
 }
 
-/** lr: learning rate; stepSize: Adam's lr / (1 − β₁ᵗ); secondScale: 1 / (1 − β₂ᵗ); decay: 1 − lr·weightDecay. */
-export type HyperName = 'lr' | 'stepSize' | 'secondScale' | 'decay';
+/**
+ * Scalars fed per step. lr: the learning rate (SGD). Adam keeps its moments scaled,
+ * m̄ = m/(1−β₁) and ū = v/(1−β₂), which saves four elementwise passes per parameter; with
+ * c = (1−β₂)/(1−β₂ᵗ), stepSize = lr·(1−β₁)/(1−β₁ᵗ)/√c and epsilon = ε/√c give exactly
+ * tf.train.adam's p − lr·m̂/(√v̂ + ε) = p − stepSize·m̄/(√ū + epsilon). decay: 1 − lr·weightDecay.
+ */
+export type HyperName = 'lr' | 'stepSize' | 'epsilon' | 'decay';
+
+/** The Adam scalars of step t (1-based) for the scaled-moment form above. */
+export function adamScalars(lr: number, t: number, o: { beta1: number; beta2: number; epsilon: number }): { stepSize: number; epsilon: number } {
+  const rootC = Math.sqrt((1 - o.beta2) / (1 - o.beta2 ** t));
+  return { stepSize: (lr * (1 - o.beta1)) / (1 - o.beta1 ** t) / rootC, epsilon: o.epsilon / rootC };
+}
 
 const dimsOf = (s: Shape): Dim[] => s.map((d) => (d === -1 ? 'N' : d));
 
@@ -67,7 +78,7 @@ export function buildTrainGraphs(student: Graph, opts: { input: string; logits: 
   const slotOutput = (i: number, s: number): string => `${params[i]!.name}::${slots[s]}::next`;
   const paramOutput = (i: number): string => `${params[i]!.name}::next`;
   bwd.reserve(params.flatMap((_, i) => [paramOutput(i), ...slots.flatMap((__, s) => [slotInput(i, s), slotOutput(i, s)])]));
-  const hyper: HyperName[] = optimizer.kind === 'sgd' ? ['lr'] : ['stepSize', 'secondScale'];
+  const hyper: HyperName[] = optimizer.kind === 'sgd' ? ['lr'] : ['stepSize', 'epsilon'];
   if (optimizer.weightDecay > 0) hyper.push('decay');
   bwd.reserve(hyper);
   const c = (v: number): string => bwd.constant('c', [v], []);
@@ -84,10 +95,10 @@ export function buildTrainGraphs(student: Graph, opts: { input: string; logits: 
       const acc = bwd.node('Add', [bwd.node('Mul', [slotInput(i, 0), c(optimizer.momentum)]), g], {}, slotOutput(i, 0));
       next = bwd.node('Sub', [p.name, bwd.node('Mul', [acc, 'lr'])]);
     } else {
-      // tf.train.adam: m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; p ← p − lr·m̂ / (√v̂ + ε)
-      const m = bwd.node('Add', [bwd.node('Mul', [slotInput(i, 0), c(optimizer.beta1)]), bwd.node('Mul', [g, c(1 - optimizer.beta1)])], {}, slotOutput(i, 0));
-      const v = bwd.node('Add', [bwd.node('Mul', [slotInput(i, 1), c(optimizer.beta2)]), bwd.node('Mul', [bwd.node('Mul', [g, g]), c(1 - optimizer.beta2)])], {}, slotOutput(i, 1));
-      const denom = bwd.node('Add', [bwd.node('Sqrt', [bwd.node('Mul', [v, 'secondScale'])]), c(optimizer.epsilon)]);
+      // tf.train.adam in the scaled-moment form (HyperName): m̄ ← β₁m̄ + g; ū ← β₂ū + g²; p ← p − stepSize·m̄ / (√ū + epsilon)
+      const m = bwd.node('Add', [bwd.node('Mul', [slotInput(i, 0), c(optimizer.beta1)]), g], {}, slotOutput(i, 0));
+      const v = bwd.node('Add', [bwd.node('Mul', [slotInput(i, 1), c(optimizer.beta2)]), bwd.node('Mul', [g, g])], {}, slotOutput(i, 1));
+      const denom = bwd.node('Add', [bwd.node('Sqrt', [v]), 'epsilon']);
       next = bwd.node('Sub', [p.name, bwd.node('Mul', [bwd.node('Div', [m, denom]), 'stepSize'])]);
     }
     // Decoupled weight decay (Loshchilov & Hutter) on weight matrices, after the step, as the TF.js engine does.
