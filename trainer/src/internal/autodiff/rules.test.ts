@@ -112,6 +112,8 @@ interface Case {
   readonly ref: (xs: T64[]) => T64;
   /** Keep inputs away from kinks and ties (ReLU, MaxPool). */
   readonly spread?: boolean;
+  /** Inputs in [0.5, 1.5] (Log, Sqrt). */
+  readonly positive?: boolean;
 }
 
 const cases: Case[] = [
@@ -152,7 +154,55 @@ const cases: Case[] = [
       return { data: y, dims: [N, C, 1, 1] };
     },
   },
+  { name: 'Neg', op: 'Neg', inputs: [[2, 3]], ref: ([x]) => ({ data: x!.data.map((v) => -v), dims: x!.dims }) },
+  { name: 'Exp', op: 'Exp', inputs: [[2, 3]], ref: ([x]) => ({ data: x!.data.map(Math.exp), dims: x!.dims }) },
+  { name: 'Log', op: 'Log', inputs: [[2, 3]], ref: ([x]) => ({ data: x!.data.map((v) => Math.log(v)), dims: x!.dims }), positive: true },
+  { name: 'Sqrt', op: 'Sqrt', inputs: [[2, 3]], ref: ([x]) => ({ data: x!.data.map((v) => Math.sqrt(v)), dims: x!.dims }), positive: true },
+  { name: 'LogSoftmax (last axis)', op: 'LogSoftmax', attrs: { axis: -1 }, inputs: [[3, 5]], ref: ([x]) => logSoftmaxRef(x!) },
+  { name: 'Softmax (last axis)', op: 'Softmax', attrs: { axis: 1 }, inputs: [[3, 5]], ref: ([x]) => ({ data: logSoftmaxRef(x!).data.map(Math.exp), dims: x!.dims }) },
+  { name: 'ReduceSum over axis 1, keepdims', op: 'ReduceSum', inputs: [[3, 4], [1]], int64Inputs: { 1: [1] }, ref: ([x]) => reduceRef(x!, [1], true, (v) => v.reduce((a, b) => a + b, 0)) },
+  { name: 'ReduceSum over axes 1 and 2, no keepdims', op: 'ReduceSum', attrs: { keepdims: 0 }, inputs: [[2, 3, 4], [2]], int64Inputs: { 1: [1, 2] }, ref: ([x]) => reduceRef(x!, [1, 2], false, (v) => v.reduce((a, b) => a + b, 0)) },
+  { name: 'ReduceMean over axis 1, no keepdims', op: 'ReduceMean', attrs: { axes: [1], keepdims: 0 }, inputs: [[3, 4]], ref: ([x]) => reduceRef(x!, [1], false, (v) => v.reduce((a, b) => a + b, 0) / v.length) },
+  { name: 'ReduceLogSumExp over axis 1, keepdims', op: 'ReduceLogSumExp', attrs: { axes: [1] }, inputs: [[3, 4]], ref: ([x]) => reduceRef(x!, [1], true, (v) => Math.log(v.reduce((a, b) => a + Math.exp(b), 0))) },
+  { name: 'Max, broadcast [2,3] with [3]', op: 'Max', inputs: [[2, 3], [3]], ref: ([a, b]) => broadcastOp(a!, b!, Math.max), spread: true },
+  {
+    name: 'Concat along axis 1',
+    op: 'Concat',
+    attrs: { axis: 1 },
+    inputs: [[2, 3], [2, 1]],
+    ref: ([a, b]) => ({ data: Float64Array.from({ length: 8 }, (_, i) => (i % 4 < 3 ? a!.data[Math.floor(i / 4) * 3 + (i % 4)]! : b!.data[Math.floor(i / 4)]!)), dims: [2, 4] }),
+  },
 ];
+
+const rowsOf = (x: T64): { N: number; C: number } => ({ N: x.dims.slice(0, -1).reduce((a, b) => a * b, 1), C: x.dims.at(-1)! });
+
+function logSoftmaxRef(x: T64): T64 {
+  const { N, C } = rowsOf(x);
+  const y = new Float64Array(x.data.length);
+  for (let r = 0; r < N; r++) {
+    let m = -Infinity;
+    for (let c = 0; c < C; c++) m = Math.max(m, x.data[r * C + c]!);
+    let s = 0;
+    for (let c = 0; c < C; c++) s += Math.exp(x.data[r * C + c]! - m);
+    for (let c = 0; c < C; c++) y[r * C + c] = x.data[r * C + c]! - m - Math.log(s);
+  }
+  return { data: y, dims: x.dims };
+}
+
+/** Reduce over `axes` (keepdims 0 or 1) with f over the values of each group. */
+function reduceRef(x: T64, axes: number[], keep: boolean, f: (v: number[]) => number): T64 {
+  const outDims = x.dims.map((d, i) => (axes.includes(i) ? 1 : d));
+  const groups = new Map<number, number[]>();
+  const xs = strides(x.dims);
+  const os = strides(outDims);
+  for (let i = 0; i < x.data.length; i++) {
+    let o = 0;
+    for (let k = 0; k < x.dims.length; k++) if (!axes.includes(k)) o += (Math.floor(i / xs[k]!) % x.dims[k]!) * os[k]!;
+    (groups.get(o) ?? groups.set(o, []).get(o)!).push(x.data[i]!);
+  }
+  const data = Float64Array.from({ length: size(outDims) }, (_, o) => f(groups.get(o)!));
+  return { data, dims: keep ? outDims : x.dims.filter((_, i) => !axes.includes(i)) };
+}
 
 function randomInputs(c: Case, seed: number): Float64Array[] {
   const rand = mulberry32(seed);
@@ -160,7 +210,7 @@ function randomInputs(c: Case, seed: number): Float64Array[] {
     const a = new Float64Array(size(dims));
     for (let i = 0; i < a.length; i++) {
       // spread: distinct magnitudes ≥ 0.1 from zero, so a ±1e-3 nudge never crosses a kink or a tie
-      a[i] = c.spread === true ? (rand() < 0.5 ? -1 : 1) * (0.1 + i * 0.37 + rand() * 0.2) * (rand() < 0.5 ? 1 : 0.5) : rand() * 2 - 1;
+      a[i] = c.positive === true ? 0.5 + rand() : c.spread === true ? (rand() < 0.5 ? -1 : 1) * (0.1 + i * 0.37 + rand() * 0.2) * (rand() < 0.5 ? 1 : 0.5) : rand() * 2 - 1;
     }
     if (c.spread === true) for (let i = a.length - 1; i > 0; i--) {
       const j = Math.floor(rand() * (i + 1));

@@ -11,7 +11,7 @@
  * whose MaxPool has no Indices output.
  */
 import type { Graph, GraphNode } from '@distillate/shared/onnx';
-import { float, int, ints, UnsupportedGraphError, type Shape } from './shapes.js';
+import { float, int, ints, reduceAxes, UnsupportedGraphError, type Shape } from './shapes.js';
 
 export interface GradContext {
   readonly graph: Graph;
@@ -170,6 +170,102 @@ function globalAveragePool(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   return [ctx.node('Expand', [ctx.node('Mul', [dy!, ctx.scalar(1 / area)]), ctx.int64([1, 1, ...xs.slice(2)])])];
 }
 
+function neg(ctx: GradContext, _n: GraphNode, [dy]: Grads): Grads {
+  return [ctx.node('Neg', [dy!])];
+}
+
+/** y = eˣ: dx = dy·y. */
+function exp(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  return [ctx.node('Mul', [dy!, n.outputs[0]!])];
+}
+
+/** y = ln x: dx = dy / x. */
+function log(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  return [ctx.node('Div', [dy!, n.inputs[0]!])];
+}
+
+/** y = √x: dx = dy / (2y). */
+function sqrt(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  return [ctx.node('Div', [ctx.node('Mul', [dy!, ctx.scalar(0.5)]), n.outputs[0]!])];
+}
+
+function softmaxAxis(ctx: GradContext, n: GraphNode): number {
+  const rank = ctx.shape(n.inputs[0]!).length;
+  const axis = int(n, 'axis', -1);
+  if ((axis < 0 ? axis + rank : axis) !== rank - 1) throw new UnsupportedGraphError(`${n.op} node ${n.name}: only the last axis is supported`);
+  return rank - 1;
+}
+
+/** y = x − logsumexp(x): dx = dy − softmax(x)·Σdy. */
+function logSoftmax(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const axis = softmaxAxis(ctx, n);
+  const sum = ctx.node('ReduceSum', [dy!, ctx.int64([axis])], { keepdims: 1 });
+  return [ctx.node('Sub', [dy!, ctx.node('Mul', [ctx.node('Exp', [n.outputs[0]!]), sum])])];
+}
+
+/** y = softmax(x): dx = y·(dy − Σ dy·y). */
+function softmax(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const axis = softmaxAxis(ctx, n);
+  const y = n.outputs[0]!;
+  const sum = ctx.node('ReduceSum', [ctx.node('Mul', [dy!, y]), ctx.int64([axis])], { keepdims: 1 });
+  return [ctx.node('Mul', [y, ctx.node('Sub', [dy!, sum])])];
+}
+
+/** A reduction's output (or its gradient) with the reduced axes put back as 1s. */
+function keepDims(ctx: GradContext, n: GraphNode, g: string): string {
+  const xs = ctx.shape(n.inputs[0]!);
+  const axes = reduceAxes(n, ctx.graph, xs.length);
+  if (axes.some((a) => xs[a] === -1)) throw new UnsupportedGraphError(`${n.op} node ${n.name}: reducing over the batch axis is not supported`);
+  return int(n, 'keepdims', 1) ? g : ctx.node('Reshape', [g, ctx.int64(xs.map((d, i) => (axes.includes(i) ? 1 : d)))]);
+}
+
+/** Broadcast a keep-dims gradient over x: Expand broadcasts both ways, so 1s where x keeps its (possibly dynamic) size. */
+function overInput(ctx: GradContext, n: GraphNode, kept: string): string {
+  const xs = ctx.shape(n.inputs[0]!);
+  const axes = reduceAxes(n, ctx.graph, xs.length);
+  return ctx.node('Expand', [kept, ctx.int64(xs.map((d, i) => (axes.includes(i) ? d : 1)))]);
+}
+
+function reduceSum(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  return [overInput(ctx, n, keepDims(ctx, n, dy!)), undefined];
+}
+
+function reduceMean(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const xs = ctx.shape(n.inputs[0]!);
+  const count = reduceAxes(n, ctx.graph, xs.length).reduce((c, a) => c * xs[a]!, 1);
+  return [ctx.node('Mul', [overInput(ctx, n, keepDims(ctx, n, dy!)), ctx.scalar(1 / count)])];
+}
+
+/** y = log Σ eˣ: dx = dy·e^(x − y). */
+function reduceLogSumExp(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const weights = ctx.node('Exp', [ctx.node('Sub', [n.inputs[0]!, keepDims(ctx, n, n.outputs[0]!)])]);
+  return [ctx.node('Mul', [weights, keepDims(ctx, n, dy!)])];
+}
+
+/** Elementwise max of two: dy goes to the larger (to the first on a tie). */
+function max(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  if (n.inputs.length !== 2) throw new UnsupportedGraphError(`Max node ${n.name}: only two inputs are supported`);
+  const [a, b] = n.inputs as [string, string];
+  const y = ctx.shape(n.outputs[0]!);
+  const first = ctx.node('GreaterOrEqual', [a, b]);
+  const zero = ctx.scalar(0);
+  return [ctx.unbroadcast(ctx.node('Where', [first, dy!, zero]), y, ctx.shape(a)), ctx.unbroadcast(ctx.node('Where', [first, zero, dy!]), y, ctx.shape(b))];
+}
+
+/** Each input gets its slice of dy along the axis. */
+function concat(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const rank = ctx.shape(n.outputs[0]!).length;
+  const axis = int(n, 'axis', 0) < 0 ? int(n, 'axis', 0) + rank : int(n, 'axis', 0);
+  let start = 0;
+  return n.inputs.map((x) => {
+    const size = ctx.shape(x)[axis]!;
+    if (size === -1) throw new UnsupportedGraphError(`Concat node ${n.name}: concatenating along the batch axis is not supported`);
+    const g = ctx.node('Slice', [dy!, ctx.int64([start]), ctx.int64([start + size]), ctx.int64([axis])]);
+    start += size;
+    return g;
+  });
+}
+
 /** The explicit table: op type → rule. */
 export const gradientRules = {
   Gemm: gemm,
@@ -186,6 +282,17 @@ export const gradientRules = {
   Conv: conv,
   MaxPool: maxPool,
   GlobalAveragePool: globalAveragePool,
+  Neg: neg,
+  Exp: exp,
+  Log: log,
+  Sqrt: sqrt,
+  LogSoftmax: logSoftmax,
+  Softmax: softmax,
+  ReduceSum: reduceSum,
+  ReduceMean: reduceMean,
+  ReduceLogSumExp: reduceLogSumExp,
+  Max: max,
+  Concat: concat,
 } satisfies Record<string, GradRule>;
 
 export type DifferentiableOp = keyof typeof gradientRules;

@@ -112,6 +112,45 @@ const shapeRules: Record<string, ShapeRule> = {
   },
 };
 
+function reduced(n: GraphNode, x: Shape, axes: number[], keepdims: number): number[] {
+  const norm = axes.map((a) => (a < 0 ? a + x.length : a));
+  const out: number[] = [];
+  x.forEach((d, i) => {
+    if (!norm.includes(i)) out.push(d);
+    else if (keepdims) out.push(1);
+  });
+  if (norm.some((a) => a < 0 || a >= x.length)) throw new UnsupportedGraphError(`${n.op} node ${n.name}: axes [${axes.join(', ')}] outside rank ${x.length}`);
+  return out;
+}
+
+/** The axes of a reduction: an attribute (ReduceMean, ReduceLogSumExp at opset 13) or the second input (ReduceSum). */
+export function reduceAxes(n: GraphNode, graph: Graph | undefined, rank: number): number[] {
+  let axes: number[] | undefined;
+  if (n.op === 'ReduceSum') axes = n.inputs[1] === undefined || n.inputs[1] === '' ? undefined : int64Values(graph!, n.inputs[1], `${n.op} node ${n.name}`);
+  else axes = n.attrs['axes'] === undefined ? undefined : ints(n, 'axes', []);
+  const all = Array.from({ length: rank }, (_, i) => i);
+  return (axes ?? all).map((a) => (a < 0 ? a + rank : a));
+}
+
+const reduce: ShapeRule = (n, [x], graph) => reduced(n, x!, reduceAxes(n, graph, x!.length), int(n, 'keepdims', 1));
+Object.assign(shapeRules, {
+  Neg: same,
+  Exp: same,
+  Log: same,
+  Sqrt: same,
+  LogSoftmax: same,
+  Softmax: same,
+  Max: elementwise,
+  ReduceSum: reduce,
+  ReduceMean: reduce,
+  ReduceLogSumExp: reduce,
+  Concat: ((n, ins) => {
+    const axis = int(n, 'axis', 0);
+    const a = axis < 0 ? axis + ins[0]!.length : axis;
+    return ins[0]!.map((d, i) => (i === a ? ins.reduce((t, s) => t + s[i]!, 0) : d));
+  }) satisfies ShapeRule,
+});
+
 export const SHAPE_OPS: ReadonlySet<string> = new Set(Object.keys(shapeRules));
 
 /**
