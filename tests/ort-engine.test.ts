@@ -7,10 +7,9 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import * as tf from '@tensorflow/tfjs';
 import { mulberry32, writeSyntheticDataset } from '@distillate/shared';
 import { Graph, ProviderUnavailableError } from '@distillate/shared/onnx';
-import { crossEntropyLoss, kdLoss, OrtEngine, parseRecipe, selectBackend, train, type LossFn } from '@distillate/trainer';
+import { batchLoss, OrtEngine, parseRecipe, selectBackend, train, type BatchLoss, type TeacherPlan } from '@distillate/trainer';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 let root: string;
@@ -25,21 +24,22 @@ beforeAll(async () => {
 const recipeFor = (student: Record<string, unknown>, optimizer: Record<string, unknown> = { kind: 'adam', lr: 0.01 }) =>
   parseRecipe({ name: 'x', data: { train: 'unused.arrow' }, student, optimizer });
 
-/** A fixed batch and a loss with both a CE and a KD term, so dL/dlogits is not trivial. */
-function batch(rows: number, D: number, C: number): { x: Float32Array; loss: LossFn } {
+/** A fixed batch and its CE + KD loss (the trainer's own batchLoss), so dL/dlogits is not trivial. */
+function batch(rows: number, D: number, C: number): { x: Float32Array; loss: BatchLoss } {
   const rand = mulberry32(5);
   const x = Float32Array.from({ length: rows * D }, () => rand());
-  const labels = Int32Array.from({ length: rows }, (_, i) => i % C);
-  const teacher = Float32Array.from({ length: rows * C }, () => rand() * 4 - 2);
-  const loss: LossFn = (z) => {
-    const ce = crossEntropyLoss(z, tf.tensor1d(labels, 'int32'));
-    const kd = kdLoss(z, tf.tensor2d(teacher, [rows, C]), { temperature: 2 });
-    return { total: tf.add(ce, kd) as tf.Scalar, terms: { ce, kd } };
+  const b = {
+    rows,
+    x,
+    labels: Int32Array.from({ length: rows }, (_, i) => i % C),
+    hasTeacher: new Uint8Array(rows).fill(1),
+    slots: [{ logits: Float32Array.from({ length: rows * C }, () => rand() * 4 - 2) }],
   };
-  return { x, loss };
+  const plan: TeacherPlan = { caches: [], layout: { inputSize: D, slots: [{ kind: 'dense', classes: C }] }, mode: 'single', classes: Array.from({ length: C }, (_, i) => `c${i}`), classIndex: [], union: 'subsets' };
+  return { x, loss: batchLoss(b, { plan, distill: { method: 'kd', params: { temperature: 2 } }, ceWeight: 1, kdWeight: 1, temperature: 2 }) };
 }
 
-async function weightsAfter(engine: OrtEngine, steps: number, x: Float32Array, rows: number, loss: LossFn): Promise<Map<string, Float32Array>> {
+async function weightsAfter(engine: OrtEngine, steps: number, x: Float32Array, rows: number, loss: BatchLoss): Promise<Map<string, Float32Array>> {
   for (let i = 0; i < steps; i++) await engine.step(x, rows, loss, 0.01);
   const g = Graph.fromBytes(engine.exportOnnx([]));
   return new Map([...g.initializers].filter(([, v]) => v.data instanceof Float32Array).map(([k, v]) => [k, v.data as Float32Array]));

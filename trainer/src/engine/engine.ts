@@ -5,11 +5,18 @@
  * what (execution provider or TF.js backend).
  */
 import type * as tf from '@tensorflow/tfjs';
+import type { LossGraph } from '../loss-graphs/index.js';
 
 export type EngineName = 'ort' | 'tfjs';
 
 /** The batch's loss as a function of the student's logits: the total to minimise and its named terms. */
 export type LossFn = (logits: tf.Tensor2D) => { readonly total: tf.Scalar; readonly terms: Readonly<Record<string, tf.Scalar>> };
+
+/** A batch's loss in both forms: the TF.js engine uses `fn`, the ORT engine `graph`. */
+export interface BatchLoss {
+  readonly fn: LossFn;
+  readonly graph: LossGraph;
+}
 
 export interface StepResult {
   readonly terms: Record<string, number>;
@@ -25,7 +32,7 @@ export interface StudentEngine {
   readonly inputSize: number;
   readonly parameters: number;
   /** One optimizer step on `rows` flat samples at learning rate `lr`. */
-  step(x: Float32Array, rows: number, loss: LossFn, lr: number): Promise<StepResult>;
+  step(x: Float32Array, rows: number, loss: BatchLoss, lr: number): Promise<StepResult>;
   /** Logits [rows, classes] of flat samples. */
   predict(x: Float32Array, rows: number): Promise<Float32Array>;
   /** Throws (with the reason) when the logits cannot be rescaled by the last layer. */

@@ -51,4 +51,4 @@ export async function openEngine(recipe: Readonly<Recipe>, inputShape: readonly 
   return { engine, backend, skipped };
 }
 
-export type { StudentEngine, EngineName, LossFn, StepResult } from './engine.js';
+export type { StudentEngine, EngineName, LossFn, BatchLoss, StepResult } from './engine.js';

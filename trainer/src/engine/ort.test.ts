@@ -12,6 +12,7 @@ import { mulberry32 } from '@distillate/shared';
 import { Graph } from '@distillate/shared/onnx';
 import { selectBackend } from '../backend.js';
 import { parseRecipe } from '../recipe.js';
+import type { BatchLoss } from './engine.js';
 import { OrtEngine } from './ort.js';
 import { setLearningRate } from './tfjs.js';
 
@@ -29,6 +30,24 @@ beforeAll(async () => {
   model = join(await mkdtemp(join(tmpdir(), 'distillate-opt-')), 'linear.onnx');
   await writeFile(model, g.toBytes());
 });
+
+/** L = Σ z·G, so dL/dz = G: in both forms. */
+function linearLoss(G: Float32Array): BatchLoss {
+  return {
+    fn: (z) => {
+      const total = tf.sum(tf.mul(z, tf.tensor2d(G, z.shape))) as tf.Scalar;
+      return { total, terms: { total } };
+    },
+    graph: {
+      key: 'linear',
+      build(g: Graph, logits: string) {
+        const total = g.node('ReduceSum', [g.node('Mul', [logits, g.input('G', ['N', C])])], { keepdims: 0 });
+        return { total, terms: { total } };
+      },
+      feeds: () => ({ G: { data: G, dims: [G.length / C, C] } }),
+    },
+  };
+}
 
 const cases = [
   { name: 'adam', optimizer: { kind: 'adam', lr: 0.01 }, tfjs: (lr: number) => tf.train.adam(lr), decay: 0 },
@@ -50,10 +69,7 @@ describe('ORT engine optimizers match TF.js', () => {
       try {
         for (let s = 0; s < 3; s++) {
           const G = tf.tensor2d(grads[s]!, [D, C]);
-          await engine.step(eye, D, (z) => {
-            const total = tf.sum(tf.mul(z, G)) as tf.Scalar;
-            return { total, terms: { total } };
-          }, lrs[s]!);
+          await engine.step(eye, D, linearLoss(grads[s]!), lrs[s]!);
           setLearningRate(opt, lrs[s]!);
           opt.applyGradients([{ name: W.name, tensor: G }]);
           if (c.decay > 0) W.assign(tf.mul(W, 1 - lrs[s]! * c.decay));
@@ -80,10 +96,7 @@ describe('TF.js engine learning-rate schedule', () => {
     const recipe = parseRecipe({ name: 'o', data: { train: 'x' }, student: { kind: 'mlp', hidden: [] }, optimizer: { kind: 'sgd', lr: 0.1, momentum: 0.9 } });
     const engine = await TfjsEngine.create(recipe, [D], C, 'cpu');
     const x = Float32Array.from({ length: 2 * D }, (_, i) => i / 7);
-    const loss = (z: tf.Tensor2D) => {
-      const total = tf.sum(tf.square(z)) as tf.Scalar;
-      return { total, terms: { total } };
-    };
+    const loss = linearLoss(Float32Array.from({ length: 2 * C }, (_, i) => i - 3));
     try {
       await engine.step(x, 2, loss, 0.1);
       const before = engine.model.getWeights().map((w) => w.dataSync().slice());

@@ -10,7 +10,7 @@ import { exportOnnx } from '../export-onnx.js';
 import { loadLayersModel, saveLayersModel } from '../model-io.js';
 import type { Recipe } from '../recipe.js';
 import { buildStudent, logitLayer, scaleLogits, singleSampleLatencyMs } from '../students.js';
-import type { LossFn, StepResult, StudentEngine } from './engine.js';
+import type { BatchLoss, StepResult, StudentEngine } from './engine.js';
 
 /**
  * tf.train.momentum (an SGDOptimizer) multiplies by a scalar −lr made when the rate is set:
@@ -59,7 +59,7 @@ export class TfjsEngine implements StudentEngine {
     return this.#model;
   }
 
-  async step(x: Float32Array, rows: number, loss: LossFn, lr: number): Promise<StepResult> {
+  async step(x: Float32Array, rows: number, loss: BatchLoss, lr: number): Promise<StepResult> {
     setLearningRate(this.#optimizer, lr);
     const xs = tf.tensor2d(x.subarray(0, rows * this.inputSize), [rows, this.inputSize]);
     const trainable = this.#model.trainableWeights.map((w) => (w as unknown as { val: tf.Variable }).val);
@@ -68,7 +68,7 @@ export class TfjsEngine implements StudentEngine {
     const { value, grads } = tf.variableGrads(() => {
       const logits = this.#model.apply(xs, { training: true }) as tf.Tensor2D;
       logitsOut = tf.keep(logits.clone());
-      const r = loss(logits);
+      const r = loss.fn(logits);
       terms = Object.fromEntries(Object.entries(r.terms).map(([k, v]) => [k, tf.keep(v.clone())]));
       return r.total;
     }, trainable);

@@ -162,9 +162,11 @@ const cases: Case[] = [
   { name: 'Softmax (last axis)', op: 'Softmax', attrs: { axis: 1 }, inputs: [[3, 5]], ref: ([x]) => ({ data: logSoftmaxRef(x!).data.map(Math.exp), dims: x!.dims }) },
   { name: 'ReduceSum over axis 1, keepdims', op: 'ReduceSum', inputs: [[3, 4], [1]], int64Inputs: { 1: [1] }, ref: ([x]) => reduceRef(x!, [1], true, (v) => v.reduce((a, b) => a + b, 0)) },
   { name: 'ReduceSum over axes 1 and 2, no keepdims', op: 'ReduceSum', attrs: { keepdims: 0 }, inputs: [[2, 3, 4], [2]], int64Inputs: { 1: [1, 2] }, ref: ([x]) => reduceRef(x!, [1, 2], false, (v) => v.reduce((a, b) => a + b, 0)) },
+  { name: 'ReduceSum over every axis, the batch included', op: 'ReduceSum', attrs: { keepdims: 0 }, inputs: [[3, 4]], ref: ([x]) => ({ data: Float64Array.of(x!.data.reduce((a, b) => a + b, 0)), dims: [] }) },
   { name: 'ReduceMean over axis 1, no keepdims', op: 'ReduceMean', attrs: { axes: [1], keepdims: 0 }, inputs: [[3, 4]], ref: ([x]) => reduceRef(x!, [1], false, (v) => v.reduce((a, b) => a + b, 0) / v.length) },
   { name: 'ReduceLogSumExp over axis 1, keepdims', op: 'ReduceLogSumExp', attrs: { axes: [1] }, inputs: [[3, 4]], ref: ([x]) => reduceRef(x!, [1], true, (v) => Math.log(v.reduce((a, b) => a + Math.exp(b), 0))) },
   { name: 'Max, broadcast [2,3] with [3]', op: 'Max', inputs: [[2, 3], [3]], ref: ([a, b]) => broadcastOp(a!, b!, Math.max), spread: true },
+  { name: 'Sum of three', op: 'Sum', inputs: [[2, 3], [2, 3], [3]], ref: ([a, b, c]) => broadcastOp(broadcastOp(a!, b!, (p, q) => p + q), c!, (p, q) => p + q) },
   {
     name: 'Concat along axis 1',
     op: 'Concat',

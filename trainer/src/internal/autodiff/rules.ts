@@ -215,15 +215,18 @@ function softmax(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
 function keepDims(ctx: GradContext, n: GraphNode, g: string): string {
   const xs = ctx.shape(n.inputs[0]!);
   const axes = reduceAxes(n, ctx.graph, xs.length);
-  if (axes.some((a) => xs[a] === -1)) throw new UnsupportedGraphError(`${n.op} node ${n.name}: reducing over the batch axis is not supported`);
   return int(n, 'keepdims', 1) ? g : ctx.node('Reshape', [g, ctx.int64(xs.map((d, i) => (axes.includes(i) ? 1 : d)))]);
 }
 
-/** Broadcast a keep-dims gradient over x: Expand broadcasts both ways, so 1s where x keeps its (possibly dynamic) size. */
+/**
+ * Broadcast a keep-dims gradient over x. Expand broadcasts both ways, so a static target has 1s
+ * where x keeps its size; a reduced batch axis (dynamic) takes x's runtime shape instead.
+ */
 function overInput(ctx: GradContext, n: GraphNode, kept: string): string {
   const xs = ctx.shape(n.inputs[0]!);
   const axes = reduceAxes(n, ctx.graph, xs.length);
-  return ctx.node('Expand', [kept, ctx.int64(xs.map((d, i) => (axes.includes(i) ? d : 1)))]);
+  const target = axes.some((a) => xs[a] === -1) ? ctx.node('Shape', [n.inputs[0]!]) : ctx.int64(xs.map((d, i) => (axes.includes(i) ? d : 1)));
+  return ctx.node('Expand', [kept, target]);
 }
 
 function reduceSum(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
@@ -232,6 +235,7 @@ function reduceSum(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
 
 function reduceMean(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   const xs = ctx.shape(n.inputs[0]!);
+  if (reduceAxes(n, ctx.graph, xs.length).some((a) => xs[a] === -1)) throw new UnsupportedGraphError(`ReduceMean node ${n.name}: a mean over the batch axis is not supported (sum, then scale)`);
   const count = reduceAxes(n, ctx.graph, xs.length).reduce((c, a) => c * xs[a]!, 1);
   return [ctx.node('Mul', [overInput(ctx, n, keepDims(ctx, n, dy!)), ctx.scalar(1 / count)])];
 }
@@ -266,6 +270,12 @@ function concat(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   });
 }
 
+/** y = Σ xᵢ (same shapes here, or broadcast): each input gets dy, summed back to its shape. */
+function sum(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const y = ctx.shape(n.outputs[0]!);
+  return n.inputs.map((x) => ctx.unbroadcast(dy!, y, ctx.shape(x)));
+}
+
 /** The explicit table: op type → rule. */
 export const gradientRules = {
   Gemm: gemm,
@@ -293,6 +303,7 @@ export const gradientRules = {
   ReduceLogSumExp: reduceLogSumExp,
   Max: max,
   Concat: concat,
+  Sum: sum,
 } satisfies Record<string, GradRule>;
 
 export type DifferentiableOp = keyof typeof gradientRules;

@@ -42,6 +42,7 @@ export function broadcast(a: Shape, b: Shape, where: string): number[] {
     const y = b[b.length - n + i] ?? 1;
     if (x === y || y === 1) out.push(x);
     else if (x === 1) out.push(y);
+    else if (x === -1 || y === -1) out.push(-1); // the dynamic batch against a fixed size: checked by ORT at run time
     else throw new UnsupportedGraphError(`${where}: shapes [${a.join(', ')}] and [${b.join(', ')}] do not broadcast`);
   }
   return out;
@@ -141,6 +142,7 @@ Object.assign(shapeRules, {
   LogSoftmax: same,
   Softmax: same,
   Max: elementwise,
+  Sum: ((n, ins) => ins.reduce((a, b) => broadcast(a, b, `Sum node ${n.name}`))) satisfies ShapeRule,
   ReduceSum: reduce,
   ReduceMean: reduce,
   ReduceLogSumExp: reduce,
