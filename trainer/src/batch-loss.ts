@@ -145,7 +145,11 @@ export function batchLossGraph(b: TrainBatch, s: BatchLossSettings): LossGraph {
   const rowsWhere = (keep: (r: number) => boolean): { rows: Feed; count: number } => {
     const data = new Float32Array(N);
     let count = 0;
-    for (let r = 0; r < N; r++) if (keep(r)) (data[r] = 1), count++;
+    for (let r = 0; r < N; r++) {
+      if (!keep(r)) continue;
+      data[r] = 1;
+      count++;
+    }
     return { rows: { data, dims: [N, 1] }, count };
   };
   /** Slot logits with zeros on the rows without a teacher. */
