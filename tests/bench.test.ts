@@ -48,7 +48,7 @@ describe('npm run bench -- --quick --json', () => {
     const metrics = (bench: string) => rows.filter((x) => x.bench === bench).map((x) => x.metric);
     expect(metrics('cache')).toContain('write_dense_f32_fsync');
     expect(metrics('server')).toContain('precompute_job');
-    expect(metrics('trainer')).toEqual(expect.arrayContaining(['train_mlp_784_512_256_10', 'train_cnn_32_64_128', 'train_peak_rss_10x_dataset', 'train_peak_rss_20x_dataset']));
+    expect(metrics('trainer')).toEqual(expect.arrayContaining(['ort_train_mlp_784_512_256_10', 'ort_train_cnn_32_64_128', 'ort_train_mlp_gflops', 'train_mlp_784_512_256_10', 'train_cnn_32_64_128', 'ort_train_peak_rss_10x_dataset', 'ort_train_peak_rss_20x_dataset']));
     expect(metrics('crossover')).toEqual(expect.arrayContaining(['students_1_precompute_plus_train_s', 'students_4_precompute_plus_train_s', 'students_16_precompute_plus_train_s', 'speedup_at_16_students']));
     expect(metrics('storage')).toEqual(expect.arrayContaining(['bytes_per_row_dense_f32', 'bytes_per_row_dense_f16', 'bytes_per_row_topk_5', 'bytes_per_row_topk_10', 'bytes_per_row_topk_20']));
     expect(readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8')).toBe(before);
