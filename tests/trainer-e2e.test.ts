@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeSyntheticDataset } from '@distillate/shared';
+import { Graph } from '@distillate/shared/onnx';
 import { createServices, resolveConfig } from '@distillate/server';
 import { formatEpoch, parseRecipe, predictRunLogits, saveLayersModel, train, TrainingError } from '@distillate/trainer';
 import { pino } from 'pino';
@@ -112,8 +113,21 @@ describe('trainer', () => {
     expect(cnn.onnx!.maxAbsDiff).toBeLessThanOrEqual(1e-4);
     const resnet = await train(parseRecipe({ ...base(), engine: 'tfjs', epochs: 1, name: 'resnet', student: { kind: 'resnet', widths: [4, 8] } }));
     expect(resnet.onnx!.maxAbsDiff).toBeLessThanOrEqual(1e-4);
-    // The ort engine says why it cannot train a ResNet yet, before any epoch.
-    await expect(train(parseRecipe({ ...base(), epochs: 1, name: 'resnet-ort', student: { kind: 'resnet', widths: [4, 8] } }))).rejects.toThrow(/resnet needs BatchNormalization.*use engine: tfjs/);
+  });
+
+  it('ort engine: a ResNet (BatchNorm with batch statistics in training, running ones in student.onnx) and an MLP with dropout', async () => {
+    const resnet = await train(parseRecipe({ ...base(), epochs: 2, name: 'resnet-ort', student: { kind: 'resnet', widths: [4, 8] } }));
+    expect(resnet.engine.name).toBe('ort');
+    expect(resnet.metrics[1]!.loss['ce']!).toBeLessThan(resnet.metrics[0]!.loss['ce']!);
+    expect(resnet.onnx!.maxAbsDiff).toBeLessThanOrEqual(1e-5);
+    const exported = Graph.fromBytes(await readFile(join(resnet.runDir, 'student.onnx')));
+    const bn = exported.nodes.filter((n) => n.op === 'BatchNormalization');
+    expect(bn.length).toBeGreaterThan(0);
+    const movingMean = exported.initializers.get(bn[0]!.inputs[3]!)!.data as Float32Array;
+    expect(movingMean.some((v) => v !== 0)).toBe(true); // the running statistics were trained
+    const dropout = await train(parseRecipe({ ...base(), epochs: 2, name: 'dropout-ort', student: { kind: 'mlp', hidden: [32], dropout: 0.3 } }));
+    expect(dropout.metrics[1]!.loss['ce']!).toBeLessThan(dropout.metrics[0]!.loss['ce']!);
+    expect(dropout.onnx!.maxAbsDiff).toBeLessThanOrEqual(1e-5); // student.onnx: dropout is the identity
   });
 
   it('averages two teachers with the same classes', async () => {

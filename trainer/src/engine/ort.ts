@@ -7,9 +7,10 @@
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { mulberry32 } from '@distillate/shared';
 import { Graph, OrtSession, type ExecutionProvider } from '@distillate/shared/onnx';
 import type { Recipe } from '../recipe.js';
-import { adamScalars, buildPredictGraph, buildStepGraph, studentParams, type HyperName, type OptimizerGraphSpec, type StepGraph } from '../internal/autodiff/train-graphs.js';
+import { adamScalars, buildPredictGraph, buildStepGraph, studentBuffers, studentParams, type HyperName, type OptimizerGraphSpec, type StepGraph } from '../internal/autodiff/train-graphs.js';
 import { buildOnnxStudent, STUDENT_INPUT, STUDENT_LOGITS, type OnnxStudentSpec } from '../internal/onnx-students.js';
 import type { BatchLoss, StepResult, StudentEngine } from './engine.js';
 
@@ -38,6 +39,10 @@ export class OrtEngine implements StudentEngine {
   readonly parameters: number;
   readonly #student: Graph;
   readonly #params: ReadonlyArray<{ readonly name: string; readonly dims: readonly number[] }>;
+  /** BatchNorm running statistics: state the step updates without a gradient. */
+  readonly #buffers: ReadonlyArray<{ readonly name: string; readonly dims: readonly number[] }>;
+  #bufferValues: Float32Array[];
+  readonly #seed: number;
   readonly #slots: readonly string[];
   readonly #predict: OrtSession;
   readonly #optimizer: OptimizerGraphSpec;
@@ -48,7 +53,8 @@ export class OrtEngine implements StudentEngine {
   #state: Float32Array[][];
   #step = 0;
 
-  private constructor(student: Graph, predict: OrtSession, optimizer: OptimizerGraphSpec, inputSize: number, classes: number, options: OrtEngineOptions) {
+  private constructor(student: Graph, predict: OrtSession, optimizer: OptimizerGraphSpec, inputSize: number, classes: number, options: OrtEngineOptions, seed: number) {
+    this.#seed = seed;
     this.#student = student;
     this.#predict = predict;
     this.#optimizer = optimizer;
@@ -62,6 +68,9 @@ export class OrtEngine implements StudentEngine {
     this.parameters = params.reduce((a, p) => a + p.init.length, 0);
     this.#values = params.map((p) => p.init.slice());
     this.#state = params.map((p) => this.#slots.map(() => new Float32Array(p.init.length)));
+    const buffers = studentBuffers(student);
+    this.#buffers = buffers;
+    this.#bufferValues = buffers.map((b) => b.init.slice());
   }
 
   static async create(recipe: Readonly<Recipe>, inputShape: readonly number[], classes: number, options: OrtEngineOptions = {}): Promise<OrtEngine> {
@@ -75,7 +84,7 @@ export class OrtEngine implements StudentEngine {
       ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }),
       ...(options.onProviderFailure === undefined ? {} : { onProviderFailure: options.onProviderFailure }),
     });
-    return new OrtEngine(graph, predict, optimizer, inputSize, classes, options);
+    return new OrtEngine(graph, predict, optimizer, inputSize, classes, options, recipe.seed);
   }
 
   /** The train-step session for this loss shape, built on first use on the provider predict runs on. */
@@ -103,10 +112,20 @@ export class OrtEngine implements StudentEngine {
       g.slots.forEach((_, s) => (feeds[g.slotInput(i, s)] = { data: this.#state[i]![s]!, dims: p.dims }));
     });
     for (const h of g.hyper) feeds[h] = { data: Float32Array.of(hyper[h]), dims: [1] };
-    const outputs = [g.logits, ...Object.values(g.terms), ...g.params.flatMap((_, i) => [g.paramOutput(i), ...g.slots.map((__, s) => g.slotOutput(i, s))])];
+    this.#buffers.forEach((b, i) => (feeds[b.name] = { data: this.#bufferValues[i]!, dims: b.dims }));
+    if (g.needsBatchRows) feeds['batch_rows'] = { data: Float32Array.of(rows), dims: [1] };
+    // Inverted dropout masks from a generator seeded by (recipe seed, step): a resumed run draws the same ones.
+    const rand = mulberry32((this.#seed * 7919 + this.#step * 104729) | 0);
+    for (const d of g.dropout) {
+      const dims = d.dims.map((x) => (x === -1 ? rows : x));
+      const keep = 1 / (1 - d.ratio);
+      feeds[d.mask] = { data: Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => (rand() < d.ratio ? 0 : keep)), dims };
+    }
+    const outputs = [g.logits, ...Object.values(g.terms), ...g.params.flatMap((_, i) => [g.paramOutput(i), ...g.slots.map((__, s) => g.slotOutput(i, s))]), ...g.buffers.map((b) => b.next)];
     const out = await session.runMany(feeds, outputs);
     this.#values = g.params.map((_, i) => out[g.paramOutput(i)]!);
     this.#state = g.params.map((_, i) => g.slots.map((__, s) => out[g.slotOutput(i, s)]!));
+    this.#bufferValues = this.#buffers.map((b) => out[g.buffers.find((x) => x.name === b.name)!.next]!);
     const terms = Object.fromEntries(Object.entries(g.terms).map(([k, name]) => [k, out[name]![0]!]));
     return { terms, logits: out[g.logits]! };
   }
@@ -114,6 +133,7 @@ export class OrtEngine implements StudentEngine {
   async predict(x: Float32Array, rows: number): Promise<Float32Array> {
     const feeds: Record<string, { data: Float32Array; dims: readonly number[] }> = { [STUDENT_INPUT]: { data: x.subarray(0, rows * this.inputSize), dims: [rows, this.inputSize] } };
     this.#params.forEach((p, i) => (feeds[p.name] = { data: this.#values[i]!, dims: p.dims }));
+    this.#buffers.forEach((b, i) => (feeds[b.name] = { data: this.#bufferValues[i]!, dims: b.dims }));
     return (await this.#predict.runMany(feeds, [STUDENT_LOGITS]))[STUDENT_LOGITS]!;
   }
 
@@ -154,6 +174,7 @@ export class OrtEngine implements StudentEngine {
       add(p.name, p.dims, this.#values[i]!);
       this.#slots.forEach((s, k) => add(`${p.name}::${s}`, p.dims, this.#state[i]![k]!));
     });
+    this.#buffers.forEach((b, i) => add(b.name, b.dims, this.#bufferValues[i]!));
     await writeFile(join(dir, 'weights.bin'), Buffer.concat(chunks));
     // Adam's slots are the scaled moments m/(1−β₁) and v/(1−β₂) (train-graphs.ts).
     await writeFile(join(dir, 'state.json'), JSON.stringify({ engine: 'ort', step: this.#step, optimizer: this.#optimizer.kind, slots: this.#slots, tensors }));
@@ -178,6 +199,7 @@ export class OrtEngine implements StudentEngine {
       read(p.name, this.#values[i]!);
       this.#slots.forEach((s, k) => read(`${p.name}::${s}`, this.#state[i]![k]!));
     });
+    this.#buffers.forEach((b, i) => read(b.name, this.#bufferValues[i]!));
     this.#step = state.step;
   }
 
@@ -187,12 +209,9 @@ export class OrtEngine implements StudentEngine {
 
   exportOnnx(classes: readonly string[]): Uint8Array {
     const g = new Graph('distillate-student', this.#student.opset);
-    const index = new Map(this.#params.map((p, i) => [p.name, i]));
+    const current = new Map<string, Float32Array>([...this.#params.map((p, i) => [p.name, this.#values[i]!] as const), ...this.#buffers.map((b, i) => [b.name, this.#bufferValues[i]!] as const)]);
     for (const v of this.#student.inputs) g.input(v.name, v.dims, v.type);
-    for (const init of this.#student.initializers.values()) {
-      const i = index.get(init.name);
-      g.initializer(init.name, i === undefined ? init.data : this.#values[i]!.slice(), init.dims);
-    }
+    for (const init of this.#student.initializers.values()) g.initializer(init.name, current.get(init.name)?.slice() ?? init.data, init.dims);
     for (const n of this.#student.nodes) g.add(n.op, n.inputs, { ...n.attrs }, n.outputs);
     for (const v of this.#student.outputs) g.output(v.name, v.dims, v.type);
     g.metadata.set('distillate.classes', JSON.stringify(classes));

@@ -15,7 +15,7 @@ export const STUDENT_LOGITS = 'logits';
 export type OnnxStudentSpec =
   | { readonly kind: 'mlp'; readonly hidden: readonly number[]; readonly dropout: number }
   | { readonly kind: 'cnn'; readonly blocks: ReadonlyArray<{ readonly filters: number; readonly kernel: number; readonly pool: boolean }>; readonly dense: readonly number[] }
-  | { readonly kind: 'resnet' }
+  | { readonly kind: 'resnet'; readonly widths: readonly number[]; readonly blocksPerStage: number }
   | { readonly kind: 'layers'; readonly path: string }
   | { readonly kind: 'onnx'; readonly path: string };
 
@@ -48,7 +48,6 @@ export interface OnnxStudent {
 export async function buildOnnxStudent(spec: OnnxStudentSpec, inputShape: readonly number[], classes: number, seed: number): Promise<OnnxStudent> {
   const D = inputShape.reduce((a, b) => a * b, 1);
   const rand = mulberry32(seed);
-  if (spec.kind === 'resnet') throw new UnsupportedGraphError('student kind resnet needs BatchNormalization in training mode, which the ort engine has no gradient rule for yet; use engine: tfjs');
   if (spec.kind === 'layers') throw new UnsupportedGraphError('student kind layers is a TF.js model; use engine: tfjs, or give the ort engine an ONNX file ({ onnx: path })');
   if (spec.kind === 'onnx') return loadOnnxStudent(spec.path, inputShape, classes);
   const g = new Graph('distillate-student');
@@ -63,8 +62,16 @@ export async function buildOnnxStudent(spec: OnnxStudentSpec, inputShape: readon
     width = units;
   };
   if (spec.kind === 'mlp') {
-    if (spec.dropout > 0) throw new UnsupportedGraphError('dropout is not supported by the ort engine yet; set student.dropout to 0 or use engine: tfjs');
-    for (const units of spec.hidden) dense(units, true, false);
+    const ratio = spec.dropout > 0 ? g.constant('dropout_ratio', [spec.dropout], []) : undefined;
+    for (const units of spec.hidden) {
+      dense(units, true, false);
+      // Inference form (identity); the train step draws the mask (train-mode.ts).
+      if (ratio !== undefined) x = g.node('Dropout', [x, ratio]);
+    }
+    dense(classes, false, true);
+  } else if (spec.kind === 'resnet') {
+    x = resnetBody(g, x, inputShape, spec, rand);
+    width = spec.widths.at(-1)!;
     dense(classes, false, true);
   } else {
     if (inputShape.length !== 3) throw new UnsupportedGraphError(`a cnn student needs image samples [H, W, C]; this dataset's samples are [${inputShape.join(', ')}]`);
@@ -92,6 +99,55 @@ export async function buildOnnxStudent(spec: OnnxStudentSpec, inputShape: readon
   }
   g.output(STUDENT_LOGITS, ['N', classes]);
   return { graph: g, inputSize: D };
+}
+
+/**
+ * The small ResNet of students.ts in NCHW: a 3×3 stem, then stages of basic blocks
+ * (conv-BN-relu-conv-BN plus a shortcut, 1×1 conv-BN when the shape changes, then relu), the
+ * first block of each later stage with stride 2, then global average pooling. BatchNorm as
+ * Keras sets it up (γ 1, β 0, running mean 0 and variance 1, ε 1e-3, momentum 0.99).
+ */
+function resnetBody(g: Graph, input: string, inputShape: readonly number[], spec: { readonly widths: readonly number[]; readonly blocksPerStage: number }, rand: () => number): string {
+  if (inputShape.length !== 3) throw new UnsupportedGraphError(`a resnet student needs image samples [H, W, C]; this dataset's samples are [${inputShape.join(', ')}]`);
+  const [H, W, C0] = inputShape as [number, number, number];
+  let c = C0;
+  const conv = (x: string, filters: number, k: number, stride: number): string => {
+    const kernel = g.initializer(g.fresh('conv_kernel'), he(rand, filters * c * k * k, c * k * k), [filters, c, k, k]);
+    const pad = Math.floor((k - 1) / 2);
+    return g.node('Conv', [x, kernel], { kernel_shape: [k, k], strides: [stride, stride], pads: [pad, pad, pad, pad] });
+  };
+  const bn = (x: string, channels: number): string =>
+    g.node(
+      'BatchNormalization',
+      [
+        x,
+        g.initializer(g.fresh('bn_gamma'), new Float32Array(channels).fill(1), [channels]),
+        g.initializer(g.fresh('bn_beta'), new Float32Array(channels), [channels]),
+        g.initializer(g.fresh('bn_moving_mean'), new Float32Array(channels), [channels]),
+        g.initializer(g.fresh('bn_moving_variance'), new Float32Array(channels).fill(1), [channels]),
+      ],
+      { epsilon: { float: 1e-3 }, momentum: { float: 0.99 } },
+    );
+  let x = g.node('Transpose', [g.node('Reshape', [input, g.int64('shape', [-1, H, W, C0])])], { perm: [0, 3, 1, 2] });
+  x = g.node('Relu', [bn(conv(x, spec.widths[0]!, 3, 1), spec.widths[0]!)]);
+  c = spec.widths[0]!;
+  spec.widths.forEach((width, stage) => {
+    for (let b = 0; b < spec.blocksPerStage; b++) {
+      const stride = stage > 0 && b === 0 ? 2 : 1;
+      const inC = c;
+      let y = g.node('Relu', [bn(conv(x, width, 3, stride), width)]);
+      c = width;
+      y = bn(conv(y, width, 3, 1), width);
+      let shortcut = x;
+      if (stride !== 1 || inC !== width) {
+        c = inC;
+        shortcut = bn(conv(x, width, 1, stride), width);
+        c = width;
+      }
+      x = g.node('Relu', [g.node('Add', [y, shortcut])]);
+    }
+  });
+  return g.node('Flatten', [g.node('GlobalAveragePool', [x])], { axis: 1 });
 }
 
 /**

@@ -80,6 +80,8 @@ const shapeRules: Record<string, ShapeRule> = {
   Div: elementwise,
   Relu: same,
   Identity: same,
+  Dropout: same,
+  BatchNormalization: same,
   Conv: (n, [x, w]) => {
     const k = w!.slice(2);
     const pads = ints(n, 'pads', [0, 0, 0, 0]);

@@ -10,6 +10,7 @@
 import { Graph, type Dim } from '@distillate/shared/onnx';
 import { differentiate } from './backward.js';
 import { inferShapes, type Shape } from './shapes.js';
+import { appendTrainingNodes, bufferNames, type Buffer, type DropoutSite } from './train-mode.js';
 
 /** The batch loss as a graph piece: appends itself after the logits, declaring its own inputs. */
 export interface LossPiece {
@@ -40,6 +41,10 @@ export interface StepGraph {
   /** Output names of the loss terms (scalars) and of the logits. */
   readonly terms: Readonly<Record<string, string>>;
   readonly logits: string;
+  /** Train-mode state and inputs (train-mode.ts): BatchNorm running statistics, dropout masks, the batch size. */
+  readonly buffers: readonly Buffer[];
+  readonly dropout: readonly DropoutSite[];
+  readonly needsBatchRows: boolean;
 }
 /**
  * Scalars fed per step. lr: the learning rate (SGD). Adam keeps its moments scaled,
@@ -57,21 +62,32 @@ export function adamScalars(lr: number, t: number, o: { beta1: number; beta2: nu
 
 const dimsOf = (s: Shape): Dim[] => s.map((d) => (d === -1 ? 'N' : d));
 
-/** The student's parameters: its float32 initializers of rank ≥ 1. */
+/** The student's parameters: its float32 initializers of rank ≥ 1, less the BatchNorm running statistics. */
 export function studentParams(student: Graph): Array<TensorSpec & { readonly init: Float32Array }> {
-  return [...student.initializers.values()].filter((i) => i.data instanceof Float32Array && i.dims.length > 0).map((p) => ({ name: p.name, dims: p.dims, init: p.data as Float32Array }));
+  const buffers = bufferNames(student);
+  return [...student.initializers.values()].filter((i) => i.data instanceof Float32Array && i.dims.length > 0 && !buffers.has(i.name)).map((p) => ({ name: p.name, dims: p.dims, init: p.data as Float32Array }));
+}
+
+/** The BatchNorm running statistics, with their initial values. */
+export function studentBuffers(student: Graph): Array<TensorSpec & { readonly init: Float32Array }> {
+  return [...bufferNames(student)].map((name) => {
+    const i = student.initializers.get(name);
+    if (i === undefined || !(i.data instanceof Float32Array)) throw new Error(`BatchNormalization statistic ${name} is not a float32 initializer`);
+    return { name, dims: i.dims, init: i.data };
+  });
 }
 
 export function buildStepGraph(student: Graph, opts: { input: string; logits: string; sampleShape: Shape; classes: number; optimizer: OptimizerGraphSpec; loss: LossPiece }): StepGraph {
   const { input, optimizer } = opts;
   const params = studentParams(student);
-  const paramNames = new Set(params.map((p) => p.name));
+  const buffers = studentBuffers(student);
+  const fed = new Set([...params, ...buffers].map((p) => p.name));
   const g = new Graph('distillate-train-step', student.opset);
   g.reserve(student.nodes.flatMap((n) => [...n.inputs, ...n.outputs]));
   g.input(input, dimsOf([-1, ...opts.sampleShape]));
-  for (const p of params) g.input(p.name, p.dims);
-  for (const init of student.initializers.values()) if (!paramNames.has(init.name)) g.initializer(init.name, init.data, init.dims);
-  for (const n of student.nodes) g.add(n.op, n.inputs, { ...n.attrs }, n.outputs);
+  for (const p of [...params, ...buffers]) g.input(p.name, p.dims);
+  for (const init of student.initializers.values()) if (!fed.has(init.name)) g.initializer(init.name, init.data, init.dims);
+  const trainMode = appendTrainingNodes(g, student, { name: input, shape: [-1, ...opts.sampleShape] });
   const loss = opts.loss.build(g, opts.logits, opts.classes);
 
   const known = new Map<string, Shape>(g.inputs.map((v) => [v.name, v.dims.map((d) => (typeof d === 'number' ? d : -1))]));
@@ -115,6 +131,7 @@ export function buildStepGraph(student: Graph, opts: { input: string; logits: st
     g.output(paramOutput(i), p.dims);
     slots.forEach((_, s) => g.output(slotOutput(i, s), p.dims));
   });
+  for (const b of trainMode.buffers) g.output(b.next, b.dims);
   g.output(opts.logits, dimsOf(shapes.get(opts.logits)!));
   const terms: Record<string, string> = {};
   for (const [k, name] of Object.entries(loss.terms)) {
@@ -123,17 +140,17 @@ export function buildStepGraph(student: Graph, opts: { input: string; logits: st
     g.output(out, []);
     terms[k] = out;
   }
-  return { bytes: g.toBytes(), params, slots, slotInput, paramOutput, slotOutput, hyper, terms, logits: opts.logits };
+  return { bytes: g.toBytes(), params, slots, slotInput, paramOutput, slotOutput, hyper, terms, logits: opts.logits, ...trainMode };
 }
 
-/** The student with its parameters as inputs: logits for prediction, fed the current weights. */
+/** The student in inference form with its parameters and buffers as inputs: logits for prediction, fed the current weights. */
 export function buildPredictGraph(student: Graph, input: string, logits: string, sampleShape: Shape): Uint8Array {
-  const params = studentParams(student);
-  const paramNames = new Set(params.map((p) => p.name));
+  const fed = [...studentParams(student), ...studentBuffers(student)];
+  const fedNames = new Set(fed.map((p) => p.name));
   const g = new Graph('distillate-predict', student.opset);
   g.input(input, dimsOf([-1, ...sampleShape]));
-  for (const p of params) g.input(p.name, p.dims);
-  for (const init of student.initializers.values()) if (!paramNames.has(init.name)) g.initializer(init.name, init.data, init.dims);
+  for (const p of fed) g.input(p.name, p.dims);
+  for (const init of student.initializers.values()) if (!fedNames.has(init.name)) g.initializer(init.name, init.data, init.dims);
   for (const n of student.nodes) g.add(n.op, n.inputs, { ...n.attrs }, n.outputs);
   const out = student.outputs.find((o) => o.name === logits);
   g.output(logits, out?.dims ?? ['N', 'C']);
