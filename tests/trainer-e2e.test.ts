@@ -107,6 +107,16 @@ describe('trainer', () => {
     expect(JSON.parse(await readFile(join(cnn.runDir, 'run.json'), 'utf8')).engine).toMatchObject({ name: 'ort', device: 'cpu' });
   });
 
+  it('ort engine: K steps per session run (an ONNX Loop) train exactly as one step per run', async () => {
+    const common = { ...base(), epochs: 2, teachers: [{ cache: caches['dense'] }], student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd' }, optimizer: { kind: 'adamw', lr: 0.003, weightDecay: 0.01 } };
+    const one = await train(parseRecipe({ ...common, name: 'k1', stepsPerRun: 1 }), { skipExport: true });
+    const eight = await train(parseRecipe({ ...common, name: 'k8', stepsPerRun: 8 }), { skipExport: true });
+    for (const e of [0, 1]) {
+      for (const k of ['ce', 'kd', 'total']) expect(eight.metrics[e]!.loss[k]!).toBeCloseTo(one.metrics[e]!.loss[k]!, 5);
+      expect(eight.metrics[e]!.testAccuracy).toBeCloseTo(one.metrics[e]!.testAccuracy!, 2);
+    }
+  });
+
   it('tfjs engine: CNN and ResNet students export to ONNX and match TF.js (wasm conv gradients included)', async () => {
     const cnn = await train(parseRecipe({ ...base(), engine: 'tfjs', epochs: 1, name: 'cnn', teachers: [{ cache: caches['dense'] }], student: { kind: 'cnn', blocks: [{ filters: 4 }, { filters: 8 }], dense: [16] }, distill: { method: 'kd' } }));
     expect(cnn.engine.name).toBe('tfjs');

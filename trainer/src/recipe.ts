@@ -119,6 +119,12 @@ export const RecipeSchema = z
      * one). 'tfjs': TF.js, for users of tfjs-node-gpu (`backend` forces a TF.js backend).
      */
     engine: z.enum(['ort', 'tfjs']).default('ort'),
+    /**
+     * ORT engine: train steps per session run (the step graph looped K times in ONNX). Copying
+     * the weights and optimizer state out of ORT then happens once per K steps; the steps, and so
+     * the results, are the same for any K.
+     */
+    stepsPerRun: z.number().int().min(1).max(256).default(8),
     executionProvider: z.enum(['cuda', 'webgpu', 'cpu']).optional(),
     backend: z.enum(['tensorflow', 'webgpu', 'wasm', 'cpu']).optional(),
   })

@@ -12,8 +12,8 @@ import { batchLoss } from './batch-loss.js';
 import { resolveCacheDir } from './cache-ref.js';
 import { fitTemperature } from './calibration.js';
 import { clearRun, findResumePoint, keptMetrics, saveEpoch } from './checkpoint.js';
-import { epochBatches, prefetch, type SourceSpec } from './data.js';
-import { openEngine, type EngineName, type StudentEngine } from './engine/index.js';
+import { epochBatches, prefetch, type SourceSpec, type TrainBatch } from './data.js';
+import { openEngine, type BatchLoss, type EngineName, type StudentEngine } from './engine/index.js';
 import { TrainingError } from './errors.js';
 import { collectLogits, evaluate, type Evaluation } from './evaluate.js';
 import { exportAndCheck, type ExportCheck } from './export-check.js';
@@ -188,36 +188,51 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     const t0 = performance.now();
     let batchIndex = 0;
     const batches = prefetch(epochBatches(buildSources(), plan.layout, { batchSize: recipe.batchSize, shuffleBuffer: recipe.shuffleBuffer, seed: recipe.seed * 1000 + epoch, shuffle: true }));
-    for await (const fromData of batches) {
-      batchIndex++;
-      const b = online !== undefined && kdWeight > 0 ? await online.fill(fromData) : fromData;
-      const { terms, logits } = await engine.step(b.x, b.rows, batchLoss(b, { plan, distill, ceWeight: recipe.weights.ce, kdWeight, temperature: T }), lr);
-      for (const [k, v] of Object.entries(terms)) {
-        if (!Number.isFinite(v)) {
-          throw new TrainingError(`loss term "${k}" became ${v} at epoch ${epoch}, batch ${batchIndex} (lower the learning rate, or check the cache for extreme logits)`);
+    // Batches go to the engine in groups (recipe stepsPerRun) of one row count and loss shape.
+    let group: Array<{ b: TrainBatch; loss: BatchLoss }> = [];
+    const flush = async (): Promise<void> => {
+      if (group.length === 0) return;
+      const results = await engine.steps(group.map((g) => ({ x: g.b.x, rows: g.b.rows, loss: g.loss })), lr);
+      results.forEach(({ terms, logits }, k) => {
+        const b = group[k]!.b;
+        batchIndex++;
+        for (const [name, v] of Object.entries(terms)) {
+          if (!Number.isFinite(v)) {
+            throw new TrainingError(`loss term "${name}" became ${v} at epoch ${epoch}, batch ${batchIndex} (lower the learning rate, or check the cache for extreme logits)`);
+          }
+          sums[name] = (sums[name] ?? 0) + v * b.rows;
         }
-        sums[k] = (sums[k] ?? 0) + v * b.rows;
-      }
-      const s0 = plan.layout.slots[0];
-      const teacher = s0?.kind === 'dense' && plan.mode === 'single' ? b.slots[0]!.logits : undefined;
-      for (let r = 0; r < b.rows; r++) {
-        let pred = 0;
-        for (let c = 1; c < C; c++) if (logits[r * C + c]! > logits[r * C + pred]!) pred = c;
-        const y = b.labels[r]!;
-        if (y >= 0) {
-          labelled++;
-          if (pred === y) correct++;
+        const s0 = plan.layout.slots[0];
+        const teacher = s0?.kind === 'dense' && plan.mode === 'single' ? b.slots[0]!.logits : undefined;
+        for (let r = 0; r < b.rows; r++) {
+          let pred = 0;
+          for (let c = 1; c < C; c++) if (logits[r * C + c]! > logits[r * C + pred]!) pred = c;
+          const y = b.labels[r]!;
+          if (y >= 0) {
+            labelled++;
+            if (pred === y) correct++;
+          }
+          if (teacher !== undefined && b.hasTeacher[r] === 1) {
+            let best = 0;
+            for (let c = 1; c < C; c++) if (teacher[r * C + c]! > teacher[r * C + best]!) best = c;
+            agreeRows++;
+            if (best === pred) agree++;
+          }
         }
-        if (teacher !== undefined && b.hasTeacher[r] === 1) {
-          let best = 0;
-          for (let c = 1; c < C; c++) if (teacher[r * C + c]! > teacher[r * C + best]!) best = c;
-          agreeRows++;
-          if (best === pred) agree++;
-        }
-      }
-      seen += b.rows;
+        seen += b.rows;
+      });
+      group = [];
       options.onBatch?.(seen);
+    };
+    for await (const fromData of batches) {
+      const b = online !== undefined && kdWeight > 0 ? await online.fill(fromData) : fromData;
+      const loss = batchLoss(b, { plan, distill, ceWeight: recipe.weights.ce, kdWeight, temperature: T });
+      const head = group[0];
+      if (head !== undefined && (head.b.rows !== b.rows || head.loss.graph.key !== loss.graph.key)) await flush();
+      group.push({ b, loss });
+      if (group.length >= recipe.stepsPerRun) await flush();
     }
+    await flush();
     const seconds = (performance.now() - t0) / 1000;
     const testEval = test === undefined ? undefined : await evaluate((x, n) => engine.predict(x, n), evalSource(test, plan), { inputSize: D, slots: [] });
     const m: EpochMetrics = {

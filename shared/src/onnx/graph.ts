@@ -10,18 +10,21 @@ const { onnx } = onnxProto;
 const T = onnx.TensorProto.DataType;
 const A = onnx.AttributeProto.AttributeType;
 
+/** A node attribute: the builder's kinds, or a subgraph (Loop's body). */
+export type GraphAttribute = AttributeValue | { readonly graph: Graph };
+
 export interface GraphNode {
   readonly op: string;
   readonly inputs: readonly string[];
   readonly outputs: readonly string[];
-  readonly attrs: Readonly<Record<string, AttributeValue>>;
+  readonly attrs: Readonly<Record<string, GraphAttribute>>;
   readonly name: string;
 }
 
 export interface GraphValue {
   readonly name: string;
   readonly dims: readonly Dim[];
-  readonly type: 'float32' | 'int64';
+  readonly type: 'float32' | 'int64' | 'bool';
 }
 
 export type InitializerData = Float32Array | BigInt64Array;
@@ -39,11 +42,12 @@ export class GraphFormatError extends Error {
 function valueInfo(v: GraphValue): onnxProto.onnx.IValueInfoProto {
   return {
     name: v.name,
-    type: { tensorType: { elemType: v.type === 'int64' ? T.INT64 : T.FLOAT, shape: { dim: v.dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) } } },
+    type: { tensorType: { elemType: v.type === 'int64' ? T.INT64 : v.type === 'bool' ? T.BOOL : T.FLOAT, shape: { dim: v.dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) } } },
   };
 }
 
-function attributeProto(name: string, value: AttributeValue): onnxProto.onnx.IAttributeProto {
+function attributeProto(name: string, value: GraphAttribute): onnxProto.onnx.IAttributeProto {
+  if (typeof value === 'object' && value !== null && 'graph' in value) return { name, type: A.GRAPH, g: value.graph.toGraphProto() };
   if (typeof value === 'string') return { name, type: A.STRING, s: new TextEncoder().encode(value) };
   if (typeof value === 'number') return { name, type: A.INT, i: value };
   if ('float' in value) return { name, type: A.FLOAT, f: value.float };
@@ -145,35 +149,39 @@ export class Graph {
   }
 
   /** Append a node with `outputs` fresh outputs (or the names given); returns them. */
-  add(op: string, inputs: readonly string[], attrs: Record<string, AttributeValue> = {}, outputs: number | readonly string[] = 1): string[] {
+  add(op: string, inputs: readonly string[], attrs: Record<string, GraphAttribute> = {}, outputs: number | readonly string[] = 1): string[] {
     const outs = typeof outputs === 'number' ? Array.from({ length: outputs }, () => this.fresh(op.toLowerCase())) : outputs.map((o) => this.#claim(o));
     this.nodes.push({ op, inputs: [...inputs], outputs: outs, attrs, name: this.fresh(`${op}_node`) });
     return outs;
   }
 
   /** Append a one-output node; returns its output. */
-  node(op: string, inputs: readonly string[], attrs: Record<string, AttributeValue> = {}, output?: string): string {
+  node(op: string, inputs: readonly string[], attrs: Record<string, GraphAttribute> = {}, output?: string): string {
     return this.add(op, inputs, attrs, output === undefined ? 1 : [output])[0]!;
   }
 
-  toBytes(): Uint8Array {
+  toGraphProto(): onnxProto.onnx.IGraphProto {
     const initializer: onnxProto.onnx.ITensorProto[] = [...this.initializers.values()].map((i) => {
       const bytes = new Uint8Array(i.data.buffer.slice(i.data.byteOffset, i.data.byteOffset + i.data.byteLength));
       return { name: i.name, dims: [...i.dims], dataType: i.data instanceof Float32Array ? T.FLOAT : T.INT64, rawData: bytes };
     });
+    return {
+      name: this.name,
+      node: this.nodes.map((n) => ({ opType: n.op, name: n.name, input: [...n.inputs], output: [...n.outputs], attribute: Object.entries(n.attrs).map(([k, v]) => attributeProto(k, v)) })),
+      initializer,
+      input: this.inputs.map(valueInfo),
+      output: this.outputs.map(valueInfo),
+    };
+  }
+
+  toBytes(): Uint8Array {
     const model = onnx.ModelProto.create({
       irVersion: 8,
       producerName: 'distillate',
       producerVersion: '0.1.0',
       opsetImport: [{ domain: '', version: this.opset }],
       metadataProps: [...this.metadata].map(([key, value]) => ({ key, value })),
-      graph: {
-        name: this.name,
-        node: this.nodes.map((n) => ({ opType: n.op, name: n.name, input: [...n.inputs], output: [...n.outputs], attribute: Object.entries(n.attrs).map(([k, v]) => attributeProto(k, v)) })),
-        initializer,
-        input: this.inputs.map(valueInfo),
-        output: this.outputs.map(valueInfo),
-      },
+      graph: this.toGraphProto(),
     });
     return onnx.ModelProto.encode(model).finish();
   }

@@ -33,6 +33,11 @@ export interface StudentEngine {
   readonly parameters: number;
   /** One optimizer step on `rows` flat samples at learning rate `lr`. */
   step(x: Float32Array, rows: number, loss: BatchLoss, lr: number): Promise<StepResult>;
+  /**
+   * Several steps in order, exactly as that many step() calls (the ORT engine runs them in one
+   * session run). The batches share their row count and loss shape (`loss.graph.key`).
+   */
+  steps(batches: ReadonlyArray<{ readonly x: Float32Array; readonly rows: number; readonly loss: BatchLoss }>, lr: number): Promise<StepResult[]>;
   /** Logits [rows, classes] of flat samples. */
   predict(x: Float32Array, rows: number): Promise<Float32Array>;
   /** Throws (with the reason) when the logits cannot be rescaled by the last layer. */

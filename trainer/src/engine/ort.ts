@@ -11,8 +11,17 @@ import { mulberry32 } from '@distillate/shared';
 import { Graph, OrtSession, type ExecutionProvider } from '@distillate/shared/onnx';
 import type { Recipe } from '../recipe.js';
 import { adamScalars, buildPredictGraph, buildStepGraph, studentBuffers, studentParams, type HyperName, type OptimizerGraphSpec, type StepGraph } from '../internal/autodiff/train-graphs.js';
+import { loopSteps, type Carried, type LoopedStep } from '../internal/autodiff/loop.js';
 import { buildOnnxStudent, STUDENT_INPUT, STUDENT_LOGITS, type OnnxStudentSpec } from '../internal/onnx-students.js';
 import type { BatchLoss, StepResult, StudentEngine } from './engine.js';
+
+interface Looped {
+  readonly graph: StepGraph;
+  readonly looped: LoopedStep;
+  readonly carried: readonly Carried[];
+  readonly perStep: ReadonlyArray<{ readonly name: string }>;
+  readonly session: OrtSession;
+}
 
 const ADAM = { beta1: 0.9, beta2: 0.999, epsilon: 1e-7 }; // tf.train.adam's defaults, so both engines run the same optimizer
 
@@ -48,7 +57,7 @@ export class OrtEngine implements StudentEngine {
   readonly #optimizer: OptimizerGraphSpec;
   readonly #options: OrtEngineOptions;
   /** One train-step session per loss shape (LossGraph.key). */
-  readonly #steps = new Map<string, Promise<{ graph: StepGraph; session: OrtSession }>>();
+  readonly #steps = new Map<string, Promise<Looped>>();
   #values: Float32Array[];
   #state: Float32Array[][];
   #step = 0;
@@ -87,14 +96,25 @@ export class OrtEngine implements StudentEngine {
     return new OrtEngine(graph, predict, optimizer, inputSize, classes, options, recipe.seed);
   }
 
-  /** The train-step session for this loss shape, built on first use on the provider predict runs on. */
-  #stepFor(loss: BatchLoss): Promise<{ graph: StepGraph; session: OrtSession }> {
+  /**
+   * The train-step session for this loss shape, built on first use on the provider predict runs
+   * on: the step graph as the body of a Loop, so one run trains on K stacked batches.
+   */
+  #stepFor(loss: BatchLoss): Promise<Looped> {
     let entry = this.#steps.get(loss.graph.key);
     if (entry === undefined) {
       entry = (async () => {
         const graph = buildStepGraph(this.#student, { input: STUDENT_INPUT, logits: STUDENT_LOGITS, sampleShape: [this.inputSize], classes: this.classes, optimizer: this.#optimizer, loss: loss.graph });
-        const session = await OrtSession.create(graph.bytes, { provider: this.device, ...(this.#options.intraOpThreads === undefined ? {} : { intraOpThreads: this.#options.intraOpThreads }) });
-        return { graph, session };
+        const carried: Carried[] = [
+          ...graph.params.flatMap((p, i) => [{ input: p.name, output: graph.paramOutput(i), dims: p.dims }, ...graph.slots.map((_, s) => ({ input: graph.slotInput(i, s), output: graph.slotOutput(i, s), dims: p.dims }))]),
+          ...graph.buffers.map((b) => ({ input: b.name, output: b.next, dims: b.dims })),
+        ];
+        const carriedNames = new Set(carried.map((c) => c.input));
+        const perStep = graph.graph.inputs.filter((v) => !carriedNames.has(v.name)).map((v) => ({ name: v.name, dims: v.dims }));
+        const scan = [{ name: graph.logits, dims: ['N', this.classes] }, ...Object.values(graph.terms).map((name) => ({ name, dims: [] }))];
+        const looped = loopSteps(graph.graph, carried, perStep, scan);
+        const session = await OrtSession.create(looped.bytes, { provider: this.device, ...(this.#options.intraOpThreads === undefined ? {} : { intraOpThreads: this.#options.intraOpThreads }) });
+        return { graph, looped, carried, perStep, session };
       })();
       this.#steps.set(loss.graph.key, entry);
     }
@@ -102,32 +122,69 @@ export class OrtEngine implements StudentEngine {
   }
 
   async step(x: Float32Array, rows: number, loss: BatchLoss, lr: number): Promise<StepResult> {
-    const { graph: g, session } = await this.#stepFor(loss);
-    this.#step++;
-    const adam = this.#optimizer.kind === 'adam' ? adamScalars(lr, this.#step, this.#optimizer) : { stepSize: 0, epsilon: 0 };
-    const hyper: Record<HyperName, number> = { lr, ...adam, decay: 1 - lr * this.#optimizer.weightDecay };
-    const feeds: Record<string, { data: Float32Array; dims: readonly number[] }> = { ...loss.graph.feeds(), [STUDENT_INPUT]: { data: x.subarray(0, rows * this.inputSize), dims: [rows, this.inputSize] } };
-    g.params.forEach((p, i) => {
-      feeds[p.name] = { data: this.#values[i]!, dims: p.dims };
-      g.slots.forEach((_, s) => (feeds[g.slotInput(i, s)] = { data: this.#state[i]![s]!, dims: p.dims }));
+    return (await this.steps([{ x, rows, loss }], lr))[0]!;
+  }
+
+  /**
+   * Several train steps in one session run (an ONNX Loop): batches with the same loss shape
+   * and row count, trained in order, exactly as one step each would.
+   */
+  async steps(batches: ReadonlyArray<{ readonly x: Float32Array; readonly rows: number; readonly loss: BatchLoss }>, lr: number): Promise<StepResult[]> {
+    const K = batches.length;
+    const rows = batches[0]!.rows;
+    const key = batches[0]!.loss.graph.key;
+    if (batches.some((b) => b.rows !== rows || b.loss.graph.key !== key)) throw new Error('internal: steps() takes batches of one row count and loss shape');
+    const { graph: g, looped, carried, perStep, session } = await this.#stepFor(batches[0]!.loss);
+    // Per-step inputs, stacked: [K, …] each.
+    const perStepFeeds = batches.map((b) => {
+      this.#step++;
+      const adam = this.#optimizer.kind === 'adam' ? adamScalars(lr, this.#step, this.#optimizer) : { stepSize: 0, epsilon: 0 };
+      const hyper: Record<HyperName, number> = { lr, ...adam, decay: 1 - lr * this.#optimizer.weightDecay };
+      const feeds: Record<string, { data: Float32Array; dims: readonly number[] }> = { ...b.loss.graph.feeds(), [STUDENT_INPUT]: { data: b.x.subarray(0, rows * this.inputSize), dims: [rows, this.inputSize] } };
+      for (const h of g.hyper) feeds[h] = { data: Float32Array.of(hyper[h]), dims: [1] };
+      if (g.needsBatchRows) feeds['batch_rows'] = { data: Float32Array.of(rows), dims: [1] };
+      // Inverted dropout masks from a generator seeded by (recipe seed, step): a resumed run draws the same ones.
+      const rand = mulberry32((this.#seed * 7919 + this.#step * 104729) | 0);
+      for (const d of g.dropout) {
+        const dims = d.dims.map((v) => (v === -1 ? rows : v));
+        const keep = 1 / (1 - d.ratio);
+        feeds[d.mask] = { data: Float32Array.from({ length: dims.reduce((a2, b2) => a2 * b2, 1) }, () => (rand() < d.ratio ? 0 : keep)), dims };
+      }
+      return feeds;
     });
-    for (const h of g.hyper) feeds[h] = { data: Float32Array.of(hyper[h]), dims: [1] };
-    this.#buffers.forEach((b, i) => (feeds[b.name] = { data: this.#bufferValues[i]!, dims: b.dims }));
-    if (g.needsBatchRows) feeds['batch_rows'] = { data: Float32Array.of(rows), dims: [1] };
-    // Inverted dropout masks from a generator seeded by (recipe seed, step): a resumed run draws the same ones.
-    const rand = mulberry32((this.#seed * 7919 + this.#step * 104729) | 0);
-    for (const d of g.dropout) {
-      const dims = d.dims.map((x) => (x === -1 ? rows : x));
-      const keep = 1 / (1 - d.ratio);
-      feeds[d.mask] = { data: Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => (rand() < d.ratio ? 0 : keep)), dims };
+    const feeds: Record<string, { data: Float32Array; dims: readonly number[] }> = {};
+    for (const p of perStep) {
+      const parts = perStepFeeds.map((f) => f[p.name]!);
+      const size = parts[0]!.data.length;
+      const data = new Float32Array(K * size);
+      parts.forEach((part, k) => data.set(part.data.subarray(0, size), k * size));
+      feeds[looped.stacked(p.name)] = { data, dims: [K, ...parts[0]!.dims] };
     }
-    const outputs = [g.logits, ...Object.values(g.terms), ...g.params.flatMap((_, i) => [g.paramOutput(i), ...g.slots.map((__, s) => g.slotOutput(i, s))]), ...g.buffers.map((b) => b.next)];
-    const out = await session.runMany(feeds, outputs);
-    this.#values = g.params.map((_, i) => out[g.paramOutput(i)]!);
-    this.#state = g.params.map((_, i) => g.slots.map((__, s) => out[g.slotOutput(i, s)]!));
-    this.#bufferValues = this.#buffers.map((b) => out[g.buffers.find((x) => x.name === b.name)!.next]!);
-    const terms = Object.fromEntries(Object.entries(g.terms).map(([k, name]) => [k, out[name]![0]!]));
-    return { terms, logits: out[g.logits]! };
+    const current = this.#carriedValues(g);
+    carried.forEach((c, i) => (feeds[looped.initial(c.input)] = { data: current[i]!, dims: c.dims as number[] }));
+    const termNames = Object.entries(g.terms);
+    const out = await session.runMany(feeds, [...carried.map((c) => looped.final(c.output)), looped.scanned(g.logits), ...termNames.map(([, name]) => looped.scanned(name))]);
+    this.#setCarried(g, carried.map((c) => out[looped.final(c.output)]!));
+    const logits = out[looped.scanned(g.logits)]!;
+    const step = rows * this.classes;
+    return batches.map((_, k) => ({
+      terms: Object.fromEntries(termNames.map(([term, name]) => [term, out[looped.scanned(name)]![k]!])),
+      logits: logits.subarray(k * step, (k + 1) * step),
+    }));
+  }
+
+  /** Parameters, their optimizer slots, then buffers: the loop-carried order. */
+  #carriedValues(g: StepGraph): Float32Array[] {
+    return [...g.params.flatMap((_, i) => [this.#values[i]!, ...g.slots.map((__, s) => this.#state[i]![s]!)]), ...g.buffers.map((b) => this.#bufferValues[this.#buffers.findIndex((x) => x.name === b.name)]!)];
+  }
+
+  #setCarried(g: StepGraph, values: Float32Array[]): void {
+    let k = 0;
+    g.params.forEach((_, i) => {
+      this.#values[i] = values[k++]!;
+      g.slots.forEach((__, s) => (this.#state[i]![s] = values[k++]!));
+    });
+    g.buffers.forEach((b) => (this.#bufferValues[this.#buffers.findIndex((x) => x.name === b.name)] = values[k++]!));
   }
 
   async predict(x: Float32Array, rows: number): Promise<Float32Array> {

@@ -85,6 +85,12 @@ export class TfjsEngine implements StudentEngine {
     return { terms: Object.fromEntries(values), logits };
   }
 
+  async steps(batches: ReadonlyArray<{ readonly x: Float32Array; readonly rows: number; readonly loss: BatchLoss }>, lr: number): Promise<StepResult[]> {
+    const out: StepResult[] = [];
+    for (const b of batches) out.push(await this.step(b.x, b.rows, b.loss, lr));
+    return out;
+  }
+
   async predict(x: Float32Array, rows: number): Promise<Float32Array> {
     const y = tf.tidy(() => this.#model.predict(tf.tensor2d(x.subarray(0, rows * this.inputSize), [rows, this.inputSize])) as tf.Tensor2D);
     const out = (await y.data()) as Float32Array;
