@@ -1,0 +1,130 @@
+/**
+ * npm run bench:ort [-- --json] [-- --quick]
+ *
+ * The ORT engine's formulation choices, each measured against the alternative it replaced, in
+ * one run on the CPU EP (ms per call, median of 7 after a warm-up):
+ *  - MaxPool on [128, 32, 28, 28], forward and gradient: the gradient by SpaceToDepth/compare/
+ *    DepthToSpace (used; the WebGPU EP has no Indices output) against upsampling with Expand,
+ *    and against MaxPool's Indices output with MaxUnpool (CPU only);
+ *  - ReLU's gradient: Where(y > 0, dy, 0) (used) against Sign(y)·dy;
+ *  - train steps per session run (the Loop of stepsPerRun): 1 against 8, for the MLP
+ *    784-512-256-10 and the small CNN, batch 128, KD + CE, Adam.
+ * Each op graph reduces its result to a scalar, so the figures are the ops' cost, not the cost
+ * of copying a large output back to JavaScript.
+ */
+import { Command } from 'commander';
+import { runCli } from '@distillate/shared';
+import { Graph, OrtSession } from '@distillate/shared/onnx';
+import { batchLoss, OrtEngine, parseRecipe, selectBackend, type TeacherPlan } from '@distillate/trainer';
+import { log, median, printRows, row, type BenchRow } from './bench/report.js';
+
+async function timeGraph(g: Graph, feeds: Record<string, { data: Float32Array; dims: number[] }>, out: string, runs: number): Promise<number> {
+  const session = await OrtSession.create(g.toBytes(), { provider: 'cpu' });
+  try {
+    await session.runMany(feeds, [out]);
+    const t: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      await session.runMany(feeds, [out]);
+      t.push(performance.now() - t0);
+    }
+    return median(t);
+  } finally {
+    await session.release();
+  }
+}
+
+function poolGradient(kind: 'space-to-depth' | 'expand' | 'indices', [N, C, H, W]: number[]): Graph {
+  const [h, w] = [H! / 2, W! / 2];
+  const g = new Graph('pool');
+  g.input('x', [N!, C!, H!, W!]);
+  g.input('dy', [N!, C!, h, w]);
+  const i64 = (v: number[]) => g.int64('s', v);
+  const zero = g.constant('z', [0], []);
+  let dx: string;
+  if (kind !== 'indices') g.node('MaxPool', ['x'], { kernel_shape: [2, 2], strides: [2, 2] }, 'y');
+  if (kind === 'space-to-depth') {
+    const xs = g.node('Reshape', [g.node('SpaceToDepth', ['x'], { blocksize: 2 }), i64([-1, 4, C!, h, w])]);
+    const spread = (t: string) => g.node('Reshape', [t, i64([-1, 1, C!, h, w])]);
+    const picked = g.node('Where', [g.node('Equal', [xs, spread('y')]), spread('dy'), zero]);
+    dx = g.node('DepthToSpace', [g.node('Reshape', [picked, i64([-1, 4 * C!, h, w])])], { blocksize: 2, mode: 'DCR' });
+  } else if (kind === 'expand') {
+    const up = (t: string) => g.node('Reshape', [g.node('Expand', [g.node('Reshape', [t, i64([-1, C!, h, 1, w, 1])]), i64([1, 1, 1, 2, 1, 2])]), i64([-1, C!, H!, W!])]);
+    dx = g.node('Where', [g.node('Equal', ['x', up('y')]), up('dy'), zero]);
+  } else {
+    const [, indices] = g.add('MaxPool', ['x'], { kernel_shape: [2, 2], strides: [2, 2] }, 2);
+    dx = g.node('MaxUnpool', ['dy', indices!, i64([N!, C!, H!, W!])], { kernel_shape: [2, 2], strides: [2, 2] });
+  }
+  g.output(g.node('ReduceSum', [dx], { keepdims: 0 }, 'out'), []);
+  return g;
+}
+
+function reluGradient(kind: 'where' | 'sign', n: number): Graph {
+  const g = new Graph('relu');
+  g.input('y', [n]);
+  g.input('dy', [n]);
+  const dx = kind === 'where' ? g.node('Where', [g.node('Greater', ['y', g.constant('z', [0], [])]), 'dy', g.constant('z', [0], [])]) : g.node('Mul', [g.node('Sign', ['y']), 'dy']);
+  g.output(g.node('ReduceSum', [dx], { keepdims: 0 }, 'out'), []);
+  return g;
+}
+
+async function stepsPerRun(student: object, K: number, steps: number): Promise<number> {
+  const recipe = parseRecipe({ name: 'b', data: { train: 'unused' }, student, stepsPerRun: K });
+  const [B, C, D] = [128, 10, 784];
+  const plan: TeacherPlan = { caches: [], layout: { inputSize: D, slots: [{ kind: 'dense', classes: C }] }, mode: 'single', classes: Array.from({ length: C }, (_, i) => `c${i}`), classIndex: [], union: 'subsets' };
+  const batches = Array.from({ length: K }, (_, k) => {
+    const b = { rows: B, x: Float32Array.from({ length: B * D }, (_, i) => ((i * 7 + k) % 13) / 13), labels: Int32Array.from({ length: B }, (_, i) => i % C), hasTeacher: new Uint8Array(B).fill(1), slots: [{ logits: Float32Array.from({ length: B * C }, (_, i) => Math.sin(i + k) * 4) }] };
+    return { x: b.x, rows: B, loss: batchLoss(b, { plan, distill: { method: 'kd', params: { temperature: 4 } }, ceWeight: 1, kdWeight: 1, temperature: 4 }) };
+  });
+  const engine = await OrtEngine.create(recipe, [28, 28, 1], C, { provider: 'cpu' });
+  try {
+    await engine.steps(batches, 1e-3);
+    const t: number[] = [];
+    for (let i = 0; i < Math.max(1, Math.round(steps / K)); i++) {
+      const t0 = performance.now();
+      await engine.steps(batches, 1e-3);
+      t.push((performance.now() - t0) / K);
+    }
+    return median(t);
+  } finally {
+    await engine.release();
+  }
+}
+
+async function main(opts: { json: boolean; quick: boolean }): Promise<void> {
+  await selectBackend('cpu');
+  const rows: BenchRow[] = [];
+  const runs = opts.quick ? 2 : 7;
+  const shape = opts.quick ? [8, 8, 28, 28] : [128, 32, 28, 28];
+  const size = shape.reduce((a, b) => a * b, 1);
+  const fill = (n: number, f: (i: number) => number) => Float32Array.from({ length: n }, (_, i) => f(i));
+  const poolFeeds = {
+    x: { data: fill(size, (i) => Math.abs(Math.sin(i * 12.9898) * 43758.5453) % 1), dims: shape },
+    dy: { data: fill(size / 4, (i) => Math.sin(i)), dims: [shape[0]!, shape[1]!, 14, 14] },
+  };
+  log(opts.json, `MaxPool forward + gradient on [${shape.join(', ')}]`);
+  const s2d = await timeGraph(poolGradient('space-to-depth', shape), poolFeeds, 'out', runs);
+  rows.push(row('ort', 'maxpool_fwd_grad_space_to_depth_ms', s2d, 'ms', { name: 'Expand upsampling', value: await timeGraph(poolGradient('expand', shape), poolFeeds, 'out', runs) }));
+  rows.push(row('ort', 'maxpool_fwd_grad_space_to_depth_ms', s2d, 'ms', { name: 'MaxPool Indices + MaxUnpool (CPU EP only)', value: await timeGraph(poolGradient('indices', shape), poolFeeds, 'out', runs) }));
+  log(opts.json, `ReLU gradient on ${size} values`);
+  const reluFeeds = { y: { data: fill(size, (i) => Math.max(0, Math.sin(i))), dims: [size] }, dy: { data: fill(size, (i) => Math.cos(i)), dims: [size] } };
+  rows.push(row('ort', 'relu_grad_where_ms', await timeGraph(reluGradient('where', size), reluFeeds, 'out', runs), 'ms', { name: 'Sign(y)·dy', value: await timeGraph(reluGradient('sign', size), reluFeeds, 'out', runs) }));
+  const steps = opts.quick ? 2 : 48;
+  for (const [name, student, n] of [
+    ['mlp_784_512_256_10', { kind: 'mlp', hidden: [512, 256] }, steps],
+    ['cnn_32_64_128', { kind: 'cnn', blocks: [{ filters: 32 }, { filters: 64 }], dense: [128] }, opts.quick ? 2 : 16],
+  ] as const) {
+    log(opts.json, `${name}: train steps per session run, 8 against 1`);
+    const one = await stepsPerRun(student, 1, n);
+    const eight = await stepsPerRun(student, opts.quick ? 2 : 8, n);
+    rows.push(row('ort', `step_ms_${name}_8_per_run`, eight, 'ms', { name: '1 step per run', value: one }));
+  }
+  printRows(rows, opts.json);
+}
+
+const program = new Command('bench-ort')
+  .option('--json', 'one JSON object per line', false)
+  .option('--quick', 'small sizes (for tests); the numbers mean little', false)
+  .action(main);
+
+await runCli(program);
