@@ -1,4 +1,4 @@
-"""Peer for bench:trainer: PyTorch CPU training of the same MLP and CNN with the same KD loss
+"""Peer for bench:trainer (and, with "device": "cuda", scripts/device/gpu-check.mjs): PyTorch training of the same MLP and CNN with the same KD loss
 (T = 4, weights ce 1 + kd 1), batch 128, Adam, random inputs and teacher logits. Each rate is
 the median of `runs` timings of `*_batches` steps, after a warm-up. Prints JSON. Which BLAS
 it uses is decided by the caller (LD_LIBRARY_PATH)."""
@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 spec = json.loads(sys.argv[1])
 torch.set_num_threads(spec["threads"])
+device = torch.device(spec.get("device", "cpu"))
 torch.manual_seed(0)
 
 
@@ -28,11 +29,17 @@ def cnn():
     )
 
 
+def sync():
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def rate(model, batches):
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    x = torch.rand(128, 784)
-    y = torch.randint(0, 10, (128,))
-    t = torch.randn(128, 10) * 3
+    x = torch.rand(128, 784, device=device)
+    y = torch.randint(0, 10, (128,), device=device)
+    t = torch.randn(128, 10, device=device) * 3
     T = 4.0
 
     def step():
@@ -45,11 +52,13 @@ def rate(model, batches):
 
     for _ in range(3):
         step()
+    sync()
     rates = []
     for _ in range(spec["runs"]):
         t0 = time.perf_counter()
         for _ in range(batches):
             step()
+        sync()
         rates.append(128 * batches / (time.perf_counter() - t0))
     rates.sort()
     return rates[len(rates) // 2]
