@@ -1,5 +1,5 @@
 /**
- * npm run demo [-- --quick | --full] [--data DIR] [--work DIR]
+ * npm run demo [-- --quick | --full] [--data DIR | --synthetic] [--work DIR]
  *
  * The whole flow on Fashion-MNIST, in one process: import the data, start the teacher server on
  * a free port, precompute a shipped teacher's logits (fmnist-teacher-ls0) through the HTTP job API,
@@ -7,7 +7,6 @@
  * the server and query it, then print a summary table. See README.md#quick-start.
  */
 import { copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Presets, SingleBar } from 'cli-progress';
@@ -15,9 +14,8 @@ import { Command } from 'commander';
 import {
   DatasetReader,
   FASHION_MNIST_CLASSES,
-  FASHION_MNIST_DEBIAN_DIR,
-  FASHION_MNIST_FILES,
   LogitCacheReader,
+  acquireFashionMnist,
   alignDatasetWithCaches,
   headDataset,
   importFashionMnist,
@@ -28,17 +26,21 @@ import {
 } from '@distillate/shared';
 import { OrtSession } from '@distillate/shared/onnx';
 import { resolveConfig, startServer, type RunningServer } from '@distillate/server';
-import { loadRecipe, predictRunLogits, progressCallbacks, train, type RunResult } from '@distillate/trainer';
+import { loadRecipe, parseRecipe, predictRunLogits, progressCallbacks, train, type RunResult } from '@distillate/trainer';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 /** The teacher the KD recipe below was tuned for (no label smoothing; BENCHMARKS.md). */
 export const DEMO_TEACHER = 'fmnist-teacher-ls0';
+/** The teacher the demo trains for itself with --synthetic. */
+const SYNTHETIC_TEACHER = 'synthetic-teacher';
 
 export interface DemoOptions {
   /** Directory with the four Fashion-MNIST IDX .gz files. */
   readonly data?: string;
   /** Where the demo writes data, caches, models and runs (default demo-out/). */
   readonly work?: string;
+  /** Generated data and a teacher trained on it, instead of Fashion-MNIST. */
+  readonly synthetic?: boolean;
   readonly size?: 'quick' | 'default' | 'full';
   readonly log?: (line: string) => void;
 }
@@ -60,7 +62,7 @@ export interface ModelRow {
 }
 
 export interface DemoSummary {
-  readonly dataset: 'fashion-mnist' | 'generated';
+  readonly dataset: 'fashion-mnist' | 'synthetic';
   readonly trainRows: number;
   readonly testRows: number;
   readonly cacheDir: string;
@@ -88,11 +90,11 @@ async function api<T>(server: RunningServer, path: string, init?: RequestInit): 
 }
 
 /** Submit a precompute job over HTTP and follow its server-sent events with a progress bar. */
-async function precompute(server: RunningServer, dataset: string, log: (line: string) => void): Promise<JobView> {
+async function precompute(server: RunningServer, teacher: string, dataset: string, log: (line: string) => void): Promise<JobView> {
   const created = await api<{ id: string }>(server, '/v1/jobs', {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ type: 'precompute', teacher: DEMO_TEACHER, dataset, temperature: 1 }),
+    body: JSON.stringify({ type: 'precompute', teacher, dataset, temperature: 1 }),
   });
   const bar = new SingleBar({ format: `precompute ${dataset} [{bar}] {percentage}% | {value}/{total} rows | ETA {eta_formatted}`, hideCursor: true, etaBuffer: 50 }, Presets.shades_classic);
   let started = false;
@@ -168,24 +170,40 @@ export async function ortLatency(model: string, sampleShape: readonly number[]):
   }
 }
 
-async function prepareData(opts: { data: string; dir: string; size: keyof typeof SIZES; log: (line: string) => void }): Promise<'fashion-mnist' | 'generated'> {
-  const have = Object.values(FASHION_MNIST_FILES).every((f) => existsSync(join(opts.data, f.images)) && existsSync(join(opts.data, f.labels)));
+/**
+ * The demo's data: Fashion-MNIST from --data, the user cache, Debian's package or a verified
+ * download (shared's acquireFashionMnist); when none of those works the demo stops with one
+ * line saying what it tried. Generated data only with --synthetic.
+ */
+async function prepareData(opts: { data?: string; synthetic: boolean; dir: string; size: keyof typeof SIZES; log: (line: string) => void }): Promise<'fashion-mnist' | 'synthetic'> {
   const { trainRows, testRows } = SIZES[opts.size];
   const full = join(opts.dir, 'full');
   await mkdir(full, { recursive: true });
-  let kind: 'fashion-mnist' | 'generated';
-  if (have) {
-    const { train, test } = await importFashionMnist(opts.data, full);
-    opts.log(`imported Fashion-MNIST from ${opts.data}: ${train.rows} train, ${test.rows} test images`);
-    kind = 'fashion-mnist';
-  } else {
-    opts.log(`Fashion-MNIST not found in ${opts.data}. To get it:`);
-    opts.log('    sudo apt-get install -y dataset-fashion-mnist      # Debian; puts the files in /usr/share/datasets/fashion-mnist');
-    opts.log('    or: npm run demo -- --data DIR                      # DIR holds the four *-ubyte.gz files');
-    opts.log('Falling back to a small generated 28×28 dataset so that every stage runs; its accuracies mean nothing.');
+  let kind: 'fashion-mnist' | 'synthetic';
+  if (opts.synthetic) {
+    opts.log('--synthetic: a generated 28×28 dataset (not Fashion-MNIST); the demo trains its own teacher on it first');
     await writeSyntheticDataset(join(full, 'train.arrow'), { rows: trainRows ?? 6000, inputShape: [28, 28, 1], classes: 10, seed: 1 });
-    await writeSyntheticDataset(join(full, 'test.arrow'), { rows: testRows ?? 1000, inputShape: [28, 28, 1], classes: 10, seed: 2 });
-    kind = 'generated';
+    await writeSyntheticDataset(join(full, 'test.arrow'), { rows: testRows ?? 1000, inputShape: [28, 28, 1], classes: 10, seed: 2, firstId: 1_000_000 });
+    kind = 'synthetic';
+  } else {
+    const bar = process.stderr.isTTY ? new SingleBar({ format: 'download {file} [{bar}] {percentage}% | ETA {eta_formatted}', hideCursor: true }, Presets.shades_classic) : undefined;
+    let current = '';
+    const source = await acquireFashionMnist({
+      ...(opts.data === undefined ? {} : { data: opts.data }),
+      onProgress: (file, received, total) => {
+        if (file !== current) {
+          bar?.stop();
+          current = file;
+          if (total !== undefined) bar?.start(total, 0, { file });
+          else opts.log(`downloading ${file}`);
+        }
+        bar?.update(received, { file });
+      },
+    });
+    bar?.stop();
+    const { train, test } = await importFashionMnist(source.dir, full);
+    opts.log(`imported Fashion-MNIST (${source.source}: ${source.dir}, sha256 verified): ${train.rows} train, ${test.rows} test images`);
+    kind = 'fashion-mnist';
   }
   for (const [split, rows] of [['train', trainRows], ['test', testRows]] as const) {
     const out = join(opts.dir, `${split}.arrow`);
@@ -194,6 +212,14 @@ async function prepareData(opts: { data: string; dir: string; size: keyof typeof
   }
   await rm(full, { recursive: true });
   return kind;
+}
+
+/** --synthetic: a small CNN teacher trained on the generated data, so the demo's table compares something real. */
+async function trainSyntheticTeacher(dirs: { data: string; runs: string; models: string }, log: (line: string) => void): Promise<void> {
+  const recipe = parseRecipe({ name: 'synthetic-teacher', data: { train: join(dirs.data, 'train.arrow'), test: join(dirs.data, 'test.arrow') }, out: dirs.runs, student: { kind: 'cnn', blocks: [{ filters: 16 }, { filters: 32 }], dense: [64] }, epochs: 3 });
+  const r = await train(recipe, progressCallbacks('teacher', log));
+  await copyFile(r.onnx!.path, join(dirs.models, `${SYNTHETIC_TEACHER}.onnx`));
+  await writeFile(join(dirs.models, `${SYNTHETIC_TEACHER}.json`), `${JSON.stringify({ layout: 'flat' }, null, 2)}\n`);
 }
 
 export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
@@ -205,19 +231,21 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
   for (const d of Object.values(dirs)) await mkdir(d, { recursive: true });
 
   log(`[1/7] data (${size})`);
-  const dataset = await prepareData({ data: options.data ?? FASHION_MNIST_DEBIAN_DIR, dir: dirs.data, size, log });
+  const dataset = await prepareData({ ...(options.data === undefined ? {} : { data: options.data }), synthetic: options.synthetic === true, dir: dirs.data, size, log });
   const trainRows = await (await DatasetReader.open(join(dirs.data, 'train.arrow'))).countRows();
   const testRows = await (await DatasetReader.open(join(dirs.data, 'test.arrow'))).countRows();
 
   log('[2/7] teacher server');
-  for (const ext of ['onnx', 'json']) await copyFile(join(ROOT, 'models', `${DEMO_TEACHER}.${ext}`), join(dirs.models, `${DEMO_TEACHER}.${ext}`));
+  const teacher = dataset === 'synthetic' ? SYNTHETIC_TEACHER : DEMO_TEACHER;
+  if (dataset === 'synthetic') await trainSyntheticTeacher(dirs, log);
+  else for (const ext of ['onnx', 'json']) await copyFile(join(ROOT, 'models', `${DEMO_TEACHER}.${ext}`), join(dirs.models, `${DEMO_TEACHER}.${ext}`));
   const server = await startServer(resolveConfig({ models: dirs.models, data: dirs.data, cache: dirs.cache, port: 0, logLevel: 'warn' }, {}));
   try {
     log(`server listening on ${server.url}`);
 
     log('[3/7] precompute teacher logits over HTTP (POST /v1/jobs, progress over SSE)');
-    const trainJob = await precompute(server, 'train.arrow', log);
-    const testJob = await precompute(server, 'test.arrow', log);
+    const trainJob = await precompute(server, teacher, 'train.arrow', log);
+    const testJob = await precompute(server, teacher, 'test.arrow', log);
     const cacheDir = join(dirs.cache, trainJob.cacheKey!);
     const verified = await verifyCache(cacheDir);
     log(`cache ${verified.ok ? 'verifies' : `FAILS verification: ${verified.problems.join('; ')}`} (${cacheDir})`);
@@ -237,23 +265,24 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     log('[6/7] register the exported KD student with the server and query it');
     const studentName = 'fmnist-student';
     await copyFile(kd.onnx!.path, join(dirs.models, `${studentName}.onnx`));
-    await writeFile(join(dirs.models, `${studentName}.json`), `${JSON.stringify({ classes: dataset === 'generated' ? undefined : [...FASHION_MNIST_CLASSES], layout: 'flat' }, null, 2)}\n`);
+    await writeFile(join(dirs.models, `${studentName}.json`), `${JSON.stringify({ classes: dataset === 'synthetic' ? undefined : [...FASHION_MNIST_CLASSES], layout: 'flat' }, null, 2)}\n`);
     const { teachers } = await api<{ teachers: string[] }>(server, '/v1/teachers/rescan', { method: 'POST' });
     if (!teachers.includes(studentName)) throw new Error(`rescan did not register ${studentName}`);
     const served = await queryStudent(server, studentName, join(dirs.data, 'test.arrow'), kd.runDir);
     log(`served ${served.rows} test images: top-1 equal to the trained model on ${pct(served.top1Agreement)}, max |Δlogit| ${served.maxAbsDiff.toExponential(2)}`);
 
     log('[7/7] summary');
-    const teacherPath = join(dirs.models, `${DEMO_TEACHER}.onnx`);
+    const teacherPath = join(dirs.models, `${teacher}.onnx`);
     const row = async (name: string, model: string, accuracy: number, shape: number[]): Promise<ModelRow> => {
       const bytes = await readFile(model);
       return { name, accuracy, parameters: onnxParameterCount(bytes), latencyMs: await ortLatency(model, shape), bytes: bytes.length };
     };
     const rows = [
-      await row(`teacher (${DEMO_TEACHER})`, teacherPath, teacherAccuracy, [1, 28, 28]),
+      await row(`teacher (${teacher})`, teacherPath, teacherAccuracy, dataset === 'synthetic' ? [784] : [1, 28, 28]),
       await row('student, scratch', scratch.onnx!.path, scratch.test!.accuracy, [784]),
       await row('student, KD', kd.onnx!.path, kd.test!.accuracy, [784]),
     ];
+    if (dataset === 'synthetic') log('SYNTHETIC DATA (--synthetic): generated images, not Fashion-MNIST; the table checks the mechanics, not distillation');
     for (const line of summaryTable(rows)) log(line);
     log(`report: ${join(kd.runDir, 'report.html')}`);
     const seconds = (performance.now() - t0) / 1000;
@@ -319,13 +348,15 @@ export function summaryTable(rows: readonly ModelRow[]): string[] {
 if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const program = new Command('demo')
     .description('Fashion-MNIST end to end: import, serve, precompute over HTTP, train KD + scratch, export, register, query')
-    .option('--data <dir>', 'directory with the Fashion-MNIST IDX .gz files', FASHION_MNIST_DEBIAN_DIR)
+    .option('--data <dir>', 'directory with the four Fashion-MNIST IDX .gz files (default: the user cache, Debian\'s package, or a verified download)')
+    .option('--synthetic', 'run every stage on generated data (with a teacher trained on it), not Fashion-MNIST')
     .option('--work <dir>', 'output directory', 'demo-out')
     .option('--quick', 'every stage on a slice of the data (2,000 train / 500 test rows, 1 epoch)')
     .option('--full', 'the long version (all rows, 30 epochs)')
-    .action(async (f: { data: string; work: string; quick?: boolean; full?: boolean }) => {
+    .action(async (f: { data?: string; work: string; quick?: boolean; full?: boolean; synthetic?: boolean }) => {
       if (f.quick === true && f.full === true) throw new Error('--quick and --full exclude each other');
-      await runDemo({ data: f.data, work: f.work, size: f.quick === true ? 'quick' : f.full === true ? 'full' : 'default' });
+      if (f.synthetic === true && f.data !== undefined) throw new Error('--synthetic and --data exclude each other');
+      await runDemo({ ...(f.data === undefined ? {} : { data: f.data }), synthetic: f.synthetic === true, work: f.work, size: f.quick === true ? 'quick' : f.full === true ? 'full' : 'default' });
     });
   await runCli(program);
 }

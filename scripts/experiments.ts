@@ -18,7 +18,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
-import { FASHION_MNIST_DEBIAN_DIR, importFashionMnist, onnxParameterCount, runCli, splitLabelled } from '@distillate/shared';
+import { acquireFashionMnist, importFashionMnist, onnxParameterCount, runCli, splitLabelled } from '@distillate/shared';
 import { createServices, resolveConfig, type JobRequestInput } from '@distillate/server';
 import { ortLatency } from './demo.js';
 
@@ -169,12 +169,12 @@ async function sizes(accuracies: Record<string, number[]>, runs: string): Promis
 async function main(opts: { seeds: number; parallel: number; only?: string[]; set: string[]; tables?: boolean }): Promise<void> {
   const data = join(ROOT, 'data', 'fashion-mnist');
   if (!existsSync(join(data, 'train-pool.arrow'))) {
-    const { train } = await importFashionMnist(FASHION_MNIST_DEBIAN_DIR, data);
+    const { train } = await importFashionMnist((await acquireFashionMnist()).dir, data);
     await splitLabelled(train.path, { perClass: 60, labelled: join(data, 'train-labelled-600.arrow'), pool: join(data, 'train-pool.arrow') });
   }
   const val = join(ROOT, 'data', 'val');
   if (!existsSync(join(val, 'train-pool.arrow'))) {
-    const { train } = await importFashionMnist(FASHION_MNIST_DEBIAN_DIR, val);
+    const { train } = await importFashionMnist((await acquireFashionMnist()).dir, val);
     await splitLabelled(train.path, { perClass: 500, labelled: join(val, 'train-labelled-5000.arrow'), pool: join(val, 'train-pool.arrow') });
   }
   const chosen = opts.tables === true ? [] : EXPERIMENTS.filter((e) => opts.only === undefined || opts.only.includes(e.id));

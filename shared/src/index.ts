@@ -73,3 +73,4 @@ export { writeSyntheticDataset, mulberry32, type SyntheticDatasetOptions } from 
 export { runCli, type CliProgram } from './cli.js';
 export { headDataset, pickRows, splitLabelled, type WrittenDataset } from './subset.js';
 export { decodeInputStream, encodeLogitsStream, ArrowBodyError } from './http-bodies.js';
+export { acquireFashionMnist, verifyFashionMnist, fashionMnistCacheDir, DatasetUnavailableError, DatasetIntegrityError, FASHION_MNIST_URL, FASHION_MNIST_SHA256, type AcquireOptions, type AcquiredDataset } from './fashion-mnist-source.js';

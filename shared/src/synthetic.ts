@@ -17,7 +17,10 @@ export interface SyntheticDatasetOptions {
   /** Sample shape (default [8, 8, 1]). */
   readonly inputShape?: readonly number[];
   readonly classes?: number;
+  /** Draws the samples. Datasets with different seeds are different samples of one task. */
   readonly seed?: number;
+  /** Draws the class prototypes, i.e. the task (default 1): keep it to make a test split of the same task. */
+  readonly taskSeed?: number;
   /** Every n-th row is unlabelled (label null). 0 (default): all labelled. */
   readonly unlabelledEvery?: number;
   /** First id (default 0); ids are consecutive. */
@@ -27,15 +30,17 @@ export interface SyntheticDatasetOptions {
 }
 
 /**
- * A learnable generated dataset: each class has a random prototype image, and a sample is its
- * class prototype plus noise. Used by tests and by the demo when Fashion-MNIST is absent.
+ * A learnable generated dataset: each class has a random prototype image (drawn by `taskSeed`),
+ * and a sample is its class prototype plus noise (drawn by `seed`). Used by tests and by the
+ * demo's --synthetic mode.
  */
 export async function writeSyntheticDataset(path: string, opts: SyntheticDatasetOptions): Promise<{ fingerprint: string; rows: number }> {
   const shape = [...(opts.inputShape ?? [8, 8, 1])];
   const C = opts.classes ?? 10;
   const D = shape.reduce((a, b) => a * b, 1);
   const rand = mulberry32(opts.seed ?? 1);
-  const protos = Array.from({ length: C }, () => Float32Array.from({ length: D }, () => rand()));
+  const taskRand = mulberry32((opts.taskSeed ?? 1) + 0x9e3779b9);
+  const protos = Array.from({ length: C }, () => Float32Array.from({ length: D }, () => taskRand()));
   const inputType = opts.inputType ?? 'uint8';
   const info: DatasetInfo = {
     inputShape: shape,
