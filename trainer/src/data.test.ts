@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DatasetReader, LogitCacheReader, LogitCacheWriter, alignDatasetWithCaches, writeSyntheticDataset } from '@distillate/shared';
-import { epochBatches, segmentBounds, SEGMENT_ROWS, type SourceSpec } from './data.js';
+import { epochBatches, prefetch, segmentBounds, SEGMENT_ROWS, type SourceSpec } from './data.js';
 
 const ROWS = 1000;
 const C = 4;
@@ -93,5 +93,33 @@ describe('epochBatches with shuffle', () => {
       firstSegments.add(Math.floor(Math.min(...firstBatch!) / cache.manifest.shards[0]!.rows));
     }
     expect(firstSegments.size).toBeGreaterThan(1); // not always shard 0 first
+  });
+});
+
+describe('prefetch', () => {
+  it('a source that fails while earlier items are still in use: the error comes out of the loop, not as an unhandled rejection', async () => {
+    async function* source(): AsyncGenerator<number> {
+      yield 1;
+      yield 2;
+      throw new Error('part-00003.arrow: sha256 mismatch');
+    }
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown): void => void unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const got: number[] = [];
+      const run = async (): Promise<void> => {
+        for await (const v of prefetch(source(), 3)) {
+          got.push(v);
+          await new Promise((r) => setTimeout(r, 20)); // the train step, while the source has already failed
+        }
+      };
+      await expect(run()).rejects.toThrow('part-00003.arrow: sha256 mismatch');
+      await new Promise((r) => setTimeout(r, 20));
+      expect(got).toEqual([1, 2]);
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
   });
 });

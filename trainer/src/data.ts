@@ -269,7 +269,13 @@ export async function* prefetch<T>(source: AsyncIterator<T>, depth = 3): AsyncGe
   const queue: Array<Promise<IteratorResult<T>>> = [];
   try {
     for (;;) {
-      while (queue.length < depth) queue.push(source.next());
+      while (queue.length < depth) {
+        const next = source.next();
+        // Handled now, thrown when its turn comes: a batch that fails while earlier ones are still
+        // being trained on must not surface as an unhandled rejection (a crash with a stack trace).
+        next.catch(() => undefined);
+        queue.push(next);
+      }
       const r = await queue.shift()!;
       if (r.done === true) return;
       yield r.value;
