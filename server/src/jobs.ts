@@ -19,6 +19,7 @@ import {
   pickRows,
   findCache,
   writeFileAtomic,
+  removeStaleTempFiles,
   type Ids,
 } from '@distillate/shared';
 import type { Logger } from 'pino';
@@ -108,6 +109,12 @@ export class JobManager {
   /** Load persisted jobs; queued and interrupted (running) ones are resumed. */
   async init(): Promise<void> {
     await mkdir(this.#jobsDir, { recursive: true });
+    // Temp files of writes that never finished (a crash, a full disk): the jobs resume without them.
+    const stale = [...(await removeStaleTempFiles(this.#jobsDir))];
+    for (const entry of await readdir(this.#o.cacheRoot, { withFileTypes: true })) {
+      if (entry.isDirectory() && !entry.name.startsWith('.')) stale.push(...(await removeStaleTempFiles(join(this.#o.cacheRoot, entry.name))));
+    }
+    if (stale.length > 0) this.#o.logger.info({ files: stale.length }, 'removed stale temp files');
     const files = (await readdir(this.#jobsDir)).filter((f) => f.endsWith('.json'));
     const records: JobRecord[] = [];
     for (const f of files) {
@@ -224,24 +231,30 @@ export class JobManager {
     });
   }
 
+  /**
+   * Run one job. Whatever goes wrong in it — a bad teacher, a full disk — fails that job (with a
+   * one-line error naming the cause) and never the server: even the failure is recorded on a
+   * best-effort basis, since the disk that failed the job may not take its record either.
+   */
   async #run(job: JobRecord): Promise<void> {
     const abort = new AbortController();
     this.#current = { id: job.id, abort };
-    await this.#setState(job, 'running');
     try {
+      await this.#setState(job, 'running');
       await this.#execute(job, abort.signal);
       await this.#setState(job, 'succeeded');
     } catch (err) {
       if (err instanceof JobInterrupted || abort.signal.aborted) {
         const reason = this.#current.reason ?? 'cancel';
         this.#o.logger.info({ job: job.id, reason, done: job.progress.done }, 'job interrupted');
-        await this.#setState(job, reason === 'shutdown' ? 'queued' : 'canceled');
+        await this.#setState(job, reason === 'shutdown' ? 'queued' : 'canceled', { bestEffort: true });
       } else {
         const known = toAppError(err);
-        const e = known !== undefined ? { code: known.code, message: known.message } : { code: 'job_failed', message: (err as Error).message };
+        const code = (err as NodeJS.ErrnoException).code;
+        const e = known !== undefined ? { code: known.code, message: known.message } : { code: code === 'ENOSPC' ? 'no_space' : 'job_failed', message: ((err as Error).message ?? String(err)).split('\n')[0]! };
         this.#o.logger.error({ job: job.id, err }, 'job failed');
         job.error = e;
-        await this.#setState(job, 'failed');
+        await this.#setState(job, 'failed', { bestEffort: true });
       }
     } finally {
       this.#current = undefined;
@@ -322,6 +335,9 @@ export class JobManager {
         const z = await logits(x, n);
         await pendingWrite;
         pendingWrite = writer.append({ ids: batch.ids.subarray(r, r + n) as Ids, logits: z });
+        // A write that fails (a full disk) while the next batch runs is thrown at the next
+        // `await pendingWrite`, not left as an unhandled rejection that takes the server down.
+        pendingWrite.catch(() => undefined);
         job.progress.done += n;
         const now = Date.now();
         if (now - lastEmit > 200) {
@@ -373,10 +389,15 @@ export class JobManager {
     this.#events.emit('event', { type, job } satisfies JobEvent);
   }
 
-  async #setState(job: JobRecord, state: JobState): Promise<void> {
+  async #setState(job: JobRecord, state: JobState, opts: { bestEffort?: boolean } = {}): Promise<void> {
     job.state = state;
     job.updatedAt = new Date().toISOString();
-    await this.#persist(job);
+    try {
+      await this.#persist(job);
+    } catch (err) {
+      if (opts.bestEffort !== true) throw err;
+      this.#o.logger.error({ job: job.id, err }, 'could not record the job state; it stays in memory');
+    }
     this.#o.onStateChange?.(job);
     this.#emit('state', job);
   }

@@ -4,8 +4,8 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { open, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import {
   type Data,
   Field,
@@ -37,18 +37,66 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** Write a small file atomically: temp file, fsync, rename, fsync the directory. */
+/** An I/O error that names the file: `path: ENOSPC: no space left on device, write` (code kept). */
+export function fileError(path: string, err: unknown): Error {
+  const e = err as NodeJS.ErrnoException;
+  const out = new Error(e.message?.includes(path) ? e.message : `${path}: ${e.message ?? String(err)}`) as NodeJS.ErrnoException;
+  if (e.code !== undefined) out.code = e.code;
+  return out;
+}
+
+/**
+ * Write a small file atomically: temp file, fsync, rename, fsync the directory. On failure (a
+ * full disk, say) the temp file is removed and the error names the file.
+ */
 export async function writeFileAtomic(path: string, contents: string | Uint8Array): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w');
   try {
-    await fh.writeFile(contents);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(contents);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw fileError(path, err);
   }
-  await rename(tmp, path);
   await fsyncDir(dirname(path));
+}
+
+/**
+ * Remove `*.tmp-<pid>` files left in `dir` by processes that no longer run (a crash or a full
+ * disk mid-write); a live writer's temp files stay.
+ */
+export async function removeStaleTempFiles(dir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = /\.tmp-(\d+)$/.exec(name);
+    if (m === null) continue;
+    const pid = Number(m[1]);
+    let alive = pid === process.pid;
+    if (!alive) {
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch (err) {
+        alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+      }
+    }
+    if (alive) continue;
+    await rm(join(dir, name), { force: true });
+    removed.push(join(dir, name));
+  }
+  return removed;
 }
 
 export async function sha256File(path: string): Promise<{ sha256: string; bytes: number }> {
@@ -112,7 +160,14 @@ export class AtomicArrowFileWriter {
   }
 
   async #drain(): Promise<void> {
-    const fh = await open(this.#tmp, 'w');
+    try {
+      await this.#drainTo(await open(this.#tmp, 'w'));
+    } catch (err) {
+      throw fileError(this.path, err);
+    }
+  }
+
+  async #drainTo(fh: FileHandle): Promise<void> {
     try {
       for await (const chunk of this.#writer as AsyncIterable<Uint8Array>) {
         this.#hash.update(chunk);
