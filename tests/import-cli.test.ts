@@ -1,20 +1,16 @@
 /** The importer as a user runs it: real files, real process, exit codes and messages. */
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { runTs } from './helpers/cli.js';
 import { describe, expect, it } from 'vitest';
 import { DatasetReader, FASHION_MNIST_DEBIAN_DIR } from '@distillate/shared';
 
-const root = join(import.meta.dirname, '..');
 
 function runImport(args: string[]) {
-  return spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', join(root, 'scripts/import-fashion-mnist.ts'), ...args], {
-    cwd: root,
-    encoding: 'utf8',
-  });
+  return runTs('scripts/import-fashion-mnist.ts', args);
 }
 
 describe('import-fashion-mnist CLI', () => {

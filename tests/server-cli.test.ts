@@ -1,17 +1,16 @@
 /** `distillate-server precompute|label` run in-process (no HTTP), as a user runs them. */
-import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runTs } from './helpers/cli.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { listCaches, verifyCache, writeSyntheticDataset } from '@distillate/shared';
 import { writeTeachers } from './helpers/teachers.js';
 
-const repo = join(import.meta.dirname, '..');
 let root: string;
 
 function cli(args: string[]) {
-  return spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', join(repo, 'server/src/bin.ts'), ...args], { cwd: repo, encoding: 'utf8' });
+  return runTs('server/src/bin.ts', args);
 }
 
 beforeAll(async () => {

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LogitCacheReader, verifyCache, writeSyntheticDataset } from '@distillate/shared';
+import { waitFor } from './helpers/wait.js';
 import { writeTeachers } from './helpers/teachers.js';
 
 const repo = join(import.meta.dirname, '..');
@@ -49,20 +50,17 @@ describe('crash safety', () => {
 
     const first = await startServer(root);
     const created = (await (await fetch(`${first.url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ type: 'precompute', teacher: 'conv', dataset: 'train.arrow', batchSize: 4 }) })).json()) as any;
-    let job: any;
-    for (;;) {
-      job = await getJob(first.url, created.id);
-      if (job.progress.done >= 3000) break;
-      expect(job.state).not.toBe('failed');
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    let job: any = await waitFor('3,000 rows done', async () => {
+      const j = await getJob(first.url, created.id);
+      if (j.state === 'failed') throw new Error(`the job failed: ${j.error?.message}`);
+      return j.progress.done >= 3000 ? j : undefined;
+    });
     const cacheDir = join(root, 'cache', job.cacheKey);
     // Wait until at least two shards are durable (listed in progress.json), then kill -9.
-    for (;;) {
+    await waitFor('two durable shards', async () => {
       const files = await readdir(cacheDir);
-      if (files.includes('progress.json') && files.includes('part-00001.arrow')) break;
-      await new Promise((r) => setTimeout(r, 25));
-    }
+      return files.includes('progress.json') && files.includes('part-00001.arrow') ? true : undefined;
+    });
     const before = await stat(join(cacheDir, 'part-00000.arrow'));
     first.child.kill('SIGKILL');
     await new Promise((r) => first.child.once('exit', r));
@@ -70,11 +68,10 @@ describe('crash safety', () => {
     expect((await verifyCache(cacheDir)).ok).toBe(false);
 
     const second = await startServer(root);
-    for (;;) {
-      job = await getJob(second.url, created.id);
-      if (job.state === 'succeeded' || job.state === 'failed') break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    job = await waitFor('the resumed job to end', async () => {
+      const j = await getJob(second.url, created.id);
+      return j.state === 'succeeded' || j.state === 'failed' ? j : undefined;
+    }, 60_000, 50);
     expect(job.state).toBe('succeeded');
     expect(job.progress).toEqual({ done: rows, total: rows });
     const after = await stat(join(cacheDir, 'part-00000.arrow'));

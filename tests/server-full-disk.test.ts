@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { verifyCache, writeSyntheticDataset } from '@distillate/shared';
 import { resolveConfig, startServer, type RunningServer } from '@distillate/server';
 import { convTeacher } from './helpers/teachers.js';
+import { waitFor } from './helpers/wait.js';
 
 const root = await mkdtemp(join(tmpdir(), 'distillate-full-'));
 const cache = join(root, 'cache');
@@ -30,16 +31,6 @@ if (!mounted && process.env['CI'] === 'true') throw new Error('CI runs as root a
 afterAll(() => {
   if (mounted) execFileSync('umount', [cache]);
 });
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function tempFiles(dir: string): Promise<string[]> {
   const out: string[] = [];

@@ -1,18 +1,17 @@
 /** distillate-train as a user runs it: a YAML recipe, overrides, exit codes. */
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runTs } from './helpers/cli.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeSyntheticDataset } from '@distillate/shared';
 import { Graph } from '@distillate/shared/onnx';
 
-const repo = join(import.meta.dirname, '..');
 let root: string;
 
 function cli(args: string[]) {
-  return spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', join(repo, 'trainer/src/bin.ts'), ...args], { cwd: repo, encoding: 'utf8' });
+  return runTs('trainer/src/bin.ts', args);
 }
 
 beforeAll(async () => {
