@@ -9,10 +9,9 @@
 import { createReadStream } from 'node:fs';
 import { mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Command } from 'commander';
 import { LogitCacheReader, LogitCacheWriter, type StorageInput, runCli } from '@distillate/shared';
 import { childPeakRssMb, printPeakRssKb } from './bench/peak-rss.js';
-import { log, median, medianOf, printRows, row, type BenchRow } from './bench/report.js';
+import { log, median, medianOf, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
 
 const CLASSES = 1000;
 const BATCH = 4096;
@@ -145,10 +144,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childRea
   printRows(rows, opts.json);
 }
 
-const program = new Command('bench-cache')
-  .option('--json', 'one JSON object per line', false)
-  .option('--quick', 'small sizes (for tests); the numbers mean little', false)
-  .option('--dir <dir>', 'scratch directory', '.bench/cache')
+const program = benchProgram('bench-cache', '.bench/cache')
   .option('--child-read <dir>', '(internal) stream one cache and print peak RSS in KB')
   .action(main);
 

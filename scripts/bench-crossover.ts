@@ -12,12 +12,11 @@
  */
 import { copyFile, mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { Command } from 'commander';
 import { pino } from 'pino';
 import { writeSyntheticDataset, runCli } from '@distillate/shared';
 import { createServices, resolveConfig } from '@distillate/server';
 import { parseRecipe, train } from '@distillate/trainer';
-import { log, median, printRows, row, type BenchRow } from './bench/report.js';
+import { log, median, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const TEACHER = 'fmnist-teacher';
@@ -97,10 +96,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
   printRows(rows, opts.json);
 }
 
-const program = new Command('bench-crossover')
-  .option('--json', 'one JSON object per line', false)
-  .option('--quick', 'small sizes (for tests); the numbers mean little', false)
-  .option('--dir <dir>', 'scratch directory', '.bench/crossover')
+const program = benchProgram('bench-crossover', '.bench/crossover')
   .action(main);
 
 await runCli(program);

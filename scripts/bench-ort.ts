@@ -12,11 +12,10 @@
  * Each op graph reduces its result to a scalar, so the figures are the ops' cost, not the cost
  * of copying a large output back to JavaScript.
  */
-import { Command } from 'commander';
 import { runCli } from '@distillate/shared';
 import { Graph, OrtSession } from '@distillate/shared/onnx';
 import { batchLoss, OrtEngine, parseRecipe, selectBackend, type TeacherPlan } from '@distillate/trainer';
-import { log, median, printRows, row, type BenchRow } from './bench/report.js';
+import { log, median, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
 
 async function timeGraph(g: Graph, feeds: Record<string, { data: Float32Array; dims: number[] }>, out: string, runs: number): Promise<number> {
   const session = await OrtSession.create(g.toBytes(), { provider: 'cpu' });
@@ -122,9 +121,7 @@ async function main(opts: { json: boolean; quick: boolean }): Promise<void> {
   printRows(rows, opts.json);
 }
 
-const program = new Command('bench-ort')
-  .option('--json', 'one JSON object per line', false)
-  .option('--quick', 'small sizes (for tests); the numbers mean little', false)
+const program = benchProgram('bench-ort')
   .action(main);
 
 await runCli(program);

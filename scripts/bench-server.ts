@@ -8,12 +8,11 @@
 import { spawnSync } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Command } from 'commander';
 import { DatasetReader, writeSyntheticDataset, runCli } from '@distillate/shared';
 import { OrtSession } from '@distillate/shared/onnx';
 import { createServices, resolveConfig } from '@distillate/server';
 import { pino } from 'pino';
-import { log, median, printRows, row, type BenchRow } from './bench/report.js';
+import { log, median, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
 import { BENCH_CNN, benchCnn } from './bench/teacher-model.js';
 
 const THREADS = 2;
@@ -115,10 +114,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
   printRows(rows, opts.json);
 }
 
-const program = new Command('bench-server')
-  .option('--json', 'one JSON object per line', false)
-  .option('--quick', 'small sizes (for tests); the numbers mean little', false)
-  .option('--dir <dir>', 'scratch directory', '.bench/server')
+const program = benchProgram('bench-server', '.bench/server')
   .action(main);
 
 await runCli(program);

@@ -12,12 +12,11 @@
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { Command } from 'commander';
 import { pino } from 'pino';
 import { FASHION_MNIST_DEBIAN_DIR, LogitCacheWriter, headDataset, importFashionMnist, mulberry32, runCli, type StorageInput } from '@distillate/shared';
 import { createServices, resolveConfig, type JobRequestInput } from '@distillate/server';
 import { parseRecipe, train } from '@distillate/trainer';
-import { log, printRows, row, type BenchRow } from './bench/report.js';
+import { log, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const TEACHER = 'fmnist-teacher';
@@ -113,10 +112,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
   printRows(rows, opts.json);
 }
 
-const program = new Command('bench-storage')
-  .option('--json', 'one JSON object per line', false)
-  .option('--quick', 'small sizes (for tests); the numbers mean little', false)
-  .option('--dir <dir>', 'scratch directory', '.bench/storage')
+const program = benchProgram('bench-storage', '.bench/storage')
   .action(main);
 
 await runCli(program);

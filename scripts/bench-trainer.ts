@@ -15,11 +15,10 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Command } from 'commander';
 import { DatasetReader, LogitCacheWriter, writeSyntheticDataset, runCli } from '@distillate/shared';
 import { parseRecipe, train } from '@distillate/trainer';
 import { childPeakRssMb, printPeakRssKb } from './bench/peak-rss.js';
-import { log, median, printRows, row, type BenchRow } from './bench/report.js';
+import { log, median, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
 
 /** A 28×28 dataset plus a dense 10-class cache of pseudo-random teacher logits. */
 async function makeData(dir: string, rows: number): Promise<{ data: string; cache: string }> {
@@ -143,10 +142,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childTra
   printRows(rows, opts.json);
 }
 
-const program = new Command('bench-trainer')
-  .option('--json', 'one JSON object per line', false)
-  .option('--quick', 'small sizes (for tests); the numbers mean little', false)
-  .option('--dir <dir>', 'scratch directory', '.bench/trainer')
+const program = benchProgram('bench-trainer', '.bench/trainer')
   .option('--child-train <data,cache>', '(internal) train one epoch and print peak RSS in KB')
   .action(main);
 

@@ -1,4 +1,5 @@
 /** Shared by every benchmark: one row format, printed as a table or as JSON lines. */
+import { Command } from 'commander';
 
 export interface BenchRow {
   readonly bench: string;
@@ -64,4 +65,13 @@ export function printRows(rows: readonly BenchRow[], json: boolean): void {
  */
 export function log(json: boolean, msg: string): void {
   if (!json || process.env['DISTILLATE_BENCH_PROGRESS'] === '1') process.stderr.write(`${msg}\n`);
+}
+
+/**
+ * The command every sub-benchmark shares: --json, --quick and (with a default directory) --dir.
+ * Add its own options, then `.action(main)` and runCli.
+ */
+export function benchProgram(name: string, scratchDir?: string): Command {
+  const program = new Command(name).option('--json', 'one JSON object per line', false).option('--quick', 'small sizes (for tests); the numbers mean little', false);
+  return scratchDir === undefined ? program : program.option('--dir <dir>', 'scratch directory', scratchDir);
 }
