@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DatasetReader, LogitCacheReader, writeSyntheticDataset } from '@distillate/shared';
 import { Graph } from '@distillate/shared/onnx';
-import { createServices, resolveConfig } from '@distillate/server';
+import { createServices, resolveConfig, type JobRequestInput } from '@distillate/server';
 import { distLoss, dkdLoss, epochBatches, formatEpoch, kdLoss, lsKdLoss, nkdLoss, parseRecipe, predictRunLogits, saveLayersModel, train, TrainingError } from '@distillate/trainer';
 import { pino } from 'pino';
 import * as tf from '@tensorflow/tfjs';
@@ -18,11 +18,10 @@ import { convTeacher, linearTeacher } from './helpers/teachers.js';
 let root: string;
 const caches: Record<string, string> = {};
 
-async function precompute(teacher: string, dataset: string, extra: Record<string, unknown> = {}): Promise<string> {
-  extra = { type: 'precompute', ...extra };
+async function precompute(teacher: string, dataset: string, extra: Partial<JobRequestInput> = {}): Promise<string> {
   const services = await createServices(resolveConfig({ models: join(root, 'models'), data: join(root, 'data'), cache: join(root, 'cache'), logLevel: 'silent' }, {}), pino({ level: 'silent' }));
   await services.jobs.init();
-  const job = await services.jobs.create({ teacher, dataset, ...extra });
+  const job = await services.jobs.create({ type: 'precompute', teacher, dataset, ...extra });
   await services.jobs.idle();
   const done = services.jobs.get(job.id);
   await services.teachers.releaseAll();

@@ -10,8 +10,8 @@ import { ArrowBodyError, CacheManifestSchema, decodeInputStream, encodeLogitsStr
 import type { Logger } from 'pino';
 import { pinoHttp } from 'pino-http';
 import { z } from 'zod';
-import { AppError, badRequest, notFound, toAppError } from './errors.js';
-import { zodToAppError, type JobManager, type JobRecord } from './jobs.js';
+import { AppError, badRequest, notFound, toAppError, zodToAppError } from './errors.js';
+import { JobRequestSchema, type JobManager, type JobRecord } from './jobs/index.js';
 import type { Metrics } from './metrics.js';
 import type { OnlineInference } from './online.js';
 import type { TeacherRegistry } from '@distillate/shared/onnx';
@@ -175,7 +175,7 @@ export function createApp(deps: AppDeps): express.Express {
   });
 
   app.post('/v1/jobs', async (req, res) => {
-    const job = await deps.jobs.create(req.body);
+    const job = await deps.jobs.create(parse(JobRequestSchema, req.body));
     res.status(202).location(`/v1/jobs/${job.id}`).json({ id: job.id, state: job.state });
   });
   app.get('/v1/jobs', (_req, res) => {

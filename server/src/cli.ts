@@ -7,8 +7,8 @@ import { runCli } from '@distillate/shared';
 import { pino } from 'pino';
 import { resolveConfig, type ServerConfigInput } from './config.js';
 import { createServices, startServer } from './server.js';
-import type { JobRecord, JobRequestInput } from './jobs.js';
-import { toAppError } from './errors.js';
+import { JobRequestSchema, type JobRecord, type JobRequestInput } from './jobs/index.js';
+import { toAppError, zodToAppError } from './errors.js';
 
 const int = (v: string) => {
   const n = Number(v);
@@ -58,7 +58,9 @@ async function runJobInProcess(flags: CommonFlags, request: JobRequestInput): Pr
   const services = await createServices(config, logger);
   const { jobs } = services;
   await jobs.init(); // also resumes interrupted jobs left by a crashed run
-  const job = await jobs.create(request);
+  const parsed = JobRequestSchema.safeParse(request);
+  if (!parsed.success) throw zodToAppError(parsed.error);
+  const job = await jobs.create(parsed.data);
   const bar = new SingleBar({ format: `${request.type} ${request.teacher} [{bar}] {percentage}% | {value}/{total} rows | ETA {eta_formatted}`, hideCursor: true, etaBuffer: 50 }, Presets.shades_classic);
   let started = false;
   const stop = jobs.subscribe(job.id, (e) => {

@@ -1,4 +1,5 @@
 import { TeacherError, type TeacherErrorKind } from '@distillate/shared/onnx';
+import type { z } from 'zod';
 /**
  * The one error type the HTTP layer turns into a response: `{ error: { code, message } }` with
  * `status`. Domain code throws these; it never sees `req` or `res`.
@@ -25,4 +26,10 @@ export function toAppError(err: unknown): AppError | undefined {
   if (err instanceof AppError) return err;
   if (err instanceof TeacherError) return new AppError(TEACHER_STATUS[err.kind], err.code, err.message);
   return undefined;
+}
+
+/** A request that failed its zod schema: 400, every issue in one line. */
+export function zodToAppError(error: z.ZodError): AppError {
+  const msg = error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
+  return new AppError(400, 'invalid_request', msg);
 }

@@ -1,7 +1,7 @@
 export { startServer, createServices, type RunningServer, type Services } from './server.js';
 export { resolveConfig, ServerConfigSchema, type ServerConfig, type ServerConfigInput } from './config.js';
 export { createApp, ARROW_STREAM, type AppDeps } from './app.js';
-export { JobManager, JobRequestSchema, type JobRecord, type JobRequest, type JobRequestInput, type JobState } from './jobs.js';
+export { JobManager, JobRequestSchema, type JobRecord, type JobRequest, type JobRequestInput, type JobState } from './jobs/index.js';
 export { DynamicBatcher, type BatcherOptions } from './batcher.js';
 export { AppError } from './errors.js';
 export { buildProgram, main } from './cli.js';

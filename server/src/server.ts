@@ -5,7 +5,7 @@ import { createServer, type Server } from 'node:http';
 import { pino, type Logger } from 'pino';
 import { createApp } from './app.js';
 import type { ServerConfig } from './config.js';
-import { JobManager } from './jobs.js';
+import { JobManager } from './jobs/index.js';
 import { createMetrics } from './metrics.js';
 import { OnlineInference } from './online.js';
 import { TeacherRegistry } from '@distillate/shared/onnx';

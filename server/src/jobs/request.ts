@@ -1,0 +1,30 @@
+/** The job request: what a client may ask for, parsed with zod at the edge (HTTP handler, CLI). */
+import { StorageSchema } from '@distillate/shared';
+import { z } from 'zod';
+
+export const JobRequestSchema = z
+  .object({
+    type: z.enum(['precompute', 'label']),
+    teacher: z.string().min(1),
+    /** Dataset path relative to --data. */
+    dataset: z.string().min(1),
+    temperature: z.number().positive().finite().default(1),
+    storage: StorageSchema.default({ mode: 'dense', dtype: 'float32' }),
+    label: z
+      .object({
+        /** Keep rows whose top-1 probability is at least this. */
+        threshold: z.number().min(0).max(1).default(0),
+        /** Keep at most this many rows per pseudo-class (in dataset order). */
+        perClassMax: z.number().int().positive().optional(),
+        /** Where to write the selected rows as a dataset, relative to --data. */
+        output: z.string().min(1).optional(),
+      })
+      .strict()
+      .optional(),
+    /** Rows per teacher inference call. */
+    batchSize: z.number().int().positive().max(8192).default(256),
+  })
+  .strict()
+  .refine((r) => r.type === 'label' || r.label === undefined, { message: '"label" options apply to label jobs only', path: ['label'] });
+export type JobRequest = z.infer<typeof JobRequestSchema>;
+export type JobRequestInput = z.input<typeof JobRequestSchema>;
