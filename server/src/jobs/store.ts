@@ -58,7 +58,8 @@ export class JobStore {
     return records.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
 
-  save(job: JobRecord): Promise<void> {
-    return writeFileAtomic(join(this.dir, `${job.id}.json`), JSON.stringify(job, null, 2));
+  async save(job: JobRecord): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    await writeFileAtomic(join(this.dir, `${job.id}.json`), JSON.stringify(job, null, 2));
   }
 }
