@@ -28,7 +28,7 @@ describe('JobStore', () => {
     const records = await store.load();
     expect(records.map((r) => r.id)).toEqual(['a', 'b']);
     expect(warnings.join('')).toMatch(/ignoring an unreadable job record/);
-    expect(warnings.join('')).toMatch(/ignoring an invalid job record.*state/);
+    expect(warnings.join('')).toMatch(/"file":"bogus.json","issues":\["state: [^"]*.*"msg":"ignoring an invalid job record"/);
     expect(await readdir(store.dir)).not.toContain('x.json.tmp-999999999');
   });
 });
