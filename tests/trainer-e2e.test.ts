@@ -165,6 +165,10 @@ describe('trainer', () => {
     const r = await train(parseRecipe({ ...base(), epochs: 1, name: 'union', teachers: [{ cache: caches['a'] }, { cache: caches['b'] }], student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd', params: { temperature: 2 } }, weights: { ce: 0, kd: 1 } }));
     expect(Object.keys(r.metrics[0]!.loss).sort()).toEqual(['kd', 'total']);
     expect(JSON.parse(await readFile(join(r.runDir, 'run.json'), 'utf8')).classes).toEqual(Array.from({ length: 10 }, (_, i) => `class-${i}`));
+    // Left out, union is balanced for disjoint class lists distilled with kd; a recipe can still choose.
+    expect(JSON.parse(await readFile(join(r.runDir, 'run.json'), 'utf8')).union).toBe('balanced');
+    const subsets = await train(parseRecipe({ ...base(), epochs: 1, name: 'union-subsets', teachers: [{ cache: caches['a'] }, { cache: caches['b'] }], student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd', params: { temperature: 2 } }, weights: { ce: 0, kd: 1 }, union: 'subsets' }), { skipExport: true });
+    expect(JSON.parse(await readFile(join(subsets.runDir, 'run.json'), 'utf8')).union).toBe('subsets');
     expect(r.onnx!.maxAbsDiff).toBeLessThanOrEqual(1e-4);
   });
 

@@ -59,9 +59,10 @@ export const RecipeSchema = z
      * fitted over the caches before training so that the merged teacher gives each class an equal
      * share of the transfer set (or the shares in `unionPrior`): separately trained teachers' logit
      * scales are not comparable, and this is a correction that needs no labels (union-balance.ts).
-     * 'merged' and 'balanced' need disjoint class lists and distill.method kd.
+     * 'merged' and 'balanced' need disjoint class lists and distill.method kd. Left out: 'balanced'
+     * for disjoint lists distilled with kd (the best measured mode), else 'subsets'.
      */
-    union: z.enum(['subsets', 'merged', 'balanced']).default('subsets'),
+    union: z.enum(['subsets', 'merged', 'balanced']).optional(),
     /** union: balanced — the class shares of the transfer set, in the union's class order (uniform if absent). */
     unionPrior: z.array(z.number().positive()).min(2).optional(),
     /** Cache root where teacher names are looked up (the server's --cache). */

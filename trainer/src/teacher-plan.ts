@@ -29,7 +29,12 @@ export function temperatureOf(d: Distill): number {
   return 'temperature' in d.params ? (d.params as { temperature: number }).temperature : 1;
 }
 
-export async function planTeachers(caches: LogitCacheReader[], dataset: DatasetReader, distill: Distill, union: TeacherPlan['union'] = 'subsets'): Promise<TeacherPlan> {
+/**
+ * `union` is the recipe's, when it sets one. Left out, teachers with disjoint class lists
+ * distilled with kd are `balanced` (the best measured mode: BENCHMARKS.md), others `subsets`.
+ */
+export async function planTeachers(caches: LogitCacheReader[], dataset: DatasetReader, distill: Distill, chosen?: TeacherPlan['union']): Promise<TeacherPlan> {
+  let union: TeacherPlan['union'] = chosen ?? 'subsets';
   const D = dataset.inputSize;
   const datasetClasses = dataset.info.classes;
   if (caches.length === 0) return { caches, layout: { inputSize: D, slots: [] }, mode: 'none', classes: datasetClasses, classIndex: [], union };
@@ -61,8 +66,10 @@ export async function planTeachers(caches: LogitCacheReader[], dataset: DatasetR
   if (slots.some((s) => s.kind !== 'dense')) throw new TrainingError('teachers with different class lists need dense caches');
   const all: string[] = [];
   for (const l of lists) for (const n of l) if (!all.includes(n)) all.push(n);
+  const disjoint = all.length === lists.reduce((a, l) => a + l.length, 0);
+  if (chosen === undefined && disjoint && distill.method === 'kd') union = 'balanced';
   if (union !== 'subsets') {
-    if (all.length !== lists.reduce((a, l) => a + l.length, 0)) throw new TrainingError(`union: ${union} needs teachers with disjoint class lists (a class is in more than one); use union: subsets`);
+    if (!disjoint) throw new TrainingError(`union: ${union} needs teachers with disjoint class lists (a class is in more than one); use union: subsets`);
     if (distill.method !== 'kd') throw new TrainingError(`union: ${union} trains with distill.method kd (got ${distill.method})`);
   }
   return { caches, layout: { inputSize: D, slots }, mode: 'union', classes: all, classIndex: lists.map((l) => l.map((n) => all.indexOf(n))), union };
@@ -76,8 +83,8 @@ export function labelMapFor(datasetClasses: readonly string[], union: readonly s
 /** union: balanced — fit the per-teacher spread and per-class offsets over the caches; returns the plan with them and the record for run.json. */
 export async function balanceUnion(plan: TeacherPlan, recipe: Readonly<Recipe>, dataset: DatasetReader): Promise<{ plan: TeacherPlan; balance?: Record<string, unknown> }> {
   let balance: Record<string, unknown> | undefined;
-  if (recipe.unionPrior !== undefined && recipe.union !== 'balanced') throw new TrainingError('unionPrior is only used with union: balanced');
-  if (recipe.union === 'balanced' && plan.mode === 'union') {
+  if (recipe.unionPrior !== undefined && !(plan.mode === 'union' && plan.union === 'balanced')) throw new TrainingError('unionPrior is only used with union: balanced');
+  if (plan.union === 'balanced' && plan.mode === 'union') {
     const U = plan.classes.length;
     if (recipe.unionPrior !== undefined && recipe.unionPrior.length !== U) {
       throw new TrainingError(`unionPrior has ${recipe.unionPrior.length} shares but the teachers' union has ${U} classes (${plan.classes.join(', ')})`);

@@ -295,6 +295,6 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     ...(onnx === undefined ? {} : { onnx }),
     ...(calibration === undefined ? {} : { calibration }),
   };
-  await writeFileAtomic(join(runDir, 'run.json'), JSON.stringify({ ...result, classes: plan.classes, caches: [...inputs.cacheDirs, ...(recipe.selfDistill === undefined ? [] : [selfCache])], ...(balance === undefined ? {} : { unionBalance: balance }) }, null, 2));
+  await writeFileAtomic(join(runDir, 'run.json'), JSON.stringify({ ...result, classes: plan.classes, ...(plan.mode === 'union' ? { union: plan.union } : {}), caches: [...inputs.cacheDirs, ...(recipe.selfDistill === undefined ? [] : [selfCache])], ...(balance === undefined ? {} : { unionBalance: balance }) }, null, 2));
   return result;
 }
