@@ -30,6 +30,8 @@ interface Experiment {
   readonly group: 'accuracy' | 'accuracy-ls0' | 'transfer' | 'labels' | 'self' | 'engines';
   /** For a row on the TF.js engine: the id of the same recipe's row on the ORT engine. */
   readonly sameAs?: string;
+  /** The row it is compared with, seed by seed (paired difference with a 95 % interval). */
+  readonly baseline?: string;
   readonly label: string;
   readonly recipe: string;
   readonly set?: readonly string[];
@@ -50,21 +52,22 @@ const halves: JobRequestInput[] = [
 
 export const EXPERIMENTS: readonly Experiment[] = [
   { id: 'scratch', group: 'accuracy', label: 'scratch (labels only)', recipe: 'fmnist-scratch.yaml' },
-  { id: 'kd', group: 'accuracy', label: 'KD', recipe: 'fmnist-kd.yaml', needs: [teacherCache] },
-  { id: 'dkd', group: 'accuracy', label: 'DKD', recipe: 'fmnist-dkd.yaml', needs: [teacherCache] },
-  { id: 'nkd', group: 'accuracy', label: 'NKD', recipe: 'fmnist-nkd.yaml', needs: [teacherCache] },
-  { id: 'dist', group: 'accuracy', label: 'DIST', recipe: 'fmnist-dist.yaml', needs: [teacherCache] },
-  { id: 'lskd', group: 'accuracy', label: 'LS-KD', recipe: 'fmnist-lskd.yaml', needs: [teacherCache] },
-  { id: 'kd-sharp', group: 'accuracy', label: 'KD, T = 0.25, kd only, from fmnist-teacher-ls0 (T chosen on a validation split)', recipe: 'fmnist-kd-sharp.yaml', needs: [ls0Cache] },
+  { id: 'kd', group: 'accuracy', label: 'KD', recipe: 'fmnist-kd.yaml', needs: [teacherCache], baseline: 'scratch' },
+  { id: 'dkd', group: 'accuracy', label: 'DKD', recipe: 'fmnist-dkd.yaml', needs: [teacherCache], baseline: 'scratch' },
+  { id: 'nkd', group: 'accuracy', label: 'NKD', recipe: 'fmnist-nkd.yaml', needs: [teacherCache], baseline: 'scratch' },
+  { id: 'dist', group: 'accuracy', label: 'DIST', recipe: 'fmnist-dist.yaml', needs: [teacherCache], baseline: 'scratch' },
+  { id: 'lskd', group: 'accuracy', label: 'LS-KD', recipe: 'fmnist-lskd.yaml', needs: [teacherCache], baseline: 'scratch' },
+  { id: 'kd-sharp', group: 'accuracy', label: 'KD, T = 0.25, kd only, from fmnist-teacher-ls0 (T chosen on a validation split)', recipe: 'fmnist-kd-sharp.yaml', needs: [ls0Cache], baseline: 'scratch' },
   { id: 'kd-sharp-cal', group: 'accuracy', label: 'the same, trained on 55,000 images and calibrated on the other 5,000', recipe: 'fmnist-kd-sharp-cal.yaml', needs: [{ type: 'precompute', teacher: 'fmnist-teacher-ls0', dataset: VAL_POOL }] },
   { id: 'scratch-20', group: 'accuracy-ls0', label: 'scratch (labels only), 20 epochs', recipe: 'fmnist-scratch-20.yaml' },
-  { id: 'kd-ls0', group: 'accuracy-ls0', label: 'KD, T = 0.5, kd only, from fmnist-teacher-ls0, 20 epochs', recipe: 'fmnist-kd-ls0.yaml', needs: [ls0Cache] },
+  { id: 'kd-ls0', group: 'accuracy-ls0', label: 'KD, T = 0.5, kd only, from fmnist-teacher-ls0, 20 epochs', recipe: 'fmnist-kd-ls0.yaml', needs: [ls0Cache], baseline: 'scratch-20' },
   {
     id: 'transfer',
     group: 'transfer',
     label: 'two teachers (classes 0–4, 5–9), no labels; union: balanced',
     recipe: 'fmnist-transfer.yaml',
     needs: halves,
+    baseline: 'scratch-512',
   },
   {
     id: 'transfer-merged',
@@ -84,7 +87,7 @@ export const EXPERIMENTS: readonly Experiment[] = [
   },
   { id: 'scratch-512', group: 'transfer', label: 'the same student (784-512-10) on all 60,000 labels', recipe: 'fmnist-scratch-512.yaml' },
   { id: '600-scratch', group: 'labels', label: '600 labels alone', recipe: 'fmnist-600-scratch.yaml' },
-  { id: '600-semi', group: 'labels', label: '600 labels + pool labelled by the shipped teacher (saw all labels)', recipe: 'fmnist-600-semi.yaml', needs: [{ type: 'label', teacher: 'fmnist-teacher', dataset: POOL }] },
+  { id: '600-semi', group: 'labels', label: '600 labels + pool labelled by the shipped teacher (saw all labels)', recipe: 'fmnist-600-semi.yaml', needs: [{ type: 'label', teacher: 'fmnist-teacher', dataset: POOL }], baseline: '600-scratch' },
   {
     id: '600-semi-600',
     group: 'labels',
@@ -92,10 +95,11 @@ export const EXPERIMENTS: readonly Experiment[] = [
     recipe: 'fmnist-600-semi.yaml',
     set: ['semi.teacher=fmnist-teacher-600'],
     needs: [{ type: 'label', teacher: 'fmnist-teacher-600', dataset: POOL }],
+    baseline: '600-scratch',
   },
-  { id: 'self', group: 'self', label: 'self-distillation (own snapshot teaches the last 4 epochs)', recipe: 'fmnist-self-distill.yaml' },
-  { id: 'scratch-tfjs', group: 'engines', label: 'scratch on the TF.js engine (wasm)', recipe: 'fmnist-scratch.yaml', set: ['engine=tfjs', 'backend=wasm'], sameAs: 'scratch' },
-  { id: 'kd-tfjs', group: 'engines', label: 'KD on the TF.js engine (wasm)', recipe: 'fmnist-kd.yaml', set: ['engine=tfjs', 'backend=wasm'], needs: [teacherCache], sameAs: 'kd' },
+  { id: 'self', group: 'self', label: 'self-distillation (own snapshot teaches the last 4 epochs)', recipe: 'fmnist-self-distill.yaml', baseline: 'scratch' },
+  { id: 'scratch-tfjs', group: 'engines', label: 'scratch on the TF.js engine (wasm)', recipe: 'fmnist-scratch.yaml', set: ['engine=tfjs', 'backend=wasm'], sameAs: 'scratch', baseline: 'scratch' },
+  { id: 'kd-tfjs', group: 'engines', label: 'KD on the TF.js engine (wasm)', recipe: 'fmnist-kd.yaml', set: ['engine=tfjs', 'backend=wasm'], needs: [teacherCache], sameAs: 'kd', baseline: 'kd' },
 ];
 
 
@@ -146,6 +150,8 @@ async function pool<T>(tasks: (() => Promise<T>)[], parallel: number): Promise<T
   return results;
 }
 
+/** Two-sided 95 % quantiles of Student's t, by degrees of freedom. */
+const T95 = [Number.NaN, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228];
 const mean = (v: readonly number[]) => v.reduce((a, b) => a + b, 0) / v.length;
 /** Sample standard deviation (n − 1). */
 const std = (v: readonly number[]) => (v.length < 2 ? 0 : Math.sqrt(v.reduce((a, b) => a + (b - mean(v)) ** 2, 0) / (v.length - 1)));
@@ -189,12 +195,27 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
   // The tables cover every experiment with finished runs, not only this invocation's.
   // Every finished seed of every experiment: an invocation with fewer seeds (or --only) keeps the others' rows whole.
   const acc: Record<string, number[]> = {};
+  const bySeed: Record<string, Map<number, number>> = {};
   for (const e of EXPERIMENTS) {
     for (let seed = 1; existsSync(join(out, `${e.id}-s${seed}`)); seed++) {
       const runJson = join(out, `${e.id}-s${seed}`, 'run.json');
-      if (existsSync(runJson)) (acc[e.id] ??= []).push((JSON.parse(await readFile(runJson, 'utf8')) as { test: { accuracy: number } }).test.accuracy);
+      if (!existsSync(runJson)) continue;
+      const a = (JSON.parse(await readFile(runJson, 'utf8')) as { test: { accuracy: number } }).test.accuracy;
+      (acc[e.id] ??= []).push(a);
+      (bySeed[e.id] ??= new Map()).set(seed, a);
     }
   }
+  /** Mean paired difference (row − baseline, same seeds) in points, with a 95 % t interval. */
+  const paired = (id: string, base: string): string => {
+    const a = bySeed[id];
+    const b = bySeed[base];
+    if (a === undefined || b === undefined) return '';
+    const d = [...a].filter(([seed]) => b.has(seed)).map(([seed, v]) => (v - b.get(seed)!) * 100);
+    if (d.length < 2) return d.length === 1 ? `${d[0]! >= 0 ? '+' : ''}${d[0]!.toFixed(2)} (one seed)` : '';
+    const m = mean(d);
+    const half = (T95[d.length - 1] ?? 1.96) * (std(d) / Math.sqrt(d.length));
+    return `${m >= 0 ? '+' : ''}${m.toFixed(2)} [${(m - half).toFixed(2)}, ${(m + half).toFixed(2)}] (${d.length} pairs)`;
+  };
   await writeFile(join(ROOT, 'experiments-out', 'results.json'), `${JSON.stringify({ accuracy: acc }, null, 2)}\n`);
 
   const cmd = (e: Experiment) => `\`npx distillate-train --recipe recipes/${e.recipe}${(e.set ?? []).map((s) => ` --set ${s}`).join('')} --seed S\``;
@@ -210,11 +231,10 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
   for (const [group, title] of groups) {
     const es = EXPERIMENTS.filter((e) => e.group === group && acc[e.id] !== undefined);
     if (es.length === 0) continue;
-    lines.push(`**${title}**`, '', '| run | test accuracy, % (mean ± sample std over seeds) | per seed | command |', '|---|---|---|---|');
+    lines.push(`**${title}**`, '', '| run | test accuracy, % (mean ± sample std over seeds) | per seed | vs | paired Δ, pt (95 % interval) | command |', '|---|---|---|---|---|---|');
     for (const e of es) {
-      const ort = e.sameAs === undefined ? undefined : acc[e.sameAs];
-      const delta = ort === undefined ? '' : ` (ORT engine ${pm(ort)}: Δ ${((mean(acc[e.id]!) - mean(ort)) * 100).toFixed(2)} pt)`;
-      lines.push(`| ${e.label} | ${pm(acc[e.id]!)}${delta} | ${acc[e.id]!.map((a) => (a * 100).toFixed(2)).join(', ')} | ${cmd(e)} |`);
+      const vs = e.baseline === undefined ? '' : e.sameAs !== undefined ? `${e.baseline} (ORT engine)` : e.baseline;
+      lines.push(`| ${e.label} | ${pm(acc[e.id]!)} | ${acc[e.id]!.map((a) => (a * 100).toFixed(2)).join(', ')} | ${vs} | ${e.baseline === undefined ? '' : paired(e.id, e.baseline)} | ${cmd(e)} |`);
     }
     lines.push('');
   }
