@@ -49,7 +49,10 @@ function valueInfo(v: GraphValue): onnxProto.onnx.IValueInfoProto {
 function attributeProto(name: string, value: GraphAttribute): onnxProto.onnx.IAttributeProto {
   if (typeof value === 'object' && value !== null && 'graph' in value) return { name, type: A.GRAPH, g: value.graph.toGraphProto() };
   if (typeof value === 'string') return { name, type: A.STRING, s: new TextEncoder().encode(value) };
-  if (typeof value === 'number') return { name, type: A.INT, i: value };
+  if (typeof value === 'number') {
+    if (!Number.isInteger(value)) throw new TypeError(`attribute ${name}: use { float: ${value} } for float attributes`);
+    return { name, type: A.INT, i: value };
+  }
   if ('float' in value) return { name, type: A.FLOAT, f: value.float };
   if ('floats' in value) return { name, type: A.FLOATS, floats: [...value.floats] };
   return { name, type: A.INTS, ints: [...(value as readonly number[])] };
