@@ -8,10 +8,11 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyCache, writeSyntheticDataset } from '@distillate/shared';
 import { resolveConfig, startServer, type RunningServer } from '@distillate/server';
 import { convTeacher } from './helpers/teachers.js';
+import { runTs } from './helpers/cli.js';
 import { waitFor } from './helpers/wait.js';
 
 const root = await mkdtemp(join(tmpdir(), 'distillate-full-'));
@@ -39,12 +40,15 @@ async function tempFiles(dir: string): Promise<string[]> {
 }
 
 describe.runIf(mounted)('a full disk', () => {
-  it('fails the job with one line naming the file, keeps the server up, leaves no temp files, and resumes once there is room', async () => {
+  beforeAll(async () => {
     await mkdir(join(root, 'models'));
     await mkdir(join(root, 'data'));
     await writeFile(join(root, 'models', 'conv.onnx'), convTeacher());
     // 60,000 rows × 10 classes × 4 bytes: 2.4 MB of logits for a 1.5 MB disk.
     await writeSyntheticDataset(join(root, 'data', 'big.arrow'), { rows: 60_000, inputShape: [8, 8, 1], classes: 10, batchRows: 10_000 });
+  });
+
+  it('fails the job with one line naming the file, keeps the server up, leaves no temp files, and resumes once there is room', async () => {
     let server: RunningServer | undefined;
     try {
       server = await startServer(resolveConfig({ models: join(root, 'models'), data: join(root, 'data'), cache, port: 0, logLevel: 'silent' }, {}));
@@ -55,7 +59,7 @@ describe.runIf(mounted)('a full disk', () => {
         const j = await job(first.id);
         return j.state === 'failed' ? j : j.state === 'succeeded' ? Promise.reject(new Error('the job succeeded on a full disk')) : undefined;
       });
-      expect(failed.error!.code).toBe('no_space');
+      expect(failed.error!.code, failed.error!.message).toBe('no_space');
       expect(failed.error!.message).toMatch(new RegExp(`^${cache}/.*: ENOSPC: no space left on device`));
       expect(failed.error!.message.split('\n')).toHaveLength(1);
       expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
@@ -70,6 +74,20 @@ describe.runIf(mounted)('a full disk', () => {
       expect((await verifyCache(join(cache, done.cacheKey!))).ok).toBe(true);
     } finally {
       await server?.close();
+    }
+  }, 120_000);
+
+  it('distillate-server precompute on a full disk: exit 1, one line naming the file', async () => {
+    const small = join(root, 'cli-cache');
+    await mkdir(small);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1500k', 'tmpfs', small]);
+    try {
+      const r = runTs('server/src/bin.ts', ['precompute', '--models', join(root, 'models'), '--data', join(root, 'data'), '--cache', small, '--teacher', 'conv', '--dataset', 'big.arrow']);
+      expect(r.status).toBe(1);
+      expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(new RegExp(`^distillate-server: .*${small}/.*: ENOSPC: no space left on device`))]);
+      expect(await tempFiles(small)).toEqual([]);
+    } finally {
+      execFileSync('umount', [small]);
     }
   }, 120_000);
 });

@@ -54,7 +54,8 @@ function configFrom(flags: CommonFlags & Partial<ServerConfigInput>, extra: Part
 
 async function runJobInProcess(flags: CommonFlags, request: JobRequestInput): Promise<void> {
   const config = configFrom(flags, { logLevel: 'warn' });
-  const logger = pino({ level: 'warn' }, pino.destination(2));
+  // The command reports a failed job itself, in one line; the job's own error log would be a second.
+  const logger = pino({ level: 'fatal' }, pino.destination(2));
   const services = await createServices(config, logger);
   const { jobs } = services;
   await jobs.init(); // also resumes interrupted jobs left by a crashed run

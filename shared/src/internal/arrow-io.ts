@@ -209,8 +209,15 @@ export class AtomicArrowFileWriter {
   }
 
   async close(): Promise<WrittenFile> {
-    this.#writer.finish();
-    this.#writer.close();
+    if (this.#failed !== undefined) throw this.#failed;
+    try {
+      this.#writer.finish();
+      this.#writer.close();
+    } catch (err) {
+      // The drain died first (a full disk): its error says why, not the writer's complaint.
+      await this.#done.catch(() => undefined);
+      throw this.#failed ?? err;
+    }
     await this.#done;
     await rename(this.#tmp, this.path);
     if (this.#fsync) await fsyncDir(dirname(this.path));
