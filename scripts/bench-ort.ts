@@ -6,6 +6,9 @@
  *  - MaxPool on [128, 32, 28, 28], forward and gradient: the gradient by SpaceToDepth/compare/
  *    DepthToSpace (used; the WebGPU EP has no Indices output) against upsampling with Expand,
  *    and against MaxPool's Indices output with MaxUnpool (CPU only);
+ *  - Conv's dW (conv2 of the small CNN): patches by a one-hot grouped convolution and a batched
+ *    MatMul (used on the CPU EP) against a convolution with the batch as the channel axis (used
+ *    on WebGPU, whose grouped convolutions are wrong);
  *  - ReLU's gradient: Where(y > 0, dy, 0) (used) against Sign(y)·dy;
  *  - train steps per session run (the Loop of stepsPerRun): 1 against 8, for the MLP
  *    784-512-256-10 and the small CNN, batch 128, KD + CE, Adam.
@@ -58,6 +61,28 @@ function poolGradient(kind: 'space-to-depth' | 'expand' | 'indices', [N, C, H, W
   return g;
 }
 
+/** dW of a 3×3 convolution (pad 1) of X [N, C, H, W] into M channels, by the engine's two formulations. */
+function convWeightGradient(kind: 'patches' | 'batch-as-channel', [N, C, H, W, M]: number[]): Graph {
+  const g = new Graph('dw');
+  g.input('x', [N!, C!, H!, W!]);
+  g.input('dy', [N!, M!, H!, W!]);
+  const i64 = (v: number[]) => g.int64('s', v);
+  let dw: string;
+  if (kind === 'batch-as-channel') {
+    const xT = g.node('Transpose', ['x'], { perm: [1, 0, 2, 3] });
+    const dyT = g.node('Transpose', ['dy'], { perm: [1, 0, 2, 3] });
+    dw = g.node('Transpose', [g.node('Conv', [xT, dyT], { pads: [1, 1, 1, 1] })], { perm: [1, 0, 2, 3] });
+  } else {
+    const oneHot = new Float32Array(C! * 81);
+    for (let c = 0; c < C!; c++) for (let k = 0; k < 9; k++) oneHot[(c * 9 + k) * 9 + k] = 1;
+    const patches = g.node('Conv', ['x', g.constant('one_hot', oneHot, [C! * 9, 1, 3, 3])], { group: C!, pads: [1, 1, 1, 1], kernel_shape: [3, 3] });
+    const P = g.node('Transpose', [g.node('Reshape', [patches, i64([-1, C! * 9, H! * W!])])], { perm: [0, 2, 1] });
+    dw = g.node('ReduceSum', [g.node('MatMul', [g.node('Reshape', ['dy', i64([-1, M!, H! * W!])]), P]), i64([0])], { keepdims: 0 });
+  }
+  g.output(g.node('ReduceSum', [dw], { keepdims: 0 }, 'out'), []);
+  return g;
+}
+
 function reluGradient(kind: 'where' | 'sign', n: number): Graph {
   const g = new Graph('relu');
   g.input('y', [n]);
@@ -105,6 +130,13 @@ async function main(opts: { json: boolean; quick: boolean }): Promise<void> {
   const s2d = await timeGraph(poolGradient('space-to-depth', shape), poolFeeds, 'out', runs);
   rows.push(row('ort', 'maxpool_fwd_grad_space_to_depth_ms', s2d, 'ms', { name: 'Expand upsampling', value: await timeGraph(poolGradient('expand', shape), poolFeeds, 'out', runs) }));
   rows.push(row('ort', 'maxpool_fwd_grad_space_to_depth_ms', s2d, 'ms', { name: 'MaxPool Indices + MaxUnpool (CPU EP only)', value: await timeGraph(poolGradient('indices', shape), poolFeeds, 'out', runs) }));
+  const dwShape = opts.quick ? [8, 8, 14, 14, 16] : [128, 32, 14, 14, 64];
+  log(opts.json, `Conv dW, [${dwShape.slice(0, 4).join(', ')}] → ${dwShape[4]} channels, 3×3`);
+  const dwFeeds = {
+    x: { data: fill(dwShape[0]! * dwShape[1]! * 196, (i) => Math.sin(i)), dims: dwShape.slice(0, 4) },
+    dy: { data: fill(dwShape[0]! * dwShape[4]! * 196, (i) => Math.cos(i)), dims: [dwShape[0]!, dwShape[4]!, 14, 14] },
+  };
+  rows.push(row('ort', 'conv_dw_patches_ms', await timeGraph(convWeightGradient('patches', dwShape), dwFeeds, 'out', runs), 'ms', { name: 'batch-as-channel convolution (used on WebGPU)', value: await timeGraph(convWeightGradient('batch-as-channel', dwShape), dwFeeds, 'out', runs) }));
   log(opts.json, `ReLU gradient on ${size} values`);
   const reluFeeds = { y: { data: fill(size, (i) => Math.max(0, Math.sin(i))), dims: [size] }, dy: { data: fill(size, (i) => Math.cos(i)), dims: [size] } };
   rows.push(row('ort', 'relu_grad_where_ms', await timeGraph(reluGradient('where', size), reluFeeds, 'out', runs), 'ms', { name: 'Sign(y)·dy', value: await timeGraph(reluGradient('sign', size), reluFeeds, 'out', runs) }));

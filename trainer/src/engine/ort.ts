@@ -104,7 +104,7 @@ export class OrtEngine implements StudentEngine {
     let entry = this.#steps.get(loss.graph.key);
     if (entry === undefined) {
       entry = (async () => {
-        const graph = buildStepGraph(this.#student, { input: STUDENT_INPUT, logits: STUDENT_LOGITS, sampleShape: [this.inputSize], classes: this.classes, optimizer: this.#optimizer, loss: loss.graph });
+        const graph = buildStepGraph(this.#student, { input: STUDENT_INPUT, logits: STUDENT_LOGITS, sampleShape: [this.inputSize], classes: this.classes, optimizer: this.#optimizer, loss: loss.graph, target: this.device });
         const carried: Carried[] = [
           ...graph.params.flatMap((p, i) => [{ input: p.name, output: graph.paramOutput(i), dims: p.dims }, ...graph.slots.map((_, s) => ({ input: graph.slotInput(i, s), output: graph.slotOutput(i, s), dims: p.dims }))]),
           ...graph.buffers.map((b) => ({ input: b.name, output: b.next, dims: b.dims })),

@@ -19,6 +19,8 @@ export interface BackwardSpec {
   readonly outputGrad: string;
   /** The graph that receives the backward nodes. Forward tensor names stay valid in it. */
   readonly into: Graph;
+  /** The execution provider it will run on (GradContext.target). */
+  readonly target?: GradContext['target'];
 }
 
 /** Gradient tensor (in `into`) of each `wrt` tensor; a parameter the output does not depend on gets none. */
@@ -34,6 +36,7 @@ export function differentiate(spec: BackwardSpec): Map<string, string> {
   };
   const ctx: GradContext = {
     graph: into,
+    ...(spec.target === undefined ? {} : { target: spec.target }),
     shape: shapeOf,
     node: (op, inputs, attrs) => into.node(op, inputs, attrs ?? {}),
     int64: (values) => {

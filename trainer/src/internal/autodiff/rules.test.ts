@@ -110,6 +110,8 @@ interface Case {
   /** Inputs not differentiated (e.g. a Reshape's shape), as int64 constants. */
   readonly int64Inputs?: Readonly<Record<number, readonly number[]>>;
   readonly ref: (xs: T64[]) => T64;
+  /** Build the gradient for this execution provider's formulation (it still runs on the CPU EP here). */
+  readonly target?: 'webgpu';
   /** Keep inputs away from kinks and ties (ReLU, MaxPool). */
   readonly spread?: boolean;
   /** Inputs in [0.5, 1.5] (Log, Sqrt). */
@@ -140,6 +142,8 @@ const cases: Case[] = [
   { name: 'Conv 3×3, pad 1, stride 1, bias', op: 'Conv', attrs: { pads: [1, 1, 1, 1] }, inputs: [[2, 3, 6, 6], [4, 3, 3, 3], [4]], ref: ([x, w, b]) => conv(x!, w!, b, [1, 1, 1, 1], [1, 1]) },
   { name: 'Conv 3×3, pad 1, stride 2 on 7×7 (output padding)', op: 'Conv', attrs: { pads: [1, 1, 1, 1], strides: [2, 2] }, inputs: [[2, 2, 7, 7], [3, 2, 3, 3]], ref: ([x, w]) => conv(x!, w!, undefined, [1, 1, 1, 1], [2, 2]) },
   { name: 'Conv 3×3, no pad, stride 2 on 8×8 (dW cropped)', op: 'Conv', attrs: { strides: [2, 2] }, inputs: [[2, 2, 8, 8], [3, 2, 3, 3], [3]], ref: ([x, w, b]) => conv(x!, w!, b, [0, 0, 0, 0], [2, 2]) },
+  { name: 'Conv 3×3, pad 1, stride 2 on 7×7, the WebGPU formulation of dW', op: 'Conv', attrs: { pads: [1, 1, 1, 1], strides: [2, 2] }, inputs: [[2, 2, 7, 7], [3, 2, 3, 3]], ref: ([x, w]) => conv(x!, w!, undefined, [1, 1, 1, 1], [2, 2]), target: 'webgpu' },
+  { name: 'Conv 3×3, no pad, stride 2 on 8×8, the WebGPU formulation of dW (cropped)', op: 'Conv', attrs: { strides: [2, 2] }, inputs: [[2, 2, 8, 8], [3, 2, 3, 3], [3]], ref: ([x, w, b]) => conv(x!, w!, b, [0, 0, 0, 0], [2, 2]), target: 'webgpu' },
   { name: 'Conv 5×5, pad 2, one input channel', op: 'Conv', attrs: { pads: [2, 2, 2, 2] }, inputs: [[3, 1, 6, 6], [2, 1, 5, 5], [2]], ref: ([x, w, b]) => conv(x!, w!, b, [2, 2, 2, 2], [1, 1]) },
   { name: 'MaxPool 2×2 on 6×6', op: 'MaxPool', attrs: { kernel_shape: [2, 2], strides: [2, 2] }, inputs: [[2, 3, 6, 6]], ref: ([x]) => maxPool(x!, 2), spread: true },
   { name: 'MaxPool 2×2 on 7×7 (last row and column dropped)', op: 'MaxPool', attrs: { kernel_shape: [2, 2], strides: [2, 2] }, inputs: [[2, 2, 7, 7]], ref: ([x]) => maxPool(x!, 2), spread: true },
@@ -237,7 +241,7 @@ describe('gradient rules match float64 central finite differences', () => {
       const shapes = inferShapes(g, known);
       const yDims = c.ref(c.inputs.map((d) => ({ data: new Float64Array(size(d)), dims: [...d] })).filter((_, i) => c.int64Inputs?.[i] === undefined)).dims;
       g.input('dy', yDims.map((d, i) => (i === 0 && shapes.get(y)![0] === -1 ? 'N' : d)));
-      const grads = differentiate({ forward: g, shapes, wrt: diff.map((i) => names[i]!), output: y, outputGrad: 'dy', into: g });
+      const grads = differentiate({ forward: g, shapes, wrt: diff.map((i) => names[i]!), output: y, outputGrad: 'dy', into: g, ...(c.target === undefined ? {} : { target: c.target }) });
       for (const i of diff) g.output(grads.get(names[i]!)!, c.inputs[i]!.map((d, k) => (i === 0 && k === 0 ? 'N' : d)));
 
       const xs = randomInputs(c, 7);

@@ -78,7 +78,7 @@ export function studentBuffers(student: Graph): Array<TensorSpec & { readonly in
   });
 }
 
-export function buildStepGraph(student: Graph, opts: { input: string; logits: string; sampleShape: Shape; classes: number; optimizer: OptimizerGraphSpec; loss: LossPiece }): StepGraph {
+export function buildStepGraph(student: Graph, opts: { input: string; logits: string; sampleShape: Shape; classes: number; optimizer: OptimizerGraphSpec; loss: LossPiece; target?: 'cpu' | 'webgpu' | 'cuda' }): StepGraph {
   const { input, optimizer } = opts;
   const params = studentParams(student);
   const buffers = studentBuffers(student);
@@ -94,7 +94,7 @@ export function buildStepGraph(student: Graph, opts: { input: string; logits: st
   const known = new Map<string, Shape>(g.inputs.map((v) => [v.name, v.dims.map((d) => (typeof d === 'number' ? d : -1))]));
   const shapes = inferShapes(g, known);
   const seed = g.constant('seed', [1], []);
-  const grads = differentiate({ forward: g, shapes, wrt: params.map((p) => p.name), output: loss.total, outputGrad: seed, into: g });
+  const grads = differentiate({ forward: g, shapes, wrt: params.map((p) => p.name), output: loss.total, outputGrad: seed, into: g, ...(opts.target === undefined ? {} : { target: opts.target }) });
 
   const slots = optimizer.kind === 'sgd' ? ['momentum'] : ['m', 'v'];
   const slotInput = (i: number, s: number): string => `${params[i]!.name}::${slots[s]}`;
