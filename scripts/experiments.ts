@@ -58,7 +58,7 @@ export const EXPERIMENTS: readonly Experiment[] = [
   { id: 'dist', group: 'accuracy', label: 'DIST', recipe: 'fmnist-dist.yaml', needs: [teacherCache], baseline: 'scratch' },
   { id: 'lskd', group: 'accuracy', label: 'LS-KD', recipe: 'fmnist-lskd.yaml', needs: [teacherCache], baseline: 'scratch' },
   { id: 'kd-sharp', group: 'accuracy', label: 'KD, T = 0.25, kd only, from fmnist-teacher-ls0 (T chosen on a validation split)', recipe: 'fmnist-kd-sharp.yaml', needs: [ls0Cache], baseline: 'scratch' },
-  { id: 'kd-sharp-cal', group: 'accuracy', label: 'the same, trained on 55,000 images and calibrated on the other 5,000', recipe: 'fmnist-kd-sharp-cal.yaml', needs: [{ type: 'precompute', teacher: 'fmnist-teacher-ls0', dataset: VAL_POOL }] },
+  { id: 'kd-sharp-cal', group: 'accuracy', label: 'the same, trained on 55,000 images and calibrated on the other 5,000', recipe: 'fmnist-kd-sharp-cal.yaml', needs: [{ type: 'precompute', teacher: 'fmnist-teacher-ls0', dataset: VAL_POOL }], baseline: 'scratch' },
   { id: 'scratch-20', group: 'accuracy-ls0', label: 'scratch (labels only), 20 epochs', recipe: 'fmnist-scratch-20.yaml' },
   { id: 'kd-ls0', group: 'accuracy-ls0', label: 'KD, T = 0.5, kd only, from fmnist-teacher-ls0, 20 epochs', recipe: 'fmnist-kd-ls0.yaml', needs: [ls0Cache], baseline: 'scratch-20' },
   {
