@@ -28,12 +28,6 @@ export interface OrtSessionOptions {
   readonly provider?: ExecutionProvider;
   /** Threads for one operator (default: ORT's choice, i.e. all cores). */
   readonly intraOpThreads?: number;
-  /**
-   * Let idle intra-op threads spin (ORT's default). Two sessions that run in turn on few cores
-   * (a train step's forward and backward) must not: each one's spinning threads steal the
-   * other's cores.
-   */
-  readonly spinning?: boolean;
   /** Receives one line per provider that could not be used. */
   readonly onProviderFailure?: (provider: ExecutionProvider, reason: string) => void;
 }
@@ -106,7 +100,6 @@ export class OrtSession {
         graphOptimizationLevel: 'all',
         logSeverityLevel: 4,
         ...(options.intraOpThreads === undefined ? {} : { intraOpNumThreads: options.intraOpThreads }),
-        ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
       };
       try {
         const session =
