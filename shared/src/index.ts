@@ -65,7 +65,7 @@ export {
   type CacheVerification,
 } from './logit-cache/reader.js';
 export { alignDatasetWithCaches, type AlignedBatch, type AlignOptions } from './logit-cache/align.js';
-export { sha256File, writeFileAtomic, removeStaleTempFiles, fileError } from './internal/arrow-io.js';
+export { sha256File, writeFileAtomic, removeStaleTempFiles } from './internal/arrow-io.js';
 export { PRODUCER } from './version.js';
 export { OnnxModelBuilder, type Dim, type AttributeValue } from './onnx/builder.js';
 export { onnxParameterCount } from './onnx/inspect.js';

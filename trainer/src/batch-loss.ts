@@ -65,17 +65,7 @@ export function batchLossFn(b: TrainBatch, s: BatchLossSettings): LossFn {
       const ys = all ? y : (tf.gather(y, idx) as tf.Tensor1D);
       let kd: tf.Scalar;
       if (plan.mode === 'union' && plan.union !== 'subsets') {
-        // Disjoint class lists (checked when planning): scatter each teacher's logits into the union, plus the balancing offsets.
-        const U = plan.classes.length;
-        const merged = new Float32Array(b.rows * U);
-        const offsets = plan.offsets ?? new Float32Array(U);
-        b.slots.forEach((slot, i) => {
-          const positions = plan.classIndex[i]!;
-          const Ci = positions.length;
-          const scale = plan.scales?.[i] ?? 1;
-          for (let r = 0; r < b.rows; r++) for (let c = 0; c < Ci; c++) merged[r * U + positions[c]!] = slot.logits[r * Ci + c]! * scale + offsets[positions[c]!]!;
-        });
-        kd = kdLoss(st, tf.gather(tf.tensor2d(merged, [b.rows, U]), idx) as tf.Tensor2D, { temperature: T });
+        kd = kdLoss(st, tf.gather(tf.tensor2d(mergedTeacher(b, plan), [b.rows, plan.classes.length]), idx) as tf.Tensor2D, { temperature: T });
       } else if (plan.mode === 'union') {
         kd = multiTeacherLoss(st, b.slots.map((slot, i) => ({ logits: tf.gather(tf.tensor2d(slot.logits.subarray(0, b.rows * plan.classIndex[i]!.length), [b.rows, plan.classIndex[i]!.length]), idx), classIndex: plan.classIndex[i]! }) as { logits: tf.Tensor2D; classIndex: number[] }), { temperature: T });
       } else if (plan.layout.slots[0]!.kind === 'topk') {
@@ -99,6 +89,20 @@ export function batchLossFn(b: TrainBatch, s: BatchLossSettings): LossFn {
     terms['total'] = total as tf.Scalar;
     return { total: total as tf.Scalar, terms };
   };
+}
+
+/** Teachers with disjoint class lists (checked when planning): each one's logits scattered into the union, times its spread factor, plus the class offsets (union: merged / balanced). */
+function mergedTeacher(b: TrainBatch, plan: TeacherPlan): Float32Array {
+  const U = plan.classes.length;
+  const merged = new Float32Array(b.rows * U);
+  const offsets = plan.offsets ?? new Float32Array(U);
+  b.slots.forEach((slot, i) => {
+    const positions = plan.classIndex[i]!;
+    const Ci = positions.length;
+    const scale = plan.scales?.[i] ?? 1;
+    for (let r = 0; r < b.rows; r++) for (let c = 0; c < Ci; c++) merged[r * U + positions[c]!] = slot.logits[r * Ci + c]! * scale + offsets[positions[c]!]!;
+  });
+  return merged;
 }
 
 /** log of the mean of the teachers' softmax(z/T), times T: several same-class teachers averaged (float64). */
@@ -229,19 +233,7 @@ export function batchLossGraph(b: TrainBatch, s: BatchLossSettings): LossGraph {
         }
         Object.assign(feeds, { topk_p: { data: p, dims: [N, C] }, topk_kept: { data: kept, dims: [N, C] }, topk_tail: { data: tail, dims: [N, 1] }, topk_entropy: { data: entropy, dims: [N, 1] } });
       } else {
-        let teacher: Float32Array;
-        if (plan.mode === 'union') {
-          // Disjoint class lists: each teacher's logits scattered into the union, plus the balancing offsets.
-          teacher = new Float32Array(N * C);
-          const offsets = plan.offsets ?? new Float32Array(C);
-          b.slots.forEach((slot, i) => {
-            const positions = plan.classIndex[i]!;
-            const scale = plan.scales?.[i] ?? 1;
-            for (let r = 0; r < N; r++) for (let c = 0; c < positions.length; c++) teacher[r * C + positions[c]!] = slot.logits[r * positions.length + c]! * scale + offsets[positions[c]!]!;
-          });
-        } else {
-          teacher = b.slots.length === 1 ? b.slots[0]!.logits : averagedTeacher(b.slots.map((x) => x.logits), N, C, T);
-        }
+        const teacher = plan.mode === 'union' ? mergedTeacher(b, plan) : b.slots.length === 1 ? b.slots[0]!.logits : averagedTeacher(b.slots.map((x) => x.logits), N, C, T);
         feeds['teacher'] = { data: masked(teacher, C), dims: [N, C] };
       }
       return feeds;

@@ -61,6 +61,28 @@ function int64Values(graph: Graph, name: string, where: string): number[] {
 
 type ShapeRule = (node: GraphNode, inputs: Shape[], graph: Graph) => Shape;
 
+function reduced(n: GraphNode, x: Shape, axes: number[], keepdims: number): number[] {
+  const norm = axes.map((a) => (a < 0 ? a + x.length : a));
+  const out: number[] = [];
+  x.forEach((d, i) => {
+    if (!norm.includes(i)) out.push(d);
+    else if (keepdims) out.push(1);
+  });
+  if (norm.some((a) => a < 0 || a >= x.length)) throw new UnsupportedGraphError(`${n.op} node ${n.name}: axes [${axes.join(', ')}] outside rank ${x.length}`);
+  return out;
+}
+
+/** The axes of a reduction: an attribute (ReduceMean, ReduceLogSumExp at opset 13) or the second input (ReduceSum). */
+export function reduceAxes(n: GraphNode, graph: Graph | undefined, rank: number): number[] {
+  let axes: number[] | undefined;
+  if (n.op === 'ReduceSum') axes = n.inputs[1] === undefined || n.inputs[1] === '' ? undefined : int64Values(graph!, n.inputs[1], `${n.op} node ${n.name}`);
+  else axes = n.attrs['axes'] === undefined ? undefined : ints(n, 'axes', []);
+  const all = Array.from({ length: rank }, (_, i) => i);
+  return (axes ?? all).map((a) => (a < 0 ? a + rank : a));
+}
+
+const reduce: ShapeRule = (n, [x], graph) => reduced(n, x!, reduceAxes(n, graph, x!.length), int(n, 'keepdims', 1));
+
 const elementwise: ShapeRule = (n, [a, b]) => broadcast(a!, b!, `${n.op} node ${n.name}`);
 const same: ShapeRule = (_n, [x]) => x!;
 
@@ -113,30 +135,6 @@ const shapeRules: Record<string, ShapeRule> = {
     const perm = ints(n, 'perm', x!.map((_, i) => x!.length - 1 - i));
     return perm.map((p) => x![p]!);
   },
-};
-
-function reduced(n: GraphNode, x: Shape, axes: number[], keepdims: number): number[] {
-  const norm = axes.map((a) => (a < 0 ? a + x.length : a));
-  const out: number[] = [];
-  x.forEach((d, i) => {
-    if (!norm.includes(i)) out.push(d);
-    else if (keepdims) out.push(1);
-  });
-  if (norm.some((a) => a < 0 || a >= x.length)) throw new UnsupportedGraphError(`${n.op} node ${n.name}: axes [${axes.join(', ')}] outside rank ${x.length}`);
-  return out;
-}
-
-/** The axes of a reduction: an attribute (ReduceMean, ReduceLogSumExp at opset 13) or the second input (ReduceSum). */
-export function reduceAxes(n: GraphNode, graph: Graph | undefined, rank: number): number[] {
-  let axes: number[] | undefined;
-  if (n.op === 'ReduceSum') axes = n.inputs[1] === undefined || n.inputs[1] === '' ? undefined : int64Values(graph!, n.inputs[1], `${n.op} node ${n.name}`);
-  else axes = n.attrs['axes'] === undefined ? undefined : ints(n, 'axes', []);
-  const all = Array.from({ length: rank }, (_, i) => i);
-  return (axes ?? all).map((a) => (a < 0 ? a + rank : a));
-}
-
-const reduce: ShapeRule = (n, [x], graph) => reduced(n, x!, reduceAxes(n, graph, x!.length), int(n, 'keepdims', 1));
-Object.assign(shapeRules, {
   Neg: same,
   Exp: same,
   Log: same,
@@ -144,18 +142,19 @@ Object.assign(shapeRules, {
   LogSoftmax: same,
   Softmax: same,
   Max: elementwise,
-  Sum: ((n, ins) => ins.reduce((a, b) => broadcast(a, b, `Sum node ${n.name}`))) satisfies ShapeRule,
+  Sum: (n, ins) => ins.reduce((a, b) => broadcast(a, b, `Sum node ${n.name}`)),
   ReduceSum: reduce,
   ReduceMean: reduce,
   ReduceLogSumExp: reduce,
-  Concat: ((n, ins) => {
+  Concat: (n, ins) => {
     const axis = int(n, 'axis', 0);
     const a = axis < 0 ? axis + ins[0]!.length : axis;
     return ins[0]!.map((d, i) => (i === a ? ins.reduce((t, s) => t + s[i]!, 0) : d));
-  }) satisfies ShapeRule,
-});
+  },
+};
 
-export const SHAPE_OPS: ReadonlySet<string> = new Set(Object.keys(shapeRules));
+
+const SHAPE_OPS: ReadonlySet<string> = new Set(Object.keys(shapeRules));
 
 /**
  * Shapes of every tensor in the graph, given its inputs' (batch = −1). Initializers have their

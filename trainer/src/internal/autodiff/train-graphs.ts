@@ -29,7 +29,6 @@ export interface TensorSpec {
 
 export interface StepGraph {
   readonly graph: Graph;
-  readonly bytes: Uint8Array;
   /** Parameters (float32 initializers of the student), in feed order, with their initial values. */
   readonly params: ReadonlyArray<TensorSpec & { readonly init: Float32Array }>;
   /** Optimizer slots per parameter (sgd: momentum; adam: the scaled first and second moments). */
@@ -141,7 +140,7 @@ export function buildStepGraph(student: Graph, opts: { input: string; logits: st
     g.output(out, []);
     terms[k] = out;
   }
-  return { graph: g, bytes: g.toBytes(), params, slots, slotInput, paramOutput, slotOutput, hyper, terms, logits: opts.logits, ...trainMode };
+  return { graph: g, params, slots, slotInput, paramOutput, slotOutput, hyper, terms, logits: opts.logits, ...trainMode };
 }
 
 /** The student in inference form with its parameters and buffers as inputs: logits for prediction, fed the current weights. */
