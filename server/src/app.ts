@@ -16,18 +16,24 @@ import type { Metrics } from './metrics.js';
 import type { OnlineInference } from './online.js';
 import type { TeacherRegistry } from '@distillate/shared/onnx';
 
-export const ARROW_STREAM = 'application/vnd.apache.arrow.stream';
+import { ARROW_FILE, ARROW_STREAM, workerRouter } from './worker-api.js';
+import type { WorkerRegistry } from './queue/workers.js';
+
+export { ARROW_STREAM };
 
 export interface AppDeps {
   readonly teachers: TeacherRegistry;
   readonly online: OnlineInference;
   readonly jobs: JobManager;
+  readonly workers: WorkerRegistry;
+  readonly dataRoot: string;
   readonly cacheRoot: string;
   readonly metrics: Metrics;
   readonly logger: Logger;
   readonly token?: string | undefined;
   readonly maxBodyBytes: number;
   readonly isReady: () => boolean;
+  readonly refreshMetrics?: () => Promise<void>;
 }
 
 const LogitsJsonSchema = z
@@ -46,7 +52,7 @@ function parse<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
   return r.data;
 }
 
-function publicJob(job: JobRecord) {
+function publicJob(job: JobRecord, workers: WorkerRegistry) {
   return {
     id: job.id,
     type: job.request.type,
@@ -58,6 +64,9 @@ function publicJob(job: JobRecord) {
     ...(job.cacheHit === undefined ? {} : { cacheHit: job.cacheHit }),
     ...(job.error === undefined ? {} : { error: job.error }),
     ...(job.selection === undefined ? {} : { selection: job.selection }),
+    ...(job.distributed === undefined ? {} : { distributed: { ...job.distributed, workers: workers.count } }),
+    ...(job.notice === undefined ? {} : { notice: job.notice }),
+    ...(job.warnings === undefined ? {} : { warnings: job.warnings }),
     createdAt: job.createdAt,
     updatedAt: job.updatedAt,
   };
@@ -87,7 +96,7 @@ export function createApp(deps: AppDeps): express.Express {
         res.setHeader('x-request-id', id);
         return id;
       },
-      autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/metrics' },
+      autoLogging: { ignore: (req) => req.url === '/healthz' || req.url === '/metrics' || req.url === '/v1/workers/heartbeat' },
     }),
   );
 
@@ -114,7 +123,7 @@ export function createApp(deps: AppDeps): express.Express {
   }
 
   app.use(express.json({ limit: deps.maxBodyBytes }));
-  app.use(express.raw({ type: ARROW_STREAM, limit: deps.maxBodyBytes }));
+  app.use(express.raw({ type: [ARROW_STREAM, ARROW_FILE], limit: deps.maxBodyBytes }));
 
   app.get('/healthz', (_req, res) => {
     res.json({ ok: true });
@@ -124,8 +133,11 @@ export function createApp(deps: AppDeps): express.Express {
     else res.status(503).json({ error: { code: 'not_ready', message: 'server is starting or stopping' } });
   });
   app.get('/metrics', async (_req, res) => {
+    await deps.refreshMetrics?.();
     res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
   });
+
+  app.use(workerRouter({ teachers: deps.teachers, jobs: deps.jobs, workers: deps.workers, dataRoot: deps.dataRoot, token: deps.token }));
 
   app.get('/v1/teachers', async (_req, res) => {
     const teachers = [];
@@ -179,18 +191,18 @@ export function createApp(deps: AppDeps): express.Express {
     res.status(202).location(`/v1/jobs/${job.id}`).json({ id: job.id, state: job.state });
   });
   app.get('/v1/jobs', (_req, res) => {
-    res.json({ jobs: deps.jobs.list().map(publicJob) });
+    res.json({ jobs: deps.jobs.list().map((j) => publicJob(j, deps.workers)) });
   });
   app.get('/v1/jobs/:id', (req, res) => {
-    res.json(publicJob(deps.jobs.get(req.params['id'] as string)));
+    res.json(publicJob(deps.jobs.get(req.params['id'] as string), deps.workers));
   });
   app.delete('/v1/jobs/:id', async (req, res) => {
-    res.json(publicJob(await deps.jobs.cancel(req.params['id'] as string)));
+    res.json(publicJob(await deps.jobs.cancel(req.params['id'] as string), deps.workers));
   });
   app.get('/v1/jobs/:id/events', (req, res) => {
     const job = deps.jobs.get(req.params['id'] as string);
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-    const send = (type: string, j: JobRecord) => res.write(`event: ${type}\ndata: ${JSON.stringify(publicJob(j))}\n\n`);
+    const send = (type: string, j: JobRecord) => res.write(`event: ${type}\ndata: ${JSON.stringify(publicJob(j, deps.workers))}\n\n`);
     const terminal = (s: string) => s === 'succeeded' || s === 'failed' || s === 'canceled';
     send('state', job);
     if (terminal(job.state)) return void res.end();

@@ -9,6 +9,10 @@ import { resolveConfig, type ServerConfigInput } from './config.js';
 import { createServices, startServer } from './server.js';
 import { JobRequestSchema, type JobRecord, type JobRequestInput } from './jobs/index.js';
 import { toAppError, zodToAppError } from './errors.js';
+import { parseQueueUrl } from './queue/redis.js';
+import { startWorker } from './queue/worker.js';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 
 const int = (v: string) => {
   const n = Number(v);
@@ -50,6 +54,75 @@ function configFrom(flags: CommonFlags & Partial<ServerConfigInput>, extra: Part
     shardRows: flags.shardRows,
     ...extra,
   } as Partial<ServerConfigInput>);
+}
+
+/**
+ * Submit the job to a running server (a coordinator with workers, say) and follow its events:
+ * the bar shows rows, ETA and the live worker count. Ctrl-C stops following; the job goes on.
+ */
+async function runJobRemote(server: string, token: string | undefined, request: JobRequestInput): Promise<void> {
+  const parsed = JobRequestSchema.safeParse(request);
+  if (!parsed.success) throw zodToAppError(parsed.error);
+  const base = server.replace(/\/+$/, '');
+  const headers: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
+  const call = async (path: string, init: RequestInit = {}) => {
+    const res = await fetch(`${base}${path}`, { ...init, headers: { ...headers, ...(init.headers as Record<string, string> | undefined) } }).catch((err: unknown) => {
+      throw new Error(`cannot reach ${base}: ${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}`);
+    });
+    if (!res.ok) {
+      const body = (await res.json().catch(() => undefined)) as { error?: { code: string; message: string } } | undefined;
+      throw new Error(body?.error !== undefined ? `${body.error.code}: ${body.error.message}` : `${path}: HTTP ${res.status}`);
+    }
+    return res;
+  };
+  const created = (await (await call('/v1/jobs', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(parsed.data) })).json()) as { id: string };
+  const bar = new SingleBar({ format: `${request.type} ${request.teacher} [{bar}] {percentage}% | {value}/{total} rows | {workers} | ETA {eta_formatted}`, hideCursor: true, etaBuffer: 50 }, Presets.shades_classic);
+  let started = false;
+  let last: RemoteJob | undefined;
+  const abort = new AbortController();
+  process.once('SIGINT', () => abort.abort());
+  try {
+    const res = await call(`/v1/jobs/${created.id}/events`, { signal: abort.signal });
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let cut: number;
+      while ((cut = buffer.indexOf('\n\n')) >= 0) {
+        const data = buffer.slice(0, cut).split('\n').find((l) => l.startsWith('data: '));
+        buffer = buffer.slice(cut + 2);
+        if (data === undefined) continue;
+        last = JSON.parse(data.slice(6)) as RemoteJob;
+        const workers = last.distributed === undefined ? 'in process' : `${last.distributed.workers} workers`;
+        if (!started && last.progress.total > 0) {
+          bar.start(last.progress.total, last.progress.done, { workers });
+          started = true;
+        }
+        if (started) bar.update(last.progress.done, { workers });
+      }
+    }
+  } catch (err) {
+    if (!abort.signal.aborted) throw err;
+  } finally {
+    if (started) bar.stop();
+  }
+  if (abort.signal.aborted) {
+    console.log(`stopped following; job ${created.id} goes on at ${base}`);
+    return;
+  }
+  if (last?.state !== 'succeeded') throw new Error(last?.error?.message ?? `job ${created.id} ${last?.state ?? 'ended without a state'}`);
+  console.log(`${last.cacheHit === true ? 'cache hit' : 'wrote cache'} ${last.cacheKey} (${last.progress.total} rows) on ${base}`);
+  for (const w of last.warnings ?? []) console.log(`warning: ${w}`);
+}
+
+interface RemoteJob {
+  state: string;
+  progress: { done: number; total: number };
+  cacheKey?: string;
+  cacheHit?: boolean;
+  error?: { code: string; message: string };
+  distributed?: { workers: number; tasks: number };
+  warnings?: string[];
 }
 
 async function runJobInProcess(flags: CommonFlags, request: JobRequestInput): Promise<void> {
@@ -96,8 +169,10 @@ export function buildProgram(): Command {
     .option('--max-batch <n>', 'online dynamic batch size cap', int)
     .option('--max-wait-ms <ms>', 'online batching wait', num)
     .option('--max-queue-rows <n>', 'online queue capacity in rows (429 beyond)', int)
-    .action(async (flags: CommonFlags & { host?: string; port?: number; token?: string; maxBatch?: number; maxWaitMs?: number; maxQueueRows?: number }) => {
+    .option('--queue <url>', 'run jobs as shard tasks on BullMQ: redis://[:password@]host:port[/db] (env DISTILLATE_QUEUE; password also from DISTILLATE_QUEUE_PASSWORD); default in process')
+    .action(async (flags: CommonFlags & { host?: string; port?: number; token?: string; maxBatch?: number; maxWaitMs?: number; maxQueueRows?: number; queue?: string }) => {
       const config = configFrom(flags, {
+        queue: flags.queue,
         host: flags.host,
         port: flags.port,
         token: flags.token,
@@ -126,9 +201,11 @@ export function buildProgram(): Command {
       .addOption(new Option('--storage <mode>', 'dense or topk').choices(['dense', 'topk']).default('dense'))
       .option('--k <k>', 'k for top-k storage', int, 10)
       .addOption(new Option('--dtype <dtype>', 'stored value type').choices(['float32', 'float16']).default('float32'))
-      .option('--batch-size <n>', 'rows per teacher call', int, 256);
+      .option('--batch-size <n>', 'rows per teacher call', int, 256)
+      .option('--server <url>', 'submit the job to this server (a coordinator) and follow it, instead of running it here')
+      .option('--token <token>', "the server's bearer token (env DISTILLATE_TOKEN)");
 
-  type JobFlags = CommonFlags & { teacher: string; dataset: string; temperature: number; storage: 'dense' | 'topk'; k: number; dtype: 'float32' | 'float16'; batchSize: number };
+  type JobFlags = CommonFlags & { server?: string; token?: string; teacher: string; dataset: string; temperature: number; storage: 'dense' | 'topk'; k: number; dtype: 'float32' | 'float16'; batchSize: number };
   const request = (type: 'precompute' | 'label', f: JobFlags): JobRequestInput => ({
     type,
     teacher: f.teacher,
@@ -138,8 +215,10 @@ export function buildProgram(): Command {
     batchSize: f.batchSize,
   });
 
-  jobFlags(program.command('precompute').description('precompute teacher logits for a dataset into the cache (no HTTP)')).action(async (f: JobFlags) => {
-    await runJobInProcess(f, request('precompute', f));
+  const run = (f: JobFlags, r: JobRequestInput) => (f.server === undefined ? runJobInProcess(f, r) : runJobRemote(f.server, f.token ?? process.env['DISTILLATE_TOKEN'], r));
+
+  jobFlags(program.command('precompute').description('precompute teacher logits for a dataset into the cache (in process, or on a server with --server)')).action(async (f: JobFlags) => {
+    await run(f, request('precompute', f));
   });
 
   jobFlags(program.command('label').description('label a pool: logits plus pseudo-label, confidence, entropy, margin; optionally write the selected rows'))
@@ -148,12 +227,54 @@ export function buildProgram(): Command {
     .option('--output <path>', 'write the selection as a dataset (relative to --data)')
     .action(async (f: JobFlags & { threshold?: number; perClassMax?: number; output?: string }) => {
       const select = f.threshold !== undefined || f.perClassMax !== undefined || f.output !== undefined;
-      await runJobInProcess(f, {
+      await run(f, {
         ...request('label', f),
         ...(select
           ? { label: { threshold: f.threshold ?? 0, ...(f.perClassMax === undefined ? {} : { perClassMax: f.perClassMax }), ...(f.output === undefined ? {} : { output: f.output }) } }
           : {}),
       });
+    });
+
+  program
+    .command('worker')
+    .description('run shard tasks from a Redis queue and upload the shards to the coordinator')
+    .option('--queue <url>', 'redis://[:password@]host:port[/db] (env DISTILLATE_QUEUE; password also from DISTILLATE_QUEUE_PASSWORD)')
+    .requiredOption('--server <url>', 'the coordinator (distillate-server serve --queue …), e.g. http://coordinator:8080')
+    .option('--token <token>', "the coordinator's bearer token (env DISTILLATE_TOKEN)")
+    .option('--models <dir>', 'teachers on this host; one whose sha256 differs from the task\'s is fetched from the coordinator')
+    .option('--data <dir>', 'datasets on this host; rows are read here when the fingerprint matches, else fetched')
+    .option('--cache <dir>', 'where fetched teachers are kept (default: $XDG_CACHE_HOME/distillate/worker)')
+    .addOption(new Option('--ep <provider>', 'force an execution provider (env DISTILLATE_EP)').choices(['cuda', 'webgpu', 'cpu']))
+    .option('--threads <n>', 'ORT intra-op threads (env DISTILLATE_THREADS)', int)
+    .option('--concurrency <n>', 'tasks run at once', int, 1)
+    .option('--lock-ms <ms>', 'a worker silent this long loses its task to another', int, 30_000)
+    .action(async (f: { queue?: string; server: string; token?: string; models?: string; data?: string; cache?: string; ep?: 'cuda' | 'webgpu' | 'cpu'; threads?: number; concurrency: number; lockMs: number }) => {
+      const queue = f.queue ?? process.env['DISTILLATE_QUEUE'];
+      if (queue === undefined || queue === '') throw new Error('worker needs --queue redis://host:port (or DISTILLATE_QUEUE)');
+      const env = process.env;
+      const threads = f.threads ?? (env['DISTILLATE_THREADS'] === undefined ? undefined : int(env['DISTILLATE_THREADS']));
+      const provider = f.ep ?? (env['DISTILLATE_EP'] as 'cuda' | 'webgpu' | 'cpu' | undefined);
+      const logger = pino({ level: env['LOG_LEVEL'] ?? 'info' });
+      const worker = await startWorker({
+        target: parseQueueUrl(queue),
+        server: f.server,
+        token: f.token ?? env['DISTILLATE_TOKEN'],
+        models: f.models ?? env['DISTILLATE_MODELS'],
+        data: f.data ?? env['DISTILLATE_DATA'],
+        workDir: f.cache ?? join(env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'distillate', 'worker'),
+        provider,
+        threads,
+        concurrency: Math.max(1, f.concurrency),
+        lockMs: f.lockMs,
+        logger,
+      });
+      console.log(`distillate-server worker ${worker.id} waiting for tasks`);
+      const stop = () => {
+        setTimeout(() => process.exit(1), 30_000).unref();
+        void worker.close().then(() => process.exit(0));
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
     });
 
   return program;

@@ -10,6 +10,7 @@ export const EnvSchema = z.object({
   DISTILLATE_TOKEN: z.string().optional(),
   DISTILLATE_EP: z.enum(['cuda', 'webgpu', 'cpu']).optional(),
   DISTILLATE_THREADS: z.coerce.number().int().positive().optional(),
+  DISTILLATE_QUEUE: z.string().optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
 });
 
@@ -27,6 +28,8 @@ export const ServerConfigSchema = z.object({
   maxQueueRows: z.number().int().positive().default(4096),
   maxBodyBytes: z.number().int().positive().default(64 << 20),
   shardRows: z.number().int().positive().optional(),
+  /** redis://[:password@]host:port[/db]: run jobs as shard tasks on BullMQ; absent: in process. */
+  queue: z.string().optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 export type ServerConfig = z.infer<typeof ServerConfigSchema>;
@@ -46,6 +49,7 @@ export function resolveConfig(flags: Partial<ServerConfigInput>, env: NodeJS.Pro
     token: e.data.DISTILLATE_TOKEN,
     provider: e.data.DISTILLATE_EP,
     threads: e.data.DISTILLATE_THREADS,
+    queue: e.data.DISTILLATE_QUEUE,
     logLevel: e.data.LOG_LEVEL,
     ...defined,
   };

@@ -8,6 +8,9 @@ import type { ServerConfig } from './config.js';
 import { JobManager } from './jobs/index.js';
 import { createMetrics } from './metrics.js';
 import { OnlineInference } from './online.js';
+import { RedisCoordinator } from './queue/coordinator.js';
+import { parseQueueUrl } from './queue/redis.js';
+import { WorkerRegistry } from './queue/workers.js';
 import { TeacherRegistry } from '@distillate/shared/onnx';
 
 export interface RunningServer {
@@ -23,6 +26,9 @@ export interface Services {
   readonly jobs: JobManager;
   readonly logger: Logger;
   readonly metrics: ReturnType<typeof createMetrics>;
+  readonly workers: WorkerRegistry;
+  /** Bring the queue gauges up to date (called before each /metrics scrape). */
+  refreshMetrics(): Promise<void>;
 }
 
 /** Teachers, jobs, metrics and logger: shared by `serve` and the in-process CLI jobs. */
@@ -34,15 +40,23 @@ export async function createServices(config: ServerConfig, logger: Logger = pino
     ...(config.threads === undefined ? {} : { intraOpThreads: config.threads }),
     onProviderFailure: (teacher, provider, reason) => logger.debug({ teacher, provider, reason }, 'execution provider unavailable'),
   });
+  const executor = config.queue === undefined ? undefined : await RedisCoordinator.open({ target: parseQueueUrl(config.queue), logger });
+  const workers = new WorkerRegistry(metrics);
   const jobs = new JobManager({
     teachers,
+    ...(executor === undefined ? {} : { executor }),
     dataRoot: config.data,
     cacheRoot: config.cache,
     logger,
     ...(config.shardRows === undefined ? {} : { shardRows: config.shardRows }),
     onStateChange: (job) => metrics.jobs.inc({ type: job.request.type, state: job.state }),
   });
-  return { teachers, jobs, logger, metrics };
+  const refreshMetrics = async () => {
+    metrics.workersLive.set(workers.count);
+    const counts = await executor?.counts();
+    for (const [state, n] of Object.entries(counts ?? {})) metrics.queueTasks.set({ state }, n);
+  };
+  return { teachers, jobs, logger, metrics, workers, refreshMetrics };
 }
 
 export async function startServer(config: ServerConfig, logger?: Logger): Promise<RunningServer> {
@@ -54,8 +68,11 @@ export async function startServer(config: ServerConfig, logger?: Logger): Promis
     teachers,
     online,
     jobs,
+    workers: services.workers,
+    dataRoot: config.data,
     cacheRoot: config.cache,
     metrics,
+    refreshMetrics: services.refreshMetrics,
     logger: services.logger,
     token: config.token,
     maxBodyBytes: config.maxBodyBytes,

@@ -82,7 +82,8 @@ export function datasetSchema(info: DatasetInfo, idType: 'int32' | 'int64' = 'in
   );
 }
 
-function parseInfo(schema: Schema, file: string): { info: DatasetInfo; idType: 'int32' | 'int64' } {
+/** The dataset description in an Arrow schema's metadata; DatasetFormatError if it is not a dataset. */
+export function parseDatasetSchema(schema: Schema, file: string): { info: DatasetInfo; idType: 'int32' | 'int64' } {
   const md = schema.metadata;
   if (md.get(META.format) !== DATASET_FORMAT) {
     throw new DatasetFormatError(`${file}: not a Distillate dataset (schema metadata ${META.format} is ${JSON.stringify(md.get(META.format) ?? null)})`);
@@ -198,7 +199,7 @@ export class DatasetReader {
       if (code === 'ENOENT') throw new DatasetFormatError(`${path}: dataset file not found`);
       throw new DatasetFormatError(`${path}: not a readable Arrow IPC file (${err instanceof Error ? err.message : String(err)})`);
     }
-    const { info, idType } = parseInfo(schema, path);
+    const { info, idType } = parseDatasetSchema(schema, path);
     return new DatasetReader(path, info, idType);
   }
 
@@ -225,6 +226,33 @@ export class DatasetReader {
       const labels = nullableInt32Column(batch, 'label', this.path);
       yield { rows: batch.numRows, ids, inputs, labels };
     }
+  }
+
+  /** Rows [start, start + count) in one batch (copied out of the file's record batches). */
+  async readRows(start: number, count: number): Promise<DatasetBatch> {
+    const total = await this.countRows();
+    if (!(Number.isInteger(start) && Number.isInteger(count) && start >= 0 && count >= 0 && start + count <= total)) {
+      throw new RangeError(`${this.path}: rows [${start}, ${start + count}) are outside the dataset's ${total} rows`);
+    }
+    const D = this.inputSize;
+    const ids = this.idType === 'int64' ? new BigInt64Array(count) : new Int32Array(count);
+    const inputs = this.info.inputType === 'uint8' ? new Uint8Array(count * D) : new Float32Array(count * D);
+    const labels = new Int32Array(count);
+    let pos = await this.batchStart(start);
+    let filled = 0;
+    for await (const b of this.batches({ from: start })) {
+      const s = Math.max(start - pos, 0);
+      const e = Math.min(start + count - pos, b.rows);
+      if (e > s) {
+        (ids as Int32Array).set(b.ids.subarray(s, e) as Int32Array, filled);
+        (inputs as Float32Array).set(b.inputs.subarray(s * D, e * D) as Float32Array, filled * D);
+        labels.set(b.labels.subarray(s, e), filled);
+        filled += e - s;
+      }
+      pos += b.rows;
+      if (pos >= start + count) break;
+    }
+    return { rows: count, ids, inputs, labels };
   }
 
   [Symbol.asyncIterator](): AsyncGenerator<DatasetBatch, void, undefined> {

@@ -3,7 +3,9 @@
  * column `input`, and a response with one FixedSizeList<Float32> column `logits`. They live here,
  * next to the file readers and writers, so that only shared imports apache-arrow.
  */
-import { FixedSizeList, Field, Float32, Table, makeData, tableFromIPC, tableToIPC, RecordBatch, Schema, Struct } from 'apache-arrow';
+import { FixedSizeList, Field, Float32, Table, Uint8, makeData, tableFromIPC, tableToIPC, RecordBatch, RecordBatchReader, RecordBatchStreamWriter, Schema, Struct } from 'apache-arrow';
+import { datasetSchema, parseDatasetSchema, type DatasetBatch, type DatasetInfo } from './dataset.js';
+import { fixedSizeListData, idData, listColumn, nullableInt32Column, nullableInt32Data, primitiveColumn, recordBatch, type Ids } from './internal/arrow-io.js';
 
 export class ArrowBodyError extends Error {
   override readonly name = 'ArrowBodyError';
@@ -43,4 +45,46 @@ export function encodeLogitsStream(logits: Float32Array, rows: number, classes: 
   const list = makeData({ type: listType, length: rows, child });
   const batch = new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rows, children: [list] }));
   return tableToIPC(new Table([batch]), 'stream');
+}
+
+/**
+ * Dataset rows as an Arrow IPC stream with the dataset's own schema and metadata (what a remote
+ * worker reads when it has no copy of the dataset).
+ */
+export function encodeDatasetRows(info: DatasetInfo, batch: DatasetBatch): Uint8Array {
+  const idType = batch.ids instanceof BigInt64Array ? 'int64' : 'int32';
+  const D = batch.inputs.length / Math.max(batch.rows, 1);
+  const schema = datasetSchema(info, idType);
+  const rb = recordBatch(schema, [idData(batch.ids), fixedSizeListData(D, batch.inputs instanceof Uint8Array ? new Uint8() : new Float32(), batch.inputs), nullableInt32Data(batch.labels)]);
+  return RecordBatchStreamWriter.writeAll([rb]).toUint8Array(true);
+}
+
+/** Decode `encodeDatasetRows`: the dataset description and the rows in one batch (copied). */
+export function decodeDatasetRows(body: Uint8Array): { info: DatasetInfo; batch: DatasetBatch } {
+  let reader: RecordBatchReader;
+  try {
+    reader = RecordBatchReader.from(body);
+    reader.open();
+  } catch (err) {
+    throw new ArrowBodyError(`body is not an Arrow IPC stream: ${(err as Error).message}`);
+  }
+  const { info } = parseDatasetSchema(reader.schema, 'dataset rows');
+  const parts: DatasetBatch[] = [];
+  for (const rb of reader) {
+    parts.push({ rows: rb.numRows, ids: primitiveColumn<Ids>(rb, 'id', 'dataset rows'), inputs: listColumn<Float32Array | Uint8Array>(rb, 'input', 'dataset rows').values, labels: nullableInt32Column(rb, 'label', 'dataset rows') });
+  }
+  const rows = parts.reduce((n, p) => n + p.rows, 0);
+  const first = parts[0];
+  const D = rows === 0 ? 0 : first!.inputs.length / first!.rows;
+  const ids = first?.ids instanceof BigInt64Array ? new BigInt64Array(rows) : new Int32Array(rows);
+  const inputs = info.inputType === 'uint8' ? new Uint8Array(rows * D) : new Float32Array(rows * D);
+  const labels = new Int32Array(rows);
+  let off = 0;
+  for (const p of parts) {
+    (ids as Int32Array).set(p.ids as Int32Array, off);
+    (inputs as Float32Array).set(p.inputs as Float32Array, off * D);
+    labels.set(p.labels, off);
+    off += p.rows;
+  }
+  return { info, batch: { rows, ids, inputs, labels } };
 }

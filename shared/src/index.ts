@@ -15,6 +15,7 @@ export {
   DatasetWriter,
   DatasetReader,
   DatasetFormatError,
+  parseDatasetSchema,
   DatasetInfoSchema,
   datasetSchema,
   inputSize,
@@ -52,6 +53,8 @@ export {
 } from './logit-cache/manifest.js';
 export { CacheIntegrityError, CacheMismatchError, CacheNotFoundError } from './logit-cache/errors.js';
 export { LogitCacheWriter, CacheExistsError, CacheLockedError, type LogitCacheWriterOptions } from './logit-cache/writer.js';
+export { CacheAssembler, ShardConflictError, type CacheAssemblerOptions, type AcceptOutcome } from './logit-cache/assembler.js';
+export { shardLayout, planShards, encodeCacheShard, inspectCacheShard, type ShardLayout, type ShardSpec, type ShardEncoding, type EncodedShard } from './logit-cache/shard-codec.js';
 export {
   LogitCacheReader,
   listCaches,
@@ -72,5 +75,5 @@ export { onnxParameterCount } from './onnx/inspect.js';
 export { writeSyntheticDataset, mulberry32, type SyntheticDatasetOptions } from './synthetic.js';
 export { runCli, type CliProgram } from './cli.js';
 export { headDataset, pickRows, splitLabelled, type WrittenDataset } from './subset.js';
-export { decodeInputStream, encodeLogitsStream, ArrowBodyError } from './http-bodies.js';
+export { decodeInputStream, encodeLogitsStream, encodeDatasetRows, decodeDatasetRows, ArrowBodyError } from './http-bodies.js';
 export { acquireFashionMnist, verifyFashionMnist, fashionMnistCacheDir, DatasetUnavailableError, DatasetIntegrityError, FASHION_MNIST_URL, FASHION_MNIST_SHA256, type AcquireOptions, type AcquiredDataset } from './fashion-mnist-source.js';

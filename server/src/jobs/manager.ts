@@ -8,13 +8,14 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DatasetReader, removeStaleTempFiles } from '@distillate/shared';
+import { DatasetReader, findCache, removeStaleTempFiles, type AcceptOutcome } from '@distillate/shared';
 import { datasetPreprocessor, type TeacherRegistry } from '@distillate/shared/onnx';
 import type { Logger } from 'pino';
 import { AppError, toAppError } from '../errors.js';
 import { confinedPath } from '../paths.js';
+import { inProcessExecutor, type JobExecutor } from './executor.js';
 import { selectPseudoLabelled } from './label-selection.js';
-import { precomputeLogits, PrecomputeInterrupted } from './precompute.js';
+import { PrecomputeInterrupted } from './precompute.js';
 import { JobRequestSchema, type JobRequest, type JobRequestInput } from './request.js';
 import { JobStore, type JobRecord, type JobState } from './store.js';
 
@@ -29,6 +30,8 @@ export interface JobManagerOptions {
   readonly cacheRoot: string;
   readonly logger: Logger;
   readonly shardRows?: number;
+  /** Who runs jobs: in this process (default) or as shard tasks on a queue. */
+  readonly executor?: JobExecutor;
   readonly onStateChange?: (job: JobRecord) => void;
 }
 
@@ -38,12 +41,15 @@ export class JobManager {
   readonly #queue: string[] = [];
   readonly #events = new EventEmitter();
   readonly #store: JobStore;
-  #current: { id: string; abort: AbortController; reason?: 'cancel' | 'shutdown' } | undefined;
+  #current: { id: string; abort: AbortController } | undefined;
   #loop: Promise<void> | undefined;
   #stopping = false;
 
+  readonly executor: JobExecutor;
+
   constructor(options: JobManagerOptions) {
     this.#o = options;
+    this.executor = options.executor ?? inProcessExecutor;
     this.#store = new JobStore(options.cacheRoot, options.logger);
     this.#events.setMaxListeners(0);
   }
@@ -111,8 +117,7 @@ export class JobManager {
       this.#queue.splice(this.#queue.indexOf(id), 1);
       await this.#setState(job, 'canceled');
     } else if (job.state === 'running' && this.#current?.id === id) {
-      this.#current.reason = 'cancel';
-      this.#current.abort.abort();
+      this.#current.abort.abort('cancel');
       await new Promise<void>((resolve) => {
         const check = (e: JobEvent) => {
           if (e.type === 'state' && e.job.id === id && e.job.state !== 'running') {
@@ -124,6 +129,25 @@ export class JobManager {
       });
     }
     return job;
+  }
+
+  /**
+   * A shard uploaded by a worker for a distributed job. Written (or ignored as a duplicate) if
+   * the job runs here; otherwise the answer follows the job's state.
+   */
+  async acceptShard(id: string, index: number, bytes: Uint8Array, sha256: string, worker: string): Promise<AcceptOutcome> {
+    const job = this.get(id);
+    const executor = this.executor;
+    if (executor.acceptShard === undefined) throw new AppError(409, 'not_distributed', 'this server runs jobs in process; it takes no shard uploads (start it with --queue)');
+    const outcome = await executor.acceptShard(id, index, bytes, sha256, worker);
+    if (outcome !== undefined) return outcome;
+    if (job.state === 'queued' || job.state === 'running') throw new AppError(503, 'job_not_ready', `job ${id} is ${job.state} but not taking shards yet; retry`, { 'retry-after': '1' });
+    if (job.state === 'succeeded' && job.cacheKey !== undefined) {
+      const stored = (await findCache(this.#o.cacheRoot, job.cacheKey))?.manifest.shards[index];
+      if (stored?.sha256 === sha256) return 'duplicate';
+      if (stored !== undefined) throw new AppError(409, 'shard_conflict', `shard ${index} of cache ${job.cacheKey} is stored with sha256 ${stored.sha256}; a copy with sha256 ${sha256} was refused`);
+    }
+    throw new AppError(410, 'job_finished', `job ${id} is ${job.state}; it takes no more shards`);
   }
 
   /** Listen to one job's events; returns an unsubscribe function. */
@@ -138,11 +162,9 @@ export class JobManager {
   /** Stop taking work; checkpoint the running job (its durable shards stay) for a restart. */
   async shutdown(): Promise<void> {
     this.#stopping = true;
-    if (this.#current !== undefined) {
-      this.#current.reason = 'shutdown';
-      this.#current.abort.abort();
-    }
+    this.#current?.abort.abort('shutdown');
     await this.#loop;
+    await this.executor.close();
   }
 
   /** Wait until no job is queued or running (for the CLI and tests). */
@@ -177,7 +199,7 @@ export class JobManager {
       await this.#setState(job, 'succeeded');
     } catch (err) {
       if (err instanceof PrecomputeInterrupted || abort.signal.aborted) {
-        const reason = this.#current.reason ?? 'cancel';
+        const reason = abort.signal.reason === 'shutdown' ? 'shutdown' : 'cancel';
         this.#o.logger.info({ job: job.id, reason, done: job.progress.done }, 'job interrupted');
         await this.#setState(job, reason === 'shutdown' ? 'queued' : 'canceled', { bestEffort: true });
       } else {
@@ -197,14 +219,16 @@ export class JobManager {
     const req = job.request;
     const datasetPath = await confinedPath(this.#o.dataRoot, req.dataset, 'dataset');
     let lastEmit = 0;
-    const result = await precomputeLogits({
+    delete job.notice;
+    const result = await this.executor.run({
+      job,
+      request: req,
       teacher: this.#o.teachers.get(req.teacher),
       datasetPath,
       cacheRoot: this.#o.cacheRoot,
-      request: req,
+      shardRows: this.#o.shardRows,
       signal,
       logger: this.#o.logger,
-      ...(this.#o.shardRows === undefined ? {} : { shardRows: this.#o.shardRows }),
       onStart: (key, rows) => {
         job.cacheKey = key;
         job.progress = { done: 0, total: rows };
@@ -217,7 +241,9 @@ export class JobManager {
           this.#emit('progress', job);
         }
       },
+      onUpdate: () => this.#emit('progress', job),
     });
+    delete job.notice;
     if (result.cacheHit) job.cacheHit = true;
     if (req.type === 'label' && req.label !== undefined) {
       job.selection = await selectPseudoLabelled({ dataRoot: this.#o.dataRoot, cacheRoot: this.#o.cacheRoot, dataset: result.dataset, datasetPath, key: result.key, label: req.label });

@@ -14,6 +14,11 @@ export class PrecomputeInterrupted extends Error {
   override readonly name = 'PrecomputeInterrupted';
 }
 
+/** The preprocessing part of the cache key. Label caches carry extra columns: keep them apart. */
+export function cachePreprocessing(description: string, labelStatistics: boolean): string {
+  return labelStatistics ? `${description};columns=label-statistics` : description;
+}
+
 export interface PrecomputeOptions {
   readonly teacher: Teacher;
   readonly datasetPath: string;
@@ -42,8 +47,7 @@ export async function precomputeLogits(o: PrecomputeOptions): Promise<Precompute
   const fingerprint = await dataset.fingerprint();
   const rows = await dataset.countRows();
   const label = req.type === 'label';
-  // Label caches carry extra columns; keep them apart from plain precomputes.
-  const preprocessing = label ? `${pre.description};columns=label-statistics` : pre.description;
+  const preprocessing = cachePreprocessing(pre.description, label);
   const storage = StorageSchema.parse(req.storage);
   const key = cacheKey({ teacherSha256: info.sha256, datasetFingerprint: fingerprint, preprocessing, temperature: req.temperature, storage });
   o.onStart?.(key, rows);

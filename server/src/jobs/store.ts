@@ -21,6 +21,12 @@ export const JobRecordSchema = z.object({
   cacheHit: z.boolean().optional(),
   error: z.object({ code: z.string(), message: z.string() }).optional(),
   selection: z.object({ path: z.string(), rows: z.number().int(), perClass: z.array(z.number().int()) }).optional(),
+  /** Jobs run as shard tasks on a Redis queue: where, how many tasks, coordinator time (ms). */
+  distributed: z.object({ queue: z.string(), tasks: z.number().int(), timing: z.object({ verify: z.number(), write: z.number() }) }).optional(),
+  /** A passing condition the job waits on (the queue unreachable). */
+  notice: z.string().optional(),
+  /** Things that went wrong without failing the job (a conflicting shard upload refused). */
+  warnings: z.array(z.string()).optional(),
   createdAt: z.string(),
   updatedAt: z.string(),
 });

@@ -47,15 +47,17 @@ export function fileError(path: string, err: unknown): Error {
 
 /**
  * Write a small file atomically: temp file, fsync, rename, fsync the directory. On failure (a
- * full disk, say) the temp file is removed and the error names the file.
+ * full disk, say) the temp file is removed and the error names the file. `fsync: false` keeps
+ * the atomic rename and skips both fsyncs.
  */
-export async function writeFileAtomic(path: string, contents: string | Uint8Array): Promise<void> {
+export async function writeFileAtomic(path: string, contents: string | Uint8Array, options: { fsync?: boolean } = {}): Promise<void> {
+  const fsync = options.fsync ?? true;
   const tmp = `${path}.tmp-${process.pid}`;
   try {
     const fh = await open(tmp, 'w');
     try {
       await fh.writeFile(contents);
-      await fh.sync();
+      if (fsync) await fh.sync();
     } finally {
       await fh.close();
     }
@@ -64,7 +66,7 @@ export async function writeFileAtomic(path: string, contents: string | Uint8Arra
     await rm(tmp, { force: true }).catch(() => undefined);
     throw fileError(path, err);
   }
-  await fsyncDir(dirname(path));
+  if (fsync) await fsyncDir(dirname(path));
 }
 
 /**

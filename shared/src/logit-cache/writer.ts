@@ -1,9 +1,8 @@
-import { mkdir, open, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Float16, Float32, Int32, Uint32, makeData, type Data, type Schema } from 'apache-arrow';
-import { encodeFloat16 } from '../float16.js';
-import { AtomicArrowFileWriter, fixedSizeListData, idAt, idData, recordBatch, sha256File, writeFileAtomic, type Ids } from '../internal/arrow-io.js';
-import { labelStatistics, logSumExp, topK, assertTemperature } from '../numerics.js';
+import type { Schema } from 'apache-arrow';
+import { AtomicArrowFileWriter, idAt, recordBatch, sha256File, writeFileAtomic, type Ids } from '../internal/arrow-io.js';
+import { assertTemperature } from '../numerics.js';
 import { PRODUCER } from '../version.js';
 import { CacheIntegrityError } from './errors.js';
 import {
@@ -23,6 +22,8 @@ import {
   type TeacherRef,
 } from './manifest.js';
 import { cacheShardSchema, shardFileName } from './schema.js';
+import { shardBatchColumns, shardLayout } from './shard-codec.js';
+import { LOCK_FILE, acquireLock } from './lock.js';
 
 export interface LogitCacheWriterOptions {
   /** Directory that holds caches; this cache goes to `<root>/<key>/`. */
@@ -57,11 +58,8 @@ export class CacheExistsError extends Error {
   override readonly name = 'CacheExistsError';
 }
 
-export class CacheLockedError extends Error {
-  override readonly name = 'CacheLockedError';
-}
+export { CacheLockedError } from './lock.js';
 
-const LOCK_FILE = '.lock';
 /** Closed shards that may still be draining/fsyncing while the next one is written. */
 const MAX_SHARDS_IN_FLIGHT = 2;
 
@@ -75,36 +73,6 @@ interface BatchBuffers {
   raw: Float32Array | undefined;
   /** [batchRows, C] float16 bits of `scaled`, for dense float16 storage. */
   half: Uint16Array<ArrayBuffer> | undefined;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-async function acquireLock(dir: string): Promise<void> {
-  const path = join(dir, LOCK_FILE);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fh = await open(path, 'wx');
-      await fh.writeFile(String(process.pid));
-      await fh.close();
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const holder = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-      // A lock left by a crashed process (kill -9) is stale; take it over.
-      if (Number.isInteger(holder) && holder !== process.pid && pidAlive(holder)) {
-        throw new CacheLockedError(`${dir} is being written by process ${holder}`);
-      }
-      await rm(path, { force: true });
-    }
-  }
-  throw new CacheLockedError(`could not lock ${dir}`);
 }
 
 /**
@@ -149,10 +117,9 @@ export class LogitCacheWriter {
     this.classes = opts.teacher.classes.length;
     this.storage = storage;
     this.#labelStats = opts.labelStatistics ?? false;
-    const rowBytes = 4 + (storage.mode === 'dense' ? this.classes : storage.k * 2) * (storage.dtype === 'float16' ? 2 : 4);
-    const batchRows = Math.max(1, Math.min(opts.batchRows ?? 4096, Math.floor((16 << 20) / rowBytes)));
-    this.#shardRows = opts.shardRows ?? Math.max(1, Math.floor((16 << 20) / rowBytes / batchRows)) * batchRows;
-    this.#batchRows = Math.min(batchRows, this.#shardRows);
+    const layout = shardLayout(storage, this.classes, { ...(opts.shardRows === undefined ? {} : { shardRows: opts.shardRows }), ...(opts.batchRows === undefined ? {} : { batchRows: opts.batchRows }) });
+    this.#shardRows = layout.shardRows;
+    this.#batchRows = layout.batchRows;
     this.#shards = shards;
     this.resumedRows = shards.reduce((n, s) => n + s.rows, 0);
     this.#rowsClosed = this.resumedRows;
@@ -240,26 +207,8 @@ export class LogitCacheWriter {
     if (rows === 0 || buf === undefined || this.#schema === undefined) return;
     const C = this.classes;
     const ids = buf.ids.subarray(0, rows) as Ids;
-    const scaled = buf.scaled.subarray(0, rows * C);
-    const half = this.storage.dtype === 'float16';
-    const valueType = half ? new Float16() : new Float32();
-    const columns: Data[] = [idData(ids)];
-    if (this.storage.mode === 'dense') {
-      columns.push(fixedSizeListData(C, valueType, half ? encodeFloat16(scaled, buf.half!).subarray(0, rows * C) : scaled));
-    } else {
-      const k = this.storage.k;
-      const top = topK(scaled, C, k);
-      columns.push(fixedSizeListData(k, new Uint32(), top.indices));
-      columns.push(fixedSizeListData(k, valueType, half ? encodeFloat16(top.values) : top.values));
-      columns.push(makeData({ type: new Float32(), length: rows, data: Float32Array.from(logSumExp(scaled, C)) }));
-    }
-    if (buf.raw !== undefined) {
-      const s = labelStatistics(buf.raw.subarray(0, rows * C), C);
-      columns.push(makeData({ type: new Int32(), length: rows, data: s.pseudoLabel }));
-      columns.push(makeData({ type: new Float32(), length: rows, data: s.confidence }));
-      columns.push(makeData({ type: new Float32(), length: rows, data: s.entropy }));
-      columns.push(makeData({ type: new Float32(), length: rows, data: s.margin }));
-    }
+    const encoding = { storage: this.storage, classes: C, temperature: this.#opts.temperature, labelStatistics: this.#labelStats };
+    const columns = shardBatchColumns(encoding, ids, buf.scaled.subarray(0, rows * C), buf.raw?.subarray(0, rows * C), buf.half);
     if (this.#shard === undefined) {
       this.#shard = new AtomicArrowFileWriter(join(this.dir, shardFileName(this.#nextShard)), { fsync: this.#opts.fsync ?? true });
       this.#shardFirstId = idAt(ids, 0);
@@ -376,6 +325,8 @@ async function recoverShards(dir: string, key: string): Promise<Shard[]> {
     const parsed = CacheProgressSchema.safeParse(safeJson(raw));
     if (parsed.success && parsed.data.key === key) {
       for (const shard of parsed.data.shards) {
+        // Shards written out of order (by remote workers) may leave gaps: resume only the prefix.
+        if (shard.file !== shardFileName(kept.length)) break;
         const actual = await sha256File(join(dir, shard.file)).catch(() => undefined);
         if (actual === undefined || actual.sha256 !== shard.sha256 || actual.bytes !== shard.bytes) break;
         kept.push(shard);

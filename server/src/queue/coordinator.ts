@@ -1,0 +1,294 @@
+/**
+ * The Redis executor: a job becomes shard tasks on a BullMQ queue; workers run them and upload
+ * each shard here. Only this process writes the cache (CacheAssembler: every shard checked,
+ * written atomically, the manifest last). The task list is reconciled with the queue every
+ * `pollMs`: a shard with no live task gets one (a coordinator restart, Redis restarted empty),
+ * a task that failed its last attempt fails the job with the worker's message. Completion
+ * itself is driven by the uploads, not by polling.
+ */
+import { hostname } from 'node:os';
+import { CacheAssembler, CacheIntegrityError, DatasetReader, ShardConflictError, StorageSchema, cacheKey, findCache, inspectCacheShard, shardLayout, type AcceptOutcome, type Ids } from '@distillate/shared';
+import { datasetPreprocessor } from '@distillate/shared/onnx';
+import { Queue, QueueEvents } from 'bullmq';
+import type { Logger } from 'pino';
+import { AppError } from '../errors.js';
+import type { ExecutionContext, ExecutionResult, JobExecutor } from '../jobs/executor.js';
+import { PrecomputeInterrupted, cachePreprocessing } from '../jobs/precompute.js';
+import { assertReachable, connectionOptions, describeTarget, type RedisTarget } from './redis.js';
+import { DEFAULT_ATTEMPTS, DEFAULT_DISTRIBUTED_SHARD_ROWS, QUEUE_NAME, taskId, type ShardTask } from './task.js';
+
+export interface CoordinatorOptions {
+  readonly target: RedisTarget;
+  readonly logger: Logger;
+  /** Attempts per task before the job fails (default 3). */
+  readonly attempts?: number;
+  /** How often the task list is reconciled with the queue (default 1,000 ms). */
+  readonly pollMs?: number;
+  /** fsync shards and records (default true). */
+  readonly fsync?: boolean;
+}
+
+/** Coordinator-side time per job, in milliseconds, summed over shards. */
+export interface CoordinatorTiming {
+  verify: number;
+  write: number;
+}
+
+interface ActiveJob {
+  readonly ctx: ExecutionContext;
+  readonly assembler: CacheAssembler;
+  readonly ids: Ids;
+  readonly template: Omit<ShardTask, 'index' | 'start' | 'rows'>;
+  readonly timing: CoordinatorTiming;
+  failure: AppError | undefined;
+  wake: (() => void) | undefined;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export class RedisCoordinator implements JobExecutor {
+  readonly kind = 'redis' as const;
+  readonly target: RedisTarget;
+  readonly #o: CoordinatorOptions;
+  readonly #queue: Queue;
+  readonly #events: QueueEvents;
+  readonly #active = new Map<string, ActiveJob>();
+  #unreachable: string | undefined;
+
+  private constructor(o: CoordinatorOptions) {
+    this.#o = o;
+    this.target = o.target;
+    const connection = connectionOptions(o.target);
+    this.#queue = new Queue(QUEUE_NAME, { connection });
+    this.#events = new QueueEvents(QUEUE_NAME, { connection });
+    // Connection errors repeat while Redis is away; the reconcile loop reports the outage once.
+    this.#queue.on('error', () => undefined);
+    this.#events.on('error', () => undefined);
+    this.#events.on('stalled', ({ jobId }) => o.logger.warn({ task: jobId }, 'task stalled (its worker stopped answering); the queue hands it to another worker'));
+    this.#events.on('failed', ({ jobId, failedReason }) => o.logger.warn({ task: jobId, reason: failedReason }, 'task attempt failed'));
+  }
+
+  /** Check that Redis answers (one clear error if not), then connect the queue. */
+  static async open(o: CoordinatorOptions): Promise<RedisCoordinator> {
+    await assertReachable(o.target);
+    const c = new RedisCoordinator(o);
+    await c.#queue.waitUntilReady();
+    await c.#events.waitUntilReady();
+    o.logger.info({ queue: describeTarget(o.target), host: hostname() }, 'shard tasks go to the Redis queue');
+    return c;
+  }
+
+  get describe(): string {
+    return describeTarget(this.target);
+  }
+
+  /** Task counts by state, for /metrics; undefined while Redis does not answer within 1 s. */
+  async counts(): Promise<Record<string, number> | undefined> {
+    return Promise.race([this.#queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed', 'prioritized'), sleep(1000).then(() => undefined)]).catch(() => undefined);
+  }
+
+  async run(ctx: ExecutionContext): Promise<ExecutionResult> {
+    const { request: req, teacher } = ctx;
+    const { info } = await teacher.load();
+    const dataset = await DatasetReader.open(ctx.datasetPath);
+    const pre = datasetPreprocessor(dataset.info, info, teacher.sidecar);
+    const fingerprint = await dataset.fingerprint();
+    const rows = await dataset.countRows();
+    const labelStatistics = req.type === 'label';
+    const preprocessing = cachePreprocessing(pre.description, labelStatistics);
+    const storage = StorageSchema.parse(req.storage);
+    const key = cacheKey({ teacherSha256: info.sha256, datasetFingerprint: fingerprint, preprocessing, temperature: req.temperature, storage });
+    ctx.onStart(key, rows);
+    if ((await findCache(ctx.cacheRoot, key)) !== undefined) {
+      ctx.onProgress(rows, rows);
+      return { key, rows, cacheHit: true, dataset };
+    }
+    const layout = shardLayout(storage, info.classes.length, { shardRows: ctx.shardRows ?? DEFAULT_DISTRIBUTED_SHARD_ROWS });
+    const assembler = await CacheAssembler.open({
+      root: ctx.cacheRoot,
+      teacher: { name: info.name, sha256: info.sha256, classes: [...info.classes] },
+      dataset: { fingerprint, rows },
+      preprocessing,
+      temperature: req.temperature,
+      storage,
+      labelStatistics,
+      layout,
+      ...(this.#o.fsync === undefined ? {} : { fsync: this.#o.fsync }),
+    });
+    const active: ActiveJob = {
+      ctx,
+      assembler,
+      ids: await readIds(dataset, rows),
+      template: {
+        job: ctx.job.id,
+        key,
+        teacher: { name: info.name, sha256: info.sha256, sidecar: teacher.sidecar },
+        dataset: { path: req.dataset, fingerprint },
+        preprocessing,
+        temperature: req.temperature,
+        storage,
+        labelStatistics,
+        batchSize: req.batchSize,
+        batchRows: layout.batchRows,
+      },
+      timing: { verify: 0, write: 0 },
+      failure: undefined,
+      wake: undefined,
+    };
+    if (assembler.doneRows > 0) ctx.logger.info({ job: ctx.job.id, key, durableShards: assembler.plan.length - assembler.missing().length }, 'resuming from durable shards');
+    ctx.job.distributed = { queue: this.describe, tasks: assembler.plan.length, timing: active.timing };
+    this.#active.set(ctx.job.id, active);
+    try {
+      ctx.onProgress(assembler.doneRows, rows);
+      await this.#await(active);
+      await assembler.finish();
+    } catch (err) {
+      await assembler.release();
+      // A shutdown leaves the tasks queued: workers keep going and the restarted coordinator takes their uploads.
+      if (!(ctx.signal.aborted && ctx.signal.reason === 'shutdown')) await this.#removeTasks(active);
+      throw err;
+    } finally {
+      this.#active.delete(ctx.job.id);
+    }
+    await this.#removeTasks(active);
+    return { key, rows, cacheHit: false, dataset };
+  }
+
+  /** Until every shard is durable: reconcile tasks with the queue, react to uploads and aborts. */
+  async #await(a: ActiveJob): Promise<void> {
+    const pollMs = this.#o.pollMs ?? 1000;
+    let reconciling: Promise<void> | undefined;
+    let since = 0;
+    const aborted = new Promise<void>((resolve) => a.ctx.signal.addEventListener('abort', () => resolve(), { once: true }));
+    while (!a.assembler.complete) {
+      if (a.ctx.signal.aborted) throw new PrecomputeInterrupted('interrupted');
+      if (a.failure !== undefined) throw a.failure;
+      if (reconciling === undefined) {
+        since = Date.now();
+        reconciling = this.#reconcile(a)
+          .then(() => this.#reachable(a))
+          .catch((err: unknown) => this.#unreachableNow(a, err))
+          .finally(() => (reconciling = undefined));
+      } else if (Date.now() - since > 5000) {
+        // Commands wait in ioredis's offline queue while Redis is away: the job waits with them.
+        this.#unreachableNow(a, new Error('no answer for 5 s'));
+      }
+      await Promise.race([new Promise<void>((resolve) => (a.wake = resolve)), sleep(pollMs), aborted]);
+      a.wake = undefined;
+    }
+  }
+
+  /** Give every missing shard a live task; fail the job on a task out of attempts. */
+  async #reconcile(a: ActiveJob): Promise<void> {
+    const attempts = this.#o.attempts ?? DEFAULT_ATTEMPTS;
+    const add: ShardTask[] = [];
+    for (const spec of a.assembler.missing()) {
+      const id = taskId(a.ctx.job.id, spec.index);
+      const existing = await this.#queue.getJob(id);
+      const state = existing === undefined ? 'unknown' : await existing.getState();
+      if (state === 'failed') {
+        const reason = existing?.failedReason ?? 'no reason given';
+        a.failure = new AppError(422, 'task_failed', `shard ${spec.index} (rows ${spec.start}–${spec.start + spec.rows - 1}) failed after ${existing?.attemptsMade ?? attempts} attempt(s): ${reason}`);
+        a.wake?.();
+        return;
+      }
+      if (state === 'completed' || state === 'unknown') {
+        // Finished but not durable here (a crash between upload and record), or gone (Redis
+        // restarted empty): run it again.
+        await existing?.remove().catch(() => undefined);
+        add.push({ ...a.template, index: spec.index, start: spec.start, rows: spec.rows });
+      }
+    }
+    if (add.length > 0) {
+      await this.#queue.addBulk(
+        add.map((t) => ({
+          name: 'shard',
+          data: t,
+          opts: { jobId: taskId(t.job, t.index), attempts, backoff: { type: 'exponential', delay: 500 }, removeOnComplete: { age: 3600 }, removeOnFail: { age: 24 * 3600 } },
+        })),
+      );
+      a.ctx.logger.info({ job: a.ctx.job.id, tasks: add.length }, 'queued shard tasks');
+    }
+  }
+
+  #unreachableNow(a: ActiveJob, err: unknown): void {
+    const reason = ((err as Error).message ?? String(err)).split('\n')[0]!;
+    if (this.#unreachable === undefined) a.ctx.logger.warn({ queue: this.describe, reason }, 'the queue does not answer; the job waits for it');
+    this.#unreachable = reason;
+    const notice = `waiting for the queue at ${this.describe} (${reason})`;
+    if (a.ctx.job.notice !== notice) {
+      a.ctx.job.notice = notice;
+      a.ctx.onUpdate();
+    }
+  }
+
+  #reachable(a: ActiveJob): void {
+    if (this.#unreachable !== undefined) a.ctx.logger.info({ queue: this.describe }, 'the queue answers again; the job goes on');
+    this.#unreachable = undefined;
+    if (a.ctx.job.notice !== undefined) {
+      delete a.ctx.job.notice;
+      a.ctx.onUpdate();
+    }
+  }
+
+  /** Remove the job's tasks that are still queued (best effort: running ones finish and are refused). */
+  async #removeTasks(a: ActiveJob): Promise<void> {
+    await Promise.race([
+      Promise.all(a.assembler.plan.map((s) => this.#queue.remove(taskId(a.ctx.job.id, s.index)).catch(() => 0))),
+      sleep(2000),
+    ]);
+  }
+
+  /**
+   * An uploaded shard for a running job. undefined: the job is not running here (the manager
+   * answers from the job's state).
+   */
+  async acceptShard(jobId: string, index: number, bytes: Uint8Array, sha256: string, worker: string): Promise<AcceptOutcome | undefined> {
+    const a = this.#active.get(jobId);
+    if (a === undefined) return undefined;
+    const spec = a.assembler.plan[index];
+    if (spec === undefined) throw new AppError(422, 'bad_shard', `job ${jobId} has ${a.assembler.plan.length} shards; there is no shard ${index}`);
+    const t0 = performance.now();
+    let checked;
+    try {
+      checked = inspectCacheShard(bytes, { sha256, encoding: a.assembler.encoding, ids: a.ids.subarray(spec.start, spec.start + spec.rows) as Ids });
+    } catch (err) {
+      if (err instanceof CacheIntegrityError) throw new AppError(422, 'bad_shard', `shard ${index} from worker ${worker}: ${err.message}; nothing was written`);
+      throw err;
+    }
+    const t1 = performance.now();
+    let outcome: AcceptOutcome;
+    try {
+      outcome = await a.assembler.accept(index, checked);
+    } catch (err) {
+      if (err instanceof ShardConflictError) {
+        a.ctx.logger.error({ job: jobId, shard: index, worker }, err.message);
+        (a.ctx.job.warnings ??= []).push(`worker ${worker}: ${err.message}`);
+        a.ctx.onUpdate();
+        throw new AppError(409, 'shard_conflict', err.message);
+      }
+      throw err;
+    }
+    a.timing.verify += t1 - t0;
+    a.timing.write += performance.now() - t1;
+    if (outcome === 'duplicate') a.ctx.logger.info({ job: jobId, shard: index, worker }, 'duplicate upload of a stored shard (same bytes): ignored');
+    else a.ctx.onProgress(a.assembler.doneRows, a.assembler.plan.reduce((n, s) => n + s.rows, 0));
+    a.wake?.();
+    return outcome;
+  }
+
+  async close(): Promise<void> {
+    await Promise.race([Promise.all([this.#queue.close(), this.#events.close()]), sleep(2000)]).catch(() => undefined);
+  }
+}
+
+/** Every id of the dataset in row order (the coordinator checks each upload against them). */
+async function readIds(dataset: DatasetReader, rows: number): Promise<Ids> {
+  const ids = dataset.idType === 'int64' ? new BigInt64Array(rows) : new Int32Array(rows);
+  let off = 0;
+  for await (const b of dataset) {
+    (ids as Int32Array).set(b.ids as Int32Array, off);
+    off += b.rows;
+  }
+  return ids;
+}

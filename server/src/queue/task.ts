@@ -1,0 +1,49 @@
+/**
+ * A shard task: one row range of a job's dataset and the cache shard it becomes. The
+ * coordinator puts these on the BullMQ queue; workers parse them with this schema.
+ */
+import { StorageSchema } from '@distillate/shared';
+import { TeacherSidecarSchema } from '@distillate/shared/onnx';
+import { z } from 'zod';
+
+export const QUEUE_NAME = 'distillate-shards';
+/** Attempts per task before the job fails with the last worker's error. */
+export const DEFAULT_ATTEMPTS = 3;
+/** Rows per shard (= per task) when the queue is Redis and --shard-rows is not given. */
+export const DEFAULT_DISTRIBUTED_SHARD_ROWS = 4096;
+
+const Sha256 = z.string().regex(/^[0-9a-f]{64}$/);
+
+export const ShardTaskSchema = z.object({
+  job: z.string().min(1),
+  key: Sha256,
+  index: z.number().int().nonnegative(),
+  start: z.number().int().nonnegative(),
+  rows: z.number().int().positive(),
+  teacher: z.object({ name: z.string().min(1), sha256: Sha256, sidecar: TeacherSidecarSchema }),
+  dataset: z.object({ path: z.string().min(1), fingerprint: Sha256 }),
+  /** The coordinator's description of the preprocessing; the worker must derive the same. */
+  preprocessing: z.string(),
+  temperature: z.number().positive().finite(),
+  storage: StorageSchema,
+  labelStatistics: z.boolean(),
+  /** Rows per teacher call. */
+  batchSize: z.number().int().positive(),
+  /** Rows per Arrow record batch in the shard. */
+  batchRows: z.number().int().positive(),
+});
+export type ShardTask = z.infer<typeof ShardTaskSchema>;
+
+/** BullMQ job id of a task (BullMQ ids may not contain ':'). */
+export function taskId(job: string, index: number): string {
+  return `${job}-${index}`;
+}
+
+/** Per-task timings a worker reports with its upload (milliseconds). */
+export const TimingSchema = z.object({
+  read: z.number().nonnegative().default(0),
+  teacher: z.number().nonnegative().default(0),
+  encode: z.number().nonnegative().default(0),
+  upload: z.number().nonnegative().default(0),
+});
+export type Timing = z.infer<typeof TimingSchema>;

@@ -1,0 +1,208 @@
+/**
+ * `distillate-server worker`: takes shard tasks from the Redis queue, runs the teacher over the
+ * task's rows on this host's execution provider, encodes the shard exactly as the in-process
+ * writer would, and uploads it to the coordinator. The teacher comes from --models when its
+ * sha256 matches the task's, else from the coordinator (the sha256 is checked either way); the
+ * rows come from --data when the dataset's fingerprint matches, else from the coordinator.
+ */
+import { stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join, resolve, sep } from 'node:path';
+import { DatasetReader, encodeCacheShard, sha256File, type DatasetBatch, type DatasetInfo } from '@distillate/shared';
+import { Teacher, datasetPreprocessor, type ExecutionProvider } from '@distillate/shared/onnx';
+import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { Logger } from 'pino';
+import { cachePreprocessing } from '../jobs/precompute.js';
+import { CoordinatorClient, CoordinatorError } from './coordinator-client.js';
+import { assertReachable, connectionOptions, describeTarget, type RedisTarget } from './redis.js';
+import { QUEUE_NAME, ShardTaskSchema, type ShardTask, type Timing } from './task.js';
+import { HEARTBEAT_MS, type Heartbeat } from './workers.js';
+
+export interface WorkerOptions {
+  readonly target: RedisTarget;
+  readonly server: string;
+  readonly token?: string | undefined;
+  readonly models?: string | undefined;
+  readonly data?: string | undefined;
+  /** Where fetched teachers are kept. */
+  readonly workDir: string;
+  readonly provider?: ExecutionProvider | undefined;
+  readonly threads?: number | undefined;
+  readonly concurrency?: number;
+  /** BullMQ lock: a worker silent this long (killed, hung) loses its task to another (default 30 s). */
+  readonly lockMs?: number;
+  readonly logger: Logger;
+}
+
+export interface RunningWorker {
+  readonly id: string;
+  close(): Promise<void>;
+}
+
+const ms = (t0: number) => performance.now() - t0;
+
+export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
+  await assertReachable(o.target);
+  const id = `${hostname()}-${process.pid}`;
+  const client = new CoordinatorClient({ server: o.server, token: o.token });
+  const teachers = new Map<string, Promise<Teacher>>();
+  const fingerprints = new Map<string, { key: string; fingerprint: string }>();
+  const stats = { rows: 0, tasks: 0, busyMs: 0, timing: { read: 0, teacher: 0, encode: 0, upload: 0 } satisfies Timing, ep: undefined as string | undefined };
+  const active = new Set<string>();
+  const log = o.logger.child({ worker: id });
+
+  /** The task's teacher, by sha256: ours if the file matches, else downloaded and checked. */
+  function teacherFor(t: ShardTask['teacher']): Promise<Teacher> {
+    let p = teachers.get(t.sha256);
+    if (p === undefined) {
+      p = (async () => {
+        const options = { ...(o.provider === undefined ? {} : { provider: o.provider }), ...(o.threads === undefined ? {} : { intraOpThreads: o.threads }) };
+        const own = o.models === undefined ? undefined : join(o.models, `${t.name}.onnx`);
+        if (own !== undefined && (await sha256File(own).catch(() => undefined))?.sha256 === t.sha256) return new Teacher(t.name, own, t.sidecar, options);
+        const path = join(o.workDir, 'teachers', `${t.sha256}.onnx`);
+        if ((await sha256File(path).catch(() => undefined))?.sha256 !== t.sha256) {
+          log.info({ teacher: t.name, sha256: t.sha256 }, 'fetching the teacher from the coordinator');
+          await client.fetchTeacher(t.name, t.sha256, path);
+        }
+        return new Teacher(t.name, path, t.sidecar, options);
+      })();
+      teachers.set(t.sha256, p);
+      p.catch(() => teachers.delete(t.sha256));
+    }
+    return p;
+  }
+
+  /** The task's rows: from --data when the file there has the task's fingerprint, else over HTTP. */
+  async function rowsFor(task: ShardTask): Promise<{ info: DatasetInfo; batch: DatasetBatch }> {
+    if (o.data !== undefined) {
+      const root = resolve(o.data);
+      const path = resolve(root, task.dataset.path);
+      const s = path.startsWith(root + sep) ? await stat(path).catch(() => undefined) : undefined;
+      if (s?.isFile() === true) {
+        const key = `${s.size}:${s.mtimeMs}`;
+        let known = fingerprints.get(path);
+        if (known?.key !== key) {
+          known = { key, fingerprint: (await sha256File(path)).sha256 };
+          fingerprints.set(path, known);
+        }
+        if (known.fingerprint === task.dataset.fingerprint) {
+          const dataset = await DatasetReader.open(path);
+          return { info: dataset.info, batch: await dataset.readRows(task.start, task.rows) };
+        }
+        log.warn({ dataset: task.dataset.path }, 'the local copy of the dataset differs from the coordinator\'s; reading rows over HTTP');
+      }
+    }
+    return client.fetchRows(task.dataset.path, task.dataset.fingerprint, task.start, task.rows);
+  }
+
+  async function runTask(job: Job): Promise<{ rows: number; outcome: string }> {
+    const parsed = ShardTaskSchema.safeParse(job.data);
+    if (!parsed.success) throw new UnrecoverableError(`not a shard task: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    const task = parsed.data;
+    if (job.attemptsStarted > 1) log.warn({ task: job.id, attempt: job.attemptsStarted }, 'running a task again (an earlier attempt stalled or failed)');
+    active.add(job.id!);
+    void beat();
+    const started = performance.now();
+    try {
+      let t0 = performance.now();
+      const teacher = await teacherFor(task.teacher).catch(refuse);
+      const { info: teacherInfo } = await teacher.load();
+      stats.ep = teacherInfo.executionProvider;
+      const { info, batch } = await rowsFor(task).catch(refuse);
+      stats.timing.read += ms(t0);
+      const pre = datasetPreprocessor(info, teacherInfo, teacher.sidecar);
+      if (cachePreprocessing(pre.description, task.labelStatistics) !== task.preprocessing) {
+        throw new UnrecoverableError(`this worker preprocesses as ${pre.description}; the coordinator planned ${task.preprocessing}`);
+      }
+      t0 = performance.now();
+      const C = teacherInfo.classes.length;
+      const D = pre.sampleSize;
+      const logits = new Float32Array(task.rows * C);
+      let scratch: Float32Array | undefined;
+      for (let r = 0; r < task.rows; r += task.batchSize) {
+        const n = Math.min(task.batchSize, task.rows - r);
+        const x = pre.apply(batch.inputs.subarray(r * D, (r + n) * D), n, scratch);
+        scratch = x.length === task.batchSize * D ? x : scratch;
+        logits.set(await teacher.logits(x, n), r * C);
+      }
+      stats.timing.teacher += ms(t0);
+      t0 = performance.now();
+      const shard = encodeCacheShard({ storage: task.storage, classes: C, temperature: task.temperature, labelStatistics: task.labelStatistics }, task.batchRows, batch.ids, logits);
+      stats.timing.encode += ms(t0);
+      t0 = performance.now();
+      let outcome: string;
+      try {
+        outcome = await client.uploadShard(task.job, task.index, shard.bytes, shard.sha256, id);
+      } catch (err) {
+        if (err instanceof CoordinatorError && err.code === 'shard_conflict') {
+          // The coordinator keeps the first copy and reports the conflict on the job.
+          log.error({ task: job.id }, err.message);
+          outcome = 'conflict';
+        } else if (err instanceof CoordinatorError && (err.status === 404 || err.status === 410)) {
+          throw new UnrecoverableError(err.message);
+        } else throw err;
+      }
+      stats.timing.upload += ms(t0);
+      stats.rows += task.rows;
+      stats.tasks += 1;
+      log.info({ task: job.id, rows: task.rows, ms: Math.round(ms(started)), outcome }, 'shard uploaded');
+      return { rows: task.rows, outcome };
+    } finally {
+      stats.busyMs += ms(started);
+      active.delete(job.id!);
+    }
+  }
+
+  const lockDuration = o.lockMs ?? 30_000;
+  const worker = new Worker(QUEUE_NAME, runTask, {
+    connection: connectionOptions(o.target),
+    concurrency: o.concurrency ?? 1,
+    lockDuration,
+    stalledInterval: Math.max(500, Math.floor(lockDuration / 2)),
+    maxStalledCount: 2,
+    name: id,
+  });
+  let lastError = '';
+  worker.on('error', (err) => {
+    if (err.message !== lastError) log.warn({ err: err.message }, 'queue error (retrying)');
+    lastError = err.message;
+  });
+  worker.on('failed', (job, err) => log.warn({ task: job?.id, attempt: job?.attemptsMade, err: err.message }, 'task attempt failed'));
+
+  async function beat(): Promise<void> {
+    const hb: Heartbeat = {
+      id,
+      host: hostname(),
+      pid: process.pid,
+      ...(stats.ep === undefined ? {} : { executionProvider: stats.ep }),
+      ...(o.threads === undefined ? {} : { threads: o.threads }),
+      concurrency: o.concurrency ?? 1,
+      active: [...active],
+      rows: stats.rows,
+      tasks: stats.tasks,
+      rowsPerSecond: stats.busyMs > 0 ? (stats.rows * 1000) / stats.busyMs : 0,
+      timing: { ...stats.timing },
+      startedAt,
+    };
+    await client.heartbeat(hb).catch((err: unknown) => log.debug({ err: (err as Error).message }, 'heartbeat not delivered'));
+  }
+  const startedAt = new Date().toISOString();
+  const timer = setInterval(() => void beat(), HEARTBEAT_MS);
+  await worker.waitUntilReady();
+  void beat();
+  log.info({ queue: describeTarget(o.target), server: o.server, concurrency: o.concurrency ?? 1 }, 'waiting for shard tasks');
+  return {
+    id,
+    async close() {
+      clearInterval(timer);
+      await worker.close();
+      for (const t of teachers.values()) await (await t.catch(() => undefined))?.release();
+    },
+  };
+}
+
+/** A refusal from the coordinator that retrying cannot fix fails the task at once. */
+function refuse(err: unknown): never {
+  if (err instanceof CoordinatorError && !err.retryable && err.status !== 401 && err.status !== 403) throw new UnrecoverableError(err.message);
+  throw err;
+}

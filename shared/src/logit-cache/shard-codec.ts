@@ -1,0 +1,156 @@
+/**
+ * One cache shard as bytes: how its rows split into shards and record batches (the layout),
+ * the columns of one record batch, a whole shard encoded in memory (what a remote worker
+ * uploads), and the coordinator's check of an uploaded shard. The streaming writer (writer.ts)
+ * builds its batches with the same `shardBatchColumns`, so a shard encoded here is byte for byte
+ * the shard the in-process writer would have written for the same rows.
+ */
+import { createHash } from 'node:crypto';
+import { Float16, Float32, Int32, RecordBatchFileWriter, Uint32, makeData, type Data, type Schema } from 'apache-arrow';
+import { encodeFloat16 } from '../float16.js';
+import { fixedSizeListData, idAt, idData, listColumn, primitiveColumn, readArrowBytes, recordBatch, type Ids } from '../internal/arrow-io.js';
+import { labelStatistics, logSumExp, topK } from '../numerics.js';
+import { CacheIntegrityError } from './errors.js';
+import type { Storage } from './manifest.js';
+import { cacheShardSchema } from './schema.js';
+
+/** Rows per shard file and per Arrow record batch inside it. */
+export interface ShardLayout {
+  readonly shardRows: number;
+  readonly batchRows: number;
+}
+
+/**
+ * The layout for a cache. Default: record batches of up to 4,096 rows and shards of as many
+ * whole batches as fit in 16 MiB. A requested `shardRows` is rounded up to whole batches, as the
+ * writer closes a shard only between batches.
+ */
+export function shardLayout(storage: Storage, classes: number, options: { shardRows?: number; batchRows?: number } = {}): ShardLayout {
+  const rowBytes = 4 + (storage.mode === 'dense' ? classes : storage.k * 2) * (storage.dtype === 'float16' ? 2 : 4);
+  const maxBatch = Math.max(1, Math.min(options.batchRows ?? 4096, Math.floor((16 << 20) / rowBytes)));
+  if (options.shardRows === undefined) {
+    return { shardRows: Math.max(1, Math.floor((16 << 20) / rowBytes / maxBatch)) * maxBatch, batchRows: maxBatch };
+  }
+  const batchRows = Math.min(maxBatch, options.shardRows);
+  return { shardRows: Math.ceil(options.shardRows / batchRows) * batchRows, batchRows };
+}
+
+export interface ShardSpec {
+  readonly index: number;
+  /** First row (0-based position in the dataset). */
+  readonly start: number;
+  readonly rows: number;
+}
+
+/** The shards a cache of `rows` rows consists of, in order. */
+export function planShards(rows: number, layout: ShardLayout): ShardSpec[] {
+  const out: ShardSpec[] = [];
+  for (let start = 0, index = 0; start < rows; start += layout.shardRows, index++) out.push({ index, start, rows: Math.min(layout.shardRows, rows - start) });
+  return out;
+}
+
+/** What the stored numbers depend on, besides the rows themselves. */
+export interface ShardEncoding {
+  readonly storage: Storage;
+  readonly classes: number;
+  readonly temperature: number;
+  readonly labelStatistics: boolean;
+}
+
+/**
+ * The columns of one record batch. `scaled` is z / T ([rows, C]); `raw` (z) is needed only for
+ * label statistics; `half` is scratch for dense float16 values (allocated when absent).
+ */
+export function shardBatchColumns(e: ShardEncoding, ids: Ids, scaled: Float32Array, raw: Float32Array | undefined, half?: Uint16Array<ArrayBuffer>): Data[] {
+  const rows = ids.length;
+  const C = e.classes;
+  const f16 = e.storage.dtype === 'float16';
+  const valueType = f16 ? new Float16() : new Float32();
+  const columns: Data[] = [idData(ids)];
+  if (e.storage.mode === 'dense') {
+    columns.push(fixedSizeListData(C, valueType, f16 ? encodeFloat16(scaled, half).subarray(0, rows * C) : scaled));
+  } else {
+    const top = topK(scaled, C, e.storage.k);
+    columns.push(fixedSizeListData(e.storage.k, new Uint32(), top.indices));
+    columns.push(fixedSizeListData(e.storage.k, valueType, f16 ? encodeFloat16(top.values) : top.values));
+    columns.push(makeData({ type: new Float32(), length: rows, data: Float32Array.from(logSumExp(scaled, C)) }));
+  }
+  if (e.labelStatistics) {
+    if (raw === undefined) throw new Error('label statistics need the raw logits');
+    const s = labelStatistics(raw, C);
+    columns.push(makeData({ type: new Int32(), length: rows, data: s.pseudoLabel }));
+    columns.push(makeData({ type: new Float32(), length: rows, data: s.confidence }));
+    columns.push(makeData({ type: new Float32(), length: rows, data: s.entropy }));
+    columns.push(makeData({ type: new Float32(), length: rows, data: s.margin }));
+  }
+  return columns;
+}
+
+export interface EncodedShard {
+  readonly bytes: Uint8Array;
+  readonly sha256: string;
+  readonly rows: number;
+  readonly firstId: number;
+  readonly lastId: number;
+}
+
+/**
+ * One whole shard in memory: `logits` are the teacher's raw logits for `ids` ([rows, C]), split
+ * into record batches of `batchRows` as the writer does. Non-finite logits are refused.
+ */
+export function encodeCacheShard(e: ShardEncoding, batchRows: number, ids: Ids, logits: Float32Array): EncodedShard {
+  const rows = ids.length;
+  const C = e.classes;
+  if (rows === 0) throw new RangeError('a shard needs at least one row');
+  if (logits.length !== rows * C) throw new RangeError(`logits hold ${logits.length} values; ${rows} rows × ${C} classes needs ${rows * C}`);
+  const schema: Schema = cacheShardSchema(e.storage, C, e.labelStatistics, ids instanceof BigInt64Array ? 'int64' : 'int32');
+  const scaled = new Float32Array(logits.length);
+  const invT = 1 / e.temperature;
+  for (let i = 0; i < logits.length; i++) {
+    const v = logits[i]!;
+    if (!Number.isFinite(v)) throw new RangeError(`row ${idAt(ids, Math.floor(i / C))}: teacher logit ${v} is not finite`);
+    scaled[i] = v * invT;
+  }
+  const writer = new RecordBatchFileWriter();
+  for (let r = 0; r < rows; r += batchRows) {
+    const n = Math.min(batchRows, rows - r);
+    const cols = shardBatchColumns(e, ids.subarray(r, r + n) as Ids, scaled.subarray(r * C, (r + n) * C), e.labelStatistics ? logits.subarray(r * C, (r + n) * C) : undefined);
+    writer.write(recordBatch(schema, cols));
+  }
+  writer.finish();
+  const bytes = writer.toUint8Array(true);
+  return { bytes, sha256: createHash('sha256').update(bytes).digest('hex'), rows, firstId: idAt(ids, 0), lastId: idAt(ids, rows - 1) };
+}
+
+/**
+ * Check shard bytes received from elsewhere before they are written: the hash the sender
+ * claims, the schema this cache needs, and exactly the expected ids in order. Throws
+ * CacheIntegrityError naming the first problem.
+ */
+export function inspectCacheShard(bytes: Uint8Array, expected: { sha256: string; encoding: ShardEncoding; ids: Ids }): EncodedShard {
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  if (sha256 !== expected.sha256) throw new CacheIntegrityError(`shard bytes hash to ${sha256}, not the claimed ${expected.sha256}`);
+  const e = expected.encoding;
+  const want = cacheShardSchema(e.storage, e.classes, e.labelStatistics, expected.ids instanceof BigInt64Array ? 'int64' : 'int32');
+  const wantFields = want.fields.map((f) => `${f.name}:${String(f.type)}`).join(', ');
+  let rows = 0;
+  try {
+    for (const batch of readArrowBytes(bytes)) {
+      const fields = batch.schema.fields.map((f) => `${f.name}:${String(f.type)}`).join(', ');
+      if (fields !== wantFields) throw new CacheIntegrityError(`shard columns are [${fields}]; this cache needs [${wantFields}]`);
+      const ids = primitiveColumn<Ids>(batch, 'id', 'shard');
+      for (let i = 0; i < ids.length; i++) {
+        if (rows + i >= expected.ids.length || ids[i] !== expected.ids[rows + i]) {
+          throw new CacheIntegrityError(`shard row ${rows + i} has id ${String(ids[i])}; expected ${rows + i < expected.ids.length ? String(expected.ids[rows + i]) : 'no more rows'}`);
+        }
+      }
+      if (e.storage.mode === 'dense') listColumn(batch, 'logits', 'shard');
+      rows += batch.numRows;
+    }
+  } catch (err) {
+    if (err instanceof CacheIntegrityError) throw err;
+    throw new CacheIntegrityError(`shard is not a readable Arrow IPC file: ${(err as Error).message}`);
+  }
+  if (rows !== expected.ids.length) throw new CacheIntegrityError(`shard holds ${rows} rows; expected ${expected.ids.length}`);
+  return { bytes, sha256, rows, firstId: idAt(expected.ids, 0), lastId: idAt(expected.ids, rows - 1) };
+}
