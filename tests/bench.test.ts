@@ -26,7 +26,7 @@ function bench(args: string[]): Promise<{ status: number | null; stdout: string;
 }
 
 describe('npm run bench -- --quick --json', () => {
-  it('runs cache, server, trainer, crossover and storage, one well-formed JSON row per line, and leaves BENCHMARKS.md alone', async () => {
+  it('runs cache, server, distributed, trainer, ort, crossover and storage, one well-formed JSON row per line, and leaves BENCHMARKS.md alone', async () => {
     const before = readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8');
     const r = await bench(['--quick', '--json']);
     expect(r.status, r.stderr).toBe(0);
@@ -48,6 +48,7 @@ describe('npm run bench -- --quick --json', () => {
     const metrics = (bench: string) => rows.filter((x) => x.bench === bench).map((x) => x.metric);
     expect(metrics('cache')).toContain('write_dense_f32_fsync');
     expect(metrics('server')).toContain('precompute_job');
+    expect(metrics('distributed')).toEqual(expect.arrayContaining(['in_process_1_thread', 'distributed_1_worker_vs_in_process', 'distributed_2_workers_vs_1', 'time_2_workers_teacher_ms']));
     expect(metrics('trainer')).toEqual(expect.arrayContaining(['ort_train_mlp_784_512_256_10', 'ort_train_cnn_32_64_128', 'ort_train_mlp_gflops', 'train_mlp_784_512_256_10', 'train_cnn_32_64_128', 'ort_train_peak_rss_10x_dataset', 'ort_train_peak_rss_20x_dataset']));
     expect(metrics('ort')).toEqual(expect.arrayContaining(['maxpool_fwd_grad_space_to_depth_ms', 'conv_dw_patches_ms', 'relu_grad_where_ms', 'step_ms_mlp_784_512_256_10_8_per_run', 'step_ms_cnn_32_64_128_8_per_run']));
     expect(metrics('crossover')).toEqual(expect.arrayContaining(['students_1_precompute_plus_train_s', 'students_4_precompute_plus_train_s', 'students_16_precompute_plus_train_s', 'speedup_at_16_students']));

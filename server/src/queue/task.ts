@@ -9,8 +9,12 @@ import { z } from 'zod';
 export const QUEUE_NAME = 'distillate-shards';
 /** Attempts per task before the job fails with the last worker's error. */
 export const DEFAULT_ATTEMPTS = 3;
-/** Rows per shard (= per task) when the queue is Redis and --shard-rows is not given. */
-export const DEFAULT_DISTRIBUTED_SHARD_ROWS = 4096;
+/**
+ * Rows per shard (= per task) when the queue is Redis and --shard-rows is not given: small
+ * enough that a few workers get an even share of a 60,000-row job (30 tasks), large enough that
+ * the per-task upload and fsync stay a small part of a task.
+ */
+export const DEFAULT_DISTRIBUTED_SHARD_ROWS = 2048;
 
 const Sha256 = z.string().regex(/^[0-9a-f]{64}$/);
 

@@ -150,6 +150,7 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
     } finally {
       stats.busyMs += ms(started);
       active.delete(job.id!);
+      void beat();
     }
   }
 
