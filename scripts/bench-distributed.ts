@@ -30,7 +30,8 @@ interface WorkerView {
 }
 
 async function main(opts: { json: boolean; quick: boolean; dir: string }): Promise<void> {
-  const runs = opts.quick ? 1 : 3;
+  const runs = opts.quick ? 1 : 5;
+  const rowsTotal = opts.quick ? 2000 : 60_000;
   const dir = resolve(opts.dir);
   await rm(dir, { recursive: true, force: true });
   for (const d of ['models', 'data']) await mkdir(join(dir, d), { recursive: true });
@@ -45,6 +46,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
   const children: ChildProcess[] = [];
   const servers: RunningServer[] = [];
   const rows: BenchRow[] = [];
+  let ceiling: { one: number; two: number } | undefined;
   try {
     const request = { type: 'precompute' as const, teacher: TEACHER, dataset, batchSize: 256 };
     const common = { models: join(dir, 'models'), data: join(dir, 'data'), threads: 1, provider: 'cpu' as const, logLevel: 'silent' as const };
@@ -122,12 +124,38 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
     }
     for (const c of [w1, w2]) c.kill('SIGTERM');
 
+    // The machine's own ceiling: the bare teacher loop in 1 process, then in 2 processes at once
+    // (half the rows each), no queue, no cache. What 2 workers could reach at best here.
+    const bare = async (n: number): Promise<number> => {
+      const procs = Array.from({ length: n }, () =>
+        spawn(process.execPath, ['--conditions=source', '--import', 'tsx', join(ROOT, 'scripts/bench/bare-teacher.ts'), join(dir, 'models'), TEACHER, join(dir, 'data', dataset), String(Math.floor(rowsTotal / n))], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] }),
+      );
+      const outs = procs.map((p) => {
+        let out = '';
+        p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+        return { ready: new Promise<void>((r) => p.stdout!.on('data', () => out.includes('ready') && r())), done: new Promise<number>((r) => p.once('exit', () => r((JSON.parse(out.slice(out.indexOf('{'))) as { rowsPerSecond: number }).rowsPerSecond))) };
+      });
+      await Promise.all(outs.map((o) => o.ready));
+      for (const p of procs) p.stdin!.write('go\n');
+      const rates = await Promise.all(outs.map((o) => o.done));
+      return rates.reduce((a, b) => a + b, 0);
+    };
+    log(opts.json, 'ceiling: the bare teacher loop, 1 process, then 2 at once');
+    const bare1: number[] = [];
+    const bare2: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      bare1.push(await bare(1));
+      bare2.push(await bare(2));
+    }
+    ceiling = { one: median(bare1), two: median(bare2) };
+
     const local1 = median(inProcess);
     const d1 = median(one);
     const d2 = median(two);
     rows.push(row('distributed', 'in_process_1_thread', local1, 'rows/s'));
     rows.push(row('distributed', 'distributed_1_worker_vs_in_process', d1, 'rows/s', { name: 'in-process job, 1 thread (target ≥ 0.9×)', value: local1 }));
     rows.push(row('distributed', 'distributed_2_workers_vs_1', d2, 'rows/s', { name: 'coordinator + 1 worker (target ≥ 1.7×)', value: d1 }));
+    if (ceiling !== undefined) rows.push(row('distributed', 'ceiling_bare_teacher_2_processes_vs_1', ceiling.two, 'rows/s', { name: 'bare teacher loop, 1 process', value: ceiling.one }));
     if (breakdown !== undefined) {
       // Busy time summed over both workers, then the coordinator's, for the last 2-worker run.
       for (const [k, v] of Object.entries(breakdown.workers)) rows.push(row('distributed', `time_2_workers_${k}_ms`, v, 'ms'));

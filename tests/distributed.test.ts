@@ -8,7 +8,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { DatasetReader, FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR, FASHION_MNIST_FILES, LogitCacheReader, OnnxModelBuilder, encodeCacheShard, importIdxPair, verifyCache } from '@distillate/shared';
 import { REPO } from './helpers/cli.js';
 import { freePort, startRedis, type TestRedis } from './helpers/redis.js';
@@ -17,6 +17,8 @@ import { waitFor } from './helpers/wait.js';
 const TOKEN = 'test-token';
 const TEACHER = 'fmnist-teacher';
 const children: ChildProcess[] = [];
+/** Each test gets its own Redis database: a queue nobody else's workers read. */
+let db = 0;
 let redis: TestRedis;
 let root: string;
 
@@ -40,13 +42,13 @@ function server(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   return { child, log: () => out, exited };
 }
 
-async function coordinator(cache: string, port: number, extra: string[] = [], queueDb = 0): Promise<Proc & { url: string }> {
+async function coordinator(cache: string, port: number, extra: string[] = [], queueDb = db): Promise<Proc & { url: string }> {
   const p = server(['serve', '--models', join(root, 'models'), '--data', join(root, 'data'), '--cache', cache, '--port', String(port), '--queue', `${redis.url}/${queueDb}`, '--token', TOKEN, '--shard-rows', '1024', ...extra]);
   await waitFor('the coordinator to listen', async () => (/listening on/.test(p.log()) ? true : p.child.exitCode !== null ? Promise.reject(new Error(p.log())) : undefined), 30_000);
   return { ...p, url: `http://127.0.0.1:${port}` };
 }
 
-function worker(url: string, extra: string[] = [], queueDb = 0): Proc {
+function worker(url: string, extra: string[] = [], queueDb = db): Proc {
   return server(['worker', '--queue', `${redis.url}/${queueDb}`, '--server', url, '--token', TOKEN, '--threads', '1', '--lock-ms', '2000', '--cache', join(root, 'worker-cache'), ...extra]);
 }
 
@@ -99,6 +101,15 @@ beforeAll(async () => {
   datasetIds = [];
   for await (const b of await DatasetReader.open(join(root, 'data', 'test.arrow'))) for (const id of b.ids) datasetIds.push(Number(id));
 }, 120_000);
+
+beforeEach(() => {
+  db += 1;
+});
+
+afterEach(() => {
+  // A failed test leaves its processes: stop them before the next test starts its own.
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+});
 
 afterAll(async () => {
   for (const c of children) c.kill('SIGKILL');
@@ -156,8 +167,8 @@ describe('distributed precompute', () => {
   });
 
   it('refuses a shard with the wrong ids or row count (422) and writes nothing', async () => {
-    // No worker listens on queue db 1: the job waits, and the test uploads by hand.
-    const c = await coordinator(join(root, 'cache-b'), await freePort(), [], 1);
+    // No worker listens on this test's queue: the job waits, and the test uploads by hand.
+    const c = await coordinator(join(root, 'cache-b'), await freePort());
     const id = await submit(c.url, { temperature: 2 });
     const running = await waitFor('the job to run', async () => {
       const j = await api(c.url, `/v1/jobs/${id}`);

@@ -246,7 +246,7 @@ export function buildProgram(): Command {
     .option('--cache <dir>', 'where fetched teachers are kept (default: $XDG_CACHE_HOME/distillate/worker)')
     .addOption(new Option('--ep <provider>', 'force an execution provider (env DISTILLATE_EP)').choices(['cuda', 'webgpu', 'cpu']))
     .option('--threads <n>', 'ORT intra-op threads (env DISTILLATE_THREADS)', int)
-    .option('--concurrency <n>', 'tasks run at once', int, 1)
+    .option('--concurrency <n>', 'tasks in flight: one runs the teacher while the others read rows or upload', int, 2)
     .option('--lock-ms <ms>', 'a worker silent this long loses its task to another', int, 30_000)
     .action(async (f: { queue?: string; server: string; token?: string; models?: string; data?: string; cache?: string; ep?: 'cuda' | 'webgpu' | 'cpu'; threads?: number; concurrency: number; lockMs: number }) => {
       const queue = f.queue ?? process.env['DISTILLATE_QUEUE'];

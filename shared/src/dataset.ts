@@ -15,6 +15,7 @@ import {
   primitiveColumn,
   readArrowFile,
   readArrowFileFrom,
+  readArrowBatches,
   readArrowSchema,
   recordBatch,
   sha256File,
@@ -183,6 +184,8 @@ export class DatasetReader {
   readonly idType: 'int32' | 'int64';
   #fingerprint: string | undefined;
   #offsets: number[] | undefined;
+  /** Read buffers for `readRows`, reused across calls. */
+  readonly #buffers: Uint8Array[] = [];
 
   private constructor(path: string, info: DatasetInfo, idType: 'int32' | 'int64') {
     this.path = path;
@@ -238,20 +241,26 @@ export class DatasetReader {
     const ids = this.idType === 'int64' ? new BigInt64Array(count) : new Int32Array(count);
     const inputs = this.info.inputType === 'uint8' ? new Uint8Array(count * D) : new Float32Array(count * D);
     const labels = new Int32Array(count);
-    let pos = await this.batchStart(start);
+    if (count === 0) return { rows: 0, ids, inputs, labels };
+    const offsets = await this.batchOffsets();
+    const first = await this.#batchOf(start);
+    const last = await this.#batchOf(start + count - 1);
+    let pos = offsets[first]!;
     let filled = 0;
-    for await (const b of this.batches({ from: start })) {
+    const { batches, buffer } = await readArrowBatches(this.path, first, last, this.#buffers.pop());
+    for (const rb of batches) {
+      const b = { ids: primitiveColumn<Ids>(rb, 'id', this.path), inputs: listColumn<Float32Array | Uint8Array>(rb, 'input', this.path).values, labels: nullableInt32Column(rb, 'label', this.path) };
       const s = Math.max(start - pos, 0);
-      const e = Math.min(start + count - pos, b.rows);
+      const e = Math.min(start + count - pos, rb.numRows);
       if (e > s) {
         (ids as Int32Array).set(b.ids.subarray(s, e) as Int32Array, filled);
         (inputs as Float32Array).set(b.inputs.subarray(s * D, e * D) as Float32Array, filled * D);
         labels.set(b.labels.subarray(s, e), filled);
         filled += e - s;
       }
-      pos += b.rows;
-      if (pos >= start + count) break;
+      pos += rb.numRows;
     }
+    this.#buffers.push(buffer); // copied out above; concurrent calls each take their own
     return { rows: count, ids, inputs, labels };
   }
 

@@ -1,7 +1,8 @@
 /**
  * A worker's HTTP calls to the coordinator: the teacher file, dataset rows, shard uploads and
- * heartbeats, each with the bearer token. Uploads ride out a coordinator restart: connection
- * failures and 503s are retried with backoff for `retryMs` before the attempt fails.
+ * heartbeats, each with the bearer token. Every call but the heartbeat rides out a coordinator
+ * restart: connection failures and 5xx answers are retried with backoff for `retryMs` (two
+ * minutes) before the task's attempt fails.
  */
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -51,8 +52,24 @@ export class CoordinatorClient {
     return { ...(this.#o.token === undefined || this.#o.token === '' ? {} : { authorization: `Bearer ${this.#o.token}` }), ...extra };
   }
 
-  /** `timeoutMs` bounds the whole exchange, body included (a hung coordinator never hangs a task). */
-  async #fetch(path: string, init: RequestInit = {}, timeoutMs = 60_000): Promise<Response> {
+  /**
+   * One request. `timeoutMs` bounds the exchange (a hung coordinator never hangs a task); with
+   * `retry`, an unreachable or restarting coordinator (no answer, 5xx) is retried with backoff
+   * for `retryMs` before the error is thrown.
+   */
+  async #fetch(path: string, init: RequestInit = {}, timeoutMs = 60_000, retry = true): Promise<Response> {
+    const deadline = Date.now() + (this.#o.retryMs ?? 120_000);
+    for (let wait = 250; ; wait = Math.min(wait * 2, 5000)) {
+      try {
+        return await this.#once(path, init, timeoutMs);
+      } catch (err) {
+        if (!retry || !(err instanceof CoordinatorError && err.retryable) || Date.now() + wait > deadline) throw err;
+        await sleep(wait);
+      }
+    }
+  }
+
+  async #once(path: string, init: RequestInit, timeoutMs: number): Promise<Response> {
     let res: Response;
     try {
       res = await fetch(`${this.#base}${path}`, { ...init, signal: AbortSignal.timeout(timeoutMs), headers: this.#headers(init.headers as Record<string, string> | undefined) });
@@ -102,23 +119,15 @@ export class CoordinatorClient {
 
   /** Upload a finished shard; 'written' or 'duplicate' (the coordinator already had these bytes). */
   async uploadShard(job: string, index: number, bytes: Uint8Array, sha256: string, worker: string): Promise<'written' | 'duplicate'> {
-    const deadline = Date.now() + (this.#o.retryMs ?? 120_000);
-    for (let wait = 250; ; wait = Math.min(wait * 2, 5000)) {
-      try {
-        const res = await this.#fetch(`/v1/jobs/${encodeURIComponent(job)}/shards/${index}`, {
-          method: 'PUT',
-          headers: { 'content-type': ARROW_FILE, 'x-distillate-sha256': sha256, 'x-distillate-worker': worker },
-          body: bytes,
-        });
-        return ((await res.json()) as { outcome: 'written' | 'duplicate' }).outcome;
-      } catch (err) {
-        if (!(err instanceof CoordinatorError && err.retryable) || Date.now() + wait > deadline) throw err;
-        await sleep(wait);
-      }
-    }
+    const res = await this.#fetch(`/v1/jobs/${encodeURIComponent(job)}/shards/${index}`, {
+      method: 'PUT',
+      headers: { 'content-type': ARROW_FILE, 'x-distillate-sha256': sha256, 'x-distillate-worker': worker },
+      body: bytes,
+    });
+    return ((await res.json()) as { outcome: 'written' | 'duplicate' }).outcome;
   }
 
   async heartbeat(body: unknown): Promise<void> {
-    await this.#fetch('/v1/workers/heartbeat', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }, 5000);
+    await this.#fetch('/v1/workers/heartbeat', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }, 5000, false);
   }
 }

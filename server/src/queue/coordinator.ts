@@ -37,10 +37,13 @@ export interface CoordinatorTiming {
 interface ActiveJob {
   readonly ctx: ExecutionContext;
   readonly assembler: CacheAssembler;
-  readonly ids: Ids;
+  /** Every id of the dataset, read while the first tasks run (uploads wait for it). */
+  readonly ids: Promise<Ids>;
   readonly template: Omit<ShardTask, 'index' | 'start' | 'rows'>;
   readonly timing: CoordinatorTiming;
   failure: AppError | undefined;
+  /** A task attempt failed since the last reconcile: look sooner. */
+  attemptFailed: boolean;
   wake: (() => void) | undefined;
 }
 
@@ -65,7 +68,15 @@ export class RedisCoordinator implements JobExecutor {
     this.#queue.on('error', () => undefined);
     this.#events.on('error', () => undefined);
     this.#events.on('stalled', ({ jobId }) => o.logger.warn({ task: jobId }, 'task stalled (its worker stopped answering); the queue hands it to another worker'));
-    this.#events.on('failed', ({ jobId, failedReason }) => o.logger.warn({ task: jobId, reason: failedReason }, 'task attempt failed'));
+    this.#events.on('failed', ({ jobId, failedReason }) => {
+      o.logger.warn({ task: jobId, reason: failedReason }, 'task attempt failed');
+      for (const a of this.#active.values()) {
+        if (jobId.startsWith(`${a.ctx.job.id}-`)) {
+          a.attemptFailed = true;
+          a.wake?.();
+        }
+      }
+    });
   }
 
   /** Check that Redis answers (one clear error if not), then connect the queue. */
@@ -118,7 +129,7 @@ export class RedisCoordinator implements JobExecutor {
     const active: ActiveJob = {
       ctx,
       assembler,
-      ids: await readIds(dataset, rows),
+      ids: readIds(dataset, rows),
       template: {
         job: ctx.job.id,
         key,
@@ -133,8 +144,10 @@ export class RedisCoordinator implements JobExecutor {
       },
       timing: { verify: 0, write: 0 },
       failure: undefined,
+      attemptFailed: false,
       wake: undefined,
     };
+    active.ids.catch(() => undefined); // awaited by uploads; a failure fails them with its message
     if (assembler.doneRows > 0) ctx.logger.info({ job: ctx.job.id, key, durableShards: assembler.plan.length - assembler.missing().length }, 'resuming from durable shards');
     ctx.job.distributed = { queue: this.describe, tasks: assembler.plan.length, timing: active.timing };
     this.#active.set(ctx.job.id, active);
@@ -154,22 +167,31 @@ export class RedisCoordinator implements JobExecutor {
     return { key, rows, cacheHit: false, dataset };
   }
 
-  /** Until every shard is durable: reconcile tasks with the queue, react to uploads and aborts. */
+  /**
+   * Until every shard is durable: reconcile tasks with the queue every `pollMs` (sooner when a
+   * task attempt fails), and wake on each upload and on abort. Uploads do not trigger a
+   * reconcile: at one per shard that would be most of the coordinator's Redis traffic.
+   */
   async #await(a: ActiveJob): Promise<void> {
     const pollMs = this.#o.pollMs ?? 1000;
     let reconciling: Promise<void> | undefined;
     let since = 0;
+    let last = -Infinity;
     const aborted = new Promise<void>((resolve) => a.ctx.signal.addEventListener('abort', () => resolve(), { once: true }));
     while (!a.assembler.complete) {
       if (a.ctx.signal.aborted) throw new PrecomputeInterrupted('interrupted');
       if (a.failure !== undefined) throw a.failure;
-      if (reconciling === undefined) {
-        since = Date.now();
+      if (reconciling === undefined && (Date.now() - last >= pollMs || a.attemptFailed)) {
+        since = last = Date.now();
+        a.attemptFailed = false;
         reconciling = this.#reconcile(a)
           .then(() => this.#reachable(a))
           .catch((err: unknown) => this.#unreachableNow(a, err))
-          .finally(() => (reconciling = undefined));
-      } else if (Date.now() - since > 5000) {
+          .finally(() => {
+            reconciling = undefined;
+            a.wake?.();
+          });
+      } else if (reconciling !== undefined && Date.now() - since > 5000) {
         // Commands wait in ioredis's offline queue while Redis is away: the job waits with them.
         this.#unreachableNow(a, new Error('no answer for 5 s'));
       }
@@ -251,7 +273,8 @@ export class RedisCoordinator implements JobExecutor {
     const t0 = performance.now();
     let checked;
     try {
-      checked = inspectCacheShard(bytes, { sha256, encoding: a.assembler.encoding, ids: a.ids.subarray(spec.start, spec.start + spec.rows) as Ids });
+      const ids = await a.ids;
+      checked = inspectCacheShard(bytes, { sha256, encoding: a.assembler.encoding, ids: ids.subarray(spec.start, spec.start + spec.rows) as Ids });
     } catch (err) {
       if (err instanceof CacheIntegrityError) throw new AppError(422, 'bad_shard', `shard ${index} from worker ${worker}: ${err.message}; nothing was written`);
       throw err;

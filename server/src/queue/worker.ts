@@ -5,6 +5,7 @@
  * sha256 matches the task's, else from the coordinator (the sha256 is checked either way); the
  * rows come from --data when the dataset's fingerprint matches, else from the coordinator.
  */
+import { randomUUID } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve, sep } from 'node:path';
@@ -28,6 +29,11 @@ export interface WorkerOptions {
   readonly workDir: string;
   readonly provider?: ExecutionProvider | undefined;
   readonly threads?: number | undefined;
+  /**
+   * Tasks in flight (default 2). The teacher runs one task at a time whatever this is (its
+   * parallelism is `threads`); the next task is taken when the teacher is free, so up to
+   * `concurrency − 1` uploads overlap the running inference.
+   */
   readonly concurrency?: number;
   /** BullMQ lock: a worker silent this long (killed, hung) loses its task to another (default 30 s). */
   readonly lockMs?: number;
@@ -46,9 +52,14 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
   const id = `${hostname()}-${process.pid}`;
   const client = new CoordinatorClient({ server: o.server, token: o.token });
   const teachers = new Map<string, Promise<Teacher>>();
-  const fingerprints = new Map<string, { key: string; fingerprint: string }>();
+  /** Local datasets by path, per version of the file: hashed and indexed once, not per task. */
+  const local = new Map<string, { version: string; fingerprint: string; dataset: DatasetReader }>();
   const stats = { rows: 0, tasks: 0, busyMs: 0, timing: { read: 0, teacher: 0, encode: 0, upload: 0 } satisfies Timing, ep: undefined as string | undefined };
   const active = new Set<string>();
+  /** Busy time is wall time with at least one task in hand (tasks in flight overlap). */
+  let busySince = 0;
+  const concurrency = o.concurrency ?? 2;
+  const lockDuration = o.lockMs ?? 30_000;
   const log = o.logger.child({ worker: id });
 
   /** The task's teacher, by sha256: ours if the file matches, else downloaded and checked. */
@@ -79,27 +90,26 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
       const path = resolve(root, task.dataset.path);
       const s = path.startsWith(root + sep) ? await stat(path).catch(() => undefined) : undefined;
       if (s?.isFile() === true) {
-        const key = `${s.size}:${s.mtimeMs}`;
-        let known = fingerprints.get(path);
-        if (known?.key !== key) {
-          known = { key, fingerprint: (await sha256File(path)).sha256 };
-          fingerprints.set(path, known);
+        const version = `${s.size}:${s.mtimeMs}:${s.ino}`;
+        let known = local.get(path);
+        if (known?.version !== version) {
+          known = { version, fingerprint: (await sha256File(path)).sha256, dataset: await DatasetReader.open(path) };
+          local.set(path, known);
         }
-        if (known.fingerprint === task.dataset.fingerprint) {
-          const dataset = await DatasetReader.open(path);
-          return { info: dataset.info, batch: await dataset.readRows(task.start, task.rows) };
-        }
+        if (known.fingerprint === task.dataset.fingerprint) return { info: known.dataset.info, batch: await known.dataset.readRows(task.start, task.rows) };
         log.warn({ dataset: task.dataset.path }, 'the local copy of the dataset differs from the coordinator\'s; reading rows over HTTP');
       }
     }
     return client.fetchRows(task.dataset.path, task.dataset.fingerprint, task.start, task.rows);
   }
 
-  async function runTask(job: Job): Promise<{ rows: number; outcome: string }> {
+  /** One task, start to upload. `computed` is called once its inference is over (or it failed before). */
+  async function runTask(job: Job, computed: () => void): Promise<{ rows: number; outcome: string }> {
     const parsed = ShardTaskSchema.safeParse(job.data);
     if (!parsed.success) throw new UnrecoverableError(`not a shard task: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
     const task = parsed.data;
     if (job.attemptsStarted > 1) log.warn({ task: job.id, attempt: job.attemptsStarted }, 'running a task again (an earlier attempt stalled or failed)');
+    if (active.size === 0) busySince = performance.now();
     active.add(job.id!);
     void beat();
     const started = performance.now();
@@ -114,10 +124,10 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
       if (cachePreprocessing(pre.description, task.labelStatistics) !== task.preprocessing) {
         throw new UnrecoverableError(`this worker preprocesses as ${pre.description}; the coordinator planned ${task.preprocessing}`);
       }
-      t0 = performance.now();
       const C = teacherInfo.classes.length;
       const D = pre.sampleSize;
       const logits = new Float32Array(task.rows * C);
+      t0 = performance.now();
       let scratch: Float32Array | undefined;
       for (let r = 0; r < task.rows; r += task.batchSize) {
         const n = Math.min(task.batchSize, task.rows - r);
@@ -126,6 +136,7 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
         logits.set(await teacher.logits(x, n), r * C);
       }
       stats.timing.teacher += ms(t0);
+      computed();
       t0 = performance.now();
       const shard = encodeCacheShard({ storage: task.storage, classes: C, temperature: task.temperature, labelStatistics: task.labelStatistics }, task.batchRows, batch.ids, logits);
       stats.timing.encode += ms(t0);
@@ -148,16 +159,59 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
       log.info({ task: job.id, rows: task.rows, ms: Math.round(ms(started)), outcome }, 'shard uploaded');
       return { rows: task.rows, outcome };
     } finally {
-      stats.busyMs += ms(started);
+      computed();
       active.delete(job.id!);
+      if (active.size === 0) stats.busyMs += ms(busySince);
       void beat();
     }
   }
 
-  const lockDuration = o.lockMs ?? 30_000;
-  const worker = new Worker(QUEUE_NAME, runTask, {
+  /**
+   * Manual fetching (BullMQ's Worker without a processor): a task is taken only when the
+   * teacher is free, so the next task's inference overlaps the last one's upload, and no task
+   * waits in this worker's hands while another worker idles (which a plain `concurrency: 2`
+   * would do at the end of a job).
+   */
+  async function handle(job: Job, token: string, computed: () => void): Promise<void> {
+    // Manual fetching renews its own locks; a worker that stops renewing (killed) loses the task.
+    const renew = setInterval(() => void job.extendLock(token, lockDuration).catch(() => undefined), Math.max(250, Math.floor(lockDuration / 3)));
+    try {
+      const result = await runTask(job, computed);
+      await job.moveToCompleted(result, token, false);
+    } catch (err) {
+      log.warn({ task: job.id, attempt: job.attemptsMade + 1, err: (err as Error).message }, 'task attempt failed');
+      await job.moveToFailed(err as Error, token, false).catch((e: unknown) => log.warn({ task: job.id, err: (e as Error).message }, 'could not record the failure; the task will stall and be retried'));
+    } finally {
+      clearInterval(renew);
+    }
+  }
+
+  let stopping = false;
+  const inFlight = new Set<Promise<void>>();
+  async function loop(): Promise<void> {
+    while (!stopping) {
+      while (inFlight.size >= concurrency) await Promise.race(inFlight);
+      const token = randomUUID();
+      let job: Job | undefined;
+      try {
+        job = await worker.getNextJob(token, { block: true });
+      } catch (err) {
+        if (stopping) break;
+        log.debug({ err: (err as Error).message }, 'could not fetch a task; retrying');
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
+      if (job === undefined) continue;
+      let computed!: () => void;
+      const inferenceOver = new Promise<void>((r) => (computed = r));
+      const p: Promise<void> = handle(job, token, computed).finally(() => inFlight.delete(p));
+      inFlight.add(p);
+      await inferenceOver;
+    }
+  }
+
+  const worker = new Worker(QUEUE_NAME, null, {
     connection: connectionOptions(o.target),
-    concurrency: o.concurrency ?? 1,
     lockDuration,
     stalledInterval: Math.max(500, Math.floor(lockDuration / 2)),
     maxStalledCount: 2,
@@ -168,7 +222,8 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
     if (err.message !== lastError) log.warn({ err: err.message }, 'queue error (retrying)');
     lastError = err.message;
   });
-  worker.on('failed', (job, err) => log.warn({ task: job?.id, attempt: job?.attemptsMade, err: err.message }, 'task attempt failed'));
+
+  const busy = () => stats.busyMs + (active.size > 0 ? ms(busySince) : 0);
 
   async function beat(): Promise<void> {
     const hb: Heartbeat = {
@@ -177,11 +232,11 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
       pid: process.pid,
       ...(stats.ep === undefined ? {} : { executionProvider: stats.ep }),
       ...(o.threads === undefined ? {} : { threads: o.threads }),
-      concurrency: o.concurrency ?? 1,
+      concurrency,
       active: [...active],
       rows: stats.rows,
       tasks: stats.tasks,
-      rowsPerSecond: stats.busyMs > 0 ? (stats.rows * 1000) / stats.busyMs : 0,
+      rowsPerSecond: busy() > 0 ? (stats.rows * 1000) / busy() : 0,
       timing: { ...stats.timing },
       startedAt,
     };
@@ -190,13 +245,19 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
   const startedAt = new Date().toISOString();
   const timer = setInterval(() => void beat(), HEARTBEAT_MS);
   await worker.waitUntilReady();
+  // Without a processor the worker does not look for stalled tasks by itself.
+  void worker.startStalledCheckTimer().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'stalled-task check stopped'));
+  const running = loop();
   void beat();
-  log.info({ queue: describeTarget(o.target), server: o.server, concurrency: o.concurrency ?? 1 }, 'waiting for shard tasks');
+  log.info({ queue: describeTarget(o.target), server: o.server, concurrency }, 'waiting for shard tasks');
   return {
     id,
     async close() {
+      stopping = true;
       clearInterval(timer);
+      await Promise.all(inFlight);
       await worker.close();
+      await running;
       for (const t of teachers.values()) await (await t.catch(() => undefined))?.release();
     },
   };

@@ -18,6 +18,8 @@ import {
   RecordBatchFileWriter,
   RecordBatchReader,
   type Schema,
+  Table,
+  tableToIPC,
   Struct,
   type Uint32,
   type Uint8,
@@ -298,6 +300,54 @@ export async function readWholeFile(path: string, reuse?: Buffer): Promise<Buffe
 export function* readArrowBytes(bytes: Uint8Array): Generator<RecordBatch, void, undefined> {
   const reader = RecordBatchReader.from(bytes);
   for (const batch of reader) yield batch;
+}
+
+/**
+ * Read record batches `[first, last]` of an Arrow IPC file with one positional read into a
+ * reusable buffer, and decode them from memory as an IPC stream (the schema message, then the
+ * batches' bytes). Arrow's own async file reader takes about 22 ms for a 6 MB batch here, almost
+ * all of it in allocating a fresh buffer per read; this takes about 2 ms. The batches are views
+ * of `buffer`: copy out what you keep before reusing it.
+ */
+export async function readArrowBatches(path: string, first: number, last: number, reuse?: Uint8Array): Promise<{ batches: RecordBatch[]; buffer: Uint8Array }> {
+  const fh = await open(path, 'r');
+  try {
+    const reader = await RecordBatchReader.from(fh);
+    await reader.open();
+    if (!reader.isFile()) throw new Error(`${path}: not an Arrow IPC file (no footer)`);
+    const footer = reader.footer;
+    const firstBlock = footer?.getRecordBatch(first);
+    const lastBlock = footer?.getRecordBatch(last);
+    if (footer === null || firstBlock == null || lastBlock == null) throw new Error(`${path}: record batches ${first}–${last} are missing`);
+    if (footer.numDictionaries > 0) throw new Error(`${path}: dictionary-encoded files are not supported here`);
+    // Arrow's file writer keeps the schema in the footer only: serialise it as a stream's first message.
+    const head = tableToIPC(new Table(reader.schema), 'stream');
+    const schemaBytes = head.length - 8; // without the end-of-stream marker
+    const start = Number(firstBlock.offset);
+    const end = Number(lastBlock.offset) + firstBlockSpan(lastBlock);
+    // A fresh multi-megabyte buffer costs more than the read (page faults): reuse the caller's.
+    const size = schemaBytes + (end - start);
+    const buffer = reuse !== undefined && reuse.length >= size ? reuse : new Uint8Array(size);
+    const bytes = buffer.subarray(0, size);
+    bytes.set(head.subarray(0, schemaBytes));
+    await readFully(fh, bytes.subarray(schemaBytes), start);
+    return { batches: [...RecordBatchReader.from(bytes)], buffer };
+  } finally {
+    await fh.close();
+  }
+}
+
+function firstBlockSpan(block: { metaDataLength: number; bodyLength: number | bigint }): number {
+  return block.metaDataLength + Number(block.bodyLength);
+}
+
+async function readFully(fh: FileHandle, into: Uint8Array, position: number): Promise<void> {
+  let off = 0;
+  while (off < into.length) {
+    const { bytesRead } = await fh.read(into, off, into.length - off, position + off);
+    if (bytesRead === 0) throw new Error('unexpected end of file');
+    off += bytesRead;
+  }
 }
 
 /** Open an Arrow IPC file just far enough to read its schema. */
