@@ -103,7 +103,7 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
     return client.fetchRows(task.dataset.path, task.dataset.fingerprint, task.start, task.rows);
   }
 
-  /** One task, start to upload. `computed` is called once its inference is over (or it failed before). */
+  /** One task, start to upload. `computed` is called as its last teacher batch starts (or when it fails before). */
   async function runTask(job: Job, computed: () => void): Promise<{ rows: number; outcome: string }> {
     const parsed = ShardTaskSchema.safeParse(job.data);
     if (!parsed.success) throw new UnrecoverableError(`not a shard task: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
@@ -131,12 +131,13 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
       let scratch: Float32Array | undefined;
       for (let r = 0; r < task.rows; r += task.batchSize) {
         const n = Math.min(task.batchSize, task.rows - r);
+        // Ask for the next task as the last batch starts: its fetch and read overlap this batch.
+        if (r + n >= task.rows) computed();
         const x = pre.apply(batch.inputs.subarray(r * D, (r + n) * D), n, scratch);
         scratch = x.length === task.batchSize * D ? x : scratch;
         logits.set(await teacher.logits(x, n), r * C);
       }
       stats.timing.teacher += ms(t0);
-      computed();
       t0 = performance.now();
       const shard = encodeCacheShard({ storage: task.storage, classes: C, temperature: task.temperature, labelStatistics: task.labelStatistics }, task.batchRows, batch.ids, logits);
       stats.timing.encode += ms(t0);
