@@ -122,7 +122,12 @@ describe('distributed precompute', () => {
     expect(local.status, local.stderr).toBe(0);
 
     const c = await coordinator(join(root, 'cache-a'), await freePort());
-    const workers = [worker(c.url), worker(c.url)];
+    // One worker has the rows locally and a *different* model under the teacher's name (it must
+    // fetch the right one by sha256); the other has neither and fetches rows and teacher.
+    const otherModels = join(root, 'other-models');
+    await mkdir(otherModels, { recursive: true });
+    await copyFile(join(REPO, 'models', 'fmnist-teacher-ls0.onnx'), join(otherModels, `${TEACHER}.onnx`));
+    const workers = [worker(c.url, ['--models', otherModels, '--data', join(root, 'data')]), worker(c.url)];
     const id = await submit(c.url, {});
     const job = await finished(c.url, id);
     expect(job.state, JSON.stringify(job)).toBe('succeeded');
@@ -154,6 +159,12 @@ describe('distributed precompute', () => {
     res = await put(0, first, await sha(first), 'wrong-token');
     expect(res.status).toBe(401);
     expect(await shardBytes(join(root, 'cache-a', job.cacheKey))).toEqual(dist);
+
+    // The CLI submits a job to the coordinator and follows it to the end.
+    const cli = server(['precompute', '--server', c.url, '--token', TOKEN, '--teacher', TEACHER, '--dataset', 'test.arrow', '--temperature', '5']);
+    expect(await cli.exited, cli.log()).toBe(0);
+    expect(cli.log()).toMatch(/wrote cache [0-9a-f]{64} \(10000 rows\) on http/);
+    expect(workers[0]!.log()).toMatch(/fetching the teacher from the coordinator/);
 
     // Metrics carry the queue and the workers.
     const metrics = await (await fetch(`${c.url}/metrics`)).text();
