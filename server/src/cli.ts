@@ -217,9 +217,14 @@ export function buildProgram(): Command {
 
   const run = (f: JobFlags, r: JobRequestInput) => (f.server === undefined ? runJobInProcess(f, r) : runJobRemote(f.server, f.token ?? process.env['DISTILLATE_TOKEN'], r));
 
-  jobFlags(program.command('precompute').description('precompute teacher logits for a dataset into the cache (in process, or on a server with --server)')).action(async (f: JobFlags) => {
-    await run(f, request('precompute', f));
-  });
+  jobFlags(program.command('precompute').description('precompute teacher logits for a dataset into the cache (in process, or on a server with --server)'))
+    .option('--views <k>', 'store K augmented views per image, each with its own logits', int)
+    .option('--view-seed <n>', 'seed of the views (with --views)', int, 0)
+    .option('--shift <px>', 'views: shift by up to px pixels in x and y', int, 0)
+    .option('--flip', 'views: mirror left-right half of the time', false)
+    .action(async (f: JobFlags & { views?: number; viewSeed: number; shift: number; flip: boolean }) => {
+      await run(f, { ...request('precompute', f), ...(f.views === undefined ? {} : { views: { count: f.views, seed: f.viewSeed, augment: { shift: f.shift, flip: f.flip } } }) });
+    });
 
   jobFlags(program.command('label').description('label a pool: logits plus pseudo-label, confidence, entropy, margin; optionally write the selected rows'))
     .option('--threshold <p>', 'select rows with confidence ≥ p', num)

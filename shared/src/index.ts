@@ -67,7 +67,8 @@ export {
   type CacheEntry,
   type CacheVerification,
 } from './logit-cache/reader.js';
-export { alignDatasetWithCaches, type AlignedBatch, type AlignOptions } from './logit-cache/align.js';
+export { alignDatasetWithCaches, alignDatasetWithViewCaches, type AlignedBatch, type AlignOptions, type ViewAlignOptions } from './logit-cache/align.js';
+export { ViewSpecSchema, ViewAugmentSchema, ViewError, drawView, pickView, applyView, imageGeometry, IDENTITY_VIEW, type ViewSpec, type ViewSpecInput, type ViewParams, type ImageGeometry } from './views.js';
 export { sha256File, writeFileAtomic, removeStaleTempFiles } from './internal/arrow-io.js';
 export { PRODUCER } from './version.js';
 export { OnnxModelBuilder, type Dim, type AttributeValue } from './onnx/builder.js';

@@ -1,7 +1,8 @@
 /**
  * Recipes name a teacher's cache either by directory or by teacher name. A name is resolved
  * against the cache root: the complete cache of that teacher over exactly this dataset file
- * (same fingerprint). Dense float32 is preferred, then float16, then the largest top-k.
+ * (same fingerprint). Dense float32 is preferred, then float16, then the largest top-k. View
+ * caches are never picked by name; a recipe names their directory.
  */
 import { listCaches, type CacheEntry, type DatasetReader } from '@distillate/shared';
 
@@ -22,7 +23,8 @@ export async function resolveCacheDir(ref: CacheRef, root: string, dataset: Data
   if ('cache' in ref) return ref.cache;
   const fingerprint = await dataset.fingerprint();
   const all = await listCaches(root);
-  const matches = all.filter((e) => e.manifest.teacher.name === ref.teacher && e.manifest.dataset.fingerprint === fingerprint);
+  // View caches are chosen by directory only ({ cache: dir }): which views a run trains on is the recipe's call.
+  const matches = all.filter((e) => e.manifest.teacher.name === ref.teacher && e.manifest.dataset.fingerprint === fingerprint && e.manifest.views === undefined);
   if (matches.length === 0) {
     const other = all.filter((e) => e.manifest.teacher.name === ref.teacher).length;
     throw new CacheResolutionError(

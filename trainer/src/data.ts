@@ -5,7 +5,15 @@
  * then cut into batches and prefetched ahead of the train step. Nothing here holds more than the shuffle buffer, a few
  * batches and one cache shard per cache, whatever the dataset's size.
  */
-import { alignDatasetWithCaches, mulberry32, type AlignedBatch, type DatasetReader, type LogitCacheReader } from '@distillate/shared';
+import { alignDatasetWithCaches, alignDatasetWithViewCaches, mulberry32, type AlignedBatch, type AlignOptions, type DatasetReader, type LogitCacheReader } from '@distillate/shared';
+
+/**
+ * Rows [from, to) of a source with its caches lined up. View caches (K stored views per image)
+ * give each image one of its views, picked by `viewSeed`, transformed as the teacher saw it.
+ */
+function aligned(src: SourceSpec, options: AlignOptions, viewSeed: number): AsyncGenerator<AlignedBatch, void, undefined> {
+  return src.caches.some((c) => c.manifest.views !== undefined) ? alignDatasetWithViewCaches(src.dataset, src.caches, { ...options, viewSeed }) : alignDatasetWithCaches(src.dataset, src.caches, options);
+}
 
 /** How one teacher slot is stored in a batch. */
 export type SlotSpec = { readonly kind: 'dense'; readonly classes: number } | { readonly kind: 'topk'; readonly k: number };
@@ -155,7 +163,11 @@ export const SEGMENT_ROWS = 16_384;
  * whole dataset record batches of at least SEGMENT_ROWS rows. Every row is in exactly one segment.
  */
 export async function segmentBounds(src: SourceSpec): Promise<number[]> {
-  if (src.caches.length > 0) return src.caches[0]!.shardOffsets();
+  if (src.caches.length > 0) {
+    // A view cache's shards hold whole images, K rows each: bounds in images.
+    const K = src.caches[0]!.viewCount;
+    return src.caches[0]!.shardOffsets().map((o) => o / K);
+  }
   const offsets = await src.dataset.batchOffsets();
   const bounds = [0];
   for (const o of offsets.slice(1)) if (o - bounds.at(-1)! >= SEGMENT_ROWS || o === offsets.at(-1)) bounds.push(o);
@@ -163,7 +175,7 @@ export async function segmentBounds(src: SourceSpec): Promise<number[]> {
 }
 
 /** One pass over a source with its segments in a random order (each aligned as usual). */
-async function* segmentsInRandomOrder(src: SourceSpec, random: () => number): AsyncGenerator<AlignedBatch, void, undefined> {
+async function* segmentsInRandomOrder(src: SourceSpec, random: () => number, viewSeed: number): AsyncGenerator<AlignedBatch, void, undefined> {
   const bounds = await segmentBounds(src);
   if (bounds.at(-1) !== src.rows) throw new Error(`${src.dataset.path} has ${src.rows} rows but its cache ${src.caches[0]?.dir ?? ''} holds ${bounds.at(-1)}`);
   const order = Array.from({ length: bounds.length - 1 }, (_, i) => i);
@@ -173,7 +185,7 @@ async function* segmentsInRandomOrder(src: SourceSpec, random: () => number): As
   }
   let first = true;
   for (const i of order) {
-    yield* alignDatasetWithCaches(src.dataset, src.caches, { from: bounds[i]!, to: bounds[i + 1]!, checkFingerprint: first });
+    yield* aligned(src, { from: bounds[i]!, to: bounds[i + 1]!, checkFingerprint: first }, viewSeed);
     first = false;
   }
 }
@@ -200,7 +212,7 @@ export async function* epochBatches(sources: readonly SourceSpec[], layout: Batc
   let outRows = 0;
   const iters = sources.map((s) => ({
     src: s,
-    it: opts.shuffle ? segmentsInRandomOrder(s, random) : alignDatasetWithCaches(s.dataset, s.caches),
+    it: opts.shuffle ? segmentsInRandomOrder(s, random, opts.seed) : aligned(s, {}, opts.seed),
     current: undefined as AlignedBatch | undefined,
     at: 0,
     remaining: s.rows,

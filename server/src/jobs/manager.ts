@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DatasetReader, findCache, removeStaleTempFiles, type AcceptOutcome } from '@distillate/shared';
+import { DatasetReader, findCache, imageGeometry, removeStaleTempFiles, type AcceptOutcome } from '@distillate/shared';
 import { datasetPreprocessor, type TeacherRegistry } from '@distillate/shared/onnx';
 import type { Logger } from 'pino';
 import { AppError, toAppError } from '../errors.js';
@@ -89,6 +89,14 @@ export class JobManager {
       throw new AppError(400, 'bad_dataset', (err as Error).message);
     });
     datasetPreprocessor(dataset.info, info, teacher.sidecar); // throws dataset_mismatch
+    if (request.views !== undefined) {
+      if (this.executor.kind !== 'in-process') throw new AppError(400, 'invalid_request', 'view caches are computed in process for now; submit this job to a server without --queue');
+      try {
+        imageGeometry(dataset.info);
+      } catch (err) {
+        throw new AppError(400, 'bad_views', (err as Error).message);
+      }
+    }
     if (request.storage.mode === 'topk' && request.storage.k > info.classes.length) {
       throw new AppError(400, 'invalid_request', `top-k storage with k = ${request.storage.k} but teacher ${info.name} has ${info.classes.length} classes`);
     }

@@ -4,7 +4,7 @@
  * the previous one), resuming from the cache's durable shards. A cache that already exists is a
  * hit and nothing runs.
  */
-import { DatasetReader, LogitCacheWriter, cacheKey, findCache, StorageSchema, type Ids } from '@distillate/shared';
+import { DatasetReader, LogitCacheWriter, applyView, cacheKey, drawView, findCache, imageGeometry, StorageSchema, type ImageGeometry, type Ids, type ViewSpec } from '@distillate/shared';
 import { datasetPreprocessor, type Teacher } from '@distillate/shared/onnx';
 import type { Logger } from 'pino';
 import type { JobRequest } from './request.js';
@@ -19,11 +19,28 @@ export function cachePreprocessing(description: string, labelStatistics: boolean
   return labelStatistics ? `${description};columns=label-statistics` : description;
 }
 
+/** Each image's K views (drawn by `drawView`, transformed in shared code), image-major, with ids repeated. */
+function expandViews(spec: ViewSpec, g: ImageGeometry, ids: Ids, stored: Float32Array | Uint8Array, D: number): { ids: Ids; raw: Float32Array | Uint8Array } {
+  const n = ids.length;
+  const K = spec.count;
+  const outIds = ids instanceof BigInt64Array ? new BigInt64Array(n * K) : new Int32Array(n * K);
+  const raw = stored instanceof Uint8Array ? new Uint8Array(n * K * D) : new Float32Array(n * K * D);
+  for (let i = 0; i < n; i++) {
+    const image = stored.subarray(i * D, (i + 1) * D);
+    const id = Number(ids[i]!);
+    for (let v = 0; v < K; v++) {
+      (outIds as Int32Array)[i * K + v] = ids[i] as number;
+      applyView(image, raw.subarray((i * K + v) * D, (i * K + v + 1) * D), g, drawView(spec, id, v));
+    }
+  }
+  return { ids: outIds, raw };
+}
+
 export interface PrecomputeOptions {
   readonly teacher: Teacher;
   readonly datasetPath: string;
   readonly cacheRoot: string;
-  readonly request: Pick<JobRequest, 'type' | 'temperature' | 'storage' | 'batchSize'>;
+  readonly request: Pick<JobRequest, 'type' | 'temperature' | 'storage' | 'batchSize'> & { readonly views?: ViewSpec | undefined };
   readonly shardRows?: number;
   readonly signal?: AbortSignal;
   readonly logger?: Logger;
@@ -49,7 +66,9 @@ export async function precomputeLogits(o: PrecomputeOptions): Promise<Precompute
   const label = req.type === 'label';
   const preprocessing = cachePreprocessing(pre.description, label);
   const storage = StorageSchema.parse(req.storage);
-  const key = cacheKey({ teacherSha256: info.sha256, datasetFingerprint: fingerprint, preprocessing, temperature: req.temperature, storage });
+  const views = req.views;
+  const geometry = views === undefined ? undefined : imageGeometry(dataset.info); // refuses flat samples
+  const key = cacheKey({ teacherSha256: info.sha256, datasetFingerprint: fingerprint, preprocessing, temperature: req.temperature, storage, views });
   o.onStart?.(key, rows);
   if ((await findCache(o.cacheRoot, key)) !== undefined) {
     o.onProgress?.(rows, rows);
@@ -63,12 +82,16 @@ export async function precomputeLogits(o: PrecomputeOptions): Promise<Precompute
     temperature: req.temperature,
     storage,
     labelStatistics: label,
+    views,
     ...(o.shardRows === undefined ? {} : { shardRows: o.shardRows }),
   });
   try {
-    const B = req.batchSize;
+    const K = views?.count ?? 1;
+    // Images per teacher call: its K views go in one call with the image.
+    const B = Math.max(1, Math.floor(req.batchSize / K));
     const D = dataset.inputSize;
-    let skip = writer.resumedRows;
+    // Durable shards hold whole images (a view cache's shards are multiples of K rows).
+    let skip = writer.resumedRows / K;
     let done = skip;
     if (skip > 0) o.logger?.info({ key, resumedRows: skip }, 'resuming from durable shards');
     o.onProgress?.(done, rows);
@@ -85,11 +108,17 @@ export async function precomputeLogits(o: PrecomputeOptions): Promise<Precompute
       for (let r = start; r < batch.rows; r += B) {
         if (o.signal?.aborted === true) throw new PrecomputeInterrupted('interrupted');
         const n = Math.min(B, batch.rows - r);
-        const x = pre.apply(batch.inputs.subarray(r * D, (r + n) * D), n, scratch);
-        scratch = x.length === B * D ? x : scratch;
-        const z = await teacher.logits(x, n);
+        const stored = batch.inputs.subarray(r * D, (r + n) * D);
+        let ids = batch.ids.subarray(r, r + n) as Ids;
+        let raw: Float32Array | Uint8Array = stored;
+        if (views !== undefined && geometry !== undefined) {
+          ({ ids, raw } = expandViews(views, geometry, ids, stored, D));
+        }
+        const x = pre.apply(raw, n * K, scratch);
+        scratch = x.length === B * K * D ? x : scratch;
+        const z = await teacher.logits(x, n * K);
         await pendingWrite;
-        pendingWrite = writer.append({ ids: batch.ids.subarray(r, r + n) as Ids, logits: z });
+        pendingWrite = writer.append({ ids, logits: z });
         // A write that fails (a full disk) while the next batch runs is thrown at the next
         // `await pendingWrite`, not left as an unhandled rejection that takes the server down.
         pendingWrite.catch(() => undefined);

@@ -1,5 +1,5 @@
 /** The job request: what a client may ask for, parsed with zod at the edge (HTTP handler, CLI). */
-import { StorageSchema } from '@distillate/shared';
+import { StorageSchema, ViewSpecSchema } from '@distillate/shared';
 import { z } from 'zod';
 
 export const JobRequestSchema = z
@@ -21,10 +21,16 @@ export const JobRequestSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * Store K augmented views per image with the teacher's logits for each (precompute only):
+     * `{ count: K, seed, augment: { shift: px, flip: bool } }`.
+     */
+    views: ViewSpecSchema.optional(),
     /** Rows per teacher inference call. */
     batchSize: z.number().int().positive().max(8192).default(256),
   })
   .strict()
-  .refine((r) => r.type === 'label' || r.label === undefined, { message: '"label" options apply to label jobs only', path: ['label'] });
+  .refine((r) => r.type === 'label' || r.label === undefined, { message: '"label" options apply to label jobs only', path: ['label'] })
+  .refine((r) => r.type === 'precompute' || r.views === undefined, { message: '"views" apply to precompute jobs only', path: ['views'] });
 export type JobRequest = z.infer<typeof JobRequestSchema>;
 export type JobRequestInput = z.input<typeof JobRequestSchema>;

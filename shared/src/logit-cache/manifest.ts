@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { ViewSpecSchema, type ViewSpecInput } from '../views.js';
 
 export const CACHE_FORMAT = 'distillate.logit-cache';
 export const CACHE_FORMAT_VERSION = 1;
@@ -50,6 +51,12 @@ const ManifestBody = {
   /** Whether shards carry pseudo_label, confidence, entropy and margin (label jobs). */
   labelStatistics: z.boolean(),
   producer: z.object({ name: z.string(), version: z.string() }),
+  /**
+   * A view cache: `views.count` rows per image (image-major: an image's K views are adjacent and
+   * never split across shards), each with the view's index and parameters (columns view, dx, dy,
+   * flip). The cache then holds dataset.rows × count rows.
+   */
+  views: ViewSpecSchema.optional(),
   shards: z.array(ShardSchema),
 };
 
@@ -66,6 +73,7 @@ export interface CacheKeyInput {
   readonly preprocessing: string;
   readonly temperature: number;
   readonly storage: StorageInput;
+  readonly views?: ViewSpecInput | undefined;
 }
 
 /**
@@ -84,6 +92,8 @@ export function cacheKey(input: CacheKeyInput): string {
     storage.mode,
     storage.mode === 'topk' ? storage.k : null,
     storage.dtype,
+    // Appended only for view caches, so keys of plain caches stay what they were.
+    ...(input.views === undefined ? [] : [ViewSpecSchema.parse(input.views)]),
   ]);
   return createHash('sha256').update(canonical).digest('hex');
 }

@@ -22,6 +22,13 @@ interface LogitBatchBase {
     readonly entropy: Float32Array;
     readonly margin: Float32Array;
   };
+  /** Present only for view caches: each row's view index and transform (views.ts). */
+  readonly views?: {
+    readonly view: Int32Array;
+    readonly dx: Int32Array;
+    readonly dy: Int32Array;
+    readonly flip: Int32Array;
+  };
 }
 
 export interface DenseLogitBatch extends LogitBatchBase {
@@ -147,8 +154,14 @@ export class LogitCacheReader {
     return this.manifest.teacher.classes;
   }
 
+  /** Rows of the dataset it covers (the cache itself holds rows × viewCount). */
   get rows(): number {
     return this.manifest.dataset.rows;
+  }
+
+  /** Views per image: 1 for a plain cache. */
+  get viewCount(): number {
+    return this.manifest.views?.count ?? 1;
   }
 
   /**
@@ -233,7 +246,16 @@ export class LogitCacheReader {
           margin: primitiveColumn<Float32Array>(batch, 'margin', path),
         }
       : undefined;
-    const base = { rows, ids, file, rowInShard, ...(stats === undefined ? {} : { stats }) };
+    const views =
+      m.views === undefined
+        ? undefined
+        : {
+            view: primitiveColumn<Int32Array>(batch, 'view', path),
+            dx: primitiveColumn<Int32Array>(batch, 'dx', path),
+            dy: primitiveColumn<Int32Array>(batch, 'dy', path),
+            flip: primitiveColumn<Int32Array>(batch, 'flip', path),
+          };
+    const base = { rows, ids, file, rowInShard, ...(stats === undefined ? {} : { stats }), ...(views === undefined ? {} : { views }) };
     const values = (name: string, size: number): Float32Array => {
       const col = listColumn<Float32Array | Uint16Array>(batch, name, path);
       if (col.size !== size) throw new CacheIntegrityError(`${path}: column ${name} has lists of ${col.size}, expected ${size}`);
@@ -346,8 +368,9 @@ export async function verifyCache(dir: string): Promise<CacheVerification> {
     } catch (err) {
       problems.push((err as Error).message);
     }
-    if (problems.length === 0 && rows !== manifest.dataset.rows) {
-      problems.push(`${dir}: shards hold ${rows} rows but the dataset has ${manifest.dataset.rows}`);
+    const expected = manifest.dataset.rows * (manifest.views?.count ?? 1);
+    if (problems.length === 0 && rows !== expected) {
+      problems.push(`${dir}: shards hold ${rows} rows but the dataset${manifest.views === undefined ? ' has' : ` × ${manifest.views.count} views needs`} ${expected}`);
     }
   }
   return { ok: problems.length === 0, dir, key: manifest.key, rows, problems };

@@ -13,6 +13,7 @@ import { labelStatistics, logSumExp, topK } from '../numerics.js';
 import { CacheIntegrityError } from './errors.js';
 import type { Storage } from './manifest.js';
 import { cacheShardSchema } from './schema.js';
+import { drawView, type ViewSpec } from '../views.js';
 
 /** Rows per shard file and per Arrow record batch inside it. */
 export interface ShardLayout {
@@ -25,14 +26,18 @@ export interface ShardLayout {
  * whole batches as fit in 16 MiB. A requested `shardRows` is rounded up to whole batches, as the
  * writer closes a shard only between batches.
  */
-export function shardLayout(storage: Storage, classes: number, options: { shardRows?: number; batchRows?: number } = {}): ShardLayout {
+export function shardLayout(storage: Storage, classes: number, options: { shardRows?: number; batchRows?: number; viewCount?: number } = {}): ShardLayout {
   const rowBytes = 4 + (storage.mode === 'dense' ? classes : storage.k * 2) * (storage.dtype === 'float16' ? 2 : 4);
-  const maxBatch = Math.max(1, Math.min(options.batchRows ?? 4096, Math.floor((16 << 20) / rowBytes)));
+  // View caches: batches (and so shards) hold whole images, K rows each.
+  const K = options.viewCount ?? 1;
+  const fit = Math.max(1, Math.min(options.batchRows ?? 4096, Math.floor((16 << 20) / rowBytes)));
+  const maxBatch = Math.max(K, fit - (fit % K));
   if (options.shardRows === undefined) {
     return { shardRows: Math.max(1, Math.floor((16 << 20) / rowBytes / maxBatch)) * maxBatch, batchRows: maxBatch };
   }
-  const batchRows = Math.min(maxBatch, options.shardRows);
-  return { shardRows: Math.ceil(options.shardRows / batchRows) * batchRows, batchRows };
+  const wanted = Math.max(K, options.shardRows - (options.shardRows % K));
+  const batchRows = Math.min(maxBatch, wanted);
+  return { shardRows: Math.ceil(wanted / batchRows) * batchRows, batchRows };
 }
 
 export interface ShardSpec {
@@ -55,6 +60,8 @@ export interface ShardEncoding {
   readonly classes: number;
   readonly temperature: number;
   readonly labelStatistics: boolean;
+  /** A view cache: the batch starts at an image's first view and holds whole images. */
+  readonly views?: ViewSpec | undefined;
 }
 
 /**
@@ -83,6 +90,22 @@ export function shardBatchColumns(e: ShardEncoding, ids: Ids, scaled: Float32Arr
     columns.push(makeData({ type: new Float32(), length: rows, data: s.entropy }));
     columns.push(makeData({ type: new Float32(), length: rows, data: s.margin }));
   }
+  if (e.views !== undefined) {
+    const K = e.views.count;
+    if (rows % K !== 0) throw new RangeError(`a view cache batch holds whole images (${K} rows each); got ${rows} rows`);
+    const view = new Int32Array(rows);
+    const dx = new Int32Array(rows);
+    const dy = new Int32Array(rows);
+    const flip = new Int32Array(rows);
+    for (let r = 0; r < rows; r++) {
+      const p = drawView(e.views, idAt(ids, r), r % K);
+      view[r] = r % K;
+      dx[r] = p.dx;
+      dy[r] = p.dy;
+      flip[r] = p.flip ? 1 : 0;
+    }
+    for (const data of [view, dx, dy, flip]) columns.push(makeData({ type: new Int32(), length: rows, data }));
+  }
   return columns;
 }
 
@@ -103,7 +126,7 @@ export function encodeCacheShard(e: ShardEncoding, batchRows: number, ids: Ids, 
   const C = e.classes;
   if (rows === 0) throw new RangeError('a shard needs at least one row');
   if (logits.length !== rows * C) throw new RangeError(`logits hold ${logits.length} values; ${rows} rows × ${C} classes needs ${rows * C}`);
-  const schema: Schema = cacheShardSchema(e.storage, C, e.labelStatistics, ids instanceof BigInt64Array ? 'int64' : 'int32');
+  const schema: Schema = cacheShardSchema(e.storage, C, e.labelStatistics, ids instanceof BigInt64Array ? 'int64' : 'int32', e.views !== undefined);
   const scaled = new Float32Array(logits.length);
   const invT = 1 / e.temperature;
   for (let i = 0; i < logits.length; i++) {
@@ -131,7 +154,7 @@ export function inspectCacheShard(bytes: Uint8Array, expected: { sha256: string;
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   if (sha256 !== expected.sha256) throw new CacheIntegrityError(`shard bytes hash to ${sha256}, not the claimed ${expected.sha256}`);
   const e = expected.encoding;
-  const want = cacheShardSchema(e.storage, e.classes, e.labelStatistics, expected.ids instanceof BigInt64Array ? 'int64' : 'int32');
+  const want = cacheShardSchema(e.storage, e.classes, e.labelStatistics, expected.ids instanceof BigInt64Array ? 'int64' : 'int32', e.views !== undefined);
   const wantFields = want.fields.map((f) => `${f.name}:${String(f.type)}`).join(', ');
   let rows = 0;
   try {

@@ -23,6 +23,7 @@ import {
 } from './manifest.js';
 import { cacheShardSchema, shardFileName } from './schema.js';
 import { shardBatchColumns, shardLayout } from './shard-codec.js';
+import { ViewSpecSchema, type ViewSpec, type ViewSpecInput } from '../views.js';
 import { LOCK_FILE, acquireLock } from './lock.js';
 
 export interface LogitCacheWriterOptions {
@@ -35,6 +36,11 @@ export interface LogitCacheWriterOptions {
   readonly storage: StorageInput;
   /** Also store pseudo_label, confidence, entropy and margin (computed at T = 1). */
   readonly labelStatistics?: boolean;
+  /**
+   * A view cache: rows arrive image-major, `views.count` per image (view 0, 1, … of the image,
+   * as drawn by `drawView`), and the writer stores each row's view index and parameters.
+   */
+  readonly views?: ViewSpecInput | undefined;
   /**
    * Rows per shard file. Default: as many rows as fit in 16 MiB (a multiple of batchRows). A
    * crash loses at most one shard of work; small shards let one shard's fsync overlap the next
@@ -87,6 +93,7 @@ export class LogitCacheWriter {
   readonly dir: string;
   readonly classes: number;
   readonly storage: Storage;
+  readonly views: ViewSpec | undefined;
   /** Rows already durable from an earlier, interrupted run. The caller skips these rows. */
   readonly resumedRows: number;
 
@@ -117,7 +124,12 @@ export class LogitCacheWriter {
     this.classes = opts.teacher.classes.length;
     this.storage = storage;
     this.#labelStats = opts.labelStatistics ?? false;
-    const layout = shardLayout(storage, this.classes, { ...(opts.shardRows === undefined ? {} : { shardRows: opts.shardRows }), ...(opts.batchRows === undefined ? {} : { batchRows: opts.batchRows }) });
+    this.views = opts.views === undefined ? undefined : ViewSpecSchema.parse(opts.views);
+    const layout = shardLayout(storage, this.classes, {
+      ...(opts.shardRows === undefined ? {} : { shardRows: opts.shardRows }),
+      ...(opts.batchRows === undefined ? {} : { batchRows: opts.batchRows }),
+      ...(this.views === undefined ? {} : { viewCount: this.views.count }),
+    });
     this.#shardRows = layout.shardRows;
     this.#batchRows = layout.batchRows;
     this.#shards = shards;
@@ -139,6 +151,7 @@ export class LogitCacheWriter {
       preprocessing: opts.preprocessing,
       temperature: opts.temperature,
       storage,
+      views: opts.views,
     });
     const dir = join(opts.root, key);
     await mkdir(dir, { recursive: true });
@@ -170,7 +183,7 @@ export class LogitCacheWriter {
     const idType = batch.ids instanceof BigInt64Array ? 'int64' : 'int32';
     this.#idType ??= idType;
     if (idType !== this.#idType) throw new TypeError(`ids changed type from ${this.#idType} to ${idType}`);
-    this.#schema ??= cacheShardSchema(this.storage, C, this.#labelStats, idType);
+    this.#schema ??= cacheShardSchema(this.storage, C, this.#labelStats, idType, this.views !== undefined);
     const invT = 1 / this.#opts.temperature;
     let r = 0;
     while (r < rows) {
@@ -207,7 +220,7 @@ export class LogitCacheWriter {
     if (rows === 0 || buf === undefined || this.#schema === undefined) return;
     const C = this.classes;
     const ids = buf.ids.subarray(0, rows) as Ids;
-    const encoding = { storage: this.storage, classes: C, temperature: this.#opts.temperature, labelStatistics: this.#labelStats };
+    const encoding = { storage: this.storage, classes: C, temperature: this.#opts.temperature, labelStatistics: this.#labelStats, views: this.views };
     const columns = shardBatchColumns(encoding, ids, buf.scaled.subarray(0, rows * C), buf.raw?.subarray(0, rows * C), buf.half);
     if (this.#shard === undefined) {
       this.#shard = new AtomicArrowFileWriter(join(this.dir, shardFileName(this.#nextShard)), { fsync: this.#opts.fsync ?? true });
@@ -266,6 +279,7 @@ export class LogitCacheWriter {
       storage: this.storage,
       labelStatistics: this.#labelStats,
       producer: o.producer ?? PRODUCER,
+      ...(this.views === undefined ? {} : { views: this.views }),
       shards: this.#shards,
     };
   }
@@ -276,9 +290,10 @@ export class LogitCacheWriter {
     await this.#flushBatch();
     await this.#closeShard();
     await this.#durable;
-    if (this.#rowsClosed !== this.#opts.dataset.rows) {
+    const expected = this.#opts.dataset.rows * (this.views?.count ?? 1);
+    if (this.#rowsClosed !== expected) {
       await this.abort();
-      throw new CacheIntegrityError(`cache ${this.key}: wrote ${this.#rowsClosed} rows but the dataset has ${this.#opts.dataset.rows}; no manifest written`);
+      throw new CacheIntegrityError(`cache ${this.key}: wrote ${this.#rowsClosed} rows but the dataset${this.views === undefined ? ' has' : ` × ${this.views.count} views needs`} ${expected}; no manifest written`);
     }
     const manifest: CacheManifest = CacheManifestSchema.parse({ ...this.#body(), createdAt: new Date().toISOString(), complete: true });
     await writeFileAtomic(join(this.dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
