@@ -10,20 +10,20 @@
  *
  * Finished runs (those with a run.json) are not trained again: re-running resumes.
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { pino } from 'pino';
 import { acquireFashionMnist, importFashionMnist, onnxParameterCount, runCli, splitLabelled } from '@distillate/shared';
-import { createServices, resolveConfig, type JobRequestInput } from '@distillate/server';
+import type { JobRequestInput } from '@distillate/server';
 import { ortLatency } from './demo.js';
+import { ROOT, T95, buildCaches, mean, pool, std, trainRecipe } from './experiments/runner.js';
+import { runLeftOut } from './experiments/left-out.js';
 
-const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
-const TRAIN_BIN = join(ROOT, 'trainer', 'bin', 'distillate-train.js');
+/** Not a recipe row: the left-out-class experiment (experiments/left-out.ts), 20 runs per seed. */
+const LEFT_OUT = 'left-out';
+
 
 interface Experiment {
   readonly id: string;
@@ -103,58 +103,11 @@ export const EXPERIMENTS: readonly Experiment[] = [
 ];
 
 
-/** Build (or find: a cache hit) every cache the chosen experiments name. */
-async function buildCaches(jobs: readonly JobRequestInput[]): Promise<void> {
-  for (const j of jobs) if (!existsSync(join(ROOT, 'models', `${j.teacher}.onnx`))) throw new Error(`models/${j.teacher}.onnx is missing (see models/README.md)`);
-  const services = await createServices(resolveConfig({ models: join(ROOT, 'models'), data: join(ROOT, 'data'), cache: join(ROOT, 'cache'), logLevel: 'warn' }, {}), pino({ level: 'warn' }));
-  await services.jobs.init();
-  try {
-    for (const req of jobs) {
-      const job = await services.jobs.create(req);
-      await services.jobs.idle();
-      const done = services.jobs.get(job.id);
-      if (done.state !== 'succeeded') throw new Error(`${req.type} ${req.teacher} over ${req.dataset}: ${done.state} ${done.error?.message ?? ''}`);
-      console.log(`${req.type} ${req.teacher} over ${req.dataset}: ${done.cacheHit === true ? 'cache hit' : 'built'} ${done.cacheKey!.slice(0, 12)}…`);
-    }
-  } finally {
-    await services.teachers.releaseAll();
-  }
-}
-
 /** Train one (experiment, seed) in its own process, unless its run.json already exists. */
-async function trainOnce(e: Experiment, seed: number, out: string, extra: readonly string[]): Promise<void> {
-  const name = `${e.id}-s${seed}`;
-  if (existsSync(join(out, name, 'run.json'))) return;
-  const args = [TRAIN_BIN, '--recipe', join(ROOT, 'recipes', e.recipe), '--seed', String(seed), '--name', name, '--out', out, ...[...(e.set ?? []), ...extra].flatMap((s) => ['--set', s])];
-  const t0 = performance.now();
-  await new Promise<void>((ok, fail) => {
-    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('exit', (code) => (code === 0 ? ok() : fail(new Error(`${name}: distillate-train exited ${code}: ${err.trim().split('\n').at(-1)}`))));
-  });
-  console.log(`${name}: ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+function trainOnce(e: Experiment, seed: number, out: string, extra: readonly string[]): Promise<void> {
+  return trainRecipe({ recipe: e.recipe, seed, name: `${e.id}-s${seed}`, out, set: [...(e.set ?? []), ...extra] });
 }
 
-async function pool<T>(tasks: (() => Promise<T>)[], parallel: number): Promise<T[]> {
-  const results: T[] = new Array(tasks.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(parallel, tasks.length) }, async () => {
-      while (next < tasks.length) {
-        const i = next++;
-        results[i] = await tasks[i]!();
-      }
-    }),
-  );
-  return results;
-}
-
-/** Two-sided 95 % quantiles of Student's t, by degrees of freedom. */
-const T95 = [Number.NaN, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228];
-const mean = (v: readonly number[]) => v.reduce((a, b) => a + b, 0) / v.length;
-/** Sample standard deviation (n − 1). */
-const std = (v: readonly number[]) => (v.length < 2 ? 0 : Math.sqrt(v.reduce((a, b) => a + (b - mean(v)) ** 2, 0) / (v.length - 1)));
 const pm = (v: readonly number[]) => (v.length < 2 ? `${(mean(v) * 100).toFixed(2)} (one seed)` : `${(mean(v) * 100).toFixed(2)} ± ${(std(v) * 100).toFixed(2)}`);
 
 async function sizes(accuracies: Record<string, number[]>, runs: string): Promise<string[]> {
@@ -184,6 +137,7 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
     await splitLabelled(train.path, { perClass: 500, labelled: join(val, 'train-labelled-5000.arrow'), pool: join(val, 'train-pool.arrow') });
   }
   const chosen = opts.tables === true ? [] : EXPERIMENTS.filter((e) => opts.only === undefined || opts.only.includes(e.id));
+  if (opts.tables !== true && (opts.only === undefined || opts.only.includes(LEFT_OUT))) await runLeftOut({ seeds: opts.seeds, parallel: opts.parallel });
   const jobs = new Map(chosen.flatMap((e) => e.needs ?? []).map((j) => [JSON.stringify(j), j]));
   await buildCaches([...jobs.values()]);
   const out = join(ROOT, 'experiments-out', 'runs');
@@ -263,10 +217,10 @@ const program = new Command('experiments')
   .description('Run the Fashion-MNIST distillation experiments over several seeds and record them in BENCHMARKS.md')
   .option('--seeds <n>', 'seeds per experiment (1..n)', int, 3)
   .option('--parallel <n>', 'training processes at once (the ORT engine uses every core; TF.js wasm one each)', int, 1)
-  .option('--only <ids>', `comma-separated subset of: ${EXPERIMENTS.map((e) => e.id).join(', ')}`, (v: string) => {
+  .option('--only <ids>', `comma-separated subset of: ${[...EXPERIMENTS.map((e) => e.id), LEFT_OUT].join(', ')}`, (v: string) => {
     const ids = v.split(',');
-    const unknown = ids.filter((id) => !EXPERIMENTS.some((e) => e.id === id));
-    if (unknown.length > 0) throw new InvalidArgumentError(`unknown experiment(s) ${unknown.join(', ')}; choose from ${EXPERIMENTS.map((e) => e.id).join(', ')}`);
+    const unknown = ids.filter((id) => id !== LEFT_OUT && !EXPERIMENTS.some((e) => e.id === id));
+    if (unknown.length > 0) throw new InvalidArgumentError(`unknown experiment(s) ${unknown.join(', ')}; choose from ${[...EXPERIMENTS.map((e) => e.id), LEFT_OUT].join(', ')}`);
     return ids;
   })
   .option('--tables', 'train nothing: regenerate the tables (and re-measure latency) from the finished runs')

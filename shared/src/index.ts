@@ -75,6 +75,6 @@ export { OnnxModelBuilder, type Dim, type AttributeValue } from './onnx/builder.
 export { onnxParameterCount } from './onnx/inspect.js';
 export { writeSyntheticDataset, mulberry32, type SyntheticDatasetOptions } from './synthetic.js';
 export { runCli, type CliProgram } from './cli.js';
-export { headDataset, pickRows, splitLabelled, type WrittenDataset } from './subset.js';
+export { headDataset, pickRows, splitLabelled, withoutClass, type WrittenDataset } from './subset.js';
 export { decodeInputStream, encodeLogitsStream, encodeDatasetRows, decodeDatasetRows, ArrowBodyError } from './http-bodies.js';
 export { acquireFashionMnist, verifyFashionMnist, fashionMnistCacheDir, DatasetUnavailableError, DatasetIntegrityError, FASHION_MNIST_URL, FASHION_MNIST_SHA256, type AcquireOptions, type AcquiredDataset } from './fashion-mnist-source.js';

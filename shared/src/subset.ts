@@ -102,3 +102,13 @@ export async function splitLabelled(src: string, opts: { perClass: number; label
   }
   return { labelled: labelled!, pool: pool! };
 }
+
+/** `src` without any row labelled `label` (unlabelled rows stay): a transfer set with one class left out. */
+export async function withoutClass(src: string, out: string, label: number): Promise<WrittenDataset> {
+  const [d] = await writeSelected(src, [{ path: out, unlabel: false }], (batch) => {
+    const keep: number[] = [];
+    for (let r = 0; r < batch.rows; r++) if (batch.labels[r] !== label) keep.push(r);
+    return [keep];
+  });
+  return d!;
+}

@@ -1,0 +1,74 @@
+/** What every experiment needs: caches built once through the server's job manager, and one training process per (recipe, seed). */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { createServices, resolveConfig, type JobRequestInput } from '@distillate/server';
+
+export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+const TRAIN_BIN = join(ROOT, 'trainer', 'bin', 'distillate-train.js');
+
+/** Build (or find: a cache hit) every cache; returns each job's cache key, in order. */
+export async function buildCaches(jobs: readonly JobRequestInput[]): Promise<string[]> {
+  for (const j of jobs) if (!existsSync(join(ROOT, 'models', `${j.teacher}.onnx`))) throw new Error(`models/${j.teacher}.onnx is missing (see models/README.md)`);
+  const services = await createServices(resolveConfig({ models: join(ROOT, 'models'), data: join(ROOT, 'data'), cache: join(ROOT, 'cache'), logLevel: 'warn' }, {}), pino({ level: 'warn' }));
+  await services.jobs.init();
+  const keys: string[] = [];
+  try {
+    for (const req of jobs) {
+      const job = await services.jobs.create(req);
+      await services.jobs.idle();
+      const done = services.jobs.get(job.id);
+      if (done.state !== 'succeeded') throw new Error(`${req.type} ${req.teacher} over ${req.dataset}: ${done.state} ${done.error?.message ?? ''}`);
+      console.log(`${req.type} ${req.teacher} over ${req.dataset}: ${done.cacheHit === true ? 'cache hit' : 'built'} ${done.cacheKey!.slice(0, 12)}…`);
+      keys.push(done.cacheKey!);
+    }
+  } finally {
+    await services.teachers.releaseAll();
+  }
+  return keys;
+}
+
+/** Train one recipe at one seed in its own process, unless `<out>/<name>/run.json` already exists. */
+export async function trainRecipe(o: { recipe: string; seed: number; name: string; out: string; set?: readonly string[] }): Promise<void> {
+  if (existsSync(join(o.out, o.name, 'run.json'))) return;
+  const args = [TRAIN_BIN, '--recipe', join(ROOT, 'recipes', o.recipe), '--seed', String(o.seed), '--name', o.name, '--out', o.out, ...(o.set ?? []).flatMap((s) => ['--set', s])];
+  const t0 = performance.now();
+  await new Promise<void>((ok, fail) => {
+    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('exit', (code) => (code === 0 ? ok() : fail(new Error(`${o.name}: distillate-train exited ${code}: ${err.trim().split('\n').at(-1)}`))));
+  });
+  console.log(`${o.name}: ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+}
+
+/** Run tasks `parallel` at a time, results in order. */
+export async function pool<T>(tasks: (() => Promise<T>)[], parallel: number): Promise<T[]> {
+  const results: T[] = new Array(tasks.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(parallel, tasks.length) }, async () => {
+      while (next < tasks.length) {
+        const i = next++;
+        results[i] = await tasks[i]!();
+      }
+    }),
+  );
+  return results;
+}
+
+/** Two-sided 95 % quantiles of Student's t, by degrees of freedom. */
+export const T95 = [Number.NaN, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228];
+export const mean = (v: readonly number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+/** Sample standard deviation (n − 1). */
+export const std = (v: readonly number[]) => (v.length < 2 ? 0 : Math.sqrt(v.reduce((a, b) => a + (b - mean(v)) ** 2, 0) / (v.length - 1)));
+
+/** Replace the text between two markers in BENCHMARKS.md (or append a section). */
+export function replaceSection(doc: string, begin: string, end: string, body: string, heading: string): string {
+  const section = `${begin}\n${body}\n${end}`;
+  const a = doc.indexOf(begin);
+  const b = doc.indexOf(end);
+  return a >= 0 && b > a ? doc.slice(0, a) + section + doc.slice(b + end.length) : `${doc.trimEnd()}\n\n${heading}\n\n${section}\n`;
+}
