@@ -19,10 +19,13 @@ import { acquireFashionMnist, importFashionMnist, onnxParameterCount, runCli, sp
 import type { JobRequestInput } from '@distillate/server';
 import { ortLatency } from './demo.js';
 import { ROOT, T95, buildCaches, mean, pool, std, trainRecipe } from './experiments/runner.js';
+import { runBornAgain } from './experiments/born-again.js';
 import { runLeftOut } from './experiments/left-out.js';
 
-/** Not a recipe row: the left-out-class experiment (experiments/left-out.ts), 20 runs per seed. */
+/** Not recipe rows: the left-out-class experiment (20 runs per seed) and born-again generations (experiments/). */
 const LEFT_OUT = 'left-out';
+const BORN_AGAIN = 'born-again';
+const SPECIAL = [LEFT_OUT, BORN_AGAIN];
 
 
 interface Experiment {
@@ -138,6 +141,7 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
   }
   const chosen = opts.tables === true ? [] : EXPERIMENTS.filter((e) => opts.only === undefined || opts.only.includes(e.id));
   if (opts.tables !== true && (opts.only === undefined || opts.only.includes(LEFT_OUT))) await runLeftOut({ seeds: opts.seeds, parallel: opts.parallel });
+  if (opts.tables !== true && (opts.only === undefined || opts.only.includes(BORN_AGAIN))) await runBornAgain({ seeds: opts.seeds, parallel: opts.parallel });
   const jobs = new Map(chosen.flatMap((e) => e.needs ?? []).map((j) => [JSON.stringify(j), j]));
   await buildCaches([...jobs.values()]);
   const out = join(ROOT, 'experiments-out', 'runs');
@@ -217,10 +221,10 @@ const program = new Command('experiments')
   .description('Run the Fashion-MNIST distillation experiments over several seeds and record them in BENCHMARKS.md')
   .option('--seeds <n>', 'seeds per experiment (1..n)', int, 3)
   .option('--parallel <n>', 'training processes at once (the ORT engine uses every core; TF.js wasm one each)', int, 1)
-  .option('--only <ids>', `comma-separated subset of: ${[...EXPERIMENTS.map((e) => e.id), LEFT_OUT].join(', ')}`, (v: string) => {
+  .option('--only <ids>', `comma-separated subset of: ${[...EXPERIMENTS.map((e) => e.id), ...SPECIAL].join(', ')}`, (v: string) => {
     const ids = v.split(',');
-    const unknown = ids.filter((id) => id !== LEFT_OUT && !EXPERIMENTS.some((e) => e.id === id));
-    if (unknown.length > 0) throw new InvalidArgumentError(`unknown experiment(s) ${unknown.join(', ')}; choose from ${[...EXPERIMENTS.map((e) => e.id), LEFT_OUT].join(', ')}`);
+    const unknown = ids.filter((id) => !SPECIAL.includes(id) && !EXPERIMENTS.some((e) => e.id === id));
+    if (unknown.length > 0) throw new InvalidArgumentError(`unknown experiment(s) ${unknown.join(', ')}; choose from ${[...EXPERIMENTS.map((e) => e.id), ...SPECIAL].join(', ')}`);
     return ids;
   })
   .option('--tables', 'train nothing: regenerate the tables (and re-measure latency) from the finished runs')

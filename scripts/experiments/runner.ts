@@ -9,10 +9,10 @@ import { createServices, resolveConfig, type JobRequestInput } from '@distillate
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 const TRAIN_BIN = join(ROOT, 'trainer', 'bin', 'distillate-train.js');
 
-/** Build (or find: a cache hit) every cache; returns each job's cache key, in order. */
-export async function buildCaches(jobs: readonly JobRequestInput[]): Promise<string[]> {
-  for (const j of jobs) if (!existsSync(join(ROOT, 'models', `${j.teacher}.onnx`))) throw new Error(`models/${j.teacher}.onnx is missing (see models/README.md)`);
-  const services = await createServices(resolveConfig({ models: join(ROOT, 'models'), data: join(ROOT, 'data'), cache: join(ROOT, 'cache'), logLevel: 'warn' }, {}), pino({ level: 'warn' }));
+/** Build (or find: a cache hit) every cache; returns each job's cache key, in order. Teachers come from `models` (default models/). */
+export async function buildCaches(jobs: readonly JobRequestInput[], models = join(ROOT, 'models')): Promise<string[]> {
+  for (const j of jobs) if (!existsSync(join(models, `${j.teacher}.onnx`))) throw new Error(`${join(models, `${j.teacher}.onnx`)} is missing (see models/README.md)`);
+  const services = await createServices(resolveConfig({ models, data: join(ROOT, 'data'), cache: join(ROOT, 'cache'), logLevel: 'warn' }, {}), pino({ level: 'warn' }));
   await services.jobs.init();
   const keys: string[] = [];
   try {
