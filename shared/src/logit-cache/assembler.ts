@@ -13,14 +13,13 @@ import { assertTemperature } from '../numerics.js';
 import { PRODUCER } from '../version.js';
 import { LOCK_FILE, acquireLock } from './lock.js';
 import {
-  CACHE_FORMAT,
-  CACHE_FORMAT_VERSION,
   CacheManifestSchema,
   CacheProgressSchema,
   MANIFEST_FILE,
   PROGRESS_FILE,
   StorageSchema,
   cacheKey,
+  cacheRecordBody,
   type CacheManifest,
   type CacheProgress,
   type Shard,
@@ -162,19 +161,8 @@ export class CacheAssembler {
 
   #body(): Omit<CacheProgress, 'complete'> {
     const o = this.#o;
-    return {
-      format: CACHE_FORMAT,
-      version: CACHE_FORMAT_VERSION,
-      key: this.key,
-      teacher: o.teacher,
-      dataset: { fingerprint: o.dataset.fingerprint, rows: o.dataset.rows },
-      preprocessing: o.preprocessing,
-      temperature: o.temperature,
-      storage: this.storage,
-      labelStatistics: o.labelStatistics,
-      producer: o.producer ?? PRODUCER,
-      shards: [...this.#shards.entries()].sort((a, b) => a[0] - b[0]).map(([, s]) => s),
-    };
+    const shards = [...this.#shards.entries()].sort((a, b) => a[0] - b[0]).map(([, s]) => s);
+    return cacheRecordBody({ ...o, key: this.key, storage: this.storage, producer: o.producer ?? PRODUCER, shards });
   }
 
   /** Write the manifest (last, atomically) once every shard is durable, and release the directory. */

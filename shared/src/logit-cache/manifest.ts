@@ -97,3 +97,32 @@ export function cacheKey(input: CacheKeyInput): string {
   ]);
   return createHash('sha256').update(canonical).digest('hex');
 }
+
+/** What a manifest and a progress record hold besides `complete` (and the manifest's createdAt). */
+export function cacheRecordBody(o: {
+  readonly key: string;
+  readonly teacher: TeacherRef;
+  readonly dataset: { readonly fingerprint: string; readonly rows: number };
+  readonly preprocessing: string;
+  readonly temperature: number;
+  readonly storage: Storage;
+  readonly labelStatistics: boolean;
+  readonly producer: { readonly name: string; readonly version: string };
+  readonly views?: z.infer<typeof ViewSpecSchema> | undefined;
+  readonly shards: readonly Shard[];
+}): Omit<CacheProgress, 'complete'> {
+  return {
+    format: CACHE_FORMAT,
+    version: CACHE_FORMAT_VERSION,
+    key: o.key,
+    teacher: o.teacher,
+    dataset: { fingerprint: o.dataset.fingerprint, rows: o.dataset.rows },
+    preprocessing: o.preprocessing,
+    temperature: o.temperature,
+    storage: o.storage,
+    labelStatistics: o.labelStatistics,
+    producer: o.producer,
+    ...(o.views === undefined ? {} : { views: o.views }),
+    shards: [...o.shards],
+  };
+}

@@ -6,14 +6,13 @@ import { assertTemperature } from '../numerics.js';
 import { PRODUCER } from '../version.js';
 import { CacheIntegrityError } from './errors.js';
 import {
-  CACHE_FORMAT,
-  CACHE_FORMAT_VERSION,
   CacheManifestSchema,
   CacheProgressSchema,
   MANIFEST_FILE,
   PROGRESS_FILE,
   StorageSchema,
   cacheKey,
+  cacheRecordBody,
   type CacheManifest,
   type CacheProgress,
   type Shard,
@@ -268,20 +267,7 @@ export class LogitCacheWriter {
 
   #body(): Omit<CacheProgress, 'complete'> {
     const o = this.#opts;
-    return {
-      format: CACHE_FORMAT,
-      version: CACHE_FORMAT_VERSION,
-      key: this.key,
-      teacher: o.teacher,
-      dataset: { fingerprint: o.dataset.fingerprint, rows: o.dataset.rows },
-      preprocessing: o.preprocessing,
-      temperature: o.temperature,
-      storage: this.storage,
-      labelStatistics: this.#labelStats,
-      producer: o.producer ?? PRODUCER,
-      ...(this.views === undefined ? {} : { views: this.views }),
-      shards: this.#shards,
-    };
+    return cacheRecordBody({ ...o, key: this.key, storage: this.storage, labelStatistics: this.#labelStats, producer: o.producer ?? PRODUCER, views: this.views, shards: this.#shards });
   }
 
   /** Flush, write the manifest last (atomically), and release the directory. */
