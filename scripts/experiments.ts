@@ -30,7 +30,7 @@ const SPECIAL = [LEFT_OUT, BORN_AGAIN];
 
 interface Experiment {
   readonly id: string;
-  readonly group: 'accuracy' | 'accuracy-ls0' | 'transfer' | 'labels' | 'self' | 'engines';
+  readonly group: 'accuracy' | 'accuracy-ls0' | 'cnn' | 'transfer' | 'labels' | 'self' | 'engines';
   /** For a row on the TF.js engine: the id of the same recipe's row on the ORT engine. */
   readonly sameAs?: string;
   /** The row it is compared with, seed by seed (paired difference with a 95 % interval). */
@@ -48,6 +48,8 @@ const teacherCache: JobRequestInput = { type: 'precompute', teacher: 'fmnist-tea
 const ls0Cache: JobRequestInput = { type: 'precompute', teacher: 'fmnist-teacher-ls0', dataset: TRAIN };
 /** The training split less a held-out 5,000 (500 per class, labels removed from the rest), for calibration. */
 const VAL_POOL = 'val/train-pool.arrow';
+/** fmnist-teacher-ls0's logits for 4 stored views of every training image (the view-cache rows). */
+const ls0Views4: JobRequestInput = { type: 'precompute', teacher: 'fmnist-teacher-ls0', dataset: TRAIN, views: { count: 4, seed: 1, augment: { shift: 2, flip: true } } };
 const halves: JobRequestInput[] = [
   { type: 'precompute', teacher: 'fmnist-teacher-0-4', dataset: TRAIN },
   { type: 'precompute', teacher: 'fmnist-teacher-5-9', dataset: TRAIN },
@@ -62,6 +64,9 @@ export const EXPERIMENTS: readonly Experiment[] = [
   { id: 'lskd', group: 'accuracy', label: 'LS-KD', recipe: 'fmnist-lskd.yaml', needs: [teacherCache], baseline: 'scratch' },
   { id: 'kd-sharp', group: 'accuracy', label: 'KD, T = 0.25, kd only, from fmnist-teacher-ls0 (T chosen on a validation split)', recipe: 'fmnist-kd-sharp.yaml', needs: [ls0Cache], baseline: 'scratch' },
   { id: 'kd-sharp-cal', group: 'accuracy', label: 'the same, trained on 55,000 images and calibrated on the other 5,000', recipe: 'fmnist-kd-sharp-cal.yaml', needs: [{ type: 'precompute', teacher: 'fmnist-teacher-ls0', dataset: VAL_POOL }], baseline: 'scratch' },
+  { id: 'cnn-scratch', group: 'cnn', label: 'small CNN, scratch (labels only)', recipe: 'fmnist-cnn-scratch.yaml' },
+  { id: 'cnn-kd', group: 'cnn', label: 'small CNN, KD T = 1, kd only, clean cached logits of fmnist-teacher-ls0', recipe: 'fmnist-cnn-kd.yaml', needs: [ls0Cache], baseline: 'cnn-scratch' },
+  { id: 'cnn-kd-views4', group: 'cnn', label: 'small CNN, the same KD from a view cache (K = 4: shifts ≤ 2 px, flips)', recipe: 'fmnist-cnn-kd-views.yaml', needs: [ls0Views4], baseline: 'cnn-scratch' },
   { id: 'scratch-20', group: 'accuracy-ls0', label: 'scratch (labels only), 20 epochs', recipe: 'fmnist-scratch-20.yaml' },
   { id: 'kd-ls0', group: 'accuracy-ls0', label: 'KD, T = 0.5, kd only, from fmnist-teacher-ls0, 20 epochs', recipe: 'fmnist-kd-ls0.yaml', needs: [ls0Cache], baseline: 'scratch-20' },
   {
@@ -181,6 +186,7 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
   const groups: [Experiment['group'], string][] = [
     ['accuracy', 'Better accuracy: the same MLP student (784-128-10), 10 epochs'],
     ['accuracy-ls0', 'Better accuracy at 20 epochs: 784-128-10, a teacher without label smoothing, T = 0.5'],
+    ['cnn', 'A small CNN student (conv16-pool-conv32-pool-48-10, 80,602 parameters), 10 epochs: clean cached logits against a view cache'],
     ['transfer', 'Transfer across label sets: MLP 784-512-10, 10 epochs, T = 1 (the last row is the same student trained on the labels)'],
     ['labels', 'Fewer labels: 600 labelled images (60 per class) + the other 59,400 unlabelled'],
     ['self', 'Self-distillation (compare with "scratch" above)'],

@@ -1,12 +1,13 @@
 /**
  * Recipes name a teacher's cache either by directory or by teacher name. A name is resolved
  * against the cache root: the complete cache of that teacher over exactly this dataset file
- * (same fingerprint). Dense float32 is preferred, then float16, then the largest top-k. View
- * caches are never picked by name; a recipe names their directory.
+ * (same fingerprint). Dense float32 is preferred, then float16, then the largest top-k. A view
+ * cache is picked only when the recipe gives its view spec (`{ teacher, views }`).
  */
-import { listCaches, type CacheEntry, type DatasetReader } from '@distillate/shared';
+import { listCaches, type CacheEntry, type DatasetReader, type ViewSpec } from '@distillate/shared';
 
-export type CacheRef = { readonly cache: string } | { readonly teacher: string };
+/** A cache by directory, or by teacher name (and, for a view cache, its view spec). */
+export type CacheRef = { readonly cache: string } | { readonly teacher: string; readonly views?: ViewSpec | undefined };
 
 export class CacheResolutionError extends Error {
   override readonly name = 'CacheResolutionError';
@@ -23,14 +24,16 @@ export async function resolveCacheDir(ref: CacheRef, root: string, dataset: Data
   if ('cache' in ref) return ref.cache;
   const fingerprint = await dataset.fingerprint();
   const all = await listCaches(root);
-  // View caches are chosen by directory only ({ cache: dir }): which views a run trains on is the recipe's call.
-  const matches = all.filter((e) => e.manifest.teacher.name === ref.teacher && e.manifest.dataset.fingerprint === fingerprint && e.manifest.views === undefined);
+  // A view cache only when the recipe asks for exactly its views; a plain cache otherwise.
+  const views = JSON.stringify(ref.views ?? null);
+  const matches = all.filter((e) => e.manifest.teacher.name === ref.teacher && e.manifest.dataset.fingerprint === fingerprint && JSON.stringify(e.manifest.views ?? null) === views);
   if (matches.length === 0) {
     const other = all.filter((e) => e.manifest.teacher.name === ref.teacher).length;
     throw new CacheResolutionError(
       `no cache of teacher ${ref.teacher} over ${dataset.path} in ${root}` +
         (other > 0 ? ` (${other} cache(s) of it over other datasets)` : '') +
-        `; build one: distillate-server ${opts.labelStatistics === true ? 'label' : 'precompute'} --teacher ${ref.teacher} --dataset <${dataset.path} relative to --data> --cache ${root}`,
+        `; build one: distillate-server ${opts.labelStatistics === true ? 'label' : 'precompute'} --teacher ${ref.teacher} --dataset <${dataset.path} relative to --data> --cache ${root}` +
+        (ref.views === undefined ? '' : ` --views ${ref.views.count} --view-seed ${ref.views.seed} --shift ${ref.views.augment.shift}${ref.views.augment.flip ? ' --flip' : ''}`),
     );
   }
   const versions = new Set(matches.map((e) => e.manifest.teacher.sha256));

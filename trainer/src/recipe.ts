@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { ViewSpecSchema } from '@distillate/shared';
 
 const Temperature = z.number().positive().finite();
 
@@ -47,7 +48,7 @@ export const RecipeSchema = z
      * online, on every batch (no cache; it must be the only teacher).
      */
     teachers: z
-      .array(z.union([z.object({ cache: z.string().min(1) }).strict(), z.object({ teacher: z.string().min(1) }).strict(), z.object({ onnx: z.string().min(1) }).strict()]))
+      .array(z.union([z.object({ cache: z.string().min(1) }).strict(), z.object({ teacher: z.string().min(1), views: ViewSpecSchema.optional() }).strict(), z.object({ onnx: z.string().min(1) }).strict()]))
       .default([]),
     /**
      * Teachers with different class lists. 'subsets': each teacher is matched against the
