@@ -8,7 +8,8 @@ import { copyFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DatasetReader, FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR, FASHION_MNIST_FILES, LogitCacheReader, alignDatasetWithViewCaches, headDataset, importIdxPair, verifyCache } from '@distillate/shared';
+import { DatasetReader, FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR, FASHION_MNIST_FILES, LogitCacheReader, ViewSpecSchema, alignDatasetWithViewCaches, headDataset, importIdxPair, verifyCache } from '@distillate/shared';
+import { resolveCacheDir } from '@distillate/trainer';
 import { TeacherRegistry, datasetPreprocessor } from '@distillate/shared/onnx';
 import { resolveConfig, startServer, type RunningServer } from '@distillate/server';
 import { REPO, runTs } from './helpers/cli.js';
@@ -98,6 +99,16 @@ describe('view caches', () => {
     const label = await call('/v1/jobs', { type: 'label', teacher: TEACHER, dataset: 'test-600.arrow', views: VIEWS });
     expect(label.status).toBe(400);
     expect(label.body.error.message).toMatch(/precompute jobs only/);
+  });
+
+  it('are found by teacher name only when the recipe gives the same view spec', async () => {
+    const dataset = await DatasetReader.open(join(root, 'data', 'test-600.arrow'));
+    const cacheRoot = join(root, 'cache');
+    const viewed = await resolveCacheDir({ teacher: TEACHER, views: ViewSpecSchema.parse({ ...VIEWS }) }, cacheRoot, dataset);
+    expect((await LogitCacheReader.open(viewed)).manifest.views).toEqual(VIEWS);
+    const plain = await resolveCacheDir({ teacher: TEACHER }, cacheRoot, dataset);
+    expect((await LogitCacheReader.open(plain)).manifest.views).toBeUndefined();
+    await expect(resolveCacheDir({ teacher: TEACHER, views: ViewSpecSchema.parse({ ...VIEWS, count: 5 }) }, cacheRoot, dataset)).rejects.toThrow(/--views 5 --view-seed 7 --shift 2 --flip/);
   });
 
   it('train a student from a view cache (one view per image per epoch)', async () => {

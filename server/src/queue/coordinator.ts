@@ -100,6 +100,8 @@ export class RedisCoordinator implements JobExecutor {
 
   async run(ctx: ExecutionContext): Promise<ExecutionResult> {
     const { request: req, teacher } = ctx;
+    // Refused at creation too; this catches a view job recorded in process and resumed under --queue.
+    if (req.views !== undefined) throw new AppError(400, 'invalid_request', 'view caches are computed in process for now; run this job on a server without --queue');
     const { info } = await teacher.load();
     const dataset = await DatasetReader.open(ctx.datasetPath);
     const pre = datasetPreprocessor(dataset.info, info, teacher.sidecar);
