@@ -4,8 +4,8 @@
  * the previous one), resuming from the cache's durable shards. A cache that already exists is a
  * hit and nothing runs.
  */
-import { DatasetReader, LogitCacheWriter, applyView, cacheKey, drawView, findCache, imageGeometry, StorageSchema, type ImageGeometry, type Ids, type ViewSpec } from '@distillate/shared';
-import { datasetPreprocessor, type Teacher } from '@distillate/shared/onnx';
+import { DatasetReader, LogitCacheWriter, applyView, cacheKey, drawView, findCache, imageGeometry, StorageSchema, type ImageGeometry, type Ids, type Storage, type ViewSpec } from '@distillate/shared';
+import { datasetPreprocessor, type Preprocessor, type Teacher, type TeacherInfo } from '@distillate/shared/onnx';
 import type { Logger } from 'pino';
 import type { JobRequest } from './request.js';
 
@@ -56,19 +56,39 @@ export interface PrecomputeResult {
   readonly dataset: DatasetReader;
 }
 
-export async function precomputeLogits(o: PrecomputeOptions): Promise<PrecomputeResult> {
-  const { teacher, request: req } = o;
+/** What a job's cache is (its key and everything the key is made of), before any row runs. */
+export interface CachePlan {
+  readonly info: TeacherInfo;
+  readonly dataset: DatasetReader;
+  readonly pre: Preprocessor;
+  readonly fingerprint: string;
+  /** Dataset rows (images, for a view cache). */
+  readonly rows: number;
+  readonly labelStatistics: boolean;
+  readonly preprocessing: string;
+  readonly storage: Storage;
+  readonly key: string;
+}
+
+/** The cache a job makes: the in-process pipeline and the Redis coordinator both start here. */
+export async function planCache(teacher: Teacher, datasetPath: string, req: PrecomputeOptions['request']): Promise<CachePlan> {
   const { info } = await teacher.load();
-  const dataset = await DatasetReader.open(o.datasetPath);
+  const dataset = await DatasetReader.open(datasetPath);
   const pre = datasetPreprocessor(dataset.info, info, teacher.sidecar);
   const fingerprint = await dataset.fingerprint();
   const rows = await dataset.countRows();
-  const label = req.type === 'label';
-  const preprocessing = cachePreprocessing(pre.description, label);
+  const labelStatistics = req.type === 'label';
+  const preprocessing = cachePreprocessing(pre.description, labelStatistics);
   const storage = StorageSchema.parse(req.storage);
+  const key = cacheKey({ teacherSha256: info.sha256, datasetFingerprint: fingerprint, preprocessing, temperature: req.temperature, storage, views: req.views });
+  return { info, dataset, pre, fingerprint, rows, labelStatistics, preprocessing, storage, key };
+}
+
+export async function precomputeLogits(o: PrecomputeOptions): Promise<PrecomputeResult> {
+  const { teacher, request: req } = o;
+  const { info, dataset, pre, fingerprint, rows, labelStatistics: label, preprocessing, storage, key } = await planCache(teacher, o.datasetPath, req);
   const views = req.views;
   const geometry = views === undefined ? undefined : imageGeometry(dataset.info); // refuses flat samples
-  const key = cacheKey({ teacherSha256: info.sha256, datasetFingerprint: fingerprint, preprocessing, temperature: req.temperature, storage, views });
   o.onStart?.(key, rows);
   if ((await findCache(o.cacheRoot, key)) !== undefined) {
     o.onProgress?.(rows, rows);

@@ -7,13 +7,12 @@
  * itself is driven by the uploads, not by polling.
  */
 import { hostname } from 'node:os';
-import { CacheAssembler, CacheIntegrityError, DatasetReader, ShardConflictError, StorageSchema, cacheKey, findCache, inspectCacheShard, shardLayout, type AcceptOutcome, type Ids } from '@distillate/shared';
-import { datasetPreprocessor } from '@distillate/shared/onnx';
+import { CacheAssembler, CacheIntegrityError, ShardConflictError, findCache, inspectCacheShard, shardLayout, type AcceptOutcome, type DatasetReader, type Ids } from '@distillate/shared';
 import { Queue, QueueEvents } from 'bullmq';
 import type { Logger } from 'pino';
 import { AppError } from '../errors.js';
 import type { ExecutionContext, ExecutionResult, JobExecutor } from '../jobs/executor.js';
-import { PrecomputeInterrupted, cachePreprocessing } from '../jobs/precompute.js';
+import { PrecomputeInterrupted, planCache } from '../jobs/precompute.js';
 import { assertReachable, connectionOptions, describeTarget, type RedisTarget } from './redis.js';
 import { DEFAULT_ATTEMPTS, DEFAULT_DISTRIBUTED_SHARD_ROWS, QUEUE_NAME, taskId, type ShardTask } from './task.js';
 
@@ -102,15 +101,7 @@ export class RedisCoordinator implements JobExecutor {
     const { request: req, teacher } = ctx;
     // Refused at creation too; this catches a view job recorded in process and resumed under --queue.
     if (req.views !== undefined) throw new AppError(400, 'invalid_request', 'view caches are computed in process for now; run this job on a server without --queue');
-    const { info } = await teacher.load();
-    const dataset = await DatasetReader.open(ctx.datasetPath);
-    const pre = datasetPreprocessor(dataset.info, info, teacher.sidecar);
-    const fingerprint = await dataset.fingerprint();
-    const rows = await dataset.countRows();
-    const labelStatistics = req.type === 'label';
-    const preprocessing = cachePreprocessing(pre.description, labelStatistics);
-    const storage = StorageSchema.parse(req.storage);
-    const key = cacheKey({ teacherSha256: info.sha256, datasetFingerprint: fingerprint, preprocessing, temperature: req.temperature, storage });
+    const { info, dataset, fingerprint, rows, labelStatistics, preprocessing, storage, key } = await planCache(teacher, ctx.datasetPath, req);
     ctx.onStart(key, rows);
     if ((await findCache(ctx.cacheRoot, key)) !== undefined) {
       ctx.onProgress(rows, rows);

@@ -6,19 +6,18 @@
  * with different bytes is refused. Reopened after a crash, it keeps every recorded shard whose
  * bytes still hash correctly.
  */
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sha256File, writeFileAtomic } from '../internal/arrow-io.js';
 import { assertTemperature } from '../numerics.js';
 import { PRODUCER } from '../version.js';
-import { LOCK_FILE, acquireLock } from './lock.js';
+import { LOCK_FILE, claimCacheDir } from './lock.js';
 import {
   CacheManifestSchema,
   CacheProgressSchema,
   MANIFEST_FILE,
   PROGRESS_FILE,
   StorageSchema,
-  cacheKey,
   cacheRecordBody,
   type CacheManifest,
   type CacheProgress,
@@ -29,7 +28,6 @@ import {
 } from './manifest.js';
 import { shardFileName } from './schema.js';
 import { planShards, type EncodedShard, type ShardEncoding, type ShardLayout, type ShardSpec } from './shard-codec.js';
-import { CacheExistsError } from './writer.js';
 
 export class ShardConflictError extends Error {
   override readonly name = 'ShardConflictError';
@@ -75,19 +73,13 @@ export class CacheAssembler {
   static async open(o: CacheAssemblerOptions): Promise<CacheAssembler> {
     assertTemperature(o.temperature);
     const storage = StorageSchema.parse(o.storage);
-    const key = cacheKey({ teacherSha256: o.teacher.sha256, datasetFingerprint: o.dataset.fingerprint, preprocessing: o.preprocessing, temperature: o.temperature, storage });
-    const dir = join(o.root, key);
-    await mkdir(dir, { recursive: true });
-    const manifest = await readFile(join(dir, MANIFEST_FILE), 'utf8').catch(() => undefined);
-    if (manifest !== undefined && CacheManifestSchema.safeParse(JSON.parse(manifest)).success) throw new CacheExistsError(`cache ${key} is already complete in ${dir}`);
-    await acquireLock(dir);
-    try {
-      const plan = planShards(o.dataset.rows, o.layout);
-      return new CacheAssembler(o, key, storage, await recover(dir, key, plan));
-    } catch (err) {
-      await rm(join(dir, LOCK_FILE), { force: true });
-      throw err;
-    }
+    const plan = planShards(o.dataset.rows, o.layout);
+    const { key, recovered } = await claimCacheDir(
+      o.root,
+      { teacherSha256: o.teacher.sha256, datasetFingerprint: o.dataset.fingerprint, preprocessing: o.preprocessing, temperature: o.temperature, storage },
+      (dir, k) => recover(dir, k, plan),
+    );
+    return new CacheAssembler(o, key, storage, recovered);
   }
 
   /** What every shard of this cache must look like (for `inspectCacheShard`). */

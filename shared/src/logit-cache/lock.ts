@@ -1,11 +1,16 @@
-/** The one-writer lock of a cache directory: a `.lock` file holding the writer's pid. */
-import { open, readFile, rm } from 'node:fs/promises';
+/** The one-writer claim on a cache directory: a `.lock` file holding the writer's pid. */
+import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { CacheManifestSchema, MANIFEST_FILE, cacheKey, type CacheKeyInput } from './manifest.js';
 
 export const LOCK_FILE = '.lock';
 
 export class CacheLockedError extends Error {
   override readonly name = 'CacheLockedError';
+}
+
+export class CacheExistsError extends Error {
+  override readonly name = 'CacheExistsError';
 }
 
 function pidAlive(pid: number): boolean {
@@ -17,7 +22,7 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-export async function acquireLock(dir: string): Promise<void> {
+async function acquireLock(dir: string): Promise<void> {
   const path = join(dir, LOCK_FILE);
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
@@ -38,3 +43,23 @@ export async function acquireLock(dir: string): Promise<void> {
   throw new CacheLockedError(`could not lock ${dir}`);
 }
 
+
+/**
+ * Claim the directory of the cache with this key for writing: refused if the cache is already
+ * complete or another live process holds it. `recover` then decides what an interrupted run
+ * left that can be kept; if it throws, the claim is released.
+ */
+export async function claimCacheDir<T>(root: string, keyInput: CacheKeyInput, recover: (dir: string, key: string) => Promise<T>): Promise<{ key: string; dir: string; recovered: T }> {
+  const key = cacheKey(keyInput);
+  const dir = join(root, key);
+  await mkdir(dir, { recursive: true });
+  const manifest = await readFile(join(dir, MANIFEST_FILE), 'utf8').catch(() => undefined);
+  if (manifest !== undefined && CacheManifestSchema.safeParse(JSON.parse(manifest)).success) throw new CacheExistsError(`cache ${key} is already complete in ${dir}`);
+  await acquireLock(dir);
+  try {
+    return { key, dir, recovered: await recover(dir, key) };
+  } catch (err) {
+    await rm(join(dir, LOCK_FILE), { force: true });
+    throw err;
+  }
+}

@@ -1,4 +1,4 @@
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Schema } from 'apache-arrow';
 import { AtomicArrowFileWriter, idAt, recordBatch, sha256File, writeFileAtomic, type Ids } from '../internal/arrow-io.js';
@@ -11,7 +11,6 @@ import {
   MANIFEST_FILE,
   PROGRESS_FILE,
   StorageSchema,
-  cacheKey,
   cacheRecordBody,
   type CacheManifest,
   type CacheProgress,
@@ -23,7 +22,7 @@ import {
 import { cacheShardSchema, shardFileName } from './schema.js';
 import { shardBatchColumns, shardLayout } from './shard-codec.js';
 import { ViewSpecSchema, type ViewSpec, type ViewSpecInput } from '../views.js';
-import { LOCK_FILE, acquireLock } from './lock.js';
+import { LOCK_FILE, claimCacheDir } from './lock.js';
 
 export interface LogitCacheWriterOptions {
   /** Directory that holds caches; this cache goes to `<root>/<key>/`. */
@@ -59,11 +58,8 @@ export interface LogitCacheWriterOptions {
   readonly fsync?: boolean;
 }
 
-export class CacheExistsError extends Error {
-  override readonly name = 'CacheExistsError';
-}
 
-export { CacheLockedError } from './lock.js';
+export { CacheExistsError, CacheLockedError } from './lock.js';
 
 /** Closed shards that may still be draining/fsyncing while the next one is written. */
 const MAX_SHARDS_IN_FLIGHT = 2;
@@ -144,28 +140,12 @@ export class LogitCacheWriter {
     const C = opts.teacher.classes.length;
     if (storage.mode === 'topk' && storage.k > C) throw new RangeError(`top-k storage with k = ${storage.k} needs at least k classes; the teacher has ${C}`);
     if (opts.shardRows !== undefined && !(Number.isInteger(opts.shardRows) && opts.shardRows > 0)) throw new RangeError(`shardRows must be a positive integer`);
-    const key = cacheKey({
-      teacherSha256: opts.teacher.sha256,
-      datasetFingerprint: opts.dataset.fingerprint,
-      preprocessing: opts.preprocessing,
-      temperature: opts.temperature,
-      storage,
-      views: opts.views,
-    });
-    const dir = join(opts.root, key);
-    await mkdir(dir, { recursive: true });
-    const manifest = await readFile(join(dir, MANIFEST_FILE), 'utf8').catch(() => undefined);
-    if (manifest !== undefined && CacheManifestSchema.safeParse(JSON.parse(manifest)).success) {
-      throw new CacheExistsError(`cache ${key} is already complete in ${dir}`);
-    }
-    await acquireLock(dir);
-    try {
-      const shards = await recoverShards(dir, key);
-      return new LogitCacheWriter(opts, key, storage, shards);
-    } catch (err) {
-      await rm(join(dir, LOCK_FILE), { force: true });
-      throw err;
-    }
+    const { key, recovered } = await claimCacheDir(
+      opts.root,
+      { teacherSha256: opts.teacher.sha256, datasetFingerprint: opts.dataset.fingerprint, preprocessing: opts.preprocessing, temperature: opts.temperature, storage, views: opts.views },
+      recoverShards,
+    );
+    return new LogitCacheWriter(opts, key, storage, recovered);
   }
 
   get rowsWritten(): number {
