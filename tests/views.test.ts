@@ -131,4 +131,27 @@ describe('view caches', () => {
     const r = runTs('trainer/src/bin.ts', ['--recipe', recipe, '--out', join(root, 'out')]);
     expect(r.status, r.stderr).toBe(0);
   });
+  it('train a student with the teacher online on fresh views (augment); augment with cached logits is refused in one line', async () => {
+    const recipe = (name: string, teacher: string): string[] => [
+      `name: ${name}`,
+      `data: { train: ${join(root, 'data', 'test-600.arrow')}, test: ${join(root, 'data', 'test-600.arrow')} }`,
+      `teachers: [${teacher}]`,
+      'student: { kind: mlp, hidden: [32] }',
+      'distill: { method: kd, params: { temperature: 1 } }',
+      'weights: { ce: 0, kd: 1 }',
+      'augment: { shift: 2, flip: true }',
+      'epochs: 2',
+      'batchSize: 64',
+    ];
+    const online = join(root, 'online.yaml');
+    await writeFile(online, recipe('online-views', `{ onnx: ${join(root, 'models', `${TEACHER}.onnx`)} }`).join('\n'));
+    const ok = runTs('trainer/src/bin.ts', ['--recipe', online, '--out', join(root, 'out')]);
+    expect(ok.status, ok.stderr).toBe(0);
+    const cached = join(root, 'cached.yaml');
+    await writeFile(cached, recipe('cached-views', `{ teacher: ${TEACHER} }`).concat(`caches: ${join(root, 'cache')}`).join('\n'));
+    const refused = runTs('trainer/src/bin.ts', ['--recipe', cached, '--out', join(root, 'out')]);
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+    expect(refused.stderr).toMatch(/augment draws fresh views each epoch, but cached logits belong to the clean images/);
+  });
 });

@@ -6,7 +6,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { DatasetReader, LogitCacheReader, LogitCacheWriter, alignDatasetWithCaches, writeSyntheticDataset } from '@distillate/shared';
+import { DatasetReader, LogitCacheReader, LogitCacheWriter, alignDatasetWithCaches, applyView, drawView, imageGeometry, writeSyntheticDataset } from '@distillate/shared';
 import { epochBatches, prefetch, segmentBounds, SEGMENT_ROWS, type SourceSpec } from './data.js';
 
 const ROWS = 1000;
@@ -93,6 +93,37 @@ describe('epochBatches with shuffle', () => {
       firstSegments.add(Math.floor(Math.min(...firstBatch!) / cache.manifest.shards[0]!.rows));
     }
     expect(firstSegments.size).toBeGreaterThan(1); // not always shard 0 first
+  });
+});
+
+describe('epochBatches with augment (fresh views)', () => {
+  it("give every image the view drawn from (seed, id, epoch) by shared's view code, new each epoch, the same on a rerun", async () => {
+    const path = join(await mkdtemp(join(tmpdir(), 'distillate-data-')), 'images.arrow');
+    await writeSyntheticDataset(path, { rows: 200, inputShape: [8, 8, 1], classes: 3, batchRows: 64 });
+    const images = await DatasetReader.open(path);
+    const layout = { inputSize: 64, slots: [] } as const;
+    const augment = { shift: 2, flip: true };
+    const epoch = async (seed: number, e: number): Promise<Float32Array> => {
+      const xs: Float32Array[] = [];
+      const opts = { batchSize: 32, shuffleBuffer: 32, seed: 1, shuffle: false, augment: { augment, seed, epoch: e } };
+      for await (const b of epochBatches([{ dataset: images, caches: [], rows: 200 }], layout, opts)) xs.push(b.x);
+      return Float32Array.from(xs.flatMap((x) => [...x]));
+    };
+    const stored: number[] = [];
+    for await (const b of images.batches()) stored.push(...b.inputs);
+    const scale = images.info.scaling.scale;
+    const g = imageGeometry(images.info);
+    const e3 = await epoch(9, 3);
+    let moved = 0;
+    for (let id = 0; id < 200; id++) {
+      const want = applyView(Uint8Array.from(stored.slice(id * 64, (id + 1) * 64)), new Uint8Array(64), g, drawView({ count: 1, seed: 9, augment }, id, 3));
+      expect(Array.from(e3.subarray(id * 64, (id + 1) * 64))).toEqual(Array.from(want, (v) => Math.fround(v * scale)));
+      if (want.some((v, d) => v !== stored[id * 64 + d])) moved++;
+    }
+    expect(moved).toBeGreaterThan(150); // most draws move the image (25 shifts × 2 flips, one is the identity)
+    expect(await epoch(9, 3)).toEqual(e3);
+    expect(await epoch(9, 4)).not.toEqual(e3);
+    expect(await epoch(10, 3)).not.toEqual(e3);
   });
 });
 

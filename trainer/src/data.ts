@@ -5,7 +5,20 @@
  * then cut into batches and prefetched ahead of the train step. Nothing here holds more than the shuffle buffer, a few
  * batches and one cache shard per cache, whatever the dataset's size.
  */
-import { alignDatasetWithCaches, alignDatasetWithViewCaches, mulberry32, type AlignedBatch, type AlignOptions, type DatasetReader, type LogitCacheReader } from '@distillate/shared';
+import {
+  alignDatasetWithCaches,
+  alignDatasetWithViewCaches,
+  applyView,
+  drawView,
+  imageGeometry,
+  mulberry32,
+  type AlignedBatch,
+  type AlignOptions,
+  type DatasetInfo,
+  type DatasetReader,
+  type LogitCacheReader,
+  type ViewSpec,
+} from '@distillate/shared';
 
 /**
  * Rows [from, to) of a source with its caches lined up. View caches (K stored views per image)
@@ -108,8 +121,32 @@ class RowStore {
   }
 }
 
+/** Fresh augmented views: the view of each image for this epoch. */
+export interface AugmentOptions {
+  readonly augment: ViewSpec['augment'];
+  readonly seed: number;
+  /** View index drawn for every image: fresh views each epoch. */
+  readonly epoch: number;
+}
+
+/** Row `row` of `inputs` (stored values) → its view, drawn from (seed, id, epoch); a buffer reused per call. */
+type Augmenter = (inputs: Float32Array | Uint8Array, row: number, id: number) => Float32Array | Uint8Array;
+
+function augmenter(info: DatasetInfo, D: number, opts: AugmentOptions): Augmenter {
+  const geometry = imageGeometry(info);
+  // One draw per (seed, id, epoch) with shared's view code: view `epoch` of a view cache with
+  // the same seed and augmentation is the same transform.
+  const spec: ViewSpec = { count: 1, seed: opts.seed, augment: opts.augment };
+  let u8: Uint8Array | undefined;
+  let f32: Float32Array | undefined;
+  return (inputs, row, id) => {
+    const p = drawView(spec, id, opts.epoch);
+    return inputs instanceof Uint8Array ? applyView(inputs.subarray(row * D, (row + 1) * D), (u8 ??= new Uint8Array(D)), geometry, p) : applyView(inputs.subarray(row * D, (row + 1) * D), (f32 ??= new Float32Array(D)), geometry, p);
+  };
+}
+
 /** Write up to `n` rows of an aligned batch (from row `start`) into `store` from slot 0. */
-function fillChunk(store: RowStore, b: AlignedBatch, start: number, n: number, src: SourceSpec, scale: number, offset: number): number {
+function fillChunk(store: RowStore, b: AlignedBatch, start: number, n: number, src: SourceSpec, scale: number, offset: number, augment?: Augmenter): number {
   const D = store.layout.inputSize;
   let w = 0;
   for (let r = start; r < start + n; r++) {
@@ -126,9 +163,13 @@ function fillChunk(store: RowStore, b: AlignedBatch, start: number, n: number, s
     }
     if (label >= 0 && src.labelMap !== undefined) label = src.labelMap[label]!;
     const xo = w * D;
-    const xi = r * D;
-    const inputs = b.inputs;
-    for (let d = 0; d < D; d++) store.x[xo + d] = inputs[xi + d]! * scale + offset;
+    if (augment === undefined) {
+      const xi = r * D;
+      for (let d = 0; d < D; d++) store.x[xo + d] = b.inputs[xi + d]! * scale + offset;
+    } else {
+      const view = augment(b.inputs, r, Number(b.ids[r]!));
+      for (let d = 0; d < D; d++) store.x[xo + d] = view[d]! * scale + offset;
+    }
     store.labels[w] = label;
     store.hasTeacher[w] = hasTeacher;
     store.layout.slots.forEach((spec, i) => {
@@ -196,6 +237,8 @@ export interface EpochOptions {
   readonly seed: number;
   /** false: dataset order, no shuffling (evaluation). true: segment order and buffer shuffling. */
   readonly shuffle: boolean;
+  /** Train on fresh augmented views (applied to the stored values, before scaling). */
+  readonly augment?: AugmentOptions;
 }
 
 /**
@@ -218,6 +261,7 @@ export async function* epochBatches(sources: readonly SourceSpec[], layout: Batc
     remaining: s.rows,
     scale: s.dataset.info.scaling.scale,
     offset: s.dataset.info.scaling.offset,
+    augment: opts.augment === undefined ? undefined : augmenter(s.dataset.info, layout.inputSize, opts.augment),
   }));
   try {
     for (;;) {
@@ -235,7 +279,7 @@ export async function* epochBatches(sources: readonly SourceSpec[], layout: Batc
         s.at = 0;
       }
       const n = Math.min(256, s.current.rows - s.at);
-      const got = fillChunk(chunk, s.current, s.at, n, s.src, s.scale, s.offset);
+      const got = fillChunk(chunk, s.current, s.at, n, s.src, s.scale, s.offset, s.augment);
       s.at += n;
       s.remaining -= n;
       for (let r = 0; r < got; r++) {

@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { ViewSpecSchema } from '@distillate/shared';
+import { ViewAugmentSchema, ViewSpecSchema } from '@distillate/shared';
 
 const Temperature = z.number().positive().finite();
 
@@ -105,6 +105,15 @@ export const RecipeSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * Fresh augmented views every epoch: each training image is shifted (zero fill) and flipped
+     * anew, drawn from (seed, image id, epoch) by shared's view code, so a run is reproducible and
+     * the transforms are exactly those a view cache stores (epoch e uses view e − 1 of a view cache
+     * with the same seed). For scratch and for an online teacher, which then sees the view the
+     * student sees. Not with cached teachers, semi or selfDistill: their logits belong to the clean
+     * images (a view cache stores logits per view instead).
+     */
+    augment: ViewAugmentSchema.extend({ seed: z.number().int().min(0).max(0xffffffff).optional() }).strict().optional(),
     /** Self-distillation: at this epoch the student's snapshot becomes the teacher for the remaining epochs. */
     selfDistill: z.object({ fromEpoch: z.number().int().positive(), temperature: Temperature.default(4) }).strict().optional(),
     /**
@@ -174,6 +183,9 @@ export function parseRecipe(raw: unknown, overrides: readonly string[] = [], sou
   if (!r.success) throw new RecipeError(`${source}: ${r.error.issues.map((i) => `${i.path.join('.') || 'root'}: ${i.message}`).join('; ')}`);
   if (r.data.teachers.some((t) => 'onnx' in t) && (r.data.teachers.length > 1 || r.data.semi !== undefined || r.data.selfDistill !== undefined)) {
     throw new RecipeError(`${source}: an online teacher ({ onnx }) must be the only teacher, without semi or selfDistill`);
+  }
+  if (r.data.augment !== undefined && (r.data.teachers.some((t) => !('onnx' in t)) || r.data.semi !== undefined || r.data.selfDistill !== undefined)) {
+    throw new RecipeError(`${source}: augment draws fresh views each epoch, but cached logits belong to the clean images; use a view cache (teachers: [{ teacher, views }]) or an online teacher ({ onnx })`);
   }
   if (r.data.semi !== undefined && (r.data.semi.cache === undefined) === (r.data.semi.teacher === undefined)) {
     throw new RecipeError(`${source}: semi needs exactly one of cache (a directory) or teacher (a name looked up in caches)`);

@@ -6,13 +6,13 @@
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DatasetReader, LogitCacheReader, writeFileAtomic } from '@distillate/shared';
+import { DatasetReader, LogitCacheReader, imageGeometry, writeFileAtomic } from '@distillate/shared';
 import type { BackendChoice } from './backend.js';
 import { batchLoss } from './batch-loss.js';
 import { resolveCacheDir } from './cache-ref.js';
 import { fitTemperature } from './calibration.js';
 import { clearRun, findResumePoint, keptMetrics, saveEpoch } from './checkpoint.js';
-import { epochBatches, prefetch, type SourceSpec, type TrainBatch } from './data.js';
+import { epochBatches, prefetch, type AugmentOptions, type SourceSpec, type TrainBatch } from './data.js';
 import { openEngine, type BatchLoss, type EngineName, type StudentEngine } from './engine/index.js';
 import { TrainingError } from './errors.js';
 import { collectLogits, evaluate, type Evaluation } from './evaluate.js';
@@ -86,6 +86,13 @@ async function openInputs(recipe: Readonly<Recipe>, cleanup: Array<() => Promise
   if (calibrationData !== undefined && plan.mode !== 'union' && calibrationData.info.classes.join('\u0000') !== plan.classes.join('\u0000')) {
     throw new TrainingError(`calibration data ${recipe.calibration!.data} has classes [${calibrationData.info.classes.join(', ')}], the student predicts [${plan.classes.join(', ')}]`);
   }
+  if (recipe.augment !== undefined) {
+    try {
+      imageGeometry(dataset.info);
+    } catch (err) {
+      throw new TrainingError(`augment: ${(err as Error).message}`);
+    }
+  }
   const balanced = await balanceUnion(plan, recipe, dataset);
   plan = balanced.plan;
   const online = onlineModel === undefined ? undefined : await OnlineTeacher.open(onlineModel, dataset.info);
@@ -145,6 +152,11 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     const main: SourceSpec = { dataset, caches: plan.caches, rows: trainRows, ...(lm === undefined ? {} : { labelMap: lm }) };
     return pool === undefined ? [main] : [main, pool];
   };
+  // recipe.augment: epoch e trains on view e − 1 of each image (a fresh draw every epoch).
+  const augmentFor = (epoch: number): { augment?: AugmentOptions } => {
+    const a = recipe.augment;
+    return a === undefined ? {} : { augment: { augment: { shift: a.shift, flip: a.flip }, seed: a.seed ?? recipe.seed, epoch: epoch - 1 } };
+  };
 
   // The engine starts once the data and teachers check out, so a recipe error is reported
   // before any backend or provider probing (and its native warnings).
@@ -187,7 +199,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     let agreeRows = 0;
     const t0 = performance.now();
     let batchIndex = 0;
-    const batches = prefetch(epochBatches(buildSources(), plan.layout, { batchSize: recipe.batchSize, shuffleBuffer: recipe.shuffleBuffer, seed: recipe.seed * 1000 + epoch, shuffle: true }));
+    const batches = prefetch(epochBatches(buildSources(), plan.layout, { batchSize: recipe.batchSize, shuffleBuffer: recipe.shuffleBuffer, seed: recipe.seed * 1000 + epoch, shuffle: true, ...augmentFor(epoch) }));
     // Batches go to the engine in groups (recipe stepsPerRun) of one row count and loss shape.
     let group: Array<{ b: TrainBatch; loss: BatchLoss }> = [];
     const flush = async (): Promise<void> => {
