@@ -18,19 +18,19 @@ import { Command, InvalidArgumentError } from 'commander';
 import { acquireFashionMnist, importFashionMnist, onnxParameterCount, runCli, splitLabelled } from '@distillate/shared';
 import type { JobRequestInput } from '@distillate/server';
 import { ortLatency } from './demo.js';
-import { ROOT, T95, buildCaches, mean, pool, std, trainRecipe } from './experiments/runner.js';
-import { runBornAgain } from './experiments/born-again.js';
+import { ROOT, buildCaches, mean, pairedDelta, pool, std, trainRecipe } from './experiments/runner.js';
+import { viewTable } from './experiments/view-table.js';
+import { BORN_AGAIN, runBornAgain } from './experiments/born-again.js';
 import { runLeftOut } from './experiments/left-out.js';
 
 /** Not recipe rows: the left-out-class experiment (20 runs per seed) and born-again generations (experiments/). */
 const LEFT_OUT = 'left-out';
-const BORN_AGAIN = 'born-again';
-const SPECIAL = [LEFT_OUT, BORN_AGAIN];
+const SPECIAL = [LEFT_OUT, ...BORN_AGAIN.map((b) => b.id)];
 
 
 interface Experiment {
   readonly id: string;
-  readonly group: 'accuracy' | 'accuracy-ls0' | 'cnn' | 'transfer' | 'labels' | 'self' | 'engines';
+  readonly group: 'accuracy' | 'accuracy-ls0' | 'cnn' | 'cnn-transfer' | 'transfer' | 'labels' | 'self' | 'engines';
   /** For a row on the TF.js engine: the id of the same recipe's row on the ORT engine. */
   readonly sameAs?: string;
   /** The row it is compared with, seed by seed (paired difference with a 95 % interval). */
@@ -48,8 +48,19 @@ const teacherCache: JobRequestInput = { type: 'precompute', teacher: 'fmnist-tea
 const ls0Cache: JobRequestInput = { type: 'precompute', teacher: 'fmnist-teacher-ls0', dataset: TRAIN };
 /** The training split less a held-out 5,000 (500 per class, labels removed from the rest), for calibration. */
 const VAL_POOL = 'val/train-pool.arrow';
-/** fmnist-teacher-ls0's logits for 4 stored views of every training image (the view-cache rows). */
-const ls0Views4: JobRequestInput = { type: 'precompute', teacher: 'fmnist-teacher-ls0', dataset: TRAIN, views: { count: 4, seed: 1, augment: { shift: 2, flip: true } } };
+/** fmnist-teacher-ls0's logits for K stored views of every training image (the view-cache rows). */
+const ls0Views = (count: number): JobRequestInput => ({ type: 'precompute', teacher: 'fmnist-teacher-ls0', dataset: TRAIN, views: { count, seed: 1, augment: { shift: 2, flip: true } } });
+/** The view-cache rows: K stored views per image, against the teacher online on fresh views. */
+export const VIEW_COUNTS = [1, 4, 16, 64] as const;
+const viewRow = (K: number): Experiment => ({
+  id: `cnn-kd-views${K}`,
+  group: 'cnn',
+  label: `small CNN, the same KD from a view cache, K = ${K}`,
+  recipe: 'fmnist-cnn-kd-views.yaml',
+  ...(K === 4 ? {} : { set: [`teachers.0.views.count=${K}`] }),
+  needs: [ls0Views(K)],
+  baseline: 'cnn-kd-online',
+});
 const halves: JobRequestInput[] = [
   { type: 'precompute', teacher: 'fmnist-teacher-0-4', dataset: TRAIN },
   { type: 'precompute', teacher: 'fmnist-teacher-5-9', dataset: TRAIN },
@@ -66,7 +77,10 @@ export const EXPERIMENTS: readonly Experiment[] = [
   { id: 'kd-sharp-cal', group: 'accuracy', label: 'the same, trained on 55,000 images and calibrated on the other 5,000', recipe: 'fmnist-kd-sharp-cal.yaml', needs: [{ type: 'precompute', teacher: 'fmnist-teacher-ls0', dataset: VAL_POOL }], baseline: 'scratch' },
   { id: 'cnn-scratch', group: 'cnn', label: 'small CNN, scratch (labels only)', recipe: 'fmnist-cnn-scratch.yaml' },
   { id: 'cnn-kd', group: 'cnn', label: 'small CNN, KD T = 1, kd only, clean cached logits of fmnist-teacher-ls0', recipe: 'fmnist-cnn-kd.yaml', needs: [ls0Cache], baseline: 'cnn-scratch' },
-  { id: 'cnn-kd-views4', group: 'cnn', label: 'small CNN, the same KD from a view cache (K = 4: shifts ≤ 2 px, flips)', recipe: 'fmnist-cnn-kd-views.yaml', needs: [ls0Views4], baseline: 'cnn-scratch' },
+  { id: 'cnn-scratch-aug', group: 'cnn', label: 'small CNN, scratch on fresh augmented views (shifts ≤ 2 px, flips; a new draw every epoch)', recipe: 'fmnist-cnn-scratch-aug.yaml', baseline: 'cnn-scratch' },
+  { id: 'cnn-kd-online', group: 'cnn', label: 'small CNN, KD T = 1, kd only, teacher online on the same fresh views', recipe: 'fmnist-cnn-kd-online.yaml', baseline: 'cnn-scratch-aug' },
+  ...VIEW_COUNTS.map(viewRow),
+  { id: 'cnn-transfer', group: 'cnn-transfer', label: 'small CNN, two teachers (classes 0–4, 5–9), no labels; union: balanced', recipe: 'fmnist-transfer-cnn.yaml', needs: halves, baseline: 'cnn-scratch' },
   { id: 'scratch-20', group: 'accuracy-ls0', label: 'scratch (labels only), 20 epochs', recipe: 'fmnist-scratch-20.yaml' },
   { id: 'kd-ls0', group: 'accuracy-ls0', label: 'KD, T = 0.5, kd only, from fmnist-teacher-ls0, 20 epochs', recipe: 'fmnist-kd-ls0.yaml', needs: [ls0Cache], baseline: 'scratch-20' },
   {
@@ -146,7 +160,7 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
   }
   const chosen = opts.tables === true ? [] : EXPERIMENTS.filter((e) => opts.only === undefined || opts.only.includes(e.id));
   if (opts.tables !== true && (opts.only === undefined || opts.only.includes(LEFT_OUT))) await runLeftOut({ seeds: opts.seeds, parallel: opts.parallel });
-  if (opts.tables !== true && (opts.only === undefined || opts.only.includes(BORN_AGAIN))) await runBornAgain({ seeds: opts.seeds, parallel: opts.parallel });
+  for (const spec of BORN_AGAIN) if (opts.tables !== true && (opts.only === undefined || opts.only.includes(spec.id))) await runBornAgain(spec, { seeds: opts.seeds, parallel: opts.parallel });
   const jobs = new Map(chosen.flatMap((e) => e.needs ?? []).map((j) => [JSON.stringify(j), j]));
   await buildCaches([...jobs.values()]);
   const out = join(ROOT, 'experiments-out', 'runs');
@@ -168,17 +182,7 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
       (bySeed[e.id] ??= new Map()).set(seed, a);
     }
   }
-  /** Mean paired difference (row − baseline, same seeds) in points, with a 95 % t interval. */
-  const paired = (id: string, base: string): string => {
-    const a = bySeed[id];
-    const b = bySeed[base];
-    if (a === undefined || b === undefined) return '';
-    const d = [...a].filter(([seed]) => b.has(seed)).map(([seed, v]) => (v - b.get(seed)!) * 100);
-    if (d.length < 2) return d.length === 1 ? `${d[0]! >= 0 ? '+' : ''}${d[0]!.toFixed(2)} (one seed)` : '';
-    const m = mean(d);
-    const half = (T95[d.length - 1] ?? 1.96) * (std(d) / Math.sqrt(d.length));
-    return `${m >= 0 ? '+' : ''}${m.toFixed(2)} [${(m - half).toFixed(2)}, ${(m + half).toFixed(2)}] (${d.length} pairs)`;
-  };
+  const paired = (id: string, base: string): string => pairedDelta(bySeed[id], bySeed[base]);
   await writeFile(join(ROOT, 'experiments-out', 'results.json'), `${JSON.stringify({ accuracy: acc }, null, 2)}\n`);
 
   const cmd = (e: Experiment) => `\`npx distillate-train --recipe recipes/${e.recipe}${(e.set ?? []).map((s) => ` --set ${s}`).join('')} --seed S\``;
@@ -187,6 +191,7 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
     ['accuracy', 'Better accuracy: the same MLP student (784-128-10), 10 epochs'],
     ['accuracy-ls0', 'Better accuracy at 20 epochs: 784-128-10, a teacher without label smoothing, T = 0.5'],
     ['cnn', 'A small CNN student (conv16-pool-conv32-pool-48-10, 80,602 parameters), 10 epochs: clean cached logits against a view cache'],
+    ['cnn-transfer', 'Transfer across label sets with the small CNN student, 10 epochs (vs the same student on all 60,000 labels: cnn-scratch above)'],
     ['transfer', 'Transfer across label sets: MLP 784-512-10, 10 epochs, T = 1 (the last row is the same student trained on the labels)'],
     ['labels', 'Fewer labels: 600 labelled images (60 per class) + the other 59,400 unlabelled'],
     ['self', 'Self-distillation (compare with "scratch" above)'],
@@ -201,6 +206,7 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
       lines.push(`| ${e.label} | ${pm(acc[e.id]!)} | ${acc[e.id]!.map((a) => (a * 100).toFixed(2)).join(', ')} | ${vs} | ${e.baseline === undefined ? '' : paired(e.id, e.baseline)} | ${cmd(e)} |`);
     }
     lines.push('');
+    if (group === 'cnn') lines.push(...(await viewTable(out, bySeed)));
   }
   if (acc['kd'] !== undefined) lines.push('**Lower latency, fewer parameters** (ORT CPU execution provider, its default threads; median of 50 calls at batch 1, 7 at batch 256, after a warm-up)', '', ...(await sizes(acc, out)), '');
   const table = lines.join('\n');

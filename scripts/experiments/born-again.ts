@@ -1,10 +1,11 @@
 /**
  * Born-again networks (Furlanello et al. 2018): the student of one generation, served as a
  * teacher (its student.onnx in a models directory, precomputed into a cache like any teacher),
- * teaches the next generation of the same network on the same schedule. Generation 1 is the
- * scratch row (labels only); generations 2 and 3 use the KD recipe of the first table unchanged
- * (T = 4, ce 0.1 / kd 0.9: no tuning for this row), and their ensemble averages the two
- * generations' probabilities. Every figure is paired with scratch seed by seed.
+ * teaches the next generation of the same network on the same schedule. Generation 1 is a
+ * scratch row (labels only); generations 2 and 3 use that network's KD recipe unchanged (no
+ * tuning for these rows), and their ensemble averages the two generations' probabilities. Every
+ * figure is paired with scratch seed by seed. Two networks: the MLP (`born-again`) and the small
+ * CNN (`born-again-cnn`).
  */
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -19,23 +20,58 @@ async function accuracyOf(run: string): Promise<number> {
   return (JSON.parse(await readFile(join(run, 'run.json'), 'utf8')) as { test: { accuracy: number } }).test.accuracy;
 }
 
-export async function runBornAgain(opts: { seeds: number; parallel: number }): Promise<void> {
+/** One network's born-again experiment. */
+export interface BornAgainSpec {
+  /** The experiment id (--only), also its BENCHMARKS.md markers and results file. */
+  readonly id: string;
+  /** Generation 1: this scratch row's runs (`<scratch>-s<seed>`) and recipe. */
+  readonly scratch: string;
+  readonly scratchRecipe: string;
+  /** The KD recipe generations 2 and 3 train with (their teacher replaced). */
+  readonly kdRecipe: string;
+  /** What the table says about the network and recipe. */
+  readonly describe: string;
+  readonly heading: string;
+}
+
+export const BORN_AGAIN: readonly BornAgainSpec[] = [
+  {
+    id: 'born-again',
+    scratch: 'scratch',
+    scratchRecipe: 'fmnist-scratch.yaml',
+    kdRecipe: 'fmnist-kd.yaml',
+    describe: "the MLP 784-128-10, 10 epochs; generation 1 is the scratch row; generation k + 1 learns from generation k's cache (same seed) with the KD recipe (fmnist-kd.yaml: T = 4, ce 0.1 / kd 0.9) unchanged",
+    heading: '## Born-again self-distillation',
+  },
+  {
+    id: 'born-again-cnn',
+    scratch: 'cnn-scratch',
+    scratchRecipe: 'fmnist-cnn-scratch.yaml',
+    kdRecipe: 'fmnist-cnn-kd.yaml',
+    describe: "the small CNN (conv16-pool-conv32-pool-48-10), 10 epochs; generation 1 is the cnn-scratch row; generation k + 1 learns from generation k's cache (same seed) with fmnist-cnn-kd.yaml (T = 1, kd only) unchanged",
+    heading: '## Born-again self-distillation, small CNN',
+  },
+];
+
+export async function runBornAgain(spec: BornAgainSpec, opts: { seeds: number; parallel: number }): Promise<void> {
   const out = join(ROOT, 'experiments-out', 'runs');
   const models = join(ROOT, 'experiments-out', 'born-again-models');
   await mkdir(models, { recursive: true });
   const seeds = Array.from({ length: opts.seeds }, (_, i) => i + 1);
   // Generation 1: the scratch row's runs (trained here for seeds it does not have yet).
-  await pool(seeds.map((seed) => () => trainRecipe({ recipe: 'fmnist-scratch.yaml', seed, name: `scratch-s${seed}`, out })), opts.parallel);
-  const runOf = (gen: number, seed: number) => join(out, gen === 1 ? `scratch-s${seed}` : `born-again-g${gen}-s${seed}`);
+  await pool(seeds.map((seed) => () => trainRecipe({ recipe: spec.scratchRecipe, seed, name: `${spec.scratch}-s${seed}`, out })), opts.parallel);
+  const runOf = (gen: number, seed: number) => join(out, gen === 1 ? `${spec.scratch}-s${seed}` : `${spec.id}-g${gen}-s${seed}`);
+  // Model names: ba-g1-s1 (the MLP's, as before), ba-cnn-g1-s1, …
+  const model = (gen: number, seed: number) => `${spec.id.replace('born-again', 'ba')}-g${gen}-s${seed}`;
   for (const gen of [2, 3]) {
     for (const seed of seeds) {
-      const name = `ba-g${gen - 1}-s${seed}`;
+      const name = model(gen - 1, seed);
       await copyFile(join(runOf(gen - 1, seed), 'student.onnx'), join(models, `${name}.onnx`));
       await writeFile(join(models, `${name}.json`), `${JSON.stringify({ classes: [...FASHION_MNIST_CLASSES], layout: 'flat' })}\n`);
     }
-    const keys = await buildCaches(seeds.map((seed) => ({ type: 'precompute' as const, teacher: `ba-g${gen - 1}-s${seed}`, dataset: TRAIN })), models);
+    const keys = await buildCaches(seeds.map((seed) => ({ type: 'precompute' as const, teacher: model(gen - 1, seed), dataset: TRAIN })), models);
     await pool(
-      seeds.map((seed, i) => () => trainRecipe({ recipe: 'fmnist-kd.yaml', seed, name: `born-again-g${gen}-s${seed}`, out, set: [`teachers=[{ cache: cache/${keys[i]} }]`] })),
+      seeds.map((seed, i) => () => trainRecipe({ recipe: spec.kdRecipe, seed, name: `${spec.id}-g${gen}-s${seed}`, out, set: [`teachers=[{ cache: cache/${keys[i]} }]`] })),
       opts.parallel,
     );
   }
@@ -75,18 +111,18 @@ export async function runBornAgain(opts: { seeds: number; parallel: number }): P
     return `${mean(d) >= 0 ? '+' : ''}${mean(d).toFixed(2)} [${(mean(d) - half).toFixed(2)}, ${(mean(d) + half).toFixed(2)}]`;
   };
   const lines = [
-    `Generated by \`npm run experiments -- --only born-again --seeds ${opts.seeds}\` on ${new Date().toISOString().slice(0, 10)}: the MLP 784-128-10, 10 epochs; generation 1 is the scratch row; generation k + 1 learns from generation k's cache (same seed) with the KD recipe unchanged. Test accuracy, mean ± std over ${opts.seeds} seeds; Δ is paired with scratch seed by seed (95 % t interval).`,
+    `Generated by \`npm run experiments -- --only ${spec.id} --seeds ${opts.seeds}\` on ${new Date().toISOString().slice(0, 10)}: ${spec.describe}. Test accuracy, mean ± std over ${opts.seeds} seeds; Δ is paired with scratch seed by seed (95 % t interval).`,
     '',
     '| generation | test accuracy, % | per seed | paired Δ vs scratch, pt |',
     '|---|---|---|---|',
-    `| 1 (scratch, labels only) | ${pm(acc['g1']!)} | ${acc['g1']!.map((v) => (v * 100).toFixed(2)).join(', ')} | |`,
+    `| 1 (${spec.scratch}, labels only) | ${pm(acc['g1']!)} | ${acc['g1']!.map((v) => (v * 100).toFixed(2)).join(', ')} | |`,
     `| 2 (from generation 1) | ${pm(acc['g2']!)} | ${acc['g2']!.map((v) => (v * 100).toFixed(2)).join(', ')} | ${paired(acc['g2']!)} |`,
     `| 3 (from generation 2) | ${pm(acc['g3']!)} | ${acc['g3']!.map((v) => (v * 100).toFixed(2)).join(', ')} | ${paired(acc['g3']!)} |`,
     `| ensemble of 2 and 3 | ${pm(acc['ens']!)} | ${acc['ens']!.map((v) => (v * 100).toFixed(2)).join(', ')} | ${paired(acc['ens']!)} |`,
   ];
   const table = lines.join('\n');
   console.log(table);
-  await writeFile(join(ROOT, 'experiments-out', 'born-again.json'), `${JSON.stringify(acc, null, 2)}\n`);
+  await writeFile(join(ROOT, 'experiments-out', `${spec.id}.json`), `${JSON.stringify(acc, null, 2)}\n`);
   const path = join(ROOT, 'BENCHMARKS.md');
-  await writeFile(path, replaceSection(await readFile(path, 'utf8'), '<!-- born-again:begin -->', '<!-- born-again:end -->', table, '## Born-again self-distillation'));
+  await writeFile(path, replaceSection(await readFile(path, 'utf8'), `<!-- ${spec.id}:begin -->`, `<!-- ${spec.id}:end -->`, table, spec.heading));
 }

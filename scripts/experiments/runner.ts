@@ -72,3 +72,13 @@ export function replaceSection(doc: string, begin: string, end: string, body: st
   const b = doc.indexOf(end);
   return a >= 0 && b > a ? doc.slice(0, a) + section + doc.slice(b + end.length) : `${doc.trimEnd()}\n\n${heading}\n\n${section}\n`;
 }
+
+/** Mean paired difference (row − baseline, same seeds) in points, with a 95 % t interval; '' without pairs. */
+export function pairedDelta(a: ReadonlyMap<number, number> | undefined, b: ReadonlyMap<number, number> | undefined): string {
+  if (a === undefined || b === undefined) return '';
+  const d = [...a].filter(([seed]) => b.has(seed)).map(([seed, v]) => (v - b.get(seed)!) * 100);
+  if (d.length < 2) return d.length === 1 ? `${d[0]! >= 0 ? '+' : ''}${d[0]!.toFixed(2)} (one seed)` : '';
+  const m = mean(d);
+  const half = (T95[d.length - 1] ?? 1.96) * (std(d) / Math.sqrt(d.length));
+  return `${m >= 0 ? '+' : ''}${m.toFixed(2)} [${(m - half).toFixed(2)}, ${(m + half).toFixed(2)}] (${d.length} pairs)`;
+}
