@@ -19,6 +19,7 @@ import { acquireFashionMnist, importFashionMnist, onnxParameterCount, runCli, sp
 import type { JobRequestInput } from '@distillate/server';
 import { ortLatency } from './demo.js';
 import { ROOT, buildCaches, mean, pairedDelta, pool, std, trainRecipe } from './experiments/runner.js';
+import { unionTeacherAccuracy } from './experiments/union-teacher.js';
 import { viewTable } from './experiments/view-table.js';
 import { BORN_AGAIN, runBornAgain } from './experiments/born-again.js';
 import { runLeftOut } from './experiments/left-out.js';
@@ -207,6 +208,11 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
     }
     lines.push('');
     if (group === 'cnn') lines.push(...(await viewTable(out, bySeed)));
+    const transferRun = join(out, `${group}-s1`);
+    if ((group === 'transfer' || group === 'cnn-transfer') && existsSync(join(transferRun, 'run.json'))) {
+      const u = await unionTeacherAccuracy(transferRun, ['fmnist-teacher-0-4', 'fmnist-teacher-5-9']);
+      lines.push(`What these students copy, the merged teacher itself (the two halves' logits rescaled, concatenated and offset as fitted for union: balanced; its argmax): ${(u * 100).toFixed(2)} % on the test split.`, '');
+    }
   }
   if (acc['kd'] !== undefined) lines.push('**Lower latency, fewer parameters** (ORT CPU execution provider, its default threads; median of 50 calls at batch 1, 7 at batch 256, after a warm-up)', '', ...(await sizes(acc, out)), '');
   const table = lines.join('\n');
