@@ -13,7 +13,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatasetReader, FASHION_MNIST_CLASSES, LogitCacheReader, softmax, withoutClass } from '@distillate/shared';
 import { predictRunLogits } from '@distillate/trainer';
-import { ROOT, buildCaches, mean, pool, replaceSection, std, T95, trainRecipe } from './runner.js';
+import { ROOT, buildCaches, mean, pairedInterval, pool, replaceSection, std, trainRecipe } from './runner.js';
 
 const C = 10;
 const HELD_OUT = 'val/train-labelled-5000.arrow';
@@ -180,8 +180,8 @@ function markdown(results: readonly LeftOutRun[], seeds: number): string {
     if (l !== undefined) d.push((r.recallAfter - l.recallAfter) * 100);
   }
   if (d.length >= 2) {
-    const half = (T95[d.length - 1] ?? 1.96) * (std(d) / Math.sqrt(d.length));
-    lines.push('', `KD − labels only, recall after correction, paired over (class, seed): ${mean(d) >= 0 ? '+' : ''}${mean(d).toFixed(1)} pt [${(mean(d) - half).toFixed(1)}, ${(mean(d) + half).toFixed(1)}] (95 % t interval, ${d.length} pairs).`);
+    const { mean: m, half } = pairedInterval(d);
+    lines.push('', `KD − labels only, recall after correction, paired over (class, seed): ${m >= 0 ? '+' : ''}${m.toFixed(1)} pt [${(m - half).toFixed(1)}, ${(m + half).toFixed(1)}] (95 % t interval, ${d.length} pairs).`);
   }
   lines.push('', 'The confusion row of each left-out class (where its test images go, before and after the correction): `experiments-out/left-out.html`.');
   return lines.join('\n');

@@ -17,11 +17,12 @@ export async function buildCaches(jobs: readonly JobRequestInput[], models = joi
   const keys: string[] = [];
   try {
     for (const req of jobs) {
+      const t0 = performance.now();
       const job = await services.jobs.create(req);
       await services.jobs.idle();
       const done = services.jobs.get(job.id);
       if (done.state !== 'succeeded') throw new Error(`${req.type} ${req.teacher} over ${req.dataset}: ${done.state} ${done.error?.message ?? ''}`);
-      console.log(`${req.type} ${req.teacher} over ${req.dataset}: ${done.cacheHit === true ? 'cache hit' : 'built'} ${done.cacheKey!.slice(0, 12)}…`);
+      console.log(`${req.type} ${req.teacher} over ${req.dataset}${req.views === undefined ? '' : ` (${req.views.count} views)`}: ${done.cacheHit === true ? 'cache hit' : `built in ${((performance.now() - t0) / 1000).toFixed(0)} s`} ${done.cacheKey!.slice(0, 12)}…`);
       keys.push(done.cacheKey!);
     }
   } finally {
@@ -59,8 +60,19 @@ export async function pool<T>(tasks: (() => Promise<T>)[], parallel: number): Pr
   return results;
 }
 
-/** Two-sided 95 % quantiles of Student's t, by degrees of freedom. */
-export const T95 = [Number.NaN, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228];
+/** Two-sided 95 % quantiles of Student's t at these degrees of freedom. */
+const T95: readonly (readonly [number, number])[] = [
+  [1, 12.706], [2, 4.303], [3, 3.182], [4, 2.776], [5, 2.571], [6, 2.447], [7, 2.365], [8, 2.306], [9, 2.262], [10, 2.228],
+  [15, 2.131], [20, 2.086], [30, 2.042], [40, 2.021], [60, 2.0], [120, 1.98],
+];
+/** The quantile at the largest tabulated df not above `df` (so the interval errs wide). */
+const t95 = (df: number): number => [...T95].reverse().find(([d]) => d <= df)?.[1] ?? Number.NaN;
+
+/** Mean and 95 % t half-width of paired differences. */
+export function pairedInterval(d: readonly number[]): { mean: number; half: number } {
+  return { mean: mean(d), half: t95(d.length - 1) * (std(d) / Math.sqrt(d.length)) };
+}
+
 export const mean = (v: readonly number[]) => v.reduce((a, b) => a + b, 0) / v.length;
 /** Sample standard deviation (n − 1). */
 export const std = (v: readonly number[]) => (v.length < 2 ? 0 : Math.sqrt(v.reduce((a, b) => a + (b - mean(v)) ** 2, 0) / (v.length - 1)));
@@ -78,7 +90,6 @@ export function pairedDelta(a: ReadonlyMap<number, number> | undefined, b: Reado
   if (a === undefined || b === undefined) return '';
   const d = [...a].filter(([seed]) => b.has(seed)).map(([seed, v]) => (v - b.get(seed)!) * 100);
   if (d.length < 2) return d.length === 1 ? `${d[0]! >= 0 ? '+' : ''}${d[0]!.toFixed(2)} (one seed)` : '';
-  const m = mean(d);
-  const half = (T95[d.length - 1] ?? 1.96) * (std(d) / Math.sqrt(d.length));
+  const { mean: m, half } = pairedInterval(d);
   return `${m >= 0 ? '+' : ''}${m.toFixed(2)} [${(m - half).toFixed(2)}, ${(m + half).toFixed(2)}] (${d.length} pairs)`;
 }

@@ -28,18 +28,22 @@ export async function unionTeacherAccuracy(runDir: string, teachers: readonly st
     const rows = await test.countRows();
     const merged = new Float32Array(rows * C);
     const labels = new Int32Array(rows);
-    const order = (await Promise.all(teachers.map(async (name) => (await registry.get(name).info()).classes))).flat();
+    const halves = await Promise.all(
+      teachers.map(async (name) => {
+        const teacher = registry.get(name);
+        const info = await teacher.info();
+        return { teacher, classes: info.classes, pre: datasetPreprocessor(test.info, info, teacher.sidecar) };
+      }),
+    );
+    const order = halves.flatMap((h) => h.classes);
     if (order.join('\u0000') !== balance.classes.join('\u0000')) throw new Error(`the teachers' classes in order [${order.join(', ')}] are not the run's union [${balance.classes.join(', ')}]`);
     let at = 0;
     for await (const b of test) {
       labels.set(b.labels, at);
       let col = 0;
-      for (const [t, name] of teachers.entries()) {
-        const teacher = registry.get(name);
-        const info = await teacher.info();
-        const x = datasetPreprocessor(test.info, info, teacher.sidecar).apply(b.inputs, b.rows);
-        const z = await teacher.logits(x, b.rows);
-        const k = info.classes.length;
+      for (const [t, { teacher, classes, pre }] of halves.entries()) {
+        const z = await teacher.logits(pre.apply(b.inputs, b.rows), b.rows);
+        const k = classes.length;
         for (let r = 0; r < b.rows; r++) for (let c = 0; c < k; c++) merged[(at + r) * C + col + c] = z[r * k + c]! * balance.teacherScales[t]! + balance.offsets[col + c]!;
         col += k;
       }

@@ -140,8 +140,9 @@ function augmenter(info: DatasetInfo, D: number, opts: AugmentOptions): Augmente
   let u8: Uint8Array | undefined;
   let f32: Float32Array | undefined;
   return (inputs, row, id) => {
+    const src = inputs.subarray(row * D, (row + 1) * D);
     const p = drawView(spec, id, opts.epoch);
-    return inputs instanceof Uint8Array ? applyView(inputs.subarray(row * D, (row + 1) * D), (u8 ??= new Uint8Array(D)), geometry, p) : applyView(inputs.subarray(row * D, (row + 1) * D), (f32 ??= new Float32Array(D)), geometry, p);
+    return src instanceof Uint8Array ? applyView(src, (u8 ??= new Uint8Array(D)), geometry, p) : applyView(src, (f32 ??= new Float32Array(D)), geometry, p);
   };
 }
 
