@@ -31,7 +31,7 @@ const SPECIAL = [LEFT_OUT, ...BORN_AGAIN.map((b) => b.id)];
 
 interface Experiment {
   readonly id: string;
-  readonly group: 'accuracy' | 'accuracy-ls0' | 'cnn' | 'cnn-transfer' | 'transfer' | 'labels' | 'self' | 'engines';
+  readonly group: 'accuracy' | 'accuracy-ls0' | 'cnn' | 'cnn-30' | 'resnet' | 'cnn-transfer' | 'transfer' | 'labels' | 'self' | 'engines';
   /** For a row on the TF.js engine: the id of the same recipe's row on the ORT engine. */
   readonly sameAs?: string;
   /** The row it is compared with, seed by seed (paired difference with a 95 % interval). */
@@ -81,6 +81,10 @@ export const EXPERIMENTS: readonly Experiment[] = [
   { id: 'cnn-scratch-aug', group: 'cnn', label: 'small CNN, scratch on fresh augmented views (shifts ≤ 2 px, flips; a new draw every epoch)', recipe: 'fmnist-cnn-scratch-aug.yaml', baseline: 'cnn-scratch' },
   { id: 'cnn-kd-online', group: 'cnn', label: 'small CNN, KD T = 1, kd only, teacher online on the same fresh views', recipe: 'fmnist-cnn-kd-online.yaml', baseline: 'cnn-scratch-aug' },
   ...VIEW_COUNTS.map(viewRow),
+  { id: 'cnn-scratch-30', group: 'cnn-30', label: 'small CNN, scratch (labels only), 30 epochs', recipe: 'fmnist-cnn-scratch.yaml', set: ['epochs=30'] },
+  { id: 'cnn-kd-30', group: 'cnn-30', label: 'small CNN, KD T = 1, kd only, clean cached logits, 30 epochs', recipe: 'fmnist-cnn-kd.yaml', set: ['epochs=30'], needs: [ls0Cache], baseline: 'cnn-scratch-30' },
+  { id: 'resnet-scratch', group: 'resnet', label: 'small ResNet, scratch (labels only)', recipe: 'fmnist-resnet-scratch.yaml' },
+  { id: 'resnet-kd', group: 'resnet', label: 'small ResNet, KD T = 1, kd only, clean cached logits of fmnist-teacher-ls0', recipe: 'fmnist-resnet-kd.yaml', needs: [ls0Cache], baseline: 'resnet-scratch' },
   { id: 'cnn-transfer', group: 'cnn-transfer', label: 'small CNN, two teachers (classes 0–4, 5–9), no labels; union: balanced', recipe: 'fmnist-transfer-cnn.yaml', needs: halves, baseline: 'cnn-scratch' },
   { id: 'scratch-20', group: 'accuracy-ls0', label: 'scratch (labels only), 20 epochs', recipe: 'fmnist-scratch-20.yaml' },
   { id: 'kd-ls0', group: 'accuracy-ls0', label: 'KD, T = 0.5, kd only, from fmnist-teacher-ls0, 20 epochs', recipe: 'fmnist-kd-ls0.yaml', needs: [ls0Cache], baseline: 'scratch-20' },
@@ -192,6 +196,8 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
     ['accuracy', 'Better accuracy: the same MLP student (784-128-10), 10 epochs'],
     ['accuracy-ls0', 'Better accuracy at 20 epochs: 784-128-10, a teacher without label smoothing, T = 0.5'],
     ['cnn', 'A small CNN student (conv16-pool-conv32-pool-48-10, 80,602 parameters), 10 epochs: from labels and by KD, on clean images and on augmented views'],
+    ['cnn-30', 'The small CNN at 30 epochs (the same recipes, `--set epochs=30`; the cosine schedule spans the 30)'],
+    ['resnet', 'A small ResNet student (stem conv16, one residual block at 16 and one at 32 channels, BatchNorm, global average pooling; 19,706 parameters), 10 epochs, the same settings as the small CNN'],
     ['cnn-transfer', 'Transfer across label sets with the small CNN student, 10 epochs (vs the same student on all 60,000 labels: cnn-scratch above)'],
     ['transfer', 'Transfer across label sets: MLP 784-512-10, 10 epochs, T = 1 (the last row is the same student trained on the labels)'],
     ['labels', 'Fewer labels: 600 labelled images (60 per class) + the other 59,400 unlabelled'],

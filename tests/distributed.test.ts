@@ -177,6 +177,36 @@ describe('distributed precompute', () => {
     await c.exited;
   });
 
+  it('builds a view cache across workers identical to the in-process one (same key, same shard bytes)', async () => {
+    const views = { count: 2, seed: 3, augment: { shift: 2, flip: true } };
+    const local = spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', join(REPO, 'server/src/bin.ts'), 'precompute', '--models', join(root, 'models'), '--data', join(root, 'data'), '--cache', join(root, 'cache-views-local'), '--teacher', TEACHER, '--dataset', 'test.arrow', '--shard-rows', '1024', '--threads', '1', '--views', '2', '--view-seed', '3', '--shift', '2', '--flip'], { cwd: REPO, encoding: 'utf8' });
+    expect(local.status, local.stderr).toBe(0);
+    const c = await coordinator(join(root, 'cache-views'), await freePort());
+    // One worker reads the images locally, the other fetches them: both must draw the same views.
+    const workers = [worker(c.url, ['--models', join(root, 'models'), '--data', join(root, 'data')]), worker(c.url)];
+    const id = await submit(c.url, { views });
+    const job = await finished(c.url, id);
+    expect(job.state, JSON.stringify(job)).toBe('succeeded');
+    // 10,000 images × 2 views in shards of 1,024 rows (512 images).
+    expect(job.distributed.tasks).toBe(20);
+    expect(job.progress).toEqual({ done: 10_000, total: 10_000 });
+    const dir = join(root, 'cache-views', job.cacheKey);
+    const dist = await shardBytes(dir);
+    const inproc = await shardBytes(join(root, 'cache-views-local', job.cacheKey));
+    expect([...dist.keys()]).toEqual([...inproc.keys()]);
+    for (const [f, bytes] of dist) expect(Buffer.compare(bytes, inproc.get(f)!), f).toBe(0);
+    expect((await verifyCache(dir)).ok).toBe(true);
+    const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8'));
+    expect(manifest.views).toEqual(views);
+    expect(manifest.dataset.rows).toBe(10_000);
+    // Every image's two views, in dataset order.
+    expect(await cacheIds(dir)).toEqual(datasetIds.flatMap((i) => [i, i]));
+    for (const w of workers) w.child.kill('SIGTERM');
+    await Promise.all(workers.map((w) => w.exited));
+    c.child.kill('SIGTERM');
+    await c.exited;
+  });
+
   it('refuses a shard with the wrong ids or row count (422) and writes nothing', async () => {
     // No worker listens on this test's queue: the job waits, and the test uploads by hand.
     const c = await coordinator(join(root, 'cache-b'), await freePort());

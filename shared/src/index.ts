@@ -68,7 +68,7 @@ export {
   type CacheVerification,
 } from './logit-cache/reader.js';
 export { alignDatasetWithCaches, alignDatasetWithViewCaches, type AlignedBatch, type AlignOptions, type ViewAlignOptions } from './logit-cache/align.js';
-export { ViewSpecSchema, ViewAugmentSchema, ViewError, drawView, pickView, applyView, imageGeometry, IDENTITY_VIEW, type ViewSpec, type ViewSpecInput, type ViewParams, type ImageGeometry } from './views.js';
+export { ViewSpecSchema, ViewAugmentSchema, ViewError, drawView, pickView, applyView, expandViews, repeatIds, imageGeometry, IDENTITY_VIEW, type ViewSpec, type ViewSpecInput, type ViewParams, type ImageGeometry } from './views.js';
 export { sha256File, writeFileAtomic, removeStaleTempFiles } from './internal/arrow-io.js';
 export { PRODUCER } from './version.js';
 export { OnnxModelBuilder, type Dim, type AttributeValue } from './onnx/builder.js';

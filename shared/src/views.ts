@@ -119,3 +119,27 @@ export function applyView<T extends Float32Array | Uint8Array>(src: T, dst: T, g
 
 /** The identity view (no shift, no flip): K = 1 with an empty augmentation stores the clean image. */
 export const IDENTITY_VIEW: ViewParams = { dx: 0, dy: 0, flip: false };
+
+/** Each id `count` times in a row: the ids of a view cache's rows, image-major. */
+export function repeatIds<T extends Int32Array | BigInt64Array>(ids: T, count: number): T {
+  const out = (ids instanceof BigInt64Array ? new BigInt64Array(ids.length * count) : new Int32Array(ids.length * count)) as T;
+  for (let i = 0; i < ids.length; i++) out.fill(ids[i]! as never, i * count, (i + 1) * count);
+  return out;
+}
+
+/**
+ * The rows a view cache stores for `ids.length` images (`stored`, D values each): every image's
+ * K views (view 0 … K − 1, drawn by `drawView`), image-major, with the ids repeated to match.
+ * The in-process precompute and every distributed worker call this, so they store the same views.
+ */
+export function expandViews<T extends Float32Array | Uint8Array, I extends Int32Array | BigInt64Array>(spec: ViewSpec, g: ImageGeometry, ids: I, stored: T, D: number): { ids: I; raw: T } {
+  const n = ids.length;
+  const K = spec.count;
+  const raw = (stored instanceof Uint8Array ? new Uint8Array(n * K * D) : new Float32Array(n * K * D)) as T;
+  for (let i = 0; i < n; i++) {
+    const image = stored.subarray(i * D, (i + 1) * D) as T;
+    const id = Number(ids[i]!);
+    for (let v = 0; v < K; v++) applyView(image, raw.subarray((i * K + v) * D, (i * K + v + 1) * D) as T, g, drawView(spec, id, v));
+  }
+  return { ids: repeatIds(ids, K), raw };
+}

@@ -90,7 +90,6 @@ export class JobManager {
     });
     datasetPreprocessor(dataset.info, info, teacher.sidecar); // throws dataset_mismatch
     if (request.views !== undefined) {
-      if (this.executor.kind !== 'in-process') throw new AppError(400, 'invalid_request', 'view caches are computed in process for now; submit this job to a server without --queue');
       try {
         imageGeometry(dataset.info);
       } catch (err) {

@@ -4,7 +4,7 @@
  * the previous one), resuming from the cache's durable shards. A cache that already exists is a
  * hit and nothing runs.
  */
-import { DatasetReader, LogitCacheWriter, applyView, cacheKey, drawView, findCache, imageGeometry, StorageSchema, type ImageGeometry, type Ids, type Storage, type ViewSpec } from '@distillate/shared';
+import { DatasetReader, LogitCacheWriter, cacheKey, expandViews, findCache, imageGeometry, StorageSchema, type Ids, type Storage, type ViewSpec } from '@distillate/shared';
 import { datasetPreprocessor, type Preprocessor, type Teacher, type TeacherInfo } from '@distillate/shared/onnx';
 import type { Logger } from 'pino';
 import type { JobRequest } from './request.js';
@@ -17,23 +17,6 @@ export class PrecomputeInterrupted extends Error {
 /** The preprocessing part of the cache key. Label caches carry extra columns: keep them apart. */
 export function cachePreprocessing(description: string, labelStatistics: boolean): string {
   return labelStatistics ? `${description};columns=label-statistics` : description;
-}
-
-/** Each image's K views (drawn by `drawView`, transformed in shared code), image-major, with ids repeated. */
-function expandViews(spec: ViewSpec, g: ImageGeometry, ids: Ids, stored: Float32Array | Uint8Array, D: number): { ids: Ids; raw: Float32Array | Uint8Array } {
-  const n = ids.length;
-  const K = spec.count;
-  const outIds = ids instanceof BigInt64Array ? new BigInt64Array(n * K) : new Int32Array(n * K);
-  const raw = stored instanceof Uint8Array ? new Uint8Array(n * K * D) : new Float32Array(n * K * D);
-  for (let i = 0; i < n; i++) {
-    const image = stored.subarray(i * D, (i + 1) * D);
-    const id = Number(ids[i]!);
-    for (let v = 0; v < K; v++) {
-      (outIds as Int32Array)[i * K + v] = ids[i] as number;
-      applyView(image, raw.subarray((i * K + v) * D, (i * K + v + 1) * D), g, drawView(spec, id, v));
-    }
-  }
-  return { ids: outIds, raw };
 }
 
 export interface PrecomputeOptions {
@@ -129,7 +112,7 @@ export async function precomputeLogits(o: PrecomputeOptions): Promise<Precompute
         if (o.signal?.aborted === true) throw new PrecomputeInterrupted('interrupted');
         const n = Math.min(B, batch.rows - r);
         const stored = batch.inputs.subarray(r * D, (r + n) * D);
-        let ids = batch.ids.subarray(r, r + n) as Ids;
+        let ids: Ids = batch.ids.subarray(r, r + n);
         let raw: Float32Array | Uint8Array = stored;
         if (views !== undefined && geometry !== undefined) {
           ({ ids, raw } = expandViews(views, geometry, ids, stored, D));

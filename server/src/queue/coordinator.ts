@@ -7,7 +7,7 @@
  * itself is driven by the uploads, not by polling.
  */
 import { hostname } from 'node:os';
-import { CacheAssembler, CacheIntegrityError, ShardConflictError, findCache, inspectCacheShard, shardLayout, type AcceptOutcome, type DatasetReader, type Ids } from '@distillate/shared';
+import { CacheAssembler, CacheIntegrityError, ShardConflictError, findCache, imageGeometry, inspectCacheShard, repeatIds, shardLayout, type AcceptOutcome, type DatasetReader, type Ids } from '@distillate/shared';
 import { Queue, QueueEvents } from 'bullmq';
 import type { Logger } from 'pino';
 import { AppError } from '../errors.js';
@@ -36,8 +36,10 @@ export interface CoordinatorTiming {
 interface ActiveJob {
   readonly ctx: ExecutionContext;
   readonly assembler: CacheAssembler;
-  /** Every id of the dataset, read while the first tasks run (uploads wait for it). */
+  /** Every cache row's id (the dataset's, each K times for a view cache), read while the first tasks run (uploads wait for it). */
   readonly ids: Promise<Ids>;
+  /** Rows per image: K for a view cache, else 1. */
+  readonly views: number;
   readonly template: Omit<ShardTask, 'index' | 'start' | 'rows'>;
   readonly timing: CoordinatorTiming;
   failure: AppError | undefined;
@@ -99,15 +101,17 @@ export class RedisCoordinator implements JobExecutor {
 
   async run(ctx: ExecutionContext): Promise<ExecutionResult> {
     const { request: req, teacher } = ctx;
-    // Refused at creation too; this catches a view job recorded in process and resumed under --queue.
-    if (req.views !== undefined) throw new AppError(400, 'invalid_request', 'view caches are computed in process for now; run this job on a server without --queue');
     const { info, dataset, fingerprint, rows, labelStatistics, preprocessing, storage, key } = await planCache(teacher, ctx.datasetPath, req);
+    const views = req.views;
+    // Shards, tasks and uploads count cache rows (K per image for a view cache); progress counts images, as in process.
+    const K = views?.count ?? 1;
+    if (views !== undefined) imageGeometry(dataset.info); // refuses flat samples
     ctx.onStart(key, rows);
     if ((await findCache(ctx.cacheRoot, key)) !== undefined) {
       ctx.onProgress(rows, rows);
       return { key, rows, cacheHit: true, dataset };
     }
-    const layout = shardLayout(storage, info.classes.length, { shardRows: ctx.shardRows ?? DEFAULT_DISTRIBUTED_SHARD_ROWS });
+    const layout = shardLayout(storage, info.classes.length, { shardRows: ctx.shardRows ?? DEFAULT_DISTRIBUTED_SHARD_ROWS, ...(views === undefined ? {} : { viewCount: K }) });
     const assembler = await CacheAssembler.open({
       root: ctx.cacheRoot,
       teacher: { name: info.name, sha256: info.sha256, classes: [...info.classes] },
@@ -116,13 +120,15 @@ export class RedisCoordinator implements JobExecutor {
       temperature: req.temperature,
       storage,
       labelStatistics,
+      views,
       layout,
       ...(this.#o.fsync === undefined ? {} : { fsync: this.#o.fsync }),
     });
     const active: ActiveJob = {
       ctx,
       assembler,
-      ids: readIds(dataset, rows),
+      ids: readIds(dataset, rows).then((ids) => (K === 1 ? ids : repeatIds(ids, K))),
+      views: K,
       template: {
         job: ctx.job.id,
         key,
@@ -132,6 +138,7 @@ export class RedisCoordinator implements JobExecutor {
         temperature: req.temperature,
         storage,
         labelStatistics,
+        ...(views === undefined ? {} : { views }),
         batchSize: req.batchSize,
         batchRows: layout.batchRows,
       },
@@ -145,7 +152,7 @@ export class RedisCoordinator implements JobExecutor {
     ctx.job.distributed = { queue: this.describe, tasks: assembler.plan.length, timing: active.timing };
     this.#active.set(ctx.job.id, active);
     try {
-      ctx.onProgress(assembler.doneRows, rows);
+      ctx.onProgress(assembler.doneRows / K, rows);
       await this.#await(active);
       await assembler.finish();
     } catch (err) {
@@ -289,7 +296,7 @@ export class RedisCoordinator implements JobExecutor {
     a.timing.verify += t1 - t0;
     a.timing.write += performance.now() - t1;
     if (outcome === 'duplicate') a.ctx.logger.info({ job: jobId, shard: index, worker }, 'duplicate upload of a stored shard (same bytes): ignored');
-    else a.ctx.onProgress(a.assembler.doneRows, a.assembler.plan.reduce((n, s) => n + s.rows, 0));
+    else a.ctx.onProgress(a.assembler.doneRows / a.views, a.assembler.plan.reduce((n, s) => n + s.rows, 0) / a.views);
     a.wake?.();
     return outcome;
   }

@@ -2,7 +2,7 @@
  * A shard task: one row range of a job's dataset and the cache shard it becomes. The
  * coordinator puts these on the BullMQ queue; workers parse them with this schema.
  */
-import { StorageSchema } from '@distillate/shared';
+import { StorageSchema, ViewSpecSchema } from '@distillate/shared';
 import { TeacherSidecarSchema } from '@distillate/shared/onnx';
 import { z } from 'zod';
 
@@ -22,6 +22,7 @@ export const ShardTaskSchema = z.object({
   job: z.string().min(1),
   key: Sha256,
   index: z.number().int().nonnegative(),
+  /** The shard's first cache row and its row count (for a view cache: whole images, K rows each). */
   start: z.number().int().nonnegative(),
   rows: z.number().int().positive(),
   teacher: z.object({ name: z.string().min(1), sha256: Sha256, sidecar: TeacherSidecarSchema }),
@@ -31,6 +32,8 @@ export const ShardTaskSchema = z.object({
   temperature: z.number().positive().finite(),
   storage: StorageSchema,
   labelStatistics: z.boolean(),
+  /** A view cache: each image of the task becomes its K views (shared's expandViews). */
+  views: ViewSpecSchema.optional(),
   /** Rows per teacher call. */
   batchSize: z.number().int().positive(),
   /** Rows per Arrow record batch in the shard. */

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve, sep } from 'node:path';
-import { DatasetReader, encodeCacheShard, sha256File, type DatasetBatch, type DatasetInfo } from '@distillate/shared';
+import { DatasetReader, encodeCacheShard, expandViews, imageGeometry, sha256File, type DatasetBatch, type DatasetInfo, type Ids } from '@distillate/shared';
 import { Teacher, datasetPreprocessor, type ExecutionProvider } from '@distillate/shared/onnx';
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Logger } from 'pino';
@@ -83,8 +83,11 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
     return p;
   }
 
-  /** The task's rows: from --data when the file there has the task's fingerprint, else over HTTP. */
+  /** The task's dataset rows (its images, for a view cache): from --data when the file there has the task's fingerprint, else over HTTP. */
   async function rowsFor(task: ShardTask): Promise<{ info: DatasetInfo; batch: DatasetBatch }> {
+    const K = task.views?.count ?? 1;
+    const start = task.start / K;
+    const count = task.rows / K;
     if (o.data !== undefined) {
       const root = resolve(o.data);
       const path = resolve(root, task.dataset.path);
@@ -96,11 +99,11 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
           known = { version, fingerprint: (await sha256File(path)).sha256, dataset: await DatasetReader.open(path) };
           local.set(path, known);
         }
-        if (known.fingerprint === task.dataset.fingerprint) return { info: known.dataset.info, batch: await known.dataset.readRows(task.start, task.rows) };
+        if (known.fingerprint === task.dataset.fingerprint) return { info: known.dataset.info, batch: await known.dataset.readRows(start, count) };
         log.warn({ dataset: task.dataset.path }, 'the local copy of the dataset differs from the coordinator\'s; reading rows over HTTP');
       }
     }
-    return client.fetchRows(task.dataset.path, task.dataset.fingerprint, task.start, task.rows);
+    return client.fetchRows(task.dataset.path, task.dataset.fingerprint, start, count);
   }
 
   /** One task, start to upload. `computed` is called as its last teacher batch starts (or when it fails before). */
@@ -119,6 +122,19 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
       const { info: teacherInfo } = await teacher.load();
       stats.ep = teacherInfo.executionProvider;
       const { info, batch } = await rowsFor(task).catch(refuse);
+      // A view cache's rows: each image's K views, drawn and transformed by shared code as in process.
+      let ids: Ids = batch.ids;
+      let inputs: Float32Array | Uint8Array = batch.inputs;
+      if (task.views !== undefined) {
+        // The coordinator refuses flat samples before queueing; a worker's different copy cannot be fixed by retrying.
+        let geometry;
+        try {
+          geometry = imageGeometry(info);
+        } catch (err) {
+          throw new UnrecoverableError((err as Error).message);
+        }
+        ({ ids, raw: inputs } = expandViews(task.views, geometry, ids, inputs, batch.inputs.length / batch.rows));
+      }
       stats.timing.read += ms(t0);
       const pre = datasetPreprocessor(info, teacherInfo, teacher.sidecar);
       if (cachePreprocessing(pre.description, task.labelStatistics) !== task.preprocessing) {
@@ -133,13 +149,13 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
         const n = Math.min(task.batchSize, task.rows - r);
         // Ask for the next task as the last batch starts: its fetch and read overlap this batch.
         if (r + n >= task.rows) computed();
-        const x = pre.apply(batch.inputs.subarray(r * D, (r + n) * D), n, scratch);
+        const x = pre.apply(inputs.subarray(r * D, (r + n) * D), n, scratch);
         scratch = x.length === task.batchSize * D ? x : scratch;
         logits.set(await teacher.logits(x, n), r * C);
       }
       stats.timing.teacher += ms(t0);
       t0 = performance.now();
-      const shard = encodeCacheShard({ storage: task.storage, classes: C, temperature: task.temperature, labelStatistics: task.labelStatistics }, task.batchRows, batch.ids, logits);
+      const shard = encodeCacheShard({ storage: task.storage, classes: C, temperature: task.temperature, labelStatistics: task.labelStatistics, views: task.views }, task.batchRows, ids, logits);
       stats.timing.encode += ms(t0);
       t0 = performance.now();
       let outcome: string;

@@ -15,6 +15,7 @@ import { verifyCache } from './reader.js';
 import { encodeCacheShard, inspectCacheShard, planShards, shardLayout } from './shard-codec.js';
 import { StorageSchema } from './manifest.js';
 import { LogitCacheWriter } from './writer.js';
+import { repeatIds } from '../views.js';
 
 const C = 5;
 const ROWS = 700;
@@ -75,6 +76,35 @@ describe('shards encoded apart and assembled', () => {
       expect((await verifyCache(asm.dir)).ok).toBe(true);
     });
   }
+
+  it('assembles a view cache (K rows per image) byte for byte as the streaming writer does, and refuses a layout that splits an image', async () => {
+    const views = { count: 3, seed: 7, augment: { shift: 1, flip: true } };
+    const storage = StorageSchema.parse({ mode: 'dense' });
+    const common = { teacher: TEACHER, dataset: { fingerprint, rows: ROWS }, preprocessing: 'p', temperature: T, storage, labelStatistics: false, views };
+    const dataset = await DatasetReader.open(datasetPath);
+    const writer = await LogitCacheWriter.open({ ...common, root: join(root, 'views-stream'), shardRows: 200, batchRows: 64 });
+    for await (const b of dataset) {
+      const ids = repeatIds(b.ids as Int32Array, 3);
+      await writer.append({ ids, logits: rawLogits(ids) });
+    }
+    const streamed = await writer.finish();
+
+    const layout = shardLayout(storage, C, { shardRows: 200, batchRows: 64, viewCount: 3 });
+    await expect(CacheAssembler.open({ ...common, root: join(root, 'views-bad'), layout: { shardRows: 200, batchRows: 64 } })).rejects.toThrow(/split an image's 3 views/);
+    const asm = await CacheAssembler.open({ ...common, root: join(root, 'views-assembled'), layout });
+    expect(asm.key).toBe(streamed.key);
+    expect(asm.plan.reduce((n, s) => n + s.rows, 0)).toBe(ROWS * 3);
+    for (const spec of [...asm.plan].reverse()) {
+      const images = await dataset.readRows(spec.start / 3, spec.rows / 3);
+      const ids = repeatIds(images.ids as Int32Array, 3);
+      const shard = encodeCacheShard(asm.encoding, layout.batchRows, ids, rawLogits(ids));
+      await asm.accept(spec.index, inspectCacheShard(shard.bytes, { sha256: shard.sha256, encoding: asm.encoding, ids }));
+    }
+    const assembled = await asm.finish();
+    expect(assembled.views).toEqual(views);
+    expect(assembled.shards).toEqual(streamed.shards);
+    expect((await verifyCache(asm.dir)).ok).toBe(true);
+  });
 
   it('refuses a conflicting copy, bad hashes, wrong ids and wrong row counts; resumes after a restart', async () => {
     const storage = StorageSchema.parse({ mode: 'dense' });

@@ -26,6 +26,7 @@ import {
   type StorageInput,
   type TeacherRef,
 } from './manifest.js';
+import { ViewSpecSchema, type ViewSpec, type ViewSpecInput } from '../views.js';
 import { shardFileName } from './schema.js';
 import { planShards, type EncodedShard, type ShardEncoding, type ShardLayout, type ShardSpec } from './shard-codec.js';
 
@@ -41,6 +42,8 @@ export interface CacheAssemblerOptions {
   readonly temperature: number;
   readonly storage: StorageInput;
   readonly labelStatistics: boolean;
+  /** A view cache: `views.count` rows per image, image-major; `layout` must hold whole images. */
+  readonly views?: ViewSpecInput | undefined;
   readonly layout: ShardLayout;
   readonly producer?: { readonly name: string; readonly version: string };
   /** fsync each shard, progress.json and the manifest (default true). */
@@ -53,6 +56,8 @@ export class CacheAssembler {
   readonly key: string;
   readonly dir: string;
   readonly storage: Storage;
+  readonly views: ViewSpec | undefined;
+  /** Shards over the cache's rows: dataset rows × views per image. */
   readonly plan: readonly ShardSpec[];
   readonly #o: CacheAssemblerOptions;
   readonly #shards = new Map<number, Shard>();
@@ -61,30 +66,34 @@ export class CacheAssembler {
   #progress: Promise<void> = Promise.resolve();
   #closed = false;
 
-  private constructor(o: CacheAssemblerOptions, key: string, storage: Storage, shards: Shard[]) {
+  private constructor(o: CacheAssemblerOptions, key: string, storage: Storage, views: ViewSpec | undefined, plan: ShardSpec[], shards: Shard[]) {
     this.#o = o;
     this.key = key;
     this.dir = join(o.root, key);
     this.storage = storage;
-    this.plan = planShards(o.dataset.rows, o.layout);
+    this.views = views;
+    this.plan = plan;
     for (const s of shards) this.#shards.set(indexOf(s.file), s);
   }
 
   static async open(o: CacheAssemblerOptions): Promise<CacheAssembler> {
     assertTemperature(o.temperature);
     const storage = StorageSchema.parse(o.storage);
-    const plan = planShards(o.dataset.rows, o.layout);
+    const views = o.views === undefined ? undefined : ViewSpecSchema.parse(o.views);
+    const K = views?.count ?? 1;
+    if (o.layout.shardRows % K !== 0 || o.layout.batchRows % K !== 0) throw new RangeError(`shards of ${o.layout.shardRows} rows would split an image's ${K} views; use a layout from shardLayout(…, { viewCount: ${K} })`);
+    const plan = planShards(o.dataset.rows * K, o.layout);
     const { key, recovered } = await claimCacheDir(
       o.root,
-      { teacherSha256: o.teacher.sha256, datasetFingerprint: o.dataset.fingerprint, preprocessing: o.preprocessing, temperature: o.temperature, storage },
+      { teacherSha256: o.teacher.sha256, datasetFingerprint: o.dataset.fingerprint, preprocessing: o.preprocessing, temperature: o.temperature, storage, views },
       (dir, k) => recover(dir, k, plan),
     );
-    return new CacheAssembler(o, key, storage, recovered);
+    return new CacheAssembler(o, key, storage, views, plan, recovered);
   }
 
   /** What every shard of this cache must look like (for `inspectCacheShard`). */
   get encoding(): ShardEncoding {
-    return { storage: this.storage, classes: this.#o.teacher.classes.length, temperature: this.#o.temperature, labelStatistics: this.#o.labelStatistics };
+    return { storage: this.storage, classes: this.#o.teacher.classes.length, temperature: this.#o.temperature, labelStatistics: this.#o.labelStatistics, views: this.views };
   }
 
   has(index: number): boolean {
@@ -154,7 +163,7 @@ export class CacheAssembler {
   #body(): Omit<CacheProgress, 'complete'> {
     const o = this.#o;
     const shards = [...this.#shards.entries()].sort((a, b) => a[0] - b[0]).map(([, s]) => s);
-    return cacheRecordBody({ ...o, key: this.key, storage: this.storage, producer: o.producer ?? PRODUCER, shards });
+    return cacheRecordBody({ ...o, key: this.key, storage: this.storage, views: this.views, producer: o.producer ?? PRODUCER, shards });
   }
 
   /** Write the manifest (last, atomically) once every shard is durable, and release the directory. */
