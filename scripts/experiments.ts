@@ -23,10 +23,11 @@ import { unionTeacherAccuracy } from './experiments/union-teacher.js';
 import { viewTable } from './experiments/view-table.js';
 import { BORN_AGAIN, runBornAgain } from './experiments/born-again.js';
 import { runLeftOut } from './experiments/left-out.js';
+import { TUNING_ID, runTuning } from './experiments/tuning.js';
 
-/** Not recipe rows: the left-out-class experiment (20 runs per seed) and born-again generations (experiments/). */
+/** Not recipe rows: the held-out tuning, the left-out-class experiment (20 runs per seed) and born-again generations (experiments/). */
 const LEFT_OUT = 'left-out';
-const SPECIAL = [LEFT_OUT, ...BORN_AGAIN.map((b) => b.id)];
+const SPECIAL = [LEFT_OUT, TUNING_ID, ...BORN_AGAIN.map((b) => b.id)];
 
 
 interface Experiment {
@@ -164,6 +165,7 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
     await splitLabelled(train.path, { perClass: 500, labelled: join(val, 'train-labelled-5000.arrow'), pool: join(val, 'train-pool.arrow') });
   }
   const chosen = opts.tables === true ? [] : EXPERIMENTS.filter((e) => opts.only === undefined || opts.only.includes(e.id));
+  if (opts.tables !== true && (opts.only === undefined || opts.only.includes(TUNING_ID))) await runTuning({ parallel: opts.parallel });
   if (opts.tables !== true && (opts.only === undefined || opts.only.includes(LEFT_OUT))) await runLeftOut({ seeds: opts.seeds, parallel: opts.parallel });
   for (const spec of BORN_AGAIN) if (opts.tables !== true && (opts.only === undefined || opts.only.includes(spec.id))) await runBornAgain(spec, { seeds: opts.seeds, parallel: opts.parallel });
   const jobs = new Map(chosen.flatMap((e) => e.needs ?? []).map((j) => [JSON.stringify(j), j]));

@@ -70,17 +70,18 @@ export async function headDataset(src: string, out: string, rows: number): Promi
 
 /**
  * Split `src` into a labelled part, the first `perClass` rows of each class in file order, and an
- * unlabelled pool holding every other row with its label removed (-1). Fails if a class has fewer
- * than `perClass` labelled rows.
+ * unlabelled pool holding every other row with its label removed (-1), or kept with
+ * `keepPoolLabels` (a training/held-out split). Fails if a class has fewer than `perClass`
+ * labelled rows.
  */
-export async function splitLabelled(src: string, opts: { perClass: number; labelled: string; pool: string }): Promise<{ labelled: WrittenDataset; pool: WrittenDataset }> {
+export async function splitLabelled(src: string, opts: { perClass: number; labelled: string; pool: string; keepPoolLabels?: boolean }): Promise<{ labelled: WrittenDataset; pool: WrittenDataset }> {
   if (!Number.isInteger(opts.perClass) || opts.perClass <= 0) throw new RangeError(`perClass must be a positive integer, got ${opts.perClass}`);
   const taken: number[] = [];
   const [labelled, pool] = await writeSelected(
     src,
     [
       { path: opts.labelled, unlabel: false },
-      { path: opts.pool, unlabel: true },
+      { path: opts.pool, unlabel: opts.keepPoolLabels !== true },
     ],
     (batch) => {
       const keep: number[] = [];
