@@ -31,10 +31,14 @@ export async function buildCaches(jobs: readonly JobRequestInput[], models = joi
   return keys;
 }
 
-/** Train one recipe at one seed in its own process, unless `<out>/<name>/run.json` already exists. */
+/**
+ * Train one recipe at one seed in its own process, unless `<out>/<name>/run.json` already exists.
+ * A run that was stopped part way (the experiments killed) continues from its last checkpoint.
+ */
 export async function trainRecipe(o: { recipe: string; seed: number; name: string; out: string; set?: readonly string[] }): Promise<void> {
   if (existsSync(join(o.out, o.name, 'run.json'))) return;
-  const args = [TRAIN_BIN, '--recipe', join(ROOT, 'recipes', o.recipe), '--seed', String(o.seed), '--name', o.name, '--out', o.out, ...(o.set ?? []).flatMap((s) => ['--set', s])];
+  const resume = existsSync(join(o.out, o.name, 'checkpoint.json')) ? ['--resume'] : [];
+  const args = [TRAIN_BIN, '--recipe', join(ROOT, 'recipes', o.recipe), '--seed', String(o.seed), '--name', o.name, '--out', o.out, ...resume, ...(o.set ?? []).flatMap((s) => ['--set', s])];
   const t0 = performance.now();
   await new Promise<void>((ok, fail) => {
     const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
