@@ -23,7 +23,7 @@ import { unionTeacherAccuracy } from './experiments/union-teacher.js';
 import { viewTable } from './experiments/view-table.js';
 import { BORN_AGAIN, runBornAgain } from './experiments/born-again.js';
 import { runLeftOut } from './experiments/left-out.js';
-import { TUNING_ID, runTuning } from './experiments/tuning.js';
+import { TUNING_ID, readTuning, runTuning, type TuningResult } from './experiments/tuning.js';
 
 /** Not recipe rows: the held-out tuning, the left-out-class experiment (20 runs per seed) and born-again generations (experiments/). */
 const LEFT_OUT = 'left-out';
@@ -32,7 +32,7 @@ const SPECIAL = [LEFT_OUT, TUNING_ID, ...BORN_AGAIN.map((b) => b.id)];
 
 interface Experiment {
   readonly id: string;
-  readonly group: 'accuracy' | 'accuracy-ls0' | 'cnn' | 'cnn-30' | 'resnet' | 'cnn-transfer' | 'transfer' | 'labels' | 'self' | 'engines';
+  readonly group: 'accuracy' | 'accuracy-ls0' | 'cnn' | 'cnn-tuned' | 'cnn-30' | 'resnet' | 'cnn-transfer' | 'transfer' | 'labels' | 'self' | 'engines';
   /** For a row on the TF.js engine: the id of the same recipe's row on the ORT engine. */
   readonly sameAs?: string;
   /** The row it is compared with, seed by seed (paired difference with a 95 % interval). */
@@ -42,6 +42,8 @@ interface Experiment {
   readonly set?: readonly string[];
   /** The caches its recipe names (built once, before any training). */
   readonly needs?: readonly JobRequestInput[];
+  /** Trained at the learning rate the held-out tuning chose for this row id (experiments-out/tuning.json). */
+  readonly tuned?: string;
 }
 
 const TRAIN = 'fashion-mnist/train.arrow';
@@ -82,6 +84,8 @@ export const EXPERIMENTS: readonly Experiment[] = [
   { id: 'cnn-scratch-aug', group: 'cnn', label: 'small CNN, scratch on fresh augmented views (shifts ≤ 2 px, flips; a new draw every epoch)', recipe: 'fmnist-cnn-scratch-aug.yaml', baseline: 'cnn-scratch' },
   { id: 'cnn-kd-online', group: 'cnn', label: 'small CNN, KD T = 1, kd only, teacher online on the same fresh views', recipe: 'fmnist-cnn-kd-online.yaml', baseline: 'cnn-scratch-aug' },
   ...VIEW_COUNTS.map(viewRow),
+  { id: 'cnn-scratch-tuned', group: 'cnn-tuned', label: 'small CNN, scratch (labels only), lr chosen on the held-out split', recipe: 'fmnist-cnn-scratch.yaml', tuned: 'cnn-scratch' },
+  { id: 'cnn-kd-tuned', group: 'cnn-tuned', label: 'small CNN, KD T = 1, kd only, clean cached logits, lr chosen on the held-out split', recipe: 'fmnist-cnn-kd.yaml', needs: [ls0Cache], tuned: 'cnn-kd', baseline: 'cnn-scratch-tuned' },
   { id: 'cnn-scratch-30', group: 'cnn-30', label: 'small CNN, scratch (labels only), 30 epochs', recipe: 'fmnist-cnn-scratch.yaml', set: ['epochs=30'] },
   { id: 'cnn-kd-30', group: 'cnn-30', label: 'small CNN, KD T = 1, kd only, clean cached logits, 30 epochs', recipe: 'fmnist-cnn-kd.yaml', set: ['epochs=30'], needs: [ls0Cache], baseline: 'cnn-scratch-30' },
   { id: 'resnet-scratch', group: 'resnet', label: 'small ResNet, scratch (labels only)', recipe: 'fmnist-resnet-scratch.yaml' },
@@ -131,9 +135,17 @@ export const EXPERIMENTS: readonly Experiment[] = [
 ];
 
 
+/** The row's own overrides, with the tuned learning rate where the row takes one. */
+function settings(e: Experiment, tuning: TuningResult | undefined): string[] {
+  if (e.tuned === undefined) return [...(e.set ?? [])];
+  const lr = tuning?.chosen[e.tuned];
+  if (lr === undefined) throw new Error(`${e.id} trains at the learning rate the held-out tuning chooses for ${e.tuned}: run \`npm run experiments -- --only ${TUNING_ID}\` first`);
+  return [...(e.set ?? []), `optimizer.lr=${lr}`];
+}
+
 /** Train one (experiment, seed) in its own process, unless its run.json already exists. */
-function trainOnce(e: Experiment, seed: number, out: string, extra: readonly string[]): Promise<void> {
-  return trainRecipe({ recipe: e.recipe, seed, name: `${e.id}-s${seed}`, out, set: [...(e.set ?? []), ...extra] });
+function trainOnce(e: Experiment, seed: number, out: string, extra: readonly string[], tuning: TuningResult | undefined): Promise<void> {
+  return trainRecipe({ recipe: e.recipe, seed, name: `${e.id}-s${seed}`, out, set: [...settings(e, tuning), ...extra] });
 }
 
 const pm = (v: readonly number[]) => (v.length < 2 ? `${(mean(v) * 100).toFixed(2)} (one seed)` : `${(mean(v) * 100).toFixed(2)} ± ${(std(v) * 100).toFixed(2)}`);
@@ -165,7 +177,8 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
     await splitLabelled(train.path, { perClass: 500, labelled: join(val, 'train-labelled-5000.arrow'), pool: join(val, 'train-pool.arrow') });
   }
   const chosen = opts.tables === true ? [] : EXPERIMENTS.filter((e) => opts.only === undefined || opts.only.includes(e.id));
-  if (opts.tables !== true && (opts.only === undefined || opts.only.includes(TUNING_ID))) await runTuning({ parallel: opts.parallel });
+  let tuning = opts.tables !== true && (opts.only === undefined || opts.only.includes(TUNING_ID)) ? await runTuning({ parallel: opts.parallel }) : undefined;
+  tuning ??= await readTuning();
   if (opts.tables !== true && (opts.only === undefined || opts.only.includes(LEFT_OUT))) await runLeftOut({ seeds: opts.seeds, parallel: opts.parallel });
   for (const spec of BORN_AGAIN) if (opts.tables !== true && (opts.only === undefined || opts.only.includes(spec.id))) await runBornAgain(spec, { seeds: opts.seeds, parallel: opts.parallel });
   const jobs = new Map(chosen.flatMap((e) => e.needs ?? []).map((j) => [JSON.stringify(j), j]));
@@ -173,7 +186,7 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
   const out = join(ROOT, 'experiments-out', 'runs');
   await mkdir(out, { recursive: true });
   const seeds = Array.from({ length: opts.seeds }, (_, i) => i + 1);
-  const tasks = seeds.flatMap((seed) => chosen.map((e) => () => trainOnce(e, seed, out, opts.set)));
+  const tasks = seeds.flatMap((seed) => chosen.map((e) => () => trainOnce(e, seed, out, opts.set, tuning)));
   await pool(tasks, opts.parallel);
 
   // The tables cover every experiment with finished runs, not only this invocation's.
@@ -192,12 +205,13 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
   const paired = (id: string, base: string): string => pairedDelta(bySeed[id], bySeed[base]);
   await writeFile(join(ROOT, 'experiments-out', 'results.json'), `${JSON.stringify({ accuracy: acc }, null, 2)}\n`);
 
-  const cmd = (e: Experiment) => `\`npx distillate-train --recipe recipes/${e.recipe}${(e.set ?? []).map((s) => ` --set ${s}`).join('')} --seed S\``;
+  const cmd = (e: Experiment) => `\`npx distillate-train --recipe recipes/${e.recipe}${settings(e, tuning).map((s) => ` --set ${s}`).join('')} --seed S\``;
   const lines: string[] = [];
   const groups: [Experiment['group'], string][] = [
     ['accuracy', 'Better accuracy: the same MLP student (784-128-10), 10 epochs'],
     ['accuracy-ls0', 'Better accuracy at 20 epochs: 784-128-10, a teacher without label smoothing, T = 0.5'],
     ['cnn', 'A small CNN student (conv16-pool-conv32-pool-48-10, 80,602 parameters), 10 epochs: from labels and by KD, on clean images and on augmented views'],
+    ['cnn-tuned', 'The small CNN, 10 epochs, each row at the learning rate chosen for it on the held-out split (the tuning table above; the rows above use the pilot\'s 0.001)'],
     ['cnn-30', 'The small CNN at 30 epochs (the same recipes, `--set epochs=30`; the cosine schedule spans the 30)'],
     ['resnet', 'A small ResNet student (stem conv16, one residual block at 16 and one at 32 channels, BatchNorm, global average pooling; 19,706 parameters), 10 epochs, the same settings as the small CNN'],
     ['cnn-transfer', 'Transfer across label sets with the small CNN student, 10 epochs (vs the same student on all 60,000 labels: cnn-scratch above)'],

@@ -49,6 +49,12 @@ export interface TuningResult {
   readonly chosen: Record<string, number>;
 }
 
+/** The last tuning's result (experiments-out/tuning.json), if it has run. */
+export async function readTuning(): Promise<TuningResult | undefined> {
+  const raw = await readFile(join(ROOT, 'experiments-out', 'tuning.json'), 'utf8').catch(() => undefined);
+  return raw === undefined ? undefined : (JSON.parse(raw) as TuningResult);
+}
+
 export async function runTuning(opts: { parallel: number }): Promise<TuningResult> {
   await ensureSplit();
   const teachers = [...new Set(TUNED.flatMap((r) => (r.teacher === undefined ? [] : [r.teacher])))];
