@@ -38,8 +38,8 @@ interface ActiveJob {
   readonly assembler: CacheAssembler;
   /** Every cache row's id (the dataset's, each K times for a view cache), read while the first tasks run (uploads wait for it). */
   readonly ids: Promise<Ids>;
-  /** Rows per image: K for a view cache, else 1. */
-  readonly views: number;
+  /** Cache rows per image: K for a view cache, else 1. */
+  readonly rowsPerImage: number;
   readonly template: Omit<ShardTask, 'index' | 'start' | 'rows'>;
   readonly timing: CoordinatorTiming;
   failure: AppError | undefined;
@@ -128,7 +128,7 @@ export class RedisCoordinator implements JobExecutor {
       ctx,
       assembler,
       ids: readIds(dataset, rows).then((ids) => (K === 1 ? ids : repeatIds(ids, K))),
-      views: K,
+      rowsPerImage: K,
       template: {
         job: ctx.job.id,
         key,
@@ -296,7 +296,7 @@ export class RedisCoordinator implements JobExecutor {
     a.timing.verify += t1 - t0;
     a.timing.write += performance.now() - t1;
     if (outcome === 'duplicate') a.ctx.logger.info({ job: jobId, shard: index, worker }, 'duplicate upload of a stored shard (same bytes): ignored');
-    else a.ctx.onProgress(a.assembler.doneRows / a.views, a.assembler.plan.reduce((n, s) => n + s.rows, 0) / a.views);
+    else a.ctx.onProgress(a.assembler.doneRows / a.rowsPerImage, a.assembler.plan.reduce((n, s) => n + s.rows, 0) / a.rowsPerImage);
     a.wake?.();
     return outcome;
   }
