@@ -15,7 +15,7 @@ import { ROOT, buildCaches, pool, replaceSection, trainRecipe } from './runner.j
 
 export const TUNING_ID = 'tuning';
 /** Adam learning rates tried for every tuned row (the untuned rows use 0.001). */
-export const LR_GRID = [0.0005, 0.001, 0.002, 0.004] as const;
+export const LR_GRID = [0.0005, 0.001, 0.002, 0.004, 0.008] as const;
 
 interface TunedRow {
   readonly id: string;
