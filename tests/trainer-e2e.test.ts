@@ -146,6 +146,8 @@ describe('trainer', () => {
     expect(resnet.engine.name).toBe('ort');
     expect(resnet.metrics[1]!.loss['ce']!).toBeLessThan(resnet.metrics[0]!.loss['ce']!);
     expect(resnet.onnx!.maxRelDiff).toBeLessThanOrEqual(1e-5);
+    // With BatchNorm the check allows 1e-4: onnxruntime folds the exported statistics into the convolutions (2.1e-5 seen at full size).
+    expect(resnet.onnx!.tolerance).toBe(1e-4);
     const exported = Graph.fromBytes(await readFile(join(resnet.runDir, 'student.onnx')));
     const bn = exported.nodes.filter((n) => n.op === 'BatchNormalization');
     expect(bn.length).toBeGreaterThan(0);
@@ -154,6 +156,7 @@ describe('trainer', () => {
     const dropout = await train(parseRecipe({ ...base(), epochs: 2, name: 'dropout-ort', student: { kind: 'mlp', hidden: [32], dropout: 0.3 } }));
     expect(dropout.metrics[1]!.loss['ce']!).toBeLessThan(dropout.metrics[0]!.loss['ce']!);
     expect(dropout.onnx!.maxRelDiff).toBeLessThanOrEqual(1e-5); // student.onnx: dropout is the identity
+    expect(dropout.onnx!.tolerance).toBe(1e-5);
   });
 
   it('averages two teachers with the same classes', async () => {

@@ -279,7 +279,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
   const finalEval = test === undefined ? undefined : await evaluate(predict, evalSource(test, plan), { inputSize: D, slots: [] });
   const latencyMs = await engine.latencyMs();
   let onnx: ExportCheck | undefined;
-  if (options.skipExport !== true) onnx = await exportAndCheck(engine.exportOnnx(plan.classes), predict, join(runDir, 'student.onnx'), test ?? dataset, engine.name === 'ort' ? 1e-5 : 1e-4);
+  if (options.skipExport !== true) onnx = await exportAndCheck(engine.exportOnnx(plan.classes), predict, join(runDir, 'student.onnx'), test ?? dataset, engine.exportTolerance);
   const balance = inputs.balance;
   const summary = {
     engine: `${engine.name} on ${engine.device}`,

@@ -51,6 +51,8 @@ export interface StudentEngine {
   saveModel(runDir: string): Promise<void>;
   /** The student as an ONNX model taking [N, D] on `input` and giving `logits`. */
   exportOnnx(classes: readonly string[]): Uint8Array;
+  /** How closely student.onnx must reproduce predict() (max |Δ| / max(1, |logit|); export-check.ts). */
+  readonly exportTolerance: number;
   /** Mean latency (ms) of one single-sample prediction. */
   latencyMs(): Promise<number>;
   release(): Promise<void>;

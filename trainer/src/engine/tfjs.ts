@@ -152,6 +152,9 @@ export class TfjsEngine implements StudentEngine {
     await saveLayersModel(this.#model, join(runDir, 'model'));
   }
 
+  /** The export is a conversion of the TF.js model: 1e-4. */
+  readonly exportTolerance = 1e-4;
+
   exportOnnx(classes: readonly string[]): Uint8Array {
     return exportOnnx(this.#model, { classes });
   }
