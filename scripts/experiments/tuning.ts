@@ -27,7 +27,7 @@ interface TunedRow {
 
 export const TUNED: readonly TunedRow[] = [
   { id: 'cnn-scratch', recipe: 'fmnist-cnn-scratch.yaml', label: 'small CNN, scratch' },
-  { id: 'cnn-kd', recipe: 'fmnist-cnn-kd.yaml', label: 'small CNN, KD T = 1, kd only (fmnist-teacher-ls0)', teacher: 'fmnist-teacher-ls0' },
+  { id: 'cnn-kd', recipe: 'fmnist-cnn-kd.yaml', label: 'small CNN, KD T = 1, kd only, from fmnist-teacher-ls0', teacher: 'fmnist-teacher-ls0' },
 ];
 
 const HELD_OUT = 'val/train-labelled-5000.arrow';
