@@ -48,8 +48,10 @@ async function coordinator(cache: string, port: number, extra: string[] = [], qu
   return { ...p, url: `http://127.0.0.1:${port}` };
 }
 
+/** Each worker has its own cache directory, as on its own host (a shared one lets one worker find the teacher another fetched). */
+let workerCount = 0;
 function worker(url: string, extra: string[] = [], queueDb = db): Proc {
-  return server(['worker', '--queue', `${redis.url}/${queueDb}`, '--server', url, '--token', TOKEN, '--threads', '1', '--lock-ms', '2000', '--cache', join(root, 'worker-cache'), ...extra]);
+  return server(['worker', '--queue', `${redis.url}/${queueDb}`, '--server', url, '--token', TOKEN, '--threads', '1', '--lock-ms', '2000', '--cache', join(root, `worker-cache-${++workerCount}`), ...extra]);
 }
 
 async function api(url: string, path: string, init: RequestInit = {}): Promise<any> {
