@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { sha256File, writeFileAtomic } from '../internal/arrow-io.js';
 import { assertTemperature } from '../numerics.js';
 import { PRODUCER } from '../version.js';
+import { ViewSpecSchema, type ViewSpec, type ViewSpecInput } from '../views.js';
 import { LOCK_FILE, claimCacheDir } from './lock.js';
 import {
   CacheManifestSchema,
@@ -26,7 +27,6 @@ import {
   type StorageInput,
   type TeacherRef,
 } from './manifest.js';
-import { ViewSpecSchema, type ViewSpec, type ViewSpecInput } from '../views.js';
 import { shardFileName } from './schema.js';
 import { planShards, type EncodedShard, type ShardEncoding, type ShardLayout, type ShardSpec } from './shard-codec.js';
 
@@ -81,7 +81,7 @@ export class CacheAssembler {
     const storage = StorageSchema.parse(o.storage);
     const views = o.views === undefined ? undefined : ViewSpecSchema.parse(o.views);
     const K = views?.count ?? 1;
-    if (o.layout.shardRows % K !== 0 || o.layout.batchRows % K !== 0) throw new RangeError(`shards of ${o.layout.shardRows} rows would split an image's ${K} views; use a layout from shardLayout(…, { viewCount: ${K} })`);
+    if (o.layout.shardRows % K !== 0 || o.layout.batchRows % K !== 0) throw new RangeError(`shards of ${o.layout.shardRows} rows in batches of ${o.layout.batchRows} would split an image's ${K} views; use a layout from shardLayout(…, { viewCount: ${K} })`);
     const plan = planShards(o.dataset.rows * K, o.layout);
     const { key, recovered } = await claimCacheDir(
       o.root,
