@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DatasetReader, LogitCacheReader, writeSyntheticDataset } from '@distillate/shared';
-import { Graph } from '@distillate/shared/onnx';
+import { Graph, OrtSession } from '@distillate/shared/onnx';
 import { createServices, resolveConfig, type JobRequestInput } from '@distillate/server';
-import { distLoss, dkdLoss, epochBatches, formatEpoch, kdLoss, lsKdLoss, nkdLoss, parseRecipe, predictRunLogits, saveLayersModel, train, TrainingError } from '@distillate/trainer';
+import { distillLossEager, epochBatches, formatEpoch, METHOD_NAMES, parseRecipe, predictRunLogits, saveLayersModel, train, TrainingError } from '@distillate/trainer';
 import { pino } from 'pino';
 import * as tf from '@tensorflow/tfjs';
 import { convTeacher, linearTeacher } from './helpers/teachers.js';
@@ -56,16 +56,18 @@ const base = () => ({
   out: join(root, 'runs'),
   epochs: 2,
   batchSize: 64,
-  backend: 'wasm',
 });
+/** The TF.js engine on its wasm backend (the one every machine has). */
+const tfjs = { engine: 'tfjs', backend: 'wasm' } as const;
 
 describe('trainer', () => {
   it('KD from a dense cache: metrics.jsonl per epoch, report.html, and an ONNX student matching TF.js within 1e-4', async () => {
     const recipe = parseRecipe({ ...base(), name: 'kd-mlp', teachers: [{ cache: caches['dense'] }], student: { kind: 'mlp', hidden: [32] }, distill: { method: 'kd', params: { temperature: 4 } }, warmupEpochs: 2 });
-    const tensors: number[] = [];
-    const r = await train(recipe, { onEpochEnd: () => tensors.push(tf.memory().numTensors) });
-    expect(tensors[1]).toBe(tensors[0]); // no tensor leaks per batch
-    expect(r.backend.name).toBe('wasm');
+    const open = OrtSession.openSessions;
+    const r = await train(recipe);
+    expect(r.engine.name).toBe('ort');
+    expect(r.backend).toBeUndefined(); // the ORT engine's step, loss included, is its graph: no TF.js
+    expect(OrtSession.openSessions).toBe(open); // every session the run made (predict, train steps, export check) released
     const lines = (await readFile(join(r.runDir, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
     expect(lines).toHaveLength(2);
     for (const m of lines) {
@@ -85,7 +87,31 @@ describe('trainer', () => {
     expect(r.test!.accuracy).toBeGreaterThan(0.3); // learnable generated data: chance is 0.1
   });
 
-  for (const method of ['kd', 'dkd', 'nkd', 'dist', 'lskd'] as const) {
+  it('ort engine: no session outlives its run, and RSS stays bounded over repeated runs', async () => {
+    const recipe = parseRecipe({ ...base(), epochs: 1, name: 'leak-ort', teachers: [{ cache: caches['dense'] }], student: { kind: 'mlp', hidden: [32] }, distill: { method: 'kd' } });
+    const open = OrtSession.openSessions;
+    const rss: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      await train(recipe, { skipExport: i % 2 === 1 });
+      expect(OrtSession.openSessions).toBe(open);
+      global.gc?.();
+      rss.push(process.memoryUsage().rss);
+    }
+    // After the first runs have warmed up ORT's arenas and the module caches, five more runs
+    // grow RSS by far less than the sessions they made would hold if they leaked.
+    expect((rss[7]! - rss[2]!) / 2 ** 20).toBeLessThan(48);
+  });
+
+  it('tfjs engine: no tensor outlives its batch', async () => {
+    const recipe = parseRecipe({ ...base(), ...tfjs, name: 'leak-tfjs', teachers: [{ cache: caches['dense'] }], student: { kind: 'mlp', hidden: [32] }, distill: { method: 'dkd' } });
+    const tensors: number[] = [];
+    const r = await train(recipe, { skipExport: true, onEpochEnd: () => tensors.push(tf.memory().numTensors) });
+    expect(r.backend?.name).toBe('wasm');
+    expect(tensors).toHaveLength(2);
+    expect(tensors[1]).toBe(tensors[0]);
+  });
+
+  for (const method of METHOD_NAMES) {
     it(`${method}: the loss trained on equals the loss function on the same batch`, async () => {
       // One batch holding every row, and a learning rate too small to move the weights: the
       // reported loss must be the TF.js loss function of the final student's logits over all rows.
@@ -101,9 +127,7 @@ describe('trainer', () => {
         const s = tf.tensor2d(z, [b!.rows, 10]);
         const t = tf.tensor2d(b!.slots[0]!.logits, [b!.rows, 10]);
         const y = tf.tensor1d(b!.labels, 'int32');
-        const p = recipe.distill.params as never;
-        const loss = { kd: () => kdLoss(s, t, p), dkd: () => dkdLoss(s, t, y, p), nkd: () => nkdLoss(s, t, y, p), dist: () => distLoss(s, t, p), lskd: () => lsKdLoss(s, t, p) }[method]();
-        return loss.dataSync()[0]!;
+        return distillLossEager(recipe.distill, s, t, y).dataSync()[0]!;
       });
       expect(Math.abs(r.metrics[0]!.loss['kd']! - want)).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(want)));
     });
@@ -134,10 +158,10 @@ describe('trainer', () => {
   });
 
   it('tfjs engine: CNN and ResNet students export to ONNX and match TF.js (wasm conv gradients included)', async () => {
-    const cnn = await train(parseRecipe({ ...base(), engine: 'tfjs', epochs: 1, name: 'cnn', teachers: [{ cache: caches['dense'] }], student: { kind: 'cnn', blocks: [{ filters: 4 }, { filters: 8 }], dense: [16] }, distill: { method: 'kd' } }));
+    const cnn = await train(parseRecipe({ ...base(), ...tfjs, epochs: 1, name: 'cnn', teachers: [{ cache: caches['dense'] }], student: { kind: 'cnn', blocks: [{ filters: 4 }, { filters: 8 }], dense: [16] }, distill: { method: 'kd' } }));
     expect(cnn.engine.name).toBe('tfjs');
     expect(cnn.onnx!.maxAbsDiff).toBeLessThanOrEqual(1e-4);
-    const resnet = await train(parseRecipe({ ...base(), engine: 'tfjs', epochs: 1, name: 'resnet', student: { kind: 'resnet', widths: [4, 8] } }));
+    const resnet = await train(parseRecipe({ ...base(), ...tfjs, epochs: 1, name: 'resnet', student: { kind: 'resnet', widths: [4, 8] } }));
     expect(resnet.onnx!.maxAbsDiff).toBeLessThanOrEqual(1e-4);
   });
 
@@ -278,7 +302,7 @@ describe('trainer', () => {
     softmaxStudent.dispose();
     const epochs: number[] = [];
     await expect(
-      train(parseRecipe({ ...recipe, engine: 'tfjs', name: 'softmax-cal', student: { kind: 'layers', path: join(root, 'softmax-student') }, calibration: { data: join(root, 'data', 'test.arrow') } }), { skipExport: true, onEpochEnd: (m) => epochs.push(m.epoch) }),
+      train(parseRecipe({ ...recipe, ...tfjs, name: 'softmax-cal', student: { kind: 'layers', path: join(root, 'softmax-student') }, calibration: { data: join(root, 'data', 'test.arrow') } }), { skipExport: true, onEpochEnd: (m) => epochs.push(m.epoch) }),
     ).rejects.toThrow(/calibration: the student's last layer is Dense \(softmax\)/);
     expect(epochs).toEqual([]);
   });

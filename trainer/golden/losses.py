@@ -101,6 +101,18 @@ def multi(s, teachers, T):
     return T * T * np.mean(terms)
 
 
+def grad(f, s, h=1e-6):
+    """dL/ds by central differences in float64 (an independent check of the engines' gradients)."""
+    g = np.zeros_like(s)
+    for i in range(s.shape[0]):
+        for j in range(s.shape[1]):
+            up, down = s.copy(), s.copy()
+            up[i, j] += h
+            down[i, j] -= h
+            g[i, j] = (f(up) - f(down)) / (2 * h)
+    return g.tolist()
+
+
 tA = rng.normal(0, 2.5, (N, 3))
 tB = rng.normal(0, 2.5, (N, 4))
 T = 4.0
@@ -120,6 +132,17 @@ print(
             "topk7": topk_kd(student, teacher, T, 7),
             "ce": float(np.mean([-log_softmax(student)[n, labels[n]] for n in range(N)])),
             "multi": {"a": tA.tolist(), "a_idx": [0, 2, 4], "b": tB.tolist(), "b_idx": [1, 3, 5, 6], "value": multi(student, [(tA, [0, 2, 4]), (tB, [1, 3, 5, 6])], T)},
+            # dL/dstudent of each loss, same params as its value above.
+            "grad": {
+                "kd_T4": grad(lambda s: kd(s, teacher, T), student),
+                "dkd": grad(lambda s: dkd(s, teacher, labels, 1.0, 8.0, T), student),
+                "nkd": grad(lambda s: nkd(s, teacher, labels, T, 1.5), student),
+                "dist": grad(lambda s: dist(s, teacher, 1.0, 2.0, T), student),
+                "lskd": grad(lambda s: kd(standardize(s), standardize(teacher), 2.0), student),
+                "topk3": grad(lambda s: topk_kd(s, teacher, T, 3), student),
+                "multi": grad(lambda s: multi(s, [(tA, [0, 2, 4]), (tB, [1, 3, 5, 6])], T), student),
+                "ce": grad(lambda s: float(np.mean([-log_softmax(s)[n, labels[n]] for n in range(N)])), student),
+            },
         },
         indent=1,
     )

@@ -5,6 +5,7 @@
  */
 import { appendFile, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { writeFileAtomic } from '@distillate/shared';
 import type { StudentEngine } from './engine/engine.js';
 import { TrainingError } from './errors.js';
@@ -17,13 +18,24 @@ export interface ResumePoint {
   readonly startEpoch: number;
 }
 
+const CheckpointSchema = z.object({ epoch: z.number().int().min(0), dir: z.string().optional() });
+
 export async function findResumePoint(runDir: string): Promise<ResumePoint> {
-  let state: { epoch: number; dir?: string };
+  let text: string;
   try {
-    state = JSON.parse(await readFile(join(runDir, 'checkpoint.json'), 'utf8')) as { epoch: number; dir?: string };
+    text = await readFile(join(runDir, 'checkpoint.json'), 'utf8');
   } catch {
     throw new TrainingError(`--resume: ${runDir} has no checkpoint`);
   }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    raw = undefined;
+  }
+  const parsed = CheckpointSchema.safeParse(raw);
+  if (!parsed.success) throw new TrainingError(`--resume: ${join(runDir, 'checkpoint.json')} is not a checkpoint record`);
+  const state = parsed.data;
   return { dir: join(runDir, state.dir ?? 'checkpoint'), startEpoch: state.epoch + 1 };
 }
 

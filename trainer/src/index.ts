@@ -1,13 +1,15 @@
-export { kdLoss, dkdLoss, nkdLoss, distLoss, lsKdLoss, topKKdLoss, multiTeacherLoss, crossEntropyLoss, standardizeLogits, type TopKTeacher, type SubsetTeacher } from './losses/index.js';
+export {
+  kdLoss, dkdLoss, nkdLoss, distLoss, lsKdLoss, topKKdLoss, multiTeacherLoss, crossEntropyLoss, distillLossEager, distillLoss, distillMethods, defineLoss, tfjsOps, onnxOps, METHOD_NAMES,
+  type TopKTeacher, type Ops, type Rows, type Feed, type Dim, type LossTerms, type LossMethod, type DistillInputs, type MethodName,
+} from './losses/index.js';
 export { selectBackend, readFloats, BackendUnavailableError, BACKEND_PREFERENCE, type BackendName, type BackendChoice } from './backend.js';
 export { train, TrainingError, type TrainOptions, type RunResult } from './train.js';
 export { exportAndCheck, type ExportCheck } from './export-check.js';
-export { openEngine, forcedProvider, type StudentEngine, type EngineName, type LossFn, type BatchLoss, type StepResult } from './engine/index.js';
+export { openEngine, forcedProvider, type StudentEngine, type EngineName, type BatchLoss, type StepResult } from './engine/index.js';
 export type { TeacherPlan } from './teacher-plan.js';
-export type { LossGraph, Feed } from './loss-graphs/index.js';
 export { OrtEngine } from './engine/ort.js';
 export { TfjsEngine } from './engine/tfjs.js';
-export { batchLoss, batchLossFn, batchLossGraph, type BatchLossSettings } from './batch-loss.js';
+export { batchLoss, type BatchLossSettings } from './batch-loss.js';
 export { RecipeSchema, DistillSchema, StudentSchema, parseRecipe, loadRecipe, applyOverrides, RecipeError, type Recipe, type RecipeInput, type Distill, type StudentSpec } from './recipe.js';
 export { buildStudent, singleSampleLatencyMs } from './students.js';
 export { exportOnnx, OnnxExportError } from './export-onnx.js';

@@ -7,18 +7,11 @@ import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ViewAugmentSchema, ViewSpecSchema } from '@distillate/shared';
+import { DistillSchema, type Distill } from './losses/index.js';
 
 const Temperature = z.number().positive().finite();
 
-export const DistillSchema = z.discriminatedUnion('method', [
-  z.object({ method: z.literal('scratch'), params: z.object({}).strict().default({}) }).strict(),
-  z.object({ method: z.literal('kd'), params: z.object({ temperature: Temperature.default(4) }).strict().default({ temperature: 4 }) }).strict(),
-  z.object({ method: z.literal('dkd'), params: z.object({ alpha: z.number().default(1), beta: z.number().default(8), temperature: Temperature.default(4) }).strict().default({ alpha: 1, beta: 8, temperature: 4 }) }).strict(),
-  z.object({ method: z.literal('nkd'), params: z.object({ temperature: Temperature.default(1), gamma: z.number().default(1.5) }).strict().default({ temperature: 1, gamma: 1.5 }) }).strict(),
-  z.object({ method: z.literal('dist'), params: z.object({ beta: z.number().default(1), gamma: z.number().default(1), temperature: Temperature.default(1) }).strict().default({ beta: 1, gamma: 1, temperature: 1 }) }).strict(),
-  z.object({ method: z.literal('lskd'), params: z.object({ temperature: Temperature.default(2) }).strict().default({ temperature: 2 }) }).strict(),
-]);
-export type Distill = z.infer<typeof DistillSchema>;
+export { DistillSchema, type Distill } from './losses/index.js';
 export type Method = Distill['method'];
 
 export const StudentSchema = z.discriminatedUnion('kind', [
@@ -69,7 +62,7 @@ export const RecipeSchema = z
     /** Cache root where teacher names are looked up (the server's --cache). */
     caches: z.string().min(1).default('cache'),
     student: StudentSchema,
-    distill: DistillSchema.default({ method: 'scratch', params: {} }),
+    distill: DistillSchema.prefault({ method: 'scratch' }),
     /** Loss weights: total = ce·CE + kd·(distillation term, after warm-up). */
     weights: z.object({ ce: z.number().min(0).default(1), kd: z.number().min(0).default(1) }).strict().default({ ce: 1, kd: 1 }),
     /** DKD-style linear warm-up of the kd weight over this many epochs. */

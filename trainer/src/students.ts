@@ -83,9 +83,9 @@ export function scaleLogits(model: tf.LayersModel, factor: number): void {
 /** The model's last layer if it is a Dense layer without activation (its kernel and bias set the logits' scale); throws otherwise. */
 export function logitLayer(model: tf.LayersModel): tf.layers.Layer {
   const last = model.layers.at(-1)!;
-  const config = last.getConfig() as { activation?: string };
-  if (last.getClassName() !== 'Dense' || (config.activation !== undefined && config.activation !== 'linear')) {
-    throw new Error(`the student's last layer is ${last.getClassName()}${config.activation === undefined ? '' : ` (${config.activation})`}; temperature scaling needs a final Dense layer without activation`);
+  const activation = last.getConfig()['activation'];
+  if (last.getClassName() !== 'Dense' || (activation !== undefined && activation !== null && activation !== 'linear')) {
+    throw new Error(`the student's last layer is ${last.getClassName()}${activation === undefined || activation === null ? '' : ` (${String(activation)})`}; temperature scaling needs a final Dense layer without activation`);
   }
   return last;
 }

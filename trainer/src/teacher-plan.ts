@@ -25,9 +25,9 @@ export interface TeacherPlan {
   readonly offsets?: Float32Array;
 }
 
-export function temperatureOf(d: Distill): number {
-  return 'temperature' in d.params ? (d.params as { temperature: number }).temperature : 1;
-}
+import { temperatureOf } from './losses/index.js';
+
+export { temperatureOf };
 
 /**
  * `union` is the recipe's, when it sets one. Left out, teachers with disjoint class lists

@@ -40,8 +40,8 @@ export interface RunResult {
   readonly runDir: string;
   /** The engine that trained the student and what ran it (ORT execution provider or TF.js backend). */
   readonly engine: { readonly name: EngineName; readonly device: string; readonly skipped: readonly string[] };
-  /** The TF.js backend (the tfjs engine's; on the ort engine, the one computing the loss). */
-  readonly backend: BackendChoice;
+  /** The TF.js backend, on the tfjs engine (the ort engine uses none). */
+  readonly backend?: BackendChoice;
   readonly metrics: readonly EpochMetrics[];
   readonly test?: Evaluation;
   readonly parameters: number;
@@ -240,7 +240,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
       const b = online !== undefined && kdWeight > 0 ? await online.fill(fromData) : fromData;
       const loss = batchLoss(b, { plan, distill, ceWeight: recipe.weights.ce, kdWeight, temperature: T });
       const head = group[0];
-      if (head !== undefined && (head.b.rows !== b.rows || head.loss.graph.key !== loss.graph.key)) await flush();
+      if (head !== undefined && (head.b.rows !== b.rows || head.loss.key !== loss.key)) await flush();
       group.push({ b, loss });
       if (group.length >= recipe.stepsPerRun) await flush();
     }
@@ -299,7 +299,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
   const result: RunResult = {
     runDir,
     engine: { name: engine.name, device: engine.device, skipped: opened.skipped },
-    backend: opened.backend,
+    ...(opened.backend === undefined ? {} : { backend: opened.backend }),
     metrics,
     ...(finalEval === undefined ? {} : { test: finalEval }),
     parameters: engine.parameters,

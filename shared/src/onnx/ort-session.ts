@@ -72,7 +72,10 @@ export function softwareOnlyWebGpu(): string | undefined {
 const unavailable = new Set<ExecutionProvider>();
 
 export class OrtSession {
+  /** Sessions created and not yet released, in this process: what a leak check counts. */
+  static #open = 0;
   readonly #session: ort.InferenceSession;
+  #released = false;
   readonly executionProvider: ExecutionProvider;
   readonly inputs: readonly TensorInfo[];
   readonly outputs: readonly TensorInfo[];
@@ -82,6 +85,12 @@ export class OrtSession {
     this.executionProvider = provider;
     this.inputs = session.inputMetadata.map(tensorInfo);
     this.outputs = session.outputMetadata.map(tensorInfo);
+    OrtSession.#open++;
+  }
+
+  /** How many sessions are open (created, not released). */
+  static get openSessions(): number {
+    return OrtSession.#open;
   }
 
   static async create(model: string | Uint8Array, options: OrtSessionOptions = {}): Promise<OrtSession> {
@@ -155,6 +164,9 @@ export class OrtSession {
   }
 
   async release(): Promise<void> {
+    if (this.#released) return;
+    this.#released = true;
+    OrtSession.#open--;
     await this.#session.release();
   }
 }

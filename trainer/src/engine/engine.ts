@@ -1,22 +1,13 @@
 /**
  * The seam between the training loop and what runs the student. The loop knows this interface,
- * never an engine: it hands over a batch and a loss function of the logits, and gets the loss
- * terms and logits back. The recipe chooses the engine; the run records which one ran and on
+ * never an engine: it hands over a batch and its loss (written once against the losses' ops,
+ * which each engine evaluates its own way), and gets the loss terms and logits back. The recipe chooses the engine; the run records which one ran and on
  * what (execution provider or TF.js backend).
  */
-import type * as tf from '@tensorflow/tfjs';
-import type { LossGraph } from '../loss-graphs/index.js';
+import type { BatchLoss } from '../losses/index.js';
 
 export type EngineName = 'ort' | 'tfjs';
-
-/** The batch's loss as a function of the student's logits: the total to minimise and its named terms. */
-export type LossFn = (logits: tf.Tensor2D) => { readonly total: tf.Scalar; readonly terms: Readonly<Record<string, tf.Scalar>> };
-
-/** A batch's loss in both forms: the TF.js engine uses `fn`, the ORT engine `graph`. */
-export interface BatchLoss {
-  readonly fn: LossFn;
-  readonly graph: LossGraph;
-}
+export type { BatchLoss };
 
 export interface StepResult {
   readonly terms: Record<string, number>;
@@ -35,7 +26,7 @@ export interface StudentEngine {
   step(x: Float32Array, rows: number, loss: BatchLoss, lr: number): Promise<StepResult>;
   /**
    * Several steps in order, exactly as that many step() calls (the ORT engine runs them in one
-   * session run). The batches share their row count and loss shape (`loss.graph.key`).
+   * session run). The batches share their row count and loss shape (`loss.key`).
    */
   steps(batches: ReadonlyArray<{ readonly x: Float32Array; readonly rows: number; readonly loss: BatchLoss }>, lr: number): Promise<StepResult[]>;
   /** Logits [rows, classes] of flat samples. */

@@ -1,7 +1,6 @@
 /**
- * Open the engine a recipe asks for, fresh or from a checkpoint. The ORT engine also needs TF.js
- * (the loss functions compute dL/dlogits on a [rows, classes] tensor): its pure-JS cpu backend,
- * the fastest for tensors that small, unless the recipe names one.
+ * Open the engine a recipe asks for, fresh or from a checkpoint. Only the TF.js engine chooses a
+ * TF.js backend: the ORT engine's whole step, loss included, is its ONNX graph.
  */
 import type { ExecutionProvider } from '@distillate/shared/onnx';
 import { selectBackend, type BackendChoice } from '../backend.js';
@@ -14,7 +13,8 @@ const PROVIDERS = ['cuda', 'webgpu', 'cpu'] as const;
 
 export interface OpenedEngine {
   readonly engine: StudentEngine;
-  readonly backend: BackendChoice;
+  /** The TF.js backend (TF.js engine only). */
+  readonly backend?: BackendChoice;
   /** Providers or backends passed over, and why. */
   readonly skipped: readonly string[];
 }
@@ -36,7 +36,7 @@ export async function openEngine(recipe: Readonly<Recipe>, inputShape: readonly 
     const engine = await TfjsEngine.create(recipe, inputShape, classes, `${backend.name} (${backend.detail})`, resumeFrom);
     return { engine, backend, skipped };
   }
-  const backend = await selectBackend(recipe.backend ?? 'cpu');
+  if (recipe.backend !== undefined) throw new Error(`backend: ${recipe.backend} chooses a TF.js backend, which only engine: tfjs uses; the ort engine takes executionProvider`);
   const provider = forcedProvider(recipe);
   const engine = await OrtEngine.create(recipe, inputShape, classes, {
     ...(provider === undefined ? {} : { provider }),
@@ -48,7 +48,7 @@ export async function openEngine(recipe: Readonly<Recipe>, inputShape: readonly 
     await engine.release();
     throw err;
   }
-  return { engine, backend, skipped };
+  return { engine, skipped };
 }
 
-export type { StudentEngine, EngineName, LossFn, BatchLoss, StepResult } from './engine.js';
+export type { StudentEngine, EngineName, BatchLoss, StepResult } from './engine.js';

@@ -31,20 +31,16 @@ beforeAll(async () => {
   await writeFile(model, g.toBytes());
 });
 
-/** L = Σ z·G, so dL/dz = G: in both forms. */
+/** L = Σ z·G, so dL/dz = G. */
 function linearLoss(G: Float32Array): BatchLoss {
   return {
-    fn: (z) => {
-      const total = tf.sum(tf.mul(z, tf.tensor2d(G, z.shape))) as tf.Scalar;
+    key: 'linear',
+    inputs: { G: ['N', C] },
+    outputs: ['logits'],
+    feeds: () => ({ G: { data: G, dims: [G.length / C, C] } }),
+    compute(o, outputs, inputs) {
+      const total = o.sumAll(o.mul(outputs['logits']!, inputs['G']!));
       return { total, terms: { total } };
-    },
-    graph: {
-      key: 'linear',
-      build(g: Graph, logits: string) {
-        const total = g.node('ReduceSum', [g.node('Mul', [logits, g.input('G', ['N', C])])], { keepdims: 0 });
-        return { total, terms: { total } };
-      },
-      feeds: () => ({ G: { data: G, dims: [G.length / C, C] } }),
     },
   };
 }

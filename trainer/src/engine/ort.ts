@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { mulberry32 } from '@distillate/shared';
 import { Graph, OrtSession, type ExecutionProvider } from '@distillate/shared/onnx';
 import type { Recipe } from '../recipe.js';
-import { adamScalars, buildPredictGraph, buildStepGraph, studentBuffers, studentParams, type HyperName, type OptimizerGraphSpec, type StepGraph } from '../internal/autodiff/train-graphs.js';
+import { adamScalars, buildPredictGraph, buildStepGraph, studentBuffers, studentParams, type HyperName, type LossPiece, type OptimizerGraphSpec, type StepGraph } from '../internal/autodiff/train-graphs.js';
 import { loopSteps, type Carried, type LoopedStep } from '../internal/autodiff/loop.js';
 import { buildOnnxStudent, STUDENT_INPUT, STUDENT_LOGITS, type OnnxStudentSpec } from '../internal/onnx-students.js';
 import type { BatchLoss, StepResult, StudentEngine } from './engine.js';
@@ -25,10 +25,12 @@ interface Looped {
 
 const ADAM = { beta1: 0.9, beta2: 0.999, epsilon: 1e-7 }; // tf.train.adam's defaults, so both engines run the same optimizer
 
-/** A CE-only loss piece: builds a step graph at create time so that unsupported ops are refused before training. */
-const probeLoss = {
-  build(g: Graph, logits: string) {
-    const total = g.node('ReduceSum', [g.node('LogSoftmax', [logits], { axis: -1 })], { keepdims: 0 });
+/** A loss of the logits alone: builds a step graph at create time so that unsupported ops are refused before training. */
+const probeLoss: LossPiece = {
+  inputs: {},
+  outputs: ['logits'],
+  compute(o, outputs) {
+    const total = o.sumAll(o.logSoftmax(outputs['logits']!));
     return { total, terms: { total } };
   },
 };
@@ -109,10 +111,10 @@ export class OrtEngine implements StudentEngine {
    * on: the step graph as the body of a Loop, so one run trains on K stacked batches.
    */
   #stepFor(loss: BatchLoss): Promise<Looped> {
-    let entry = this.#steps.get(loss.graph.key);
+    let entry = this.#steps.get(loss.key);
     if (entry === undefined) {
       entry = (async () => {
-        const graph = buildStepGraph(this.#student, { input: STUDENT_INPUT, logits: STUDENT_LOGITS, sampleShape: [this.inputSize], classes: this.classes, optimizer: this.#optimizer, loss: loss.graph, target: this.device });
+        const graph = buildStepGraph(this.#student, { input: STUDENT_INPUT, logits: STUDENT_LOGITS, sampleShape: [this.inputSize], classes: this.classes, optimizer: this.#optimizer, loss, target: this.device });
         const carried: Carried[] = [
           ...graph.params.flatMap((p, i) => [{ input: p.name, output: graph.paramOutput(i), dims: p.dims }, ...graph.slots.map((_, s) => ({ input: graph.slotInput(i, s), output: graph.slotOutput(i, s), dims: p.dims }))]),
           ...graph.buffers.map((b) => ({ input: b.name, output: b.next, dims: b.dims })),
@@ -124,7 +126,7 @@ export class OrtEngine implements StudentEngine {
         const session = await OrtSession.create(looped.bytes, { provider: this.device, ...(this.#options.intraOpThreads === undefined ? {} : { intraOpThreads: this.#options.intraOpThreads }) });
         return { graph, looped, carried, perStep, session };
       })();
-      this.#steps.set(loss.graph.key, entry);
+      this.#steps.set(loss.key, entry);
     }
     return entry;
   }
@@ -140,15 +142,15 @@ export class OrtEngine implements StudentEngine {
   async steps(batches: ReadonlyArray<{ readonly x: Float32Array; readonly rows: number; readonly loss: BatchLoss }>, lr: number): Promise<StepResult[]> {
     const K = batches.length;
     const rows = batches[0]!.rows;
-    const key = batches[0]!.loss.graph.key;
-    if (batches.some((b) => b.rows !== rows || b.loss.graph.key !== key)) throw new Error('internal: steps() takes batches of one row count and loss shape');
+    const key = batches[0]!.loss.key;
+    if (batches.some((b) => b.rows !== rows || b.loss.key !== key)) throw new Error('internal: steps() takes batches of one row count and loss shape');
     const { graph: g, looped, carried, perStep, session } = await this.#stepFor(batches[0]!.loss);
     // Per-step inputs, stacked: [K, …] each.
     const perStepFeeds = batches.map((b) => {
       this.#step++;
       const adam = this.#optimizer.kind === 'adam' ? adamScalars(lr, this.#step, this.#optimizer) : { stepSize: 0, epsilon: 0 };
       const hyper: Record<HyperName, number> = { lr, ...adam, decay: 1 - lr * this.#optimizer.weightDecay };
-      const feeds: Record<string, { data: Float32Array; dims: readonly number[] }> = { ...b.loss.graph.feeds(), [STUDENT_INPUT]: { data: b.x.subarray(0, rows * this.inputSize), dims: [rows, this.inputSize] } };
+      const feeds: Record<string, { data: Float32Array; dims: readonly number[] }> = { ...b.loss.feeds(), [STUDENT_INPUT]: { data: b.x.subarray(0, rows * this.inputSize), dims: [rows, this.inputSize] } };
       for (const h of g.hyper) feeds[h] = { data: Float32Array.of(hyper[h]), dims: [1] };
       if (g.needsBatchRows) feeds['batch_rows'] = { data: Float32Array.of(rows), dims: [1] };
       // Inverted dropout masks from a generator seeded by (recipe seed, step): a resumed run draws the same ones.

@@ -10,6 +10,7 @@ import { exportOnnx } from '../export-onnx.js';
 import { loadLayersModel, saveLayersModel } from '../model-io.js';
 import type { Recipe } from '../recipe.js';
 import { buildStudent, logitLayer, scaleLogits, singleSampleLatencyMs } from '../students.js';
+import { tfjsOps } from '../losses/index.js';
 import type { BatchLoss, StepResult, StudentEngine } from './engine.js';
 
 /**
@@ -63,14 +64,15 @@ export class TfjsEngine implements StudentEngine {
     setLearningRate(this.#optimizer, lr);
     const xs = tf.tensor2d(x.subarray(0, rows * this.inputSize), [rows, this.inputSize]);
     const trainable = this.#model.trainableWeights.map((w) => (w as unknown as { val: tf.Variable }).val);
-    let terms: Record<string, tf.Scalar> = {};
+    const inputs = Object.fromEntries(Object.entries(loss.feeds()).map(([name, f]) => [name, tf.tensor(f.data, [...f.dims])]));
+    let terms: Record<string, tf.Tensor> = {};
     let logitsOut: tf.Tensor2D | undefined;
     const { value, grads } = tf.variableGrads(() => {
       const logits = this.#model.apply(xs, { training: true }) as tf.Tensor2D;
       logitsOut = tf.keep(logits.clone());
-      const r = loss.fn(logits);
+      const r = loss.compute(tfjsOps, { logits }, inputs);
       terms = Object.fromEntries(Object.entries(r.terms).map(([k, v]) => [k, tf.keep(v.clone())]));
-      return r.total;
+      return r.total as tf.Scalar;
     }, trainable);
     this.#optimizer.applyGradients(grads);
     // Decoupled weight decay (Loshchilov & Hutter, AdamW) on weight matrices, after the step, for every optimizer kind.
@@ -81,7 +83,7 @@ export class TfjsEngine implements StudentEngine {
     }
     const values = await Promise.all(Object.entries(terms).map(async ([k, v]) => [k, (await v.data())[0]!] as const));
     const logits = (await logitsOut!.data()) as Float32Array;
-    tf.dispose([xs, value, logitsOut!, ...Object.values(grads), ...Object.values(terms)]);
+    tf.dispose([xs, value, logitsOut!, ...Object.values(grads), ...Object.values(terms), ...Object.values(inputs)]);
     return { terms: Object.fromEntries(values), logits };
   }
 

@@ -1,17 +1,19 @@
-import * as tf from '@tensorflow/tfjs';
-import { assertPair, klRows } from './common.js';
+import { z } from 'zod';
+import { defineLoss, Temperature } from './method.js';
+import { divideBy, klRows, rowMean, times } from './ops.js';
 
 /**
  * Hinton et al. 2015, "Distilling the Knowledge in a Neural Network" (arXiv:1503.02531):
- * T² · KL(softmax(t/T) ‖ softmax(s/T)), batch mean. The T² keeps gradient magnitudes
+ * T² · KL(softmax(t/T) ‖ softmax(s/T)), mean over rows. The T² keeps gradient magnitudes
  * comparable across temperatures.
  */
-export function kdLoss(student: tf.Tensor2D, teacher: tf.Tensor2D, params: { temperature: number }): tf.Scalar {
-  assertPair(student, teacher, 'kdLoss');
-  const T = params.temperature;
-  return tf.tidy(() => {
-    const logP = tf.logSoftmax(tf.div(teacher, T)) as tf.Tensor2D;
-    const logQ = tf.logSoftmax(tf.div(student, T)) as tf.Tensor2D;
-    return tf.mul(tf.mean(klRows(logP, logQ)), T * T) as tf.Scalar;
-  });
-}
+export const kd = defineLoss({
+  reference: 'Hinton et al. 2015, arXiv:1503.02531',
+  params: z.object({ temperature: Temperature.default(4) }).strict(),
+  usesLabels: false,
+  loss(o, x, p) {
+    const T = p.temperature;
+    const kl = klRows(o, o.logSoftmax(divideBy(o, x.teacher, T)), o.logSoftmax(divideBy(o, x.student, T)));
+    return times(o, rowMean(o, kl, x.rows), T * T);
+  },
+});

@@ -1,80 +1,135 @@
 /**
- * Golden tests: each loss against float64 values computed independently from the papers'
- * formulas (trainer/golden/losses.py, numpy), on the cpu backend.
+ * Golden tests: every loss, written once against the ops, run on both backends (TF.js eager and
+ * the ONNX graph in onnxruntime) against float64 values and dL/dstudent computed independently
+ * from the papers' formulas (trainer/golden/losses.py, numpy; gradients by central differences).
  */
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { logSumExp, topK } from '@distillate/shared';
+import { selectBackend } from '../backend.js';
+import { BACKENDS, evaluate, type LossOf } from './both-backends.test-util.js';
 import golden from './golden.json' with { type: 'json' };
-import { crossEntropyLoss, distLoss, dkdLoss, kdLoss, lsKdLoss, multiTeacherLoss, nkdLoss, topKKdLoss } from './index.js';
+import { crossEntropy, DistillSchema, distillLoss, distillMethods, dkdLoss, kdLoss, subsetKd, topKKd, topKTargets, type Feed, type MethodName, type Rows } from './index.js';
 
-beforeAll(async () => {
-  await tf.setBackend('cpu');
-});
+beforeAll(() => selectBackend('cpu'));
 
-const s = () => tf.tensor2d(golden.student);
-const t = () => tf.tensor2d(golden.teacher);
-const y = () => tf.tensor1d(golden.labels, 'int32');
-const value = (x: tf.Scalar) => x.dataSync()[0]!;
-// float32 arithmetic against float64 references: relative tolerance ~1e-5.
-const close = (got: number, want: number) => expect(Math.abs(got - want)).toBeLessThan(2e-5 * Math.max(1, Math.abs(want)));
+const N = golden.student.length;
+const C = golden.student[0]!.length;
+const matrix = (m: number[][]): Feed => ({ data: Float32Array.from(m.flat()), dims: [m.length, m[0]!.length] });
+const student = matrix(golden.student);
+const teacher = matrix(golden.teacher);
+const target = matrix(golden.labels.map((y) => Array.from({ length: C }, (_, c) => (c === y ? 1 : 0))));
+const rows: Record<string, Feed> = { rows: { data: new Float32Array(N).fill(1), dims: [N, 1] }, norm: { data: Float32Array.of(1 / N), dims: [1] } };
+const rowsOf = <T>(x: Readonly<Record<string, T>>): Rows<T> => ({ mask: x['rows']!, norm: x['norm']! });
 
-describe('loss functions match float64 references', () => {
-  it('kdLoss (T = 1 and T = 4)', () => {
-    close(value(kdLoss(s(), t(), { temperature: 1 })), golden.kd_T1);
-    close(value(kdLoss(s(), t(), { temperature: 4 })), golden.kd_T4);
+/** A registered method with these params, as the batch loss runs it. */
+function method(name: MethodName, params: Record<string, number>): LossOf {
+  const d = DistillSchema.parse({ method: name, params });
+  if (d.method === 'scratch') throw new Error('not a method');
+  const loss = distillLoss(d);
+  return (o, s, x) => ({ loss: loss(o, { student: s, teacher: x['teacher']!, target: x['target']!, classes: C, rows: rowsOf(x) }) });
+}
+
+interface Case {
+  readonly name: string;
+  readonly loss: LossOf;
+  readonly inputs: Record<string, Feed>;
+  readonly value: number;
+  readonly grad: number[][];
+}
+
+const topKFeeds = (k: number, T: number): Record<string, Feed> => {
+  const scaled = golden.teacher.flat().map((v) => v / T);
+  const top = topK(scaled, C, k);
+  const t = topKTargets({ indices: top.indices, logits: top.values, logsumexp: logSumExp(scaled, C) }, N, k, C);
+  return { p: t.p, kept: t.kept, tail: t.tail, entropy: t.entropy };
+};
+const dense = { teacher, target, ...rows };
+const cases: Case[] = [
+  { name: 'kd (T = 4)', loss: method('kd', { temperature: 4 }), inputs: dense, value: golden.kd_T4, grad: golden.grad.kd_T4 },
+  { name: 'dkd', loss: method('dkd', { alpha: 1, beta: 8, temperature: 4 }), inputs: dense, value: golden.dkd, grad: golden.grad.dkd },
+  { name: 'nkd', loss: method('nkd', { temperature: 4, gamma: 1.5 }), inputs: dense, value: golden.nkd, grad: golden.grad.nkd },
+  { name: 'dist', loss: method('dist', { beta: 1, gamma: 2, temperature: 4 }), inputs: dense, value: golden.dist, grad: golden.grad.dist },
+  { name: 'lskd', loss: method('lskd', { temperature: 2 }), inputs: dense, value: golden.lskd, grad: golden.grad.lskd },
+  { name: 'cross-entropy', loss: (o, s, x) => ({ loss: crossEntropy(o, s, x['target']!, rowsOf(x)) }), inputs: { target, ...rows }, value: golden.ce, grad: golden.grad.ce },
+  {
+    name: 'top-k KD (k = 3 of 7)',
+    loss: (o, s, x) => ({ loss: topKKd(o, s, { p: x['p']!, kept: x['kept']!, tail: x['tail']!, entropy: x['entropy']! }, rowsOf(x), 4) }),
+    inputs: { ...topKFeeds(3, 4), ...rows },
+    value: golden.topk3,
+    grad: golden.grad.topk3,
+  },
+  {
+    name: 'subset KD (two teachers over disjoint classes)',
+    loss: (o, s, x) => ({ loss: subsetKd(o, s, C, [{ logits: x['a']!, classIndex: golden.multi.a_idx }, { logits: x['b']!, classIndex: golden.multi.b_idx }], rowsOf(x), 4) }),
+    inputs: { a: matrix(golden.multi.a), b: matrix(golden.multi.b), ...rows },
+    value: golden.multi.value,
+    grad: golden.grad.multi,
+  },
+];
+
+// float32 arithmetic against float64 references.
+const close = (got: number, want: number, what: string) => expect(Math.abs(got - want), what).toBeLessThan(2e-5 * Math.max(1, Math.abs(want)));
+
+describe('each loss, on each backend, matches float64 references (value and dL/dstudent)', () => {
+  for (const backend of BACKENDS) {
+    for (const c of cases) {
+      it(`${c.name} on ${backend}`, async () => {
+        const got = await evaluate(backend, c.loss, student, c.inputs);
+        close(got.terms['loss']!, c.value, 'value');
+        const want = c.grad.flat();
+        const scale = Math.max(1, ...want.map(Math.abs));
+        let worst = 0;
+        want.forEach((v, i) => (worst = Math.max(worst, Math.abs(got.grad[i]! - v))));
+        expect(worst / scale, 'max |Δ dL/ds|').toBeLessThan(5e-5);
+        expect(want.some((v) => Math.abs(v) > 1e-3)).toBe(true);
+      });
+    }
+  }
+  it('covers every registered method', () => {
+    const tested = new Set(cases.map((c) => c.name.split(' ')[0]));
+    expect(Object.keys(distillMethods).filter((m) => !tested.has(m))).toEqual([]);
   });
-  it('dkdLoss', () => close(value(dkdLoss(s(), t(), y(), { alpha: 1, beta: 8, temperature: 4 })), golden.dkd));
-  it('nkdLoss', () => close(value(nkdLoss(s(), t(), y(), { temperature: 4, gamma: 1.5 })), golden.nkd));
-  it('distLoss', () => close(value(distLoss(s(), t(), { beta: 1, gamma: 2, temperature: 4 })), golden.dist));
-  it('lsKdLoss', () => close(value(lsKdLoss(s(), t(), { temperature: 2 })), golden.lskd));
-  it('crossEntropyLoss, skipping unlabelled rows', () => {
-    close(value(crossEntropyLoss(s(), y())), golden.ce);
-    const partial = tf.tensor1d([golden.labels[0]!, -1, -1, -1, -1], 'int32');
-    const only = value(crossEntropyLoss(tf.tensor2d([golden.student[0]!]), tf.tensor1d([golden.labels[0]!], 'int32')));
-    close(value(crossEntropyLoss(s(), partial)), only);
-  });
-
-  const topKTeacher = (k: number, T: number) => {
-    const scaled = golden.teacher.flat().map((v) => v / T);
-    const top = topK(scaled, 7, k);
-    return {
-      indices: tf.tensor2d(Array.from(top.indices), [5, k], 'int32'),
-      logits: tf.tensor2d(Array.from(top.values), [5, k]),
-      logsumexp: tf.tensor1d(Array.from(logSumExp(scaled, 7))),
-    };
-  };
-  it('topKKdLoss with k < C, and k = C equals kdLoss', () => {
-    close(value(topKKdLoss(s(), topKTeacher(3, 4), { temperature: 4 })), golden.topk3);
-    close(value(topKKdLoss(s(), topKTeacher(7, 4), { temperature: 4 })), golden.topk7);
-    close(value(topKKdLoss(s(), topKTeacher(7, 4), { temperature: 4 })), value(kdLoss(s(), t(), { temperature: 4 }))); // the code, not two fixtures
-  });
-  it('multiTeacherLoss over two teachers with disjoint class subsets', () => {
-    const got = multiTeacherLoss(
-      s(),
-      [
-        { logits: tf.tensor2d(golden.multi.a), classIndex: golden.multi.a_idx },
-        { logits: tf.tensor2d(golden.multi.b), classIndex: golden.multi.b_idx },
-      ],
-      { temperature: 4 },
-    );
-    close(value(got), golden.multi.value);
+  it('top-k with every class kept is exactly KD', async () => {
+    const loss: LossOf = (o, s, x) => ({ loss: topKKd(o, s, { p: x['p']!, kept: x['kept']!, tail: x['tail']!, entropy: x['entropy']! }, rowsOf(x), 4) });
+    for (const backend of BACKENDS) {
+      const got = await evaluate(backend, loss, student, { ...topKFeeds(7, 4), ...rows });
+      close(got.terms['loss']!, golden.topk7, `${backend} top-7`);
+      close(got.terms['loss']!, golden.kd_T4, `${backend} top-7 vs kd`);
+    }
   });
 });
 
 describe('loss behaviour', () => {
-  it('every loss is zero-ish when the student equals the teacher (except NKD/DKD target terms)', () => {
-    expect(value(kdLoss(t(), t(), { temperature: 3 }))).toBeLessThan(1e-5);
-    expect(value(lsKdLoss(t(), t(), { temperature: 3 }))).toBeLessThan(1e-5);
-    expect(value(dkdLoss(t(), t(), y(), { alpha: 1, beta: 8, temperature: 3 }))).toBeLessThan(1e-4);
-    expect(value(distLoss(t(), t(), { beta: 1, gamma: 1, temperature: 3 }))).toBeLessThan(1e-4);
+  const zeroWhenEqual: Array<[MethodName, Record<string, number>, number]> = [
+    ['kd', { temperature: 3 }, 1e-5],
+    ['lskd', { temperature: 3 }, 1e-5],
+    ['dkd', { alpha: 1, beta: 8, temperature: 3 }, 1e-4],
+    ['dist', { beta: 1, gamma: 1, temperature: 3 }, 1e-4],
+  ];
+  for (const [name, params, tol] of zeroWhenEqual) {
+    it(`${name} is zero when the student equals the teacher, and positive otherwise`, async () => {
+      const same = await evaluate('onnx', method(name, params), teacher, { ...dense });
+      expect(Math.abs(same.terms['loss']!)).toBeLessThan(tol);
+      const other = await evaluate('onnx', method(name, params), student, { ...dense });
+      expect(other.terms['loss']!).toBeGreaterThan(10 * tol);
+    });
+  }
+  it('gradients are finite for extreme logits (DKD masks)', async () => {
+    const big: Feed = { data: Float32Array.of(500, -500, 0, 1, 2, 3, 4), dims: [1, 7] };
+    const zeros: Feed = { data: new Float32Array(7), dims: [1, 7] };
+    const y: Feed = { data: Float32Array.of(1, 0, 0, 0, 0, 0, 0), dims: [1, 7] };
+    const one = { rows: { data: Float32Array.of(1), dims: [1, 1] }, norm: { data: Float32Array.of(1), dims: [1] } };
+    for (const backend of BACKENDS) {
+      for (const [name, params] of [['dkd', { alpha: 1, beta: 8, temperature: 1 }]] as const) {
+        const got = await evaluate(backend, method(name, params), zeros, { teacher: big, target: y, ...one });
+        expect(Array.from(got.grad).every(Number.isFinite), `${name} on ${backend}`).toBe(true);
+        expect(Number.isFinite(got.terms['loss']!)).toBe(true);
+      }
+    }
   });
-  it('gradients are finite for extreme logits', () => {
-    const big = tf.tensor2d([[500, -500, 0, 1, 2, 3, 4]]);
-    const g = tf.grad((x: tf.Tensor) => dkdLoss(x as tf.Tensor2D, big, tf.tensor1d([0], 'int32'), { alpha: 1, beta: 8, temperature: 1 }))(tf.tensor2d([[0, 0, 0, 0, 0, 0, 0]]));
-    expect(Array.from(g.dataSync()).every(Number.isFinite)).toBe(true);
-  });
-  it('rejects mismatched shapes with a clear error', () => {
+  it('the eager functions reject mismatched shapes with a clear error, and refuse unknown params', () => {
     expect(() => kdLoss(tf.zeros([2, 3]) as tf.Tensor2D, tf.zeros([2, 4]) as tf.Tensor2D, { temperature: 1 })).toThrow(/must both be \[N, C\]/);
+    expect(() => dkdLoss(tf.zeros([2, 3]) as tf.Tensor2D, tf.zeros([2, 3]) as tf.Tensor2D, tf.tensor1d([0, 1], 'int32'), { temperature: 1, gama: 2 })).toThrow(/gama/);
   });
 });

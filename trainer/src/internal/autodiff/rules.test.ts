@@ -161,6 +161,7 @@ const cases: Case[] = [
   { name: 'Neg', op: 'Neg', inputs: [[2, 3]], ref: ([x]) => ({ data: x!.data.map((v) => -v), dims: x!.dims }) },
   { name: 'Exp', op: 'Exp', inputs: [[2, 3]], ref: ([x]) => ({ data: x!.data.map(Math.exp), dims: x!.dims }) },
   { name: 'Log', op: 'Log', inputs: [[2, 3]], ref: ([x]) => ({ data: x!.data.map((v) => Math.log(v)), dims: x!.dims }), positive: true },
+  { name: 'Abs', op: 'Abs', inputs: [[2, 3]], ref: ([x]) => ({ data: x!.data.map(Math.abs), dims: x!.dims }), spread: true },
   { name: 'Sqrt', op: 'Sqrt', inputs: [[2, 3]], ref: ([x]) => ({ data: x!.data.map((v) => Math.sqrt(v)), dims: x!.dims }), positive: true },
   { name: 'LogSoftmax (last axis)', op: 'LogSoftmax', attrs: { axis: -1 }, inputs: [[3, 5]], ref: ([x]) => logSoftmaxRef(x!) },
   { name: 'Softmax (last axis)', op: 'Softmax', attrs: { axis: 1 }, inputs: [[3, 5]], ref: ([x]) => ({ data: logSoftmaxRef(x!).data.map(Math.exp), dims: x!.dims }) },

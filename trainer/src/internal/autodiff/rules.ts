@@ -202,6 +202,11 @@ function exp(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   return [ctx.node('Mul', [dy!, n.outputs[0]!])];
 }
 
+/** y = |x|: dx = dy·sign(x) (0 at 0, a subgradient). */
+function abs(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  return [ctx.node('Mul', [dy!, ctx.node('Sign', [n.inputs[0]!])])];
+}
+
 /** y = ln x: dx = dy / x. */
 function log(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   return [ctx.node('Div', [dy!, n.inputs[0]!])];
@@ -319,6 +324,7 @@ export const gradientRules = {
   Exp: exp,
   Log: log,
   Sqrt: sqrt,
+  Abs: abs,
   LogSoftmax: logSoftmax,
   Softmax: softmax,
   ReduceSum: reduceSum,

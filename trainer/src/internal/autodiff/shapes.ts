@@ -137,6 +137,7 @@ const shapeRules: Record<string, ShapeRule> = {
   },
   Neg: same,
   Exp: same,
+  Abs: same,
   Log: same,
   Sqrt: same,
   LogSoftmax: same,

@@ -1,21 +1,20 @@
 /**
  * A student graph → the graphs the ORT engine runs:
  *
- *  - the train step, one graph: the student's forward pass, the batch loss (a graph piece from
- *    ../../loss-graphs), reverse-mode gradients of the loss from the rules, and the optimizer
+ *  - the train step, one graph: the student's forward pass, the batch loss (written against the
+ *    losses' ops, here the ONNX backend), reverse-mode gradients of the loss from the rules, and the optimizer
  *    update as elementwise ops. Parameters, optimizer state, the batch, the loss's feeds and the
  *    step's scalars go in; updated parameters and state, the logits and the loss terms come out;
  *  - predict: the student with its parameters as inputs.
  */
 import { Graph, type Dim } from '@distillate/shared/onnx';
+import { onnxOps, type BatchLoss } from '../../losses/index.js';
 import { differentiate } from './backward.js';
 import { inferShapes, type Shape } from './shapes.js';
 import { appendTrainingNodes, bufferNames, type Buffer, type DropoutSite } from './train-mode.js';
 
-/** The batch loss as a graph piece: appends itself after the logits, declaring its own inputs. */
-export interface LossPiece {
-  build(g: Graph, logits: string, classes: number): { readonly total: string; readonly terms: Readonly<Record<string, string>> };
-}
+/** What the step graph needs of a batch loss: its inputs and its computation. */
+export type LossPiece = Pick<BatchLoss, 'inputs' | 'outputs' | 'compute'>;
 
 export type OptimizerGraphSpec =
   | { readonly kind: 'sgd'; readonly momentum: number; readonly weightDecay: number }
@@ -88,7 +87,10 @@ export function buildStepGraph(student: Graph, opts: { input: string; logits: st
   for (const p of [...params, ...buffers]) g.input(p.name, p.dims);
   for (const init of student.initializers.values()) if (!fed.has(init.name)) g.initializer(init.name, init.data, init.dims);
   const trainMode = appendTrainingNodes(g, student, { name: input, shape: [-1, ...opts.sampleShape] });
-  const loss = opts.loss.build(g, opts.logits, opts.classes);
+  const lossInputs = Object.fromEntries(Object.entries(opts.loss.inputs).map(([name, dims]) => [name, g.input(name, dims)]));
+  const outputs: Record<string, string> = { logits: opts.logits };
+  for (const name of opts.loss.outputs) if (outputs[name] === undefined) throw new Error(`the loss reads a student output ${name}; this student gives ${Object.keys(outputs).join(', ')}`);
+  const loss = opts.loss.compute(onnxOps(g), outputs, lossInputs);
 
   const known = new Map<string, Shape>(g.inputs.map((v) => [v.name, v.dims.map((d) => (typeof d === 'number' ? d : -1))]));
   const shapes = inferShapes(g, known);

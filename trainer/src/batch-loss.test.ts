@@ -1,20 +1,21 @@
 /**
- * The graph form of every batch loss against its TF.js form (the functions in ../losses/, which
- * are pinned to float64 goldens): the same batch, the same logits, the same loss terms and the
- * same dL/dlogits within 1e-5. Batches mix rows with and without labels and teachers, so the
- * row masks are exercised too.
+ * The batch loss (CE on labelled rows + the distillation term on rows with a teacher, for every
+ * teacher layout) on both backends: the same batch, the same logits, the same loss terms and the
+ * same dL/dlogits within 1e-5. Batches mix rows with and without labels and teachers, so the row
+ * masks are exercised, and the masked means are checked against the eager losses on the rows
+ * picked out by hand.
  */
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { mulberry32 } from '@distillate/shared';
-import { Graph, OrtSession } from '@distillate/shared/onnx';
-import { selectBackend } from '../backend.js';
-import { batchLossFn, batchLossGraph, type BatchLossSettings } from '../batch-loss.js';
-import type { TrainBatch } from '../data.js';
-import { differentiate } from '../internal/autodiff/backward.js';
-import { inferShapes, type Shape } from '../internal/autodiff/shapes.js';
-import type { Distill } from '../recipe.js';
-import type { TeacherPlan } from '../teacher-plan.js';
+import { selectBackend } from './backend.js';
+import { batchLoss, type BatchLossSettings } from './batch-loss.js';
+import type { TrainBatch } from './data.js';
+import { evaluateOnnx, evaluateTfjs, type LossOf } from './losses/both-backends.test-util.js';
+import { crossEntropyLoss, distillLossEager, temperatureOf, type Distill } from './losses/index.js';
+import type { TeacherPlan } from './teacher-plan.js';
+
+beforeAll(() => selectBackend('cpu'));
 
 const N = 12;
 const C = 6;
@@ -22,7 +23,6 @@ const classes = Array.from({ length: C }, (_, i) => `c${i}`);
 const rand = mulberry32(17);
 const randn = (n: number, scale: number): Float32Array => Float32Array.from({ length: n }, () => (rand() * 2 - 1) * scale);
 
-beforeAll(() => selectBackend('cpu'));
 
 function batch(slots: TrainBatch['slots']): TrainBatch {
   return {
@@ -89,48 +89,53 @@ const cases: Case[] = [
   },
 ];
 
-describe('loss graphs equal the TF.js losses (value and dL/dlogits)', () => {
+function settingsOf(c: Case): BatchLossSettings {
+  return { plan: c.plan, distill: c.distill, ceWeight: c.ceWeight ?? 1, kdWeight: c.kdWeight ?? 1, temperature: temperatureOf(c.distill) };
+}
+
+/** The batch loss as a function of the logits, `total` first (the term differentiated). */
+function lossOf(b: TrainBatch, s: BatchLossSettings): LossOf {
+  const loss = batchLoss(b, s);
+  return (o, logits, x) => {
+    const { total, terms } = loss.compute(o, { logits }, x);
+    return { total, ...terms };
+  };
+}
+
+describe('the batch loss agrees on both backends (terms and dL/dlogits)', () => {
   for (const c of cases) {
     it(c.name, async () => {
       const b = batch(c.slots);
-      const settings: BatchLossSettings = { plan: c.plan, distill: c.distill, ceWeight: c.ceWeight ?? 1, kdWeight: c.kdWeight ?? 1, temperature: 'temperature' in c.distill.params ? (c.distill.params as { temperature: number }).temperature : 1 };
+      const s = settingsOf(c);
+      const logits = { data: randn(N * C, 3), dims: [N, C] };
+      const feeds = batchLoss(b, s).feeds();
+      const want = evaluateTfjs(lossOf(b, s), logits, feeds);
+      const got = await evaluateOnnx(lossOf(b, s), logits, feeds);
+      expect(Object.keys(got.terms).sort()).toEqual(Object.keys(want.terms).sort());
+      for (const k of Object.keys(want.terms)) expect(Math.abs(got.terms[k]! - want.terms[k]!), k).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(want.terms[k]!)));
+      let worst = 0;
+      for (let i = 0; i < want.grad.length; i++) worst = Math.max(worst, Math.abs(got.grad[i]! - want.grad[i]!));
+      expect(worst).toBeLessThan(1e-5);
+      expect(want.grad.some((v) => v !== 0)).toBe(true);
+    });
+  }
+});
+
+describe('masked means equal the losses over the rows picked out', () => {
+  for (const name of ['KD + CE', 'DKD', 'DIST']) {
+    it(name, () => {
+      const c = cases.find((x) => x.name === name)!;
+      const b = batch(c.slots);
       const logits = randn(N * C, 3);
-
-      // TF.js: the terms and the gradient of the total.
-      const fn = batchLossFn(b, settings);
-      const want: Record<string, number> = {};
-      const dz = tf.tidy(() =>
-        tf.grad((z: tf.Tensor) => {
-          const r = fn(z as tf.Tensor2D);
-          for (const [k, v] of Object.entries(r.terms)) want[k] = v.dataSync()[0]!;
-          return r.total;
-        })(tf.tensor2d(logits, [N, C])),
-      );
-      const wantGrad = dz.dataSync().slice();
-      dz.dispose();
-
-      // The graph: logits as an input, differentiated by the rules.
-      const loss = batchLossGraph(b, settings);
-      const g = new Graph('loss');
-      g.input('logits', ['N', C]);
-      const { total, terms } = loss.build(g, 'logits', C);
-      const shapes = inferShapes(g, new Map<string, Shape>(g.inputs.map((v) => [v.name, v.dims.map((d) => (typeof d === 'number' ? d : -1))])));
-      const grad = differentiate({ forward: g, shapes, wrt: ['logits'], output: total, outputGrad: g.constant('seed', [1], []), into: g }).get('logits')!;
-      const outs = Object.entries(terms).map(([k, name]) => g.node('Identity', [name], {}, `out_${k}`));
-      for (const o of outs) g.output(o, []);
-      g.output(grad, ['N', C]);
-      const session = await OrtSession.create(g.toBytes(), { provider: 'cpu' });
-      try {
-        const got = await session.runMany({ ...loss.feeds(), logits: { data: logits, dims: [N, C] } }, [...outs, grad]);
-        expect(Object.keys(terms).sort()).toEqual(Object.keys(want).sort());
-        for (const k of Object.keys(want)) expect(Math.abs(got[`out_${k}`]![0]! - want[k]!), k).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(want[k]!)));
-        let worst = 0;
-        for (let i = 0; i < wantGrad.length; i++) worst = Math.max(worst, Math.abs(got[grad]![i]! - wantGrad[i]!));
-        expect(worst).toBeLessThan(1e-5);
-        expect(wantGrad.some((v) => v !== 0)).toBe(true);
-      } finally {
-        await session.release();
-      }
+      const got = evaluateTfjs(lossOf(b, settingsOf(c)), { data: logits, dims: [N, C] }, batchLoss(b, settingsOf(c)).feeds()).terms;
+      const rowsWith = (keep: (r: number) => boolean) => Array.from({ length: N }, (_, r) => r).filter(keep);
+      const pick = (data: ArrayLike<number>, rows: number[]) => tf.tensor2d(rows.flatMap((r) => Array.from(data).slice(r * C, (r + 1) * C)), [rows.length, C]);
+      const labelled = rowsWith((r) => b.labels[r]! >= 0);
+      const taught = rowsWith((r) => b.hasTeacher[r] === 1);
+      const ce = crossEntropyLoss(pick(logits, labelled), tf.tensor1d(labelled.map((r) => b.labels[r]!), 'int32')).dataSync()[0]!;
+      const kd = distillLossEager(c.distill, pick(logits, taught), pick(c.slots[0]!.logits, taught), tf.tensor1d(taught.map((r) => b.labels[r]!), 'int32')).dataSync()[0]!;
+      expect(Math.abs(got['ce']! - ce)).toBeLessThan(1e-5 * Math.max(1, ce));
+      expect(Math.abs(got['kd']! - kd)).toBeLessThan(1e-5 * Math.max(1, kd));
     });
   }
 });
