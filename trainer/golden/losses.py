@@ -101,6 +101,23 @@ def multi(s, teachers, T):
     return T * T * np.mean(terms)
 
 
+def rkl(s, t, T):
+    """Reverse KL: KL(student ‖ teacher)."""
+    return T * T * kl_rows(softmax(s / T), softmax(t / T)).mean()
+
+
+def jsd(s, t, beta, T):
+    """Generalized JSD (GKD, Agarwal et al. 2024, eq. 2): β KL(P‖M) + (1 − β) KL(Q‖M), M = βP + (1 − β)Q."""
+    p, q = softmax(t / T), softmax(s / T)
+    m = beta * p + (1 - beta) * q
+    return T * T * (beta * kl_rows(p, m) + (1 - beta) * kl_rows(q, m)).mean()
+
+
+def tvd(s, t, T):
+    """Total variation distance: ½ Σ |p − q|."""
+    return (0.5 * np.abs(softmax(t / T) - softmax(s / T)).sum(axis=1)).mean()
+
+
 def grad(f, s, h=1e-6):
     """dL/ds by central differences in float64 (an independent check of the engines' gradients)."""
     g = np.zeros_like(s)
@@ -132,6 +149,9 @@ print(
             "topk7": topk_kd(student, teacher, T, 7),
             "ce": float(np.mean([-log_softmax(student)[n, labels[n]] for n in range(N)])),
             "multi": {"a": tA.tolist(), "a_idx": [0, 2, 4], "b": tB.tolist(), "b_idx": [1, 3, 5, 6], "value": multi(student, [(tA, [0, 2, 4]), (tB, [1, 3, 5, 6])], T)},
+            "rkl": rkl(student, teacher, 2.0),
+            "jsd": jsd(student, teacher, 0.3, 2.0),
+            "tvd": tvd(student, teacher, 2.0),
             # dL/dstudent of each loss, same params as its value above.
             "grad": {
                 "kd_T4": grad(lambda s: kd(s, teacher, T), student),
@@ -142,6 +162,9 @@ print(
                 "topk3": grad(lambda s: topk_kd(s, teacher, T, 3), student),
                 "multi": grad(lambda s: multi(s, [(tA, [0, 2, 4]), (tB, [1, 3, 5, 6])], T), student),
                 "ce": grad(lambda s: float(np.mean([-log_softmax(s)[n, labels[n]] for n in range(N)])), student),
+                "rkl": grad(lambda s: rkl(s, teacher, 2.0), student),
+                "jsd": grad(lambda s: jsd(s, teacher, 0.3, 2.0), student),
+                "tvd": grad(lambda s: tvd(s, teacher, 2.0), student),
             },
         },
         indent=1,

@@ -51,6 +51,9 @@ const cases: Case[] = [
   { name: 'nkd', loss: method('nkd', { temperature: 4, gamma: 1.5 }), inputs: dense, value: golden.nkd, grad: golden.grad.nkd },
   { name: 'dist', loss: method('dist', { beta: 1, gamma: 2, temperature: 4 }), inputs: dense, value: golden.dist, grad: golden.grad.dist },
   { name: 'lskd', loss: method('lskd', { temperature: 2 }), inputs: dense, value: golden.lskd, grad: golden.grad.lskd },
+  { name: 'rkl (reverse KL)', loss: method('rkl', { temperature: 2 }), inputs: dense, value: golden.rkl, grad: golden.grad.rkl },
+  { name: 'jsd (β = 0.3)', loss: method('jsd', { beta: 0.3, temperature: 2 }), inputs: dense, value: golden.jsd, grad: golden.grad.jsd },
+  { name: 'tvd', loss: method('tvd', { temperature: 2 }), inputs: dense, value: golden.tvd, grad: golden.grad.tvd },
   { name: 'cross-entropy', loss: (o, s, x) => ({ loss: crossEntropy(o, s, x['target']!, rowsOf(x)) }), inputs: { target, ...rows }, value: golden.ce, grad: golden.grad.ce },
   {
     name: 'top-k KD (k = 3 of 7)',
@@ -106,6 +109,9 @@ describe('loss behaviour', () => {
     ['lskd', { temperature: 3 }, 1e-5],
     ['dkd', { alpha: 1, beta: 8, temperature: 3 }, 1e-4],
     ['dist', { beta: 1, gamma: 1, temperature: 3 }, 1e-4],
+    ['rkl', { temperature: 2 }, 1e-5],
+    ['jsd', { beta: 0.5, temperature: 2 }, 1e-5],
+    ['tvd', { temperature: 2 }, 1e-6],
   ];
   for (const [name, params, tol] of zeroWhenEqual) {
     it(`${name} is zero when the student equals the teacher, and positive otherwise`, async () => {
@@ -115,13 +121,13 @@ describe('loss behaviour', () => {
       expect(other.terms['loss']!).toBeGreaterThan(10 * tol);
     });
   }
-  it('gradients are finite for extreme logits (DKD masks)', async () => {
+  it('gradients are finite for extreme logits (DKD masks, JSD mixture where both probabilities underflow)', async () => {
     const big: Feed = { data: Float32Array.of(500, -500, 0, 1, 2, 3, 4), dims: [1, 7] };
     const zeros: Feed = { data: new Float32Array(7), dims: [1, 7] };
     const y: Feed = { data: Float32Array.of(1, 0, 0, 0, 0, 0, 0), dims: [1, 7] };
     const one = { rows: { data: Float32Array.of(1), dims: [1, 1] }, norm: { data: Float32Array.of(1), dims: [1] } };
     for (const backend of BACKENDS) {
-      for (const [name, params] of [['dkd', { alpha: 1, beta: 8, temperature: 1 }]] as const) {
+      for (const [name, params] of [['dkd', { alpha: 1, beta: 8, temperature: 1 }], ['jsd', { beta: 0.5, temperature: 1 }]] as const) {
         const got = await evaluate(backend, method(name, params), zeros, { teacher: big, target: y, ...one });
         expect(Array.from(got.grad).every(Number.isFinite), `${name} on ${backend}`).toBe(true);
         expect(Number.isFinite(got.terms['loss']!)).toBe(true);
@@ -131,5 +137,9 @@ describe('loss behaviour', () => {
   it('the eager functions reject mismatched shapes with a clear error, and refuse unknown params', () => {
     expect(() => kdLoss(tf.zeros([2, 3]) as tf.Tensor2D, tf.zeros([2, 4]) as tf.Tensor2D, { temperature: 1 })).toThrow(/must both be \[N, C\]/);
     expect(() => dkdLoss(tf.zeros([2, 3]) as tf.Tensor2D, tf.zeros([2, 3]) as tf.Tensor2D, tf.tensor1d([0, 1], 'int32'), { temperature: 1, gama: 2 })).toThrow(/gama/);
+  });
+  it('jsd refuses β outside (0, 1)', () => {
+    expect(DistillSchema.safeParse({ method: 'jsd', params: { beta: 1 } }).success).toBe(false);
+    expect(DistillSchema.parse({ method: 'jsd' })).toEqual({ method: 'jsd', params: { beta: 0.5, temperature: 1 } });
   });
 });

@@ -4,10 +4,13 @@
  */
 import { dist } from './dist.js';
 import { dkd } from './dkd.js';
+import { jsd } from './jsd.js';
 import { kd } from './kd.js';
 import { lskd } from './ls-kd.js';
 import type { LossMethod } from './method.js';
 import { nkd } from './nkd.js';
+import { rkl } from './reverse-kl.js';
+import { tvd } from './tvd.js';
 
 export const distillMethods = {
   kd,
@@ -15,4 +18,7 @@ export const distillMethods = {
   nkd,
   dist,
   lskd,
+  rkl,
+  jsd,
+  tvd,
 } satisfies Record<string, LossMethod<{ readonly temperature: number }>>;
