@@ -5,6 +5,9 @@ import { defineConfig } from 'vitest/config';
 // run against src/ without a build.
 const conditions = ['source', ...defaultServerConditions];
 
+// The Vulkan loader (lavapipe, for ORT's WebGPU EP on a CPU-only machine) wants a runtime directory.
+process.env['XDG_RUNTIME_DIR'] ??= '/tmp';
+
 export default defineConfig({
   resolve: { conditions },
   ssr: { resolve: { conditions, externalConditions: ['source'] } },
@@ -13,5 +16,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // After the run, name the Debian packages whose tests were skipped (tests/helpers/system.ts).
+    globalSetup: ['tests/setup/system-report.ts'],
   },
 });

@@ -6,8 +6,11 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { FASHION_MNIST_PACKAGE, REDIS_PACKAGE, skipUnless, titled } from './helpers/system.js';
 
 const ROOT = join(import.meta.dirname, '..');
+// bench:distributed runs the shipped teacher over Fashion-MNIST on a real redis-server.
+const skip = skipUnless(FASHION_MNIST_PACKAGE, REDIS_PACKAGE);
 
 /**
  * Run `scripts/bench.ts` without blocking this worker's event loop (a synchronous spawn of a
@@ -26,7 +29,7 @@ function bench(args: string[]): Promise<{ status: number | null; stdout: string;
 }
 
 describe('npm run bench -- --quick --json', () => {
-  it('runs cache, server, distributed, trainer, ort, crossover and storage, one well-formed JSON row per line, and leaves BENCHMARKS.md alone', async () => {
+  it.skipIf(skip !== undefined)(titled('runs cache, server, distributed, trainer, ort, crossover and storage, one well-formed JSON row per line, and leaves BENCHMARKS.md alone', skip), async () => {
     const before = readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8');
     const r = await bench(['--quick', '--json']);
     expect(r.status, r.stderr).toBe(0);

@@ -2,15 +2,15 @@
  * `npm run demo -- --quick` end to end, in process: real import, real server over HTTP, real
  * precompute job, real training on the ORT engine, its student.onnx served by onnxruntime.
  */
-import { existsSync } from 'node:fs';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { FASHION_MNIST_DEBIAN_DIR, onnxParameterCount, verifyCache } from '@distillate/shared';
+import { onnxParameterCount, verifyCache } from '@distillate/shared';
 import { runDemo } from '../scripts/demo.js';
+import { FASHION_MNIST_PACKAGE, skipUnless, titled } from './helpers/system.js';
 
-const haveFashionMnist = existsSync(join(FASHION_MNIST_DEBIAN_DIR, 'train-images-idx3-ubyte.gz'));
+const skip = skipUnless(FASHION_MNIST_PACKAGE);
 
 async function checkRun(runDir: string, epochs: number): Promise<void> {
   const lines = (await readFile(join(runDir, 'metrics.jsonl'), 'utf8')).trim().split('\n');
@@ -30,7 +30,7 @@ async function checkRun(runDir: string, epochs: number): Promise<void> {
 }
 
 describe('npm run demo -- --quick', () => {
-  it.runIf(haveFashionMnist)('runs every stage on a slice of Fashion-MNIST', async () => {
+  it.skipIf(skip !== undefined)(titled('runs every stage on a slice of Fashion-MNIST', skip), async () => {
     const work = await mkdtemp(join(tmpdir(), 'distillate-demo-'));
     const lines: string[] = [];
     const s = await runDemo({ size: 'quick', work, log: (l) => lines.push(l) });

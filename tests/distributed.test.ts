@@ -12,6 +12,9 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { DatasetReader, FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR, FASHION_MNIST_FILES, LogitCacheReader, OnnxModelBuilder, encodeCacheShard, importIdxPair, verifyCache } from '@distillate/shared';
 import { REPO } from './helpers/cli.js';
 import { freePort, startRedis, type TestRedis } from './helpers/redis.js';
+import { FASHION_MNIST_PACKAGE, REDIS_PACKAGE, skipUnless, titled } from './helpers/system.js';
+
+const skip = skipUnless(REDIS_PACKAGE, FASHION_MNIST_PACKAGE);
 import { waitFor } from './helpers/wait.js';
 
 const TOKEN = 'test-token';
@@ -94,6 +97,7 @@ async function cacheIds(dir: string): Promise<number[]> {
 let datasetIds: number[];
 
 beforeAll(async () => {
+  if (skip !== undefined) return;
   redis = await startRedis();
   root = await mkdtemp(join(tmpdir(), 'distillate-distributed-'));
   for (const d of ['models', 'data']) await mkdir(join(root, d));
@@ -118,7 +122,7 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-describe('distributed precompute', () => {
+describe.skipIf(skip !== undefined)(titled('distributed precompute', skip), () => {
   it('gives shards identical to the in-process job; duplicates are idempotent, tampered and bad uploads refused', async () => {
     const local = spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', join(REPO, 'server/src/bin.ts'), 'precompute', '--models', join(root, 'models'), '--data', join(root, 'data'), '--cache', join(root, 'cache-local'), '--teacher', TEACHER, '--dataset', 'test.arrow', '--shard-rows', '1024', '--threads', '1'], { cwd: REPO, encoding: 'utf8' });
     expect(local.status, local.stderr).toBe(0);

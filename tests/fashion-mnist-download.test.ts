@@ -13,9 +13,10 @@ import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { acquireFashionMnist, FASHION_MNIST_DEBIAN_DIR, fashionMnistCacheDir } from '@distillate/shared';
+import { FASHION_MNIST_PACKAGE, skipUnless, titled } from './helpers/system.js';
 
 const ROOT = join(import.meta.dirname, '..');
-const haveData = existsSync(join(FASHION_MNIST_DEBIAN_DIR, 'train-images-idx3-ubyte.gz'));
+const skip = skipUnless(FASHION_MNIST_PACKAGE);
 
 /** What the server does with each request: serve the file, a corrupt copy, or half of it and hang up. */
 let mode: 'ok' | 'corrupt' | 'drop' = 'ok';
@@ -52,7 +53,7 @@ afterAll(() => new Promise<void>((ok) => server.close(() => ok())));
 const env = async () => ({ XDG_CACHE_HOME: await mkdtemp(join(tmpdir(), 'fmnist-cache-')), DISTILLATE_NO_SYSTEM_DATA: '1', DISTILLATE_FASHION_MNIST_URL: base });
 const cacheFiles = async (e: { XDG_CACHE_HOME: string }) => (existsSync(fashionMnistCacheDir(e)) ? (await readdir(fashionMnistCacheDir(e))).sort() : []);
 
-describe.runIf(haveData || process.env['CI'] === 'true')('Fashion-MNIST download', () => {
+describe.skipIf(skip !== undefined)(titled('Fashion-MNIST download', skip), () => {
   it('downloads the four files, verifies them, caches them, and reuses the cache without a request', async () => {
     mode = 'ok';
     requests = [];

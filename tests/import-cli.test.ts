@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { runTs } from './helpers/cli.js';
+import { FASHION_MNIST_PACKAGE, skipUnless, titled } from './helpers/system.js';
 import { describe, expect, it } from 'vitest';
 import { DatasetReader, FASHION_MNIST_DEBIAN_DIR } from '@distillate/shared';
 
@@ -31,9 +32,9 @@ describe('import-fashion-mnist CLI', () => {
     expect(existsSync(join(dir, 'x.arrow'))).toBe(false);
   });
 
-  // CI installs dataset-fashion-mnist (.ci/run); elsewhere the test says why it is skipped.
-  const haveData = existsSync(join(FASHION_MNIST_DEBIAN_DIR, 'train-images-idx3-ubyte.gz'));
-  it.runIf(haveData || process.env['CI'] === 'true')('imports the real Fashion-MNIST: 60,000 + 10,000 rows, balanced classes', async () => {
+  // npm run setup (and so CI) installs dataset-fashion-mnist; elsewhere the test says why it is skipped.
+  const skip = skipUnless(FASHION_MNIST_PACKAGE);
+  it.skipIf(skip !== undefined)(titled('imports the real Fashion-MNIST: 60,000 + 10,000 rows, balanced classes', skip), async () => {
     const out = await mkdtemp(join(tmpdir(), 'fmnist-'));
     const r = runImport(['--from', FASHION_MNIST_DEBIAN_DIR, '--out', out]);
     expect(r.stderr).toBe('');

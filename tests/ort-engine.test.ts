@@ -3,6 +3,7 @@
  * EP (a real GPU, or Mesa's lavapipe on a CPU-only machine) as on the CPU EP; a student from an
  * ONNX file exported by PyTorch; and the refusal of an op without a gradient rule.
  */
+import { LAVAPIPE_PACKAGE } from './helpers/system.js';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,7 +58,7 @@ describe('ort engine', () => {
         gpu = await OrtEngine.create(recipe, [28, 28, 1], 10, { provider: 'webgpu' });
       } catch (err) {
         // CI installs Mesa's lavapipe (.ci/run), so it must find an adapter; elsewhere a machine may have none.
-        if (err instanceof ProviderUnavailableError && process.env['CI'] !== 'true') return ctx.skip();
+        if (err instanceof ProviderUnavailableError && process.env['CI'] !== 'true') return ctx.skip(`no WebGPU adapter: needs ${LAVAPIPE_PACKAGE} on a machine without a GPU (npm run setup installs it)`);
         throw err;
       }
       const cpu = await OrtEngine.create(recipe, [28, 28, 1], 10, { provider: 'cpu' });

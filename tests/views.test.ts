@@ -13,6 +13,9 @@ import { resolveCacheDir } from '@distillate/trainer';
 import { TeacherRegistry, datasetPreprocessor } from '@distillate/shared/onnx';
 import { resolveConfig, startServer, type RunningServer } from '@distillate/server';
 import { REPO, runTs } from './helpers/cli.js';
+import { FASHION_MNIST_PACKAGE, skipUnless, titled } from './helpers/system.js';
+
+const skip = skipUnless(FASHION_MNIST_PACKAGE);
 
 const TEACHER = 'fmnist-teacher';
 const VIEWS = { count: 4, seed: 7, augment: { shift: 2, flip: true } };
@@ -35,6 +38,7 @@ async function run(request: object): Promise<any> {
 }
 
 beforeAll(async () => {
+  if (skip !== undefined) return;
   root = await mkdtemp(join(tmpdir(), 'distillate-views-'));
   for (const d of ['models', 'data', 'cache']) await mkdir(join(root, d));
   for (const f of [`${TEACHER}.onnx`, `${TEACHER}.json`]) await copyFile(join(REPO, 'models', f), join(root, 'models', f));
@@ -48,7 +52,7 @@ afterAll(async () => {
   await server?.close();
 });
 
-describe('view caches', () => {
+describe.skipIf(skip !== undefined)(titled('view caches', skip), () => {
   it('store K views per image; the teacher run online on a replayed view gives the cached logits (1e-5)', async () => {
     const job = await run({ temperature: 2, views: VIEWS });
     expect(job.state, JSON.stringify(job)).toBe('succeeded');
