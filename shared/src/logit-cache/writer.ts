@@ -1,28 +1,13 @@
-import { readFile, readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Schema } from 'apache-arrow';
-import { AtomicArrowFileWriter, idAt, recordBatch, sha256File, writeFileAtomic, type Ids } from '../internal/arrow-io.js';
+import { idAt, recordBatch, type AtomicArrowFileWriter, type Ids } from '../internal/arrow-io.js';
 import { assertTemperature } from '../numerics.js';
 import { PRODUCER } from '../version.js';
 import { CacheIntegrityError } from './errors.js';
-import {
-  CacheManifestSchema,
-  CacheProgressSchema,
-  MANIFEST_FILE,
-  PROGRESS_FILE,
-  StorageSchema,
-  cacheRecordBody,
-  type CacheManifest,
-  type CacheProgress,
-  type Shard,
-  type Storage,
-  type StorageInput,
-  type TeacherRef,
-} from './manifest.js';
+import { CacheCommitter } from './committer.js';
+import { CacheManifestSchema, StorageSchema, cacheRecordBody, type CacheManifest, type Storage, type StorageInput, type TeacherRef } from './manifest.js';
 import { cacheShardSchema, shardFileName } from './schema.js';
 import { shardBatchColumns, shardLayout } from './shard-codec.js';
 import { ViewSpecSchema, type ViewSpec, type ViewSpecInput } from '../views.js';
-import { LOCK_FILE, claimCacheDir } from './lock.js';
 
 export interface LogitCacheWriterOptions {
   /** Directory that holds caches; this cache goes to `<root>/<key>/`. */
@@ -51,9 +36,9 @@ export interface LogitCacheWriterOptions {
   readonly batchRows?: number;
   readonly producer?: { readonly name: string; readonly version: string };
   /**
-   * fsync each shard and the manifest (default true). false still writes atomically (temp file
-   * + rename: a killed process never leaves a partial shard) but a power loss may drop recent
-   * shards; hash checks then refuse the cache instead of reading bad data.
+   * fsync each shard, progress.json and the manifest (default true; committer.ts). false still
+   * writes atomically (temp file + rename: a killed process never leaves a partial shard) but a
+   * power loss may drop recent shards; hash checks then refuse the cache instead of reading bad data.
    */
   readonly fsync?: boolean;
 }
@@ -77,9 +62,10 @@ interface BatchBuffers {
 }
 
 /**
- * Writes one logit cache: shards of Arrow IPC files, each renamed into place only when complete,
- * then `manifest.json` last. After every shard a `progress.json` records the durable shards, so
- * a writer reopened on the same key after a crash resumes from `resumedRows`.
+ * Writes one logit cache as a stream of rows, through the cache-writing protocol
+ * (committer.ts): shards of Arrow IPC files, each renamed into place only when complete and
+ * recorded in `progress.json`, then `manifest.json` last. A writer reopened on the same key
+ * after a crash resumes from `resumedRows`.
  *
  * `append` takes *raw* teacher logits; the writer stores z / T.
  */
@@ -93,10 +79,10 @@ export class LogitCacheWriter {
   readonly resumedRows: number;
 
   readonly #opts: LogitCacheWriterOptions;
+  readonly #committer: CacheCommitter<CacheManifest>;
   readonly #labelStats: boolean;
   readonly #shardRows: number;
   readonly #batchRows: number;
-  readonly #shards: Shard[];
   #schema: Schema | undefined;
   #idType: 'int32' | 'int64' | undefined;
   #pending: BatchBuffers | undefined;
@@ -112,14 +98,15 @@ export class LogitCacheWriter {
   #failure: unknown;
   #closed = false;
 
-  private constructor(opts: LogitCacheWriterOptions, key: string, storage: Storage, shards: Shard[]) {
+  private constructor(opts: LogitCacheWriterOptions, committer: CacheCommitter<CacheManifest>, storage: Storage, views: ViewSpec | undefined) {
     this.#opts = opts;
-    this.key = key;
-    this.dir = join(opts.root, key);
+    this.#committer = committer;
+    this.key = committer.key;
+    this.dir = committer.dir;
     this.classes = opts.teacher.classes.length;
     this.storage = storage;
     this.#labelStats = opts.labelStatistics ?? false;
-    this.views = opts.views === undefined ? undefined : ViewSpecSchema.parse(opts.views);
+    this.views = views;
     const layout = shardLayout(storage, this.classes, {
       ...(opts.shardRows === undefined ? {} : { shardRows: opts.shardRows }),
       ...(opts.batchRows === undefined ? {} : { batchRows: opts.batchRows }),
@@ -127,8 +114,8 @@ export class LogitCacheWriter {
     });
     this.#shardRows = layout.shardRows;
     this.#batchRows = layout.batchRows;
-    this.#shards = shards;
-    this.resumedRows = shards.reduce((n, s) => n + s.rows, 0);
+    const shards = committer.shards;
+    this.resumedRows = committer.rows;
     this.#rowsClosed = this.resumedRows;
     this.#nextShard = shards.length;
     this.#lastId = shards.at(-1)?.lastId ?? 0;
@@ -140,12 +127,16 @@ export class LogitCacheWriter {
     const C = opts.teacher.classes.length;
     if (storage.mode === 'topk' && storage.k > C) throw new RangeError(`top-k storage with k = ${storage.k} needs at least k classes; the teacher has ${C}`);
     if (opts.shardRows !== undefined && !(Number.isInteger(opts.shardRows) && opts.shardRows > 0)) throw new RangeError(`shardRows must be a positive integer`);
-    const { key, recovered } = await claimCacheDir(
-      opts.root,
-      { teacherSha256: opts.teacher.sha256, datasetFingerprint: opts.dataset.fingerprint, preprocessing: opts.preprocessing, temperature: opts.temperature, storage, views: opts.views },
-      recoverShards,
-    );
-    return new LogitCacheWriter(opts, key, storage, recovered);
+    const views = opts.views === undefined ? undefined : ViewSpecSchema.parse(opts.views);
+    const labelStatistics = opts.labelStatistics ?? false;
+    const committer = await CacheCommitter.open({
+      root: opts.root,
+      key: { teacherSha256: opts.teacher.sha256, datasetFingerprint: opts.dataset.fingerprint, preprocessing: opts.preprocessing, temperature: opts.temperature, storage, views: opts.views },
+      ...(opts.fsync === undefined ? {} : { fsync: opts.fsync }),
+      record: (shards, key) => cacheRecordBody({ ...opts, key, storage, labelStatistics, producer: opts.producer ?? PRODUCER, views, shards: [...shards] }),
+      manifest: CacheManifestSchema,
+    });
+    return new LogitCacheWriter(opts, committer, storage, views);
   }
 
   get rowsWritten(): number {
@@ -202,7 +193,7 @@ export class LogitCacheWriter {
     const encoding = { storage: this.storage, classes: C, temperature: this.#opts.temperature, labelStatistics: this.#labelStats, views: this.views };
     const columns = shardBatchColumns(encoding, ids, buf.scaled.subarray(0, rows * C), buf.raw?.subarray(0, rows * C), buf.half);
     if (this.#shard === undefined) {
-      this.#shard = new AtomicArrowFileWriter(join(this.dir, shardFileName(this.#nextShard)), { fsync: this.#opts.fsync ?? true });
+      this.#shard = this.#committer.shardWriter(this.#nextShard);
       this.#shardFirstId = idAt(ids, 0);
     }
     this.#lastId = idAt(ids, rows - 1);
@@ -231,23 +222,16 @@ export class LogitCacheWriter {
     closing.catch(() => undefined); // observed through #durable below
     this.#durable = this.#durable.then(async () => {
       const written = await closing;
-      this.#shards.push({ ...meta, bytes: written.bytes, sha256: written.sha256 });
-      const progress: CacheProgress = { ...this.#body(), complete: false };
-      await writeFileAtomic(join(this.dir, PROGRESS_FILE), JSON.stringify(progress, null, 2));
+      await this.#committer.commit({ ...meta, bytes: written.bytes, sha256: written.sha256 });
     });
     this.#durable.catch((err: unknown) => (this.#failure ??= err));
     this.#closing.push(this.#durable.catch(() => undefined));
   }
 
-  /** Wait until every closed shard is fsynced, renamed and recorded in progress.json. */
+  /** Wait until every closed shard is renamed into place and recorded in progress.json. */
   async checkpoint(): Promise<number> {
     await this.#durable;
-    return this.#shards.reduce((n, sh) => n + sh.rows, 0);
-  }
-
-  #body(): Omit<CacheProgress, 'complete'> {
-    const o = this.#opts;
-    return cacheRecordBody({ ...o, key: this.key, storage: this.storage, labelStatistics: this.#labelStats, producer: o.producer ?? PRODUCER, views: this.views, shards: this.#shards });
+    return this.#committer.rows;
   }
 
   /** Flush, write the manifest last (atomically), and release the directory. */
@@ -261,11 +245,8 @@ export class LogitCacheWriter {
       await this.abort();
       throw new CacheIntegrityError(`cache ${this.key}: wrote ${this.#rowsClosed} rows but the dataset${this.views === undefined ? ' has' : ` × ${this.views.count} views needs`} ${expected}; no manifest written`);
     }
-    const manifest: CacheManifest = CacheManifestSchema.parse({ ...this.#body(), createdAt: new Date().toISOString(), complete: true });
-    await writeFileAtomic(join(this.dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2));
-    await rm(join(this.dir, PROGRESS_FILE), { force: true });
+    const manifest = await this.#committer.finish();
     this.#closed = true;
-    await rm(join(this.dir, LOCK_FILE), { force: true });
     return manifest;
   }
 
@@ -279,7 +260,7 @@ export class LogitCacheWriter {
     await this.#shard?.abort();
     this.#shard = undefined;
     await this.#durable.catch(() => undefined);
-    await rm(join(this.dir, LOCK_FILE), { force: true });
+    await this.#committer.release();
   }
 }
 
@@ -292,39 +273,4 @@ function scaleInto(src: Float32Array, dst: Float32Array, factor: number): boolea
     dst[i] = v * factor;
   }
   return bad === 0;
-}
-
-/**
- * Decide what survives from an interrupted run: shards listed in progress.json whose bytes
- * still hash correctly, in order, stopping at the first bad one. Everything else in the
- * directory (temp files, unlisted or damaged shards) is removed.
- */
-async function recoverShards(dir: string, key: string): Promise<Shard[]> {
-  const kept: Shard[] = [];
-  const raw = await readFile(join(dir, PROGRESS_FILE), 'utf8').catch(() => undefined);
-  if (raw !== undefined) {
-    const parsed = CacheProgressSchema.safeParse(safeJson(raw));
-    if (parsed.success && parsed.data.key === key) {
-      for (const shard of parsed.data.shards) {
-        // Shards written out of order (by remote workers) may leave gaps: resume only the prefix.
-        if (shard.file !== shardFileName(kept.length)) break;
-        const actual = await sha256File(join(dir, shard.file)).catch(() => undefined);
-        if (actual === undefined || actual.sha256 !== shard.sha256 || actual.bytes !== shard.bytes) break;
-        kept.push(shard);
-      }
-    }
-  }
-  const keep = new Set([...kept.map((s) => s.file), PROGRESS_FILE, LOCK_FILE]);
-  for (const name of await readdir(dir)) {
-    if (!keep.has(name)) await rm(join(dir, name), { force: true, recursive: true });
-  }
-  return kept;
-}
-
-function safeJson(raw: string): unknown {
-  try {
-    return JSON.parse(raw);
-  } catch {
-    return undefined;
-  }
 }
