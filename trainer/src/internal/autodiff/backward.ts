@@ -21,6 +21,8 @@ export interface BackwardSpec {
   readonly into: Graph;
   /** The execution provider it will run on (GradContext.target). */
   readonly target?: GradContext['target'];
+  /** The rules table (the one in rules.ts unless a test swaps a rule). */
+  readonly rules?: Readonly<Record<string, GradRule>>;
 }
 
 /** Gradient tensor (in `into`) of each `wrt` tensor; a parameter the output does not depend on gets none. */
@@ -76,10 +78,12 @@ export function differentiate(spec: BackwardSpec): Map<string, string> {
   for (let i = nodes.length - 1; i >= 0; i--) {
     const node = nodes[i]!;
     if (!node.outputs.some((o) => needs.has(o) && pending.has(o))) continue;
-    const rule = (gradientRules as Record<string, GradRule>)[node.op];
+    const rule = (spec.rules ?? (gradientRules as Readonly<Record<string, GradRule>>))[node.op];
     if (rule === undefined) throw new UnsupportedGraphError(`unsupported op ${node.op} (node ${node.name}): no gradient rule`);
     const dOut = node.outputs.map(total);
     const dIn = rule(ctx, node, dOut);
+    // One gradient (or undefined) per input: a rule that returns more or fewer has mistaken the op's signature.
+    if (dIn.length !== node.inputs.length) throw new Error(`internal: the ${node.op} gradient rule gave ${dIn.length} input gradients for node ${node.name}, which has ${node.inputs.length} inputs`);
     node.inputs.forEach((input, k) => {
       const g = dIn[k];
       if (g === undefined || !needs.has(input)) return;

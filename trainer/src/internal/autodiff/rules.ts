@@ -52,7 +52,7 @@ function gemm(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
     const summed = ctx.unbroadcast(dy!, ctx.shape(n.outputs[0]!), ctx.shape(c));
     dC = beta === 1 ? summed : ctx.node('Mul', [summed, ctx.scalar(beta)]);
   }
-  return [dA, dB, dC];
+  return n.inputs.length > 2 ? [dA, dB, dC] : [dA, dB];
 }
 
 function matmul(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
@@ -93,7 +93,8 @@ function identity(_ctx: GradContext, _n: GraphNode, [dy]: Grads): Grads {
 
 /** Flatten and Reshape: the gradient takes the input's shape back. */
 function reshapeBack(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
-  return [ctx.node('Reshape', [dy!, target(ctx, ctx.shape(n.inputs[0]!))]), undefined];
+  const dx = ctx.node('Reshape', [dy!, target(ctx, ctx.shape(n.inputs[0]!))]);
+  return n.op === 'Reshape' ? [dx, undefined] : [dx];
 }
 
 function transpose(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
@@ -152,7 +153,7 @@ function conv(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
     dW = ctx.node('Reshape', [ctx.node('ReduceSum', [ctx.node('MatMul', [D, P]), ctx.int64([0])], { keepdims: 0 }), ctx.int64([M, C, kh, kw])]);
   }
   const dB = bias === undefined || bias === '' ? undefined : ctx.node('ReduceSum', [dy!, ctx.int64([0, 2, 3])], { keepdims: 0 });
-  return [dX, dW, dB];
+  return n.inputs.length > 2 ? [dX, dW, dB] : [dX, dW];
 }
 
 /**
@@ -258,7 +259,8 @@ function overInput(ctx: GradContext, n: GraphNode, kept: string): string {
 }
 
 function reduceSum(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
-  return [overInput(ctx, n, keepDims(ctx, n, dy!)), undefined];
+  const dx = overInput(ctx, n, keepDims(ctx, n, dy!));
+  return n.inputs.length > 1 ? [dx, undefined] : [dx]; // the axes input, when given, takes none
 }
 
 function reduceMean(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {

@@ -10,7 +10,7 @@
 import { Graph, type Dim } from '@distillate/shared/onnx';
 import { onnxOps, type BatchLoss } from '../../losses/index.js';
 import { differentiate } from './backward.js';
-import { inferShapes, type Shape } from './shapes.js';
+import { inferShapes, UnsupportedGraphError, type Shape } from './shapes.js';
 import { appendTrainingNodes, bufferNames, type Buffer, type DropoutSite } from './train-mode.js';
 
 /** What the step graph needs of a batch loss: its inputs and its computation. */
@@ -61,10 +61,11 @@ export function adamScalars(lr: number, t: number, o: { beta1: number; beta2: nu
 
 const dimsOf = (s: Shape): Dim[] => s.map((d) => (d === -1 ? 'N' : d));
 
-/** The student's parameters: its float32 initializers of rank ≥ 1, less the BatchNorm running statistics. */
+/** The student's parameters: the float32 initializers of rank ≥ 1 that its nodes read, less the BatchNorm running statistics. */
 export function studentParams(student: Graph): Array<TensorSpec & { readonly init: Float32Array }> {
   const buffers = bufferNames(student);
-  return [...student.initializers.values()].filter((i) => i.data instanceof Float32Array && i.dims.length > 0 && !buffers.has(i.name)).map((p) => ({ name: p.name, dims: p.dims, init: p.data as Float32Array }));
+  const read = new Set(student.nodes.flatMap((n) => n.inputs));
+  return [...student.initializers.values()].filter((i) => i.data instanceof Float32Array && i.dims.length > 0 && !buffers.has(i.name) && read.has(i.name)).map((p) => ({ name: p.name, dims: p.dims, init: p.data as Float32Array }));
 }
 
 /** The BatchNorm running statistics, with their initial values. */
@@ -106,13 +107,11 @@ export function buildStepGraph(student: Graph, opts: { input: string; logits: st
   for (const h of hyper) g.input(h, [1]);
   params.forEach((p, i) => slots.forEach((_, s) => g.input(slotInput(i, s), p.dims)));
   const c = (v: number): string => g.constant('c', [v], []);
+  // A parameter the loss does not depend on would never train: refuse it, by name, before any step.
+  const untrained = params.filter((p) => !grads.has(p.name)).map((p) => p.name);
+  if (untrained.length > 0) throw new UnsupportedGraphError(`the student's parameter${untrained.length > 1 ? 's' : ''} ${untrained.join(', ')} ${untrained.length > 1 ? 'have' : 'has'} no gradient path to the loss, so ${untrained.length > 1 ? 'they' : 'it'} would never train (an output other than the logits, or an input no op differentiates)`);
   params.forEach((p, i) => {
-    const grad = grads.get(p.name);
-    if (grad === undefined) {
-      g.node('Identity', [p.name], {}, paramOutput(i));
-      slots.forEach((_, s) => g.node('Identity', [slotInput(i, s)], {}, slotOutput(i, s)));
-      return;
-    }
+    const grad = grads.get(p.name)!;
     let next: string;
     if (optimizer.kind === 'sgd') {
       // tf.train.momentum: a ← μ·a + g; p ← p − lr·a

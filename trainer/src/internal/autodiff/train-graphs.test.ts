@@ -1,0 +1,50 @@
+/**
+ * The silent failures the step builder refuses: a gradient rule that returns the wrong number of
+ * input gradients, and a trainable parameter the loss does not depend on (it would never train).
+ */
+import { describe, expect, it } from 'vitest';
+import { Graph } from '@distillate/shared/onnx';
+import { differentiate } from './backward.js';
+import { gradientRules, type GradRule } from './rules.js';
+import { inferShapes, type Shape } from './shapes.js';
+import { buildStepGraph, type LossPiece } from './train-graphs.js';
+
+const loss: LossPiece = {
+  inputs: {},
+  outputs: ['logits'],
+  compute: (o, out) => {
+    const total = o.sumAll(o.logSoftmax(out['logits']!));
+    return { total, terms: { total } };
+  },
+};
+
+const optimizer = { kind: 'sgd', momentum: 0, weightDecay: 0 } as const;
+
+function student(withUnused: boolean): Graph {
+  const g = new Graph('s');
+  g.input('x', ['N', 3]);
+  g.node('MatMul', ['x', g.initializer('W', Float32Array.of(1, 2, 3, 4, 5, 6), [3, 2])], {}, 'logits');
+  if (withUnused) g.node('MatMul', ['x', g.initializer('V', Float32Array.of(1, 1, 1), [3, 1])], {}, 'side');
+  g.initializer('never_read', Float32Array.of(1, 2), [2]);
+  g.output('logits', ['N', 2]);
+  return g;
+}
+
+describe('step graph refusals', () => {
+  it('a parameter with no gradient path to the loss is an error naming it', () => {
+    expect(() => buildStepGraph(student(false), { input: 'x', logits: 'logits', sampleShape: [3], classes: 2, optimizer, loss })).not.toThrow(); // an initializer no node reads is not a parameter
+    expect(() => buildStepGraph(student(true), { input: 'x', logits: 'logits', sampleShape: [3], classes: 2, optimizer, loss })).toThrow(/parameter V has no gradient path to the loss/);
+  });
+
+  it("a rule whose gradient count is not its op's input count is refused", () => {
+    const g = new Graph('r');
+    g.input('x', ['N', 3]);
+    const y = g.node('Relu', ['x']);
+    const total = g.node('ReduceSum', [y], { keepdims: 0 });
+    const shapes = inferShapes(g, new Map<string, Shape>([['x', [-1, 3]]]));
+    const wrong: GradRule = (_ctx, _n, [dy]) => [dy, undefined];
+    const spec = { forward: g, shapes, wrt: ['x'], output: total, outputGrad: g.constant('seed', [1], []), into: g };
+    expect(() => differentiate({ ...spec, rules: { ...gradientRules, Relu: wrong } })).toThrow(/the Relu gradient rule gave 2 input gradients for node .*, which has 1 inputs/);
+    expect(differentiate(spec).get('x')).toBeDefined();
+  });
+});
