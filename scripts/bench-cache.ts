@@ -21,7 +21,13 @@ interface Sizes {
   runs: number;
 }
 
-async function writeCache(root: string, rows: number, storage: StorageInput, tag: string, fsync = true): Promise<{ dir: string; bytes: number; seconds: number }> {
+async function writeCache(
+  root: string,
+  rows: number,
+  storage: StorageInput,
+  tag: string,
+  fsync = true,
+): Promise<{ dir: string; bytes: number; seconds: number }> {
   const teacher = { name: `bench-${tag}`, sha256: 'c'.repeat(64), classes: Array.from({ length: CLASSES }, (_, i) => `c${i}`) };
   // One batch of pseudo-random logits, reused with fresh ids: generation stays out of the timing.
   const logits = new Float32Array(BATCH * CLASSES);
@@ -108,7 +114,9 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childRea
       return dense.bytes / dense.seconds / 1e6;
     });
     const raw = await medianOf(sizes.runs, () => rawWrite(join(opts.dir, 'raw-write.bin'), dense.bytes, fsync));
-    rows.push(row('cache', fsync ? 'write_dense_f32_fsync' : 'write_dense_f32_no_fsync', ours, 'MB/s', { name: fsync ? 'fs write + fsync' : 'fs write', value: raw }));
+    rows.push(
+      row('cache', fsync ? 'write_dense_f32_fsync' : 'write_dense_f32_no_fsync', ours, 'MB/s', { name: fsync ? 'fs write + fsync' : 'fs write', value: raw }),
+    );
   }
   const half = await writeCache(join(opts.dir, 'half'), sizes.rows, { mode: 'dense', dtype: 'float16' }, 'h');
   rows.push(row('cache', 'write_dense_f16_rows', sizes.rows / half.seconds, 'rows/s', { name: 'dense_f32 write rows/s', value: sizes.rows / dense.seconds }));
@@ -144,8 +152,6 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childRea
   printRows(rows, opts.json);
 }
 
-const program = benchProgram('bench-cache', '.bench/cache')
-  .option('--child-read <dir>', '(internal) stream one cache and print peak RSS in KB')
-  .action(main);
+const program = benchProgram('bench-cache', '.bench/cache').option('--child-read <dir>', '(internal) stream one cache and print peak RSS in KB').action(main);
 
 await runCli(program);

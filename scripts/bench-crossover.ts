@@ -34,7 +34,10 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
   log(opts.json, `teacher models/${TEACHER}.onnx, ${rowsN} rows of 28×28, student MLP 784-128-10, ${epochs} epoch(s) per student`);
 
   // The precompute job, as the server runs it (fsynced cache); median of runs after a warm-up.
-  const services = await createServices(resolveConfig({ models: join(dir, 'models'), data: join(dir, 'data'), cache: join(dir, 'cache'), provider: 'cpu', logLevel: 'silent' }, {}), pino({ level: 'silent' }));
+  const services = await createServices(
+    resolveConfig({ models: join(dir, 'models'), data: join(dir, 'data'), cache: join(dir, 'cache'), provider: 'cpu', logLevel: 'silent' }, {}),
+    pino({ level: 'silent' }),
+  );
   await services.jobs.init();
   let cacheKey = '';
   const precompute = async (): Promise<number> => {
@@ -82,7 +85,12 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
   const sum = (v: number[], n: number) => v.slice(0, n).reduce((a, b) => a + b, 0);
   const rows: BenchRow[] = [];
   for (const n of [1, 4, 16]) {
-    rows.push(row('crossover', `students_${n}_precompute_plus_train_s`, P + sum(offline, n), 's', { name: 'online distillation (teacher in the loop)', value: sum(online, n) }));
+    rows.push(
+      row('crossover', `students_${n}_precompute_plus_train_s`, P + sum(offline, n), 's', {
+        name: 'online distillation (teacher in the loop)',
+        value: sum(online, n),
+      }),
+    );
   }
   const perOffline = median(offline);
   const perOnline = median(online);
@@ -96,7 +104,6 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
   printRows(rows, opts.json);
 }
 
-const program = benchProgram('bench-crossover', '.bench/crossover')
-  .action(main);
+const program = benchProgram('bench-crossover', '.bench/crossover').action(main);
 
 await runCli(program);

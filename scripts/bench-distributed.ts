@@ -39,7 +39,12 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
   const source = await acquireFashionMnist();
   const split = opts.quick ? 'test' : 'train';
   const files = FASHION_MNIST_FILES[split];
-  await importIdxPair({ images: join(source.dir, files.images), labels: join(source.dir, files.labels), out: join(dir, 'data', `${split}.arrow`), classes: FASHION_MNIST_CLASSES });
+  await importIdxPair({
+    images: join(source.dir, files.images),
+    labels: join(source.dir, files.labels),
+    out: join(dir, 'data', `${split}.arrow`),
+    classes: FASHION_MNIST_CLASSES,
+  });
   const dataset = opts.quick ? 'test-2k.arrow' : 'train.arrow';
   if (opts.quick) await headDataset(join(dir, 'data', 'test.arrow'), join(dir, 'data', dataset), 2000);
   const redis = await startRedis();
@@ -60,11 +65,33 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
     servers.push(coord);
 
     const startWorker = () => {
-      const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', join(ROOT, 'server/src/bin.ts'), 'worker', '--queue', redis.url, '--server', coord.url, '--threads', '1', '--ep', 'cpu', '--models', join(dir, 'models'), '--data', join(dir, 'data')], {
-        cwd: ROOT,
-        env: { ...process.env, LOG_LEVEL: 'warn' },
-        stdio: ['ignore', 'ignore', 'inherit'],
-      });
+      const child = spawn(
+        process.execPath,
+        [
+          '--conditions=source',
+          '--import',
+          'tsx',
+          join(ROOT, 'server/src/bin.ts'),
+          'worker',
+          '--queue',
+          redis.url,
+          '--server',
+          coord.url,
+          '--threads',
+          '1',
+          '--ep',
+          'cpu',
+          '--models',
+          join(dir, 'models'),
+          '--data',
+          join(dir, 'data'),
+        ],
+        {
+          cwd: ROOT,
+          env: { ...process.env, LOG_LEVEL: 'warn' },
+          stdio: ['ignore', 'ignore', 'inherit'],
+        },
+      );
       children.push(child);
       return child;
     };
@@ -128,12 +155,28 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
     // (half the rows each), no queue, no cache. What 2 workers could reach at best here.
     const bare = async (n: number): Promise<number> => {
       const procs = Array.from({ length: n }, () =>
-        spawn(process.execPath, ['--conditions=source', '--import', 'tsx', join(ROOT, 'scripts/bench/bare-teacher.ts'), join(dir, 'models'), TEACHER, join(dir, 'data', dataset), String(Math.floor(rowsTotal / n))], { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] }),
+        spawn(
+          process.execPath,
+          [
+            '--conditions=source',
+            '--import',
+            'tsx',
+            join(ROOT, 'scripts/bench/bare-teacher.ts'),
+            join(dir, 'models'),
+            TEACHER,
+            join(dir, 'data', dataset),
+            String(Math.floor(rowsTotal / n)),
+          ],
+          { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] },
+        ),
       );
       const outs = procs.map((p) => {
         let out = '';
         p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-        return { ready: new Promise<void>((r) => p.stdout!.on('data', () => out.includes('ready') && r())), done: new Promise<number>((r) => p.once('exit', () => r((JSON.parse(out.slice(out.indexOf('{'))) as { rowsPerSecond: number }).rowsPerSecond))) };
+        return {
+          ready: new Promise<void>((r) => p.stdout!.on('data', () => out.includes('ready') && r())),
+          done: new Promise<number>((r) => p.once('exit', () => r((JSON.parse(out.slice(out.indexOf('{'))) as { rowsPerSecond: number }).rowsPerSecond))),
+        };
       });
       await Promise.all(outs.map((o) => o.ready));
       for (const p of procs) p.stdin!.write('go\n');
@@ -155,7 +198,10 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
     rows.push(row('distributed', 'in_process_1_thread', local1, 'rows/s'));
     rows.push(row('distributed', 'distributed_1_worker_vs_in_process', d1, 'rows/s', { name: 'in-process job, 1 thread (target ≥ 0.9×)', value: local1 }));
     rows.push(row('distributed', 'distributed_2_workers_vs_1', d2, 'rows/s', { name: 'coordinator + 1 worker (target ≥ 1.7×)', value: d1 }));
-    if (ceiling !== undefined) rows.push(row('distributed', 'ceiling_bare_teacher_2_processes_vs_1', ceiling.two, 'rows/s', { name: 'bare teacher loop, 1 process', value: ceiling.one }));
+    if (ceiling !== undefined)
+      rows.push(
+        row('distributed', 'ceiling_bare_teacher_2_processes_vs_1', ceiling.two, 'rows/s', { name: 'bare teacher loop, 1 process', value: ceiling.one }),
+      );
     if (breakdown !== undefined) {
       // Busy time summed over both workers, then the coordinator's, for the last 2-worker run.
       for (const [k, v] of Object.entries(breakdown.workers)) rows.push(row('distributed', `time_2_workers_${k}_ms`, v, 'ms'));

@@ -51,7 +51,8 @@ function poolGradient(kind: 'space-to-depth' | 'expand' | 'indices', [N, C, H, W
     const picked = g.node('Where', [g.node('Equal', [xs, spread('y')]), spread('dy'), zero]);
     dx = g.node('DepthToSpace', [g.node('Reshape', [picked, i64([-1, 4 * C!, h, w])])], { blocksize: 2, mode: 'DCR' });
   } else if (kind === 'expand') {
-    const up = (t: string) => g.node('Reshape', [g.node('Expand', [g.node('Reshape', [t, i64([-1, C!, h, 1, w, 1])]), i64([1, 1, 1, 2, 1, 2])]), i64([-1, C!, H!, W!])]);
+    const up = (t: string) =>
+      g.node('Reshape', [g.node('Expand', [g.node('Reshape', [t, i64([-1, C!, h, 1, w, 1])]), i64([1, 1, 1, 2, 1, 2])]), i64([-1, C!, H!, W!])]);
     dx = g.node('Where', [g.node('Equal', ['x', up('y')]), up('dy'), zero]);
   } else {
     const [, indices] = g.add('MaxPool', ['x'], { kernel_shape: [2, 2], strides: [2, 2] }, 2);
@@ -87,7 +88,10 @@ function reluGradient(kind: 'where' | 'sign', n: number): Graph {
   const g = new Graph('relu');
   g.input('y', [n]);
   g.input('dy', [n]);
-  const dx = kind === 'where' ? g.node('Where', [g.node('Greater', ['y', g.constant('z', [0], [])]), 'dy', g.constant('z', [0], [])]) : g.node('Mul', [g.node('Sign', ['y']), 'dy']);
+  const dx =
+    kind === 'where'
+      ? g.node('Where', [g.node('Greater', ['y', g.constant('z', [0], [])]), 'dy', g.constant('z', [0], [])])
+      : g.node('Mul', [g.node('Sign', ['y']), 'dy']);
   g.output(g.node('ReduceSum', [dx], { keepdims: 0 }, 'out'), []);
   return g;
 }
@@ -95,9 +99,22 @@ function reluGradient(kind: 'where' | 'sign', n: number): Graph {
 async function stepsPerRun(student: object, K: number, steps: number): Promise<number> {
   const recipe = parseRecipe({ name: 'b', data: { train: 'unused' }, student, stepsPerRun: K });
   const [B, C, D] = [128, 10, 784];
-  const plan: TeacherPlan = { caches: [], layout: { inputSize: D, slots: [{ kind: 'dense', classes: C }] }, mode: 'single', classes: Array.from({ length: C }, (_, i) => `c${i}`), classIndex: [], union: 'subsets' };
+  const plan: TeacherPlan = {
+    caches: [],
+    layout: { inputSize: D, slots: [{ kind: 'dense', classes: C }] },
+    mode: 'single',
+    classes: Array.from({ length: C }, (_, i) => `c${i}`),
+    classIndex: [],
+    union: 'subsets',
+  };
   const batches = Array.from({ length: K }, (_, k) => {
-    const b = { rows: B, x: Float32Array.from({ length: B * D }, (_, i) => ((i * 7 + k) % 13) / 13), labels: Int32Array.from({ length: B }, (_, i) => i % C), hasTeacher: new Uint8Array(B).fill(1), slots: [{ logits: Float32Array.from({ length: B * C }, (_, i) => Math.sin(i + k) * 4) }] };
+    const b = {
+      rows: B,
+      x: Float32Array.from({ length: B * D }, (_, i) => ((i * 7 + k) % 13) / 13),
+      labels: Int32Array.from({ length: B }, (_, i) => i % C),
+      hasTeacher: new Uint8Array(B).fill(1),
+      slots: [{ logits: Float32Array.from({ length: B * C }, (_, i) => Math.sin(i + k) * 4) }],
+    };
     return { x: b.x, rows: B, loss: batchLoss(b, { plan, distill: { method: 'kd', params: { temperature: 4 } }, ceWeight: 1, kdWeight: 1, temperature: 4 }) };
   });
   const engine = await OrtEngine.create(recipe, [28, 28, 1], C, { provider: 'cpu' });
@@ -128,18 +145,38 @@ async function main(opts: { json: boolean; quick: boolean }): Promise<void> {
   };
   log(opts.json, `MaxPool forward + gradient on [${shape.join(', ')}]`);
   const s2d = await timeGraph(poolGradient('space-to-depth', shape), poolFeeds, 'out', runs);
-  rows.push(row('ort', 'maxpool_fwd_grad_space_to_depth_ms', s2d, 'ms', { name: 'Expand upsampling', value: await timeGraph(poolGradient('expand', shape), poolFeeds, 'out', runs) }));
-  rows.push(row('ort', 'maxpool_fwd_grad_space_to_depth_ms', s2d, 'ms', { name: 'MaxPool Indices + MaxUnpool (CPU EP only)', value: await timeGraph(poolGradient('indices', shape), poolFeeds, 'out', runs) }));
+  rows.push(
+    row('ort', 'maxpool_fwd_grad_space_to_depth_ms', s2d, 'ms', {
+      name: 'Expand upsampling',
+      value: await timeGraph(poolGradient('expand', shape), poolFeeds, 'out', runs),
+    }),
+  );
+  rows.push(
+    row('ort', 'maxpool_fwd_grad_space_to_depth_ms', s2d, 'ms', {
+      name: 'MaxPool Indices + MaxUnpool (CPU EP only)',
+      value: await timeGraph(poolGradient('indices', shape), poolFeeds, 'out', runs),
+    }),
+  );
   const dwShape = opts.quick ? [8, 8, 14, 14, 16] : [128, 32, 14, 14, 64];
   log(opts.json, `Conv dW, [${dwShape.slice(0, 4).join(', ')}] → ${dwShape[4]} channels, 3×3`);
   const dwFeeds = {
     x: { data: fill(dwShape[0]! * dwShape[1]! * 196, (i) => Math.sin(i)), dims: dwShape.slice(0, 4) },
     dy: { data: fill(dwShape[0]! * dwShape[4]! * 196, (i) => Math.cos(i)), dims: [dwShape[0]!, dwShape[4]!, 14, 14] },
   };
-  rows.push(row('ort', 'conv_dw_patches_ms', await timeGraph(convWeightGradient('patches', dwShape), dwFeeds, 'out', runs), 'ms', { name: 'batch-as-channel convolution (used on WebGPU)', value: await timeGraph(convWeightGradient('batch-as-channel', dwShape), dwFeeds, 'out', runs) }));
+  rows.push(
+    row('ort', 'conv_dw_patches_ms', await timeGraph(convWeightGradient('patches', dwShape), dwFeeds, 'out', runs), 'ms', {
+      name: 'batch-as-channel convolution (used on WebGPU)',
+      value: await timeGraph(convWeightGradient('batch-as-channel', dwShape), dwFeeds, 'out', runs),
+    }),
+  );
   log(opts.json, `ReLU gradient on ${size} values`);
   const reluFeeds = { y: { data: fill(size, (i) => Math.max(0, Math.sin(i))), dims: [size] }, dy: { data: fill(size, (i) => Math.cos(i)), dims: [size] } };
-  rows.push(row('ort', 'relu_grad_where_ms', await timeGraph(reluGradient('where', size), reluFeeds, 'out', runs), 'ms', { name: 'Sign(y)·dy', value: await timeGraph(reluGradient('sign', size), reluFeeds, 'out', runs) }));
+  rows.push(
+    row('ort', 'relu_grad_where_ms', await timeGraph(reluGradient('where', size), reluFeeds, 'out', runs), 'ms', {
+      name: 'Sign(y)·dy',
+      value: await timeGraph(reluGradient('sign', size), reluFeeds, 'out', runs),
+    }),
+  );
   const steps = opts.quick ? 2 : 48;
   for (const [name, student, n] of [
     ['mlp_784_512_256_10', { kind: 'mlp', hidden: [512, 256] }, steps],
@@ -153,7 +190,6 @@ async function main(opts: { json: boolean; quick: boolean }): Promise<void> {
   printRows(rows, opts.json);
 }
 
-const program = benchProgram('bench-ort')
-  .action(main);
+const program = benchProgram('bench-ort').action(main);
 
 await runCli(program);

@@ -52,7 +52,10 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
   await bare();
   const bareRates: number[] = [];
   const jobRates: number[] = [];
-  const config = resolveConfig({ models: join(dir, 'models'), data: join(dir, 'data'), cache: join(dir, 'cache'), threads: THREADS, provider: 'cpu', logLevel: 'silent' }, {});
+  const config = resolveConfig(
+    { models: join(dir, 'models'), data: join(dir, 'data'), cache: join(dir, 'cache'), threads: THREADS, provider: 'cpu', logLevel: 'silent' },
+    {},
+  );
   const services = await createServices(config, pino({ level: 'silent' }));
   await services.jobs.init();
   const job = async () => {
@@ -114,7 +117,6 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
   printRows(rows, opts.json);
 }
 
-const program = benchProgram('bench-server', '.bench/server')
-  .action(main);
+const program = benchProgram('bench-server', '.bench/server').action(main);
 
 await runCli(program);

@@ -56,7 +56,13 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
   const rowsN = opts.quick ? 200 : 20_000;
   log(opts.json, `bytes per row: ${rowsN} rows × ${classes} classes`);
   const raw = { name: `raw float32 logits (${classes} × 4 B)`, value: classes * 4 };
-  for (const s of [{ mode: 'dense', dtype: 'float32' }, { mode: 'dense', dtype: 'float16' }, { mode: 'topk', k: 5 }, { mode: 'topk', k: 10 }, { mode: 'topk', k: 20 }] as StorageInput[]) {
+  for (const s of [
+    { mode: 'dense', dtype: 'float32' },
+    { mode: 'dense', dtype: 'float16' },
+    { mode: 'topk', k: 5 },
+    { mode: 'topk', k: 10 },
+    { mode: 'topk', k: 20 },
+  ] as StorageInput[]) {
     rows.push(row('storage', `bytes_per_row_${label(s)}`, await bytesPerRow(dir, rowsN, classes, s), 'B', raw));
   }
 
@@ -71,10 +77,19 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
     const { train: full, test } = await importFashionMnist(FASHION_MNIST_DEBIAN_DIR, join(dir, 'fmnist'));
     await headDataset(full.path, join(dir, 'data', 'train.arrow'), trainRows);
     const testPath = opts.quick ? (await headDataset(test.path, join(dir, 'data', 'test.arrow'), 500)).path : test.path;
-    const services = await createServices(resolveConfig({ models: join(dir, 'models'), data: join(dir, 'data'), cache: join(dir, 'cache'), provider: 'cpu', logLevel: 'silent' }, {}), pino({ level: 'silent' }));
+    const services = await createServices(
+      resolveConfig({ models: join(dir, 'models'), data: join(dir, 'data'), cache: join(dir, 'cache'), provider: 'cpu', logLevel: 'silent' }, {}),
+      pino({ level: 'silent' }),
+    );
     await services.jobs.init();
     const T = 4;
-    const storages: StorageInput[] = [{ mode: 'dense', dtype: 'float32' }, { mode: 'dense', dtype: 'float16' }, { mode: 'topk', k: 1 }, { mode: 'topk', k: 2 }, { mode: 'topk', k: 5 }];
+    const storages: StorageInput[] = [
+      { mode: 'dense', dtype: 'float32' },
+      { mode: 'dense', dtype: 'float16' },
+      { mode: 'topk', k: 1 },
+      { mode: 'topk', k: 2 },
+      { mode: 'topk', k: 5 },
+    ];
     const accuracy: Record<string, number> = {};
     for (const storage of storages) {
       const req: JobRequestInput = { type: 'precompute', teacher: TEACHER, dataset: 'train.arrow', temperature: T, storage };
@@ -112,7 +127,6 @@ async function main(opts: { json: boolean; quick: boolean; dir: string }): Promi
   printRows(rows, opts.json);
 }
 
-const program = benchProgram('bench-storage', '.bench/storage')
-  .action(main);
+const program = benchProgram('bench-storage', '.bench/storage').action(main);
 
 await runCli(program);

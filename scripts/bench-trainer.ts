@@ -25,7 +25,15 @@ async function makeData(dir: string, rows: number): Promise<{ data: string; cach
   await mkdir(dir, { recursive: true });
   const data = join(dir, `d${rows}.arrow`);
   const { fingerprint } = await writeSyntheticDataset(data, { rows, inputShape: [28, 28, 1], classes: 10, batchRows: 4096 });
-  const w = await LogitCacheWriter.open({ root: join(dir, 'cache'), teacher: { name: 'bench', sha256: 'e'.repeat(64), classes: Array.from({ length: 10 }, (_, i) => `class-${i}`) }, dataset: { fingerprint, rows }, preprocessing: '', temperature: 4, storage: { mode: 'dense' }, fsync: false });
+  const w = await LogitCacheWriter.open({
+    root: join(dir, 'cache'),
+    teacher: { name: 'bench', sha256: 'e'.repeat(64), classes: Array.from({ length: 10 }, (_, i) => `class-${i}`) },
+    dataset: { fingerprint, rows },
+    preprocessing: '',
+    temperature: 4,
+    storage: { mode: 'dense' },
+    fsync: false,
+  });
   for await (const b of await DatasetReader.open(data)) {
     const z = Float32Array.from({ length: b.rows * 10 }, (_, i) => Math.sin(i * 0.7 + Number(b.ids[0])) * 5);
     await w.append({ ids: b.ids, logits: z });
@@ -35,8 +43,27 @@ async function makeData(dir: string, rows: number): Promise<{ data: string; cach
 }
 
 /** Median samples/s over epochs 2..runs+1 (epoch 1 is the warm-up). */
-async function trainRate(dir: string, d: { data: string; cache: string }, student: object, name: string, runs: number, engine: 'ort' | 'tfjs'): Promise<number> {
-  const recipe = parseRecipe({ name, data: { train: d.data }, teachers: [{ cache: d.cache }], student, distill: { method: 'kd', params: { temperature: 4 } }, epochs: runs + 1, batchSize: 128, out: join(dir, 'runs'), shuffleBuffer: 2048, engine, ...(engine === 'ort' ? { executionProvider: 'cpu' } : { backend: 'wasm' }) });
+async function trainRate(
+  dir: string,
+  d: { data: string; cache: string },
+  student: object,
+  name: string,
+  runs: number,
+  engine: 'ort' | 'tfjs',
+): Promise<number> {
+  const recipe = parseRecipe({
+    name,
+    data: { train: d.data },
+    teachers: [{ cache: d.cache }],
+    student,
+    distill: { method: 'kd', params: { temperature: 4 } },
+    epochs: runs + 1,
+    batchSize: 128,
+    out: join(dir, 'runs'),
+    shuffleBuffer: 2048,
+    engine,
+    ...(engine === 'ort' ? { executionProvider: 'cpu' } : { backend: 'wasm' }),
+  });
   const r = await train(recipe, { skipExport: true });
   return median(r.metrics.slice(1).map((m) => m.samplesPerSecond));
 }
@@ -69,7 +96,18 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childTra
   if (opts.childTrain !== undefined) {
     // Peak RSS of one training epoch over the given dataset (tiny MLP: the data path dominates).
     const [data, cache] = opts.childTrain.split(',');
-    const recipe = parseRecipe({ name: 'rss', data: { train: data! }, teachers: [{ cache: cache! }], student: { kind: 'mlp', hidden: [16] }, distill: { method: 'kd' }, epochs: 1, batchSize: 256, out: join(opts.dir, 'rss-runs'), engine: 'ort', executionProvider: 'cpu' });
+    const recipe = parseRecipe({
+      name: 'rss',
+      data: { train: data! },
+      teachers: [{ cache: cache! }],
+      student: { kind: 'mlp', hidden: [16] },
+      distill: { method: 'kd' },
+      epochs: 1,
+      batchSize: 256,
+      out: join(opts.dir, 'rss-runs'),
+      engine: 'ort',
+      executionProvider: 'cpu',
+    });
     await train(recipe, { skipExport: true });
     await printPeakRssKb();
     return;
@@ -130,7 +168,9 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childTra
   }
   const peak = peers.map((p) => p.sgemm ?? 0).reduce((a, b) => Math.max(a, b), 0);
   const gflops = (ortMlp * MLP_FLOP_PER_SAMPLE) / 1e9;
-  rows.push(row('trainer', 'ort_train_mlp_gflops', gflops, 'GFLOP/s', peak > 0 ? { name: 'sgemm peak (2048² torch.mm, best BLAS here)', value: peak } : undefined));
+  rows.push(
+    row('trainer', 'ort_train_mlp_gflops', gflops, 'GFLOP/s', peak > 0 ? { name: 'sgemm peak (2048² torch.mm, best BLAS here)', value: peak } : undefined),
+  );
 
   // 1×, 10× and 20×: V8 and the wasm heap take a while to reach their working size, so the
   // 10×→20× step is the one that shows whether memory keeps growing with the data.
@@ -140,8 +180,12 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childTra
   const rss = (d: { data: string; cache: string }) => childPeakRssMb(import.meta.filename, ['--dir', dir, '--child-train', `${d.data},${d.cache}`]);
   const peakRss: Record<number, number[]> = { 1: [], 10: [], 20: [] };
   for (let i = 0; i < runs; i++) for (const { f, d } of sizes) peakRss[f]!.push(rss(await d));
-  rows.push(row('trainer', 'ort_train_peak_rss_10x_dataset', median(peakRss[10]!), 'MB', { name: 'ort_train_peak_rss_1x_dataset', value: median(peakRss[1]!) }));
-  rows.push(row('trainer', 'ort_train_peak_rss_20x_dataset', median(peakRss[20]!), 'MB', { name: 'ort_train_peak_rss_10x_dataset', value: median(peakRss[10]!) }));
+  rows.push(
+    row('trainer', 'ort_train_peak_rss_10x_dataset', median(peakRss[10]!), 'MB', { name: 'ort_train_peak_rss_1x_dataset', value: median(peakRss[1]!) }),
+  );
+  rows.push(
+    row('trainer', 'ort_train_peak_rss_20x_dataset', median(peakRss[20]!), 'MB', { name: 'ort_train_peak_rss_10x_dataset', value: median(peakRss[10]!) }),
+  );
   await rm(dir, { recursive: true, force: true });
   printRows(rows, opts.json);
 }

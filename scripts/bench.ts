@@ -62,7 +62,8 @@ function versions(): string {
 
 function markdown(rows: readonly BenchRow[]): string {
   const lines = ['| bench | metric | value | unit | peer (same run) | peer value | ratio |', '|---|---|---:|---|---|---:|---:|'];
-  for (const r of rows) lines.push(`| ${r.bench} | ${r.metric} | ${r.value} | ${r.unit} | ${r.peer ?? ''} | ${r.peerValue ?? ''} | ${r.ratio === null ? '' : `${r.ratio}×`} |`);
+  for (const r of rows)
+    lines.push(`| ${r.bench} | ${r.metric} | ${r.value} | ${r.unit} | ${r.peer ?? ''} | ${r.peerValue ?? ''} | ${r.ratio === null ? '' : `${r.ratio}×`} |`);
   return lines.join('\n');
 }
 
@@ -96,7 +97,10 @@ async function main(opts: { json: boolean; quick: boolean; only?: Bench[]; write
   const doc = await readFile(path, 'utf8');
   const a = doc.indexOf('<!-- bench:begin -->');
   const b = doc.indexOf('<!-- bench:end -->');
-  await writeFile(path, a >= 0 && b > a ? doc.slice(0, a) + section + doc.slice(b + '<!-- bench:end -->'.length) : `${doc.trimEnd()}\n\n## All benchmarks, one run\n\n${section}\n`);
+  await writeFile(
+    path,
+    a >= 0 && b > a ? doc.slice(0, a) + section + doc.slice(b + '<!-- bench:end -->'.length) : `${doc.trimEnd()}\n\n## All benchmarks, one run\n\n${section}\n`,
+  );
   process.stderr.write(`rewrote the generated section of ${path}\n`);
 }
 

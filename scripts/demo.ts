@@ -96,7 +96,10 @@ async function precompute(server: RunningServer, teacher: string, dataset: strin
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ type: 'precompute', teacher, dataset, temperature: 1 }),
   });
-  const bar = new SingleBar({ format: `precompute ${dataset} [{bar}] {percentage}% | {value}/{total} rows | ETA {eta_formatted}`, hideCursor: true, etaBuffer: 50 }, Presets.shades_classic);
+  const bar = new SingleBar(
+    { format: `precompute ${dataset} [{bar}] {percentage}% | {value}/{total} rows | ETA {eta_formatted}`, hideCursor: true, etaBuffer: 50 },
+    Presets.shades_classic,
+  );
   let started = false;
   let last: JobView | undefined;
   const res = await fetch(`${server.url}/v1/jobs/${created.id}/events`);
@@ -175,7 +178,13 @@ export async function ortLatency(model: string, sampleShape: readonly number[]):
  * download (shared's acquireFashionMnist); when none of those works the demo stops with one
  * line saying what it tried. Generated data only with --synthetic.
  */
-async function prepareData(opts: { data?: string; synthetic: boolean; dir: string; size: keyof typeof SIZES; log: (line: string) => void }): Promise<'fashion-mnist' | 'synthetic'> {
+async function prepareData(opts: {
+  data?: string;
+  synthetic: boolean;
+  dir: string;
+  size: keyof typeof SIZES;
+  log: (line: string) => void;
+}): Promise<'fashion-mnist' | 'synthetic'> {
   const { trainRows, testRows } = SIZES[opts.size];
   const full = join(opts.dir, 'full');
   await mkdir(full, { recursive: true });
@@ -186,7 +195,9 @@ async function prepareData(opts: { data?: string; synthetic: boolean; dir: strin
     await writeSyntheticDataset(join(full, 'test.arrow'), { rows: testRows ?? 1000, inputShape: [28, 28, 1], classes: 10, seed: 2, firstId: 1_000_000 });
     kind = 'synthetic';
   } else {
-    const bar = process.stderr.isTTY ? new SingleBar({ format: 'download {file} [{bar}] {percentage}% | ETA {eta_formatted}', hideCursor: true }, Presets.shades_classic) : undefined;
+    const bar = process.stderr.isTTY
+      ? new SingleBar({ format: 'download {file} [{bar}] {percentage}% | ETA {eta_formatted}', hideCursor: true }, Presets.shades_classic)
+      : undefined;
     let current = '';
     const source = await acquireFashionMnist({
       ...(opts.data === undefined ? {} : { data: opts.data }),
@@ -205,7 +216,10 @@ async function prepareData(opts: { data?: string; synthetic: boolean; dir: strin
     opts.log(`imported Fashion-MNIST (${source.source}: ${source.dir}, sha256 verified): ${train.rows} train, ${test.rows} test images`);
     kind = 'fashion-mnist';
   }
-  for (const [split, rows] of [['train', trainRows], ['test', testRows]] as const) {
+  for (const [split, rows] of [
+    ['train', trainRows],
+    ['test', testRows],
+  ] as const) {
     const out = join(opts.dir, `${split}.arrow`);
     if (rows === undefined) await rename(join(full, `${split}.arrow`), out);
     else await headDataset(join(full, `${split}.arrow`), out, rows);
@@ -216,7 +230,13 @@ async function prepareData(opts: { data?: string; synthetic: boolean; dir: strin
 
 /** --synthetic: a small CNN teacher trained on the generated data, so the demo's table compares something real. */
 async function trainSyntheticTeacher(dirs: { data: string; runs: string; models: string }, log: (line: string) => void): Promise<void> {
-  const recipe = parseRecipe({ name: 'synthetic-teacher', data: { train: join(dirs.data, 'train.arrow'), test: join(dirs.data, 'test.arrow') }, out: dirs.runs, student: { kind: 'cnn', blocks: [{ filters: 16 }, { filters: 32 }], dense: [64] }, epochs: 3 });
+  const recipe = parseRecipe({
+    name: 'synthetic-teacher',
+    data: { train: join(dirs.data, 'train.arrow'), test: join(dirs.data, 'test.arrow') },
+    out: dirs.runs,
+    student: { kind: 'cnn', blocks: [{ filters: 16 }, { filters: 32 }], dense: [64] },
+    epochs: 3,
+  });
   const r = await train(recipe, progressCallbacks('teacher', log));
   await copyFile(r.onnx!.path, join(dirs.models, `${SYNTHETIC_TEACHER}.onnx`));
   await writeFile(join(dirs.models, `${SYNTHETIC_TEACHER}.json`), `${JSON.stringify({ layout: 'flat' }, null, 2)}\n`);
@@ -231,7 +251,13 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
   for (const d of Object.values(dirs)) await mkdir(d, { recursive: true });
 
   log(`[1/7] data (${size})`);
-  const dataset = await prepareData({ ...(options.data === undefined ? {} : { data: options.data }), synthetic: options.synthetic === true, dir: dirs.data, size, log });
+  const dataset = await prepareData({
+    ...(options.data === undefined ? {} : { data: options.data }),
+    synthetic: options.synthetic === true,
+    dir: dirs.data,
+    size,
+    log,
+  });
   const trainRows = await (await DatasetReader.open(join(dirs.data, 'train.arrow'))).countRows();
   const testRows = await (await DatasetReader.open(join(dirs.data, 'test.arrow'))).countRows();
 
@@ -252,24 +278,40 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
 
     log('[4/7] train the student with KD, then the same student from scratch');
     const epochs = SIZES[size].epochs;
-    const common = [`data.train=${join(dirs.data, 'train.arrow')}`, `data.test=${join(dirs.data, 'test.arrow')}`, `out=${dirs.runs}`, ...(epochs === undefined ? [] : [`epochs=${epochs}`])];
+    const common = [
+      `data.train=${join(dirs.data, 'train.arrow')}`,
+      `data.test=${join(dirs.data, 'test.arrow')}`,
+      `out=${dirs.runs}`,
+      ...(epochs === undefined ? [] : [`epochs=${epochs}`]),
+    ];
     const kdRecipe = await loadRecipe(join(ROOT, 'recipes', 'fmnist-kd-sharp.yaml'), [...common, 'name=demo-kd', `teachers=[{cache: "${cacheDir}"}]`]);
     const kd = await train(kdRecipe, progressCallbacks('kd', log));
-    const scratchRecipe = await loadRecipe(join(ROOT, 'recipes', 'fmnist-scratch.yaml'), [...common, 'name=demo-scratch', `student=${JSON.stringify(kdRecipe.student)}`]);
+    const scratchRecipe = await loadRecipe(join(ROOT, 'recipes', 'fmnist-scratch.yaml'), [
+      ...common,
+      'name=demo-scratch',
+      `student=${JSON.stringify(kdRecipe.student)}`,
+    ]);
     const scratch = await train(scratchRecipe, progressCallbacks('scratch', log));
 
     log('[5/7] evaluate on the test split');
     const teacherAccuracy = await cacheAccuracy(join(dirs.data, 'test.arrow'), join(dirs.cache, testJob.cacheKey!));
-    log(`teacher ${pct(teacherAccuracy)} · scratch ${pct(scratch.test!.accuracy)} (ECE ${pct(scratch.test!.ece)}) · KD ${pct(kd.test!.accuracy)} (ECE ${pct(kd.test!.ece)})`);
+    log(
+      `teacher ${pct(teacherAccuracy)} · scratch ${pct(scratch.test!.accuracy)} (ECE ${pct(scratch.test!.ece)}) · KD ${pct(kd.test!.accuracy)} (ECE ${pct(kd.test!.ece)})`,
+    );
 
     log('[6/7] register the exported KD student with the server and query it');
     const studentName = 'fmnist-student';
     await copyFile(kd.onnx!.path, join(dirs.models, `${studentName}.onnx`));
-    await writeFile(join(dirs.models, `${studentName}.json`), `${JSON.stringify({ classes: dataset === 'synthetic' ? undefined : [...FASHION_MNIST_CLASSES], layout: 'flat' }, null, 2)}\n`);
+    await writeFile(
+      join(dirs.models, `${studentName}.json`),
+      `${JSON.stringify({ classes: dataset === 'synthetic' ? undefined : [...FASHION_MNIST_CLASSES], layout: 'flat' }, null, 2)}\n`,
+    );
     const { teachers } = await api<{ teachers: string[] }>(server, '/v1/teachers/rescan', { method: 'POST' });
     if (!teachers.includes(studentName)) throw new Error(`rescan did not register ${studentName}`);
     const served = await queryStudent(server, studentName, join(dirs.data, 'test.arrow'), kd.runDir);
-    log(`served ${served.rows} test images: top-1 equal to the trained model on ${pct(served.top1Agreement)}, max |Δlogit| ${served.maxAbsDiff.toExponential(2)}`);
+    log(
+      `served ${served.rows} test images: top-1 equal to the trained model on ${pct(served.top1Agreement)}, max |Δlogit| ${served.maxAbsDiff.toExponential(2)}`,
+    );
 
     log('[7/7] summary');
     const teacherPath = join(dirs.models, `${teacher}.onnx`);
@@ -348,7 +390,7 @@ export function summaryTable(rows: readonly ModelRow[]): string[] {
 if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const program = new Command('demo')
     .description('Fashion-MNIST end to end: import, serve, precompute over HTTP, train KD + scratch, export, register, query')
-    .option('--data <dir>', 'directory with the four Fashion-MNIST IDX .gz files (default: the user cache, Debian\'s package, or a verified download)')
+    .option('--data <dir>', "directory with the four Fashion-MNIST IDX .gz files (default: the user cache, Debian's package, or a verified download)")
     .option('--synthetic', 'run every stage on generated data (with a teacher trained on it), not Fashion-MNIST')
     .option('--work <dir>', 'output directory', 'demo-out')
     .option('--quick', 'every stage on a slice of the data (2,000 train / 500 test rows, 1 epoch)')
@@ -356,7 +398,12 @@ if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(
     .action(async (f: { data?: string; work: string; quick?: boolean; full?: boolean; synthetic?: boolean }) => {
       if (f.quick === true && f.full === true) throw new Error('--quick and --full exclude each other');
       if (f.synthetic === true && f.data !== undefined) throw new Error('--synthetic and --data exclude each other');
-      await runDemo({ ...(f.data === undefined ? {} : { data: f.data }), synthetic: f.synthetic === true, work: f.work, size: f.quick === true ? 'quick' : f.full === true ? 'full' : 'default' });
+      await runDemo({
+        ...(f.data === undefined ? {} : { data: f.data }),
+        synthetic: f.synthetic === true,
+        work: f.work,
+        size: f.quick === true ? 'quick' : f.full === true ? 'full' : 'default',
+      });
     });
   await runCli(program);
 }

@@ -14,11 +14,11 @@ function summary(name: string, s: ImportedSplit): string {
 
 const program = new Command('import-fashion-mnist')
   .description('Convert Fashion-MNIST (or any IDX images/labels pair) into Distillate dataset files')
-  .option('--from <dir>', 'directory holding the four Fashion-MNIST .gz files (default: the user cache, Debian\'s package, or a verified download)')
+  .option('--from <dir>', "directory holding the four Fashion-MNIST .gz files (default: the user cache, Debian's package, or a verified download)")
   .option('--out <path>', 'output directory (or file, with --images/--labels)', 'data/fashion-mnist')
   .option('--images <file>', 'an IDX images file (idx3-ubyte, optionally gzipped)')
   .option('--labels <file>', 'the matching IDX labels file (idx1-ubyte)')
-  .option('--classes <names>', 'comma-separated class names for --images/--labels (default: Fashion-MNIST\'s)', (v: string) => {
+  .option('--classes <names>', "comma-separated class names for --images/--labels (default: Fashion-MNIST's)", (v: string) => {
     const names = v.split(',').map((s) => s.trim());
     if (names.some((n) => n === '')) throw new InvalidArgumentError('class names must be non-empty');
     return names;
@@ -41,7 +41,11 @@ const program = new Command('import-fashion-mnist')
     console.log(summary('train', train));
     console.log(summary('test', test));
     if (opts.labelled !== undefined) {
-      const s = await splitLabelled(train.path, { perClass: opts.labelled / 10, labelled: join(opts.out, `train-labelled-${opts.labelled}.arrow`), pool: join(opts.out, 'train-pool.arrow') });
+      const s = await splitLabelled(train.path, {
+        perClass: opts.labelled / 10,
+        labelled: join(opts.out, `train-labelled-${opts.labelled}.arrow`),
+        pool: join(opts.out, 'train-pool.arrow'),
+      });
       console.log(`labelled: ${s.labelled.rows} rows → ${s.labelled.path}; pool (labels removed): ${s.pool.rows} rows → ${s.pool.path}`);
     }
   });

@@ -29,35 +29,74 @@ function bench(args: string[]): Promise<{ status: number | null; stdout: string;
 }
 
 describe('npm run bench -- --quick --json', () => {
-  it.skipIf(skip !== undefined)(titled('runs cache, server, distributed, trainer, ort, crossover and storage, one well-formed JSON row per line, and leaves BENCHMARKS.md alone', skip), async () => {
-    const before = readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8');
-    const r = await bench(['--quick', '--json']);
-    expect(r.status, r.stderr).toBe(0);
-    const lines = r.stdout.trim().split('\n');
-    const rows = lines.map((l) => JSON.parse(l));
-    for (const row of rows) {
-      expect(Object.keys(row)).toEqual(['bench', 'metric', 'value', 'unit', 'peer', 'peerValue', 'ratio']);
-      expect(typeof row.metric).toBe('string');
-      expect(Number.isFinite(row.value)).toBe(true);
-      expect(typeof row.unit).toBe('string');
-      if (row.peer === null) {
-        expect(row.peerValue).toBeNull();
-        expect(row.ratio).toBeNull();
-      } else {
-        expect(Number.isFinite(row.peerValue)).toBe(true);
-        expect(row.ratio).toBeCloseTo(row.value / row.peerValue, 1);
+  it.skipIf(skip !== undefined)(
+    titled('runs cache, server, distributed, trainer, ort, crossover and storage, one well-formed JSON row per line, and leaves BENCHMARKS.md alone', skip),
+    async () => {
+      const before = readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8');
+      const r = await bench(['--quick', '--json']);
+      expect(r.status, r.stderr).toBe(0);
+      const lines = r.stdout.trim().split('\n');
+      const rows = lines.map((l) => JSON.parse(l));
+      for (const row of rows) {
+        expect(Object.keys(row)).toEqual(['bench', 'metric', 'value', 'unit', 'peer', 'peerValue', 'ratio']);
+        expect(typeof row.metric).toBe('string');
+        expect(Number.isFinite(row.value)).toBe(true);
+        expect(typeof row.unit).toBe('string');
+        if (row.peer === null) {
+          expect(row.peerValue).toBeNull();
+          expect(row.ratio).toBeNull();
+        } else {
+          expect(Number.isFinite(row.peerValue)).toBe(true);
+          expect(row.ratio).toBeCloseTo(row.value / row.peerValue, 1);
+        }
       }
-    }
-    const metrics = (bench: string) => rows.filter((x) => x.bench === bench).map((x) => x.metric);
-    expect(metrics('cache')).toContain('write_dense_f32_fsync');
-    expect(metrics('server')).toContain('precompute_job');
-    expect(metrics('distributed')).toEqual(expect.arrayContaining(['in_process_1_thread', 'distributed_1_worker_vs_in_process', 'distributed_2_workers_vs_1', 'time_2_workers_teacher_ms']));
-    expect(metrics('trainer')).toEqual(expect.arrayContaining(['ort_train_mlp_784_512_256_10', 'ort_train_cnn_32_64_128', 'ort_train_mlp_gflops', 'train_mlp_784_512_256_10', 'train_cnn_32_64_128', 'ort_train_peak_rss_10x_dataset', 'ort_train_peak_rss_20x_dataset']));
-    expect(metrics('ort')).toEqual(expect.arrayContaining(['maxpool_fwd_grad_space_to_depth_ms', 'conv_dw_patches_ms', 'relu_grad_where_ms', 'step_ms_mlp_784_512_256_10_8_per_run', 'step_ms_cnn_32_64_128_8_per_run']));
-    expect(metrics('crossover')).toEqual(expect.arrayContaining(['students_1_precompute_plus_train_s', 'students_4_precompute_plus_train_s', 'students_16_precompute_plus_train_s', 'speedup_at_16_students']));
-    expect(metrics('storage')).toEqual(expect.arrayContaining(['bytes_per_row_dense_f32', 'bytes_per_row_dense_f16', 'bytes_per_row_topk_5', 'bytes_per_row_topk_10', 'bytes_per_row_topk_20']));
-    expect(readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8')).toBe(before);
-  }, 600_000);
+      const metrics = (bench: string) => rows.filter((x) => x.bench === bench).map((x) => x.metric);
+      expect(metrics('cache')).toContain('write_dense_f32_fsync');
+      expect(metrics('server')).toContain('precompute_job');
+      expect(metrics('distributed')).toEqual(
+        expect.arrayContaining(['in_process_1_thread', 'distributed_1_worker_vs_in_process', 'distributed_2_workers_vs_1', 'time_2_workers_teacher_ms']),
+      );
+      expect(metrics('trainer')).toEqual(
+        expect.arrayContaining([
+          'ort_train_mlp_784_512_256_10',
+          'ort_train_cnn_32_64_128',
+          'ort_train_mlp_gflops',
+          'train_mlp_784_512_256_10',
+          'train_cnn_32_64_128',
+          'ort_train_peak_rss_10x_dataset',
+          'ort_train_peak_rss_20x_dataset',
+        ]),
+      );
+      expect(metrics('ort')).toEqual(
+        expect.arrayContaining([
+          'maxpool_fwd_grad_space_to_depth_ms',
+          'conv_dw_patches_ms',
+          'relu_grad_where_ms',
+          'step_ms_mlp_784_512_256_10_8_per_run',
+          'step_ms_cnn_32_64_128_8_per_run',
+        ]),
+      );
+      expect(metrics('crossover')).toEqual(
+        expect.arrayContaining([
+          'students_1_precompute_plus_train_s',
+          'students_4_precompute_plus_train_s',
+          'students_16_precompute_plus_train_s',
+          'speedup_at_16_students',
+        ]),
+      );
+      expect(metrics('storage')).toEqual(
+        expect.arrayContaining([
+          'bytes_per_row_dense_f32',
+          'bytes_per_row_dense_f16',
+          'bytes_per_row_topk_5',
+          'bytes_per_row_topk_10',
+          'bytes_per_row_topk_20',
+        ]),
+      );
+      expect(readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8')).toBe(before);
+    },
+    600_000,
+  );
 
   it('rejects an unknown benchmark with a one-line reason', async () => {
     const r = await bench(['--only', 'cache,nope']);

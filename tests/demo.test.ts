@@ -30,25 +30,29 @@ async function checkRun(runDir: string, epochs: number): Promise<void> {
 }
 
 describe('npm run demo -- --quick', () => {
-  it.skipIf(skip !== undefined)(titled('runs every stage on a slice of Fashion-MNIST', skip), async () => {
-    const work = await mkdtemp(join(tmpdir(), 'distillate-demo-'));
-    const lines: string[] = [];
-    const s = await runDemo({ size: 'quick', work, log: (l) => lines.push(l) });
-    expect(s.dataset).toBe('fashion-mnist');
-    expect([s.trainRows, s.testRows]).toEqual([2000, 500]);
-    expect(s.cacheVerified).toBe(true);
-    expect((await verifyCache(s.cacheDir)).ok).toBe(true);
-    for (const run of [s.kd, s.scratch]) await checkRun(run.runDir, 1);
-    // The trainer's own student.onnx-vs-engine check, and the same model served over HTTP.
-    expect(s.kd.engine.name).toBe('ort');
-    expect(s.kd.onnx!.maxRelDiff).toBeLessThanOrEqual(1e-5);
-    expect(s.served.maxAbsDiff).toBeLessThanOrEqual(1e-4);
-    expect(s.served.top1Agreement).toBe(1);
-    expect(onnxParameterCount(await readFile(s.kd.onnx!.path))).toBe(s.kd.parameters);
-    // The shipped teacher is far better than chance even on 500 test images.
-    expect(s.rows[0]!.accuracy).toBeGreaterThan(0.8);
-    expect(lines.some((l) => l.startsWith('| student, KD'))).toBe(true);
-  }, 240_000);
+  it.skipIf(skip !== undefined)(
+    titled('runs every stage on a slice of Fashion-MNIST', skip),
+    async () => {
+      const work = await mkdtemp(join(tmpdir(), 'distillate-demo-'));
+      const lines: string[] = [];
+      const s = await runDemo({ size: 'quick', work, log: (l) => lines.push(l) });
+      expect(s.dataset).toBe('fashion-mnist');
+      expect([s.trainRows, s.testRows]).toEqual([2000, 500]);
+      expect(s.cacheVerified).toBe(true);
+      expect((await verifyCache(s.cacheDir)).ok).toBe(true);
+      for (const run of [s.kd, s.scratch]) await checkRun(run.runDir, 1);
+      // The trainer's own student.onnx-vs-engine check, and the same model served over HTTP.
+      expect(s.kd.engine.name).toBe('ort');
+      expect(s.kd.onnx!.maxRelDiff).toBeLessThanOrEqual(1e-5);
+      expect(s.served.maxAbsDiff).toBeLessThanOrEqual(1e-4);
+      expect(s.served.top1Agreement).toBe(1);
+      expect(onnxParameterCount(await readFile(s.kd.onnx!.path))).toBe(s.kd.parameters);
+      // The shipped teacher is far better than chance even on 500 test images.
+      expect(s.rows[0]!.accuracy).toBeGreaterThan(0.8);
+      expect(lines.some((l) => l.startsWith('| student, KD'))).toBe(true);
+    },
+    240_000,
+  );
 
   it('--synthetic: generated data with a teacher trained on it first, labelled as synthetic', async () => {
     const work = await mkdtemp(join(tmpdir(), 'distillate-demo-'));
@@ -64,6 +68,8 @@ describe('npm run demo -- --quick', () => {
 
   it('--data DIR without the files fails before doing anything', async () => {
     const work = await mkdtemp(join(tmpdir(), 'distillate-demo-'));
-    await expect(runDemo({ size: 'quick', work, data: join(work, 'nowhere'), log: () => undefined })).rejects.toThrow(/nowhere does not hold the four Fashion-MNIST files/);
+    await expect(runDemo({ size: 'quick', work, data: join(work, 'nowhere'), log: () => undefined })).rejects.toThrow(
+      /nowhere does not hold the four Fashion-MNIST files/,
+    );
   });
 });

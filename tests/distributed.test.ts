@@ -9,7 +9,17 @@ import { copyFile, mkdir, mkdtemp, readFile, readdir, stat, writeFile } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { DatasetReader, FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR, FASHION_MNIST_FILES, LogitCacheReader, OnnxModelBuilder, encodeCacheShard, importIdxPair, verifyCache } from '@distillate/shared';
+import {
+  DatasetReader,
+  FASHION_MNIST_CLASSES,
+  FASHION_MNIST_DEBIAN_DIR,
+  FASHION_MNIST_FILES,
+  LogitCacheReader,
+  OnnxModelBuilder,
+  encodeCacheShard,
+  importIdxPair,
+  verifyCache,
+} from '@distillate/shared';
 import { REPO } from './helpers/cli.js';
 import { freePort, startRedis, type TestRedis } from './helpers/redis.js';
 import { FASHION_MNIST_PACKAGE, REDIS_PACKAGE, skipUnless, titled } from './helpers/system.js';
@@ -46,19 +56,58 @@ function server(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
 }
 
 async function coordinator(cache: string, port: number, extra: string[] = [], queueDb = db): Promise<Proc & { url: string }> {
-  const p = server(['serve', '--models', join(root, 'models'), '--data', join(root, 'data'), '--cache', cache, '--port', String(port), '--queue', `${redis.url}/${queueDb}`, '--token', TOKEN, '--shard-rows', '1024', ...extra]);
-  await waitFor('the coordinator to listen', async () => (/listening on/.test(p.log()) ? true : p.child.exitCode !== null ? Promise.reject(new Error(p.log())) : undefined), 30_000);
+  const p = server([
+    'serve',
+    '--models',
+    join(root, 'models'),
+    '--data',
+    join(root, 'data'),
+    '--cache',
+    cache,
+    '--port',
+    String(port),
+    '--queue',
+    `${redis.url}/${queueDb}`,
+    '--token',
+    TOKEN,
+    '--shard-rows',
+    '1024',
+    ...extra,
+  ]);
+  await waitFor(
+    'the coordinator to listen',
+    async () => (/listening on/.test(p.log()) ? true : p.child.exitCode !== null ? Promise.reject(new Error(p.log())) : undefined),
+    30_000,
+  );
   return { ...p, url: `http://127.0.0.1:${port}` };
 }
 
 /** Each worker has its own cache directory, as on its own host (a shared one lets one worker find the teacher another fetched). */
 let workerCount = 0;
 function worker(url: string, extra: string[] = [], queueDb = db): Proc {
-  return server(['worker', '--queue', `${redis.url}/${queueDb}`, '--server', url, '--token', TOKEN, '--threads', '1', '--lock-ms', '2000', '--cache', join(root, `worker-cache-${++workerCount}`), ...extra]);
+  return server([
+    'worker',
+    '--queue',
+    `${redis.url}/${queueDb}`,
+    '--server',
+    url,
+    '--token',
+    TOKEN,
+    '--threads',
+    '1',
+    '--lock-ms',
+    '2000',
+    '--cache',
+    join(root, `worker-cache-${++workerCount}`),
+    ...extra,
+  ]);
 }
 
 async function api(url: string, path: string, init: RequestInit = {}): Promise<any> {
-  const res = await fetch(`${url}${path}`, { ...init, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', ...(init.headers as Record<string, string> | undefined) } });
+  const res = await fetch(`${url}${path}`, {
+    ...init,
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', ...(init.headers as Record<string, string> | undefined) },
+  });
   return { status: res.status, body: await res.json().catch(() => undefined) };
 }
 
@@ -103,7 +152,12 @@ beforeAll(async () => {
   for (const d of ['models', 'data']) await mkdir(join(root, d));
   for (const f of [`${TEACHER}.onnx`, `${TEACHER}.json`]) await copyFile(join(REPO, 'models', f), join(root, 'models', f));
   const { images, labels } = FASHION_MNIST_FILES.test;
-  await importIdxPair({ images: join(FASHION_MNIST_DEBIAN_DIR, images), labels: join(FASHION_MNIST_DEBIAN_DIR, labels), out: join(root, 'data', 'test.arrow'), classes: FASHION_MNIST_CLASSES });
+  await importIdxPair({
+    images: join(FASHION_MNIST_DEBIAN_DIR, images),
+    labels: join(FASHION_MNIST_DEBIAN_DIR, labels),
+    out: join(root, 'data', 'test.arrow'),
+    classes: FASHION_MNIST_CLASSES,
+  });
   datasetIds = [];
   for await (const b of await DatasetReader.open(join(root, 'data', 'test.arrow'))) for (const id of b.ids) datasetIds.push(Number(id));
 }, 120_000);
@@ -124,7 +178,31 @@ afterAll(async () => {
 
 describe.skipIf(skip !== undefined)(titled('distributed precompute', skip), () => {
   it('gives shards identical to the in-process job; duplicates are idempotent, tampered and bad uploads refused', async () => {
-    const local = spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', join(REPO, 'server/src/bin.ts'), 'precompute', '--models', join(root, 'models'), '--data', join(root, 'data'), '--cache', join(root, 'cache-local'), '--teacher', TEACHER, '--dataset', 'test.arrow', '--shard-rows', '1024', '--threads', '1'], { cwd: REPO, encoding: 'utf8' });
+    const local = spawnSync(
+      process.execPath,
+      [
+        '--conditions=source',
+        '--import',
+        'tsx',
+        join(REPO, 'server/src/bin.ts'),
+        'precompute',
+        '--models',
+        join(root, 'models'),
+        '--data',
+        join(root, 'data'),
+        '--cache',
+        join(root, 'cache-local'),
+        '--teacher',
+        TEACHER,
+        '--dataset',
+        'test.arrow',
+        '--shard-rows',
+        '1024',
+        '--threads',
+        '1',
+      ],
+      { cwd: REPO, encoding: 'utf8' },
+    );
     expect(local.status, local.stderr).toBe(0);
 
     const c = await coordinator(join(root, 'cache-a'), await freePort());
@@ -152,7 +230,11 @@ describe.skipIf(skip !== undefined)(titled('distributed precompute', skip), () =
 
     // A shard delivered again, same bytes: accepted and ignored. Different bytes: 409.
     const put = (index: number, body: Uint8Array, sha256: string, token = TOKEN) =>
-      fetch(`${c.url}/v1/jobs/${id}/shards/${index}`, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/vnd.apache.arrow.file', 'x-distillate-sha256': sha256 }, body });
+      fetch(`${c.url}/v1/jobs/${id}/shards/${index}`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/vnd.apache.arrow.file', 'x-distillate-sha256': sha256 },
+        body,
+      });
     const first = dist.get('part-00000.arrow')!;
     const sha = (b: Uint8Array) => import('node:crypto').then((m) => m.createHash('sha256').update(b).digest('hex'));
     let res = await put(0, first, await sha(first));
@@ -185,7 +267,38 @@ describe.skipIf(skip !== undefined)(titled('distributed precompute', skip), () =
 
   it('builds a view cache across workers identical to the in-process one (same key, same shard bytes)', async () => {
     const views = { count: 2, seed: 3, augment: { shift: 2, flip: true } };
-    const local = spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', join(REPO, 'server/src/bin.ts'), 'precompute', '--models', join(root, 'models'), '--data', join(root, 'data'), '--cache', join(root, 'cache-views-local'), '--teacher', TEACHER, '--dataset', 'test.arrow', '--shard-rows', '1024', '--threads', '1', '--views', '2', '--view-seed', '3', '--shift', '2', '--flip'], { cwd: REPO, encoding: 'utf8' });
+    const local = spawnSync(
+      process.execPath,
+      [
+        '--conditions=source',
+        '--import',
+        'tsx',
+        join(REPO, 'server/src/bin.ts'),
+        'precompute',
+        '--models',
+        join(root, 'models'),
+        '--data',
+        join(root, 'data'),
+        '--cache',
+        join(root, 'cache-views-local'),
+        '--teacher',
+        TEACHER,
+        '--dataset',
+        'test.arrow',
+        '--shard-rows',
+        '1024',
+        '--threads',
+        '1',
+        '--views',
+        '2',
+        '--view-seed',
+        '3',
+        '--shift',
+        '2',
+        '--flip',
+      ],
+      { cwd: REPO, encoding: 'utf8' },
+    );
     expect(local.status, local.stderr).toBe(0);
     const c = await coordinator(join(root, 'cache-views'), await freePort());
     // One worker reads the images locally, the other fetches them: both must draw the same views.
@@ -223,7 +336,11 @@ describe.skipIf(skip !== undefined)(titled('distributed precompute', skip), () =
     });
     const encoding = { storage: { mode: 'dense' as const, dtype: 'float32' as const }, classes: 10, temperature: 2, labelStatistics: false };
     const put = (index: number, s: { bytes: Uint8Array; sha256: string }) =>
-      fetch(`${c.url}/v1/jobs/${id}/shards/${index}`, { method: 'PUT', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/vnd.apache.arrow.file', 'x-distillate-sha256': s.sha256 }, body: s.bytes });
+      fetch(`${c.url}/v1/jobs/${id}/shards/${index}`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/vnd.apache.arrow.file', 'x-distillate-sha256': s.sha256 },
+        body: s.bytes,
+      });
     const shifted = encodeCacheShard(encoding, 1024, Int32Array.from(datasetIds.slice(1, 1025)), new Float32Array(1024 * 10));
     let res = await put(0, shifted);
     expect(res.status).toBe(422);
@@ -244,10 +361,15 @@ describe.skipIf(skip !== undefined)(titled('distributed precompute', skip), () =
     const workers = [worker(c.url), worker(c.url)];
     await waitFor('two workers', async () => ((await api(c.url, '/v1/workers')).body.workers.length === 2 ? true : undefined));
     const id = await submit(c.url, { batchSize: 8 });
-    const victim = await waitFor('a worker with a task in hand', async () => {
-      const listed = (await api(c.url, '/v1/workers')).body.workers as Array<{ pid: number; active: string[] }>;
-      return listed.find((w) => w.active.length > 0);
-    }, 60_000, 10);
+    const victim = await waitFor(
+      'a worker with a task in hand',
+      async () => {
+        const listed = (await api(c.url, '/v1/workers')).body.workers as Array<{ pid: number; active: string[] }>;
+        return listed.find((w) => w.active.length > 0);
+      },
+      60_000,
+      10,
+    );
     const proc = workers.find((w) => w.child.pid === victim.pid)!;
     proc.child.kill('SIGKILL');
     const job = await finished(c.url, id);
@@ -297,10 +419,15 @@ describe.skipIf(skip !== undefined)(titled('distributed precompute', skip), () =
     const id = await submit(c.url, { batchSize: 8, temperature: 4 });
     await waitFor('some progress', async () => ((await api(c.url, `/v1/jobs/${id}`)).body.progress.done > 0 ? true : undefined));
     await redis.stop();
-    const waiting = await waitFor('the job to report the outage', async () => {
-      const j = (await api(c.url, `/v1/jobs/${id}`)).body;
-      return typeof j.notice === 'string' ? j : undefined;
-    }, 30_000, 100);
+    const waiting = await waitFor(
+      'the job to report the outage',
+      async () => {
+        const j = (await api(c.url, `/v1/jobs/${id}`)).body;
+        return typeof j.notice === 'string' ? j : undefined;
+      },
+      30_000,
+      100,
+    );
     expect(waiting.state).toBe('running');
     expect(waiting.notice).toMatch(/waiting for the queue at redis:\/\/127\.0\.0\.1/);
     await redis.start();
@@ -314,7 +441,7 @@ describe.skipIf(skip !== undefined)(titled('distributed precompute', skip), () =
     await Promise.all([w.exited, c.exited]);
   });
 
-  it('fails the job with the worker\'s message when a task keeps failing (a teacher that returns NaN)', async () => {
+  it("fails the job with the worker's message when a task keeps failing (a teacher that returns NaN)", async () => {
     // log(x − 0.5) is NaN for every dark pixel: a broken teacher, refused by every attempt.
     const b = new OnnxModelBuilder('nan-teacher');
     const x = b.input('x', ['N', 1, 28, 28]);
@@ -339,10 +466,25 @@ describe.skipIf(skip !== undefined)(titled('distributed precompute', skip), () =
   it('refuses to start when Redis cannot be reached: one line, non-zero exit, no password shown', async () => {
     const port = await freePort();
     for (const args of [
-      ['serve', '--models', join(root, 'models'), '--data', join(root, 'data'), '--cache', join(root, 'cache-g'), '--port', '0', '--queue', `redis://:hunter2@127.0.0.1:${port}`],
+      [
+        'serve',
+        '--models',
+        join(root, 'models'),
+        '--data',
+        join(root, 'data'),
+        '--cache',
+        join(root, 'cache-g'),
+        '--port',
+        '0',
+        '--queue',
+        `redis://:hunter2@127.0.0.1:${port}`,
+      ],
       ['worker', '--queue', `redis://:hunter2@127.0.0.1:${port}`, '--server', 'http://127.0.0.1:1'],
     ]) {
-      const r = spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', join(REPO, 'server/src/bin.ts'), ...args], { cwd: REPO, encoding: 'utf8' });
+      const r = spawnSync(process.execPath, ['--conditions=source', '--import', 'tsx', join(REPO, 'server/src/bin.ts'), ...args], {
+        cwd: REPO,
+        encoding: 'utf8',
+      });
       expect(r.status).not.toBe(0);
       const lines = r.stderr.trim().split('\n');
       expect(lines, r.stderr).toHaveLength(1);

@@ -50,7 +50,11 @@ beforeAll(async () => {
 
 afterAll(() => new Promise<void>((ok) => server.close(() => ok())));
 
-const env = async () => ({ XDG_CACHE_HOME: await mkdtemp(join(tmpdir(), 'fmnist-cache-')), DISTILLATE_NO_SYSTEM_DATA: '1', DISTILLATE_FASHION_MNIST_URL: base });
+const env = async () => ({
+  XDG_CACHE_HOME: await mkdtemp(join(tmpdir(), 'fmnist-cache-')),
+  DISTILLATE_NO_SYSTEM_DATA: '1',
+  DISTILLATE_FASHION_MNIST_URL: base,
+});
 const cacheFiles = async (e: { XDG_CACHE_HOME: string }) => (existsSync(fashionMnistCacheDir(e)) ? (await readdir(fashionMnistCacheDir(e))).sort() : []);
 
 describe.skipIf(skip !== undefined)(titled('Fashion-MNIST download', skip), () => {
@@ -71,7 +75,9 @@ describe.skipIf(skip !== undefined)(titled('Fashion-MNIST download', skip), () =
   it('a corrupt file fails with its sha256 and is not cached', async () => {
     mode = 'corrupt';
     const e = await env();
-    await expect(acquireFashionMnist({ env: e })).rejects.toThrow(/train-labels-idx1-ubyte\.gz: sha256 of the decompressed IDX bytes is [0-9a-f]{12}…, expected bad3541b69d9… \(corrupt download\)/);
+    await expect(acquireFashionMnist({ env: e })).rejects.toThrow(
+      /train-labels-idx1-ubyte\.gz: sha256 of the decompressed IDX bytes is [0-9a-f]{12}…, expected bad3541b69d9… \(corrupt download\)/,
+    );
     expect(await cacheFiles(e)).not.toContain('train-labels-idx1-ubyte.gz');
     expect((await cacheFiles(e)).filter((f) => f.includes('.part'))).toEqual([]);
   });
@@ -90,7 +96,10 @@ describe('npm run demo without data', () => {
     const e = { ...(await env()), DISTILLATE_FASHION_MNIST_URL: 'http://127.0.0.1:9/' }; // nothing listens on the discard port
     const work = await mkdtemp(join(tmpdir(), 'demo-nodata-'));
     const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((ok) => {
-      const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', join(ROOT, 'scripts', 'demo.ts'), '--quick', '--work', work], { cwd: ROOT, env: { ...process.env, ...e } });
+      const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', join(ROOT, 'scripts', 'demo.ts'), '--quick', '--work', work], {
+        cwd: ROOT,
+        env: { ...process.env, ...e },
+      });
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

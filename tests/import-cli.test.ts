@@ -9,7 +9,6 @@ import { FASHION_MNIST_PACKAGE, skipUnless, titled } from './helpers/system.js';
 import { describe, expect, it } from 'vitest';
 import { DatasetReader, FASHION_MNIST_DEBIAN_DIR } from '@distillate/shared';
 
-
 function runImport(args: string[]) {
   return runTs('scripts/import-fashion-mnist.ts', args);
 }
@@ -39,7 +38,10 @@ describe('import-fashion-mnist CLI', () => {
     const r = runImport(['--from', FASHION_MNIST_DEBIAN_DIR, '--out', out]);
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
-    for (const [split, rows, perClass] of [['train', 60000, 6000], ['test', 10000, 1000]] as const) {
+    for (const [split, rows, perClass] of [
+      ['train', 60000, 6000],
+      ['test', 10000, 1000],
+    ] as const) {
       const reader = await DatasetReader.open(join(out, `${split}.arrow`));
       expect(reader.info.inputShape).toEqual([28, 28, 1]);
       expect(reader.info.classes).toHaveLength(10);

@@ -36,7 +36,14 @@ function batch(rows: number, D: number, C: number): { x: Float32Array; loss: Bat
     hasTeacher: new Uint8Array(rows).fill(1),
     slots: [{ logits: Float32Array.from({ length: rows * C }, () => rand() * 4 - 2) }],
   };
-  const plan: TeacherPlan = { caches: [], layout: { inputSize: D, slots: [{ kind: 'dense', classes: C }] }, mode: 'single', classes: Array.from({ length: C }, (_, i) => `c${i}`), classIndex: [], union: 'subsets' };
+  const plan: TeacherPlan = {
+    caches: [],
+    layout: { inputSize: D, slots: [{ kind: 'dense', classes: C }] },
+    mode: 'single',
+    classes: Array.from({ length: C }, (_, i) => `c${i}`),
+    classIndex: [],
+    union: 'subsets',
+  };
   return { x, loss: batchLoss(b, { plan, distill: { method: 'kd', params: { temperature: 2 } }, ceWeight: 1, kdWeight: 1, temperature: 2 }) };
 }
 
@@ -58,7 +65,8 @@ describe('ort engine', () => {
         gpu = await OrtEngine.create(recipe, [28, 28, 1], 10, { provider: 'webgpu' });
       } catch (err) {
         // CI installs Mesa's lavapipe (.ci/run), so it must find an adapter; elsewhere a machine may have none.
-        if (err instanceof ProviderUnavailableError && process.env['CI'] !== 'true') return ctx.skip(`no WebGPU adapter: needs ${LAVAPIPE_PACKAGE} on a machine without a GPU (npm run setup installs it)`);
+        if (err instanceof ProviderUnavailableError && process.env['CI'] !== 'true')
+          return ctx.skip(`no WebGPU adapter: needs ${LAVAPIPE_PACKAGE} on a machine without a GPU (npm run setup installs it)`);
         throw err;
       }
       const cpu = await OrtEngine.create(recipe, [28, 28, 1], 10, { provider: 'cpu' });
@@ -89,7 +97,14 @@ describe('ort engine', () => {
 
   it('trains a student from an ONNX file exported by torch.onnx.export (NCHW input, Flatten, Gemm)', async () => {
     const r = await train(
-      parseRecipe({ name: 'torch-student', data: { train: join(root, 'train.arrow') }, out: join(root, 'runs'), student: { kind: 'onnx', path: join(ROOT, 'tests/fixtures/torch-cnn.onnx') }, epochs: 2, batchSize: 64 }),
+      parseRecipe({
+        name: 'torch-student',
+        data: { train: join(root, 'train.arrow') },
+        out: join(root, 'runs'),
+        student: { kind: 'onnx', path: join(ROOT, 'tests/fixtures/torch-cnn.onnx') },
+        epochs: 2,
+        batchSize: 64,
+      }),
     );
     expect(r.engine.name).toBe('ort');
     expect(r.metrics[1]!.loss['ce']!).toBeLessThan(r.metrics[0]!.loss['ce']!);
@@ -107,7 +122,16 @@ describe('ort engine', () => {
     await writeFile(join(root, 'bad.onnx'), g.toBytes());
     const epochs: number[] = [];
     await expect(
-      train(parseRecipe({ name: 'bad-op', data: { train: join(root, 'train.arrow') }, out: join(root, 'runs'), student: { kind: 'onnx', path: join(root, 'bad.onnx') }, epochs: 1 }), { onEpochEnd: (m) => epochs.push(m.epoch) }),
+      train(
+        parseRecipe({
+          name: 'bad-op',
+          data: { train: join(root, 'train.arrow') },
+          out: join(root, 'runs'),
+          student: { kind: 'onnx', path: join(root, 'bad.onnx') },
+          epochs: 1,
+        }),
+        { onEpochEnd: (m) => epochs.push(m.epoch) },
+      ),
     ).rejects.toThrow(/^unsupported op LpNormalization \(node LpNormalization_node_\d+\)/);
     expect(epochs).toEqual([]);
   });

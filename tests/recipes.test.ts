@@ -16,7 +16,10 @@ describe('recipes/', () => {
   it.each(files)('%s parses and names only shipped teachers', async (file) => {
     const recipe = await loadRecipe(join(repo, 'recipes', file));
     expect(recipe.name).toBe(file.replace(/\.yaml$/, ''));
-    const named = [...(recipe.teachers ?? []).flatMap((t) => ('teacher' in t ? [t.teacher] : [])), ...(recipe.semi?.teacher !== undefined ? [recipe.semi.teacher] : [])];
+    const named = [
+      ...(recipe.teachers ?? []).flatMap((t) => ('teacher' in t ? [t.teacher] : [])),
+      ...(recipe.semi?.teacher !== undefined ? [recipe.semi.teacher] : []),
+    ];
     for (const teacher of named) {
       expect(existsSync(join(repo, 'models', `${teacher}.onnx`)), `${file}: models/${teacher}.onnx`).toBe(true);
       expect(existsSync(join(repo, 'models', `${teacher}.json`)), `${file}: models/${teacher}.json`).toBe(true);

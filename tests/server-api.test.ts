@@ -56,7 +56,10 @@ beforeAll(async () => {
   await writeSyntheticDataset(join(root, 'data', 'pool.arrow'), { rows: 1000, inputShape: [8, 8, 1], classes: 10, seed: 5, unlabelledEvery: 1 });
   await writeSyntheticDataset(join(root, 'data', 'big-images.arrow'), { rows: 10, inputShape: [28, 28, 1], classes: 10 });
   server = await startServer(
-    resolveConfig({ models: join(root, 'models'), data: join(root, 'data'), cache: join(root, 'cache'), port: 0, logLevel: 'silent', maxWaitMs: 20, maxQueueRows: 512 }, {}),
+    resolveConfig(
+      { models: join(root, 'models'), data: join(root, 'data'), cache: join(root, 'cache'), port: 0, logLevel: 'silent', maxWaitMs: 20, maxQueueRows: 512 },
+      {},
+    ),
   );
   direct = await OrtSession.create(convTeacher(), { provider: 'cpu' });
 });
@@ -121,7 +124,11 @@ describe('online logits', () => {
     const schema = new Schema([new Field('input', listType, false)]);
     const list = makeData({ type: listType, length: rows, child: makeData({ type: new Float32(), length: x.length, data: x }) });
     const body = tableToIPC(new Table([new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rows, children: [list] }))]), 'stream');
-    const res = await fetch(`${server.url}/v1/teachers/conv/logits?temperature=2`, { method: 'POST', headers: { 'content-type': 'application/vnd.apache.arrow.stream' }, body });
+    const res = await fetch(`${server.url}/v1/teachers/conv/logits?temperature=2`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/vnd.apache.arrow.stream' },
+      body,
+    });
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/arrow\.stream/);
     const table = tableFromIPC(new Uint8Array(await res.arrayBuffer()));
@@ -165,11 +172,23 @@ describe('bad input gets a 4xx naming the problem, and the server stays up', () 
     ['too few values', '/v1/teachers/conv/logits', json({ inputs: [1, 2, 3], shape: [1, 1, 8, 8] }), 400, 'bad_shape'],
     ['wrong dtype', '/v1/teachers/conv/logits', json({ inputs: ['a'], shape: [1, 1, 8, 8] }), 400, 'invalid_request'],
     // JSON has no NaN; 1e999 parses as Infinity, which the schema refuses (message names inputs.63).
-    ['Infinity in inputs (1e999)', '/v1/teachers/conv/logits', { method: 'POST', headers: { 'content-type': 'application/json' }, body: `{"inputs":[${Array(63).fill(0).join(',')},1e999],"shape":[1,1,8,8]}` }, 400, 'invalid_request'],
+    [
+      'Infinity in inputs (1e999)',
+      '/v1/teachers/conv/logits',
+      { method: 'POST', headers: { 'content-type': 'application/json' }, body: `{"inputs":[${Array(63).fill(0).join(',')},1e999],"shape":[1,1,8,8]}` },
+      400,
+      'invalid_request',
+    ],
     ['unknown teacher', '/v1/teachers/nope/logits', json({ inputs: [1], shape: [1, 1] }), 404, 'unknown_teacher'],
     ['malformed ONNX file', '/v1/teachers/broken/logits', json({ inputs: [1], shape: [1, 1] }), 422, 'bad_model'],
     ['bad JSON', '/v1/teachers/conv/logits', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"inputs": [1,' }, 400, 'bad_json'],
-    ['dataset that does not match the teacher', '/v1/jobs', json({ type: 'precompute', teacher: 'conv', dataset: 'big-images.arrow' }), 400, 'dataset_mismatch'],
+    [
+      'dataset that does not match the teacher',
+      '/v1/jobs',
+      json({ type: 'precompute', teacher: 'conv', dataset: 'big-images.arrow' }),
+      400,
+      'dataset_mismatch',
+    ],
     ['path traversal', '/v1/jobs', json({ type: 'precompute', teacher: 'conv', dataset: '../../etc/passwd' }), 400, 'path_outside_root'],
     ['absolute path', '/v1/jobs', json({ type: 'precompute', teacher: 'conv', dataset: '/etc/passwd' }), 400, 'path_outside_root'],
     ['missing dataset', '/v1/jobs', json({ type: 'precompute', teacher: 'conv', dataset: 'nope.arrow' }), 400, 'not_found'],
@@ -202,7 +221,12 @@ describe('bad input gets a 4xx naming the problem, and the server stays up', () 
   });
 
   it('a body over the size limit', async () => {
-    const small = await startServer(resolveConfig({ models: join(root, 'models'), data: join(root, 'data'), cache: join(root, 'cache2'), port: 0, logLevel: 'silent', maxBodyBytes: 1000 }, {}));
+    const small = await startServer(
+      resolveConfig(
+        { models: join(root, 'models'), data: join(root, 'data'), cache: join(root, 'cache2'), port: 0, logLevel: 'silent', maxBodyBytes: 1000 },
+        {},
+      ),
+    );
     try {
       const res = await fetch(`${small.url}/v1/teachers/conv/logits`, json({ inputs: Array(500).fill(0.5), shape: [1, 500] }));
       expect(res.status).toBe(413);
@@ -215,7 +239,10 @@ describe('bad input gets a 4xx naming the problem, and the server stays up', () 
 
 describe('jobs and caches', () => {
   it('precompute → 202, progress over SSE, a cache that verifies and round-trips; the same job again is a cache hit', async () => {
-    const created = await call('/v1/jobs', json({ type: 'precompute', teacher: 'conv', dataset: 'train.arrow', temperature: 2, storage: { mode: 'dense' }, batchSize: 100 }));
+    const created = await call(
+      '/v1/jobs',
+      json({ type: 'precompute', teacher: 'conv', dataset: 'train.arrow', temperature: 2, storage: { mode: 'dense' }, batchSize: 100 }),
+    );
     expect(created.status).toBe(202);
     expect(created.headers.get('location')).toBe(`/v1/jobs/${created.body.id}`);
     const events = await fetch(`${server.url}/v1/jobs/${created.body.id}/events`);
@@ -253,7 +280,16 @@ describe('jobs and caches', () => {
   });
 
   it('label job: pseudo-label columns, and the selected subset written as a dataset', async () => {
-    const created = await call('/v1/jobs', json({ type: 'label', teacher: 'conv', dataset: 'pool.arrow', storage: { mode: 'topk', k: 3 }, label: { threshold: 0.3, perClassMax: 20, output: 'selected/pool-labelled.arrow' } }));
+    const created = await call(
+      '/v1/jobs',
+      json({
+        type: 'label',
+        teacher: 'conv',
+        dataset: 'pool.arrow',
+        storage: { mode: 'topk', k: 3 },
+        label: { threshold: 0.3, perClassMax: 20, output: 'selected/pool-labelled.arrow' },
+      }),
+    );
     expect(created.status).toBe(202);
     const job = await waitJob(created.body.id);
     expect(job.state).toBe('succeeded');
@@ -292,15 +328,23 @@ describe('jobs and caches', () => {
 
 describe('token', () => {
   it('guards mutating routes when set; reads stay open', async () => {
-    const guarded = await startServer(resolveConfig({ models: join(root, 'models'), data: join(root, 'data'), cache: join(root, 'cache'), port: 0, logLevel: 'silent', token: 's3cret' }, {}));
+    const guarded = await startServer(
+      resolveConfig({ models: join(root, 'models'), data: join(root, 'data'), cache: join(root, 'cache'), port: 0, logLevel: 'silent', token: 's3cret' }, {}),
+    );
     try {
       const body = json({ inputs: Array(64).fill(0.5), shape: [1, 1, 8, 8] });
       const denied = await fetch(`${guarded.url}/v1/teachers/conv/logits`, body);
       expect(denied.status).toBe(401);
       expect(((await denied.json()) as any).error.code).toBe('unauthorized');
-      const wrong = await fetch(`${guarded.url}/v1/teachers/conv/logits`, json({ inputs: Array(64).fill(0.5), shape: [1, 1, 8, 8] }, { authorization: 'Bearer nope' }));
+      const wrong = await fetch(
+        `${guarded.url}/v1/teachers/conv/logits`,
+        json({ inputs: Array(64).fill(0.5), shape: [1, 1, 8, 8] }, { authorization: 'Bearer nope' }),
+      );
       expect(wrong.status).toBe(401);
-      const ok = await fetch(`${guarded.url}/v1/teachers/conv/logits`, json({ inputs: Array(64).fill(0.5), shape: [1, 1, 8, 8] }, { authorization: 'Bearer s3cret' }));
+      const ok = await fetch(
+        `${guarded.url}/v1/teachers/conv/logits`,
+        json({ inputs: Array(64).fill(0.5), shape: [1, 1, 8, 8] }, { authorization: 'Bearer s3cret' }),
+      );
       expect(ok.status).toBe(200);
       expect((await fetch(`${guarded.url}/v1/teachers`)).status).toBe(200);
     } finally {
@@ -315,4 +359,3 @@ describe('config', () => {
     expect(() => resolveConfig({ models: 'm', data: 'd', cache: 'c' }, { DISTILLATE_EP: 'tpu' })).toThrow(/DISTILLATE_EP/);
   });
 });
-

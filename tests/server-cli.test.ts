@@ -24,11 +24,41 @@ describe('distillate-server CLI', () => {
   const dirs = () => ['--models', join(root, 'models'), '--data', join(root, 'data'), '--cache', join(root, 'cache')];
 
   it('precompute writes a verified cache; running it again is a cache hit', () => {
-    const r = cli(['precompute', ...dirs(), '--teacher', 'conv', '--dataset', 'train.arrow', '--temperature', '4', '--storage', 'topk', '--k', '5', '--dtype', 'float16']);
+    const r = cli([
+      'precompute',
+      ...dirs(),
+      '--teacher',
+      'conv',
+      '--dataset',
+      'train.arrow',
+      '--temperature',
+      '4',
+      '--storage',
+      'topk',
+      '--k',
+      '5',
+      '--dtype',
+      'float16',
+    ]);
     expect(r.stderr).not.toMatch(/distillate-server:/);
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/wrote cache [0-9a-f]{64} \(2000 rows\)/);
-    const again = cli(['precompute', ...dirs(), '--teacher', 'conv', '--dataset', 'train.arrow', '--temperature', '4', '--storage', 'topk', '--k', '5', '--dtype', 'float16']);
+    const again = cli([
+      'precompute',
+      ...dirs(),
+      '--teacher',
+      'conv',
+      '--dataset',
+      'train.arrow',
+      '--temperature',
+      '4',
+      '--storage',
+      'topk',
+      '--k',
+      '5',
+      '--dtype',
+      'float16',
+    ]);
     expect(again.status).toBe(0);
     expect(again.stdout).toMatch(/cache hit/);
   });

@@ -17,7 +17,23 @@ const children: ChildProcess[] = [];
 function startServer(root: string): Promise<{ url: string; child: ChildProcess }> {
   const child = spawn(
     process.execPath,
-    ['--conditions=source', '--import', 'tsx', join(repo, 'server/src/bin.ts'), 'serve', '--models', join(root, 'models'), '--data', join(root, 'data'), '--cache', join(root, 'cache'), '--port', '0', '--shard-rows', '512'],
+    [
+      '--conditions=source',
+      '--import',
+      'tsx',
+      join(repo, 'server/src/bin.ts'),
+      'serve',
+      '--models',
+      join(root, 'models'),
+      '--data',
+      join(root, 'data'),
+      '--cache',
+      join(root, 'cache'),
+      '--port',
+      '0',
+      '--shard-rows',
+      '512',
+    ],
     { cwd: repo, env: { ...process.env, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   children.push(child);
@@ -49,7 +65,13 @@ describe('crash safety', () => {
     await writeSyntheticDataset(join(root, 'data', 'train.arrow'), { rows, inputShape: [8, 8, 1], classes: 10 });
 
     const first = await startServer(root);
-    const created = (await (await fetch(`${first.url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ type: 'precompute', teacher: 'conv', dataset: 'train.arrow', batchSize: 4 }) })).json()) as any;
+    const created = (await (
+      await fetch(`${first.url}/v1/jobs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ type: 'precompute', teacher: 'conv', dataset: 'train.arrow', batchSize: 4 }),
+      })
+    ).json()) as any;
     let job: any = await waitFor('3,000 rows done', async () => {
       const j = await getJob(first.url, created.id);
       if (j.state === 'failed') throw new Error(`the job failed: ${j.error?.message}`);
@@ -68,10 +90,15 @@ describe('crash safety', () => {
     expect((await verifyCache(cacheDir)).ok).toBe(false);
 
     const second = await startServer(root);
-    job = await waitFor('the resumed job to end', async () => {
-      const j = await getJob(second.url, created.id);
-      return j.state === 'succeeded' || j.state === 'failed' ? j : undefined;
-    }, 60_000, 50);
+    job = await waitFor(
+      'the resumed job to end',
+      async () => {
+        const j = await getJob(second.url, created.id);
+        return j.state === 'succeeded' || j.state === 'failed' ? j : undefined;
+      },
+      60_000,
+      50,
+    );
     expect(job.state).toBe('succeeded');
     expect(job.progress).toEqual({ done: rows, total: rows });
     const after = await stat(join(cacheDir, 'part-00000.arrow'));

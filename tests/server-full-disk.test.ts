@@ -35,7 +35,8 @@ afterAll(() => {
 
 async function tempFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) if (e.isFile() && e.name.includes('.tmp-')) out.push(join(e.parentPath, e.name));
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true }))
+    if (e.isFile() && e.name.includes('.tmp-')) out.push(join(e.parentPath, e.name));
   return out;
 }
 
@@ -52,8 +53,16 @@ describe.runIf(mounted)('a full disk', () => {
     let server: RunningServer | undefined;
     try {
       server = await startServer(resolveConfig({ models: join(root, 'models'), data: join(root, 'data'), cache, port: 0, logLevel: 'silent' }, {}));
-      const submit = async () => (await (await fetch(`${server!.url}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ type: 'precompute', teacher: 'conv', dataset: 'big.arrow' }) })).json()) as { id: string };
-      const job = async (id: string) => (await (await fetch(`${server!.url}/v1/jobs/${id}`)).json()) as { state: string; cacheKey?: string; error?: { code: string; message: string } };
+      const submit = async () =>
+        (await (
+          await fetch(`${server!.url}/v1/jobs`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ type: 'precompute', teacher: 'conv', dataset: 'big.arrow' }),
+          })
+        ).json()) as { id: string };
+      const job = async (id: string) =>
+        (await (await fetch(`${server!.url}/v1/jobs/${id}`)).json()) as { state: string; cacheKey?: string; error?: { code: string; message: string } };
       const first = await submit();
       const failed = await waitFor('the job to fail', async () => {
         const j = await job(first.id);
@@ -82,7 +91,19 @@ describe.runIf(mounted)('a full disk', () => {
     await mkdir(small);
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1500k', 'tmpfs', small]);
     try {
-      const r = runTs('server/src/bin.ts', ['precompute', '--models', join(root, 'models'), '--data', join(root, 'data'), '--cache', small, '--teacher', 'conv', '--dataset', 'big.arrow']);
+      const r = runTs('server/src/bin.ts', [
+        'precompute',
+        '--models',
+        join(root, 'models'),
+        '--data',
+        join(root, 'data'),
+        '--cache',
+        small,
+        '--teacher',
+        'conv',
+        '--dataset',
+        'big.arrow',
+      ]);
       expect(r.status).toBe(1);
       expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(new RegExp(`^distillate-server: .*${small}/.*: ENOSPC: no space left on device`))]);
       expect(await tempFiles(small)).toEqual([]);

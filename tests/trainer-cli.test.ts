@@ -43,7 +43,20 @@ describe('distillate-train CLI', () => {
     expect(ev.status).toBe(0);
     expect(JSON.parse(ev.stdout.trim().split('\n').at(-1)!).rows).toBe(600);
 
-    const t = cli(['--recipe', join(root, 'scratch.yaml'), '--epochs', '1', '--set', 'student.hidden=[8]', '--name', 'cli-tfjs', '--engine', 'tfjs', '--backend', 'wasm']);
+    const t = cli([
+      '--recipe',
+      join(root, 'scratch.yaml'),
+      '--epochs',
+      '1',
+      '--set',
+      'student.hidden=[8]',
+      '--name',
+      'cli-tfjs',
+      '--engine',
+      'tfjs',
+      '--backend',
+      'wasm',
+    ]);
     expect(t.status).toBe(0);
     expect(t.stdout).toMatch(/engine tfjs on wasm/);
     expect(t.stdout).toMatch(/student\.onnx matches the tfjs engine/);

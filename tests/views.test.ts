@@ -8,7 +8,18 @@ import { copyFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DatasetReader, FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR, FASHION_MNIST_FILES, LogitCacheReader, ViewSpecSchema, alignDatasetWithViewCaches, headDataset, importIdxPair, verifyCache } from '@distillate/shared';
+import {
+  DatasetReader,
+  FASHION_MNIST_CLASSES,
+  FASHION_MNIST_DEBIAN_DIR,
+  FASHION_MNIST_FILES,
+  LogitCacheReader,
+  ViewSpecSchema,
+  alignDatasetWithViewCaches,
+  headDataset,
+  importIdxPair,
+  verifyCache,
+} from '@distillate/shared';
 import { resolveCacheDir } from '@distillate/trainer';
 import { TeacherRegistry, datasetPreprocessor } from '@distillate/shared/onnx';
 import { resolveConfig, startServer, type RunningServer } from '@distillate/server';
@@ -23,7 +34,10 @@ let root: string;
 let server: RunningServer;
 
 async function call(path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const res = await fetch(`${server.url}${path}`, body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(
+    `${server.url}${path}`,
+    body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) },
+  );
   return { status: res.status, body: await res.json() };
 }
 
@@ -43,9 +57,16 @@ beforeAll(async () => {
   for (const d of ['models', 'data', 'cache']) await mkdir(join(root, d));
   for (const f of [`${TEACHER}.onnx`, `${TEACHER}.json`]) await copyFile(join(REPO, 'models', f), join(root, 'models', f));
   const { images, labels } = FASHION_MNIST_FILES.test;
-  await importIdxPair({ images: join(FASHION_MNIST_DEBIAN_DIR, images), labels: join(FASHION_MNIST_DEBIAN_DIR, labels), out: join(root, 'data', 'test.arrow'), classes: FASHION_MNIST_CLASSES });
+  await importIdxPair({
+    images: join(FASHION_MNIST_DEBIAN_DIR, images),
+    labels: join(FASHION_MNIST_DEBIAN_DIR, labels),
+    out: join(root, 'data', 'test.arrow'),
+    classes: FASHION_MNIST_CLASSES,
+  });
   await headDataset(join(root, 'data', 'test.arrow'), join(root, 'data', 'test-600.arrow'), 600);
-  server = await startServer(resolveConfig({ models: join(root, 'models'), data: join(root, 'data'), cache: join(root, 'cache'), port: 0, logLevel: 'silent', shardRows: 1000 }, {}));
+  server = await startServer(
+    resolveConfig({ models: join(root, 'models'), data: join(root, 'data'), cache: join(root, 'cache'), port: 0, logLevel: 'silent', shardRows: 1000 }, {}),
+  );
 }, 60_000);
 
 afterAll(async () => {
@@ -112,7 +133,9 @@ describe.skipIf(skip !== undefined)(titled('view caches', skip), () => {
     expect((await LogitCacheReader.open(viewed)).manifest.views).toEqual(VIEWS);
     const plain = await resolveCacheDir({ teacher: TEACHER }, cacheRoot, dataset);
     expect((await LogitCacheReader.open(plain)).manifest.views).toBeUndefined();
-    await expect(resolveCacheDir({ teacher: TEACHER, views: ViewSpecSchema.parse({ ...VIEWS, count: 5 }) }, cacheRoot, dataset)).rejects.toThrow(/--views 5 --view-seed 7 --shift 2 --flip/);
+    await expect(resolveCacheDir({ teacher: TEACHER, views: ViewSpecSchema.parse({ ...VIEWS, count: 5 }) }, cacheRoot, dataset)).rejects.toThrow(
+      /--views 5 --view-seed 7 --shift 2 --flip/,
+    );
   });
 
   it('train a student from a view cache (one view per image per epoch)', async () => {
@@ -152,7 +175,12 @@ describe.skipIf(skip !== undefined)(titled('view caches', skip), () => {
     const ok = runTs('trainer/src/bin.ts', ['--recipe', online, '--out', join(root, 'out')]);
     expect(ok.status, ok.stderr).toBe(0);
     const cached = join(root, 'cached.yaml');
-    await writeFile(cached, recipe('cached-views', `{ teacher: ${TEACHER} }`).concat(`caches: ${join(root, 'cache')}`).join('\n'));
+    await writeFile(
+      cached,
+      recipe('cached-views', `{ teacher: ${TEACHER} }`)
+        .concat(`caches: ${join(root, 'cache')}`)
+        .join('\n'),
+    );
     const refused = runTs('trainer/src/bin.ts', ['--recipe', cached, '--out', join(root, 'out')]);
     expect(refused.status).not.toBe(0);
     expect(refused.stderr.trim().split('\n')).toHaveLength(1);

@@ -51,7 +51,15 @@ export function printRows(rows: readonly BenchRow[], json: boolean): void {
     return;
   }
   const header = ['bench', 'metric', 'value', 'unit', 'peer', 'peer value', 'ratio'];
-  const cells = rows.map((r) => [r.bench, r.metric, String(r.value), r.unit, r.peer ?? '', r.peerValue === null ? '' : String(r.peerValue), r.ratio === null ? '' : `${r.ratio}×`]);
+  const cells = rows.map((r) => [
+    r.bench,
+    r.metric,
+    String(r.value),
+    r.unit,
+    r.peer ?? '',
+    r.peerValue === null ? '' : String(r.peerValue),
+    r.ratio === null ? '' : `${r.ratio}×`,
+  ]);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
   const line = (c: string[]) => c.map((v, i) => (i === 2 || i >= 5 ? v.padStart(widths[i]!) : v.padEnd(widths[i]!))).join('  ');
   console.log(line(header));
@@ -72,6 +80,8 @@ export function log(json: boolean, msg: string): void {
  * Add its own options, then `.action(main)` and runCli.
  */
 export function benchProgram(name: string, scratchDir?: string): Command {
-  const program = new Command(name).option('--json', 'one JSON object per line', false).option('--quick', 'small sizes (for tests); the numbers mean little', false);
+  const program = new Command(name)
+    .option('--json', 'one JSON object per line', false)
+    .option('--quick', 'small sizes (for tests); the numbers mean little', false);
   return scratchDir === undefined ? program : program.option('--dir <dir>', 'scratch directory', scratchDir);
 }

@@ -40,7 +40,8 @@ export const BORN_AGAIN: readonly BornAgainSpec[] = [
     scratch: 'scratch',
     scratchRecipe: 'fmnist-scratch.yaml',
     kdRecipe: 'fmnist-kd.yaml',
-    describe: "the MLP 784-128-10, 10 epochs; generation 1 is the scratch row; generation k + 1 learns from generation k's cache (same seed) with the KD recipe (fmnist-kd.yaml: T = 4, ce 0.1 / kd 0.9) unchanged",
+    describe:
+      "the MLP 784-128-10, 10 epochs; generation 1 is the scratch row; generation k + 1 learns from generation k's cache (same seed) with the KD recipe (fmnist-kd.yaml: T = 4, ce 0.1 / kd 0.9) unchanged",
     heading: '## Born-again self-distillation',
   },
   {
@@ -48,7 +49,8 @@ export const BORN_AGAIN: readonly BornAgainSpec[] = [
     scratch: 'cnn-scratch',
     scratchRecipe: 'fmnist-cnn-scratch.yaml',
     kdRecipe: 'fmnist-cnn-kd.yaml',
-    describe: "the small CNN (conv16-pool-conv32-pool-48-10), 10 epochs; generation 1 is the cnn-scratch row; generation k + 1 learns from generation k's cache (same seed) with fmnist-cnn-kd.yaml (T = 1, kd only) unchanged",
+    describe:
+      "the small CNN (conv16-pool-conv32-pool-48-10), 10 epochs; generation 1 is the cnn-scratch row; generation k + 1 learns from generation k's cache (same seed) with fmnist-cnn-kd.yaml (T = 1, kd only) unchanged",
     heading: '## Born-again self-distillation, small CNN',
   },
 ];
@@ -59,7 +61,10 @@ export async function runBornAgain(spec: BornAgainSpec, opts: { seeds: number; p
   await mkdir(models, { recursive: true });
   const seeds = Array.from({ length: opts.seeds }, (_, i) => i + 1);
   // Generation 1: the scratch row's runs (trained here for seeds it does not have yet).
-  await pool(seeds.map((seed) => () => trainRecipe({ recipe: spec.scratchRecipe, seed, name: `${spec.scratch}-s${seed}`, out })), opts.parallel);
+  await pool(
+    seeds.map((seed) => () => trainRecipe({ recipe: spec.scratchRecipe, seed, name: `${spec.scratch}-s${seed}`, out })),
+    opts.parallel,
+  );
   const runOf = (gen: number, seed: number) => join(out, gen === 1 ? `${spec.scratch}-s${seed}` : `${spec.id}-g${gen}-s${seed}`);
   // Model names: ba-g1-s1 (the MLP's, as before), ba-cnn-g1-s1, …
   const model = (gen: number, seed: number) => `${spec.id.replace('born-again', 'ba')}-g${gen}-s${seed}`;
@@ -69,9 +74,15 @@ export async function runBornAgain(spec: BornAgainSpec, opts: { seeds: number; p
       await copyFile(join(runOf(gen - 1, seed), 'student.onnx'), join(models, `${name}.onnx`));
       await writeFile(join(models, `${name}.json`), `${JSON.stringify({ classes: [...FASHION_MNIST_CLASSES], layout: 'flat' })}\n`);
     }
-    const keys = await buildCaches(seeds.map((seed) => ({ type: 'precompute' as const, teacher: model(gen - 1, seed), dataset: TRAIN })), models);
+    const keys = await buildCaches(
+      seeds.map((seed) => ({ type: 'precompute' as const, teacher: model(gen - 1, seed), dataset: TRAIN })),
+      models,
+    );
     await pool(
-      seeds.map((seed, i) => () => trainRecipe({ recipe: spec.kdRecipe, seed, name: `${spec.id}-g${gen}-s${seed}`, out, set: [`teachers=[{ cache: cache/${keys[i]} }]`] })),
+      seeds.map(
+        (seed, i) => () =>
+          trainRecipe({ recipe: spec.kdRecipe, seed, name: `${spec.id}-g${gen}-s${seed}`, out, set: [`teachers=[{ cache: cache/${keys[i]} }]`] }),
+      ),
       opts.parallel,
     );
   }

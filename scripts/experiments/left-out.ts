@@ -125,7 +125,11 @@ export async function runLeftOut(opts: { seeds: number; parallel: number; classe
   const seeds = Array.from({ length: opts.seeds }, (_, i) => i + 1);
   const jobs = seeds.flatMap((seed) => classes.flatMap((c) => METHODS.map((m) => ({ c, m, seed }))));
   await pool(
-    jobs.map(({ c, m, seed }) => () => trainRecipe({ recipe: m.recipe, seed, name: name(c, m.id, seed), out, set: [`data.train=data/left-out/train-without-${c}.arrow`] })),
+    jobs.map(
+      ({ c, m, seed }) =>
+        () =>
+          trainRecipe({ recipe: m.recipe, seed, name: name(c, m.id, seed), out, set: [`data.train=data/left-out/train-without-${c}.arrow`] }),
+    ),
     opts.parallel,
   );
 
@@ -139,14 +143,34 @@ export async function runLeftOut(opts: { seeds: number; parallel: number; classe
     const shift = matchShare(heldLogits, held.rows, c, teacherShare[c]!);
     const before = score(testLogits, test.labels, test.rows, c, 0);
     const after = score(testLogits, test.labels, test.rows, c, shift);
-    results.push({ leftOut: c, method: m.id, seed, recallBefore: before.recall, recallAfter: after.recall, accuracyBefore: before.accuracy, accuracyAfter: after.accuracy, shift, confusionRowBefore: before.row, confusionRowAfter: after.row });
+    results.push({
+      leftOut: c,
+      method: m.id,
+      seed,
+      recallBefore: before.recall,
+      recallAfter: after.recall,
+      accuracyBefore: before.accuracy,
+      accuracyAfter: after.accuracy,
+      shift,
+      confusionRowBefore: before.row,
+      confusionRowAfter: after.row,
+    });
   }
   await writeFile(join(ROOT, 'experiments-out', 'left-out.json'), `${JSON.stringify(results, null, 2)}\n`);
   await writeFile(join(ROOT, 'experiments-out', 'left-out.html'), html(results));
   const table = markdown(results, opts.seeds);
   console.log(table);
   const path = join(ROOT, 'BENCHMARKS.md');
-  await writeFile(path, replaceSection(await readFile(path, 'utf8'), '<!-- left-out:begin -->', '<!-- left-out:end -->', table, '## What distillation transfers: a class the student never saw'));
+  await writeFile(
+    path,
+    replaceSection(
+      await readFile(path, 'utf8'),
+      '<!-- left-out:begin -->',
+      '<!-- left-out:end -->',
+      table,
+      '## What distillation transfers: a class the student never saw',
+    ),
+  );
   return results;
 }
 
@@ -164,14 +188,24 @@ function markdown(results: readonly LeftOutRun[], seeds: number): string {
     for (const m of METHODS) {
       const rs = results.filter((r) => r.leftOut === c && r.method === m.id);
       if (rs.length === 0) continue;
-      lines.push(`| ${FASHION_MNIST_CLASSES[c]} | ${m.label} | ${pmPct(rs.map((r) => r.recallBefore))} → **${pmPct(rs.map((r) => r.recallAfter))}** | ${pmPct(rs.map((r) => r.accuracyBefore))} → ${pmPct(rs.map((r) => r.accuracyAfter))} | ${mean(rs.map((r) => r.shift)).toFixed(2)} |`);
+      lines.push(
+        `| ${FASHION_MNIST_CLASSES[c]} | ${m.label} | ${pmPct(rs.map((r) => r.recallBefore))} → **${pmPct(rs.map((r) => r.recallAfter))}** | ${pmPct(rs.map((r) => r.accuracyBefore))} → ${pmPct(rs.map((r) => r.accuracyAfter))} | ${mean(rs.map((r) => r.shift)).toFixed(2)} |`,
+      );
     }
   }
-  lines.push('', '**Mean over the left-out classes** (each class left out in its own runs):', '', '| method | recall before | recall after | accuracy before | accuracy after |', '|---|---:|---:|---:|---:|');
+  lines.push(
+    '',
+    '**Mean over the left-out classes** (each class left out in its own runs):',
+    '',
+    '| method | recall before | recall after | accuracy before | accuracy after |',
+    '|---|---:|---:|---:|---:|',
+  );
   for (const m of METHODS) {
     const rs = results.filter((r) => r.method === m.id);
     if (rs.length === 0) continue;
-    lines.push(`| ${m.label} | ${pct(mean(rs.map((r) => r.recallBefore)))} | **${pct(mean(rs.map((r) => r.recallAfter)))}** | ${pct(mean(rs.map((r) => r.accuracyBefore)))} | ${pct(mean(rs.map((r) => r.accuracyAfter)))} |`);
+    lines.push(
+      `| ${m.label} | ${pct(mean(rs.map((r) => r.recallBefore)))} | **${pct(mean(rs.map((r) => r.recallAfter)))}** | ${pct(mean(rs.map((r) => r.accuracyBefore)))} | ${pct(mean(rs.map((r) => r.accuracyAfter)))} |`,
+    );
   }
   // Paired over (class, seed): KD's recall after correction minus labels-only's.
   const d: number[] = [];
@@ -181,7 +215,10 @@ function markdown(results: readonly LeftOutRun[], seeds: number): string {
   }
   if (d.length >= 2) {
     const { mean: m, half } = pairedInterval(d);
-    lines.push('', `KD − labels only, recall after correction, paired over (class, seed): ${m >= 0 ? '+' : ''}${m.toFixed(1)} pt [${(m - half).toFixed(1)}, ${(m + half).toFixed(1)}] (95 % t interval, ${d.length} pairs).`);
+    lines.push(
+      '',
+      `KD − labels only, recall after correction, paired over (class, seed): ${m >= 0 ? '+' : ''}${m.toFixed(1)} pt [${(m - half).toFixed(1)}, ${(m + half).toFixed(1)}] (95 % t interval, ${d.length} pairs).`,
+    );
   }
   lines.push('', 'The confusion row of each left-out class (where its test images go, before and after the correction): `experiments-out/left-out.html`.');
   return lines.join('\n');
@@ -193,12 +230,18 @@ function html(results: readonly LeftOutRun[]): string {
   const bar = (row: readonly number[], c: number, title: string) => {
     const bw = W / C;
     const bars = row
-      .map((v, k) => `<rect x="${(k * bw + 2).toFixed(1)}" y="${(100 - v * 100).toFixed(1)}" width="${(bw - 4).toFixed(1)}" height="${(v * 100).toFixed(1)}" fill="${k === c ? '#c0392b' : '#7f8c8d'}"><title>${FASHION_MNIST_CLASSES[k]}: ${(v * 100).toFixed(1)} %</title></rect>`)
+      .map(
+        (v, k) =>
+          `<rect x="${(k * bw + 2).toFixed(1)}" y="${(100 - v * 100).toFixed(1)}" width="${(bw - 4).toFixed(1)}" height="${(v * 100).toFixed(1)}" fill="${k === c ? '#c0392b' : '#7f8c8d'}"><title>${FASHION_MNIST_CLASSES[k]}: ${(v * 100).toFixed(1)} %</title></rect>`,
+      )
       .join('');
-    const labels = FASHION_MNIST_CLASSES.map((n, k) => `<text x="${(k * bw + bw / 2).toFixed(1)}" y="114" font-size="8" text-anchor="middle">${n.split(/[ /]/)[0]}</text>`).join('');
+    const labels = FASHION_MNIST_CLASSES.map(
+      (n, k) => `<text x="${(k * bw + bw / 2).toFixed(1)}" y="114" font-size="8" text-anchor="middle">${n.split(/[ /]/)[0]}</text>`,
+    ).join('');
     return `<figure><svg width="${W}" height="120" role="img" aria-label="${title}"><line x1="0" y1="100" x2="${W}" y2="100" stroke="#333"/>${bars}${labels}</svg><figcaption>${title}</figcaption></figure>`;
   };
-  const avg = (rs: readonly LeftOutRun[], key: 'confusionRowBefore' | 'confusionRowAfter') => Array.from({ length: C }, (_, k) => mean(rs.map((r) => r[key][k]!)));
+  const avg = (rs: readonly LeftOutRun[], key: 'confusionRowBefore' | 'confusionRowAfter') =>
+    Array.from({ length: C }, (_, k) => mean(rs.map((r) => r[key][k]!)));
   const sections: string[] = [];
   for (let c = 0; c < C; c++) {
     const figs: string[] = [];

@@ -11,8 +11,12 @@ const TRAIN_BIN = join(ROOT, 'trainer', 'bin', 'distillate-train.js');
 
 /** Build (or find: a cache hit) every cache; returns each job's cache key, in order. Teachers come from `models` (default models/). */
 export async function buildCaches(jobs: readonly JobRequestInput[], models = join(ROOT, 'models')): Promise<string[]> {
-  for (const j of jobs) if (!existsSync(join(models, `${j.teacher}.onnx`))) throw new Error(`${join(models, `${j.teacher}.onnx`)} is missing (see models/README.md)`);
-  const services = await createServices(resolveConfig({ models, data: join(ROOT, 'data'), cache: join(ROOT, 'cache'), logLevel: 'warn' }, {}), pino({ level: 'warn' }));
+  for (const j of jobs)
+    if (!existsSync(join(models, `${j.teacher}.onnx`))) throw new Error(`${join(models, `${j.teacher}.onnx`)} is missing (see models/README.md)`);
+  const services = await createServices(
+    resolveConfig({ models, data: join(ROOT, 'data'), cache: join(ROOT, 'cache'), logLevel: 'warn' }, {}),
+    pino({ level: 'warn' }),
+  );
   await services.jobs.init();
   const keys: string[] = [];
   try {
@@ -22,7 +26,9 @@ export async function buildCaches(jobs: readonly JobRequestInput[], models = joi
       await services.jobs.idle();
       const done = services.jobs.get(job.id);
       if (done.state !== 'succeeded') throw new Error(`${req.type} ${req.teacher} over ${req.dataset}: ${done.state} ${done.error?.message ?? ''}`);
-      console.log(`${req.type} ${req.teacher} over ${req.dataset}${req.views === undefined ? '' : ` (${req.views.count} views)`}: ${done.cacheHit === true ? 'cache hit' : `built in ${((performance.now() - t0) / 1000).toFixed(0)} s`} ${done.cacheKey!.slice(0, 12)}…`);
+      console.log(
+        `${req.type} ${req.teacher} over ${req.dataset}${req.views === undefined ? '' : ` (${req.views.count} views)`}: ${done.cacheHit === true ? 'cache hit' : `built in ${((performance.now() - t0) / 1000).toFixed(0)} s`} ${done.cacheKey!.slice(0, 12)}…`,
+      );
       keys.push(done.cacheKey!);
     }
   } finally {
@@ -38,7 +44,19 @@ export async function buildCaches(jobs: readonly JobRequestInput[], models = joi
 export async function trainRecipe(o: { recipe: string; seed: number; name: string; out: string; set?: readonly string[] }): Promise<void> {
   if (existsSync(join(o.out, o.name, 'run.json'))) return;
   const resume = existsSync(join(o.out, o.name, 'checkpoint.json')) ? ['--resume'] : [];
-  const args = [TRAIN_BIN, '--recipe', join(ROOT, 'recipes', o.recipe), '--seed', String(o.seed), '--name', o.name, '--out', o.out, ...resume, ...(o.set ?? []).flatMap((s) => ['--set', s])];
+  const args = [
+    TRAIN_BIN,
+    '--recipe',
+    join(ROOT, 'recipes', o.recipe),
+    '--seed',
+    String(o.seed),
+    '--name',
+    o.name,
+    '--out',
+    o.out,
+    ...resume,
+    ...(o.set ?? []).flatMap((s) => ['--set', s]),
+  ];
   const t0 = performance.now();
   await new Promise<void>((ok, fail) => {
     const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -66,8 +84,22 @@ export async function pool<T>(tasks: (() => Promise<T>)[], parallel: number): Pr
 
 /** Two-sided 95 % quantiles of Student's t at these degrees of freedom. */
 const T95: readonly (readonly [number, number])[] = [
-  [1, 12.706], [2, 4.303], [3, 3.182], [4, 2.776], [5, 2.571], [6, 2.447], [7, 2.365], [8, 2.306], [9, 2.262], [10, 2.228],
-  [15, 2.131], [20, 2.086], [30, 2.042], [40, 2.021], [60, 2.0], [120, 1.98],
+  [1, 12.706],
+  [2, 4.303],
+  [3, 3.182],
+  [4, 2.776],
+  [5, 2.571],
+  [6, 2.447],
+  [7, 2.365],
+  [8, 2.306],
+  [9, 2.262],
+  [10, 2.228],
+  [15, 2.131],
+  [20, 2.086],
+  [30, 2.042],
+  [40, 2.021],
+  [60, 2.0],
+  [120, 1.98],
 ];
 /** The quantile at the largest tabulated df not above `df` (so the interval errs wide). */
 const t95 = (df: number): number => [...T95].reverse().find(([d]) => d <= df)?.[1] ?? Number.NaN;

@@ -63,7 +63,16 @@ export async function runTuning(opts: { parallel: number }): Promise<TuningResul
   const name = (row: TunedRow, lr: number) => `${row.id}-lr${lr}-s1`;
   await pool(
     TUNED.flatMap((row) =>
-      LR_GRID.map((lr) => () => trainRecipe({ recipe: row.recipe, seed: 1, name: name(row, lr), out, set: [`data.train=data/${REST}`, `data.test=data/${HELD_OUT}`, `optimizer.lr=${lr}`] })),
+      LR_GRID.map(
+        (lr) => () =>
+          trainRecipe({
+            recipe: row.recipe,
+            seed: 1,
+            name: name(row, lr),
+            out,
+            set: [`data.train=data/${REST}`, `data.test=data/${HELD_OUT}`, `optimizer.lr=${lr}`],
+          }),
+      ),
     ),
     opts.parallel,
   );
@@ -71,7 +80,8 @@ export async function runTuning(opts: { parallel: number }): Promise<TuningResul
   const chosen: Record<string, number> = {};
   for (const row of TUNED) {
     const byLr: Record<string, number> = {};
-    for (const lr of LR_GRID) byLr[String(lr)] = (JSON.parse(await readFile(join(out, name(row, lr), 'run.json'), 'utf8')) as { test: { accuracy: number } }).test.accuracy;
+    for (const lr of LR_GRID)
+      byLr[String(lr)] = (JSON.parse(await readFile(join(out, name(row, lr), 'run.json'), 'utf8')) as { test: { accuracy: number } }).test.accuracy;
     heldOut[row.id] = byLr;
     chosen[row.id] = LR_GRID.reduce((best, lr) => (byLr[String(lr)]! > byLr[String(best)]! ? lr : best));
   }
@@ -81,12 +91,17 @@ export async function runTuning(opts: { parallel: number }): Promise<TuningResul
     '',
     `| row | ${LR_GRID.map((lr) => `lr ${lr}`).join(' | ')} | chosen |`,
     `|---|${LR_GRID.map(() => '---:').join('|')}|---:|`,
-    ...TUNED.map((row) => `| ${row.label} (${row.id}) | ${LR_GRID.map((lr) => (heldOut[row.id]![String(lr)]! * 100).toFixed(2)).join(' | ')} | ${chosen[row.id]} |`),
+    ...TUNED.map(
+      (row) => `| ${row.label} (${row.id}) | ${LR_GRID.map((lr) => (heldOut[row.id]![String(lr)]! * 100).toFixed(2)).join(' | ')} | ${chosen[row.id]} |`,
+    ),
   ];
   const table = lines.join('\n');
   console.log(table);
   await writeFile(join(ROOT, 'experiments-out', 'tuning.json'), `${JSON.stringify(result, null, 2)}\n`);
   const path = join(ROOT, 'BENCHMARKS.md');
-  await writeFile(path, replaceSection(await readFile(path, 'utf8'), `<!-- ${TUNING_ID}:begin -->`, `<!-- ${TUNING_ID}:end -->`, table, '## Tuning on a held-out split'));
+  await writeFile(
+    path,
+    replaceSection(await readFile(path, 'utf8'), `<!-- ${TUNING_ID}:begin -->`, `<!-- ${TUNING_ID}:end -->`, table, '## Tuning on a held-out split'),
+  );
   return result;
 }

@@ -36,7 +36,8 @@ export async function unionTeacherAccuracy(runDir: string, teachers: readonly st
       }),
     );
     const order = halves.flatMap((h) => h.classes);
-    if (order.join('\u0000') !== balance.classes.join('\u0000')) throw new Error(`the teachers' classes in order [${order.join(', ')}] are not the run's union [${balance.classes.join(', ')}]`);
+    if (order.join('\u0000') !== balance.classes.join('\u0000'))
+      throw new Error(`the teachers' classes in order [${order.join(', ')}] are not the run's union [${balance.classes.join(', ')}]`);
     let at = 0;
     for await (const b of test) {
       labels.set(b.labels, at);
@@ -44,7 +45,8 @@ export async function unionTeacherAccuracy(runDir: string, teachers: readonly st
       for (const [t, { teacher, classes, pre }] of halves.entries()) {
         const z = await teacher.logits(pre.apply(b.inputs, b.rows), b.rows);
         const k = classes.length;
-        for (let r = 0; r < b.rows; r++) for (let c = 0; c < k; c++) merged[(at + r) * C + col + c] = z[r * k + c]! * balance.teacherScales[t]! + balance.offsets[col + c]!;
+        for (let r = 0; r < b.rows; r++)
+          for (let c = 0; c < k; c++) merged[(at + r) * C + col + c] = z[r * k + c]! * balance.teacherScales[t]! + balance.offsets[col + c]!;
         col += k;
       }
       at += b.rows;

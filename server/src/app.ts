@@ -144,7 +144,15 @@ export function createApp(deps: AppDeps): express.Express {
     for (const name of deps.teachers.names()) {
       try {
         const info = await deps.teachers.get(name).info();
-        teachers.push({ name, sha256: info.sha256, inputs: info.inputs, outputs: info.outputs, classes: info.classes, executionProvider: info.executionProvider, layout: info.layout });
+        teachers.push({
+          name,
+          sha256: info.sha256,
+          inputs: info.inputs,
+          outputs: info.outputs,
+          classes: info.classes,
+          executionProvider: info.executionProvider,
+          layout: info.layout,
+        });
       } catch (err) {
         const app = toAppError(err);
         const e = app !== undefined ? { code: app.code, message: app.message } : { code: 'load_failed', message: (err as Error).message };

@@ -43,7 +43,9 @@ export class DynamicBatcher {
       return Promise.reject(new AppError(413, 'batch_too_large', `${rows} rows exceed the queue capacity of ${this.#o.maxQueueRows}; split the request`));
     }
     if (this.#queuedRows + rows > this.#o.maxQueueRows) {
-      return Promise.reject(new AppError(429, 'queue_full', `inference queue is full (${this.#queuedRows} rows waiting); retry shortly`, { 'Retry-After': '1' }));
+      return Promise.reject(
+        new AppError(429, 'queue_full', `inference queue is full (${this.#queuedRows} rows waiting); retry shortly`, { 'Retry-After': '1' }),
+      );
     }
     return new Promise((resolve, reject) => {
       this.#queue.push({ input, rows, resolve, reject });

@@ -66,17 +66,28 @@ async function runJobRemote(server: string, token: string | undefined, request: 
   const base = server.replace(/\/+$/, '');
   const headers: Record<string, string> = token === undefined ? {} : { authorization: `Bearer ${token}` };
   const call = async (path: string, init: RequestInit = {}) => {
-    const res = await fetch(`${base}${path}`, { ...init, headers: { ...headers, ...(init.headers as Record<string, string> | undefined) } }).catch((err: unknown) => {
-      throw new Error(`cannot reach ${base}: ${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}`);
-    });
+    const res = await fetch(`${base}${path}`, { ...init, headers: { ...headers, ...(init.headers as Record<string, string> | undefined) } }).catch(
+      (err: unknown) => {
+        throw new Error(`cannot reach ${base}: ${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}`);
+      },
+    );
     if (!res.ok) {
       const body = (await res.json().catch(() => undefined)) as { error?: { code: string; message: string } } | undefined;
       throw new Error(body?.error !== undefined ? `${body.error.code}: ${body.error.message}` : `${path}: HTTP ${res.status}`);
     }
     return res;
   };
-  const created = (await (await call('/v1/jobs', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(parsed.data) })).json()) as { id: string };
-  const bar = new SingleBar({ format: `${request.type} ${request.teacher} [{bar}] {percentage}% | {value}/{total} rows | {workers} | ETA {eta_formatted}`, hideCursor: true, etaBuffer: 50 }, Presets.shades_classic);
+  const created = (await (
+    await call('/v1/jobs', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(parsed.data) })
+  ).json()) as { id: string };
+  const bar = new SingleBar(
+    {
+      format: `${request.type} ${request.teacher} [{bar}] {percentage}% | {value}/{total} rows | {workers} | ETA {eta_formatted}`,
+      hideCursor: true,
+      etaBuffer: 50,
+    },
+    Presets.shades_classic,
+  );
   let started = false;
   let last: RemoteJob | undefined;
   const abort = new AbortController();
@@ -89,7 +100,10 @@ async function runJobRemote(server: string, token: string | undefined, request: 
       buffer += decoder.decode(chunk, { stream: true });
       let cut: number;
       while ((cut = buffer.indexOf('\n\n')) >= 0) {
-        const data = buffer.slice(0, cut).split('\n').find((l) => l.startsWith('data: '));
+        const data = buffer
+          .slice(0, cut)
+          .split('\n')
+          .find((l) => l.startsWith('data: '));
         buffer = buffer.slice(cut + 2);
         if (data === undefined) continue;
         last = JSON.parse(data.slice(6)) as RemoteJob;
@@ -135,7 +149,10 @@ async function runJobInProcess(flags: CommonFlags, request: JobRequestInput): Pr
   const parsed = JobRequestSchema.safeParse(request);
   if (!parsed.success) throw zodToAppError(parsed.error);
   const job = await jobs.create(parsed.data);
-  const bar = new SingleBar({ format: `${request.type} ${request.teacher} [{bar}] {percentage}% | {value}/{total} rows | ETA {eta_formatted}`, hideCursor: true, etaBuffer: 50 }, Presets.shades_classic);
+  const bar = new SingleBar(
+    { format: `${request.type} ${request.teacher} [{bar}] {percentage}% | {value}/{total} rows | ETA {eta_formatted}`, hideCursor: true, etaBuffer: 50 },
+    Presets.shades_classic,
+  );
   let started = false;
   const stop = jobs.subscribe(job.id, (e) => {
     if (!started && e.job.progress.total > 0) {
@@ -156,7 +173,8 @@ async function runJobInProcess(flags: CommonFlags, request: JobRequestInput): Pr
     throw new Error(done.error?.message ?? `job ${done.state}${done.state === 'queued' ? ' (interrupted; run the same command again to resume)' : ''}`);
   }
   console.log(`${done.cacheHit === true ? 'cache hit' : 'wrote cache'} ${done.cacheKey} (${done.progress.total} rows) in ${config.cache}`);
-  if (done.selection !== undefined) console.log(`selected ${done.selection.rows} rows → ${done.selection.path} (per class ${done.selection.perClass.join('/')})`);
+  if (done.selection !== undefined)
+    console.log(`selected ${done.selection.rows} rows → ${done.selection.path} (per class ${done.selection.perClass.join('/')})`);
 }
 
 export function buildProgram(): Command {
@@ -169,29 +187,36 @@ export function buildProgram(): Command {
     .option('--max-batch <n>', 'online dynamic batch size cap', int)
     .option('--max-wait-ms <ms>', 'online batching wait', num)
     .option('--max-queue-rows <n>', 'online queue capacity in rows (429 beyond)', int)
-    .option('--queue <url>', 'run jobs as shard tasks on BullMQ: redis://[:password@]host:port[/db] (env DISTILLATE_QUEUE; password also from DISTILLATE_QUEUE_PASSWORD); default in process')
-    .action(async (flags: CommonFlags & { host?: string; port?: number; token?: string; maxBatch?: number; maxWaitMs?: number; maxQueueRows?: number; queue?: string }) => {
-      const config = configFrom(flags, {
-        queue: flags.queue,
-        host: flags.host,
-        port: flags.port,
-        token: flags.token,
-        maxBatch: flags.maxBatch,
-        maxWaitMs: flags.maxWaitMs,
-        maxQueueRows: flags.maxQueueRows,
-      } as Partial<ServerConfigInput>);
-      const logger = pino({ level: config.logLevel });
-      const server = await startServer(config, logger);
-      console.log(`distillate-server listening on ${server.url}`);
-      const shutdown = (signal: string) => {
-        logger.info({ signal }, 'shutting down');
-        // Give in-flight work a bounded time; never hang on exit.
-        setTimeout(() => process.exit(1), 10_000).unref();
-        void server.close().then(() => process.exit(0));
-      };
-      process.once('SIGINT', () => shutdown('SIGINT'));
-      process.once('SIGTERM', () => shutdown('SIGTERM'));
-    });
+    .option(
+      '--queue <url>',
+      'run jobs as shard tasks on BullMQ: redis://[:password@]host:port[/db] (env DISTILLATE_QUEUE; password also from DISTILLATE_QUEUE_PASSWORD); default in process',
+    )
+    .action(
+      async (
+        flags: CommonFlags & { host?: string; port?: number; token?: string; maxBatch?: number; maxWaitMs?: number; maxQueueRows?: number; queue?: string },
+      ) => {
+        const config = configFrom(flags, {
+          queue: flags.queue,
+          host: flags.host,
+          port: flags.port,
+          token: flags.token,
+          maxBatch: flags.maxBatch,
+          maxWaitMs: flags.maxWaitMs,
+          maxQueueRows: flags.maxQueueRows,
+        } as Partial<ServerConfigInput>);
+        const logger = pino({ level: config.logLevel });
+        const server = await startServer(config, logger);
+        console.log(`distillate-server listening on ${server.url}`);
+        const shutdown = (signal: string) => {
+          logger.info({ signal }, 'shutting down');
+          // Give in-flight work a bounded time; never hang on exit.
+          setTimeout(() => process.exit(1), 10_000).unref();
+          void server.close().then(() => process.exit(0));
+        };
+        process.once('SIGINT', () => shutdown('SIGINT'));
+        process.once('SIGTERM', () => shutdown('SIGTERM'));
+      },
+    );
 
   const jobFlags = (cmd: Command) =>
     common(cmd)
@@ -205,7 +230,17 @@ export function buildProgram(): Command {
       .option('--server <url>', 'submit the job to this server (a coordinator) and follow it, instead of running it here')
       .option('--token <token>', "the server's bearer token (env DISTILLATE_TOKEN)");
 
-  type JobFlags = CommonFlags & { server?: string; token?: string; teacher: string; dataset: string; temperature: number; storage: 'dense' | 'topk'; k: number; dtype: 'float32' | 'float16'; batchSize: number };
+  type JobFlags = CommonFlags & {
+    server?: string;
+    token?: string;
+    teacher: string;
+    dataset: string;
+    temperature: number;
+    storage: 'dense' | 'topk';
+    k: number;
+    dtype: 'float32' | 'float16';
+    batchSize: number;
+  };
   const request = (type: 'precompute' | 'label', f: JobFlags): JobRequestInput => ({
     type,
     teacher: f.teacher,
@@ -215,7 +250,8 @@ export function buildProgram(): Command {
     batchSize: f.batchSize,
   });
 
-  const run = (f: JobFlags, r: JobRequestInput) => (f.server === undefined ? runJobInProcess(f, r) : runJobRemote(f.server, f.token ?? process.env['DISTILLATE_TOKEN'], r));
+  const run = (f: JobFlags, r: JobRequestInput) =>
+    f.server === undefined ? runJobInProcess(f, r) : runJobRemote(f.server, f.token ?? process.env['DISTILLATE_TOKEN'], r);
 
   jobFlags(program.command('precompute').description('precompute teacher logits for a dataset into the cache (in process, or on a server with --server)'))
     .option('--views <k>', 'store K augmented views per image, each with its own logits', int)
@@ -223,7 +259,10 @@ export function buildProgram(): Command {
     .option('--shift <px>', 'views: shift by up to px pixels in x and y', int, 0)
     .option('--flip', 'views: mirror left-right half of the time', false)
     .action(async (f: JobFlags & { views?: number; viewSeed: number; shift: number; flip: boolean }) => {
-      await run(f, { ...request('precompute', f), ...(f.views === undefined ? {} : { views: { count: f.views, seed: f.viewSeed, augment: { shift: f.shift, flip: f.flip } } }) });
+      await run(f, {
+        ...request('precompute', f),
+        ...(f.views === undefined ? {} : { views: { count: f.views, seed: f.viewSeed, augment: { shift: f.shift, flip: f.flip } } }),
+      });
     });
 
   jobFlags(program.command('label').description('label a pool: logits plus pseudo-label, confidence, entropy, margin; optionally write the selected rows'))
@@ -235,7 +274,13 @@ export function buildProgram(): Command {
       await run(f, {
         ...request('label', f),
         ...(select
-          ? { label: { threshold: f.threshold ?? 0, ...(f.perClassMax === undefined ? {} : { perClassMax: f.perClassMax }), ...(f.output === undefined ? {} : { output: f.output }) } }
+          ? {
+              label: {
+                threshold: f.threshold ?? 0,
+                ...(f.perClassMax === undefined ? {} : { perClassMax: f.perClassMax }),
+                ...(f.output === undefined ? {} : { output: f.output }),
+              },
+            }
           : {}),
       });
     });
@@ -246,41 +291,54 @@ export function buildProgram(): Command {
     .option('--queue <url>', 'redis://[:password@]host:port[/db] (env DISTILLATE_QUEUE; password also from DISTILLATE_QUEUE_PASSWORD)')
     .requiredOption('--server <url>', 'the coordinator (distillate-server serve --queue …), e.g. http://coordinator:8080')
     .option('--token <token>', "the coordinator's bearer token (env DISTILLATE_TOKEN)")
-    .option('--models <dir>', 'teachers on this host; one whose sha256 differs from the task\'s is fetched from the coordinator')
+    .option('--models <dir>', "teachers on this host; one whose sha256 differs from the task's is fetched from the coordinator")
     .option('--data <dir>', 'datasets on this host; rows are read here when the fingerprint matches, else fetched')
     .option('--cache <dir>', 'where fetched teachers are kept (default: $XDG_CACHE_HOME/distillate/worker)')
     .addOption(new Option('--ep <provider>', 'force an execution provider (env DISTILLATE_EP)').choices(['cuda', 'webgpu', 'cpu']))
     .option('--threads <n>', 'ORT intra-op threads (env DISTILLATE_THREADS)', int)
     .option('--concurrency <n>', 'tasks in flight: one runs the teacher while the others read rows or upload', int, 2)
     .option('--lock-ms <ms>', 'a worker silent this long loses its task to another', int, 30_000)
-    .action(async (f: { queue?: string; server: string; token?: string; models?: string; data?: string; cache?: string; ep?: 'cuda' | 'webgpu' | 'cpu'; threads?: number; concurrency: number; lockMs: number }) => {
-      const queue = f.queue ?? process.env['DISTILLATE_QUEUE'];
-      if (queue === undefined || queue === '') throw new Error('worker needs --queue redis://host:port (or DISTILLATE_QUEUE)');
-      const env = process.env;
-      const threads = f.threads ?? (env['DISTILLATE_THREADS'] === undefined ? undefined : int(env['DISTILLATE_THREADS']));
-      const provider = f.ep ?? (env['DISTILLATE_EP'] as 'cuda' | 'webgpu' | 'cpu' | undefined);
-      const logger = pino({ level: env['LOG_LEVEL'] ?? 'info' });
-      const worker = await startWorker({
-        target: parseQueueUrl(queue),
-        server: f.server,
-        token: f.token ?? env['DISTILLATE_TOKEN'],
-        models: f.models ?? env['DISTILLATE_MODELS'],
-        data: f.data ?? env['DISTILLATE_DATA'],
-        workDir: f.cache ?? join(env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'distillate', 'worker'),
-        provider,
-        threads,
-        concurrency: Math.max(1, f.concurrency),
-        lockMs: f.lockMs,
-        logger,
-      });
-      console.log(`distillate-server worker ${worker.id} waiting for tasks`);
-      const stop = () => {
-        setTimeout(() => process.exit(1), 30_000).unref();
-        void worker.close().then(() => process.exit(0));
-      };
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-    });
+    .action(
+      async (f: {
+        queue?: string;
+        server: string;
+        token?: string;
+        models?: string;
+        data?: string;
+        cache?: string;
+        ep?: 'cuda' | 'webgpu' | 'cpu';
+        threads?: number;
+        concurrency: number;
+        lockMs: number;
+      }) => {
+        const queue = f.queue ?? process.env['DISTILLATE_QUEUE'];
+        if (queue === undefined || queue === '') throw new Error('worker needs --queue redis://host:port (or DISTILLATE_QUEUE)');
+        const env = process.env;
+        const threads = f.threads ?? (env['DISTILLATE_THREADS'] === undefined ? undefined : int(env['DISTILLATE_THREADS']));
+        const provider = f.ep ?? (env['DISTILLATE_EP'] as 'cuda' | 'webgpu' | 'cpu' | undefined);
+        const logger = pino({ level: env['LOG_LEVEL'] ?? 'info' });
+        const worker = await startWorker({
+          target: parseQueueUrl(queue),
+          server: f.server,
+          token: f.token ?? env['DISTILLATE_TOKEN'],
+          models: f.models ?? env['DISTILLATE_MODELS'],
+          data: f.data ?? env['DISTILLATE_DATA'],
+          workDir: f.cache ?? join(env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache'), 'distillate', 'worker'),
+          provider,
+          threads,
+          concurrency: Math.max(1, f.concurrency),
+          lockMs: f.lockMs,
+          logger,
+        });
+        console.log(`distillate-server worker ${worker.id} waiting for tasks`);
+        const stop = () => {
+          setTimeout(() => process.exit(1), 30_000).unref();
+          void worker.close().then(() => process.exit(0));
+        };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      },
+    );
 
   return program;
 }

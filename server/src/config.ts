@@ -26,7 +26,11 @@ export const ServerConfigSchema = z.object({
   maxBatch: z.number().int().positive().default(64),
   maxWaitMs: z.number().nonnegative().default(5),
   maxQueueRows: z.number().int().positive().default(4096),
-  maxBodyBytes: z.number().int().positive().default(64 << 20),
+  maxBodyBytes: z
+    .number()
+    .int()
+    .positive()
+    .default(64 << 20),
   shardRows: z.number().int().positive().optional(),
   /** redis://[:password@]host:port[/db]: run jobs as shard tasks on BullMQ; absent: in process. */
   queue: z.string().optional(),

@@ -19,7 +19,10 @@ export class AppError extends Error {
 export const badRequest = (code: string, message: string) => new AppError(400, code, message);
 export const notFound = (code: string, message: string) => new AppError(404, code, message);
 
-const TEACHER_STATUS = { bad_request: 400, not_found: 404, bad_model: 422, provider_unavailable: 503, bad_output: 500 } as const satisfies Record<TeacherErrorKind, number>;
+const TEACHER_STATUS = { bad_request: 400, not_found: 404, bad_model: 422, provider_unavailable: 503, bad_output: 500 } as const satisfies Record<
+  TeacherErrorKind,
+  number
+>;
 
 /** The HTTP form of an error from shared code: teacher errors keep their code and get their status. */
 export function toAppError(err: unknown): AppError | undefined {

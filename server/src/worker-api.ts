@@ -30,11 +30,18 @@ const RowsQuery = z
   .object({
     path: z.string().min(1),
     start: z.coerce.number().int().nonnegative(),
-    count: z.coerce.number().int().positive().max(1 << 20),
-    fingerprint: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+    count: z.coerce
+      .number()
+      .int()
+      .positive()
+      .max(1 << 20),
+    fingerprint: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/)
+      .optional(),
   })
   .strict();
-const Sha256Header = z.string().regex(/^[0-9a-f]{64}$/, 'x-distillate-sha256 must be the shard\'s lowercase hex sha256');
+const Sha256Header = z.string().regex(/^[0-9a-f]{64}$/, "x-distillate-sha256 must be the shard's lowercase hex sha256");
 const ShardIndex = z.coerce.number().int().nonnegative();
 
 function parse<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
@@ -49,7 +56,8 @@ export function requireToken(token: string | undefined) {
     if (expected === undefined) return next();
     const header = req.headers.authorization ?? '';
     const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return next(new AppError(401, 'unauthorized', 'this route needs "Authorization: Bearer <token>"'));
+    if (given.length !== expected.length || !timingSafeEqual(given, expected))
+      return next(new AppError(401, 'unauthorized', 'this route needs "Authorization: Bearer <token>"'));
     next();
   };
 }
@@ -93,7 +101,8 @@ export function workerRouter(deps: WorkerApiDeps): Router {
       throw err instanceof AppError ? err : badRequest('bad_dataset', (err as Error).message);
     });
     const fingerprint = await dataset.fingerprint();
-    if (q.fingerprint !== undefined && q.fingerprint !== fingerprint) throw new AppError(409, 'dataset_changed', `dataset ${q.path} has fingerprint ${fingerprint} here, not ${q.fingerprint}`);
+    if (q.fingerprint !== undefined && q.fingerprint !== fingerprint)
+      throw new AppError(409, 'dataset_changed', `dataset ${q.path} has fingerprint ${fingerprint} here, not ${q.fingerprint}`);
     const rows = await dataset.countRows();
     if (q.start + q.count > rows) throw badRequest('bad_range', `rows [${q.start}, ${q.start + q.count}) are outside the dataset's ${rows} rows`);
     const batch = await dataset.readRows(q.start, q.count);

@@ -13,7 +13,13 @@ beforeAll(async () => {
 describe('dataset file', () => {
   it('round-trips ids, uint8 inputs, nullable labels and metadata through batches', async () => {
     const path = join(dir, 'u8.arrow');
-    const info = { inputShape: [2, 3, 1], layout: 'HWC' as const, scaling: { scale: 1 / 255, offset: 0 }, classes: ['a', 'b', 'c'], inputType: 'uint8' as const };
+    const info = {
+      inputShape: [2, 3, 1],
+      layout: 'HWC' as const,
+      scaling: { scale: 1 / 255, offset: 0 },
+      classes: ['a', 'b', 'c'],
+      inputType: 'uint8' as const,
+    };
     const w = DatasetWriter.create(path, info);
     await w.append({ ids: Int32Array.of(10, 11), inputs: Uint8Array.from({ length: 12 }, (_, i) => i * 20), labels: Int32Array.of(2, -1) });
     await w.append({ ids: Int32Array.of(12), inputs: Uint8Array.of(1, 2, 3, 4, 5, 255), labels: Int32Array.of(0) });
@@ -47,7 +53,13 @@ describe('dataset file', () => {
   });
 
   it('rejects labels outside the class list and inputs of the wrong size', async () => {
-    const w = DatasetWriter.create(join(dir, 'bad.arrow'), { inputShape: [2], layout: 'flat', scaling: { scale: 1, offset: 0 }, classes: ['x', 'y'], inputType: 'float32' });
+    const w = DatasetWriter.create(join(dir, 'bad.arrow'), {
+      inputShape: [2],
+      layout: 'flat',
+      scaling: { scale: 1, offset: 0 },
+      classes: ['x', 'y'],
+      inputType: 'float32',
+    });
     await expect(w.append({ ids: Int32Array.of(0), inputs: Float32Array.of(1, 2), labels: Int32Array.of(2) })).rejects.toThrow(/label 2 is outside/);
     await expect(w.append({ ids: Int32Array.of(0), inputs: Float32Array.of(1), labels: Int32Array.of(0) })).rejects.toThrow(/needs 2/);
     return w.abort();

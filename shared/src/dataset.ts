@@ -144,10 +144,11 @@ export class DatasetWriter {
 
   async append(batch: { ids: Ids; inputs: Float32Array | Uint8Array; labels: Int32Array }): Promise<void> {
     const rows = batch.ids.length;
-    if ((batch.ids instanceof BigInt64Array) !== (this.#idType === 'int64')) {
+    if (batch.ids instanceof BigInt64Array !== (this.#idType === 'int64')) {
       throw new TypeError(`ids must be ${this.#idType === 'int64' ? 'BigInt64Array' : 'Int32Array'}`);
     }
-    if (batch.inputs.length !== rows * this.#D) throw new RangeError(`inputs hold ${batch.inputs.length} values; ${rows} rows × ${this.#D} needs ${rows * this.#D}`);
+    if (batch.inputs.length !== rows * this.#D)
+      throw new RangeError(`inputs hold ${batch.inputs.length} values; ${rows} rows × ${this.#D} needs ${rows * this.#D}`);
     if (batch.labels.length !== rows) throw new RangeError(`labels hold ${batch.labels.length} values for ${rows} rows`);
     const isU8 = batch.inputs instanceof Uint8Array;
     if (isU8 !== (this.info.inputType === 'uint8')) throw new TypeError(`inputs must be ${this.info.inputType}`);
@@ -249,7 +250,11 @@ export class DatasetReader {
     let filled = 0;
     const { batches, buffer } = await readArrowBatches(this.path, first, last, this.#buffers.pop());
     for (const rb of batches) {
-      const b = { ids: primitiveColumn<Ids>(rb, 'id', this.path), inputs: listColumn<Float32Array | Uint8Array>(rb, 'input', this.path).values, labels: nullableInt32Column(rb, 'label', this.path) };
+      const b = {
+        ids: primitiveColumn<Ids>(rb, 'id', this.path),
+        inputs: listColumn<Float32Array | Uint8Array>(rb, 'input', this.path).values,
+        labels: nullableInt32Column(rb, 'label', this.path),
+      };
       const s = Math.max(start - pos, 0);
       const e = Math.min(start + count - pos, rb.numRows);
       if (e > s) {

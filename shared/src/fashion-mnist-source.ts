@@ -81,7 +81,10 @@ export async function verifyFashionMnist(dir: string): Promise<void> {
     } catch (err) {
       throw new DatasetIntegrityError(`${join(dir, f)}: not a readable gzip file (${(err as Error).message.split('\n')[0]})`);
     }
-    if (got !== FASHION_MNIST_SHA256[f]) throw new DatasetIntegrityError(`${join(dir, f)}: sha256 of the decompressed IDX bytes is ${got.slice(0, 12)}…, expected ${FASHION_MNIST_SHA256[f]!.slice(0, 12)}… (corrupt or not Fashion-MNIST)`);
+    if (got !== FASHION_MNIST_SHA256[f])
+      throw new DatasetIntegrityError(
+        `${join(dir, f)}: sha256 of the decompressed IDX bytes is ${got.slice(0, 12)}…, expected ${FASHION_MNIST_SHA256[f]!.slice(0, 12)}… (corrupt or not Fashion-MNIST)`,
+      );
   }
 }
 
@@ -109,12 +112,17 @@ async function download(base: string, file: string, dir: string, onProgress?: Ac
     const got = await decompressedSha256(tmp).catch((err: Error) => {
       throw new DatasetIntegrityError(`${url}: not a gzip file (${err.message.split('\n')[0]})`);
     });
-    if (got !== FASHION_MNIST_SHA256[file]) throw new DatasetIntegrityError(`${url}: sha256 of the decompressed IDX bytes is ${got.slice(0, 12)}…, expected ${FASHION_MNIST_SHA256[file]!.slice(0, 12)}… (corrupt download)`);
+    if (got !== FASHION_MNIST_SHA256[file])
+      throw new DatasetIntegrityError(
+        `${url}: sha256 of the decompressed IDX bytes is ${got.slice(0, 12)}…, expected ${FASHION_MNIST_SHA256[file]!.slice(0, 12)}… (corrupt download)`,
+      );
     await rename(tmp, join(dir, file));
   } catch (err) {
     await rm(tmp, { force: true });
     if (err instanceof DatasetUnavailableError || err instanceof DatasetIntegrityError) throw err;
-    throw new DatasetUnavailableError(`${url}: ${(err as Error).message.split('\n')[0]}${(err as { cause?: Error }).cause === undefined ? '' : ` (${(err as { cause: Error }).cause.message})`}`);
+    throw new DatasetUnavailableError(
+      `${url}: ${(err as Error).message.split('\n')[0]}${(err as { cause?: Error }).cause === undefined ? '' : ` (${(err as { cause: Error }).cause.message})`}`,
+    );
   }
 }
 
@@ -139,7 +147,8 @@ export async function acquireFashionMnist(opts: AcquireOptions = {}): Promise<Ac
     await verifyFashionMnist(FASHION_MNIST_DEBIAN_DIR);
     return { dir: FASHION_MNIST_DEBIAN_DIR, source: 'debian' };
   }
-  const base = env['DISTILLATE_FASHION_MNIST_URL'] !== undefined && env['DISTILLATE_FASHION_MNIST_URL'] !== '' ? env['DISTILLATE_FASHION_MNIST_URL'] : FASHION_MNIST_URL;
+  const base =
+    env['DISTILLATE_FASHION_MNIST_URL'] !== undefined && env['DISTILLATE_FASHION_MNIST_URL'] !== '' ? env['DISTILLATE_FASHION_MNIST_URL'] : FASHION_MNIST_URL;
   await mkdir(cache, { recursive: true });
   try {
     for (const f of FILES) if (!existsSync(join(cache, f))) await download(base, f, cache, opts.onProgress);

@@ -3,18 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { DatasetWriter, type DatasetInfo } from './dataset.js';
 import { readIdxPair } from './idx.js';
 
-export const FASHION_MNIST_CLASSES = [
-  'T-shirt/top',
-  'Trouser',
-  'Pullover',
-  'Dress',
-  'Coat',
-  'Sandal',
-  'Shirt',
-  'Sneaker',
-  'Bag',
-  'Ankle boot',
-] as const;
+export const FASHION_MNIST_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'] as const;
 
 /** Where Debian's `dataset-fashion-mnist` package puts the files. */
 export const FASHION_MNIST_DEBIAN_DIR = '/usr/share/datasets/fashion-mnist';
@@ -32,12 +21,7 @@ export interface ImportedSplit {
 }
 
 /** Convert one IDX images/labels pair into a dataset file (ids 0..n-1, Uint8 pixels, HWC). */
-export async function importIdxPair(opts: {
-  images: string;
-  labels: string;
-  out: string;
-  classes: readonly string[];
-}): Promise<ImportedSplit> {
+export async function importIdxPair(opts: { images: string; labels: string; out: string; classes: readonly string[] }): Promise<ImportedSplit> {
   const set = await readIdxPair(opts.images, opts.labels, opts.classes.length);
   const info: DatasetInfo = {
     inputShape: [set.height, set.width, 1],

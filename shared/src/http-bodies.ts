@@ -3,7 +3,21 @@
  * column `input`, and a response with one FixedSizeList<Float32> column `logits`. They live here,
  * next to the file readers and writers, so that only shared imports apache-arrow.
  */
-import { FixedSizeList, Field, Float32, Table, Uint8, makeData, tableFromIPC, tableToIPC, RecordBatch, RecordBatchReader, RecordBatchStreamWriter, Schema, Struct } from 'apache-arrow';
+import {
+  FixedSizeList,
+  Field,
+  Float32,
+  Table,
+  Uint8,
+  makeData,
+  tableFromIPC,
+  tableToIPC,
+  RecordBatch,
+  RecordBatchReader,
+  RecordBatchStreamWriter,
+  Schema,
+  Struct,
+} from 'apache-arrow';
 import { datasetSchema, parseDatasetSchema, type DatasetBatch, type DatasetInfo } from './dataset.js';
 import { fixedSizeListData, idData, listColumn, nullableInt32Column, nullableInt32Data, primitiveColumn, recordBatch, type Ids } from './internal/arrow-io.js';
 
@@ -22,7 +36,14 @@ export function decodeInputStream(body: Uint8Array): { inputs: Float32Array; row
   const col = table.getChild('input');
   const type = col?.type as FixedSizeList | undefined;
   const child = type?.children?.[0]?.type;
-  if (col === null || col === undefined || !(type instanceof FixedSizeList) || child === undefined || !Float32.isFloat(child) || (child as Float32).precision !== 1) {
+  if (
+    col === null ||
+    col === undefined ||
+    !(type instanceof FixedSizeList) ||
+    child === undefined ||
+    !Float32.isFloat(child) ||
+    (child as Float32).precision !== 1
+  ) {
     throw new ArrowBodyError('the Arrow stream needs a column "input" of FixedSizeList<Float32>');
   }
   const size = type.listSize;
@@ -40,7 +61,13 @@ export function decodeInputStream(body: Uint8Array): { inputs: Float32Array; row
 /** Encode [rows, classes] logits as an Arrow IPC stream, with the temperature and provider as schema metadata. */
 export function encodeLogitsStream(logits: Float32Array, rows: number, classes: number, temperature: number, provider: string): Uint8Array {
   const listType = new FixedSizeList(classes, new Field('item', new Float32(), false));
-  const schema = new Schema([new Field('logits', listType, false)], new Map([['distillate.temperature', String(temperature)], ['distillate.execution_provider', provider]]));
+  const schema = new Schema(
+    [new Field('logits', listType, false)],
+    new Map([
+      ['distillate.temperature', String(temperature)],
+      ['distillate.execution_provider', provider],
+    ]),
+  );
   const child = makeData({ type: new Float32(), length: rows * classes, data: logits });
   const list = makeData({ type: listType, length: rows, child });
   const batch = new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: rows, children: [list] }));
@@ -55,7 +82,11 @@ export function encodeDatasetRows(info: DatasetInfo, batch: DatasetBatch): Uint8
   const idType = batch.ids instanceof BigInt64Array ? 'int64' : 'int32';
   const D = batch.inputs.length / Math.max(batch.rows, 1);
   const schema = datasetSchema(info, idType);
-  const rb = recordBatch(schema, [idData(batch.ids), fixedSizeListData(D, batch.inputs instanceof Uint8Array ? new Uint8() : new Float32(), batch.inputs), nullableInt32Data(batch.labels)]);
+  const rb = recordBatch(schema, [
+    idData(batch.ids),
+    fixedSizeListData(D, batch.inputs instanceof Uint8Array ? new Uint8() : new Float32(), batch.inputs),
+    nullableInt32Data(batch.labels),
+  ]);
   return RecordBatchStreamWriter.writeAll([rb]).toUint8Array(true);
 }
 
@@ -71,7 +102,12 @@ export function decodeDatasetRows(body: Uint8Array): { info: DatasetInfo; batch:
   const { info } = parseDatasetSchema(reader.schema, 'dataset rows');
   const parts: DatasetBatch[] = [];
   for (const rb of reader) {
-    parts.push({ rows: rb.numRows, ids: primitiveColumn<Ids>(rb, 'id', 'dataset rows'), inputs: listColumn<Float32Array | Uint8Array>(rb, 'input', 'dataset rows').values, labels: nullableInt32Column(rb, 'label', 'dataset rows') });
+    parts.push({
+      rows: rb.numRows,
+      ids: primitiveColumn<Ids>(rb, 'id', 'dataset rows'),
+      inputs: listColumn<Float32Array | Uint8Array>(rb, 'input', 'dataset rows').values,
+      labels: nullableInt32Column(rb, 'label', 'dataset rows'),
+    });
   }
   const rows = parts.reduce((n, p) => n + p.rows, 0);
   const first = parts[0];

@@ -34,7 +34,9 @@ export function parseIdx(bytes: Uint8Array, file: string, expectDims: number): I
   const ndims = magic & 0xff;
   if (magic >>> 16 !== 0 || type !== UBYTE || ndims !== expectDims) {
     const want = (UBYTE << 8) | expectDims;
-    throw new IdxFormatError(`${file}: bad magic number 0x${magic.toString(16).padStart(8, '0')}, expected 0x${want.toString(16).padStart(8, '0')} (unsigned bytes, ${expectDims} dimension${expectDims > 1 ? 's' : ''})`);
+    throw new IdxFormatError(
+      `${file}: bad magic number 0x${magic.toString(16).padStart(8, '0')}, expected 0x${want.toString(16).padStart(8, '0')} (unsigned bytes, ${expectDims} dimension${expectDims > 1 ? 's' : ''})`,
+    );
   }
   const header = 4 + 4 * ndims;
   if (buf.length < header) throw new IdxFormatError(`${file}: truncated header`);

@@ -54,7 +54,16 @@ export {
 export { CacheIntegrityError, CacheMismatchError, CacheNotFoundError } from './logit-cache/errors.js';
 export { LogitCacheWriter, CacheExistsError, CacheLockedError, type LogitCacheWriterOptions } from './logit-cache/writer.js';
 export { CacheAssembler, ShardConflictError, type CacheAssemblerOptions, type AcceptOutcome } from './logit-cache/assembler.js';
-export { shardLayout, planShards, encodeCacheShard, inspectCacheShard, type ShardLayout, type ShardSpec, type ShardEncoding, type EncodedShard } from './logit-cache/shard-codec.js';
+export {
+  shardLayout,
+  planShards,
+  encodeCacheShard,
+  inspectCacheShard,
+  type ShardLayout,
+  type ShardSpec,
+  type ShardEncoding,
+  type EncodedShard,
+} from './logit-cache/shard-codec.js';
 export {
   LogitCacheReader,
   listCaches,
@@ -68,7 +77,22 @@ export {
   type CacheVerification,
 } from './logit-cache/reader.js';
 export { alignDatasetWithCaches, alignDatasetWithViewCaches, type AlignedBatch, type AlignOptions, type ViewAlignOptions } from './logit-cache/align.js';
-export { ViewSpecSchema, ViewAugmentSchema, ViewError, drawView, pickView, applyView, expandViews, repeatIds, imageGeometry, IDENTITY_VIEW, type ViewSpec, type ViewSpecInput, type ViewParams, type ImageGeometry } from './views.js';
+export {
+  ViewSpecSchema,
+  ViewAugmentSchema,
+  ViewError,
+  drawView,
+  pickView,
+  applyView,
+  expandViews,
+  repeatIds,
+  imageGeometry,
+  IDENTITY_VIEW,
+  type ViewSpec,
+  type ViewSpecInput,
+  type ViewParams,
+  type ImageGeometry,
+} from './views.js';
 export { sha256File, writeFileAtomic, removeStaleTempFiles } from './internal/arrow-io.js';
 export { PRODUCER } from './version.js';
 export { OnnxModelBuilder, type Dim, type AttributeValue } from './onnx/builder.js';
@@ -77,4 +101,14 @@ export { writeSyntheticDataset, mulberry32, type SyntheticDatasetOptions } from 
 export { runCli, type CliProgram } from './cli.js';
 export { headDataset, pickRows, splitLabelled, withoutClass, type WrittenDataset } from './subset.js';
 export { decodeInputStream, encodeLogitsStream, encodeDatasetRows, decodeDatasetRows, ArrowBodyError } from './http-bodies.js';
-export { acquireFashionMnist, verifyFashionMnist, fashionMnistCacheDir, DatasetUnavailableError, DatasetIntegrityError, FASHION_MNIST_URL, FASHION_MNIST_SHA256, type AcquireOptions, type AcquiredDataset } from './fashion-mnist-source.js';
+export {
+  acquireFashionMnist,
+  verifyFashionMnist,
+  fashionMnistCacheDir,
+  DatasetUnavailableError,
+  DatasetIntegrityError,
+  FASHION_MNIST_URL,
+  FASHION_MNIST_SHA256,
+  type AcquireOptions,
+  type AcquiredDataset,
+} from './fashion-mnist-source.js';

@@ -34,7 +34,11 @@ function pick(batch: DatasetBatch, D: number, rows: readonly number[], unlabel: 
   return pickRows(batch, D, rows, unlabel ? () => -1 : (r) => batch.labels[r]!);
 }
 
-async function writeSelected(src: string, outs: readonly { path: string; unlabel: boolean }[], choose: (batch: DatasetBatch) => number[][]): Promise<WrittenDataset[]> {
+async function writeSelected(
+  src: string,
+  outs: readonly { path: string; unlabel: boolean }[],
+  choose: (batch: DatasetBatch) => number[][],
+): Promise<WrittenDataset[]> {
   const reader = await DatasetReader.open(src);
   const writers = outs.map((o) => DatasetWriter.create(o.path, reader.info, { idType: reader.idType }));
   try {
@@ -74,7 +78,10 @@ export async function headDataset(src: string, out: string, rows: number): Promi
  * `keepPoolLabels` (a training/held-out split). Fails if a class has fewer than `perClass`
  * labelled rows.
  */
-export async function splitLabelled(src: string, opts: { perClass: number; labelled: string; pool: string; keepPoolLabels?: boolean }): Promise<{ labelled: WrittenDataset; pool: WrittenDataset }> {
+export async function splitLabelled(
+  src: string,
+  opts: { perClass: number; labelled: string; pool: string; keepPoolLabels?: boolean },
+): Promise<{ labelled: WrittenDataset; pool: WrittenDataset }> {
   if (!Number.isInteger(opts.perClass) || opts.perClass <= 0) throw new RangeError(`perClass must be a positive integer, got ${opts.perClass}`);
   const taken: number[] = [];
   const [labelled, pool] = await writeSelected(

@@ -65,10 +65,12 @@ describe('views', () => {
     // 2 × 3 image, 2 channels: value = 10·y + x (+100 for channel 1).
     const hwc = new Uint8Array(12);
     const chw = new Uint8Array(12);
-    for (let y = 0; y < 2; y++) for (let x = 0; x < 3; x++) for (let c = 0; c < 2; c++) {
-      hwc[(y * 3 + x) * 2 + c] = 10 * y + x + 100 * c;
-      chw[(c * 2 + y) * 3 + x] = 10 * y + x + 100 * c;
-    }
+    for (let y = 0; y < 2; y++)
+      for (let x = 0; x < 3; x++)
+        for (let c = 0; c < 2; c++) {
+          hwc[(y * 3 + x) * 2 + c] = 10 * y + x + 100 * c;
+          chw[(c * 2 + y) * 3 + x] = 10 * y + x + 100 * c;
+        }
     const g1: ImageGeometry = { height: 2, width: 3, channels: 2, layout: 'HWC' };
     const g2: ImageGeometry = { height: 2, width: 3, channels: 2, layout: 'CHW' };
     const p = { dx: 1, dy: 0, flip: true };
@@ -89,7 +91,16 @@ describe('views', () => {
     const dataset = await DatasetReader.open(path);
     const g = imageGeometry(dataset.info);
     const D = 64;
-    const writer = await LogitCacheWriter.open({ root, teacher: { name: 'toy', sha256: 'c'.repeat(64), classes: ['a', 'b', 'c'] }, dataset: { fingerprint, rows }, preprocessing: 'p', temperature: 2, storage: { mode: 'dense' }, views: spec, shardRows: 90 });
+    const writer = await LogitCacheWriter.open({
+      root,
+      teacher: { name: 'toy', sha256: 'c'.repeat(64), classes: ['a', 'b', 'c'] },
+      dataset: { fingerprint, rows },
+      preprocessing: 'p',
+      temperature: 2,
+      storage: { mode: 'dense' },
+      views: spec,
+      shardRows: 90,
+    });
     for await (const b of dataset) {
       const K = spec.count;
       const ids = new Int32Array(b.rows * K);
@@ -97,7 +108,12 @@ describe('views', () => {
       for (let i = 0; i < b.rows; i++) {
         for (let v = 0; v < K; v++) {
           ids[i * K + v] = b.ids[i] as number;
-          applyView(b.inputs.subarray(i * D, (i + 1) * D) as Uint8Array, views.subarray((i * K + v) * D, (i * K + v + 1) * D), g, drawView(spec, b.ids[i] as number, v));
+          applyView(
+            b.inputs.subarray(i * D, (i + 1) * D) as Uint8Array,
+            views.subarray((i * K + v) * D, (i * K + v + 1) * D),
+            g,
+            drawView(spec, b.ids[i] as number, v),
+          );
         }
       }
       await writer.append({ ids, logits: toyLogits(views, b.rows * K, D) });

@@ -85,7 +85,9 @@ export interface ImageGeometry {
 
 export function imageGeometry(info: { inputShape: readonly number[]; layout: 'HWC' | 'CHW' | 'flat' }): ImageGeometry {
   if (info.layout === 'flat' || info.inputShape.length !== 3) {
-    throw new ViewError(`views need image samples (layout HWC or CHW with a 3-d shape); this dataset's samples are ${info.layout} [${info.inputShape.join(', ')}]`);
+    throw new ViewError(
+      `views need image samples (layout HWC or CHW with a 3-d shape); this dataset's samples are ${info.layout} [${info.inputShape.join(', ')}]`,
+    );
   }
   const [a, b, c] = info.inputShape as [number, number, number];
   return info.layout === 'HWC' ? { height: a, width: b, channels: c, layout: 'HWC' } : { height: b, width: c, channels: a, layout: 'CHW' };
@@ -132,7 +134,13 @@ export function repeatIds<T extends Int32Array | BigInt64Array>(ids: T, count: n
  * K views (view 0 … K − 1, drawn by `drawView`), image-major, with the ids repeated to match.
  * The in-process precompute and every distributed worker call this, so they store the same views.
  */
-export function expandViews<T extends Float32Array | Uint8Array, I extends Int32Array | BigInt64Array>(spec: ViewSpec, g: ImageGeometry, ids: I, stored: T, D: number): { ids: I; raw: T } {
+export function expandViews<T extends Float32Array | Uint8Array, I extends Int32Array | BigInt64Array>(
+  spec: ViewSpec,
+  g: ImageGeometry,
+  ids: I,
+  stored: T,
+  D: number,
+): { ids: I; raw: T } {
   const n = ids.length;
   const K = spec.count;
   const raw = (stored instanceof Uint8Array ? new Uint8Array(n * K * D) : new Float32Array(n * K * D)) as T;

@@ -14,7 +14,10 @@ export interface SystemPackage {
   readonly present: () => boolean;
 }
 
-export const FASHION_MNIST_PACKAGE: SystemPackage = { name: 'dataset-fashion-mnist', present: () => existsSync(join(FASHION_MNIST_DEBIAN_DIR, 'train-images-idx3-ubyte.gz')) };
+export const FASHION_MNIST_PACKAGE: SystemPackage = {
+  name: 'dataset-fashion-mnist',
+  present: () => existsSync(join(FASHION_MNIST_DEBIAN_DIR, 'train-images-idx3-ubyte.gz')),
+};
 export const REDIS_PACKAGE: SystemPackage = { name: 'redis-server', present: () => spawnSync('redis-server', ['--version']).status === 0 };
 /** lavapipe, from bookworm-backports: only known to be there once ORT's WebGPU EP finds an adapter. */
 export const LAVAPIPE_PACKAGE = 'mesa-vulkan-drivers (bookworm-backports)';
@@ -26,7 +29,9 @@ export const inCi = (): boolean => process.env['CI'] === 'true';
 /** The one-line reason a test cannot run here, or undefined when every package is present. */
 export function missingPackages(...packages: readonly SystemPackage[]): string | undefined {
   const missing = packages.filter((p) => !p.present()).map((p) => p.name);
-  return missing.length === 0 ? undefined : `needs the Debian package${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (npm run setup installs ${missing.length > 1 ? 'them' : 'it'})`;
+  return missing.length === 0
+    ? undefined
+    : `needs the Debian package${missing.length > 1 ? 's' : ''} ${missing.join(', ')} (npm run setup installs ${missing.length > 1 ? 'them' : 'it'})`;
 }
 
 /**

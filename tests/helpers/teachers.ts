@@ -38,7 +38,10 @@ export function linearTeacher(inputs = 64, classes = 10, seed = 3): Uint8Array {
 
 export async function writeTeachers(dir: string): Promise<void> {
   await writeFile(join(dir, 'conv.onnx'), convTeacher());
-  await writeFile(join(dir, 'conv.json'), JSON.stringify({ classes: Array.from({ length: 10 }, (_, i) => `class-${i}`), normalization: { mean: [0.5], std: [0.25] } }));
+  await writeFile(
+    join(dir, 'conv.json'),
+    JSON.stringify({ classes: Array.from({ length: 10 }, (_, i) => `class-${i}`), normalization: { mean: [0.5], std: [0.25] } }),
+  );
   await writeFile(join(dir, 'linear.onnx'), linearTeacher());
   await writeFile(join(dir, 'broken.onnx'), 'this is not an onnx model');
 }

@@ -2,7 +2,15 @@ import * as tf from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
 import { selectBackend } from './backend.js';
 
-async function filterGrad(backend: string, x: Float32Array, xShape: number[], w: Float32Array, wShape: number[], strides: number, pad: 'same' | 'valid'): Promise<Float32Array> {
+async function filterGrad(
+  backend: string,
+  x: Float32Array,
+  xShape: number[],
+  w: Float32Array,
+  wShape: number[],
+  strides: number,
+  pad: 'same' | 'valid',
+): Promise<Float32Array> {
   await tf.setBackend(backend);
   expect(tf.getBackend()).toBe(backend);
   const xt = tf.tensor4d(x, xShape as [number, number, number, number]);
@@ -33,8 +41,14 @@ describe('TF.js backend', () => {
       [[1, 9, 6, 4], [2, 3, 4, 3], 1, 'valid'],
       [[3, 10, 10, 1], [5, 5, 1, 2], 2, 'valid'],
     ] as const) {
-      const x = rand((xShape as readonly number[]).reduce((a, b) => a * b, 1), 1);
-      const w = rand((wShape as readonly number[]).reduce((a, b) => a * b, 1), 2);
+      const x = rand(
+        (xShape as readonly number[]).reduce((a, b) => a * b, 1),
+        1,
+      );
+      const w = rand(
+        (wShape as readonly number[]).reduce((a, b) => a * b, 1),
+        2,
+      );
       const onWasm = await filterGrad('wasm', x, [...xShape], w, [...wShape], strides, pad);
       const onCpu = await filterGrad('cpu', x, [...xShape], w, [...wShape], strides, pad);
       expect(onWasm.length).toBe(onCpu.length);

@@ -44,7 +44,8 @@ async function tryTensorflow(): Promise<string> {
 
 /** A CPU rasteriser posing as a GPU: Mesa's llvmpipe/lavapipe, SwiftShader, or an adapter flagged as fallback. */
 function softwareAdapter(adapter: unknown): string | undefined {
-  const info = (adapter as { info?: { isFallbackAdapter?: boolean; description?: string; device?: string; architecture?: string; vendor?: string } }).info ?? {};
+  const info =
+    (adapter as { info?: { isFallbackAdapter?: boolean; description?: string; device?: string; architecture?: string; vendor?: string } }).info ?? {};
   const text = [info.description, info.device, info.architecture, info.vendor].filter(Boolean).join(' ');
   if (info.isFallbackAdapter === true || /llvmpipe|lavapipe|swiftshader/i.test(text)) return text || 'fallback adapter';
   return undefined;

@@ -23,7 +23,6 @@ const classes = Array.from({ length: C }, (_, i) => `c${i}`);
 const rand = mulberry32(17);
 const randn = (n: number, scale: number): Float32Array => Float32Array.from({ length: n }, () => (rand() * 2 - 1) * scale);
 
-
 function batch(slots: TrainBatch['slots']): TrainBatch {
   return {
     rows: N,
@@ -35,9 +34,27 @@ function batch(slots: TrainBatch['slots']): TrainBatch {
   };
 }
 
-const single = (slots = 1): TeacherPlan => ({ caches: [], layout: { inputSize: 1, slots: Array.from({ length: slots }, () => ({ kind: 'dense', classes: C }) as const) }, mode: 'single', classes, classIndex: [], union: 'subsets' });
-const halves = [[0, 1, 2], [3, 4, 5]];
-const union = (u: TeacherPlan['union'], extra: Partial<TeacherPlan> = {}): TeacherPlan => ({ caches: [], layout: { inputSize: 1, slots: halves.map((h) => ({ kind: 'dense', classes: h.length }) as const) }, mode: 'union', classes, classIndex: halves, union: u, ...extra });
+const single = (slots = 1): TeacherPlan => ({
+  caches: [],
+  layout: { inputSize: 1, slots: Array.from({ length: slots }, () => ({ kind: 'dense', classes: C }) as const) },
+  mode: 'single',
+  classes,
+  classIndex: [],
+  union: 'subsets',
+});
+const halves = [
+  [0, 1, 2],
+  [3, 4, 5],
+];
+const union = (u: TeacherPlan['union'], extra: Partial<TeacherPlan> = {}): TeacherPlan => ({
+  caches: [],
+  layout: { inputSize: 1, slots: halves.map((h) => ({ kind: 'dense', classes: h.length }) as const) },
+  mode: 'union',
+  classes,
+  classIndex: halves,
+  union: u,
+  ...extra,
+});
 
 function topKSlot(k: number, T: number): TrainBatch['slots'][number] {
   const indices = new Int32Array(N * k);
@@ -68,19 +85,56 @@ interface Case {
 const T = 2;
 const dense = [{ logits: randn(N * C, 4) }];
 const cases: Case[] = [
-  { name: 'CE only (scratch)', plan: { ...single(), mode: 'none', layout: { inputSize: 1, slots: [] } }, distill: { method: 'scratch', params: {} }, slots: [], kdWeight: 0 },
+  {
+    name: 'CE only (scratch)',
+    plan: { ...single(), mode: 'none', layout: { inputSize: 1, slots: [] } },
+    distill: { method: 'scratch', params: {} },
+    slots: [],
+    kdWeight: 0,
+  },
   { name: 'KD + CE', plan: single(), distill: { method: 'kd', params: { temperature: T } }, slots: dense },
   { name: 'KD only, a kd weight of 0.7', plan: single(), distill: { method: 'kd', params: { temperature: 0.25 } }, slots: dense, ceWeight: 0, kdWeight: 0.7 },
   { name: 'DKD', plan: single(), distill: { method: 'dkd', params: { alpha: 1, beta: 8, temperature: 4 } }, slots: dense },
   { name: 'NKD', plan: single(), distill: { method: 'nkd', params: { temperature: 1, gamma: 1.5 } }, slots: dense },
   { name: 'DIST', plan: single(), distill: { method: 'dist', params: { beta: 1, gamma: 2, temperature: T } }, slots: dense },
   { name: 'LS-KD', plan: single(), distill: { method: 'lskd', params: { temperature: T } }, slots: dense },
-  { name: 'two teachers with the same classes, averaged', plan: single(2), distill: { method: 'kd', params: { temperature: T } }, slots: [dense[0]!, { logits: randn(N * C, 2) }] },
-  { name: 'DKD from two averaged teachers', plan: single(2), distill: { method: 'dkd', params: { alpha: 1, beta: 2, temperature: T } }, slots: [dense[0]!, { logits: randn(N * C, 2) }] },
-  { name: 'top-k cache (k = 3 of 6)', plan: { ...single(), layout: { inputSize: 1, slots: [{ kind: 'topk', k: 3 }] } }, distill: { method: 'kd', params: { temperature: T } }, slots: [topKSlot(3, T)] },
-  { name: 'top-k cache with every class kept', plan: { ...single(), layout: { inputSize: 1, slots: [{ kind: 'topk', k: C }] } }, distill: { method: 'kd', params: { temperature: T } }, slots: [topKSlot(C, T)] },
-  { name: 'union: subsets (two teachers, disjoint halves)', plan: union('subsets'), distill: { method: 'kd', params: { temperature: T } }, slots: halves.map((h) => ({ logits: randn(N * h.length, 3) })), ceWeight: 0 },
-  { name: 'union: merged', plan: union('merged'), distill: { method: 'kd', params: { temperature: T } }, slots: halves.map((h) => ({ logits: randn(N * h.length, 3) })) },
+  {
+    name: 'two teachers with the same classes, averaged',
+    plan: single(2),
+    distill: { method: 'kd', params: { temperature: T } },
+    slots: [dense[0]!, { logits: randn(N * C, 2) }],
+  },
+  {
+    name: 'DKD from two averaged teachers',
+    plan: single(2),
+    distill: { method: 'dkd', params: { alpha: 1, beta: 2, temperature: T } },
+    slots: [dense[0]!, { logits: randn(N * C, 2) }],
+  },
+  {
+    name: 'top-k cache (k = 3 of 6)',
+    plan: { ...single(), layout: { inputSize: 1, slots: [{ kind: 'topk', k: 3 }] } },
+    distill: { method: 'kd', params: { temperature: T } },
+    slots: [topKSlot(3, T)],
+  },
+  {
+    name: 'top-k cache with every class kept',
+    plan: { ...single(), layout: { inputSize: 1, slots: [{ kind: 'topk', k: C }] } },
+    distill: { method: 'kd', params: { temperature: T } },
+    slots: [topKSlot(C, T)],
+  },
+  {
+    name: 'union: subsets (two teachers, disjoint halves)',
+    plan: union('subsets'),
+    distill: { method: 'kd', params: { temperature: T } },
+    slots: halves.map((h) => ({ logits: randn(N * h.length, 3) })),
+    ceWeight: 0,
+  },
+  {
+    name: 'union: merged',
+    plan: union('merged'),
+    distill: { method: 'kd', params: { temperature: T } },
+    slots: halves.map((h) => ({ logits: randn(N * h.length, 3) })),
+  },
   {
     name: 'union: balanced (scales and offsets)',
     plan: union('balanced', { scales: Float32Array.of(1.4, 0.8), offsets: Float32Array.of(0.1, -0.3, 0.2, 0.5, 0, -0.1) }),
@@ -112,7 +166,8 @@ describe('the batch loss agrees on both backends (terms and dL/dlogits)', () => 
       const want = evaluateTfjs(lossOf(b, s), logits, feeds);
       const got = await evaluateOnnx(lossOf(b, s), logits, feeds);
       expect(Object.keys(got.terms).sort()).toEqual(Object.keys(want.terms).sort());
-      for (const k of Object.keys(want.terms)) expect(Math.abs(got.terms[k]! - want.terms[k]!), k).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(want.terms[k]!)));
+      for (const k of Object.keys(want.terms))
+        expect(Math.abs(got.terms[k]! - want.terms[k]!), k).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(want.terms[k]!)));
       let worst = 0;
       for (let i = 0; i < want.grad.length; i++) worst = Math.max(worst, Math.abs(got.grad[i]! - want.grad[i]!));
       expect(worst).toBeLessThan(1e-5);
@@ -129,11 +184,29 @@ describe('masked means equal the losses over the rows picked out', () => {
       const logits = randn(N * C, 3);
       const got = evaluateTfjs(lossOf(b, settingsOf(c)), { data: logits, dims: [N, C] }, batchLoss(b, settingsOf(c)).feeds()).terms;
       const rowsWith = (keep: (r: number) => boolean) => Array.from({ length: N }, (_, r) => r).filter(keep);
-      const pick = (data: ArrayLike<number>, rows: number[]) => tf.tensor2d(rows.flatMap((r) => Array.from(data).slice(r * C, (r + 1) * C)), [rows.length, C]);
+      const pick = (data: ArrayLike<number>, rows: number[]) =>
+        tf.tensor2d(
+          rows.flatMap((r) => Array.from(data).slice(r * C, (r + 1) * C)),
+          [rows.length, C],
+        );
       const labelled = rowsWith((r) => b.labels[r]! >= 0);
       const taught = rowsWith((r) => b.hasTeacher[r] === 1);
-      const ce = crossEntropyLoss(pick(logits, labelled), tf.tensor1d(labelled.map((r) => b.labels[r]!), 'int32')).dataSync()[0]!;
-      const kd = distillLossEager(c.distill, pick(logits, taught), pick(c.slots[0]!.logits, taught), tf.tensor1d(taught.map((r) => b.labels[r]!), 'int32')).dataSync()[0]!;
+      const ce = crossEntropyLoss(
+        pick(logits, labelled),
+        tf.tensor1d(
+          labelled.map((r) => b.labels[r]!),
+          'int32',
+        ),
+      ).dataSync()[0]!;
+      const kd = distillLossEager(
+        c.distill,
+        pick(logits, taught),
+        pick(c.slots[0]!.logits, taught),
+        tf.tensor1d(
+          taught.map((r) => b.labels[r]!),
+          'int32',
+        ),
+      ).dataSync()[0]!;
       expect(Math.abs(got['ce']! - ce)).toBeLessThan(1e-5 * Math.max(1, ce));
       expect(Math.abs(got['kd']! - kd)).toBeLessThan(1e-5 * Math.max(1, kd));
     });

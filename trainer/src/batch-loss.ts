@@ -15,7 +15,20 @@
  */
 import type { TrainBatch } from './data.js';
 import { TrainingError } from './errors.js';
-import { crossEntropy, distillLoss, subsetKd, topKKd, topKTargets, usesLabels, type BatchLoss, type Dim, type Distill, type Feed, type Ops, type Rows } from './losses/index.js';
+import {
+  crossEntropy,
+  distillLoss,
+  subsetKd,
+  topKKd,
+  topKTargets,
+  usesLabels,
+  type BatchLoss,
+  type Dim,
+  type Distill,
+  type Feed,
+  type Ops,
+  type Rows,
+} from './losses/index.js';
 import type { TeacherPlan } from './teacher-plan.js';
 
 export interface BatchLossSettings {
@@ -71,7 +84,13 @@ export function batchLoss(b: TrainBatch, s: BatchLossSettings): BatchLoss {
   for (let r = 0; r < N; r++) teacherRows += b.hasTeacher[r]!;
   const useCe = ceWeight > 0;
   const useKd = kdWeight > 0 && plan.mode !== 'none' && teacherRows > 0;
-  const teacherKind = !useKd ? 'none' : plan.mode === 'union' && plan.union === 'subsets' ? 'subsets' : plan.layout.slots[0]!.kind === 'topk' ? 'topk' : 'dense';
+  const teacherKind = !useKd
+    ? 'none'
+    : plan.mode === 'union' && plan.union === 'subsets'
+      ? 'subsets'
+      : plan.layout.slots[0]!.kind === 'topk'
+        ? 'topk'
+        : 'dense';
   // Union and top-k teachers are matched by KL (planTeachers refuses other methods for them).
   const method: Distill = plan.mode === 'union' || teacherKind === 'topk' ? { method: 'kd', params: { temperature: T } } : distill;
   if (useKd && method.method === 'scratch') throw new TrainingError('internal: scratch method with a teacher');
@@ -124,15 +143,28 @@ export function batchLoss(b: TrainBatch, s: BatchLossSettings): BatchLoss {
       const withTeacher = rowsWhere((r) => b.hasTeacher[r] === 1);
       Object.assign(feeds, { kd_rows: withTeacher.rows, kd_norm: scalar(1 / Math.max(1, withTeacher.count)), kd_weight: scalar(kdWeight) });
       if (teacherKind === 'subsets') {
-        b.slots.forEach((slot, i) => (feeds[`teacher_${i}`] = { data: masked(slot.logits, plan.classIndex[i]!.length), dims: [N, plan.classIndex[i]!.length] }));
+        b.slots.forEach(
+          (slot, i) => (feeds[`teacher_${i}`] = { data: masked(slot.logits, plan.classIndex[i]!.length), dims: [N, plan.classIndex[i]!.length] }),
+        );
       } else if (teacherKind === 'topk') {
         const spec = plan.layout.slots[0]!;
         const slot = b.slots[0]!;
-        if (spec.kind !== 'topk' || slot.indices === undefined || slot.logsumexp === undefined) throw new TrainingError('internal: a top-k plan without top-k columns');
+        if (spec.kind !== 'topk' || slot.indices === undefined || slot.logsumexp === undefined)
+          throw new TrainingError('internal: a top-k plan without top-k columns');
         const t = topKTargets({ indices: slot.indices, logits: slot.logits, logsumexp: slot.logsumexp }, N, spec.k, C, b.hasTeacher);
         Object.assign(feeds, { topk_p: t.p, topk_kept: t.kept, topk_tail: t.tail, topk_entropy: t.entropy });
       } else {
-        const teacher = plan.mode === 'union' ? mergedTeacher(b, plan) : b.slots.length === 1 ? b.slots[0]!.logits : averagedTeacher(b.slots.map((x) => x.logits), N, C, T);
+        const teacher =
+          plan.mode === 'union'
+            ? mergedTeacher(b, plan)
+            : b.slots.length === 1
+              ? b.slots[0]!.logits
+              : averagedTeacher(
+                  b.slots.map((x) => x.logits),
+                  N,
+                  C,
+                  T,
+                );
         feeds['teacher'] = { data: masked(teacher, C), dims: [N, C] };
       }
       return feeds;
@@ -156,7 +188,14 @@ export function batchLoss(b: TrainBatch, s: BatchLossSettings): BatchLoss {
         const m = rows('kd');
         let kd: X;
         if (teacherKind === 'subsets') {
-          kd = subsetKd(o, logits, C, plan.classIndex.map((classIndex, i) => ({ logits: input(`teacher_${i}`), classIndex })), m, T);
+          kd = subsetKd(
+            o,
+            logits,
+            C,
+            plan.classIndex.map((classIndex, i) => ({ logits: input(`teacher_${i}`), classIndex })),
+            m,
+            T,
+          );
         } else if (teacherKind === 'topk') {
           kd = topKKd(o, logits, { p: input('topk_p'), kept: input('topk_kept'), tail: input('topk_tail'), entropy: input('topk_entropy') }, m, T);
         } else {

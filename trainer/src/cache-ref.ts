@@ -26,14 +26,18 @@ export async function resolveCacheDir(ref: CacheRef, root: string, dataset: Data
   const all = await listCaches(root);
   // A view cache only when the recipe asks for exactly its views; a plain cache otherwise.
   const views = JSON.stringify(ref.views ?? null);
-  const matches = all.filter((e) => e.manifest.teacher.name === ref.teacher && e.manifest.dataset.fingerprint === fingerprint && JSON.stringify(e.manifest.views ?? null) === views);
+  const matches = all.filter(
+    (e) => e.manifest.teacher.name === ref.teacher && e.manifest.dataset.fingerprint === fingerprint && JSON.stringify(e.manifest.views ?? null) === views,
+  );
   if (matches.length === 0) {
     const other = all.filter((e) => e.manifest.teacher.name === ref.teacher).length;
     throw new CacheResolutionError(
       `no cache of teacher ${ref.teacher} over ${dataset.path} in ${root}` +
         (other > 0 ? ` (${other} cache(s) of it over other datasets)` : '') +
         `; build one: distillate-server ${opts.labelStatistics === true ? 'label' : 'precompute'} --teacher ${ref.teacher} --dataset <${dataset.path} relative to --data> --cache ${root}` +
-        (ref.views === undefined ? '' : ` --views ${ref.views.count} --view-seed ${ref.views.seed} --shift ${ref.views.augment.shift}${ref.views.augment.flip ? ' --flip' : ''}`),
+        (ref.views === undefined
+          ? ''
+          : ` --views ${ref.views.count} --view-seed ${ref.views.seed} --shift ${ref.views.augment.shift}${ref.views.augment.flip ? ' --flip' : ''}`),
     );
   }
   const versions = new Set(matches.map((e) => e.manifest.teacher.sha256));

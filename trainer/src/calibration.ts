@@ -34,9 +34,15 @@ export interface TemperatureFit {
  * The τ in [1/maxBeta, 1/minBeta] minimising the NLL. The NLL is convex in β = 1/τ (a log-sum-exp
  * of linear functions minus a linear one), so a golden-section search on β finds the minimum.
  */
-export function fitTemperature(logits: Float32Array, labels: Int32Array, classes: number, opts: { minBeta?: number; maxBeta?: number; tol?: number } = {}): TemperatureFit {
+export function fitTemperature(
+  logits: Float32Array,
+  labels: Int32Array,
+  classes: number,
+  opts: { minBeta?: number; maxBeta?: number; tol?: number } = {},
+): TemperatureFit {
   if (!Number.isInteger(classes) || classes < 2) throw new RangeError(`classes must be an integer ≥ 2, got ${classes}`);
-  if (logits.length !== labels.length * classes) throw new RangeError(`logits has ${logits.length} values, expected ${labels.length} rows × ${classes} classes`);
+  if (logits.length !== labels.length * classes)
+    throw new RangeError(`logits has ${logits.length} values, expected ${labels.length} rows × ${classes} classes`);
   const rows = labels.reduce((n, y) => n + (y >= 0 ? 1 : 0), 0);
   if (rows === 0) throw new RangeError('temperature scaling needs labelled rows; the calibration set has none');
   for (const y of labels) if (y >= classes) throw new RangeError(`label ${y} is out of range for ${classes} classes`);

@@ -46,7 +46,12 @@ export function buildProgram(): Command {
   const program = new Command('distillate-train').description('Train student networks from cached teacher logits (ONNX Runtime, or TF.js)');
   program
     .option('--recipe <file>', 'recipe (YAML or JSON); required to train')
-    .option('--set <key=value>', 'override any recipe field (repeatable), e.g. --set distill.params.temperature=2', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option(
+      '--set <key=value>',
+      'override any recipe field (repeatable), e.g. --set distill.params.temperature=2',
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
     .option('--epochs <n>', 'override epochs', int)
     .option('--batch-size <n>', 'override batchSize', int)
     .option('--lr <lr>', 'override optimizer.lr', num)
@@ -54,7 +59,13 @@ export function buildProgram(): Command {
     .option('--name <name>', 'override the run name')
     .option('--out <dir>', 'override the runs directory')
     .addOption(new Option('--engine <name>', 'what trains the student (recipe engine)').choices(['ort', 'tfjs']))
-    .addOption(new Option('--ep <provider>', 'force an ONNX Runtime execution provider (recipe executionProvider; env DISTILLATE_EP)').choices(['cuda', 'webgpu', 'cpu']))
+    .addOption(
+      new Option('--ep <provider>', 'force an ONNX Runtime execution provider (recipe executionProvider; env DISTILLATE_EP)').choices([
+        'cuda',
+        'webgpu',
+        'cpu',
+      ]),
+    )
     .addOption(new Option('--backend <name>', 'force a TF.js backend').choices(['tensorflow', 'webgpu', 'wasm', 'cpu']))
     .option('--resume', 'continue runs/<name> from its last checkpoint')
     .action(async (f: TrainFlags) => {
@@ -77,7 +88,9 @@ export function buildProgram(): Command {
       console.log(`engine ${result.engine.name} on ${result.engine.device}; ${result.parameters} parameters; ${result.latencyMs.toFixed(3)} ms/sample`);
       if (result.calibration !== undefined) {
         const c = result.calibration;
-        console.log(`calibrated: τ ${c.temperature.toFixed(3)} on ${c.rows} rows of ${c.data} (ECE there ${(c.eceBefore * 100).toFixed(2)}% → ${(c.eceAfter * 100).toFixed(2)}%)`);
+        console.log(
+          `calibrated: τ ${c.temperature.toFixed(3)} on ${c.rows} rows of ${c.data} (ECE there ${(c.eceBefore * 100).toFixed(2)}% → ${(c.eceAfter * 100).toFixed(2)}%)`,
+        );
       }
       if (result.test !== undefined) console.log(`test accuracy ${(result.test.accuracy * 100).toFixed(2)}%, ECE ${(result.test.ece * 100).toFixed(2)}%`);
       if (result.onnx !== undefined) console.log(`student.onnx matches the ${result.engine.name} engine (max |Δ| ${result.onnx.maxAbsDiff.toExponential(2)})`);

@@ -6,7 +6,16 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { DatasetReader, LogitCacheReader, LogitCacheWriter, alignDatasetWithCaches, applyView, drawView, imageGeometry, writeSyntheticDataset } from '@distillate/shared';
+import {
+  DatasetReader,
+  LogitCacheReader,
+  LogitCacheWriter,
+  alignDatasetWithCaches,
+  applyView,
+  drawView,
+  imageGeometry,
+  writeSyntheticDataset,
+} from '@distillate/shared';
 import { epochBatches, prefetch, segmentBounds, SEGMENT_ROWS, type SourceSpec } from './data.js';
 
 const ROWS = 1000;
@@ -22,7 +31,17 @@ beforeAll(async () => {
   const path = join(dir, 'd.arrow');
   const { fingerprint } = await writeSyntheticDataset(path, { rows: ROWS, inputShape: [4], classes: C, batchRows: 64 });
   dataset = await DatasetReader.open(path);
-  const w = await LogitCacheWriter.open({ root: join(dir, 'cache'), teacher: { name: 't', sha256: 'c'.repeat(64), classes: ['a', 'b', 'c', 'd'] }, dataset: { fingerprint, rows: ROWS }, preprocessing: '', temperature: 1, storage: { mode: 'dense' }, shardRows: 150, batchRows: 40, fsync: false });
+  const w = await LogitCacheWriter.open({
+    root: join(dir, 'cache'),
+    teacher: { name: 't', sha256: 'c'.repeat(64), classes: ['a', 'b', 'c', 'd'] },
+    dataset: { fingerprint, rows: ROWS },
+    preprocessing: '',
+    temperature: 1,
+    storage: { mode: 'dense' },
+    shardRows: 150,
+    batchRows: 40,
+    fsync: false,
+  });
   for await (const b of dataset.batches()) {
     const logits = new Float32Array(b.rows * C);
     for (let r = 0; r < b.rows; r++) for (let c = 0; c < C; c++) logits[r * C + c] = logitOf(b.ids[r] as number, c);
@@ -37,7 +56,13 @@ describe('aligned row ranges', () => {
     const shard = cache.manifest.shards[0]!.rows;
     expect(cache.manifest.shards.length).toBeGreaterThan(3);
     expect(cache.shardStart(250)).toBe(Math.floor(250 / shard) * shard);
-    for (const [from, to] of [[0, 1000], [250, 731], [shard, 2 * shard], [999, 1000], [1, 2]] as const) {
+    for (const [from, to] of [
+      [0, 1000],
+      [250, 731],
+      [shard, 2 * shard],
+      [999, 1000],
+      [1, 2],
+    ] as const) {
       const ids: number[] = [];
       for await (const b of alignDatasetWithCaches(dataset, [cache], { from, to })) {
         const t = b.teachers[0]!;

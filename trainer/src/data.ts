@@ -25,7 +25,9 @@ import {
  * give each image one of its views, picked by `viewSeed`, transformed as the teacher saw it.
  */
 function aligned(src: SourceSpec, options: AlignOptions, viewSeed: number): AsyncGenerator<AlignedBatch, void, undefined> {
-  return src.caches.some((c) => c.manifest.views !== undefined) ? alignDatasetWithViewCaches(src.dataset, src.caches, { ...options, viewSeed }) : alignDatasetWithCaches(src.dataset, src.caches, options);
+  return src.caches.some((c) => c.manifest.views !== undefined)
+    ? alignDatasetWithViewCaches(src.dataset, src.caches, { ...options, viewSeed })
+    : alignDatasetWithCaches(src.dataset, src.caches, options);
 }
 
 /** How one teacher slot is stored in a batch. */

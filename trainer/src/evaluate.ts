@@ -63,13 +63,25 @@ export async function evaluate(predict: Predict, source: SourceSpec, layout: Bat
       }
     }
   }
-  const reliability = count.map((n, i) => ({ lo: i / BINS, hi: (i + 1) / BINS, count: n, confidence: n > 0 ? conf[i]! / n : 0, accuracy: n > 0 ? acc[i]! / n : 0 }));
+  const reliability = count.map((n, i) => ({
+    lo: i / BINS,
+    hi: (i + 1) / BINS,
+    count: n,
+    confidence: n > 0 ? conf[i]! / n : 0,
+    accuracy: n > 0 ? acc[i]! / n : 0,
+  }));
   const ece = rows === 0 ? 0 : reliability.reduce((e, b) => e + (b.count / rows) * Math.abs(b.accuracy - b.confidence), 0);
   return { rows, accuracy: rows === 0 ? 0 : correct / rows, ...(agreeRows > 0 ? { agreement: agree / agreeRows } : {}), ece, reliability };
 }
 
 /** The model's logits and the labels (−1: none) over a whole dataset, in file order. */
-export async function collectLogits(predict: Predict, classes: number, source: SourceSpec, layout: BatchLayout, batchSize = 512): Promise<{ logits: Float32Array; labels: Int32Array; classes: number }> {
+export async function collectLogits(
+  predict: Predict,
+  classes: number,
+  source: SourceSpec,
+  layout: BatchLayout,
+  batchSize = 512,
+): Promise<{ logits: Float32Array; labels: Int32Array; classes: number }> {
   const src = source.rows > 0 ? source : { ...source, rows: await source.dataset.countRows() };
   const parts: Float32Array[] = [];
   const labels = new Int32Array(src.rows);

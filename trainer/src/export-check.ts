@@ -44,7 +44,8 @@ export async function exportAndCheck(bytes: Uint8Array, predict: Predict, path: 
       maxAbsDiff = Math.max(maxAbsDiff, d);
       maxRelDiff = Math.max(maxRelDiff, d / Math.max(1, Math.abs(want[i]!)));
     }
-    if (!(maxRelDiff <= tolerance)) throw new TrainingError(`student.onnx disagrees with the engine that trained it: max |Δ| / max(1, |logit|) = ${maxRelDiff} > ${tolerance}`);
+    if (!(maxRelDiff <= tolerance))
+      throw new TrainingError(`student.onnx disagrees with the engine that trained it: max |Δ| / max(1, |logit|) = ${maxRelDiff} > ${tolerance}`);
     return { path, maxAbsDiff, maxRelDiff, tolerance };
   } finally {
     await session.release();

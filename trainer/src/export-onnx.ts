@@ -35,8 +35,7 @@ function convKernel(w: Float32Array, [kh, kw, ci, co]: number[]): Float32Array {
   const out = new Float32Array(w.length);
   for (let h = 0; h < kh!; h++)
     for (let x = 0; x < kw!; x++)
-      for (let i = 0; i < ci!; i++)
-        for (let o = 0; o < co!; o++) out[((o * ci! + i) * kh! + h) * kw! + x] = w[((h * kw! + x) * ci! + i) * co! + o]!;
+      for (let i = 0; i < ci!; i++) for (let o = 0; o < co!; o++) out[((o * ci! + i) * kh! + h) * kw! + x] = w[((h * kw! + x) * ci! + i) * co! + o]!;
   return out;
 }
 
@@ -113,7 +112,11 @@ export function exportOnnx(model: tf.LayersModel, opts: { classes?: readonly str
         const variance = ws[i++]!;
         const eps = cfg['epsilon'] as number;
         out = {
-          name: b.node('BatchNormalization', [x.name, b.weight('gamma', gamma, [C]), b.weight('beta', beta, [C]), b.weight('mean', mean, [C]), b.weight('var', variance, [C])], { epsilon: { float: eps } }),
+          name: b.node(
+            'BatchNormalization',
+            [x.name, b.weight('gamma', gamma, [C]), b.weight('beta', beta, [C]), b.weight('mean', mean, [C]), b.weight('var', variance, [C])],
+            { epsilon: { float: eps } },
+          ),
           nchw: x.nchw,
         };
         break;
@@ -125,7 +128,13 @@ export function exportOnnx(model: tf.LayersModel, opts: { classes?: readonly str
         out = x;
         break;
       case 'Add':
-        out = { name: b.node('Add', inputs.map((t) => t.name)), nchw: x.nchw };
+        out = {
+          name: b.node(
+            'Add',
+            inputs.map((t) => t.name),
+          ),
+          nchw: x.nchw,
+        };
         break;
       case 'Flatten': {
         const nhwc = x.nchw ? b.node('Transpose', [x.name], { perm: [0, 2, 3, 1] }) : x.name;

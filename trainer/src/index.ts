@@ -1,6 +1,28 @@
 export {
-  kdLoss, dkdLoss, nkdLoss, distLoss, lsKdLoss, topKKdLoss, multiTeacherLoss, crossEntropyLoss, distillLossEager, distillLoss, distillMethods, defineLoss, tfjsOps, onnxOps, METHOD_NAMES,
-  type TopKTeacher, type Ops, type Rows, type Feed, type Dim, type LossTerms, type LossMethod, type DistillInputs, type MethodName,
+  kdLoss,
+  dkdLoss,
+  nkdLoss,
+  distLoss,
+  lsKdLoss,
+  topKKdLoss,
+  multiTeacherLoss,
+  crossEntropyLoss,
+  distillLossEager,
+  distillLoss,
+  distillMethods,
+  defineLoss,
+  tfjsOps,
+  onnxOps,
+  METHOD_NAMES,
+  type TopKTeacher,
+  type Ops,
+  type Rows,
+  type Feed,
+  type Dim,
+  type LossTerms,
+  type LossMethod,
+  type DistillInputs,
+  type MethodName,
 } from './losses/index.js';
 export { selectBackend, readFloats, BackendUnavailableError, BACKEND_PREFERENCE, type BackendName, type BackendChoice } from './backend.js';
 export { train, TrainingError, type TrainOptions, type RunResult } from './train.js';
@@ -10,7 +32,19 @@ export type { TeacherPlan } from './teacher-plan.js';
 export { OrtEngine } from './engine/ort.js';
 export { TfjsEngine } from './engine/tfjs.js';
 export { batchLoss, type BatchLossSettings } from './batch-loss.js';
-export { RecipeSchema, DistillSchema, StudentSchema, parseRecipe, loadRecipe, applyOverrides, RecipeError, type Recipe, type RecipeInput, type Distill, type StudentSpec } from './recipe.js';
+export {
+  RecipeSchema,
+  DistillSchema,
+  StudentSchema,
+  parseRecipe,
+  loadRecipe,
+  applyOverrides,
+  RecipeError,
+  type Recipe,
+  type RecipeInput,
+  type Distill,
+  type StudentSpec,
+} from './recipe.js';
 export { buildStudent, singleSampleLatencyMs } from './students.js';
 export { exportOnnx, OnnxExportError } from './export-onnx.js';
 export { evaluate, collectLogits, type Evaluation, type ReliabilityBin, type Predict } from './evaluate.js';

@@ -15,7 +15,11 @@ export function formatEpoch(m: EpochMetrics): string {
 export function progressCallbacks(label = '', log: (line: string) => void = console.log): Pick<TrainOptions, 'onEpochStart' | 'onBatch' | 'onEpochEnd'> {
   const prefix = label === '' ? '' : `${label} `;
   const bar = new SingleBar(
-    { format: `${prefix}epoch {epoch}/{epochs} [{bar}] {percentage}% | {value}/{total} rows | {rate} rows/s | ETA {eta_formatted}`, hideCursor: true, etaBuffer: 200 },
+    {
+      format: `${prefix}epoch {epoch}/{epochs} [{bar}] {percentage}% | {value}/{total} rows | {rate} rows/s | ETA {eta_formatted}`,
+      hideCursor: true,
+      etaBuffer: 200,
+    },
     Presets.shades_classic,
   );
   let start = 0;

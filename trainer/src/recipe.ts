@@ -15,15 +15,25 @@ export { DistillSchema, type Distill } from './losses/index.js';
 export type Method = Distill['method'];
 
 export const StudentSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('mlp'), hidden: z.array(z.number().int().positive()).default([256, 128]), dropout: z.number().min(0).max(0.9).default(0) }).strict(),
+  z
+    .object({ kind: z.literal('mlp'), hidden: z.array(z.number().int().positive()).default([256, 128]), dropout: z.number().min(0).max(0.9).default(0) })
+    .strict(),
   z
     .object({
       kind: z.literal('cnn'),
-      blocks: z.array(z.object({ filters: z.number().int().positive(), kernel: z.number().int().positive().default(3), pool: z.boolean().default(true) }).strict()).min(1),
+      blocks: z
+        .array(z.object({ filters: z.number().int().positive(), kernel: z.number().int().positive().default(3), pool: z.boolean().default(true) }).strict())
+        .min(1),
       dense: z.array(z.number().int().positive()).default([128]),
     })
     .strict(),
-  z.object({ kind: z.literal('resnet'), widths: z.array(z.number().int().positive()).min(1).default([16, 32]), blocksPerStage: z.number().int().positive().default(1) }).strict(),
+  z
+    .object({
+      kind: z.literal('resnet'),
+      widths: z.array(z.number().int().positive()).min(1).default([16, 32]),
+      blocksPerStage: z.number().int().positive().default(1),
+    })
+    .strict(),
   z.object({ kind: z.literal('layers'), path: z.string().min(1) }).strict(),
   /** Any ONNX model whose ops the ORT engine has gradient rules for (e.g. from torch.onnx.export). */
   z.object({ kind: z.literal('onnx'), path: z.string().min(1) }).strict(),
@@ -41,7 +51,13 @@ export const RecipeSchema = z
      * online, on every batch (no cache; it must be the only teacher).
      */
     teachers: z
-      .array(z.union([z.object({ cache: z.string().min(1) }).strict(), z.object({ teacher: z.string().min(1), views: ViewSpecSchema.optional() }).strict(), z.object({ onnx: z.string().min(1) }).strict()]))
+      .array(
+        z.union([
+          z.object({ cache: z.string().min(1) }).strict(),
+          z.object({ teacher: z.string().min(1), views: ViewSpecSchema.optional() }).strict(),
+          z.object({ onnx: z.string().min(1) }).strict(),
+        ]),
+      )
       .default([]),
     /**
      * Teachers with different class lists. 'subsets': each teacher is matched against the
@@ -64,12 +80,22 @@ export const RecipeSchema = z
     student: StudentSchema,
     distill: DistillSchema.prefault({ method: 'scratch' }),
     /** Loss weights: total = ce·CE + kd·(distillation term, after warm-up). */
-    weights: z.object({ ce: z.number().min(0).default(1), kd: z.number().min(0).default(1) }).strict().default({ ce: 1, kd: 1 }),
+    weights: z
+      .object({ ce: z.number().min(0).default(1), kd: z.number().min(0).default(1) })
+      .strict()
+      .default({ ce: 1, kd: 1 }),
     /** DKD-style linear warm-up of the kd weight over this many epochs. */
     warmupEpochs: z.number().min(0).default(0),
     optimizer: z
       .discriminatedUnion('kind', [
-        z.object({ kind: z.literal('sgd'), lr: z.number().positive().default(0.05), momentum: z.number().min(0).max(1).default(0.9), weightDecay: z.number().min(0).default(0) }).strict(),
+        z
+          .object({
+            kind: z.literal('sgd'),
+            lr: z.number().positive().default(0.05),
+            momentum: z.number().min(0).max(1).default(0.9),
+            weightDecay: z.number().min(0).default(0),
+          })
+          .strict(),
         z.object({ kind: z.literal('adam'), lr: z.number().positive().default(1e-3), weightDecay: z.number().min(0).default(0) }).strict(),
         z.object({ kind: z.literal('adamw'), lr: z.number().positive().default(1e-3), weightDecay: z.number().min(0).default(0.01) }).strict(),
       ])
@@ -106,16 +132,24 @@ export const RecipeSchema = z
      * student sees. Not with cached teachers, semi or selfDistill: their logits belong to the clean
      * images (a view cache stores logits per view instead).
      */
-    augment: ViewAugmentSchema.extend({ seed: z.number().int().min(0).max(0xffffffff).optional() }).strict().optional(),
+    augment: ViewAugmentSchema.extend({ seed: z.number().int().min(0).max(0xffffffff).optional() })
+      .strict()
+      .optional(),
     /** Self-distillation: at this epoch the student's snapshot becomes the teacher for the remaining epochs. */
-    selfDistill: z.object({ fromEpoch: z.number().int().positive(), temperature: Temperature.default(4) }).strict().optional(),
+    selfDistill: z
+      .object({ fromEpoch: z.number().int().positive(), temperature: Temperature.default(4) })
+      .strict()
+      .optional(),
     /**
      * Post-hoc temperature scaling: after training, one temperature τ is fitted on this labelled
      * dataset (held out from training) to minimise the NLL, and folded into the student's last
      * layer, so the saved and exported models give calibrated probabilities; predictions do not
      * change. Its classes must be the student's.
      */
-    calibration: z.object({ data: z.string().min(1) }).strict().optional(),
+    calibration: z
+      .object({ data: z.string().min(1) })
+      .strict()
+      .optional(),
     out: z.string().default('runs'),
     /**
      * What trains the student. 'ort' (default): the train step as ONNX graphs in onnxruntime-node
@@ -178,7 +212,9 @@ export function parseRecipe(raw: unknown, overrides: readonly string[] = [], sou
     throw new RecipeError(`${source}: an online teacher ({ onnx }) must be the only teacher, without semi or selfDistill`);
   }
   if (r.data.augment !== undefined && (r.data.teachers.some((t) => !('onnx' in t)) || r.data.semi !== undefined || r.data.selfDistill !== undefined)) {
-    throw new RecipeError(`${source}: augment draws fresh views each epoch, but cached logits belong to the clean images; use a view cache (teachers: [{ teacher, views }]) or an online teacher ({ onnx })`);
+    throw new RecipeError(
+      `${source}: augment draws fresh views each epoch, but cached logits belong to the clean images; use a view cache (teachers: [{ teacher, views }]) or an online teacher ({ onnx })`,
+    );
   }
   if (r.data.semi !== undefined && (r.data.semi.cache === undefined) === (r.data.semi.teacher === undefined)) {
     throw new RecipeError(`${source}: semi needs exactly one of cache (a directory) or teacher (a name looked up in caches)`);

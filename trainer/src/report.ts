@@ -55,7 +55,10 @@ function reliabilityChart(bins: readonly ReliabilityBin[], ece: number): string 
   const s = (v: number) => v * (W - 2 * m);
   const bars = bins
     .filter((b) => b.count > 0)
-    .map((b) => `<rect x="${m + s(b.lo)}" y="${H - m - s(b.accuracy)}" width="${s(b.hi - b.lo) - 1}" height="${s(b.accuracy)}" fill="#1f77b4" opacity="0.8"><title>${(b.lo * 100).toFixed(0)}–${(b.hi * 100).toFixed(0)}%: ${b.count} samples, accuracy ${(b.accuracy * 100).toFixed(1)}%</title></rect>`)
+    .map(
+      (b) =>
+        `<rect x="${m + s(b.lo)}" y="${H - m - s(b.accuracy)}" width="${s(b.hi - b.lo) - 1}" height="${s(b.accuracy)}" fill="#1f77b4" opacity="0.8"><title>${(b.lo * 100).toFixed(0)}–${(b.hi * 100).toFixed(0)}%: ${b.count} samples, accuracy ${(b.accuracy * 100).toFixed(1)}%</title></rect>`,
+    )
     .join('');
   return `<svg width="${W}" height="${H}" role="img" aria-label="reliability diagram">
   <text x="${W / 2}" y="16" text-anchor="middle" font-weight="bold">Reliability (ECE ${(ece * 100).toFixed(2)}%)</text>
@@ -76,7 +79,11 @@ export function renderReport(opts: {
 }): string {
   const m = opts.metrics;
   const lossNames = [...new Set(m.flatMap((e) => Object.keys(e.loss)))];
-  const loss = lineChart('Training loss by term', lossNames.map((n) => ({ name: n, points: m.map((e) => [e.epoch, e.loss[n] ?? NaN] as [number, number]).filter((p) => Number.isFinite(p[1])) })), 'loss');
+  const loss = lineChart(
+    'Training loss by term',
+    lossNames.map((n) => ({ name: n, points: m.map((e) => [e.epoch, e.loss[n] ?? NaN] as [number, number]).filter((p) => Number.isFinite(p[1])) })),
+    'loss',
+  );
   const acc = lineChart(
     'Accuracy',
     [
@@ -86,7 +93,9 @@ export function renderReport(opts: {
     ].filter((s) => s.points.length > 0),
     'fraction',
   );
-  const rows = Object.entries(opts.summary).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(String(v))}</td></tr>`).join('');
+  const rows = Object.entries(opts.summary)
+    .map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(String(v))}</td></tr>`)
+    .join('');
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(opts.name)} · Distillate run</title>
 <style>body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}th,td{text-align:left;padding:2px 10px;border-bottom:1px solid #eee}.charts{display:flex;flex-wrap:wrap;gap:24px}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>

@@ -27,7 +27,11 @@ export async function runPredictor(run: string, backend?: BackendName): Promise<
   if (!existsSync(onnx)) throw new Error(`${run}: neither model/model.json nor student.onnx (is it a run directory?)`);
   const session = await OrtSession.create(onnx, { provider: 'cpu' });
   const D = Number(session.inputs[0]!.shape[1]);
-  return { predict: async (x, rows) => (await session.run('input', x.subarray(0, rows * D), [rows, D], 'logits')).data, release: () => session.release(), kind: 'onnx' };
+  return {
+    predict: async (x, rows) => (await session.run('input', x.subarray(0, rows * D), [rows, D], 'logits')).data,
+    release: () => session.release(),
+    kind: 'onnx',
+  };
 }
 
 /** Logits of a run's student for `rows` flat rows (scaled as the dataset says). */

@@ -12,7 +12,14 @@ import { TrainingError } from './errors.js';
 const teacherName = (epoch: number): string => `self@epoch${epoch}`;
 
 /** Run the student over the training set and cache its logits as a teacher. */
-export async function snapshotTeacher(engine: StudentEngine, dataset: DatasetReader, classes: readonly string[], root: string, temperature: number, epoch: number): Promise<LogitCacheReader> {
+export async function snapshotTeacher(
+  engine: StudentEngine,
+  dataset: DatasetReader,
+  classes: readonly string[],
+  root: string,
+  temperature: number,
+  epoch: number,
+): Promise<LogitCacheReader> {
   const existing = await findSnapshot(root, epoch);
   if (existing !== undefined) return existing; // the same epoch again after a crash: its snapshot is already complete
   const rows = await dataset.countRows();
@@ -20,7 +27,13 @@ export async function snapshotTeacher(engine: StudentEngine, dataset: DatasetRea
   const { scale, offset } = dataset.info.scaling;
   const writer = await LogitCacheWriter.open({
     root,
-    teacher: { name: teacherName(epoch), sha256: createHash('sha256').update(`${teacherName(epoch)}:${await dataset.fingerprint()}`).digest('hex'), classes: [...classes] },
+    teacher: {
+      name: teacherName(epoch),
+      sha256: createHash('sha256')
+        .update(`${teacherName(epoch)}:${await dataset.fingerprint()}`)
+        .digest('hex'),
+      classes: [...classes],
+    },
     dataset: { fingerprint: await dataset.fingerprint(), rows },
     preprocessing: JSON.stringify(dataset.info.scaling),
     temperature,
@@ -50,6 +63,7 @@ export async function findSnapshot(root: string, epoch: number): Promise<LogitCa
 /** The teacher of a resumed run past `fromEpoch`: the snapshot it took then. */
 export async function resumeSnapshot(root: string, fromEpoch: number): Promise<LogitCacheReader> {
   const cache = await findSnapshot(root, fromEpoch);
-  if (cache === undefined) throw new TrainingError(`--resume: the self-distillation snapshot of epoch ${fromEpoch} is missing from ${root}; rerun without --resume`);
+  if (cache === undefined)
+    throw new TrainingError(`--resume: the self-distillation snapshot of epoch ${fromEpoch} is missing from ${root}; rerun without --resume`);
   return cache;
 }

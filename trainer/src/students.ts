@@ -48,14 +48,18 @@ export async function buildStudent(spec: StudentSpec, inputShape: readonly numbe
   spec.widths.forEach((width, stage) => {
     for (let b = 0; b < spec.blocksPerStage; b++) {
       const stride = stage > 0 && b === 0 ? 2 : 1;
-      let y = tf.layers.conv2d({ filters: width, kernelSize: 3, strides: stride, padding: 'same', useBias: false, kernelInitializer: he() }).apply(x) as tf.SymbolicTensor;
+      let y = tf.layers
+        .conv2d({ filters: width, kernelSize: 3, strides: stride, padding: 'same', useBias: false, kernelInitializer: he() })
+        .apply(x) as tf.SymbolicTensor;
       y = tf.layers.batchNormalization().apply(y) as tf.SymbolicTensor;
       y = tf.layers.activation({ activation: 'relu' }).apply(y) as tf.SymbolicTensor;
       y = tf.layers.conv2d({ filters: width, kernelSize: 3, padding: 'same', useBias: false, kernelInitializer: he() }).apply(y) as tf.SymbolicTensor;
       y = tf.layers.batchNormalization().apply(y) as tf.SymbolicTensor;
       let shortcut = x;
       if (stride !== 1 || (x.shape.at(-1) as number) !== width) {
-        shortcut = tf.layers.conv2d({ filters: width, kernelSize: 1, strides: stride, padding: 'same', useBias: false, kernelInitializer: he() }).apply(x) as tf.SymbolicTensor;
+        shortcut = tf.layers
+          .conv2d({ filters: width, kernelSize: 1, strides: stride, padding: 'same', useBias: false, kernelInitializer: he() })
+          .apply(x) as tf.SymbolicTensor;
         shortcut = tf.layers.batchNormalization().apply(shortcut) as tf.SymbolicTensor;
       }
       x = tf.layers.add().apply([y, shortcut]) as tf.SymbolicTensor;
@@ -85,7 +89,9 @@ export function logitLayer(model: tf.LayersModel): tf.layers.Layer {
   const last = model.layers.at(-1)!;
   const activation = last.getConfig()['activation'];
   if (last.getClassName() !== 'Dense' || (activation !== undefined && activation !== null && activation !== 'linear')) {
-    throw new Error(`the student's last layer is ${last.getClassName()}${activation === undefined || activation === null ? '' : ` (${String(activation)})`}; temperature scaling needs a final Dense layer without activation`);
+    throw new Error(
+      `the student's last layer is ${last.getClassName()}${activation === undefined || activation === null ? '' : ` (${String(activation)})`}; temperature scaling needs a final Dense layer without activation`,
+    );
   }
   return last;
 }

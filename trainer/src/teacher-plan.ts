@@ -41,22 +41,29 @@ export async function planTeachers(caches: LogitCacheReader[], dataset: DatasetR
   const fingerprint = await dataset.fingerprint();
   for (const c of caches) {
     if (c.manifest.dataset.fingerprint !== fingerprint) {
-      throw new TrainingError(`cache ${c.dir} was built from dataset ${c.manifest.dataset.fingerprint.slice(0, 12)}…, not ${dataset.path} (${fingerprint.slice(0, 12)}…)`);
+      throw new TrainingError(
+        `cache ${c.dir} was built from dataset ${c.manifest.dataset.fingerprint.slice(0, 12)}…, not ${dataset.path} (${fingerprint.slice(0, 12)}…)`,
+      );
     }
   }
-  const slots: SlotSpec[] = caches.map((c) => (c.manifest.storage.mode === 'dense' ? { kind: 'dense', classes: c.classes.length } : { kind: 'topk', k: c.manifest.storage.k }));
+  const slots: SlotSpec[] = caches.map((c) =>
+    c.manifest.storage.mode === 'dense' ? { kind: 'dense', classes: c.classes.length } : { kind: 'topk', k: c.manifest.storage.k },
+  );
   const lists = caches.map((c) => c.classes);
   const same = lists.every((l) => l.length === lists[0]!.length && l.every((n, i) => n === lists[0]![i]));
   for (const c of caches) {
     if (c.manifest.storage.mode === 'topk') {
       if (distill.method !== 'kd') throw new TrainingError(`cache ${c.dir} is top-k: only distill.method kd supports top-k caches (got ${distill.method})`);
       if (temperatureOf(distill) !== c.manifest.temperature) {
-        throw new TrainingError(`cache ${c.dir} stores top-${c.manifest.storage.k} logits at T = ${c.manifest.temperature}; set distill.params.temperature to ${c.manifest.temperature}`);
+        throw new TrainingError(
+          `cache ${c.dir} stores top-${c.manifest.storage.k} logits at T = ${c.manifest.temperature}; set distill.params.temperature to ${c.manifest.temperature}`,
+        );
       }
     }
   }
   if (same) {
-    if (union !== 'subsets') throw new TrainingError(`union: ${union} is for teachers with different (disjoint) class lists; these share one, and are averaged without it`);
+    if (union !== 'subsets')
+      throw new TrainingError(`union: ${union} is for teachers with different (disjoint) class lists; these share one, and are averaged without it`);
     if (lists[0]!.length !== datasetClasses.length) {
       throw new TrainingError(`cache ${caches[0]!.dir} has ${lists[0]!.length} classes but the dataset and student have ${datasetClasses.length}`);
     }
@@ -81,9 +88,14 @@ export function labelMapFor(datasetClasses: readonly string[], union: readonly s
 }
 
 /** union: balanced — fit the per-teacher spread and per-class offsets over the caches; returns the plan with them and the record for run.json. */
-export async function balanceUnion(plan: TeacherPlan, recipe: Readonly<Recipe>, dataset: DatasetReader): Promise<{ plan: TeacherPlan; balance?: Record<string, unknown> }> {
+export async function balanceUnion(
+  plan: TeacherPlan,
+  recipe: Readonly<Recipe>,
+  dataset: DatasetReader,
+): Promise<{ plan: TeacherPlan; balance?: Record<string, unknown> }> {
   let balance: Record<string, unknown> | undefined;
-  if (recipe.unionPrior !== undefined && !(plan.mode === 'union' && plan.union === 'balanced')) throw new TrainingError('unionPrior is only used with union: balanced');
+  if (recipe.unionPrior !== undefined && !(plan.mode === 'union' && plan.union === 'balanced'))
+    throw new TrainingError('unionPrior is only used with union: balanced');
   if (plan.union === 'balanced' && plan.mode === 'union') {
     const U = plan.classes.length;
     if (recipe.unionPrior !== undefined && recipe.unionPrior.length !== U) {
@@ -95,7 +107,18 @@ export async function balanceUnion(plan: TeacherPlan, recipe: Readonly<Recipe>, 
     const fit = balanceOffsets(sample.logits, sample.rows, U, recipe.unionPrior === undefined ? {} : { prior: recipe.unionPrior });
     plan = { ...plan, scales: Float32Array.from(scales), offsets: Float32Array.from(fit.offsets) };
     const round = (a: Float64Array): number[] => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
-    balance = { classes: plan.classes, teacherScales: round(scales), offsets: round(fit.offsets), sharesMerged: round(sharesMerged), sharesRescaled: round(fit.sharesBefore), sharesAfter: round(fit.sharesAfter), iterations: fit.iterations, residual: fit.residual, rows: sample.rows, stride: sample.stride };
+    balance = {
+      classes: plan.classes,
+      teacherScales: round(scales),
+      offsets: round(fit.offsets),
+      sharesMerged: round(sharesMerged),
+      sharesRescaled: round(fit.sharesBefore),
+      sharesAfter: round(fit.sharesAfter),
+      iterations: fit.iterations,
+      residual: fit.residual,
+      rows: sample.rows,
+      stride: sample.stride,
+    };
   }
   return { plan, ...(balance === undefined ? {} : { balance }) };
 }

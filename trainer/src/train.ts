@@ -48,7 +48,15 @@ export interface RunResult {
   readonly latencyMs: number;
   readonly onnx?: ExportCheck;
   /** Post-hoc temperature scaling (recipe `calibration`): τ, and NLL/ECE on the calibration set before and after. */
-  readonly calibration?: { readonly data: string; readonly rows: number; readonly temperature: number; readonly nllBefore: number; readonly nllAfter: number; readonly eceBefore: number; readonly eceAfter: number };
+  readonly calibration?: {
+    readonly data: string;
+    readonly rows: number;
+    readonly temperature: number;
+    readonly nllBefore: number;
+    readonly nllAfter: number;
+    readonly eceBefore: number;
+    readonly eceAfter: number;
+  };
 }
 
 export async function train(recipe: Readonly<Recipe>, options: TrainOptions = {}): Promise<RunResult> {
@@ -84,7 +92,9 @@ async function openInputs(recipe: Readonly<Recipe>, cleanup: Array<() => Promise
   const caches = await Promise.all(cacheDirs.map((dir) => LogitCacheReader.open(dir)));
   let plan = await planTeachers(caches, dataset, distill, recipe.union);
   if (calibrationData !== undefined && plan.mode !== 'union' && calibrationData.info.classes.join('\u0000') !== plan.classes.join('\u0000')) {
-    throw new TrainingError(`calibration data ${recipe.calibration!.data} has classes [${calibrationData.info.classes.join(', ')}], the student predicts [${plan.classes.join(', ')}]`);
+    throw new TrainingError(
+      `calibration data ${recipe.calibration!.data} has classes [${calibrationData.info.classes.join(', ')}], the student predicts [${plan.classes.join(', ')}]`,
+    );
   }
   if (recipe.augment !== undefined) {
     try {
@@ -99,7 +109,9 @@ async function openInputs(recipe: Readonly<Recipe>, cleanup: Array<() => Promise
   if (online !== undefined) {
     cleanup.push(() => online.release());
     if (online.classes.length !== dataset.info.classes.length) {
-      throw new TrainingError(`online teacher ${onlineModel} has ${online.classes.length} classes but the dataset and student have ${dataset.info.classes.length}`);
+      throw new TrainingError(
+        `online teacher ${onlineModel} has ${online.classes.length} classes but the dataset and student have ${dataset.info.classes.length}`,
+      );
     }
     plan = { ...plan, layout: { inputSize: dataset.inputSize, slots: [{ kind: 'dense', classes: online.classes.length }] }, mode: 'single' };
   }
@@ -108,7 +120,12 @@ async function openInputs(recipe: Readonly<Recipe>, cleanup: Array<() => Promise
   if (recipe.semi !== undefined) {
     const C = plan.classes.length;
     const poolData = await DatasetReader.open(recipe.semi.pool);
-    const poolDir = await resolveCacheDir(recipe.semi.cache === undefined ? { teacher: recipe.semi.teacher! } : { cache: recipe.semi.cache }, recipe.caches, poolData, { labelStatistics: true });
+    const poolDir = await resolveCacheDir(
+      recipe.semi.cache === undefined ? { teacher: recipe.semi.teacher! } : { cache: recipe.semi.cache },
+      recipe.caches,
+      poolData,
+      { labelStatistics: true },
+    );
     cacheDirs.push(poolDir);
     const poolCache = await LogitCacheReader.open(poolDir);
     if (!poolCache.manifest.labelStatistics) throw new TrainingError(`${poolDir} has no pseudo-label columns: build it with a label job`);
@@ -116,7 +133,12 @@ async function openInputs(recipe: Readonly<Recipe>, cleanup: Array<() => Promise
     if (poolCache.manifest.storage.mode !== 'dense') throw new TrainingError('the semi-supervised pool cache must be dense');
     if (plan.mode === 'none') plan = { ...plan, layout: { inputSize: dataset.inputSize, slots: [{ kind: 'dense', classes: C }] }, mode: 'single' };
     if (plan.layout.slots.length !== 1) throw new TrainingError('semi-supervised training takes at most one teacher cache for the labelled set');
-    pool = { dataset: poolData, caches: [poolCache], rows: await poolData.countRows(), pseudo: { threshold: recipe.semi.threshold, hard: recipe.semi.targets === 'hard' } };
+    pool = {
+      dataset: poolData,
+      caches: [poolCache],
+      rows: await poolData.countRows(),
+      pseudo: { threshold: recipe.semi.threshold, hard: recipe.semi.targets === 'hard' },
+    };
   }
   return {
     dataset,
@@ -184,7 +206,10 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     // (taken now, or found again when a resumed run starts past it).
     const sd = recipe.selfDistill;
     if (sd !== undefined && epoch >= sd.fromEpoch && !snapshotPlanned) {
-      const cache = epoch === sd.fromEpoch ? await snapshotTeacher(engine, dataset, plan.classes, selfCache, sd.temperature, epoch) : await resumeSnapshot(selfCache, sd.fromEpoch);
+      const cache =
+        epoch === sd.fromEpoch
+          ? await snapshotTeacher(engine, dataset, plan.classes, selfCache, sd.temperature, epoch)
+          : await resumeSnapshot(selfCache, sd.fromEpoch);
       plan = await planTeachers([cache], dataset, distill);
       snapshotPlanned = true;
     }
@@ -199,18 +224,31 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     let agreeRows = 0;
     const t0 = performance.now();
     let batchIndex = 0;
-    const batches = prefetch(epochBatches(buildSources(), plan.layout, { batchSize: recipe.batchSize, shuffleBuffer: recipe.shuffleBuffer, seed: recipe.seed * 1000 + epoch, shuffle: true, ...augmentFor(epoch) }));
+    const batches = prefetch(
+      epochBatches(buildSources(), plan.layout, {
+        batchSize: recipe.batchSize,
+        shuffleBuffer: recipe.shuffleBuffer,
+        seed: recipe.seed * 1000 + epoch,
+        shuffle: true,
+        ...augmentFor(epoch),
+      }),
+    );
     // Batches go to the engine in groups (recipe stepsPerRun) of one row count and loss shape.
     let group: Array<{ b: TrainBatch; loss: BatchLoss }> = [];
     const flush = async (): Promise<void> => {
       if (group.length === 0) return;
-      const results = await engine.steps(group.map((g) => ({ x: g.b.x, rows: g.b.rows, loss: g.loss })), lr);
+      const results = await engine.steps(
+        group.map((g) => ({ x: g.b.x, rows: g.b.rows, loss: g.loss })),
+        lr,
+      );
       results.forEach(({ terms, logits }, k) => {
         const b = group[k]!.b;
         batchIndex++;
         for (const [name, v] of Object.entries(terms)) {
           if (!Number.isFinite(v)) {
-            throw new TrainingError(`loss term "${name}" became ${v} at epoch ${epoch}, batch ${batchIndex} (lower the learning rate, or check the cache for extreme logits)`);
+            throw new TrainingError(
+              `loss term "${name}" became ${v} at epoch ${epoch}, batch ${batchIndex} (lower the learning rate, or check the cache for extreme logits)`,
+            );
           }
           sums[name] = (sums[name] ?? 0) + v * b.rows;
         }
@@ -273,13 +311,22 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     const fit = fitTemperature(logits, labels, classes);
     engine.scaleLogits(1 / fit.temperature);
     const after = await evaluate(predict, source, layout);
-    calibration = { data: recipe.calibration!.data, rows: fit.rows, temperature: fit.temperature, nllBefore: fit.nllBefore, nllAfter: fit.nllAfter, eceBefore: before.ece, eceAfter: after.ece };
+    calibration = {
+      data: recipe.calibration!.data,
+      rows: fit.rows,
+      temperature: fit.temperature,
+      nllBefore: fit.nllBefore,
+      nllAfter: fit.nllAfter,
+      eceBefore: before.ece,
+      eceAfter: after.ece,
+    };
   }
   await engine.saveModel(runDir);
   const finalEval = test === undefined ? undefined : await evaluate(predict, evalSource(test, plan), { inputSize: D, slots: [] });
   const latencyMs = await engine.latencyMs();
   let onnx: ExportCheck | undefined;
-  if (options.skipExport !== true) onnx = await exportAndCheck(engine.exportOnnx(plan.classes), predict, join(runDir, 'student.onnx'), test ?? dataset, engine.exportTolerance);
+  if (options.skipExport !== true)
+    onnx = await exportAndCheck(engine.exportOnnx(plan.classes), predict, join(runDir, 'student.onnx'), test ?? dataset, engine.exportTolerance);
   const balance = inputs.balance;
   const summary = {
     engine: `${engine.name} on ${engine.device}`,
@@ -289,12 +336,24 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     'latency, 1 sample (ms)': latencyMs.toFixed(3),
     ...(finalEval === undefined ? {} : { 'test accuracy': `${(finalEval.accuracy * 100).toFixed(2)}%`, 'test ECE': `${(finalEval.ece * 100).toFixed(2)}%` }),
     ...(onnx === undefined ? {} : { 'student.onnx vs engine max |Δ|': onnx.maxAbsDiff.toExponential(2) }),
-    ...(calibration === undefined ? {} : { 'calibration τ (NLL, ECE on its set: before → after)': `${calibration.temperature.toFixed(3)} (${calibration.nllBefore.toFixed(4)} → ${calibration.nllAfter.toFixed(4)}, ${(calibration.eceBefore * 100).toFixed(2)}% → ${(calibration.eceAfter * 100).toFixed(2)}%)` }),
-    ...(balance === undefined ? {} : { 'union: balanced offsets': plan.classes.map((c, k) => `${c} ${(balance['offsets'] as number[])[k]!.toFixed(2)}`).join(', ') }),
+    ...(calibration === undefined
+      ? {}
+      : {
+          'calibration τ (NLL, ECE on its set: before → after)': `${calibration.temperature.toFixed(3)} (${calibration.nllBefore.toFixed(4)} → ${calibration.nllAfter.toFixed(4)}, ${(calibration.eceBefore * 100).toFixed(2)}% → ${(calibration.eceAfter * 100).toFixed(2)}%)`,
+        }),
+    ...(balance === undefined
+      ? {}
+      : { 'union: balanced offsets': plan.classes.map((c, k) => `${c} ${(balance['offsets'] as number[])[k]!.toFixed(2)}`).join(', ') }),
   };
   await writeFile(
     join(runDir, 'report.html'),
-    renderReport({ name: recipe.name, recipe, metrics, ...(finalEval === undefined ? {} : { reliability: { bins: finalEval.reliability, ece: finalEval.ece } }), summary }),
+    renderReport({
+      name: recipe.name,
+      recipe,
+      metrics,
+      ...(finalEval === undefined ? {} : { reliability: { bins: finalEval.reliability, ece: finalEval.ece } }),
+      summary,
+    }),
   );
   const result: RunResult = {
     runDir,
@@ -307,6 +366,19 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     ...(onnx === undefined ? {} : { onnx }),
     ...(calibration === undefined ? {} : { calibration }),
   };
-  await writeFileAtomic(join(runDir, 'run.json'), JSON.stringify({ ...result, classes: plan.classes, ...(plan.mode === 'union' ? { union: plan.union } : {}), caches: [...inputs.cacheDirs, ...(recipe.selfDistill === undefined ? [] : [selfCache])], ...(balance === undefined ? {} : { unionBalance: balance }) }, null, 2));
+  await writeFileAtomic(
+    join(runDir, 'run.json'),
+    JSON.stringify(
+      {
+        ...result,
+        classes: plan.classes,
+        ...(plan.mode === 'union' ? { union: plan.union } : {}),
+        caches: [...inputs.cacheDirs, ...(recipe.selfDistill === undefined ? [] : [selfCache])],
+        ...(balance === undefined ? {} : { unionBalance: balance }),
+      },
+      null,
+      2,
+    ),
+  );
   return result;
 }

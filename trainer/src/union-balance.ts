@@ -59,10 +59,12 @@ export function meanSoftmax(logits: Float32Array, rows: number, classes: number,
 
 /** The per-class offsets that give the merged teacher the prior's class shares (see above). */
 export function balanceOffsets(logits: Float32Array, rows: number, classes: number, options: BalanceOptions = {}): BalanceResult {
-  if (!Number.isInteger(rows) || rows < 1 || !Number.isInteger(classes) || classes < 2) throw new RangeError(`balanceOffsets: need rows ≥ 1 and classes ≥ 2 (got ${rows}, ${classes})`);
+  if (!Number.isInteger(rows) || rows < 1 || !Number.isInteger(classes) || classes < 2)
+    throw new RangeError(`balanceOffsets: need rows ≥ 1 and classes ≥ 2 (got ${rows}, ${classes})`);
   if (logits.length !== rows * classes) throw new RangeError(`balanceOffsets: ${logits.length} logits for ${rows} × ${classes}`);
   const raw = options.prior === undefined ? new Float64Array(classes).fill(1) : Float64Array.from(options.prior);
-  if (raw.length !== classes || raw.some((p) => !(p > 0) || !Number.isFinite(p))) throw new RangeError(`balanceOffsets: the prior needs ${classes} positive finite shares`);
+  if (raw.length !== classes || raw.some((p) => !(p > 0) || !Number.isFinite(p)))
+    throw new RangeError(`balanceOffsets: the prior needs ${classes} positive finite shares`);
   const total = raw.reduce((a, p) => a + p, 0);
   const prior = raw.map((p) => p / total);
   const maxIterations = options.maxIterations ?? 1000;

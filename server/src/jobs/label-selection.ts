@@ -15,7 +15,14 @@ export interface Selection {
   readonly perClass: number[];
 }
 
-export async function selectPseudoLabelled(o: { dataRoot: string; cacheRoot: string; dataset: DatasetReader; datasetPath: string; key: string; label: NonNullable<JobRequest['label']> }): Promise<Selection> {
+export async function selectPseudoLabelled(o: {
+  dataRoot: string;
+  cacheRoot: string;
+  dataset: DatasetReader;
+  datasetPath: string;
+  key: string;
+  label: NonNullable<JobRequest['label']>;
+}): Promise<Selection> {
   const opts = o.label;
   const cache = await LogitCacheReader.open(join(o.cacheRoot, o.key));
   const outRel = opts.output ?? join(relative(o.dataRoot, dirname(o.datasetPath)), `${basename(o.datasetPath, '.arrow')}.pseudo-${o.key.slice(0, 12)}.arrow`);

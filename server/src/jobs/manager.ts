@@ -145,14 +145,21 @@ export class JobManager {
   async acceptShard(id: string, index: number, bytes: Uint8Array, sha256: string, worker: string): Promise<AcceptOutcome> {
     const job = this.get(id);
     const executor = this.executor;
-    if (executor.acceptShard === undefined) throw new AppError(409, 'not_distributed', 'this server runs jobs in process; it takes no shard uploads (start it with --queue)');
+    if (executor.acceptShard === undefined)
+      throw new AppError(409, 'not_distributed', 'this server runs jobs in process; it takes no shard uploads (start it with --queue)');
     const outcome = await executor.acceptShard(id, index, bytes, sha256, worker);
     if (outcome !== undefined) return outcome;
-    if (job.state === 'queued' || job.state === 'running') throw new AppError(503, 'job_not_ready', `job ${id} is ${job.state} but not taking shards yet; retry`, { 'retry-after': '1' });
+    if (job.state === 'queued' || job.state === 'running')
+      throw new AppError(503, 'job_not_ready', `job ${id} is ${job.state} but not taking shards yet; retry`, { 'retry-after': '1' });
     if (job.state === 'succeeded' && job.cacheKey !== undefined) {
       const stored = (await findCache(this.#o.cacheRoot, job.cacheKey))?.manifest.shards[index];
       if (stored?.sha256 === sha256) return 'duplicate';
-      if (stored !== undefined) throw new AppError(409, 'shard_conflict', `shard ${index} of cache ${job.cacheKey} is stored with sha256 ${stored.sha256}; a copy with sha256 ${sha256} was refused`);
+      if (stored !== undefined)
+        throw new AppError(
+          409,
+          'shard_conflict',
+          `shard ${index} of cache ${job.cacheKey} is stored with sha256 ${stored.sha256}; a copy with sha256 ${sha256} was refused`,
+        );
     }
     throw new AppError(410, 'job_finished', `job ${id} is ${job.state}; it takes no more shards`);
   }
@@ -212,7 +219,10 @@ export class JobManager {
       } else {
         const known = toAppError(err);
         const code = (err as NodeJS.ErrnoException).code;
-        const e = known !== undefined ? { code: known.code, message: known.message } : { code: code === 'ENOSPC' ? 'no_space' : 'job_failed', message: ((err as Error).message ?? String(err)).split('\n')[0]! };
+        const e =
+          known !== undefined
+            ? { code: known.code, message: known.message }
+            : { code: code === 'ENOSPC' ? 'no_space' : 'job_failed', message: ((err as Error).message ?? String(err)).split('\n')[0]! };
         this.#o.logger.error({ job: job.id, err }, 'job failed');
         job.error = e;
         await this.#setState(job, 'failed', { bestEffort: true });
@@ -253,7 +263,14 @@ export class JobManager {
     delete job.notice;
     if (result.cacheHit) job.cacheHit = true;
     if (req.type === 'label' && req.label !== undefined) {
-      job.selection = await selectPseudoLabelled({ dataRoot: this.#o.dataRoot, cacheRoot: this.#o.cacheRoot, dataset: result.dataset, datasetPath, key: result.key, label: req.label });
+      job.selection = await selectPseudoLabelled({
+        dataRoot: this.#o.dataRoot,
+        cacheRoot: this.#o.cacheRoot,
+        dataset: result.dataset,
+        datasetPath,
+        key: result.key,
+        label: req.label,
+      });
     }
   }
 
@@ -273,5 +290,4 @@ export class JobManager {
     this.#o.onStateChange?.(job);
     this.#emit('state', job);
   }
-
 }

@@ -4,7 +4,18 @@
  * the previous one), resuming from the cache's durable shards. A cache that already exists is a
  * hit and nothing runs.
  */
-import { DatasetReader, LogitCacheWriter, cacheKey, expandViews, findCache, imageGeometry, StorageSchema, type Ids, type Storage, type ViewSpec } from '@distillate/shared';
+import {
+  DatasetReader,
+  LogitCacheWriter,
+  cacheKey,
+  expandViews,
+  findCache,
+  imageGeometry,
+  StorageSchema,
+  type Ids,
+  type Storage,
+  type ViewSpec,
+} from '@distillate/shared';
 import { datasetPreprocessor, type Preprocessor, type Teacher, type TeacherInfo } from '@distillate/shared/onnx';
 import type { Logger } from 'pino';
 import type { JobRequest } from './request.js';

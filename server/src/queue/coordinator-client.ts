@@ -72,21 +72,30 @@ export class CoordinatorClient {
   async #once(path: string, init: RequestInit, timeoutMs: number): Promise<Response> {
     let res: Response;
     try {
-      res = await fetch(`${this.#base}${path}`, { ...init, signal: AbortSignal.timeout(timeoutMs), headers: this.#headers(init.headers as Record<string, string> | undefined) });
+      res = await fetch(`${this.#base}${path}`, {
+        ...init,
+        signal: AbortSignal.timeout(timeoutMs),
+        headers: this.#headers(init.headers as Record<string, string> | undefined),
+      });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       throw new CoordinatorError(0, 'unreachable', `cannot reach the coordinator at ${this.#base}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
     }
     if (res.ok) return res;
     const body = (await res.json().catch(() => undefined)) as { error?: { code?: string; message?: string } } | undefined;
-    throw new CoordinatorError(res.status, body?.error?.code ?? 'http_error', `${path}: ${res.status} ${body?.error?.code ?? ''}: ${body?.error?.message ?? res.statusText}`);
+    throw new CoordinatorError(
+      res.status,
+      body?.error?.code ?? 'http_error',
+      `${path}: ${res.status} ${body?.error?.code ?? ''}: ${body?.error?.message ?? res.statusText}`,
+    );
   }
 
   /** Download a teacher's ONNX file to `path`, checking its sha256 (mandatory) on the way. */
   async fetchTeacher(name: string, sha256: string, path: string): Promise<void> {
     const res = await this.#fetch(`/v1/teachers/${encodeURIComponent(name)}/model`, {}, 30 * 60_000);
     const announced = res.headers.get('x-distillate-sha256');
-    if (announced !== sha256) throw new CoordinatorError(409, 'teacher_changed', `the coordinator's teacher ${name} has sha256 ${announced ?? 'unknown'}; the task needs ${sha256}`);
+    if (announced !== sha256)
+      throw new CoordinatorError(409, 'teacher_changed', `the coordinator's teacher ${name} has sha256 ${announced ?? 'unknown'}; the task needs ${sha256}`);
     await mkdir(dirname(path), { recursive: true });
     const tmp = `${path}.tmp-${process.pid}`;
     const hash = createHash('sha256');

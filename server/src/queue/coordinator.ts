@@ -7,7 +7,19 @@
  * itself is driven by the uploads, not by polling.
  */
 import { hostname } from 'node:os';
-import { CacheAssembler, CacheIntegrityError, ShardConflictError, findCache, imageGeometry, inspectCacheShard, repeatIds, shardLayout, type AcceptOutcome, type DatasetReader, type Ids } from '@distillate/shared';
+import {
+  CacheAssembler,
+  CacheIntegrityError,
+  ShardConflictError,
+  findCache,
+  imageGeometry,
+  inspectCacheShard,
+  repeatIds,
+  shardLayout,
+  type AcceptOutcome,
+  type DatasetReader,
+  type Ids,
+} from '@distillate/shared';
 import { Queue, QueueEvents } from 'bullmq';
 import type { Logger } from 'pino';
 import { AppError } from '../errors.js';
@@ -68,7 +80,9 @@ export class RedisCoordinator implements JobExecutor {
     // Connection errors repeat while Redis is away; the reconcile loop reports the outage once.
     this.#queue.on('error', () => undefined);
     this.#events.on('error', () => undefined);
-    this.#events.on('stalled', ({ jobId }) => o.logger.warn({ task: jobId }, 'task stalled (its worker stopped answering); the queue hands it to another worker'));
+    this.#events.on('stalled', ({ jobId }) =>
+      o.logger.warn({ task: jobId }, 'task stalled (its worker stopped answering); the queue hands it to another worker'),
+    );
     this.#events.on('failed', ({ jobId, failedReason }) => {
       o.logger.warn({ task: jobId, reason: failedReason }, 'task attempt failed');
       for (const a of this.#active.values()) {
@@ -96,7 +110,10 @@ export class RedisCoordinator implements JobExecutor {
 
   /** Task counts by state, for /metrics; undefined while Redis does not answer within 1 s. */
   async counts(): Promise<Record<string, number> | undefined> {
-    return Promise.race([this.#queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed', 'prioritized'), sleep(1000).then(() => undefined)]).catch(() => undefined);
+    return Promise.race([
+      this.#queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed', 'prioritized'),
+      sleep(1000).then(() => undefined),
+    ]).catch(() => undefined);
   }
 
   async run(ctx: ExecutionContext): Promise<ExecutionResult> {
@@ -111,7 +128,10 @@ export class RedisCoordinator implements JobExecutor {
       ctx.onProgress(rows, rows);
       return { key, rows, cacheHit: true, dataset };
     }
-    const layout = shardLayout(storage, info.classes.length, { shardRows: ctx.shardRows ?? DEFAULT_DISTRIBUTED_SHARD_ROWS, ...(views === undefined ? {} : { viewCount: K }) });
+    const layout = shardLayout(storage, info.classes.length, {
+      shardRows: ctx.shardRows ?? DEFAULT_DISTRIBUTED_SHARD_ROWS,
+      ...(views === undefined ? {} : { viewCount: K }),
+    });
     const assembler = await CacheAssembler.open({
       root: ctx.cacheRoot,
       teacher: { name: info.name, sha256: info.sha256, classes: [...info.classes] },
@@ -148,7 +168,8 @@ export class RedisCoordinator implements JobExecutor {
       wake: undefined,
     };
     active.ids.catch(() => undefined); // awaited by uploads; a failure fails them with its message
-    if (assembler.doneRows > 0) ctx.logger.info({ job: ctx.job.id, key, durableShards: assembler.plan.length - assembler.missing().length }, 'resuming from durable shards');
+    if (assembler.doneRows > 0)
+      ctx.logger.info({ job: ctx.job.id, key, durableShards: assembler.plan.length - assembler.missing().length }, 'resuming from durable shards');
     ctx.job.distributed = { queue: this.describe, tasks: assembler.plan.length, timing: active.timing };
     this.#active.set(ctx.job.id, active);
     try {
@@ -211,7 +232,11 @@ export class RedisCoordinator implements JobExecutor {
       const state = existing === undefined ? 'unknown' : await existing.getState();
       if (state === 'failed') {
         const reason = existing?.failedReason ?? 'no reason given';
-        a.failure = new AppError(422, 'task_failed', `shard ${spec.index} (rows ${spec.start}–${spec.start + spec.rows - 1}) failed after ${existing?.attemptsMade ?? attempts} attempt(s): ${reason}`);
+        a.failure = new AppError(
+          422,
+          'task_failed',
+          `shard ${spec.index} (rows ${spec.start}–${spec.start + spec.rows - 1}) failed after ${existing?.attemptsMade ?? attempts} attempt(s): ${reason}`,
+        );
         a.wake?.();
         return;
       }
@@ -227,7 +252,13 @@ export class RedisCoordinator implements JobExecutor {
         add.map((t) => ({
           name: 'shard',
           data: t,
-          opts: { jobId: taskId(t.job, t.index), attempts, backoff: { type: 'exponential', delay: 500 }, removeOnComplete: { age: 3600 }, removeOnFail: { age: 24 * 3600 } },
+          opts: {
+            jobId: taskId(t.job, t.index),
+            attempts,
+            backoff: { type: 'exponential', delay: 500 },
+            removeOnComplete: { age: 3600 },
+            removeOnFail: { age: 24 * 3600 },
+          },
         })),
       );
       a.ctx.logger.info({ job: a.ctx.job.id, tasks: add.length }, 'queued shard tasks');
@@ -256,10 +287,7 @@ export class RedisCoordinator implements JobExecutor {
 
   /** Remove the job's tasks that are still queued (best effort: running ones finish and are refused). */
   async #removeTasks(a: ActiveJob): Promise<void> {
-    await Promise.race([
-      Promise.all(a.assembler.plan.map((s) => this.#queue.remove(taskId(a.ctx.job.id, s.index)).catch(() => 0))),
-      sleep(2000),
-    ]);
+    await Promise.race([Promise.all(a.assembler.plan.map((s) => this.#queue.remove(taskId(a.ctx.job.id, s.index)).catch(() => 0))), sleep(2000)]);
   }
 
   /**

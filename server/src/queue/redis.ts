@@ -27,7 +27,13 @@ export function parseQueueUrl(url: string, env: NodeJS.ProcessEnv = process.env)
   const port = u.port === '' ? 6379 : Number(u.port);
   const password = u.password !== '' ? decodeURIComponent(u.password) : env['DISTILLATE_QUEUE_PASSWORD'];
   const username = u.username !== '' ? decodeURIComponent(u.username) : undefined;
-  return { host: u.hostname.replace(/^\[|\]$/g, ''), port, db, ...(username === undefined ? {} : { username }), ...(password === undefined || password === '' ? {} : { password }) };
+  return {
+    host: u.hostname.replace(/^\[|\]$/g, ''),
+    port,
+    db,
+    ...(username === undefined ? {} : { username }),
+    ...(password === undefined || password === '' ? {} : { password }),
+  };
 }
 
 /** The target without its credentials, for logs and messages. */
@@ -38,12 +44,26 @@ export function describeTarget(t: RedisTarget): string {
 
 /** ioredis options for BullMQ (workers need maxRetriesPerRequest: null). */
 export function connectionOptions(t: RedisTarget): RedisOptions {
-  return { host: t.host, port: t.port, db: t.db, ...(t.username === undefined ? {} : { username: t.username }), ...(t.password === undefined ? {} : { password: t.password }), maxRetriesPerRequest: null };
+  return {
+    host: t.host,
+    port: t.port,
+    db: t.db,
+    ...(t.username === undefined ? {} : { username: t.username }),
+    ...(t.password === undefined ? {} : { password: t.password }),
+    maxRetriesPerRequest: null,
+  };
 }
 
 /** Connect once, PING, and disconnect: a clear one-line error at start instead of endless retries. */
 export async function assertReachable(t: RedisTarget, timeoutMs = 3000): Promise<void> {
-  const client = new Redis({ ...connectionOptions(t), lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, connectTimeout: timeoutMs, retryStrategy: () => null });
+  const client = new Redis({
+    ...connectionOptions(t),
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    connectTimeout: timeoutMs,
+    retryStrategy: () => null,
+  });
   // The socket's own error (ECONNREFUSED, WRONGPASS) says more than the "Connection is closed." that follows it.
   let cause: Error | undefined;
   client.on('error', (err: Error) => (cause ??= err));

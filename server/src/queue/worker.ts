@@ -100,7 +100,7 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
           local.set(path, known);
         }
         if (known.fingerprint === task.dataset.fingerprint) return { info: known.dataset.info, batch: await known.dataset.readRows(start, count) };
-        log.warn({ dataset: task.dataset.path }, 'the local copy of the dataset differs from the coordinator\'s; reading rows over HTTP');
+        log.warn({ dataset: task.dataset.path }, "the local copy of the dataset differs from the coordinator's; reading rows over HTTP");
       }
     }
     return client.fetchRows(task.dataset.path, task.dataset.fingerprint, start, count);
@@ -155,7 +155,12 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
       }
       stats.timing.teacher += ms(t0);
       t0 = performance.now();
-      const shard = encodeCacheShard({ storage: task.storage, classes: C, temperature: task.temperature, labelStatistics: task.labelStatistics, views: task.views }, task.batchRows, ids, logits);
+      const shard = encodeCacheShard(
+        { storage: task.storage, classes: C, temperature: task.temperature, labelStatistics: task.labelStatistics, views: task.views },
+        task.batchRows,
+        ids,
+        logits,
+      );
       stats.timing.encode += ms(t0);
       t0 = performance.now();
       let outcome: string;
@@ -197,7 +202,9 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
       await job.moveToCompleted(result, token, false);
     } catch (err) {
       log.warn({ task: job.id, attempt: job.attemptsMade + 1, err: (err as Error).message }, 'task attempt failed');
-      await job.moveToFailed(err as Error, token, false).catch((e: unknown) => log.warn({ task: job.id, err: (e as Error).message }, 'could not record the failure; the task will stall and be retried'));
+      await job
+        .moveToFailed(err as Error, token, false)
+        .catch((e: unknown) => log.warn({ task: job.id, err: (e as Error).message }, 'could not record the failure; the task will stall and be retried'));
     } finally {
       clearInterval(renew);
     }

@@ -9,7 +9,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Field, Float32, Int32, RecordBatchReader, Schema, type RecordBatch } from 'apache-arrow';
 import { describe, expect, it } from 'vitest';
-import { CountingFileWriter, fixedSizeListData, idData, listColumn, listType, primitiveColumn, readArrowBatches, readArrowFileFrom, recordBatch } from './arrow-io.js';
+import {
+  CountingFileWriter,
+  fixedSizeListData,
+  idData,
+  listColumn,
+  listType,
+  primitiveColumn,
+  readArrowBatches,
+  readArrowFileFrom,
+  recordBatch,
+} from './arrow-io.js';
 
 const schema = new Schema([new Field('id', new Int32(), false), new Field('x', listType(3, new Float32()), false)]);
 function batch(first: number, rows: number) {
@@ -49,7 +59,11 @@ describe('arrow-io against apache-arrow', () => {
     const { bytes } = await fileOf([7, 100, 33, 2, 50]);
     const path = join(await mkdtemp(join(tmpdir(), 'arrow-io-')), 'f.arrow');
     await writeFile(path, bytes);
-    for (const [first, last] of [[0, 4], [1, 3], [4, 4]] as const) {
+    for (const [first, last] of [
+      [0, 4],
+      [1, 3],
+      [4, 4],
+    ] as const) {
       const fast = (await readArrowBatches(path, first, last)).batches;
       const slow: RecordBatch[] = [];
       for await (const b of readArrowFileFrom(path, first)) slow.push(b);

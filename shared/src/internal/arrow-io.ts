@@ -396,11 +396,7 @@ export function listType(size: number, valueType: ListValueType): FixedSizeList<
   return new FixedSizeList(size, new Field('item', valueType, false));
 }
 
-export function fixedSizeListData(
-  size: number,
-  valueType: ListValueType,
-  values: Float32Array | Uint16Array | Uint8Array | Uint32Array,
-): Data<FixedSizeList> {
+export function fixedSizeListData(size: number, valueType: ListValueType, values: Float32Array | Uint16Array | Uint8Array | Uint32Array): Data<FixedSizeList> {
   if (values.length % size !== 0) throw new RangeError(`${values.length} values do not split into lists of ${size}`);
   const length = values.length / size;
   const child = makeData({ type: valueType, length: values.length, data: values } as never) as unknown as Data<ListValueType>;

@@ -39,7 +39,14 @@ function sliceLogits(b: LogitBatch, start: number, end: number, C: number): Logi
   const views =
     b.views === undefined
       ? {}
-      : { views: { view: b.views.view.subarray(start, end), dx: b.views.dx.subarray(start, end), dy: b.views.dy.subarray(start, end), flip: b.views.flip.subarray(start, end) } };
+      : {
+          views: {
+            view: b.views.view.subarray(start, end),
+            dx: b.views.dx.subarray(start, end),
+            dy: b.views.dy.subarray(start, end),
+            flip: b.views.flip.subarray(start, end),
+          },
+        };
   const base = { rows: end - start, ids: b.ids.subarray(start, end) as Ids, file: b.file, rowInShard: b.rowInShard + start, ...stats, ...views };
   if (b.kind === 'dense') return { ...base, kind: 'dense', logits: b.logits.subarray(start * C, end * C) };
   return {
@@ -214,13 +221,18 @@ export async function* alignDatasetWithViewCaches(
   if (spec === undefined) throw new CacheMismatchError('alignDatasetWithViewCaches needs view caches');
   for (const c of caches) {
     if (JSON.stringify(c.manifest.views) !== JSON.stringify(spec)) {
-      throw new CacheMismatchError(`caches ${caches[0]!.key} and ${c.key} hold different views (${JSON.stringify(spec)} vs ${JSON.stringify(c.manifest.views ?? null)}); teachers read together must share one view spec`);
+      throw new CacheMismatchError(
+        `caches ${caches[0]!.key} and ${c.key} hold different views (${JSON.stringify(spec)} vs ${JSON.stringify(c.manifest.views ?? null)}); teachers read together must share one view spec`,
+      );
     }
   }
   if (options.checkFingerprint ?? true) {
     const fingerprint = await dataset.fingerprint();
     for (const c of caches) {
-      if (c.manifest.dataset.fingerprint !== fingerprint) throw new CacheMismatchError(`cache ${c.key} was built from dataset ${c.manifest.dataset.fingerprint.slice(0, 12)}…, but ${dataset.path} has fingerprint ${fingerprint.slice(0, 12)}…`);
+      if (c.manifest.dataset.fingerprint !== fingerprint)
+        throw new CacheMismatchError(
+          `cache ${c.key} was built from dataset ${c.manifest.dataset.fingerprint.slice(0, 12)}…, but ${dataset.path} has fingerprint ${fingerprint.slice(0, 12)}…`,
+        );
     }
   }
   const K = spec.count;
@@ -254,7 +266,9 @@ export async function* alignDatasetWithViewCaches(
         const lb = sliceLogits(s.batch, s.start, s.end, caches[ti]!.classes.length);
         for (let r = 0; r < n * K; r++) {
           if (lb.ids[r] !== ds.ids[Math.floor(r / K)]) {
-            throw new CacheMismatchError(`${caches[ti]!.dir}/${lb.file} row ${lb.rowInShard + r} has id ${idAt(lb.ids, r)}, but ${dataset.path} row ${row + Math.floor(r / K)} has id ${idAt(ds.ids, Math.floor(r / K))}`);
+            throw new CacheMismatchError(
+              `${caches[ti]!.dir}/${lb.file} row ${lb.rowInShard + r} has id ${idAt(lb.ids, r)}, but ${dataset.path} row ${row + Math.floor(r / K)} has id ${idAt(ds.ids, Math.floor(r / K))}`,
+            );
           }
         }
         if (ti === 0) {

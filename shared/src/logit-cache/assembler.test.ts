@@ -48,7 +48,14 @@ const cases: Array<{ name: string; storage: StorageInput; labelStatistics: boole
 describe('shards encoded apart and assembled', () => {
   for (const c of cases) {
     it(`match the streaming writer byte for byte (${c.name})`, async () => {
-      const common = { teacher: TEACHER, dataset: { fingerprint, rows: ROWS }, preprocessing: 'p', temperature: T, storage: c.storage, labelStatistics: c.labelStatistics };
+      const common = {
+        teacher: TEACHER,
+        dataset: { fingerprint, rows: ROWS },
+        preprocessing: 'p',
+        temperature: T,
+        storage: c.storage,
+        labelStatistics: c.labelStatistics,
+      };
       const writer = await LogitCacheWriter.open({ ...common, root: join(root, `stream-${c.name}`), shardRows: 200, batchRows: 64 });
       const dataset = await DatasetReader.open(datasetPath);
       for await (const b of dataset) await writer.append({ ids: b.ids as Int32Array, logits: rawLogits(b.ids as Int32Array) });
@@ -71,7 +78,12 @@ describe('shards encoded apart and assembled', () => {
       const assembled = await asm.finish();
       expect(assembled.shards).toEqual(streamed.shards);
       for (const s of streamed.shards) {
-        expect(Buffer.compare(await readFile(join(root, `assembled-${c.name}`, asm.key, s.file)), await readFile(join(root, `stream-${c.name}`, streamed.key, s.file)))).toBe(0);
+        expect(
+          Buffer.compare(
+            await readFile(join(root, `assembled-${c.name}`, asm.key, s.file)),
+            await readFile(join(root, `stream-${c.name}`, streamed.key, s.file)),
+          ),
+        ).toBe(0);
       }
       expect((await verifyCache(asm.dir)).ok).toBe(true);
     });
@@ -90,7 +102,9 @@ describe('shards encoded apart and assembled', () => {
     const streamed = await writer.finish();
 
     const layout = shardLayout(storage, C, { shardRows: 200, batchRows: 64, viewCount: 3 });
-    await expect(CacheAssembler.open({ ...common, root: join(root, 'views-bad'), layout: { shardRows: 200, batchRows: 64 } })).rejects.toThrow(/split an image's 3 views/);
+    await expect(CacheAssembler.open({ ...common, root: join(root, 'views-bad'), layout: { shardRows: 200, batchRows: 64 } })).rejects.toThrow(
+      /split an image's 3 views/,
+    );
     const asm = await CacheAssembler.open({ ...common, root: join(root, 'views-assembled'), layout });
     expect(asm.key).toBe(streamed.key);
     expect(asm.plan.reduce((n, s) => n + s.rows, 0)).toBe(ROWS * 3);
@@ -109,7 +123,16 @@ describe('shards encoded apart and assembled', () => {
   it('refuses a conflicting copy, bad hashes, wrong ids and wrong row counts; resumes after a restart', async () => {
     const storage = StorageSchema.parse({ mode: 'dense' });
     const layout = shardLayout(storage, C, { shardRows: 300 });
-    const opts = { root: join(root, 'faults'), teacher: TEACHER, dataset: { fingerprint, rows: ROWS }, preprocessing: 'p', temperature: T, storage, labelStatistics: false, layout };
+    const opts = {
+      root: join(root, 'faults'),
+      teacher: TEACHER,
+      dataset: { fingerprint, rows: ROWS },
+      preprocessing: 'p',
+      temperature: T,
+      storage,
+      labelStatistics: false,
+      layout,
+    };
     const dataset = await DatasetReader.open(datasetPath);
     let asm = await CacheAssembler.open(opts);
     const rows = await dataset.readRows(300, 300);
@@ -119,7 +142,9 @@ describe('shards encoded apart and assembled', () => {
     const tampered = rawLogits(rows.ids as Int32Array);
     tampered[7] = tampered[7]! + 1;
     const other = encodeCacheShard(asm.encoding, layout.batchRows, rows.ids, tampered);
-    await expect(asm.accept(1, inspectCacheShard(other.bytes, { sha256: other.sha256, encoding: asm.encoding, ids: rows.ids }))).rejects.toThrow(ShardConflictError);
+    await expect(asm.accept(1, inspectCacheShard(other.bytes, { sha256: other.sha256, encoding: asm.encoding, ids: rows.ids }))).rejects.toThrow(
+      ShardConflictError,
+    );
     expect(() => inspectCacheShard(good.bytes, { sha256: other.sha256, encoding: asm.encoding, ids: rows.ids })).toThrow(/claimed/);
     const shifted = await dataset.readRows(301, 300);
     expect(() => inspectCacheShard(good.bytes, { sha256: good.sha256, encoding: asm.encoding, ids: shifted.ids })).toThrow(CacheIntegrityError);

@@ -10,7 +10,16 @@ import { assertTemperature } from '../numerics.js';
 import { PRODUCER } from '../version.js';
 import { ViewSpecSchema, type ViewSpec, type ViewSpecInput } from '../views.js';
 import { CacheCommitter } from './committer.js';
-import { CacheManifestSchema, StorageSchema, cacheRecordBody, type CacheManifest, type Shard, type Storage, type StorageInput, type TeacherRef } from './manifest.js';
+import {
+  CacheManifestSchema,
+  StorageSchema,
+  cacheRecordBody,
+  type CacheManifest,
+  type Shard,
+  type Storage,
+  type StorageInput,
+  type TeacherRef,
+} from './manifest.js';
 import { planShards, type EncodedShard, type ShardEncoding, type ShardLayout, type ShardSpec } from './shard-codec.js';
 
 export class ShardConflictError extends Error {
@@ -62,11 +71,21 @@ export class CacheAssembler {
     const storage = StorageSchema.parse(o.storage);
     const views = o.views === undefined ? undefined : ViewSpecSchema.parse(o.views);
     const K = views?.count ?? 1;
-    if (o.layout.shardRows % K !== 0 || o.layout.batchRows % K !== 0) throw new RangeError(`shards of ${o.layout.shardRows} rows in batches of ${o.layout.batchRows} would split an image's ${K} views; use a layout from shardLayout(…, { viewCount: ${K} })`);
+    if (o.layout.shardRows % K !== 0 || o.layout.batchRows % K !== 0)
+      throw new RangeError(
+        `shards of ${o.layout.shardRows} rows in batches of ${o.layout.batchRows} would split an image's ${K} views; use a layout from shardLayout(…, { viewCount: ${K} })`,
+      );
     const plan = planShards(o.dataset.rows * K, o.layout);
     const committer = await CacheCommitter.open({
       root: o.root,
-      key: { teacherSha256: o.teacher.sha256, datasetFingerprint: o.dataset.fingerprint, preprocessing: o.preprocessing, temperature: o.temperature, storage, views },
+      key: {
+        teacherSha256: o.teacher.sha256,
+        datasetFingerprint: o.dataset.fingerprint,
+        preprocessing: o.preprocessing,
+        temperature: o.temperature,
+        storage,
+        views,
+      },
       ...(o.fsync === undefined ? {} : { fsync: o.fsync }),
       plan,
       record: (shards, key) => cacheRecordBody({ ...o, key, storage, views, producer: o.producer ?? PRODUCER, shards: [...shards] }),
@@ -77,7 +96,13 @@ export class CacheAssembler {
 
   /** What every shard of this cache must look like (for `inspectCacheShard`). */
   get encoding(): ShardEncoding {
-    return { storage: this.storage, classes: this.#o.teacher.classes.length, temperature: this.#o.temperature, labelStatistics: this.#o.labelStatistics, views: this.views };
+    return {
+      storage: this.storage,
+      classes: this.#o.teacher.classes.length,
+      temperature: this.#o.temperature,
+      labelStatistics: this.#o.labelStatistics,
+      views: this.views,
+    };
   }
 
   has(index: number): boolean {
@@ -115,13 +140,25 @@ export class CacheAssembler {
     const held = this.shard(index);
     if (held !== undefined) {
       if (held.sha256 === shard.sha256) return 'duplicate';
-      throw new ShardConflictError(`shard ${index} of cache ${this.key} is already stored with sha256 ${held.sha256}; a copy with sha256 ${shard.sha256} was refused`);
+      throw new ShardConflictError(
+        `shard ${index} of cache ${this.key} is already stored with sha256 ${held.sha256}; a copy with sha256 ${shard.sha256} was refused`,
+      );
     }
     const write = (async () => {
       const file = await this.#committer.writeShard(index, shard.bytes);
-      await this.#committer.commit({ file, rows: shard.rows, bytes: shard.bytes.byteLength, sha256: shard.sha256, firstId: shard.firstId, lastId: shard.lastId });
+      await this.#committer.commit({
+        file,
+        rows: shard.rows,
+        bytes: shard.bytes.byteLength,
+        sha256: shard.sha256,
+        firstId: shard.firstId,
+        lastId: shard.lastId,
+      });
     })();
-    this.#writing.set(index, write.catch(() => undefined));
+    this.#writing.set(
+      index,
+      write.catch(() => undefined),
+    );
     try {
       await write;
     } finally {

@@ -43,7 +43,8 @@ async function runStraight(job: CrashJobName, root: string): Promise<string> {
   return w.dir;
 }
 
-const shardHashes = async (dir: string): Promise<string[]> => JSON.parse(await readFile(join(dir, MANIFEST_FILE), 'utf8')).shards.map((s: { sha256: string }) => s.sha256);
+const shardHashes = async (dir: string): Promise<string[]> =>
+  JSON.parse(await readFile(join(dir, MANIFEST_FILE), 'utf8')).shards.map((s: { sha256: string }) => s.sha256);
 
 describe('kill -9 and resume, for every writer of the cache-writing protocol', () => {
   for (const job of Object.keys(CRASH_JOBS) as CrashJobName[]) {

@@ -116,7 +116,11 @@ export class CacheCommitter<M> {
   commit(shard: Shard): Promise<void> {
     this.#assertOpen();
     this.#shards.set(shardIndex(shard.file), shard);
-    const next = this.#progress.then(() => writeFileAtomic(join(this.dir, PROGRESS_FILE), JSON.stringify({ ...this.#o.record(this.shards, this.key), complete: false }, null, 2), { fsync: this.fsync }));
+    const next = this.#progress.then(() =>
+      writeFileAtomic(join(this.dir, PROGRESS_FILE), JSON.stringify({ ...this.#o.record(this.shards, this.key), complete: false }, null, 2), {
+        fsync: this.fsync,
+      }),
+    );
     this.#progress = next.catch(() => undefined);
     return next;
   }
@@ -129,7 +133,8 @@ export class CacheCommitter<M> {
   /** Write the manifest last (atomically, validated), then drop progress.json and the lock. */
   async finish(): Promise<M> {
     this.#assertOpen();
-    if (this.#o.plan !== undefined && this.#shards.size !== this.#o.plan.length) throw new Error(`cache ${this.key}: ${this.#o.plan.length - this.#shards.size} of ${this.#o.plan.length} shards are missing`);
+    if (this.#o.plan !== undefined && this.#shards.size !== this.#o.plan.length)
+      throw new Error(`cache ${this.key}: ${this.#o.plan.length - this.#shards.size} of ${this.#o.plan.length} shards are missing`);
     await this.#progress;
     const manifest = this.#o.manifest.parse({ ...this.#o.record(this.shards, this.key), createdAt: new Date().toISOString(), complete: true });
     await writeFileAtomic(join(this.dir, MANIFEST_FILE), JSON.stringify(manifest, null, 2), { fsync: this.fsync });

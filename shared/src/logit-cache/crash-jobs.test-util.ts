@@ -50,7 +50,16 @@ const inOrder = Array.from({ length: SHARDS }, (_, i) => i);
 const streaming: CrashJob = {
   order: inOrder,
   async open(root) {
-    const w = await LogitCacheWriter.open({ root, teacher: TEACHER, dataset: DATASET, preprocessing: '', temperature: 2, storage: { mode: 'dense' }, shardRows: SHARD_ROWS, batchRows: 32 });
+    const w = await LogitCacheWriter.open({
+      root,
+      teacher: TEACHER,
+      dataset: DATASET,
+      preprocessing: '',
+      temperature: 2,
+      storage: { mode: 'dense' },
+      shardRows: SHARD_ROWS,
+      batchRows: 32,
+    });
     return {
       dir: w.dir,
       recovered: inOrder.slice(0, w.resumedRows / SHARD_ROWS),
@@ -68,7 +77,16 @@ const assembled: CrashJob = {
   async open(root) {
     const storage = { mode: 'topk', k: 2, dtype: 'float32' } as const;
     const layout = shardLayout({ ...storage }, CLASSES, { shardRows: SHARD_ROWS, batchRows: 32 });
-    const a = await CacheAssembler.open({ root, teacher: TEACHER, dataset: DATASET, preprocessing: '', temperature: 2, storage, labelStatistics: true, layout });
+    const a = await CacheAssembler.open({
+      root,
+      teacher: TEACHER,
+      dataset: DATASET,
+      preprocessing: '',
+      temperature: 2,
+      storage,
+      labelStatistics: true,
+      layout,
+    });
     return {
       dir: a.dir,
       recovered: inOrder.filter((i) => a.has(i)),
@@ -80,14 +98,31 @@ const assembled: CrashJob = {
 
 /** The test-only column set: `id` and `feature` FixedSizeList<Float32>[3], and a manifest of its own. */
 export const FEATURE_DIM = 3;
-export const FeatureManifestSchema = z.object({ format: z.literal('test.features'), key: z.string(), dim: z.number(), rows: z.number(), shards: z.array(ShardSchema), createdAt: z.string(), complete: z.literal(true) }).strict();
+export const FeatureManifestSchema = z
+  .object({
+    format: z.literal('test.features'),
+    key: z.string(),
+    dim: z.number(),
+    rows: z.number(),
+    shards: z.array(ShardSchema),
+    createdAt: z.string(),
+    complete: z.literal(true),
+  })
+  .strict();
 const featureSchema = new Schema([new Field('id', new Int32(), false), new Field('feature', listType(FEATURE_DIM, new Float32()), false)]);
-export const features = (rowIds: Int32Array): Float32Array => Float32Array.from({ length: rowIds.length * FEATURE_DIM }, (_, i) => rowIds[Math.floor(i / FEATURE_DIM)]! + (i % FEATURE_DIM) / 10);
+export const features = (rowIds: Int32Array): Float32Array =>
+  Float32Array.from({ length: rowIds.length * FEATURE_DIM }, (_, i) => rowIds[Math.floor(i / FEATURE_DIM)]! + (i % FEATURE_DIM) / 10);
 
 const featureColumns: CrashJob = {
   order: [5, 1, 2, 0, 7, 3, 6, 4],
   async open(root) {
-    const key: CacheKeyInput = { teacherSha256: TEACHER.sha256, datasetFingerprint: DATASET.fingerprint, preprocessing: 'features: test', temperature: 1, storage: { mode: 'dense', dtype: 'float32' } };
+    const key: CacheKeyInput = {
+      teacherSha256: TEACHER.sha256,
+      datasetFingerprint: DATASET.fingerprint,
+      preprocessing: 'features: test',
+      temperature: 1,
+      storage: { mode: 'dense', dtype: 'float32' },
+    };
     const c = await CacheCommitter.open({
       root,
       key,

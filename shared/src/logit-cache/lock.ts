@@ -43,18 +43,22 @@ async function acquireLock(dir: string): Promise<void> {
   throw new CacheLockedError(`could not lock ${dir}`);
 }
 
-
 /**
  * Claim the directory of the cache with this key for writing: refused if the cache is already
  * complete or another live process holds it. `recover` then decides what an interrupted run
  * left that can be kept; if it throws, the claim is released.
  */
-export async function claimCacheDir<T>(root: string, keyInput: CacheKeyInput, recover: (dir: string, key: string) => Promise<T>): Promise<{ key: string; dir: string; recovered: T }> {
+export async function claimCacheDir<T>(
+  root: string,
+  keyInput: CacheKeyInput,
+  recover: (dir: string, key: string) => Promise<T>,
+): Promise<{ key: string; dir: string; recovered: T }> {
   const key = cacheKey(keyInput);
   const dir = join(root, key);
   await mkdir(dir, { recursive: true });
   const manifest = await readFile(join(dir, MANIFEST_FILE), 'utf8').catch(() => undefined);
-  if (manifest !== undefined && CacheManifestSchema.safeParse(JSON.parse(manifest)).success) throw new CacheExistsError(`cache ${key} is already complete in ${dir}`);
+  if (manifest !== undefined && CacheManifestSchema.safeParse(JSON.parse(manifest)).success)
+    throw new CacheExistsError(`cache ${key} is already complete in ${dir}`);
   await acquireLock(dir);
   try {
     return { key, dir, recovered: await recover(dir, key) };

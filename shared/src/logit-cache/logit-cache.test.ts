@@ -233,7 +233,16 @@ describe('crash safety and resume', () => {
   it('a damaged durable shard is rewritten on resume rather than trusted', async () => {
     const sub = join(root, 'resume-damaged');
     const open = () =>
-      LogitCacheWriter.open({ root: sub, teacher: TEACHER, dataset: { fingerprint, rows: ROWS }, preprocessing: '', temperature: T, storage: { mode: 'dense' }, shardRows: 256, batchRows: 64 });
+      LogitCacheWriter.open({
+        root: sub,
+        teacher: TEACHER,
+        dataset: { fingerprint, rows: ROWS },
+        preprocessing: '',
+        temperature: T,
+        storage: { mode: 'dense' },
+        shardRows: 256,
+        batchRows: 64,
+      });
     const first = await open();
     await first.append({ ids: allIds.subarray(0, 600), logits: rawLogits(allIds.subarray(0, 600)) });
     await first.abort();
@@ -244,14 +253,28 @@ describe('crash safety and resume', () => {
   });
 
   it('finish() refuses to write a manifest when rows are missing', async () => {
-    const w = await LogitCacheWriter.open({ root: join(root, 'short'), teacher: TEACHER, dataset: { fingerprint, rows: ROWS }, preprocessing: '', temperature: T, storage: { mode: 'dense' } });
+    const w = await LogitCacheWriter.open({
+      root: join(root, 'short'),
+      teacher: TEACHER,
+      dataset: { fingerprint, rows: ROWS },
+      preprocessing: '',
+      temperature: T,
+      storage: { mode: 'dense' },
+    });
     await w.append({ ids: allIds.subarray(0, 10), logits: rawLogits(allIds.subarray(0, 10)) });
     await expect(w.finish()).rejects.toThrow(/wrote 10 rows but the dataset has 1000/);
     expect(await readdir(w.dir)).not.toContain(MANIFEST_FILE);
   });
 
   it('refuses non-finite teacher logits', async () => {
-    const w = await LogitCacheWriter.open({ root: join(root, 'nan'), teacher: TEACHER, dataset: { fingerprint, rows: 1 }, preprocessing: '', temperature: T, storage: { mode: 'dense' } });
+    const w = await LogitCacheWriter.open({
+      root: join(root, 'nan'),
+      teacher: TEACHER,
+      dataset: { fingerprint, rows: 1 },
+      preprocessing: '',
+      temperature: T,
+      storage: { mode: 'dense' },
+    });
     const logits = rawLogits(allIds.subarray(0, 1));
     logits[3] = NaN;
     await expect(w.append({ ids: allIds.subarray(0, 1), logits })).rejects.toThrow(/row 5000: teacher logit NaN is not finite/);
@@ -283,7 +306,9 @@ describe('aligning a dataset with caches', () => {
     const cache = await LogitCacheReader.open(join(root, 'align2', manifest.key));
     const it = alignDatasetWithCaches(await DatasetReader.open(other), [cache]);
     await expect(it.next()).rejects.toThrow(CacheMismatchError);
-    await expect(alignDatasetWithCaches(await DatasetReader.open(other), [cache]).next()).rejects.toThrow(/was built from dataset .* but .*other\.arrow has fingerprint/);
+    await expect(alignDatasetWithCaches(await DatasetReader.open(other), [cache]).next()).rejects.toThrow(
+      /was built from dataset .* but .*other\.arrow has fingerprint/,
+    );
   });
 
   it('names the shard and row where ids stop matching', async () => {
@@ -308,7 +333,14 @@ describe('aligning a dataset with caches', () => {
   it('refuses a cache with fewer rows than the dataset', async () => {
     const small = join(root, 'small.arrow');
     const { fingerprint: fp } = await writeSyntheticDataset(small, { rows: 100, classes: C, firstId: 5000 });
-    const w = await LogitCacheWriter.open({ root: join(root, 'align4'), teacher: TEACHER, dataset: { fingerprint: fp, rows: 100 }, preprocessing: '', temperature: T, storage: { mode: 'dense' } });
+    const w = await LogitCacheWriter.open({
+      root: join(root, 'align4'),
+      teacher: TEACHER,
+      dataset: { fingerprint: fp, rows: 100 },
+      preprocessing: '',
+      temperature: T,
+      storage: { mode: 'dense' },
+    });
     await w.append({ ids: allIds.subarray(0, 100), logits: rawLogits(allIds.subarray(0, 100)) });
     const m = await w.finish();
     const cache = await LogitCacheReader.open(join(root, 'align4', m.key));

@@ -175,7 +175,9 @@ export class LogitCacheReader {
     const T = options.temperature ?? m.temperature;
     assertTemperature(T);
     if (m.storage.mode === 'topk' && T !== m.temperature) {
-      throw new RangeError(`cache ${m.key} stores top-${m.storage.k} logits at T = ${m.temperature}; it cannot be read at T = ${T} (the dropped tail is not stored). Rebuild it at T = ${T} or use dense storage.`);
+      throw new RangeError(
+        `cache ${m.key} stores top-${m.storage.k} logits at T = ${m.temperature}; it cannot be read at T = ${T} (the dropped tail is not stored). Rebuild it at T = ${T} or use dense storage.`,
+      );
     }
     const factor = m.temperature / T;
     let recycled: Buffer | undefined;
@@ -370,7 +372,9 @@ export async function verifyCache(dir: string): Promise<CacheVerification> {
     }
     const expected = manifest.dataset.rows * (manifest.views?.count ?? 1);
     if (problems.length === 0 && rows !== expected) {
-      problems.push(`${dir}: shards hold ${rows} rows but the dataset${manifest.views === undefined ? ' has' : ` × ${manifest.views.count} views needs`} ${expected}`);
+      problems.push(
+        `${dir}: shards hold ${rows} rows but the dataset${manifest.views === undefined ? ' has' : ` × ${manifest.views.count} views needs`} ${expected}`,
+      );
     }
   }
   return { ok: problems.length === 0, dir, key: manifest.key, rows, problems };

@@ -137,7 +137,12 @@ export function encodeCacheShard(e: ShardEncoding, batchRows: number, ids: Ids, 
   const writer = new RecordBatchFileWriter();
   for (let r = 0; r < rows; r += batchRows) {
     const n = Math.min(batchRows, rows - r);
-    const cols = shardBatchColumns(e, ids.subarray(r, r + n) as Ids, scaled.subarray(r * C, (r + n) * C), e.labelStatistics ? logits.subarray(r * C, (r + n) * C) : undefined);
+    const cols = shardBatchColumns(
+      e,
+      ids.subarray(r, r + n) as Ids,
+      scaled.subarray(r * C, (r + n) * C),
+      e.labelStatistics ? logits.subarray(r * C, (r + n) * C) : undefined,
+    );
     writer.write(recordBatch(schema, cols));
   }
   writer.finish();
@@ -164,7 +169,9 @@ export function inspectCacheShard(bytes: Uint8Array, expected: { sha256: string;
       const ids = primitiveColumn<Ids>(batch, 'id', 'shard');
       for (let i = 0; i < ids.length; i++) {
         if (rows + i >= expected.ids.length || ids[i] !== expected.ids[rows + i]) {
-          throw new CacheIntegrityError(`shard row ${rows + i} has id ${String(ids[i])}; expected ${rows + i < expected.ids.length ? String(expected.ids[rows + i]) : 'no more rows'}`);
+          throw new CacheIntegrityError(
+            `shard row ${rows + i} has id ${String(ids[i])}; expected ${rows + i < expected.ids.length ? String(expected.ids[rows + i]) : 'no more rows'}`,
+          );
         }
       }
       if (e.storage.mode === 'dense') listColumn(batch, 'logits', 'shard');

@@ -43,7 +43,6 @@ export interface LogitCacheWriterOptions {
   readonly fsync?: boolean;
 }
 
-
 export { CacheExistsError, CacheLockedError } from './lock.js';
 
 /** Closed shards that may still be draining/fsyncing while the next one is written. */
@@ -131,7 +130,14 @@ export class LogitCacheWriter {
     const labelStatistics = opts.labelStatistics ?? false;
     const committer = await CacheCommitter.open({
       root: opts.root,
-      key: { teacherSha256: opts.teacher.sha256, datasetFingerprint: opts.dataset.fingerprint, preprocessing: opts.preprocessing, temperature: opts.temperature, storage, views: opts.views },
+      key: {
+        teacherSha256: opts.teacher.sha256,
+        datasetFingerprint: opts.dataset.fingerprint,
+        preprocessing: opts.preprocessing,
+        temperature: opts.temperature,
+        storage,
+        views: opts.views,
+      },
       ...(opts.fsync === undefined ? {} : { fsync: opts.fsync }),
       record: (shards, key) => cacheRecordBody({ ...opts, key, storage, labelStatistics, producer: opts.producer ?? PRODUCER, views, shards: [...shards] }),
       manifest: CacheManifestSchema,
@@ -243,7 +249,9 @@ export class LogitCacheWriter {
     const expected = this.#opts.dataset.rows * (this.views?.count ?? 1);
     if (this.#rowsClosed !== expected) {
       await this.abort();
-      throw new CacheIntegrityError(`cache ${this.key}: wrote ${this.#rowsClosed} rows but the dataset${this.views === undefined ? ' has' : ` × ${this.views.count} views needs`} ${expected}; no manifest written`);
+      throw new CacheIntegrityError(
+        `cache ${this.key}: wrote ${this.#rowsClosed} rows but the dataset${this.views === undefined ? ' has' : ` × ${this.views.count} views needs`} ${expected}; no manifest written`,
+      );
     }
     const manifest = await this.#committer.finish();
     this.#closed = true;

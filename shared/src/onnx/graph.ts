@@ -42,7 +42,12 @@ export class GraphFormatError extends Error {
 function valueInfo(v: GraphValue): onnxProto.onnx.IValueInfoProto {
   return {
     name: v.name,
-    type: { tensorType: { elemType: v.type === 'int64' ? T.INT64 : v.type === 'bool' ? T.BOOL : T.FLOAT, shape: { dim: v.dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) } } },
+    type: {
+      tensorType: {
+        elemType: v.type === 'int64' ? T.INT64 : v.type === 'bool' ? T.BOOL : T.FLOAT,
+        shape: { dim: v.dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
+      },
+    },
   };
 }
 
@@ -170,7 +175,13 @@ export class Graph {
     });
     return {
       name: this.name,
-      node: this.nodes.map((n) => ({ opType: n.op, name: n.name, input: [...n.inputs], output: [...n.outputs], attribute: Object.entries(n.attrs).map(([k, v]) => attributeProto(k, v)) })),
+      node: this.nodes.map((n) => ({
+        opType: n.op,
+        name: n.name,
+        input: [...n.inputs],
+        output: [...n.outputs],
+        attribute: Object.entries(n.attrs).map(([k, v]) => attributeProto(k, v)),
+      })),
       initializer,
       input: this.inputs.map(valueInfo),
       output: this.outputs.map(valueInfo),
@@ -203,7 +214,9 @@ export class Graph {
     if (graph === undefined || graph === null) throw new GraphFormatError(`${where}: no graph`);
     for (const t of graph.initializer ?? []) g.initializer(t.name ?? '', tensorData(t, where), (t.dims ?? []).map(Number));
     const dimsOf = (v: onnxProto.onnx.IValueInfoProto): Dim[] =>
-      (v.type?.tensorType?.shape?.dim ?? []).map((d) => (d.dimValue !== undefined && d.dimValue !== null && Number(d.dimValue) > 0 ? Number(d.dimValue) : d.dimParam || 'N'));
+      (v.type?.tensorType?.shape?.dim ?? []).map((d) =>
+        d.dimValue !== undefined && d.dimValue !== null && Number(d.dimValue) > 0 ? Number(d.dimValue) : d.dimParam || 'N',
+      );
     const typeOf = (v: onnxProto.onnx.IValueInfoProto): GraphValue['type'] => {
       const t = v.type?.tensorType?.elemType;
       if (t === T.FLOAT) return 'float32';
@@ -218,7 +231,8 @@ export class Graph {
       if (n.opType === 'Constant') {
         // Folded into an initializer of the same name: the graph then holds tensors, not constant ops.
         const t = (n.attribute ?? []).find((a) => a.name === 'value')?.t;
-        if (t === undefined || t === null || (n.output ?? []).length !== 1) throw new GraphFormatError(`${where2}: only Constant nodes with a tensor "value" are supported`);
+        if (t === undefined || t === null || (n.output ?? []).length !== 1)
+          throw new GraphFormatError(`${where2}: only Constant nodes with a tensor "value" are supported`);
         g.initializer(n.output![0]!, tensorData(t, where2), (t.dims ?? []).map(Number));
         continue;
       }

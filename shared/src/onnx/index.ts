@@ -3,7 +3,16 @@
  * builder, the one onnxruntime-node session wrapper, and teacher loading/preprocessing. The main
  * `@distillate/shared` entry stays free of any engine.
  */
-export { OrtSession, softwareOnlyWebGpu, ProviderUnavailableError, ModelLoadError, PROVIDER_PREFERENCE, type ExecutionProvider, type TensorInfo, type OrtSessionOptions } from './ort-session.js';
+export {
+  OrtSession,
+  softwareOnlyWebGpu,
+  ProviderUnavailableError,
+  ModelLoadError,
+  PROVIDER_PREFERENCE,
+  type ExecutionProvider,
+  type TensorInfo,
+  type OrtSessionOptions,
+} from './ort-session.js';
 export { Teacher, TeacherRegistry, TeacherSidecarSchema, type TeacherSidecar, type TeacherInfo, type TeacherOptions } from './teachers.js';
 export { datasetPreprocessor, normalizer, type Preprocessor } from './preprocess.js';
 export { TeacherError, type TeacherErrorKind } from './errors.js';

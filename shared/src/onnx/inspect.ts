@@ -2,7 +2,12 @@
 import onnxProto from 'onnx-proto';
 
 const { onnx } = onnxProto;
-const FLOATING = new Set([onnx.TensorProto.DataType.FLOAT, onnx.TensorProto.DataType.FLOAT16, onnx.TensorProto.DataType.DOUBLE, onnx.TensorProto.DataType.BFLOAT16]);
+const FLOATING = new Set([
+  onnx.TensorProto.DataType.FLOAT,
+  onnx.TensorProto.DataType.FLOAT16,
+  onnx.TensorProto.DataType.DOUBLE,
+  onnx.TensorProto.DataType.BFLOAT16,
+]);
 
 /**
  * Number of trainable-sized values: the elements of the floating-point initializers (shape

@@ -45,7 +45,11 @@ export function normalizer(info: TeacherInfo, sidecar: TeacherSidecar): ((data: 
   }
   const C = channelCount(info);
   if (n.mean.length !== C || n.std.length !== C) {
-    throw new TeacherError('bad_request', 'bad_sidecar', `teacher ${info.name}: normalization has ${n.mean.length} means and ${n.std.length} stds for ${C} channels`);
+    throw new TeacherError(
+      'bad_request',
+      'bad_sidecar',
+      `teacher ${info.name}: normalization has ${n.mean.length} means and ${n.std.length} stds for ${C} channels`,
+    );
   }
   const spatial = size / C;
   return (data, rows) => {
@@ -63,7 +67,8 @@ export function datasetPreprocessor(dataset: DatasetInfo, info: TeacherInfo, sid
   const D = dataset.inputShape.reduce((a, b) => a * b, 1);
   const size = info.sampleShape.reduce((a, b) => a * b, 1);
   if (D !== size) {
-    throw new TeacherError('bad_request', 
+    throw new TeacherError(
+      'bad_request',
       'dataset_mismatch',
       `dataset samples have shape [${dataset.inputShape.join(', ')}] (${D} values) but teacher ${info.name} takes [${info.sampleShape.join(', ')}] (${size})`,
     );

@@ -84,7 +84,8 @@ export class Teacher {
       });
     } catch (err) {
       if (err instanceof ModelLoadError) throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: ${err.message}`);
-      if (err instanceof ProviderUnavailableError) throw new TeacherError('provider_unavailable', 'provider_unavailable', `teacher ${this.name}: ${err.message}`);
+      if (err instanceof ProviderUnavailableError)
+        throw new TeacherError('provider_unavailable', 'provider_unavailable', `teacher ${this.name}: ${err.message}`);
       throw err;
     }
     try {
@@ -92,16 +93,30 @@ export class Teacher {
       const output = this.sidecar.logitsOutput === undefined ? session.outputs[0] : session.outputs.find((o) => o.name === this.sidecar.logitsOutput);
       if (input === undefined) throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: no input ${this.sidecar.input ?? ''}`);
       if (output === undefined) throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: no output ${this.sidecar.logitsOutput ?? ''}`);
-      if (input.type !== 'float32') throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: input ${input.name} is ${input.type}; only float32 inputs are supported`);
+      if (input.type !== 'float32')
+        throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: input ${input.name} is ${input.type}; only float32 inputs are supported`);
       const sampleShape = input.shape.slice(1);
       if (sampleShape.some((d) => typeof d !== 'number')) {
-        throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: input ${input.name} has shape [${input.shape.join(', ')}]; only the batch dimension may be dynamic`);
+        throw new TeacherError(
+          'bad_model',
+          'bad_model',
+          `teacher ${this.name}: input ${input.name} has shape [${input.shape.join(', ')}]; only the batch dimension may be dynamic`,
+        );
       }
       const lastOut = output.shape.at(-1);
       const classes = this.sidecar.classes ?? (typeof lastOut === 'number' ? Array.from({ length: lastOut }, (_, i) => `class-${i}`) : undefined);
-      if (classes === undefined) throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: output ${output.name} has a dynamic class dimension; give "classes" in ${this.name}.json`);
+      if (classes === undefined)
+        throw new TeacherError(
+          'bad_model',
+          'bad_model',
+          `teacher ${this.name}: output ${output.name} has a dynamic class dimension; give "classes" in ${this.name}.json`,
+        );
       if (typeof lastOut === 'number' && lastOut !== classes.length) {
-        throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: ${this.name}.json lists ${classes.length} classes but output ${output.name} has ${lastOut}`);
+        throw new TeacherError(
+          'bad_model',
+          'bad_model',
+          `teacher ${this.name}: ${this.name}.json lists ${classes.length} classes but output ${output.name} has ${lastOut}`,
+        );
       }
       const dims = sampleShape as number[];
       const layout = this.sidecar.layout ?? (dims.length === 3 ? (dims[0] === 1 || dims[0] === 3 ? 'NCHW' : 'NHWC') : 'flat');
@@ -129,7 +144,11 @@ export class Teacher {
     const outputName = this.sidecar.logitsOutput ?? info.outputs[0]!.name;
     const out = await session.run(inputName, input, [rows, ...info.sampleShape], outputName);
     if (out.data.length !== rows * info.classes.length) {
-      throw new TeacherError('bad_output', 'bad_output', `teacher ${this.name}: output ${outputName} has shape [${out.dims.join(', ')}], expected [${rows}, ${info.classes.length}]`);
+      throw new TeacherError(
+        'bad_output',
+        'bad_output',
+        `teacher ${this.name}: output ${outputName} has shape [${out.dims.join(', ')}], expected [${rows}, ${info.classes.length}]`,
+      );
     }
     return out.data;
   }

@@ -36,7 +36,8 @@ export async function openEngine(recipe: Readonly<Recipe>, inputShape: readonly 
     const engine = await TfjsEngine.create(recipe, inputShape, classes, `${backend.name} (${backend.detail})`, resumeFrom);
     return { engine, backend, skipped };
   }
-  if (recipe.backend !== undefined) throw new Error(`backend: ${recipe.backend} chooses a TF.js backend, which only engine: tfjs uses; the ort engine takes executionProvider`);
+  if (recipe.backend !== undefined)
+    throw new Error(`backend: ${recipe.backend} chooses a TF.js backend, which only engine: tfjs uses; the ort engine takes executionProvider`);
   const provider = forcedProvider(recipe);
   const engine = await OrtEngine.create(recipe, inputShape, classes, {
     ...(provider === undefined ? {} : { provider }),

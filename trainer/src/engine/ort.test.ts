@@ -48,7 +48,12 @@ function linearLoss(G: Float32Array): BatchLoss {
 const cases = [
   { name: 'adam', optimizer: { kind: 'adam', lr: 0.01 }, tfjs: (lr: number) => tf.train.adam(lr), decay: 0 },
   { name: 'adamw (decoupled weight decay 0.1)', optimizer: { kind: 'adamw', lr: 0.01, weightDecay: 0.1 }, tfjs: (lr: number) => tf.train.adam(lr), decay: 0.1 },
-  { name: 'sgd with momentum 0.9 and weight decay 0.05', optimizer: { kind: 'sgd', lr: 0.05, momentum: 0.9, weightDecay: 0.05 }, tfjs: (lr: number) => tf.train.momentum(lr, 0.9), decay: 0.05 },
+  {
+    name: 'sgd with momentum 0.9 and weight decay 0.05',
+    optimizer: { kind: 'sgd', lr: 0.05, momentum: 0.9, weightDecay: 0.05 },
+    tfjs: (lr: number) => tf.train.momentum(lr, 0.9),
+    decay: 0.05,
+  },
 ] as const;
 
 describe('ORT engine optimizers match TF.js', () => {

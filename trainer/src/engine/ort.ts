@@ -10,7 +10,17 @@ import { join } from 'node:path';
 import { mulberry32 } from '@distillate/shared';
 import { Graph, OrtSession, type ExecutionProvider } from '@distillate/shared/onnx';
 import type { Recipe } from '../recipe.js';
-import { adamScalars, buildPredictGraph, buildStepGraph, studentBuffers, studentParams, type HyperName, type LossPiece, type OptimizerGraphSpec, type StepGraph } from '../internal/autodiff/train-graphs.js';
+import {
+  adamScalars,
+  buildPredictGraph,
+  buildStepGraph,
+  studentBuffers,
+  studentParams,
+  type HyperName,
+  type LossPiece,
+  type OptimizerGraphSpec,
+  type StepGraph,
+} from '../internal/autodiff/train-graphs.js';
 import { loopSteps, type Carried, type LoopedStep } from '../internal/autodiff/loop.js';
 import { buildOnnxStudent, STUDENT_INPUT, STUDENT_LOGITS, type OnnxStudentSpec } from '../internal/onnx-students.js';
 import type { BatchLoss, StepResult, StudentEngine } from './engine.js';
@@ -71,7 +81,15 @@ export class OrtEngine implements StudentEngine {
   #state: Float32Array[][];
   #step = 0;
 
-  private constructor(student: Graph, predict: OrtSession, optimizer: OptimizerGraphSpec, inputSize: number, classes: number, options: OrtEngineOptions, seed: number) {
+  private constructor(
+    student: Graph,
+    predict: OrtSession,
+    optimizer: OptimizerGraphSpec,
+    inputSize: number,
+    classes: number,
+    options: OrtEngineOptions,
+    seed: number,
+  ) {
     this.#seed = seed;
     this.#student = student;
     this.#predict = predict;
@@ -95,7 +113,8 @@ export class OrtEngine implements StudentEngine {
   static async create(recipe: Readonly<Recipe>, inputShape: readonly number[], classes: number, options: OrtEngineOptions = {}): Promise<OrtEngine> {
     const { graph, inputSize } = await buildOnnxStudent(recipe.student as OnnxStudentSpec, inputShape, classes, recipe.seed);
     const o = recipe.optimizer;
-    const optimizer: OptimizerGraphSpec = o.kind === 'sgd' ? { kind: 'sgd', momentum: o.momentum, weightDecay: o.weightDecay } : { kind: 'adam', ...ADAM, weightDecay: o.weightDecay };
+    const optimizer: OptimizerGraphSpec =
+      o.kind === 'sgd' ? { kind: 'sgd', momentum: o.momentum, weightDecay: o.weightDecay } : { kind: 'adam', ...ADAM, weightDecay: o.weightDecay };
     // Checks every op against the gradient rules now, before any epoch (a throwaway CE-only step graph).
     buildStepGraph(graph, { input: STUDENT_INPUT, logits: STUDENT_LOGITS, sampleShape: [inputSize], classes, optimizer, loss: probeLoss });
     const predict = await OrtSession.create(buildPredictGraph(graph, STUDENT_INPUT, STUDENT_LOGITS, [inputSize]), {
@@ -114,16 +133,30 @@ export class OrtEngine implements StudentEngine {
     let entry = this.#steps.get(loss.key);
     if (entry === undefined) {
       entry = (async () => {
-        const graph = buildStepGraph(this.#student, { input: STUDENT_INPUT, logits: STUDENT_LOGITS, sampleShape: [this.inputSize], classes: this.classes, optimizer: this.#optimizer, loss, target: this.device });
+        const graph = buildStepGraph(this.#student, {
+          input: STUDENT_INPUT,
+          logits: STUDENT_LOGITS,
+          sampleShape: [this.inputSize],
+          classes: this.classes,
+          optimizer: this.#optimizer,
+          loss,
+          target: this.device,
+        });
         const carried: Carried[] = [
-          ...graph.params.flatMap((p, i) => [{ input: p.name, output: graph.paramOutput(i), dims: p.dims }, ...graph.slots.map((_, s) => ({ input: graph.slotInput(i, s), output: graph.slotOutput(i, s), dims: p.dims }))]),
+          ...graph.params.flatMap((p, i) => [
+            { input: p.name, output: graph.paramOutput(i), dims: p.dims },
+            ...graph.slots.map((_, s) => ({ input: graph.slotInput(i, s), output: graph.slotOutput(i, s), dims: p.dims })),
+          ]),
           ...graph.buffers.map((b) => ({ input: b.name, output: b.next, dims: b.dims })),
         ];
         const carriedNames = new Set(carried.map((c) => c.input));
         const perStep = graph.graph.inputs.filter((v) => !carriedNames.has(v.name)).map((v) => ({ name: v.name, dims: v.dims }));
         const scan = [{ name: graph.logits, dims: ['N', this.classes] }, ...Object.values(graph.terms).map((name) => ({ name, dims: [] }))];
         const looped = loopSteps(graph.graph, carried, perStep, scan);
-        const session = await OrtSession.create(looped.bytes, { provider: this.device, ...(this.#options.intraOpThreads === undefined ? {} : { intraOpThreads: this.#options.intraOpThreads }) });
+        const session = await OrtSession.create(looped.bytes, {
+          provider: this.device,
+          ...(this.#options.intraOpThreads === undefined ? {} : { intraOpThreads: this.#options.intraOpThreads }),
+        });
         return { graph, looped, carried, perStep, session };
       })();
       this.#steps.set(loss.key, entry);
@@ -150,7 +183,10 @@ export class OrtEngine implements StudentEngine {
       this.#step++;
       const adam = this.#optimizer.kind === 'adam' ? adamScalars(lr, this.#step, this.#optimizer) : { stepSize: 0, epsilon: 0 };
       const hyper: Record<HyperName, number> = { lr, ...adam, decay: 1 - lr * this.#optimizer.weightDecay };
-      const feeds: Record<string, { data: Float32Array; dims: readonly number[] }> = { ...b.loss.feeds(), [STUDENT_INPUT]: { data: b.x.subarray(0, rows * this.inputSize), dims: [rows, this.inputSize] } };
+      const feeds: Record<string, { data: Float32Array; dims: readonly number[] }> = {
+        ...b.loss.feeds(),
+        [STUDENT_INPUT]: { data: b.x.subarray(0, rows * this.inputSize), dims: [rows, this.inputSize] },
+      };
       for (const h of g.hyper) feeds[h] = { data: Float32Array.of(hyper[h]), dims: [1] };
       if (g.needsBatchRows) feeds['batch_rows'] = { data: Float32Array.of(rows), dims: [1] };
       // Inverted dropout masks from a generator seeded by (recipe seed, step): a resumed run draws the same ones.
@@ -173,8 +209,15 @@ export class OrtEngine implements StudentEngine {
     const current = this.#carriedValues(g);
     carried.forEach((c, i) => (feeds[looped.initial(c.input)] = { data: current[i]!, dims: c.dims as number[] }));
     const termNames = Object.entries(g.terms);
-    const out = await session.runMany(feeds, [...carried.map((c) => looped.final(c.output)), looped.scanned(g.logits), ...termNames.map(([, name]) => looped.scanned(name))]);
-    this.#setCarried(g, carried.map((c) => out[looped.final(c.output)]!));
+    const out = await session.runMany(feeds, [
+      ...carried.map((c) => looped.final(c.output)),
+      looped.scanned(g.logits),
+      ...termNames.map(([, name]) => looped.scanned(name)),
+    ]);
+    this.#setCarried(
+      g,
+      carried.map((c) => out[looped.final(c.output)]!),
+    );
     const logits = out[looped.scanned(g.logits)]!;
     const step = rows * this.classes;
     return batches.map((_, k) => ({
@@ -185,7 +228,10 @@ export class OrtEngine implements StudentEngine {
 
   /** Parameters, their optimizer slots, then buffers: the loop-carried order. */
   #carriedValues(g: StepGraph): Float32Array[] {
-    return [...g.params.flatMap((_, i) => [this.#values[i]!, ...g.slots.map((__, s) => this.#state[i]![s]!)]), ...g.buffers.map((b) => this.#bufferValues[this.#buffers.findIndex((x) => x.name === b.name)]!)];
+    return [
+      ...g.params.flatMap((_, i) => [this.#values[i]!, ...g.slots.map((__, s) => this.#state[i]![s]!)]),
+      ...g.buffers.map((b) => this.#bufferValues[this.#buffers.findIndex((x) => x.name === b.name)]!),
+    ];
   }
 
   #setCarried(g: StepGraph, values: Float32Array[]): void {
@@ -198,7 +244,9 @@ export class OrtEngine implements StudentEngine {
   }
 
   async predict(x: Float32Array, rows: number): Promise<Float32Array> {
-    const feeds: Record<string, { data: Float32Array; dims: readonly number[] }> = { [STUDENT_INPUT]: { data: x.subarray(0, rows * this.inputSize), dims: [rows, this.inputSize] } };
+    const feeds: Record<string, { data: Float32Array; dims: readonly number[] }> = {
+      [STUDENT_INPUT]: { data: x.subarray(0, rows * this.inputSize), dims: [rows, this.inputSize] },
+    };
     this.#params.forEach((p, i) => (feeds[p.name] = { data: this.#values[i]!, dims: p.dims }));
     this.#buffers.forEach((b, i) => (feeds[b.name] = { data: this.#bufferValues[i]!, dims: b.dims }));
     return (await this.#predict.runMany(feeds, [STUDENT_LOGITS]))[STUDENT_LOGITS]!;
@@ -209,7 +257,9 @@ export class OrtEngine implements StudentEngine {
     const node = this.#student.nodes.find((n) => n.outputs.includes(STUDENT_LOGITS));
     const index = (name: string | undefined): number => this.#params.findIndex((p) => p.name === name);
     if (node?.op !== 'Gemm' || index(node.inputs[1]) < 0 || index(node.inputs[2]) < 0) {
-      throw new Error(`the student's logits come from ${node === undefined ? 'no node' : `a ${node.op} node`}; temperature scaling needs a final Gemm with a weight and a bias`);
+      throw new Error(
+        `the student's logits come from ${node === undefined ? 'no node' : `a ${node.op} node`}; temperature scaling needs a final Gemm with a weight and a bias`,
+      );
     }
     return { weight: index(node.inputs[1]), bias: index(node.inputs[2]) };
   }
@@ -254,12 +304,14 @@ export class OrtEngine implements StudentEngine {
     } catch {
       throw new Error(`${dir}: not a checkpoint of the ort engine (no state.json); resume with the engine that wrote it`);
     }
-    if (state.optimizer !== this.#optimizer.kind) throw new Error(`${dir}: checkpoint has ${state.optimizer} optimizer state, the recipe uses ${this.#optimizer.kind}`);
+    if (state.optimizer !== this.#optimizer.kind)
+      throw new Error(`${dir}: checkpoint has ${state.optimizer} optimizer state, the recipe uses ${this.#optimizer.kind}`);
     const bin = await readFile(join(dir, 'weights.bin'));
     const byName = new Map(state.tensors.map((t) => [t.name, t]));
     const read = (name: string, into: Float32Array): void => {
       const t = byName.get(name);
-      if (t === undefined || t.length !== into.length) throw new Error(`${dir}: checkpoint has no tensor ${name} of ${into.length} values (a different student?)`);
+      if (t === undefined || t.length !== into.length)
+        throw new Error(`${dir}: checkpoint has no tensor ${name} of ${into.length} values (a different student?)`);
       into.set(new Float32Array(bin.buffer.slice(bin.byteOffset + t.offset, bin.byteOffset + t.offset + t.length * 4)));
     };
     this.#params.forEach((p, i) => {
@@ -276,7 +328,10 @@ export class OrtEngine implements StudentEngine {
 
   exportOnnx(classes: readonly string[]): Uint8Array {
     const g = new Graph('distillate-student', this.#student.opset);
-    const current = new Map<string, Float32Array>([...this.#params.map((p, i) => [p.name, this.#values[i]!] as const), ...this.#buffers.map((b, i) => [b.name, this.#bufferValues[i]!] as const)]);
+    const current = new Map<string, Float32Array>([
+      ...this.#params.map((p, i) => [p.name, this.#values[i]!] as const),
+      ...this.#buffers.map((b, i) => [b.name, this.#bufferValues[i]!] as const),
+    ]);
     for (const v of this.#student.inputs) g.input(v.name, v.dims, v.type);
     for (const init of this.#student.initializers.values()) g.initializer(init.name, current.get(init.name)?.slice() ?? init.data, init.dims);
     for (const n of this.#student.nodes) g.add(n.op, n.inputs, { ...n.attrs }, n.outputs);

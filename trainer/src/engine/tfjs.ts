@@ -47,7 +47,13 @@ export class TfjsEngine implements StudentEngine {
     const model = resumeFrom === undefined ? await buildStudent(recipe.student, inputShape, classes, recipe.seed) : await loadLayersModel(resumeFrom);
     const o = recipe.optimizer;
     const optimizer = o.kind === 'sgd' ? tf.train.momentum(o.lr, o.momentum) : tf.train.adam(o.lr);
-    const engine = new TfjsEngine(model, optimizer, o.weightDecay, device, inputShape.reduce((a, b) => a * b, 1));
+    const engine = new TfjsEngine(
+      model,
+      optimizer,
+      o.weightDecay,
+      device,
+      inputShape.reduce((a, b) => a * b, 1),
+    );
     if (resumeFrom !== undefined) await engine.#loadOptimizerState(resumeFrom);
     return engine;
   }

@@ -14,7 +14,11 @@ export const STUDENT_LOGITS = 'logits';
 
 export type OnnxStudentSpec =
   | { readonly kind: 'mlp'; readonly hidden: readonly number[]; readonly dropout: number }
-  | { readonly kind: 'cnn'; readonly blocks: ReadonlyArray<{ readonly filters: number; readonly kernel: number; readonly pool: boolean }>; readonly dense: readonly number[] }
+  | {
+      readonly kind: 'cnn';
+      readonly blocks: ReadonlyArray<{ readonly filters: number; readonly kernel: number; readonly pool: boolean }>;
+      readonly dense: readonly number[];
+    }
   | { readonly kind: 'resnet'; readonly widths: readonly number[]; readonly blocksPerStage: number }
   | { readonly kind: 'layers'; readonly path: string }
   | { readonly kind: 'onnx'; readonly path: string };
@@ -22,7 +26,7 @@ export type OnnxStudentSpec =
 /** Normal samples by Box–Muller, truncated at 2σ as Keras' variance-scaling initializers are. */
 function truncatedNormal(rand: () => number, n: number, std: number): Float32Array {
   const out = new Float32Array(n);
-  for (let i = 0; i < n; ) {
+  for (let i = 0; i < n;) {
     const u = Math.max(rand(), 1e-12);
     const z = Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());
     if (Math.abs(z) <= 2) out[i++] = z * std;
@@ -48,7 +52,8 @@ export interface OnnxStudent {
 export async function buildOnnxStudent(spec: OnnxStudentSpec, inputShape: readonly number[], classes: number, seed: number): Promise<OnnxStudent> {
   const D = inputShape.reduce((a, b) => a * b, 1);
   const rand = mulberry32(seed);
-  if (spec.kind === 'layers') throw new UnsupportedGraphError('student kind layers is a TF.js model; use engine: tfjs, or give the ort engine an ONNX file ({ onnx: path })');
+  if (spec.kind === 'layers')
+    throw new UnsupportedGraphError('student kind layers is a TF.js model; use engine: tfjs, or give the ort engine an ONNX file ({ onnx: path })');
   if (spec.kind === 'onnx') return loadOnnxStudent(spec.path, inputShape, classes);
   const g = new Graph('distillate-student');
   g.input(STUDENT_INPUT, ['N', D]);
@@ -74,7 +79,8 @@ export async function buildOnnxStudent(spec: OnnxStudentSpec, inputShape: readon
     width = spec.widths.at(-1)!;
     dense(classes, false, true);
   } else {
-    if (inputShape.length !== 3) throw new UnsupportedGraphError(`a cnn student needs image samples [H, W, C]; this dataset's samples are [${inputShape.join(', ')}]`);
+    if (inputShape.length !== 3)
+      throw new UnsupportedGraphError(`a cnn student needs image samples [H, W, C]; this dataset's samples are [${inputShape.join(', ')}]`);
     const [H, W, C] = inputShape as [number, number, number];
     x = g.node('Transpose', [g.node('Reshape', [x, g.int64('shape', [-1, H, W, C])])], { perm: [0, 3, 1, 2] });
     let [c, h, w] = [C, H, W];
@@ -107,8 +113,15 @@ export async function buildOnnxStudent(spec: OnnxStudentSpec, inputShape: readon
  * first block of each later stage with stride 2, then global average pooling. BatchNorm as
  * Keras sets it up (γ 1, β 0, running mean 0 and variance 1, ε 1e-3, momentum 0.99).
  */
-function resnetBody(g: Graph, input: string, inputShape: readonly number[], spec: { readonly widths: readonly number[]; readonly blocksPerStage: number }, rand: () => number): string {
-  if (inputShape.length !== 3) throw new UnsupportedGraphError(`a resnet student needs image samples [H, W, C]; this dataset's samples are [${inputShape.join(', ')}]`);
+function resnetBody(
+  g: Graph,
+  input: string,
+  inputShape: readonly number[],
+  spec: { readonly widths: readonly number[]; readonly blocksPerStage: number },
+  rand: () => number,
+): string {
+  if (inputShape.length !== 3)
+    throw new UnsupportedGraphError(`a resnet student needs image samples [H, W, C]; this dataset's samples are [${inputShape.join(', ')}]`);
   const [H, W, C0] = inputShape as [number, number, number];
   let c = C0;
   const conv = (x: string, filters: number, k: number, stride: number): string => {
@@ -166,13 +179,19 @@ async function loadOnnxStudent(path: string, inputShape: readonly number[], clas
   const first = src.inputs[0];
   const out = src.outputs[0];
   if (first === undefined || out === undefined) throw new GraphFormatError(`student ${path}: needs at least one input and one output`);
-  if (src.inputs.length > 1) throw new GraphFormatError(`student ${path}: takes ${src.inputs.length} inputs (${src.inputs.map((i) => i.name).join(', ')}); a student takes one`);
+  if (src.inputs.length > 1)
+    throw new GraphFormatError(`student ${path}: takes ${src.inputs.length} inputs (${src.inputs.map((i) => i.name).join(', ')}); a student takes one`);
   const sample = first.dims.slice(1);
-  if (sample.some((d) => typeof d !== 'number')) throw new GraphFormatError(`student ${path}: input ${first.name} has shape [${first.dims.join(', ')}]; only the batch dimension may be dynamic`);
+  if (sample.some((d) => typeof d !== 'number'))
+    throw new GraphFormatError(`student ${path}: input ${first.name} has shape [${first.dims.join(', ')}]; only the batch dimension may be dynamic`);
   const dims = sample as number[];
-  if (dims.reduce((a, b) => a * b, 1) !== D) throw new GraphFormatError(`student ${path}: input ${first.name} takes [${dims.join(', ')}] per sample, the dataset has ${D} values ([${inputShape.join(', ')}])`);
+  if (dims.reduce((a, b) => a * b, 1) !== D)
+    throw new GraphFormatError(
+      `student ${path}: input ${first.name} takes [${dims.join(', ')}] per sample, the dataset has ${D} values ([${inputShape.join(', ')}])`,
+    );
   const lastDim = out.dims.at(-1);
-  if (typeof lastDim === 'number' && lastDim !== classes) throw new GraphFormatError(`student ${path}: output ${out.name} has ${lastDim} classes, the task has ${classes}`);
+  if (typeof lastDim === 'number' && lastDim !== classes)
+    throw new GraphFormatError(`student ${path}: output ${out.name} has ${lastDim} classes, the task has ${classes}`);
 
   const g = new Graph('distillate-student', Math.max(13, src.opset));
   g.reserve(src.nodes.flatMap((n) => [...n.inputs, ...n.outputs]));
@@ -187,8 +206,17 @@ async function loadOnnxStudent(path: string, inputShape: readonly number[], clas
   } else if (dims.length !== 1) {
     throw new GraphFormatError(`student ${path}: input ${first.name} has rank ${dims.length + 1}; a student takes [N, D] or [N, C, H, W] / [N, H, W, C]`);
   }
-  const rename = new Map<string, string>([[first.name, x], [out.name, STUDENT_LOGITS]]);
-  for (const n of src.nodes) g.add(n.op, n.inputs.map((i) => rename.get(i) ?? i), { ...n.attrs }, n.outputs.map((o) => rename.get(o) ?? o));
+  const rename = new Map<string, string>([
+    [first.name, x],
+    [out.name, STUDENT_LOGITS],
+  ]);
+  for (const n of src.nodes)
+    g.add(
+      n.op,
+      n.inputs.map((i) => rename.get(i) ?? i),
+      { ...n.attrs },
+      n.outputs.map((o) => rename.get(o) ?? o),
+    );
   g.output(STUDENT_LOGITS, ['N', classes]);
   return { graph: g, inputSize: D };
 }

@@ -25,10 +25,38 @@ interface Attrs {
 export function conv2dBackpropFilterNHWC(
   x: Float32Array,
   dy: Float32Array,
-  info: { batchSize: number; inHeight: number; inWidth: number; inChannels: number; outHeight: number; outWidth: number; outChannels: number; filterHeight: number; filterWidth: number; strideHeight: number; strideWidth: number; padTop: number; padLeft: number },
+  info: {
+    batchSize: number;
+    inHeight: number;
+    inWidth: number;
+    inChannels: number;
+    outHeight: number;
+    outWidth: number;
+    outChannels: number;
+    filterHeight: number;
+    filterWidth: number;
+    strideHeight: number;
+    strideWidth: number;
+    padTop: number;
+    padLeft: number;
+  },
   dW: Float32Array,
 ): void {
-  const { batchSize: B, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW, outChannels: OC, filterHeight: FH, filterWidth: FW, strideHeight: SH, strideWidth: SW, padTop, padLeft } = info;
+  const {
+    batchSize: B,
+    inHeight: H,
+    inWidth: W,
+    inChannels: C,
+    outHeight: OH,
+    outWidth: OW,
+    outChannels: OC,
+    filterHeight: FH,
+    filterWidth: FW,
+    strideHeight: SH,
+    strideWidth: SW,
+    padTop,
+    padLeft,
+  } = info;
   dW.fill(0);
   for (let b = 0; b < B; b++) {
     for (let oh = 0; oh < OH; oh++) {
@@ -68,7 +96,16 @@ export function registerWasmConv2DBackpropFilter(): void {
       const a = attrs as unknown as Attrs;
       if (a.dataFormat === 'NCHW') throw new Error('Conv2DBackpropFilter (wasm): only NHWC is supported');
       const wasm = backend as unknown as WasmBackendLike;
-      const conv = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], a.filterShape, a.strides, 1, a.pad, a.dimRoundingMode, false, 'channelsLast');
+      const conv = tf.backend_util.computeConv2DInfo(
+        x.shape as [number, number, number, number],
+        a.filterShape,
+        a.strides,
+        1,
+        a.pad,
+        a.dimRoundingMode,
+        false,
+        'channelsLast',
+      );
       const out = wasm.makeOutput([...a.filterShape], 'float32');
       conv2dBackpropFilterNHWC(
         wasm.readSync(x.dataId) as Float32Array,

@@ -41,7 +41,9 @@ export function evaluateTfjs(loss: LossOf, wrt: Feed, inputs: Readonly<Record<st
 export async function evaluateOnnx(loss: LossOf, wrt: Feed, inputs: Readonly<Record<string, Feed>>): Promise<Evaluated> {
   const g = new Graph('loss');
   const w = g.input('wrt', ['N', ...wrt.dims.slice(1)]);
-  const x = Object.fromEntries(Object.entries(inputs).map(([k, f]) => [k, g.input(k, f.dims.length === 1 && f.dims[0] === 1 ? [1] : ['N', ...f.dims.slice(1)])]));
+  const x = Object.fromEntries(
+    Object.entries(inputs).map(([k, f]) => [k, g.input(k, f.dims.length === 1 && f.dims[0] === 1 ? [1] : ['N', ...f.dims.slice(1)])]),
+  );
   const out = loss(onnxOps(g), w, x);
   const shapes = inferShapes(g, new Map<string, Shape>(g.inputs.map((v) => [v.name, v.dims.map((d) => (typeof d === 'number' ? d : -1))])));
   const first = Object.values(out)[0]!;

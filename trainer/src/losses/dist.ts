@@ -27,7 +27,14 @@ export const dist = defineLoss({
     };
     // Within each row, across classes.
     const rowCentre = (v: T): T => o.sub(v, o.mean(v, -1));
-    const inter = o.sub(one, rowMean(o, cosine(rowCentre(ys), rowCentre(yt), (v) => o.sum(v, -1)), x.rows));
+    const inter = o.sub(
+      one,
+      rowMean(
+        o,
+        cosine(rowCentre(ys), rowCentre(yt), (v) => o.sum(v, -1)),
+        x.rows,
+      ),
+    );
     // Within each class, across the rows in the mean.
     const colSum = (v: T): T => o.sum(o.mul(v, x.rows.mask), 0);
     const colCentre = (v: T): T => o.sub(v, o.mul(colSum(v), o.sumAll(x.rows.norm)));

@@ -12,9 +12,13 @@ export type MethodName = keyof Methods;
 type ParamsOf<M> = M extends LossMethod<infer P> ? P : never;
 
 /** A parsed `distill` block: scratch, or a method of the table with its params (defaults filled in). */
-export type Distill = { readonly method: 'scratch'; readonly params: Readonly<Record<string, never>> } | { [K in MethodName]: { readonly method: K; readonly params: ParamsOf<Methods[K]> } }[MethodName];
+export type Distill =
+  | { readonly method: 'scratch'; readonly params: Readonly<Record<string, never>> }
+  | { [K in MethodName]: { readonly method: K; readonly params: ParamsOf<Methods[K]> } }[MethodName];
 /** What a recipe may write: params may be left out or partial (defaults apply). */
-export type DistillInput = { readonly method: 'scratch'; readonly params?: Readonly<Record<string, never>> } | { readonly method: MethodName; readonly params?: Readonly<Record<string, unknown>> };
+export type DistillInput =
+  | { readonly method: 'scratch'; readonly params?: Readonly<Record<string, never>> }
+  | { readonly method: MethodName; readonly params?: Readonly<Record<string, unknown>> };
 
 export const METHOD_NAMES = Object.keys(distillMethods) as MethodName[];
 

@@ -12,7 +12,8 @@ import { subsetKd } from './subset-kd.js';
 import { topKKd, topKTargets } from './topk-kd.js';
 
 const allRows = (n: number): Rows<tf.Tensor> => ({ mask: tf.ones([n, 1]), norm: tf.scalar(1 / Math.max(1, n)) });
-const oneHot = (labels: tf.Tensor1D, C: number): tf.Tensor => tf.oneHot(tf.maximum(labels, 0).toInt(), C).toFloat().mul(tf.greaterEqual(labels, 0).toFloat().expandDims(1));
+const oneHot = (labels: tf.Tensor1D, C: number): tf.Tensor =>
+  tf.oneHot(tf.maximum(labels, 0).toInt(), C).toFloat().mul(tf.greaterEqual(labels, 0).toFloat().expandDims(1));
 
 function checkPair(student: tf.Tensor, teacher: tf.Tensor, what: string): void {
   if (student.rank !== 2 || teacher.rank !== 2 || student.shape[0] !== teacher.shape[0] || student.shape[1] !== teacher.shape[1]) {
@@ -65,7 +66,11 @@ export function topKKdLoss(student: tf.Tensor2D, teacher: TopKTeacher, params: {
   });
 }
 
-export function multiTeacherLoss(student: tf.Tensor2D, teachers: ReadonlyArray<{ readonly logits: tf.Tensor2D; readonly classIndex: readonly number[] }>, params: { readonly temperature: number }): tf.Scalar {
+export function multiTeacherLoss(
+  student: tf.Tensor2D,
+  teachers: ReadonlyArray<{ readonly logits: tf.Tensor2D; readonly classIndex: readonly number[] }>,
+  params: { readonly temperature: number },
+): tf.Scalar {
   teachers.forEach((t, i) => {
     if (t.logits.shape[1] !== t.classIndex.length) throw new Error(`teacher ${i}: ${t.logits.shape[1]} logits for ${t.classIndex.length} classes`);
   });

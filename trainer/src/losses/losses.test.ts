@@ -9,7 +9,20 @@ import { logSumExp, topK } from '@distillate/shared';
 import { selectBackend } from '../backend.js';
 import { BACKENDS, evaluate, type LossOf } from './both-backends.test-util.js';
 import golden from './golden.json' with { type: 'json' };
-import { crossEntropy, DistillSchema, distillLoss, distillMethods, dkdLoss, kdLoss, subsetKd, topKKd, topKTargets, type Feed, type MethodName, type Rows } from './index.js';
+import {
+  crossEntropy,
+  DistillSchema,
+  distillLoss,
+  distillMethods,
+  dkdLoss,
+  kdLoss,
+  subsetKd,
+  topKKd,
+  topKTargets,
+  type Feed,
+  type MethodName,
+  type Rows,
+} from './index.js';
 
 beforeAll(() => selectBackend('cpu'));
 
@@ -54,7 +67,13 @@ const cases: Case[] = [
   { name: 'rkl (reverse KL)', loss: method('rkl', { temperature: 2 }), inputs: dense, value: golden.rkl, grad: golden.grad.rkl },
   { name: 'jsd (β = 0.3)', loss: method('jsd', { beta: 0.3, temperature: 2 }), inputs: dense, value: golden.jsd, grad: golden.grad.jsd },
   { name: 'tvd', loss: method('tvd', { temperature: 2 }), inputs: dense, value: golden.tvd, grad: golden.grad.tvd },
-  { name: 'cross-entropy', loss: (o, s, x) => ({ loss: crossEntropy(o, s, x['target']!, rowsOf(x)) }), inputs: { target, ...rows }, value: golden.ce, grad: golden.grad.ce },
+  {
+    name: 'cross-entropy',
+    loss: (o, s, x) => ({ loss: crossEntropy(o, s, x['target']!, rowsOf(x)) }),
+    inputs: { target, ...rows },
+    value: golden.ce,
+    grad: golden.grad.ce,
+  },
   {
     name: 'top-k KD (k = 3 of 7)',
     loss: (o, s, x) => ({ loss: topKKd(o, s, { p: x['p']!, kept: x['kept']!, tail: x['tail']!, entropy: x['entropy']! }, rowsOf(x), 4) }),
@@ -64,7 +83,19 @@ const cases: Case[] = [
   },
   {
     name: 'subset KD (two teachers over disjoint classes)',
-    loss: (o, s, x) => ({ loss: subsetKd(o, s, C, [{ logits: x['a']!, classIndex: golden.multi.a_idx }, { logits: x['b']!, classIndex: golden.multi.b_idx }], rowsOf(x), 4) }),
+    loss: (o, s, x) => ({
+      loss: subsetKd(
+        o,
+        s,
+        C,
+        [
+          { logits: x['a']!, classIndex: golden.multi.a_idx },
+          { logits: x['b']!, classIndex: golden.multi.b_idx },
+        ],
+        rowsOf(x),
+        4,
+      ),
+    }),
     inputs: { a: matrix(golden.multi.a), b: matrix(golden.multi.b), ...rows },
     value: golden.multi.value,
     grad: golden.grad.multi,
@@ -127,7 +158,10 @@ describe('loss behaviour', () => {
     const y: Feed = { data: Float32Array.of(1, 0, 0, 0, 0, 0, 0), dims: [1, 7] };
     const one = { rows: { data: Float32Array.of(1), dims: [1, 1] }, norm: { data: Float32Array.of(1), dims: [1] } };
     for (const backend of BACKENDS) {
-      for (const [name, params] of [['dkd', { alpha: 1, beta: 8, temperature: 1 }], ['jsd', { beta: 0.5, temperature: 1 }]] as const) {
+      for (const [name, params] of [
+        ['dkd', { alpha: 1, beta: 8, temperature: 1 }],
+        ['jsd', { beta: 0.5, temperature: 1 }],
+      ] as const) {
         const got = await evaluate(backend, method(name, params), zeros, { teacher: big, target: y, ...one });
         expect(Array.from(got.grad).every(Number.isFinite), `${name} on ${backend}`).toBe(true);
         expect(Number.isFinite(got.terms['loss']!)).toBe(true);
@@ -136,7 +170,9 @@ describe('loss behaviour', () => {
   });
   it('the eager functions reject mismatched shapes with a clear error, and refuse unknown params', () => {
     expect(() => kdLoss(tf.zeros([2, 3]) as tf.Tensor2D, tf.zeros([2, 4]) as tf.Tensor2D, { temperature: 1 })).toThrow(/must both be \[N, C\]/);
-    expect(() => dkdLoss(tf.zeros([2, 3]) as tf.Tensor2D, tf.zeros([2, 3]) as tf.Tensor2D, tf.tensor1d([0, 1], 'int32'), { temperature: 1, gama: 2 })).toThrow(/gama/);
+    expect(() => dkdLoss(tf.zeros([2, 3]) as tf.Tensor2D, tf.zeros([2, 3]) as tf.Tensor2D, tf.tensor1d([0, 1], 'int32'), { temperature: 1, gama: 2 })).toThrow(
+      /gama/,
+    );
   });
   it('jsd refuses β outside (0, 1)', () => {
     expect(DistillSchema.safeParse({ method: 'jsd', params: { beta: 1 } }).success).toBe(false);

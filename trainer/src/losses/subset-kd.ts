@@ -26,5 +26,9 @@ export function subsetKd<T>(o: Ops<T>, student: T, classes: number, teachers: Re
     const sub = o.matMul(student, o.matrix(pick, [classes, t.classIndex.length]));
     return rowMean(o, klRows(o, o.logSoftmax(divideBy(o, t.logits, T)), o.logSoftmax(divideBy(o, sub, T))), rows);
   });
-  return times(o, terms.reduce((a, b) => o.add(a, b)), (T * T) / teachers.length);
+  return times(
+    o,
+    terms.reduce((a, b) => o.add(a, b)),
+    (T * T) / teachers.length,
+  );
 }

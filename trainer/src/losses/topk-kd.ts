@@ -32,7 +32,13 @@ export function topKKd<T>(o: Ops<T>, student: T, t: TopKTargets<T>, rows: Rows<T
  * The host side of `topKKd` from cached columns: `indices`/`logits` [N, k] (logits already /T),
  * `logsumexp` [N], over C classes, in float64; rows where `use` is 0 stay zero.
  */
-export function topKTargets(cache: { readonly indices: ArrayLike<number>; readonly logits: ArrayLike<number>; readonly logsumexp: ArrayLike<number> }, rows: number, k: number, C: number, use?: ArrayLike<number>): TopKTargets<Feed> {
+export function topKTargets(
+  cache: { readonly indices: ArrayLike<number>; readonly logits: ArrayLike<number>; readonly logsumexp: ArrayLike<number> },
+  rows: number,
+  k: number,
+  C: number,
+  use?: ArrayLike<number>,
+): TopKTargets<Feed> {
   const p = new Float32Array(rows * C);
   const kept = new Float32Array(rows * C);
   const tail = new Float32Array(rows);
@@ -54,5 +60,10 @@ export function topKTargets(cache: { readonly indices: ArrayLike<number>; readon
     tail[r] = rest;
     entropy[r] = h + (rest > 0 ? rest * Math.log(rest) : 0);
   }
-  return { p: { data: p, dims: [rows, C] }, kept: { data: kept, dims: [rows, C] }, tail: { data: tail, dims: [rows, 1] }, entropy: { data: entropy, dims: [rows, 1] } };
+  return {
+    p: { data: p, dims: [rows, C] },
+    kept: { data: kept, dims: [rows, C] },
+    tail: { data: tail, dims: [rows, 1] },
+    entropy: { data: entropy, dims: [rows, 1] },
+  };
 }

@@ -83,7 +83,10 @@ export function differentiate(spec: BackwardSpec): Map<string, string> {
     const dOut = node.outputs.map(total);
     const dIn = rule(ctx, node, dOut);
     // One gradient (or undefined) per input: a rule that returns more or fewer has mistaken the op's signature.
-    if (dIn.length !== node.inputs.length) throw new Error(`internal: the ${node.op} gradient rule gave ${dIn.length} input gradients for node ${node.name}, which has ${node.inputs.length} inputs`);
+    if (dIn.length !== node.inputs.length)
+      throw new Error(
+        `internal: the ${node.op} gradient rule gave ${dIn.length} input gradients for node ${node.name}, which has ${node.inputs.length} inputs`,
+      );
     node.inputs.forEach((input, k) => {
       const g = dIn[k];
       if (g === undefined || !needs.has(input)) return;

@@ -32,7 +32,12 @@ const FINAL = '::final';
  * `step` must have no inputs other than `carried` and `perStep`; `scan` are outputs collected
  * from every iteration.
  */
-export function loopSteps(step: Graph, carried: readonly Carried[], perStep: ReadonlyArray<{ readonly name: string; readonly dims: readonly Dim[] }>, scan: ReadonlyArray<{ readonly name: string; readonly dims: readonly Dim[] }>): LoopedStep {
+export function loopSteps(
+  step: Graph,
+  carried: readonly Carried[],
+  perStep: ReadonlyArray<{ readonly name: string; readonly dims: readonly Dim[] }>,
+  scan: ReadonlyArray<{ readonly name: string; readonly dims: readonly Dim[] }>,
+): LoopedStep {
   const known = new Set([...carried.map((c) => c.input), ...perStep.map((p) => p.name)]);
   const stray = step.inputs.filter((v) => !known.has(v.name));
   if (stray.length > 0) throw new Error(`internal: step inputs neither carried nor per step: ${stray.map((v) => v.name).join(', ')}`);
@@ -54,7 +59,10 @@ export function loopSteps(step: Graph, carried: readonly Carried[], perStep: Rea
   for (const c of carried) g.input(`${c.input}${INITIAL}`, c.dims);
   const first = perStep[0]!;
   const trips = g.node('Gather', [g.node('Shape', [`${first.name}${STACKED}`]), g.initializer('zero_index', BigInt64Array.of(0n), [])], { axis: 0 });
-  g.add('Loop', [trips, '', ...carried.map((c) => `${c.input}${INITIAL}`)], { body: { graph: body } }, [...carried.map((c) => `${c.output}${FINAL}`), ...scan.map((s) => `${s.name}${STACKED}`)]);
+  g.add('Loop', [trips, '', ...carried.map((c) => `${c.input}${INITIAL}`)], { body: { graph: body } }, [
+    ...carried.map((c) => `${c.output}${FINAL}`),
+    ...scan.map((s) => `${s.name}${STACKED}`),
+  ]);
   for (const c of carried) g.output(`${c.output}${FINAL}`, c.dims);
   for (const s of scan) g.output(`${s.name}${STACKED}`, ['K', ...s.dims]);
   return {

@@ -60,11 +60,12 @@ function gemm(a: T64, b: T64, c: T64 | undefined, tA: number, tB: number, alpha:
   const [M, K] = A.dims as [number, number];
   const N = B.dims[1]!;
   const y = new Float64Array(M * N);
-  for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) {
-    let s = 0;
-    for (let k = 0; k < K; k++) s += A.data[m * K + k]! * B.data[k * N + n]!;
-    y[m * N + n] = alpha * s;
-  }
+  for (let m = 0; m < M; m++)
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += A.data[m * K + k]! * B.data[k * N + n]!;
+      y[m * N + n] = alpha * s;
+    }
   const out = { data: y, dims: [M, N] };
   return c === undefined ? out : broadcastOp(out, c, (p, q) => p + beta * q);
 }
@@ -75,16 +76,21 @@ function conv(x: T64, w: T64, bias: T64 | undefined, pads: number[], st: number[
   const oh = Math.floor((H + pads[0]! + pads[2]! - kh) / st[0]!) + 1;
   const ow = Math.floor((W + pads[1]! + pads[3]! - kw) / st[1]!) + 1;
   const y = new Float64Array(N * M * oh * ow);
-  for (let n = 0; n < N; n++) for (let m = 0; m < M; m++) for (let i = 0; i < oh; i++) for (let j = 0; j < ow; j++) {
-    let s = bias === undefined ? 0 : bias.data[m]!;
-    for (let c = 0; c < C; c++) for (let u = 0; u < kh; u++) for (let v = 0; v < kw; v++) {
-      const r = i * st[0]! - pads[0]! + u;
-      const q = j * st[1]! - pads[1]! + v;
-      if (r < 0 || r >= H || q < 0 || q >= W) continue;
-      s += x.data[((n * C + c) * H + r) * W + q]! * w.data[((m * C + c) * kh + u) * kw + v]!;
-    }
-    y[((n * M + m) * oh + i) * ow + j] = s;
-  }
+  for (let n = 0; n < N; n++)
+    for (let m = 0; m < M; m++)
+      for (let i = 0; i < oh; i++)
+        for (let j = 0; j < ow; j++) {
+          let s = bias === undefined ? 0 : bias.data[m]!;
+          for (let c = 0; c < C; c++)
+            for (let u = 0; u < kh; u++)
+              for (let v = 0; v < kw; v++) {
+                const r = i * st[0]! - pads[0]! + u;
+                const q = j * st[1]! - pads[1]! + v;
+                if (r < 0 || r >= H || q < 0 || q >= W) continue;
+                s += x.data[((n * C + c) * H + r) * W + q]! * w.data[((m * C + c) * kh + u) * kw + v]!;
+              }
+          y[((n * M + m) * oh + i) * ow + j] = s;
+        }
   return { data: y, dims: [N, M, oh, ow] };
 }
 
@@ -93,11 +99,13 @@ function maxPool(x: T64, k: number): T64 {
   const oh = Math.floor(H / k);
   const ow = Math.floor(W / k);
   const y = new Float64Array(N * C * oh * ow);
-  for (let p = 0; p < N * C; p++) for (let i = 0; i < oh; i++) for (let j = 0; j < ow; j++) {
-    let best = -Infinity;
-    for (let u = 0; u < k; u++) for (let v = 0; v < k; v++) best = Math.max(best, x.data[(p * H + i * k + u) * W + j * k + v]!);
-    y[(p * oh + i) * ow + j] = best;
-  }
+  for (let p = 0; p < N * C; p++)
+    for (let i = 0; i < oh; i++)
+      for (let j = 0; j < ow; j++) {
+        let best = -Infinity;
+        for (let u = 0; u < k; u++) for (let v = 0; v < k; v++) best = Math.max(best, x.data[(p * H + i * k + u) * W + j * k + v]!);
+        y[(p * oh + i) * ow + j] = best;
+      }
   return { data: y, dims: [N, C, oh, ow] };
 }
 
@@ -128,25 +136,125 @@ const cases: Case[] = [
       ref: ([a, b, c]: T64[]) => gemm(a!, b!, c, tA, tB, 0.7, 1.3),
     })),
   ),
-  { name: 'Gemm with a [M, N] bias', op: 'Gemm', inputs: [[3, 4], [4, 2], [3, 2]], ref: ([a, b, c]) => gemm(a!, b!, c, 0, 0, 1, 1) },
-  { name: 'MatMul', op: 'MatMul', inputs: [[3, 4], [4, 5]], ref: ([a, b]) => gemm(a!, b!, undefined, 0, 0, 1, 0) },
-  { name: 'Add, broadcast [2,3,4] + [3,1]', op: 'Add', inputs: [[2, 3, 4], [3, 1]], ref: ([a, b]) => broadcastOp(a!, b!, (p, q) => p + q) },
-  { name: 'Sub, broadcast [2,3] − [1,3] (over the batch)', op: 'Sub', inputs: [[2, 3], [1, 3]], ref: ([a, b]) => broadcastOp(a!, b!, (p, q) => p - q) },
+  {
+    name: 'Gemm with a [M, N] bias',
+    op: 'Gemm',
+    inputs: [
+      [3, 4],
+      [4, 2],
+      [3, 2],
+    ],
+    ref: ([a, b, c]) => gemm(a!, b!, c, 0, 0, 1, 1),
+  },
+  {
+    name: 'MatMul',
+    op: 'MatMul',
+    inputs: [
+      [3, 4],
+      [4, 5],
+    ],
+    ref: ([a, b]) => gemm(a!, b!, undefined, 0, 0, 1, 0),
+  },
+  {
+    name: 'Add, broadcast [2,3,4] + [3,1]',
+    op: 'Add',
+    inputs: [
+      [2, 3, 4],
+      [3, 1],
+    ],
+    ref: ([a, b]) => broadcastOp(a!, b!, (p, q) => p + q),
+  },
+  {
+    name: 'Sub, broadcast [2,3] − [1,3] (over the batch)',
+    op: 'Sub',
+    inputs: [
+      [2, 3],
+      [1, 3],
+    ],
+    ref: ([a, b]) => broadcastOp(a!, b!, (p, q) => p - q),
+  },
   { name: 'Mul, broadcast [2,3,4] · [4]', op: 'Mul', inputs: [[2, 3, 4], [4]], ref: ([a, b]) => broadcastOp(a!, b!, (p, q) => p * q) },
-  { name: 'Div, broadcast [2,3,4] / [3,1]', op: 'Div', inputs: [[2, 3, 4], [3, 1]], ref: ([a, b]) => broadcastOp(a!, b!, (p, q) => p / q), spread: true },
+  {
+    name: 'Div, broadcast [2,3,4] / [3,1]',
+    op: 'Div',
+    inputs: [
+      [2, 3, 4],
+      [3, 1],
+    ],
+    ref: ([a, b]) => broadcastOp(a!, b!, (p, q) => p / q),
+    spread: true,
+  },
   { name: 'Relu', op: 'Relu', inputs: [[3, 7]], ref: ([x]) => ({ data: x!.data.map((v) => Math.max(0, v)), dims: x!.dims }), spread: true },
   { name: 'Identity', op: 'Identity', inputs: [[2, 3]], ref: ([x]) => x! },
   { name: 'Flatten', op: 'Flatten', inputs: [[2, 3, 2, 2]], ref: ([x]) => ({ data: x!.data, dims: [2, 12] }) },
   { name: 'Reshape to [-1, 2, 3]', op: 'Reshape', inputs: [[2, 6], [3]], int64Inputs: { 1: [-1, 2, 3] }, ref: ([x]) => ({ data: x!.data, dims: [2, 2, 3] }) },
   { name: 'Transpose [0,2,3,1]', op: 'Transpose', attrs: { perm: [0, 2, 3, 1] }, inputs: [[2, 3, 4, 5]], ref: ([x]) => transpose(x!, [0, 2, 3, 1]) },
-  { name: 'Conv 3×3, pad 1, stride 1, bias', op: 'Conv', attrs: { pads: [1, 1, 1, 1] }, inputs: [[2, 3, 6, 6], [4, 3, 3, 3], [4]], ref: ([x, w, b]) => conv(x!, w!, b, [1, 1, 1, 1], [1, 1]) },
-  { name: 'Conv 3×3, pad 1, stride 2 on 7×7 (output padding)', op: 'Conv', attrs: { pads: [1, 1, 1, 1], strides: [2, 2] }, inputs: [[2, 2, 7, 7], [3, 2, 3, 3]], ref: ([x, w]) => conv(x!, w!, undefined, [1, 1, 1, 1], [2, 2]) },
-  { name: 'Conv 3×3, no pad, stride 2 on 8×8 (dW cropped)', op: 'Conv', attrs: { strides: [2, 2] }, inputs: [[2, 2, 8, 8], [3, 2, 3, 3], [3]], ref: ([x, w, b]) => conv(x!, w!, b, [0, 0, 0, 0], [2, 2]) },
-  { name: 'Conv 3×3, pad 1, stride 2 on 7×7, the WebGPU formulation of dW', op: 'Conv', attrs: { pads: [1, 1, 1, 1], strides: [2, 2] }, inputs: [[2, 2, 7, 7], [3, 2, 3, 3]], ref: ([x, w]) => conv(x!, w!, undefined, [1, 1, 1, 1], [2, 2]), target: 'webgpu' },
-  { name: 'Conv 3×3, no pad, stride 2 on 8×8, the WebGPU formulation of dW (cropped)', op: 'Conv', attrs: { strides: [2, 2] }, inputs: [[2, 2, 8, 8], [3, 2, 3, 3], [3]], ref: ([x, w, b]) => conv(x!, w!, b, [0, 0, 0, 0], [2, 2]), target: 'webgpu' },
-  { name: 'Conv 5×5, pad 2, one input channel', op: 'Conv', attrs: { pads: [2, 2, 2, 2] }, inputs: [[3, 1, 6, 6], [2, 1, 5, 5], [2]], ref: ([x, w, b]) => conv(x!, w!, b, [2, 2, 2, 2], [1, 1]) },
-  { name: 'MaxPool 2×2 on 6×6', op: 'MaxPool', attrs: { kernel_shape: [2, 2], strides: [2, 2] }, inputs: [[2, 3, 6, 6]], ref: ([x]) => maxPool(x!, 2), spread: true },
-  { name: 'MaxPool 2×2 on 7×7 (last row and column dropped)', op: 'MaxPool', attrs: { kernel_shape: [2, 2], strides: [2, 2] }, inputs: [[2, 2, 7, 7]], ref: ([x]) => maxPool(x!, 2), spread: true },
+  {
+    name: 'Conv 3×3, pad 1, stride 1, bias',
+    op: 'Conv',
+    attrs: { pads: [1, 1, 1, 1] },
+    inputs: [[2, 3, 6, 6], [4, 3, 3, 3], [4]],
+    ref: ([x, w, b]) => conv(x!, w!, b, [1, 1, 1, 1], [1, 1]),
+  },
+  {
+    name: 'Conv 3×3, pad 1, stride 2 on 7×7 (output padding)',
+    op: 'Conv',
+    attrs: { pads: [1, 1, 1, 1], strides: [2, 2] },
+    inputs: [
+      [2, 2, 7, 7],
+      [3, 2, 3, 3],
+    ],
+    ref: ([x, w]) => conv(x!, w!, undefined, [1, 1, 1, 1], [2, 2]),
+  },
+  {
+    name: 'Conv 3×3, no pad, stride 2 on 8×8 (dW cropped)',
+    op: 'Conv',
+    attrs: { strides: [2, 2] },
+    inputs: [[2, 2, 8, 8], [3, 2, 3, 3], [3]],
+    ref: ([x, w, b]) => conv(x!, w!, b, [0, 0, 0, 0], [2, 2]),
+  },
+  {
+    name: 'Conv 3×3, pad 1, stride 2 on 7×7, the WebGPU formulation of dW',
+    op: 'Conv',
+    attrs: { pads: [1, 1, 1, 1], strides: [2, 2] },
+    inputs: [
+      [2, 2, 7, 7],
+      [3, 2, 3, 3],
+    ],
+    ref: ([x, w]) => conv(x!, w!, undefined, [1, 1, 1, 1], [2, 2]),
+    target: 'webgpu',
+  },
+  {
+    name: 'Conv 3×3, no pad, stride 2 on 8×8, the WebGPU formulation of dW (cropped)',
+    op: 'Conv',
+    attrs: { strides: [2, 2] },
+    inputs: [[2, 2, 8, 8], [3, 2, 3, 3], [3]],
+    ref: ([x, w, b]) => conv(x!, w!, b, [0, 0, 0, 0], [2, 2]),
+    target: 'webgpu',
+  },
+  {
+    name: 'Conv 5×5, pad 2, one input channel',
+    op: 'Conv',
+    attrs: { pads: [2, 2, 2, 2] },
+    inputs: [[3, 1, 6, 6], [2, 1, 5, 5], [2]],
+    ref: ([x, w, b]) => conv(x!, w!, b, [2, 2, 2, 2], [1, 1]),
+  },
+  {
+    name: 'MaxPool 2×2 on 6×6',
+    op: 'MaxPool',
+    attrs: { kernel_shape: [2, 2], strides: [2, 2] },
+    inputs: [[2, 3, 6, 6]],
+    ref: ([x]) => maxPool(x!, 2),
+    spread: true,
+  },
+  {
+    name: 'MaxPool 2×2 on 7×7 (last row and column dropped)',
+    op: 'MaxPool',
+    attrs: { kernel_shape: [2, 2], strides: [2, 2] },
+    inputs: [[2, 2, 7, 7]],
+    ref: ([x]) => maxPool(x!, 2),
+    spread: true,
+  },
   {
     name: 'GlobalAveragePool',
     op: 'GlobalAveragePool',
@@ -164,20 +272,73 @@ const cases: Case[] = [
   { name: 'Abs', op: 'Abs', inputs: [[2, 3]], ref: ([x]) => ({ data: x!.data.map(Math.abs), dims: x!.dims }), spread: true },
   { name: 'Sqrt', op: 'Sqrt', inputs: [[2, 3]], ref: ([x]) => ({ data: x!.data.map((v) => Math.sqrt(v)), dims: x!.dims }), positive: true },
   { name: 'LogSoftmax (last axis)', op: 'LogSoftmax', attrs: { axis: -1 }, inputs: [[3, 5]], ref: ([x]) => logSoftmaxRef(x!) },
-  { name: 'Softmax (last axis)', op: 'Softmax', attrs: { axis: 1 }, inputs: [[3, 5]], ref: ([x]) => ({ data: logSoftmaxRef(x!).data.map(Math.exp), dims: x!.dims }) },
-  { name: 'ReduceSum over axis 1, keepdims', op: 'ReduceSum', inputs: [[3, 4], [1]], int64Inputs: { 1: [1] }, ref: ([x]) => reduceRef(x!, [1], true, (v) => v.reduce((a, b) => a + b, 0)) },
-  { name: 'ReduceSum over axes 1 and 2, no keepdims', op: 'ReduceSum', attrs: { keepdims: 0 }, inputs: [[2, 3, 4], [2]], int64Inputs: { 1: [1, 2] }, ref: ([x]) => reduceRef(x!, [1, 2], false, (v) => v.reduce((a, b) => a + b, 0)) },
-  { name: 'ReduceSum over every axis, the batch included', op: 'ReduceSum', attrs: { keepdims: 0 }, inputs: [[3, 4]], ref: ([x]) => ({ data: Float64Array.of(x!.data.reduce((a, b) => a + b, 0)), dims: [] }) },
-  { name: 'ReduceMean over axis 1, no keepdims', op: 'ReduceMean', attrs: { axes: [1], keepdims: 0 }, inputs: [[3, 4]], ref: ([x]) => reduceRef(x!, [1], false, (v) => v.reduce((a, b) => a + b, 0) / v.length) },
-  { name: 'ReduceLogSumExp over axis 1, keepdims', op: 'ReduceLogSumExp', attrs: { axes: [1] }, inputs: [[3, 4]], ref: ([x]) => reduceRef(x!, [1], true, (v) => Math.log(v.reduce((a, b) => a + Math.exp(b), 0))) },
+  {
+    name: 'Softmax (last axis)',
+    op: 'Softmax',
+    attrs: { axis: 1 },
+    inputs: [[3, 5]],
+    ref: ([x]) => ({ data: logSoftmaxRef(x!).data.map(Math.exp), dims: x!.dims }),
+  },
+  {
+    name: 'ReduceSum over axis 1, keepdims',
+    op: 'ReduceSum',
+    inputs: [[3, 4], [1]],
+    int64Inputs: { 1: [1] },
+    ref: ([x]) => reduceRef(x!, [1], true, (v) => v.reduce((a, b) => a + b, 0)),
+  },
+  {
+    name: 'ReduceSum over axes 1 and 2, no keepdims',
+    op: 'ReduceSum',
+    attrs: { keepdims: 0 },
+    inputs: [[2, 3, 4], [2]],
+    int64Inputs: { 1: [1, 2] },
+    ref: ([x]) => reduceRef(x!, [1, 2], false, (v) => v.reduce((a, b) => a + b, 0)),
+  },
+  {
+    name: 'ReduceSum over every axis, the batch included',
+    op: 'ReduceSum',
+    attrs: { keepdims: 0 },
+    inputs: [[3, 4]],
+    ref: ([x]) => ({ data: Float64Array.of(x!.data.reduce((a, b) => a + b, 0)), dims: [] }),
+  },
+  {
+    name: 'ReduceMean over axis 1, no keepdims',
+    op: 'ReduceMean',
+    attrs: { axes: [1], keepdims: 0 },
+    inputs: [[3, 4]],
+    ref: ([x]) => reduceRef(x!, [1], false, (v) => v.reduce((a, b) => a + b, 0) / v.length),
+  },
+  {
+    name: 'ReduceLogSumExp over axis 1, keepdims',
+    op: 'ReduceLogSumExp',
+    attrs: { axes: [1] },
+    inputs: [[3, 4]],
+    ref: ([x]) => reduceRef(x!, [1], true, (v) => Math.log(v.reduce((a, b) => a + Math.exp(b), 0))),
+  },
   { name: 'Max, broadcast [2,3] with [3]', op: 'Max', inputs: [[2, 3], [3]], ref: ([a, b]) => broadcastOp(a!, b!, Math.max), spread: true },
-  { name: 'Sum of three', op: 'Sum', inputs: [[2, 3], [2, 3], [3]], ref: ([a, b, c]) => broadcastOp(broadcastOp(a!, b!, (p, q) => p + q), c!, (p, q) => p + q) },
+  {
+    name: 'Sum of three',
+    op: 'Sum',
+    inputs: [[2, 3], [2, 3], [3]],
+    ref: ([a, b, c]) =>
+      broadcastOp(
+        broadcastOp(a!, b!, (p, q) => p + q),
+        c!,
+        (p, q) => p + q,
+      ),
+  },
   {
     name: 'Concat along axis 1',
     op: 'Concat',
     attrs: { axis: 1 },
-    inputs: [[2, 3], [2, 1]],
-    ref: ([a, b]) => ({ data: Float64Array.from({ length: 8 }, (_, i) => (i % 4 < 3 ? a!.data[Math.floor(i / 4) * 3 + (i % 4)]! : b!.data[Math.floor(i / 4)]!)), dims: [2, 4] }),
+    inputs: [
+      [2, 3],
+      [2, 1],
+    ],
+    ref: ([a, b]) => ({
+      data: Float64Array.from({ length: 8 }, (_, i) => (i % 4 < 3 ? a!.data[Math.floor(i / 4) * 3 + (i % 4)]! : b!.data[Math.floor(i / 4)]!)),
+      dims: [2, 4],
+    }),
   },
 ];
 
@@ -217,12 +378,18 @@ function randomInputs(c: Case, seed: number): Float64Array[] {
     const a = new Float64Array(size(dims));
     for (let i = 0; i < a.length; i++) {
       // spread: distinct magnitudes ≥ 0.1 from zero, so a ±1e-3 nudge never crosses a kink or a tie
-      a[i] = c.positive === true ? 0.5 + rand() : c.spread === true ? (rand() < 0.5 ? -1 : 1) * (0.1 + i * 0.37 + rand() * 0.2) * (rand() < 0.5 ? 1 : 0.5) : rand() * 2 - 1;
+      a[i] =
+        c.positive === true
+          ? 0.5 + rand()
+          : c.spread === true
+            ? (rand() < 0.5 ? -1 : 1) * (0.1 + i * 0.37 + rand() * 0.2) * (rand() < 0.5 ? 1 : 0.5)
+            : rand() * 2 - 1;
     }
-    if (c.spread === true) for (let i = a.length - 1; i > 0; i--) {
-      const j = Math.floor(rand() * (i + 1));
-      [a[i], a[j]] = [a[j]!, a[i]!];
-    }
+    if (c.spread === true)
+      for (let i = a.length - 1; i > 0; i--) {
+        const j = Math.floor(rand() * (i + 1));
+        [a[i], a[j]] = [a[j]!, a[i]!];
+      }
     return a;
   });
 }
@@ -241,9 +408,24 @@ describe('gradient rules match float64 central finite differences', () => {
       const known = new Map<string, Shape>(diff.map((i) => [names[i]!, i === 0 ? [-1, ...c.inputs[i]!.slice(1)] : c.inputs[i]!]));
       const shapes = inferShapes(g, known);
       const yDims = c.ref(c.inputs.map((d) => ({ data: new Float64Array(size(d)), dims: [...d] })).filter((_, i) => c.int64Inputs?.[i] === undefined)).dims;
-      g.input('dy', yDims.map((d, i) => (i === 0 && shapes.get(y)![0] === -1 ? 'N' : d)));
-      const grads = differentiate({ forward: g, shapes, wrt: diff.map((i) => names[i]!), output: y, outputGrad: 'dy', into: g, ...(c.target === undefined ? {} : { target: c.target }) });
-      for (const i of diff) g.output(grads.get(names[i]!)!, c.inputs[i]!.map((d, k) => (i === 0 && k === 0 ? 'N' : d)));
+      g.input(
+        'dy',
+        yDims.map((d, i) => (i === 0 && shapes.get(y)![0] === -1 ? 'N' : d)),
+      );
+      const grads = differentiate({
+        forward: g,
+        shapes,
+        wrt: diff.map((i) => names[i]!),
+        output: y,
+        outputGrad: 'dy',
+        into: g,
+        ...(c.target === undefined ? {} : { target: c.target }),
+      });
+      for (const i of diff)
+        g.output(
+          grads.get(names[i]!)!,
+          c.inputs[i]!.map((d, k) => (i === 0 && k === 0 ? 'N' : d)),
+        );
 
       const xs = randomInputs(c, 7);
       const rand = mulberry32(99);
@@ -258,7 +440,10 @@ describe('gradient rules match float64 central finite differences', () => {
       try {
         const feeds: Record<string, { data: Float32Array; dims: number[] }> = { dy: { data: Float32Array.from(R), dims: yDims } };
         for (const i of diff) feeds[names[i]!] = { data: Float32Array.from(xs[i]!), dims: [...c.inputs[i]!] };
-        const got = await session.runMany(feeds, diff.map((i) => grads.get(names[i]!)!));
+        const got = await session.runMany(
+          feeds,
+          diff.map((i) => grads.get(names[i]!)!),
+        );
         const eps = 1e-3;
         for (const i of diff) {
           const g32 = got[grads.get(names[i]!)!]!;

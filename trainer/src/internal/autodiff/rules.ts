@@ -99,7 +99,11 @@ function reshapeBack(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
 
 function transpose(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   const rank = ctx.shape(n.inputs[0]!).length;
-  const perm = ints(n, 'perm', Array.from({ length: rank }, (_, i) => rank - 1 - i));
+  const perm = ints(
+    n,
+    'perm',
+    Array.from({ length: rank }, (_, i) => rank - 1 - i),
+  );
   const inverse = new Array<number>(rank);
   perm.forEach((p, i) => (inverse[p] = i));
   return [ctx.node('Transpose', [dy!], { perm: inverse })];
@@ -107,7 +111,8 @@ function transpose(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
 
 function checkConvLike(n: GraphNode, spatial: number): void {
   const autoPad = n.attrs['auto_pad'];
-  if (autoPad !== undefined && autoPad !== 'NOTSET') throw new UnsupportedGraphError(`${n.op} node ${n.name}: auto_pad ${String(autoPad)} is not supported (use explicit pads)`);
+  if (autoPad !== undefined && autoPad !== 'NOTSET')
+    throw new UnsupportedGraphError(`${n.op} node ${n.name}: auto_pad ${String(autoPad)} is not supported (use explicit pads)`);
   if (spatial !== 2) throw new UnsupportedGraphError(`${n.op} node ${n.name}: only 2-D ${n.op} is supported`);
 }
 
@@ -147,7 +152,12 @@ function conv(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
     const [h, wo] = [ys[2]!, ys[3]!];
     const oneHot = new Float32Array(C * window * window);
     for (let c = 0; c < C; c++) for (let i = 0; i < window; i++) oneHot[(c * window + i) * window + i] = 1;
-    const patches = ctx.node('Conv', [x, ctx.graph.constant('window_one_hot', oneHot, [C * window, 1, kh, kw])], { group: C, pads, strides, kernel_shape: [kh, kw] });
+    const patches = ctx.node('Conv', [x, ctx.graph.constant('window_one_hot', oneHot, [C * window, 1, kh, kw])], {
+      group: C,
+      pads,
+      strides,
+      kernel_shape: [kh, kw],
+    });
     const P = ctx.node('Transpose', [ctx.node('Reshape', [patches, ctx.int64([-1, C * window, h * wo])])], { perm: [0, 2, 1] });
     const D = ctx.node('Reshape', [dy!, ctx.int64([-1, M, h * wo])]);
     dW = ctx.node('Reshape', [ctx.node('ReduceSum', [ctx.node('MatMul', [D, P]), ctx.int64([0])], { keepdims: 0 }), ctx.int64([M, C, kh, kw])]);
@@ -172,7 +182,13 @@ function maxPool(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   const k = ints(n, 'kernel_shape', []);
   const strides = ints(n, 'strides', [1, 1]);
   const pads = ints(n, 'pads', [0, 0, 0, 0]);
-  if (k.some((kk, i) => kk !== strides[i]) || k[0] !== k[1] || pads.some((p) => p !== 0) || int(n, 'ceil_mode', 0) !== 0 || ints(n, 'dilations', [1, 1]).some((d) => d !== 1)) {
+  if (
+    k.some((kk, i) => kk !== strides[i]) ||
+    k[0] !== k[1] ||
+    pads.some((p) => p !== 0) ||
+    int(n, 'ceil_mode', 0) !== 0 ||
+    ints(n, 'dilations', [1, 1]).some((d) => d !== 1)
+  ) {
     throw new UnsupportedGraphError(`MaxPool node ${n.name}: only square non-overlapping windows (kernel = strides, no pads, no ceil_mode) are supported`);
   }
   if ((n.outputs[1] ?? '') !== '') throw new UnsupportedGraphError(`MaxPool node ${n.name}: the Indices output is not supported`);
@@ -265,7 +281,8 @@ function reduceSum(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
 
 function reduceMean(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   const xs = ctx.shape(n.inputs[0]!);
-  if (reduceAxes(n, ctx.graph, xs.length).some((a) => xs[a] === -1)) throw new UnsupportedGraphError(`ReduceMean node ${n.name}: a mean over the batch axis is not supported (sum, then scale)`);
+  if (reduceAxes(n, ctx.graph, xs.length).some((a) => xs[a] === -1))
+    throw new UnsupportedGraphError(`ReduceMean node ${n.name}: a mean over the batch axis is not supported (sum, then scale)`);
   const count = reduceAxes(n, ctx.graph, xs.length).reduce((c, a) => c * xs[a]!, 1);
   return [ctx.node('Mul', [overInput(ctx, n, keepDims(ctx, n, dy!)), ctx.scalar(1 / count)])];
 }

@@ -42,7 +42,8 @@ export function broadcast(a: Shape, b: Shape, where: string): number[] {
     const y = b[b.length - n + i] ?? 1;
     if (x === y || y === 1) out.push(x);
     else if (x === 1) out.push(y);
-    else if (x === -1 || y === -1) out.push(-1); // the dynamic batch against a fixed size: checked by ORT at run time
+    else if (x === -1 || y === -1)
+      out.push(-1); // the dynamic batch against a fixed size: checked by ORT at run time
     else throw new UnsupportedGraphError(`${where}: shapes [${a.join(', ')}] and [${b.join(', ')}] do not broadcast`);
   }
   return out;
@@ -93,7 +94,8 @@ const shapeRules: Record<string, ShapeRule> = {
     return [m!, cols];
   },
   MatMul: (n, [a, b]) => {
-    if (a!.length !== 2 || b!.length !== 2) throw new UnsupportedGraphError(`MatMul node ${n.name}: only 2-D MatMul is supported (got [${a!.join(', ')}] × [${b!.join(', ')}])`);
+    if (a!.length !== 2 || b!.length !== 2)
+      throw new UnsupportedGraphError(`MatMul node ${n.name}: only 2-D MatMul is supported (got [${a!.join(', ')}] × [${b!.join(', ')}])`);
     return [a![0]!, b![1]!];
   },
   Add: elementwise,
@@ -113,7 +115,11 @@ const shapeRules: Record<string, ShapeRule> = {
   MaxPool: (n, [x]) => {
     const k = ints(n, 'kernel_shape', []);
     const pads = ints(n, 'pads', k.map(() => 0).concat(k.map(() => 0)));
-    const strides = ints(n, 'strides', k.map(() => 1));
+    const strides = ints(
+      n,
+      'strides',
+      k.map(() => 1),
+    );
     return [x![0]!, x![1]!, ...k.map((kk, i) => spatialOut(x![2 + i]!, kk, strides[i]!, pads[i]!, pads[i + k.length]!))];
   },
   GlobalAveragePool: (_n, [x]) => [x![0]!, x![1]!, ...x!.slice(2).map(() => 1)],
@@ -132,7 +138,11 @@ const shapeRules: Record<string, ShapeRule> = {
     return out;
   },
   Transpose: (n, [x]) => {
-    const perm = ints(n, 'perm', x!.map((_, i) => x!.length - 1 - i));
+    const perm = ints(
+      n,
+      'perm',
+      x!.map((_, i) => x!.length - 1 - i),
+    );
     return perm.map((p) => x![p]!);
   },
   Neg: same,
@@ -154,7 +164,6 @@ const shapeRules: Record<string, ShapeRule> = {
   },
 };
 
-
 const SHAPE_OPS: ReadonlySet<string> = new Set(Object.keys(shapeRules));
 
 /**
@@ -166,12 +175,15 @@ export function inferShapes(graph: Graph, inputs: ReadonlyMap<string, Shape>): M
   for (const [name, init] of graph.initializers) shapes.set(name, init.dims);
   for (const node of graph.nodes) {
     const rule = shapeRules[node.op];
-    if (rule === undefined) throw new UnsupportedGraphError(`unsupported op ${node.op} (node ${node.name}): the ORT engine trains ${[...SHAPE_OPS].sort().join(', ')}`);
-    const ins = node.inputs.filter((i) => i !== '').map((i) => {
-      const s = shapes.get(i);
-      if (s === undefined) throw new UnsupportedGraphError(`${node.op} node ${node.name}: input ${i} has no known shape`);
-      return s;
-    });
+    if (rule === undefined)
+      throw new UnsupportedGraphError(`unsupported op ${node.op} (node ${node.name}): the ORT engine trains ${[...SHAPE_OPS].sort().join(', ')}`);
+    const ins = node.inputs
+      .filter((i) => i !== '')
+      .map((i) => {
+        const s = shapes.get(i);
+        if (s === undefined) throw new UnsupportedGraphError(`${node.op} node ${node.name}: input ${i} has no known shape`);
+        return s;
+      });
     const out = rule(node, ins, graph);
     shapes.set(node.outputs[0]!, out);
   }

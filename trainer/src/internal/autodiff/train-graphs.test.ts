@@ -33,7 +33,9 @@ function student(withUnused: boolean): Graph {
 describe('step graph refusals', () => {
   it('a parameter with no gradient path to the loss is an error naming it', () => {
     expect(() => buildStepGraph(student(false), { input: 'x', logits: 'logits', sampleShape: [3], classes: 2, optimizer, loss })).not.toThrow(); // an initializer no node reads is not a parameter
-    expect(() => buildStepGraph(student(true), { input: 'x', logits: 'logits', sampleShape: [3], classes: 2, optimizer, loss })).toThrow(/parameter V has no gradient path to the loss/);
+    expect(() => buildStepGraph(student(true), { input: 'x', logits: 'logits', sampleShape: [3], classes: 2, optimizer, loss })).toThrow(
+      /parameter V has no gradient path to the loss/,
+    );
   });
 
   it("a rule whose gradient count is not its op's input count is refused", () => {
@@ -44,7 +46,9 @@ describe('step graph refusals', () => {
     const shapes = inferShapes(g, new Map<string, Shape>([['x', [-1, 3]]]));
     const wrong: GradRule = (_ctx, _n, [dy]) => [dy, undefined];
     const spec = { forward: g, shapes, wrt: ['x'], output: total, outputGrad: g.constant('seed', [1], []), into: g };
-    expect(() => differentiate({ ...spec, rules: { ...gradientRules, Relu: wrong } })).toThrow(/the Relu gradient rule gave 2 input gradients for node .*, which has 1 inputs/);
+    expect(() => differentiate({ ...spec, rules: { ...gradientRules, Relu: wrong } })).toThrow(
+      /the Relu gradient rule gave 2 input gradients for node .*, which has 1 inputs/,
+    );
     expect(differentiate(spec).get('x')).toBeDefined();
   });
 });

@@ -65,7 +65,9 @@ const dimsOf = (s: Shape): Dim[] => s.map((d) => (d === -1 ? 'N' : d));
 export function studentParams(student: Graph): Array<TensorSpec & { readonly init: Float32Array }> {
   const buffers = bufferNames(student);
   const read = new Set(student.nodes.flatMap((n) => n.inputs));
-  return [...student.initializers.values()].filter((i) => i.data instanceof Float32Array && i.dims.length > 0 && !buffers.has(i.name) && read.has(i.name)).map((p) => ({ name: p.name, dims: p.dims, init: p.data as Float32Array }));
+  return [...student.initializers.values()]
+    .filter((i) => i.data instanceof Float32Array && i.dims.length > 0 && !buffers.has(i.name) && read.has(i.name))
+    .map((p) => ({ name: p.name, dims: p.dims, init: p.data as Float32Array }));
 }
 
 /** The BatchNorm running statistics, with their initial values. */
@@ -77,7 +79,18 @@ export function studentBuffers(student: Graph): Array<TensorSpec & { readonly in
   });
 }
 
-export function buildStepGraph(student: Graph, opts: { input: string; logits: string; sampleShape: Shape; classes: number; optimizer: OptimizerGraphSpec; loss: LossPiece; target?: 'cpu' | 'webgpu' | 'cuda' }): StepGraph {
+export function buildStepGraph(
+  student: Graph,
+  opts: {
+    input: string;
+    logits: string;
+    sampleShape: Shape;
+    classes: number;
+    optimizer: OptimizerGraphSpec;
+    loss: LossPiece;
+    target?: 'cpu' | 'webgpu' | 'cuda';
+  },
+): StepGraph {
   const { input, optimizer } = opts;
   const params = studentParams(student);
   const buffers = studentBuffers(student);
@@ -90,13 +103,22 @@ export function buildStepGraph(student: Graph, opts: { input: string; logits: st
   const trainMode = appendTrainingNodes(g, student, { name: input, shape: [-1, ...opts.sampleShape] });
   const lossInputs = Object.fromEntries(Object.entries(opts.loss.inputs).map(([name, dims]) => [name, g.input(name, dims)]));
   const outputs: Record<string, string> = { logits: opts.logits };
-  for (const name of opts.loss.outputs) if (outputs[name] === undefined) throw new Error(`the loss reads a student output ${name}; this student gives ${Object.keys(outputs).join(', ')}`);
+  for (const name of opts.loss.outputs)
+    if (outputs[name] === undefined) throw new Error(`the loss reads a student output ${name}; this student gives ${Object.keys(outputs).join(', ')}`);
   const loss = opts.loss.compute(onnxOps(g), outputs, lossInputs);
 
   const known = new Map<string, Shape>(g.inputs.map((v) => [v.name, v.dims.map((d) => (typeof d === 'number' ? d : -1))]));
   const shapes = inferShapes(g, known);
   const seed = g.constant('seed', [1], []);
-  const grads = differentiate({ forward: g, shapes, wrt: params.map((p) => p.name), output: loss.total, outputGrad: seed, into: g, ...(opts.target === undefined ? {} : { target: opts.target }) });
+  const grads = differentiate({
+    forward: g,
+    shapes,
+    wrt: params.map((p) => p.name),
+    output: loss.total,
+    outputGrad: seed,
+    into: g,
+    ...(opts.target === undefined ? {} : { target: opts.target }),
+  });
 
   const slots = optimizer.kind === 'sgd' ? ['momentum'] : ['m', 'v'];
   const slotInput = (i: number, s: number): string => `${params[i]!.name}::${slots[s]}`;
@@ -109,7 +131,10 @@ export function buildStepGraph(student: Graph, opts: { input: string; logits: st
   const c = (v: number): string => g.constant('c', [v], []);
   // A parameter the loss does not depend on would never train: refuse it, by name, before any step.
   const untrained = params.filter((p) => !grads.has(p.name)).map((p) => p.name);
-  if (untrained.length > 0) throw new UnsupportedGraphError(`the student's parameter${untrained.length > 1 ? 's' : ''} ${untrained.join(', ')} ${untrained.length > 1 ? 'have' : 'has'} no gradient path to the loss, so ${untrained.length > 1 ? 'they' : 'it'} would never train (an output other than the logits, or an input no op differentiates)`);
+  if (untrained.length > 0)
+    throw new UnsupportedGraphError(
+      `the student's parameter${untrained.length > 1 ? 's' : ''} ${untrained.join(', ')} ${untrained.length > 1 ? 'have' : 'has'} no gradient path to the loss, so ${untrained.length > 1 ? 'they' : 'it'} would never train (an output other than the logits, or an input no op differentiates)`,
+    );
   params.forEach((p, i) => {
     const grad = grads.get(p.name)!;
     let next: string;

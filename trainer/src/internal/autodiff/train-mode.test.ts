@@ -36,7 +36,18 @@ describe('BatchNormalization in training mode', () => {
     const student = new Graph('bn');
     student.input('x', ['N', C, H, W]);
     const stats = { mean: Float32Array.of(0.5, -0.25), variance: Float32Array.of(1, 2) };
-    student.node('BatchNormalization', ['x', student.initializer('gamma', new Float32Array(C), [C]), student.initializer('beta', new Float32Array(C), [C]), student.initializer('rm', stats.mean, [C]), student.initializer('rv', stats.variance, [C])], { epsilon: { float: EPS }, momentum: { float: MOMENTUM } }, 'y');
+    student.node(
+      'BatchNormalization',
+      [
+        'x',
+        student.initializer('gamma', new Float32Array(C), [C]),
+        student.initializer('beta', new Float32Array(C), [C]),
+        student.initializer('rm', stats.mean, [C]),
+        student.initializer('rv', stats.variance, [C]),
+      ],
+      { epsilon: { float: EPS }, momentum: { float: MOMENTUM } },
+      'y',
+    );
 
     const g = new Graph('step');
     g.input('x', ['N', C, H, W]);
@@ -46,7 +57,14 @@ describe('BatchNormalization in training mode', () => {
     g.input('R', ['N', C, H, W]);
     const total = g.node('ReduceSum', [g.node('Mul', ['y', 'R'])], { keepdims: 0 });
     const known = new Map<string, Shape>(g.inputs.map((v) => [v.name, v.dims.map((d) => (typeof d === 'number' ? d : -1))]));
-    const grads = differentiate({ forward: g, shapes: inferShapes(g, known), wrt: ['x', 'gamma', 'beta'], output: total, outputGrad: g.constant('seed', [1], []), into: g });
+    const grads = differentiate({
+      forward: g,
+      shapes: inferShapes(g, known),
+      wrt: ['x', 'gamma', 'beta'],
+      output: total,
+      outputGrad: g.constant('seed', [1], []),
+      into: g,
+    });
     const outs = ['x', 'gamma', 'beta'].map((n) => grads.get(n)!);
     outs.forEach((o, i) => g.output(o, i === 0 ? ['N', C, H, W] : [C]));
     for (const b of rewrite.buffers) g.output(b.next, [C]);
@@ -60,7 +78,15 @@ describe('BatchNormalization in training mode', () => {
     try {
       const f32 = (a: Float64Array) => Float32Array.from(a);
       const got = await session.runMany(
-        { x: { data: f32(x), dims: [N, C, H, W] }, gamma: { data: f32(gamma), dims: [C] }, beta: { data: f32(beta), dims: [C] }, rm: { data: stats.mean, dims: [C] }, rv: { data: stats.variance, dims: [C] }, R: { data: f32(R), dims: [N, C, H, W] }, batch_rows: { data: Float32Array.of(N), dims: [1] } },
+        {
+          x: { data: f32(x), dims: [N, C, H, W] },
+          gamma: { data: f32(gamma), dims: [C] },
+          beta: { data: f32(beta), dims: [C] },
+          rm: { data: stats.mean, dims: [C] },
+          rv: { data: stats.variance, dims: [C] },
+          R: { data: f32(R), dims: [N, C, H, W] },
+          batch_rows: { data: Float32Array.of(N), dims: [1] },
+        },
         [...outs, ...rewrite.buffers.map((b) => b.next)],
       );
       const base = [x, gamma, beta].map((a) => Float64Array.from(Float32Array.from(a)));

@@ -45,7 +45,8 @@ function ratioOf(student: Graph, n: GraphNode): number {
   const r = n.inputs[1];
   if (r === undefined || r === '') return 0.5; // ONNX's default ratio
   const init = student.initializers.get(r);
-  if (init === undefined || !(init.data instanceof Float32Array) || init.data.length !== 1) throw new UnsupportedGraphError(`Dropout node ${n.name}: the ratio must be a constant`);
+  if (init === undefined || !(init.data instanceof Float32Array) || init.data.length !== 1)
+    throw new UnsupportedGraphError(`Dropout node ${n.name}: the ratio must be a constant`);
   return init.data[0]!;
 }
 
@@ -63,7 +64,10 @@ export function appendTrainingNodes(g: Graph, student: Graph, sampleInput: { nam
       if ((n.outputs[1] ?? '') !== '') throw new UnsupportedGraphError(`Dropout node ${n.name}: its mask output is not supported`);
       const mask = g.fresh('dropout_mask');
       const dims = shapes.get(n.inputs[0]!)!;
-      g.input(mask, dims.map((d) => (d === -1 ? 'N' : d)));
+      g.input(
+        mask,
+        dims.map((d) => (d === -1 ? 'N' : d)),
+      );
       g.node('Mul', [n.inputs[0]!, mask], {}, n.outputs[0]!);
       dropout.push({ mask, dims, ratio: ratioOf(student, n) });
       continue;
