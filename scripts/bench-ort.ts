@@ -115,7 +115,10 @@ async function stepsPerRun(student: object, K: number, steps: number): Promise<n
       hasTeacher: new Uint8Array(B).fill(1),
       slots: [{ logits: Float32Array.from({ length: B * C }, (_, i) => Math.sin(i + k) * 4) }],
     };
-    return { x: b.x, rows: B, loss: batchLoss(b, { plan, distill: { method: 'kd', params: { temperature: 4 } }, ceWeight: 1, kdWeight: 1, temperature: 4 }) };
+    return {
+      batch: { rows: B, inputs: { input: { data: b.x, dims: [B, b.x.length / B] } } },
+      loss: batchLoss(b, { plan, distill: { method: 'kd', params: { temperature: 4 } }, ceWeight: 1, kdWeight: 1, temperature: 4 }),
+    };
   });
   const engine = await OrtEngine.create(recipe, [28, 28, 1], C, { provider: 'cpu' });
   try {

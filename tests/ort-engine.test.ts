@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { mulberry32, writeSyntheticDataset } from '@distillate/shared';
 import { Graph, ProviderUnavailableError } from '@distillate/shared/onnx';
-import { batchLoss, OrtEngine, parseRecipe, selectBackend, train, type BatchLoss, type TeacherPlan } from '@distillate/trainer';
+import { batchLoss, flatBatch, OrtEngine, parseRecipe, selectBackend, train, type BatchLoss, type TeacherPlan } from '@distillate/trainer';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 let root: string;
@@ -48,8 +48,8 @@ function batch(rows: number, D: number, C: number): { x: Float32Array; loss: Bat
 }
 
 async function weightsAfter(engine: OrtEngine, steps: number, x: Float32Array, rows: number, loss: BatchLoss): Promise<Map<string, Float32Array>> {
-  for (let i = 0; i < steps; i++) await engine.step(x, rows, loss, 0.01);
-  const g = Graph.fromBytes(engine.exportOnnx([]));
+  for (let i = 0; i < steps; i++) await engine.step(flatBatch(engine, x, rows), loss, 0.01);
+  const g = Graph.fromBytes(engine.exportOnnx({}));
   return new Map([...g.initializers].filter(([, v]) => v.data instanceof Float32Array).map(([k, v]) => [k, v.data as Float32Array]));
 }
 
@@ -77,7 +77,7 @@ describe('ort engine', () => {
         const b = await weightsAfter(gpu, 3, x, 32, loss);
         let worst = 0;
         let moved = 0;
-        const init = Graph.fromBytes((await OrtEngine.create(recipe, [28, 28, 1], 10, { provider: 'cpu' })).exportOnnx([]));
+        const init = Graph.fromBytes((await OrtEngine.create(recipe, [28, 28, 1], 10, { provider: 'cpu' })).exportOnnx({}));
         for (const [name, w] of a) {
           const v = b.get(name)!;
           const w0 = init.initializers.get(name)!.data as Float32Array;

@@ -7,8 +7,9 @@
  * ~2e-6, and onnxruntime packs constant weights differently from fed ones).
  */
 import { writeFile } from 'node:fs/promises';
-import type { DatasetBatch, DatasetReader } from '@distillate/shared';
-import { OrtSession } from '@distillate/shared/onnx';
+import { writeFileAtomic, type DatasetBatch, type DatasetReader } from '@distillate/shared';
+import { OrtSession, type TeacherSidecar } from '@distillate/shared/onnx';
+import { LOGITS, type StudentEngine } from './engine/engine.js';
 import type { Predict } from './evaluate.js';
 import { TrainingError } from './errors.js';
 
@@ -20,7 +21,46 @@ export interface ExportCheck {
   readonly tolerance: number;
 }
 
-export async function exportAndCheck(bytes: Uint8Array, predict: Predict, path: string, data: DatasetReader, tolerance: number): Promise<ExportCheck> {
+/** The sidecar of an exported student: what serving it as a teacher needs, and every input and output with its dims. */
+export function studentSidecar(engine: Pick<StudentEngine, 'inputs' | 'outputs'>, classes: readonly string[]): TeacherSidecar {
+  return {
+    classes: [...classes],
+    input: engine.inputs[0]!.name,
+    logitsOutput: LOGITS,
+    tensors: {
+      inputs: engine.inputs.map((t) => ({ name: t.name, dtype: t.dtype, dims: [...t.dims] })),
+      outputs: engine.outputs.map((t) => ({ name: t.name, dtype: t.dtype, dims: [...t.dims] })),
+    },
+  };
+}
+
+/** `path.onnx` → `path.json`, the sidecar the teacher registry reads. */
+export const sidecarPath = (onnxPath: string): string => onnxPath.replace(/\.onnx$/, '') + '.json';
+
+/**
+ * Write the engine's student as `path` (with its inputs, outputs and classes in the model's
+ * metadata and in the sidecar next to it), then check it against the engine as exportAndCheck does.
+ */
+export async function exportStudent(
+  engine: StudentEngine,
+  classes: readonly string[],
+  predict: Predict,
+  path: string,
+  data: DatasetReader,
+): Promise<ExportCheck> {
+  const bytes = engine.exportOnnx({ 'distillate.classes': JSON.stringify(classes) });
+  await writeFileAtomic(sidecarPath(path), JSON.stringify(studentSidecar(engine, classes), null, 2));
+  return exportAndCheck(bytes, predict, path, data, engine.exportTolerance, engine.inputs[0]!.name);
+}
+
+export async function exportAndCheck(
+  bytes: Uint8Array,
+  predict: Predict,
+  path: string,
+  data: DatasetReader,
+  tolerance: number,
+  inputName = 'input',
+): Promise<ExportCheck> {
   await writeFile(path, bytes);
   let first: DatasetBatch | undefined;
   for await (const b of data) {
@@ -36,7 +76,7 @@ export async function exportAndCheck(bytes: Uint8Array, predict: Predict, path: 
   const want = await predict(x, n);
   const session = await OrtSession.create(bytes, { provider: 'cpu' });
   try {
-    const got = (await session.run('input', x, [n, D], 'logits')).data;
+    const got = (await session.run(inputName, x, [n, D], LOGITS)).data;
     let maxAbsDiff = 0;
     let maxRelDiff = 0;
     for (let i = 0; i < want.length; i++) {

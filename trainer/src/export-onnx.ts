@@ -39,7 +39,7 @@ function convKernel(w: Float32Array, [kh, kw, ci, co]: number[]): Float32Array {
   return out;
 }
 
-export function exportOnnx(model: tf.LayersModel, opts: { classes?: readonly string[] } = {}): Uint8Array {
+export function exportOnnx(model: tf.LayersModel, opts: { classes?: readonly string[]; metadata?: Readonly<Record<string, string>> } = {}): Uint8Array {
   const b = new OnnxModelBuilder('distillate-student');
   const inShape = model.inputs[0]!.shape;
   if (inShape.length !== 2) throw new OnnxExportError(`students take a flat [N, D] input; this one takes [${inShape.join(', ')}]`);
@@ -154,5 +154,6 @@ export function exportOnnx(model: tf.LayersModel, opts: { classes?: readonly str
   const C = model.outputs[0]!.shape.at(-1) as number;
   b.output('logits', ['N', C]);
   if (opts.classes !== undefined) b.metadata('distillate.classes', JSON.stringify(opts.classes));
+  for (const [k, v] of Object.entries(opts.metadata ?? {})) b.metadata(k, v);
   return b.toBytes();
 }

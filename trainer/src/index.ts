@@ -26,8 +26,21 @@ export {
 } from './losses/index.js';
 export { selectBackend, readFloats, BackendUnavailableError, BACKEND_PREFERENCE, type BackendName, type BackendChoice } from './backend.js';
 export { train, TrainingError, type TrainOptions, type RunResult } from './train.js';
-export { exportAndCheck, type ExportCheck } from './export-check.js';
-export { openEngine, forcedProvider, type StudentEngine, type EngineName, type BatchLoss, type StepResult } from './engine/index.js';
+export { exportAndCheck, exportStudent, studentSidecar, sidecarPath, type ExportCheck } from './export-check.js';
+export {
+  openEngine,
+  forcedProvider,
+  flatBatch,
+  flatPredict,
+  LOGITS,
+  type StudentEngine,
+  type EngineName,
+  type BatchLoss,
+  type StepResult,
+  type StudentBatch,
+  type TensorSpec,
+  type TensorData,
+} from './engine/index.js';
 export type { TeacherPlan } from './teacher-plan.js';
 export { OrtEngine } from './engine/ort.js';
 export { TfjsEngine } from './engine/tfjs.js';

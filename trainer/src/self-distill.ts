@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { listCaches, LogitCacheReader, LogitCacheWriter, type DatasetReader } from '@distillate/shared';
-import type { StudentEngine } from './engine/engine.js';
+import { flatPredict, type StudentEngine } from './engine/engine.js';
 import { TrainingError } from './errors.js';
 
 const teacherName = (epoch: number): string => `self@epoch${epoch}`;
@@ -43,7 +43,7 @@ export async function snapshotTeacher(
     for await (const b of dataset) {
       const x = new Float32Array(b.rows * D);
       for (let i = 0; i < x.length; i++) x[i] = b.inputs[i]! * scale + offset;
-      const logits = await engine.predict(x, b.rows);
+      const logits = await flatPredict(engine)(x, b.rows);
       await writer.append({ ids: b.ids, logits });
     }
     const m = await writer.finish();

@@ -13,10 +13,10 @@ import { resolveCacheDir } from './cache-ref.js';
 import { fitTemperature } from './calibration.js';
 import { clearRun, findResumePoint, keptMetrics, saveEpoch } from './checkpoint.js';
 import { epochBatches, prefetch, type AugmentOptions, type SourceSpec, type TrainBatch } from './data.js';
-import { openEngine, type BatchLoss, type EngineName, type StudentEngine } from './engine/index.js';
+import { flatBatch, flatPredict, LOGITS, openEngine, type BatchLoss, type EngineName, type StudentEngine } from './engine/index.js';
 import { TrainingError } from './errors.js';
 import { collectLogits, evaluate, type Evaluation } from './evaluate.js';
-import { exportAndCheck, type ExportCheck } from './export-check.js';
+import { exportStudent, type ExportCheck } from './export-check.js';
 import { OnlineTeacher } from './online-teacher.js';
 import type { Distill, Recipe } from './recipe.js';
 import { renderReport, type EpochMetrics } from './report.js';
@@ -238,10 +238,11 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     const flush = async (): Promise<void> => {
       if (group.length === 0) return;
       const results = await engine.steps(
-        group.map((g) => ({ x: g.b.x, rows: g.b.rows, loss: g.loss })),
+        group.map((g) => ({ batch: flatBatch(engine, g.b.x, g.b.rows), loss: g.loss })),
         lr,
       );
-      results.forEach(({ terms, logits }, k) => {
+      results.forEach(({ terms, outputs }, k) => {
+        const logits = outputs[LOGITS]!;
         const b = group[k]!.b;
         batchIndex++;
         for (const [name, v] of Object.entries(terms)) {
@@ -284,7 +285,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     }
     await flush();
     const seconds = (performance.now() - t0) / 1000;
-    const testEval = test === undefined ? undefined : await evaluate((x, n) => engine.predict(x, n), evalSource(test, plan), { inputSize: D, slots: [] });
+    const testEval = test === undefined ? undefined : await evaluate(flatPredict(engine), evalSource(test, plan), { inputSize: D, slots: [] });
     const m: EpochMetrics = {
       epoch,
       lr,
@@ -301,7 +302,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     options.onEpochEnd?.(m);
   }
 
-  const predict = (x: Float32Array, n: number): Promise<Float32Array> => engine.predict(x, n);
+  const predict = flatPredict(engine);
   let calibration: RunResult['calibration'];
   if (calibrationData !== undefined) {
     const source = evalSource(calibrationData, plan);
@@ -325,8 +326,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
   const finalEval = test === undefined ? undefined : await evaluate(predict, evalSource(test, plan), { inputSize: D, slots: [] });
   const latencyMs = await engine.latencyMs();
   let onnx: ExportCheck | undefined;
-  if (options.skipExport !== true)
-    onnx = await exportAndCheck(engine.exportOnnx(plan.classes), predict, join(runDir, 'student.onnx'), test ?? dataset, engine.exportTolerance);
+  if (options.skipExport !== true) onnx = await exportStudent(engine, plan.classes, predict, join(runDir, 'student.onnx'), test ?? dataset);
   const balance = inputs.balance;
   const summary = {
     engine: `${engine.name} on ${engine.device}`,

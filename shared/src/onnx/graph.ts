@@ -24,7 +24,8 @@ export interface GraphNode {
 export interface GraphValue {
   readonly name: string;
   readonly dims: readonly Dim[];
-  readonly type: 'float32' | 'int64' | 'bool';
+  /** Element type: float32 activations, int32 token ids, uint8 pixels, int64 shapes, bool conditions. */
+  readonly type: 'float32' | 'int32' | 'uint8' | 'int64' | 'bool';
 }
 
 export type InitializerData = Float32Array | BigInt64Array;
@@ -39,12 +40,14 @@ export class GraphFormatError extends Error {
   override readonly name = 'GraphFormatError';
 }
 
+const ELEM_TYPE = { float32: T.FLOAT, int32: T.INT32, uint8: T.UINT8, int64: T.INT64, bool: T.BOOL } as const satisfies Record<GraphValue['type'], number>;
+
 function valueInfo(v: GraphValue): onnxProto.onnx.IValueInfoProto {
   return {
     name: v.name,
     type: {
       tensorType: {
-        elemType: v.type === 'int64' ? T.INT64 : v.type === 'bool' ? T.BOOL : T.FLOAT,
+        elemType: ELEM_TYPE[v.type],
         shape: { dim: v.dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
       },
     },
@@ -219,9 +222,10 @@ export class Graph {
       );
     const typeOf = (v: onnxProto.onnx.IValueInfoProto): GraphValue['type'] => {
       const t = v.type?.tensorType?.elemType;
-      if (t === T.FLOAT) return 'float32';
-      if (t === T.INT64) return 'int64';
-      throw new GraphFormatError(`${where}: value ${v.name} has ONNX element type ${t}; only float32 (and int64 shapes) are supported`);
+      const known = (Object.keys(ELEM_TYPE) as Array<GraphValue['type']>).find((k) => ELEM_TYPE[k] === t);
+      if (known === undefined)
+        throw new GraphFormatError(`${where}: value ${v.name} has ONNX element type ${t}; float32, int32, uint8, int64 and bool are supported`);
+      return known;
     };
     for (const v of graph.input ?? []) if (!g.initializers.has(v.name ?? '')) g.input(v.name ?? '', dimsOf(v), typeOf(v));
     for (const v of graph.output ?? []) g.output(v.name ?? '', dimsOf(v), typeOf(v));

@@ -12,6 +12,7 @@ export {
   type ExecutionProvider,
   type TensorInfo,
   type OrtSessionOptions,
+  type FeedArray,
 } from './ort-session.js';
 export { Teacher, TeacherRegistry, TeacherSidecarSchema, type TeacherSidecar, type TeacherInfo, type TeacherOptions } from './teachers.js';
 export { datasetPreprocessor, normalizer, type Preprocessor } from './preprocess.js';

@@ -68,6 +68,16 @@ export function softwareOnlyWebGpu(): string | undefined {
   return 'no GPU device node (/dev/dri/renderD*, /dev/nvidia*), so a Vulkan adapter here is a software one (llvmpipe/lavapipe); force it with DISTILLATE_EP=webgpu';
 }
 
+/** What a feed may hold: float32 values, int32 token ids, uint8 pixels, int64 indices. */
+export type FeedArray = Float32Array | Int32Array | Uint8Array | BigInt64Array;
+
+function feedTensor(data: FeedArray, dims: readonly number[]): ort.Tensor {
+  if (data instanceof Float32Array) return new ort.Tensor('float32', data, dims);
+  if (data instanceof Int32Array) return new ort.Tensor('int32', data, dims);
+  if (data instanceof Uint8Array) return new ort.Tensor('uint8', data, dims);
+  return new ort.Tensor('int64', data, dims);
+}
+
 /** Providers that failed on a model that a later provider loaded: unavailable in this process. */
 const unavailable = new Set<ExecutionProvider>();
 
@@ -131,12 +141,12 @@ export class OrtSession {
    * a training loop's weights from being re-allocated every step.
    */
   async runMany(
-    feeds: Readonly<Record<string, { readonly data: Float32Array; readonly dims: readonly number[] }>>,
+    feeds: Readonly<Record<string, { readonly data: FeedArray; readonly dims: readonly number[] }>>,
     outputNames: readonly string[],
     into?: Readonly<Record<string, { readonly data: Float32Array; readonly dims: readonly number[] }>>,
   ): Promise<Record<string, Float32Array>> {
     const inputs: Record<string, ort.Tensor> = {};
-    for (const [name, t] of Object.entries(feeds)) inputs[name] = new ort.Tensor('float32', t.data, t.dims);
+    for (const [name, t] of Object.entries(feeds)) inputs[name] = feedTensor(t.data, t.dims);
     const fetches: Record<string, ort.Tensor | null> = {};
     for (const name of outputNames) {
       const o = into?.[name];

@@ -9,6 +9,8 @@ import { z } from 'zod';
 import { TeacherError } from './errors.js';
 import { ModelLoadError, OrtSession, ProviderUnavailableError, type ExecutionProvider, type TensorInfo } from './ort-session.js';
 
+const TensorEntrySchema = z.object({ name: z.string(), dtype: z.string(), dims: z.array(z.union([z.number(), z.string()])) }).strict();
+
 export const TeacherSidecarSchema = z
   .object({
     classes: z.array(z.string()).min(1).optional(),
@@ -25,6 +27,14 @@ export const TeacherSidecarSchema = z
     logitsOutput: z.string().optional(),
     /** Which input takes the samples (default: the first). */
     input: z.string().optional(),
+    /** Every input and output of the model with its element type and dims (written with exported students; informative). */
+    tensors: z
+      .object({
+        inputs: z.array(TensorEntrySchema),
+        outputs: z.array(TensorEntrySchema),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 export type TeacherSidecar = z.infer<typeof TeacherSidecarSchema>;

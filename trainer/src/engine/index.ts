@@ -52,4 +52,5 @@ export async function openEngine(recipe: Readonly<Recipe>, inputShape: readonly 
   return { engine, skipped };
 }
 
-export type { StudentEngine, EngineName, BatchLoss, StepResult } from './engine.js';
+export { flatBatch, flatPredict, sampleSize, LOGITS } from './engine.js';
+export type { StudentEngine, EngineName, BatchLoss, StepResult, StudentBatch, TensorSpec, TensorData, TensorDtype, TensorArray } from './engine.js';

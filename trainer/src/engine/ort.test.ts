@@ -12,7 +12,7 @@ import { mulberry32 } from '@distillate/shared';
 import { Graph } from '@distillate/shared/onnx';
 import { selectBackend } from '../backend.js';
 import { parseRecipe } from '../recipe.js';
-import type { BatchLoss } from './engine.js';
+import { flatBatch, type BatchLoss } from './engine.js';
 import { OrtEngine } from './ort.js';
 import { setLearningRate } from './tfjs.js';
 
@@ -70,13 +70,13 @@ describe('ORT engine optimizers match TF.js', () => {
       try {
         for (let s = 0; s < 3; s++) {
           const G = tf.tensor2d(grads[s]!, [D, C]);
-          await engine.step(eye, D, linearLoss(grads[s]!), lrs[s]!);
+          await engine.step(flatBatch(engine, eye, D), linearLoss(grads[s]!), lrs[s]!);
           setLearningRate(opt, lrs[s]!);
           opt.applyGradients([{ name: W.name, tensor: G }]);
           if (c.decay > 0) W.assign(tf.mul(W, 1 - lrs[s]! * c.decay));
           G.dispose();
         }
-        const got = Graph.fromBytes(engine.exportOnnx([])).initializers.get('W')!.data as Float32Array;
+        const got = Graph.fromBytes(engine.exportOnnx({})).initializers.get('W')!.data as Float32Array;
         const want = W.dataSync();
         let worst = 0;
         for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!));
@@ -99,9 +99,9 @@ describe('TF.js engine learning-rate schedule', () => {
     const x = Float32Array.from({ length: 2 * D }, (_, i) => i / 7);
     const loss = linearLoss(Float32Array.from({ length: 2 * C }, (_, i) => i - 3));
     try {
-      await engine.step(x, 2, loss, 0.1);
+      await engine.step(flatBatch(engine, x, 2), loss, 0.1);
       const before = engine.model.getWeights().map((w) => w.dataSync().slice());
-      await engine.step(x, 2, loss, 0);
+      await engine.step(flatBatch(engine, x, 2), loss, 0);
       const after = engine.model.getWeights().map((w) => w.dataSync());
       before.forEach((w, k) => expect(Array.from(after[k]!)).toEqual(Array.from(w)));
     } finally {

@@ -22,8 +22,9 @@ import {
   type StepGraph,
 } from '../internal/autodiff/train-graphs.js';
 import { loopSteps, type Carried, type LoopedStep } from '../internal/autodiff/loop.js';
-import { buildOnnxStudent, STUDENT_INPUT, STUDENT_LOGITS, type OnnxStudentSpec } from '../internal/onnx-students.js';
-import type { BatchLoss, StepResult, StudentEngine } from './engine.js';
+import { buildOnnxStudent, STUDENT_LOGITS, type OnnxStudentSpec } from '../internal/onnx-students.js';
+import type { StepInput } from '../internal/autodiff/train-graphs.js';
+import { type BatchLoss, type StepResult, type StudentBatch, type StudentEngine, type TensorArray, type TensorDtype, type TensorSpec } from './engine.js';
 
 interface Looped {
   readonly graph: StepGraph;
@@ -35,15 +36,22 @@ interface Looped {
 
 const ADAM = { beta1: 0.9, beta2: 0.999, epsilon: 1e-7 }; // tf.train.adam's defaults, so both engines run the same optimizer
 
-/** A loss of the logits alone: builds a step graph at create time so that unsupported ops are refused before training. */
-const probeLoss: LossPiece = {
-  inputs: {},
-  outputs: ['logits'],
-  compute(o, outputs) {
-    const total = o.sumAll(o.logSoftmax(outputs['logits']!));
-    return { total, terms: { total } };
-  },
-};
+/**
+ * A loss of every output (log-softmax of the logits, the sum of the rest): builds a step graph
+ * at create time, so that ops without gradient rules are refused before training.
+ */
+function probeLoss(graph: Graph): LossPiece {
+  const names = graph.outputs.map((o) => o.name);
+  return {
+    inputs: {},
+    outputs: names,
+    compute(o, outputs) {
+      const parts = names.map((n) => o.sumAll(n === STUDENT_LOGITS ? o.logSoftmax(outputs[n]!) : outputs[n]!));
+      const total = parts.reduce((x, y) => o.add(x, y));
+      return { total, terms: { total } };
+    },
+  };
+}
 
 export interface OrtEngineOptions {
   /** Force an execution provider (recipe executionProvider, or DISTILLATE_EP). */
@@ -55,8 +63,9 @@ export interface OrtEngineOptions {
 export class OrtEngine implements StudentEngine {
   readonly name = 'ort';
   readonly device: ExecutionProvider;
+  readonly inputs: readonly TensorSpec[];
+  readonly outputs: readonly TensorSpec[];
   readonly classes: number;
-  readonly inputSize: number;
   readonly parameters: number;
   /**
    * The exported graph is the model itself: 1e-5. With BatchNorm, 1e-4: the export holds the
@@ -66,6 +75,7 @@ export class OrtEngine implements StudentEngine {
    */
   readonly exportTolerance: number;
   readonly #student: Graph;
+  readonly #stepInputs: readonly StepInput[];
   readonly #params: ReadonlyArray<{ readonly name: string; readonly dims: readonly number[] }>;
   /** BatchNorm running statistics: state the step updates without a gradient. */
   readonly #buffers: ReadonlyArray<{ readonly name: string; readonly dims: readonly number[] }>;
@@ -83,19 +93,23 @@ export class OrtEngine implements StudentEngine {
 
   private constructor(
     student: Graph,
+    stepInputs: readonly StepInput[],
     predict: OrtSession,
     optimizer: OptimizerGraphSpec,
-    inputSize: number,
     classes: number,
     options: OrtEngineOptions,
     seed: number,
   ) {
     this.#seed = seed;
     this.#student = student;
+    this.#stepInputs = stepInputs;
     this.#predict = predict;
     this.#optimizer = optimizer;
     this.#options = options;
-    this.inputSize = inputSize;
+    this.inputs = stepInputs.map((i) => ({ name: i.name, dtype: i.type as TensorDtype, dims: i.dims.map((d) => (d === -1 ? 'N' : d)) }));
+    this.outputs = [...student.outputs]
+      .sort((a, b) => Number(b.name === STUDENT_LOGITS) - Number(a.name === STUDENT_LOGITS))
+      .map((o) => ({ name: o.name, dtype: 'float32', dims: o.dims }));
     this.classes = classes;
     this.device = predict.executionProvider;
     const params = studentParams(student);
@@ -110,19 +124,39 @@ export class OrtEngine implements StudentEngine {
     this.exportTolerance = buffers.length > 0 ? 1e-4 : 1e-5;
   }
 
+  /** The recipe's student (built in, or an ONNX file) over the dataset's samples. */
   static async create(recipe: Readonly<Recipe>, inputShape: readonly number[], classes: number, options: OrtEngineOptions = {}): Promise<OrtEngine> {
-    const { graph, inputSize } = await buildOnnxStudent(recipe.student as OnnxStudentSpec, inputShape, classes, recipe.seed);
+    const { graph } = await buildOnnxStudent(recipe.student as OnnxStudentSpec, inputShape, classes, recipe.seed);
+    return OrtEngine.fromGraph(graph, recipe, options);
+  }
+
+  /**
+   * Any student graph: named inputs (float32, int32 or uint8, of any rank, the batch first) and
+   * named float outputs, one of them `logits` (of any rank: [N, C], [N, L, V]); its other
+   * outputs are there for losses that read them (feature hints). Every op on a path from a
+   * parameter to an output needs a gradient rule; that is checked here, before any step.
+   */
+  static async fromGraph(graph: Graph, recipe: Pick<Recipe, 'optimizer' | 'seed'>, options: OrtEngineOptions = {}): Promise<OrtEngine> {
+    const stepInputs = graph.inputs.map((v): StepInput => {
+      if (v.type !== 'float32' && v.type !== 'int32' && v.type !== 'uint8')
+        throw new Error(`student input ${v.name} is ${v.type}; inputs are float32, int32 or uint8`);
+      return { name: v.name, dims: v.dims.map((d) => (typeof d === 'number' ? d : -1)), type: v.type };
+    });
+    const logits = graph.outputs.find((o) => o.name === STUDENT_LOGITS);
+    if (logits === undefined) throw new Error(`the student has no output named ${STUDENT_LOGITS} (it gives ${graph.outputs.map((o) => o.name).join(', ')})`);
+    const classes = logits.dims.at(-1);
+    if (typeof classes !== 'number') throw new Error(`the student's ${STUDENT_LOGITS} output has a symbolic last dimension; give its size`);
     const o = recipe.optimizer;
     const optimizer: OptimizerGraphSpec =
       o.kind === 'sgd' ? { kind: 'sgd', momentum: o.momentum, weightDecay: o.weightDecay } : { kind: 'adam', ...ADAM, weightDecay: o.weightDecay };
-    // Checks every op against the gradient rules now, before any epoch (a throwaway CE-only step graph).
-    buildStepGraph(graph, { input: STUDENT_INPUT, logits: STUDENT_LOGITS, sampleShape: [inputSize], classes, optimizer, loss: probeLoss });
-    const predict = await OrtSession.create(buildPredictGraph(graph, STUDENT_INPUT, STUDENT_LOGITS, [inputSize]), {
+    // Checks every op against the gradient rules now, before any epoch (a throwaway step graph with a loss of the logits alone).
+    buildStepGraph(graph, { inputs: stepInputs, outputs: studentOutputs(graph), optimizer, loss: probeLoss(graph) });
+    const predict = await OrtSession.create(buildPredictGraph(graph, stepInputs), {
       ...(options.provider === undefined ? {} : { provider: options.provider }),
       ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }),
       ...(options.onProviderFailure === undefined ? {} : { onProviderFailure: options.onProviderFailure }),
     });
-    return new OrtEngine(graph, predict, optimizer, inputSize, classes, options, recipe.seed);
+    return new OrtEngine(graph, stepInputs, predict, optimizer, classes, options, recipe.seed);
   }
 
   /**
@@ -134,10 +168,8 @@ export class OrtEngine implements StudentEngine {
     if (entry === undefined) {
       entry = (async () => {
         const graph = buildStepGraph(this.#student, {
-          input: STUDENT_INPUT,
-          logits: STUDENT_LOGITS,
-          sampleShape: [this.inputSize],
-          classes: this.classes,
+          inputs: this.#stepInputs,
+          outputs: studentOutputs(this.#student),
           optimizer: this.#optimizer,
           loss,
           target: this.device,
@@ -150,8 +182,12 @@ export class OrtEngine implements StudentEngine {
           ...graph.buffers.map((b) => ({ input: b.name, output: b.next, dims: b.dims })),
         ];
         const carriedNames = new Set(carried.map((c) => c.input));
-        const perStep = graph.graph.inputs.filter((v) => !carriedNames.has(v.name)).map((v) => ({ name: v.name, dims: v.dims }));
-        const scan = [{ name: graph.logits, dims: ['N', this.classes] }, ...Object.values(graph.terms).map((name) => ({ name, dims: [] }))];
+        const perStep = graph.graph.inputs.filter((v) => !carriedNames.has(v.name)).map((v) => ({ name: v.name, dims: v.dims, type: v.type }));
+        const outputDims = new Map(graph.graph.outputs.map((o) => [o.name, o.dims]));
+        const scan = [
+          ...Object.values(graph.outputs).map((name) => ({ name, dims: outputDims.get(name)! })),
+          ...Object.values(graph.terms).map((name) => ({ name, dims: [] })),
+        ];
         const looped = loopSteps(graph.graph, carried, perStep, scan);
         const session = await OrtSession.create(looped.bytes, {
           provider: this.device,
@@ -164,29 +200,26 @@ export class OrtEngine implements StudentEngine {
     return entry;
   }
 
-  async step(x: Float32Array, rows: number, loss: BatchLoss, lr: number): Promise<StepResult> {
-    return (await this.steps([{ x, rows, loss }], lr))[0]!;
+  async step(batch: StudentBatch, loss: BatchLoss, lr: number): Promise<StepResult> {
+    return (await this.steps([{ batch, loss }], lr))[0]!;
   }
 
   /**
    * Several train steps in one session run (an ONNX Loop): batches with the same loss shape
    * and row count, trained in order, exactly as one step each would.
    */
-  async steps(batches: ReadonlyArray<{ readonly x: Float32Array; readonly rows: number; readonly loss: BatchLoss }>, lr: number): Promise<StepResult[]> {
+  async steps(batches: ReadonlyArray<{ readonly batch: StudentBatch; readonly loss: BatchLoss }>, lr: number): Promise<StepResult[]> {
     const K = batches.length;
-    const rows = batches[0]!.rows;
+    const rows = batches[0]!.batch.rows;
     const key = batches[0]!.loss.key;
-    if (batches.some((b) => b.rows !== rows || b.loss.key !== key)) throw new Error('internal: steps() takes batches of one row count and loss shape');
+    if (batches.some((b) => b.batch.rows !== rows || b.loss.key !== key)) throw new Error('internal: steps() takes batches of one row count and loss shape');
     const { graph: g, looped, carried, perStep, session } = await this.#stepFor(batches[0]!.loss);
     // Per-step inputs, stacked: [K, …] each.
     const perStepFeeds = batches.map((b) => {
       this.#step++;
       const adam = this.#optimizer.kind === 'adam' ? adamScalars(lr, this.#step, this.#optimizer) : { stepSize: 0, epsilon: 0 };
       const hyper: Record<HyperName, number> = { lr, ...adam, decay: 1 - lr * this.#optimizer.weightDecay };
-      const feeds: Record<string, { data: Float32Array; dims: readonly number[] }> = {
-        ...b.loss.feeds(),
-        [STUDENT_INPUT]: { data: b.x.subarray(0, rows * this.inputSize), dims: [rows, this.inputSize] },
-      };
+      const feeds: Record<string, { data: TensorArray; dims: readonly number[] }> = { ...b.loss.feeds(), ...this.#inputFeeds(b.batch) };
       for (const h of g.hyper) feeds[h] = { data: Float32Array.of(hyper[h]), dims: [1] };
       if (g.needsBatchRows) feeds['batch_rows'] = { data: Float32Array.of(rows), dims: [1] };
       // Inverted dropout masks from a generator seeded by (recipe seed, step): a resumed run draws the same ones.
@@ -198,32 +231,50 @@ export class OrtEngine implements StudentEngine {
       }
       return feeds;
     });
-    const feeds: Record<string, { data: Float32Array; dims: readonly number[] }> = {};
+    const feeds: Record<string, { data: TensorArray; dims: readonly number[] }> = {};
     for (const p of perStep) {
       const parts = perStepFeeds.map((f) => f[p.name]!);
       const size = parts[0]!.data.length;
-      const data = new Float32Array(K * size);
+      const data = new (parts[0]!.data.constructor as new (n: number) => TensorArray)(K * size);
       parts.forEach((part, k) => data.set(part.data.subarray(0, size), k * size));
       feeds[looped.stacked(p.name)] = { data, dims: [K, ...parts[0]!.dims] };
     }
     const current = this.#carriedValues(g);
     carried.forEach((c, i) => (feeds[looped.initial(c.input)] = { data: current[i]!, dims: c.dims as number[] }));
     const termNames = Object.entries(g.terms);
+    const read = Object.entries(g.outputs);
     const out = await session.runMany(feeds, [
       ...carried.map((c) => looped.final(c.output)),
-      looped.scanned(g.logits),
+      ...read.map(([, name]) => looped.scanned(name)),
       ...termNames.map(([, name]) => looped.scanned(name)),
     ]);
     this.#setCarried(
       g,
       carried.map((c) => out[looped.final(c.output)]!),
     );
-    const logits = out[looped.scanned(g.logits)]!;
-    const step = rows * this.classes;
     return batches.map((_, k) => ({
       terms: Object.fromEntries(termNames.map(([term, name]) => [term, out[looped.scanned(name)]![k]!])),
-      logits: logits.subarray(k * step, (k + 1) * step),
+      outputs: Object.fromEntries(
+        read.map(([as, name]) => {
+          const all = out[looped.scanned(name)]!;
+          const per = all.length / K;
+          return [as, all.subarray(k * per, (k + 1) * per)];
+        }),
+      ),
     }));
+  }
+
+  /** The batch's input tensors, checked against the student's inputs. */
+  #inputFeeds(batch: StudentBatch): Record<string, { data: TensorArray; dims: readonly number[] }> {
+    const feeds: Record<string, { data: TensorArray; dims: readonly number[] }> = {};
+    for (const spec of this.#stepInputs) {
+      const t = batch.inputs[spec.name];
+      if (t === undefined) throw new Error(`the batch has no input ${spec.name} (the student takes ${this.#stepInputs.map((i) => i.name).join(', ')})`);
+      if (dtypeOf(t.data) !== spec.type) throw new Error(`input ${spec.name}: the student takes ${spec.type}, the batch holds ${dtypeOf(t.data)}`);
+      const size = t.dims.reduce((a, b) => a * b, 1);
+      feeds[spec.name] = { data: t.data.length === size ? t.data : t.data.subarray(0, size), dims: t.dims };
+    }
+    return feeds;
   }
 
   /** Parameters, their optimizer slots, then buffers: the loop-carried order. */
@@ -243,10 +294,8 @@ export class OrtEngine implements StudentEngine {
     g.buffers.forEach((b) => (this.#bufferValues[this.#buffers.findIndex((x) => x.name === b.name)] = values[k++]!));
   }
 
-  async predict(x: Float32Array, rows: number): Promise<Float32Array> {
-    const feeds: Record<string, { data: Float32Array; dims: readonly number[] }> = {
-      [STUDENT_INPUT]: { data: x.subarray(0, rows * this.inputSize), dims: [rows, this.inputSize] },
-    };
+  async predict(batch: StudentBatch): Promise<Float32Array> {
+    const feeds: Record<string, { data: TensorArray; dims: readonly number[] }> = this.#inputFeeds(batch);
     this.#params.forEach((p, i) => (feeds[p.name] = { data: this.#values[i]!, dims: p.dims }));
     this.#buffers.forEach((b, i) => (feeds[b.name] = { data: this.#bufferValues[i]!, dims: b.dims }));
     return (await this.#predict.runMany(feeds, [STUDENT_LOGITS]))[STUDENT_LOGITS]!;
@@ -326,7 +375,7 @@ export class OrtEngine implements StudentEngine {
     // The ONNX export is the model.
   }
 
-  exportOnnx(classes: readonly string[]): Uint8Array {
+  exportOnnx(metadata: Readonly<Record<string, string>>): Uint8Array {
     const g = new Graph('distillate-student', this.#student.opset);
     const current = new Map<string, Float32Array>([
       ...this.#params.map((p, i) => [p.name, this.#values[i]!] as const),
@@ -336,17 +385,24 @@ export class OrtEngine implements StudentEngine {
     for (const init of this.#student.initializers.values()) g.initializer(init.name, current.get(init.name)?.slice() ?? init.data, init.dims);
     for (const n of this.#student.nodes) g.add(n.op, n.inputs, { ...n.attrs }, n.outputs);
     for (const v of this.#student.outputs) g.output(v.name, v.dims, v.type);
-    g.metadata.set('distillate.classes', JSON.stringify(classes));
+    for (const [k, v] of Object.entries(metadata)) g.metadata.set(k, v);
     return g.toBytes();
   }
 
   async latencyMs(runs = 50): Promise<number> {
-    const session = await OrtSession.create(this.exportOnnx([]), { provider: 'cpu' });
+    const session = await OrtSession.create(this.exportOnnx({}), { provider: 'cpu' });
     try {
-      const x = new Float32Array(this.inputSize);
-      for (let i = 0; i < 5; i++) await session.run(STUDENT_INPUT, x, [1, this.inputSize], STUDENT_LOGITS);
+      // One sample of zeros per input, of its own type and shape.
+      const feeds = Object.fromEntries(
+        this.#stepInputs.map((i) => {
+          const dims = i.dims.map((d) => (d === -1 ? 1 : d));
+          const n = dims.reduce((a, b) => a * b, 1);
+          return [i.name, { data: i.type === 'int32' ? new Int32Array(n) : i.type === 'uint8' ? new Uint8Array(n) : new Float32Array(n), dims }];
+        }),
+      );
+      for (let i = 0; i < 5; i++) await session.runMany(feeds, [STUDENT_LOGITS]);
       const t0 = performance.now();
-      for (let i = 0; i < runs; i++) await session.run(STUDENT_INPUT, x, [1, this.inputSize], STUDENT_LOGITS);
+      for (let i = 0; i < runs; i++) await session.runMany(feeds, [STUDENT_LOGITS]);
       return (performance.now() - t0) / runs;
     } finally {
       await session.release();
@@ -357,4 +413,13 @@ export class OrtEngine implements StudentEngine {
     await this.#predict.release();
     for (const entry of this.#steps.values()) await (await entry.catch(() => undefined))?.session.release();
   }
+}
+
+/** Every output of the student graph, by its own name: what a loss may read (`logits` among them). */
+function studentOutputs(student: Graph): Record<string, string> {
+  return Object.fromEntries(student.outputs.map((o) => [o.name, o.name]));
+}
+
+function dtypeOf(data: TensorArray): TensorDtype {
+  return data instanceof Int32Array ? 'int32' : data instanceof Uint8Array ? 'uint8' : 'float32';
 }

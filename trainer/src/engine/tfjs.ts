@@ -11,7 +11,7 @@ import { loadLayersModel, saveLayersModel } from '../model-io.js';
 import type { Recipe } from '../recipe.js';
 import { buildStudent, logitLayer, scaleLogits, singleSampleLatencyMs } from '../students.js';
 import { tfjsOps } from '../losses/index.js';
-import type { BatchLoss, StepResult, StudentEngine } from './engine.js';
+import { LOGITS, type BatchLoss, type StepResult, type StudentBatch, type StudentEngine, type TensorSpec } from './engine.js';
 
 /**
  * tf.train.momentum (an SGDOptimizer) multiplies by a scalar −lr made when the rate is set:
@@ -28,7 +28,9 @@ export class TfjsEngine implements StudentEngine {
   readonly name = 'tfjs';
   readonly device: string;
   readonly classes: number;
-  readonly inputSize: number;
+  readonly inputs: readonly TensorSpec[];
+  readonly outputs: readonly TensorSpec[];
+  readonly #inputSize: number;
   #model: tf.LayersModel;
   readonly #optimizer: tf.Optimizer;
   readonly #weightDecay: number;
@@ -38,8 +40,10 @@ export class TfjsEngine implements StudentEngine {
     this.#optimizer = optimizer;
     this.#weightDecay = weightDecay;
     this.device = device;
-    this.inputSize = inputSize;
+    this.#inputSize = inputSize;
     this.classes = model.outputs[0]!.shape.at(-1) as number;
+    this.inputs = [{ name: 'input', dtype: 'float32', dims: ['N', inputSize] }];
+    this.outputs = [{ name: LOGITS, dtype: 'float32', dims: ['N', this.classes] }];
   }
 
   static async create(recipe: Readonly<Recipe>, inputShape: readonly number[], classes: number, device: string, resumeFrom?: string): Promise<TfjsEngine> {
@@ -66,9 +70,26 @@ export class TfjsEngine implements StudentEngine {
     return this.#model;
   }
 
-  async step(x: Float32Array, rows: number, loss: BatchLoss, lr: number): Promise<StepResult> {
+  /**
+   * The one input this engine takes: flat float32 samples [N, D]. Anything else (token ids,
+   * several inputs) is a student only the ORT engine trains.
+   */
+  #x(batch: StudentBatch): tf.Tensor2D {
+    const names = Object.keys(batch.inputs);
+    const t = batch.inputs['input'];
+    if (names.length !== 1 || t === undefined || !(t.data instanceof Float32Array) || t.dims.length !== 2 || t.dims[1] !== this.#inputSize) {
+      const got = names.map((n) => `${n} [${batch.inputs[n]!.dims.join(', ')}] ${batch.inputs[n]!.data.constructor.name}`).join(', ');
+      throw new Error(`the tfjs engine trains classifiers on one float32 input [N, ${this.#inputSize}]; this batch has ${got}: set engine: ort`);
+    }
+    return tf.tensor2d(t.data.subarray(0, batch.rows * this.#inputSize), [batch.rows, this.#inputSize]);
+  }
+
+  async step(batch: StudentBatch, loss: BatchLoss, lr: number): Promise<StepResult> {
+    const extra = loss.outputs.filter((o) => o !== LOGITS);
+    if (extra.length > 0)
+      throw new Error(`the loss reads ${extra.join(', ')} besides the logits; feature hints train on the ort engine only (set engine: ort)`);
     setLearningRate(this.#optimizer, lr);
-    const xs = tf.tensor2d(x.subarray(0, rows * this.inputSize), [rows, this.inputSize]);
+    const xs = this.#x(batch);
     const trainable = this.#model.trainableWeights.map((w) => (w as unknown as { val: tf.Variable }).val);
     const inputs = Object.fromEntries(Object.entries(loss.feeds()).map(([name, f]) => [name, tf.tensor(f.data, [...f.dims])]));
     let terms: Record<string, tf.Tensor> = {};
@@ -90,17 +111,20 @@ export class TfjsEngine implements StudentEngine {
     const values = await Promise.all(Object.entries(terms).map(async ([k, v]) => [k, (await v.data())[0]!] as const));
     const logits = (await logitsOut!.data()) as Float32Array;
     tf.dispose([xs, value, logitsOut!, ...Object.values(grads), ...Object.values(terms), ...Object.values(inputs)]);
-    return { terms: Object.fromEntries(values), logits };
+    return { terms: Object.fromEntries(values), outputs: { [LOGITS]: logits } };
   }
 
-  async steps(batches: ReadonlyArray<{ readonly x: Float32Array; readonly rows: number; readonly loss: BatchLoss }>, lr: number): Promise<StepResult[]> {
+  async steps(batches: ReadonlyArray<{ readonly batch: StudentBatch; readonly loss: BatchLoss }>, lr: number): Promise<StepResult[]> {
     const out: StepResult[] = [];
-    for (const b of batches) out.push(await this.step(b.x, b.rows, b.loss, lr));
+    for (const b of batches) out.push(await this.step(b.batch, b.loss, lr));
     return out;
   }
 
-  async predict(x: Float32Array, rows: number): Promise<Float32Array> {
-    const y = tf.tidy(() => this.#model.predict(tf.tensor2d(x.subarray(0, rows * this.inputSize), [rows, this.inputSize])) as tf.Tensor2D);
+  async predict(batch: StudentBatch): Promise<Float32Array> {
+    const y = tf.tidy(() => {
+      const x = this.#x(batch);
+      return this.#model.predict(x) as tf.Tensor2D;
+    });
     const out = (await y.data()) as Float32Array;
     y.dispose();
     return out;
@@ -163,12 +187,12 @@ export class TfjsEngine implements StudentEngine {
   /** The export is a conversion of the TF.js model: 1e-4. */
   readonly exportTolerance = 1e-4;
 
-  exportOnnx(classes: readonly string[]): Uint8Array {
-    return exportOnnx(this.#model, { classes });
+  exportOnnx(metadata: Readonly<Record<string, string>>): Uint8Array {
+    return exportOnnx(this.#model, { metadata });
   }
 
   latencyMs(): Promise<number> {
-    return singleSampleLatencyMs(this.#model, this.inputSize);
+    return singleSampleLatencyMs(this.#model, this.#inputSize);
   }
 
   async release(): Promise<void> {

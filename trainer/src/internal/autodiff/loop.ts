@@ -5,7 +5,7 @@
  * What a run costs beyond its kernels — copying the updated weights and state out to
  * JavaScript, allocating them, starting the run — is then paid once per K steps.
  */
-import { Graph, type Dim } from '@distillate/shared/onnx';
+import { Graph, type Dim, type GraphValue } from '@distillate/shared/onnx';
 
 export interface Carried {
   /** The step graph's input, and its output with the next value. */
@@ -35,7 +35,7 @@ const FINAL = '::final';
 export function loopSteps(
   step: Graph,
   carried: readonly Carried[],
-  perStep: ReadonlyArray<{ readonly name: string; readonly dims: readonly Dim[] }>,
+  perStep: ReadonlyArray<{ readonly name: string; readonly dims: readonly Dim[]; readonly type?: GraphValue['type'] }>,
   scan: ReadonlyArray<{ readonly name: string; readonly dims: readonly Dim[] }>,
 ): LoopedStep {
   const known = new Set([...carried.map((c) => c.input), ...perStep.map((p) => p.name)]);
@@ -55,7 +55,7 @@ export function loopSteps(
   for (const s of scan) body.output(s.name, s.dims);
 
   const g = new Graph('distillate-train-steps', step.opset);
-  for (const p of perStep) g.input(`${p.name}${STACKED}`, ['K', ...p.dims]);
+  for (const p of perStep) g.input(`${p.name}${STACKED}`, ['K', ...p.dims], p.type ?? 'float32');
   for (const c of carried) g.input(`${c.input}${INITIAL}`, c.dims);
   const first = perStep[0]!;
   const trips = g.node('Gather', [g.node('Shape', [`${first.name}${STACKED}`]), g.initializer('zero_index', BigInt64Array.of(0n), [])], { axis: 0 });

@@ -148,6 +148,7 @@ const shapeRules: Record<string, ShapeRule> = {
   Neg: same,
   Exp: same,
   Abs: same,
+  Cast: same,
   Log: same,
   Sqrt: same,
   LogSoftmax: same,

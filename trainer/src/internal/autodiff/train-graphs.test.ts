@@ -19,6 +19,7 @@ const loss: LossPiece = {
 };
 
 const optimizer = { kind: 'sgd', momentum: 0, weightDecay: 0 } as const;
+const inputs = [{ name: 'x', dims: [-1, 3], type: 'float32' }] as const;
 
 function student(withUnused: boolean): Graph {
   const g = new Graph('s');
@@ -32,8 +33,8 @@ function student(withUnused: boolean): Graph {
 
 describe('step graph refusals', () => {
   it('a parameter with no gradient path to the loss is an error naming it', () => {
-    expect(() => buildStepGraph(student(false), { input: 'x', logits: 'logits', sampleShape: [3], classes: 2, optimizer, loss })).not.toThrow(); // an initializer no node reads is not a parameter
-    expect(() => buildStepGraph(student(true), { input: 'x', logits: 'logits', sampleShape: [3], classes: 2, optimizer, loss })).toThrow(
+    expect(() => buildStepGraph(student(false), { inputs, outputs: { logits: 'logits' }, optimizer, loss })).not.toThrow(); // an initializer no node reads is not a parameter
+    expect(() => buildStepGraph(student(true), { inputs, outputs: { logits: 'logits' }, optimizer, loss })).toThrow(
       /parameter V has no gradient path to the loss/,
     );
   });

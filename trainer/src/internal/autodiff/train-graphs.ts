@@ -7,7 +7,7 @@
  *    step's scalars go in; updated parameters and state, the logits and the loss terms come out;
  *  - predict: the student with its parameters as inputs.
  */
-import { Graph, type Dim } from '@distillate/shared/onnx';
+import { Graph, type Dim, type GraphValue } from '@distillate/shared/onnx';
 import { onnxOps, type BatchLoss } from '../../losses/index.js';
 import { differentiate } from './backward.js';
 import { inferShapes, UnsupportedGraphError, type Shape } from './shapes.js';
@@ -26,6 +26,11 @@ export interface TensorSpec {
   readonly dims: Shape;
 }
 
+/** A student input as the step graph declares it: static dims (−1: the batch) and element type. */
+export interface StepInput extends TensorSpec {
+  readonly type: GraphValue['type'];
+}
+
 export interface StepGraph {
   readonly graph: Graph;
   /** Parameters (float32 initializers of the student), in feed order, with their initial values. */
@@ -37,9 +42,9 @@ export interface StepGraph {
   slotOutput(i: number, s: number): string;
   /** Scalar inputs fed per step. */
   readonly hyper: readonly HyperName[];
-  /** Output names of the loss terms (scalars) and of the logits. */
+  /** Output names of the loss terms (scalars), and of the student outputs the loss read (by the loss's name for them). */
   readonly terms: Readonly<Record<string, string>>;
-  readonly logits: string;
+  readonly outputs: Readonly<Record<string, string>>;
   /** Train-mode state and inputs (train-mode.ts): BatchNorm running statistics, dropout masks, the batch size. */
   readonly buffers: readonly Buffer[];
   readonly dropout: readonly DropoutSite[];
@@ -79,33 +84,43 @@ export function studentBuffers(student: Graph): Array<TensorSpec & { readonly in
   });
 }
 
+/**
+ * `inputs`: the student's inputs; `outputs`: the student tensors the loss may read, by the
+ * names the loss uses for them (`logits`, feature hints).
+ */
 export function buildStepGraph(
   student: Graph,
   opts: {
-    input: string;
-    logits: string;
-    sampleShape: Shape;
-    classes: number;
+    inputs: readonly StepInput[];
+    outputs: Readonly<Record<string, string>>;
     optimizer: OptimizerGraphSpec;
     loss: LossPiece;
     target?: 'cpu' | 'webgpu' | 'cuda';
   },
 ): StepGraph {
-  const { input, optimizer } = opts;
+  const { optimizer } = opts;
   const params = studentParams(student);
   const buffers = studentBuffers(student);
   const fed = new Set([...params, ...buffers].map((p) => p.name));
   const g = new Graph('distillate-train-step', student.opset);
   g.reserve(student.nodes.flatMap((n) => [...n.inputs, ...n.outputs]));
-  g.input(input, dimsOf([-1, ...opts.sampleShape]));
+  for (const i of opts.inputs) g.input(i.name, dimsOf(i.dims), i.type);
   for (const p of [...params, ...buffers]) g.input(p.name, p.dims);
   for (const init of student.initializers.values()) if (!fed.has(init.name)) g.initializer(init.name, init.data, init.dims);
-  const trainMode = appendTrainingNodes(g, student, { name: input, shape: [-1, ...opts.sampleShape] });
+  const trainMode = appendTrainingNodes(
+    g,
+    student,
+    opts.inputs.map((i) => ({ name: i.name, shape: i.dims })),
+  );
   const lossInputs = Object.fromEntries(Object.entries(opts.loss.inputs).map(([name, dims]) => [name, g.input(name, dims)]));
-  const outputs: Record<string, string> = { logits: opts.logits };
-  for (const name of opts.loss.outputs)
-    if (outputs[name] === undefined) throw new Error(`the loss reads a student output ${name}; this student gives ${Object.keys(outputs).join(', ')}`);
-  const loss = opts.loss.compute(onnxOps(g), outputs, lossInputs);
+  const read: Record<string, string> = {};
+  for (const name of opts.loss.outputs) {
+    const tensor = opts.outputs[name];
+    if (tensor === undefined)
+      throw new UnsupportedGraphError(`the loss reads a student output ${name}; this student gives ${Object.keys(opts.outputs).join(', ')}`);
+    read[name] = tensor;
+  }
+  const loss = opts.loss.compute(onnxOps(g), read, lossInputs);
 
   const known = new Map<string, Shape>(g.inputs.map((v) => [v.name, v.dims.map((d) => (typeof d === 'number' ? d : -1))]));
   const shapes = inferShapes(g, known);
@@ -158,7 +173,7 @@ export function buildStepGraph(
     slots.forEach((_, s) => g.output(slotOutput(i, s), p.dims));
   });
   for (const b of trainMode.buffers) g.output(b.next, b.dims);
-  g.output(opts.logits, dimsOf(shapes.get(opts.logits)!));
+  for (const tensor of Object.values(read)) g.output(tensor, dimsOf(shapes.get(tensor)!));
   const terms: Record<string, string> = {};
   for (const [k, name] of Object.entries(loss.terms)) {
     // A term may be the same tensor as another (total = ce when ce is the only one): one output each.
@@ -166,19 +181,18 @@ export function buildStepGraph(
     g.output(out, []);
     terms[k] = out;
   }
-  return { graph: g, params, slots, slotInput, paramOutput, slotOutput, hyper, terms, logits: opts.logits, ...trainMode };
+  return { graph: g, params, slots, slotInput, paramOutput, slotOutput, hyper, terms, outputs: read, ...trainMode };
 }
 
-/** The student in inference form with its parameters and buffers as inputs: logits for prediction, fed the current weights. */
-export function buildPredictGraph(student: Graph, input: string, logits: string, sampleShape: Shape): Uint8Array {
+/** The student in inference form with its parameters and buffers as inputs: its outputs, fed the current weights. */
+export function buildPredictGraph(student: Graph, inputs: readonly StepInput[]): Uint8Array {
   const fed = [...studentParams(student), ...studentBuffers(student)];
   const fedNames = new Set(fed.map((p) => p.name));
   const g = new Graph('distillate-predict', student.opset);
-  g.input(input, dimsOf([-1, ...sampleShape]));
+  for (const i of inputs) g.input(i.name, dimsOf(i.dims), i.type);
   for (const p of fed) g.input(p.name, p.dims);
   for (const init of student.initializers.values()) if (!fedNames.has(init.name)) g.initializer(init.name, init.data, init.dims);
   for (const n of student.nodes) g.add(n.op, n.inputs, { ...n.attrs }, n.outputs);
-  const out = student.outputs.find((o) => o.name === logits);
-  g.output(logits, out?.dims ?? ['N', 'C']);
+  for (const o of student.outputs) g.output(o.name, o.dims, o.type);
   return g.toBytes();
 }

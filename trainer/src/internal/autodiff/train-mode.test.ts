@@ -52,7 +52,7 @@ describe('BatchNormalization in training mode', () => {
     const g = new Graph('step');
     g.input('x', ['N', C, H, W]);
     for (const name of ['gamma', 'beta', 'rm', 'rv']) g.input(name, [C]);
-    const rewrite = appendTrainingNodes(g, student, { name: 'x', shape: [-1, C, H, W] });
+    const rewrite = appendTrainingNodes(g, student, [{ name: 'x', shape: [-1, C, H, W] }]);
     expect(rewrite.needsBatchRows).toBe(true);
     g.input('R', ['N', C, H, W]);
     const total = g.node('ReduceSum', [g.node('Mul', ['y', 'R'])], { keepdims: 0 });

@@ -54,8 +54,8 @@ function ratioOf(student: Graph, n: GraphNode): number {
  * Append the student's nodes to `g` in their training form. `shapesOf` gives the student's
  * static shapes (for the masks and the per-channel counts).
  */
-export function appendTrainingNodes(g: Graph, student: Graph, sampleInput: { name: string; shape: Shape }): TrainModeRewrite {
-  const shapes = inferShapes(student, new Map([[sampleInput.name, sampleInput.shape]]));
+export function appendTrainingNodes(g: Graph, student: Graph, inputs: ReadonlyArray<{ readonly name: string; readonly shape: Shape }>): TrainModeRewrite {
+  const shapes = inferShapes(student, new Map(inputs.map((i) => [i.name, i.shape])));
   const dropout: DropoutSite[] = [];
   const buffers: Buffer[] = [];
   let batchRows: string | undefined;
