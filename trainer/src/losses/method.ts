@@ -21,7 +21,7 @@ export interface DistillInputs<T> {
 export interface LossMethod<P extends { readonly temperature: number }> {
   /** Its params, with their defaults; every method has a temperature. */
   readonly params: z.ZodType<P, unknown>;
-  /** The paper or equation, for reports and errors. */
+  /** The paper or equation it implements (documentation: the file says more). */
   readonly reference: string;
   /** Whether the loss reads `target` (labels). */
   readonly usesLabels: boolean;
