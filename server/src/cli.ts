@@ -1,5 +1,5 @@
 /**
- * distillate-server serve | precompute | label
+ * distillate-server serve | precompute | label | worker | import
  */
 import { SingleBar, Presets } from 'cli-progress';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -11,6 +11,7 @@ import { JobRequestSchema, type JobRecord, type JobRequestInput } from './jobs/i
 import { toAppError, zodToAppError } from './errors.js';
 import { parseQueueUrl } from './queue/redis.js';
 import { startWorker } from './queue/worker.js';
+import { importImageFolder, reportPath, type Fit } from './import/image-folder.js';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
@@ -18,6 +19,12 @@ const int = (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
   return n;
+};
+/** `HxW`, e.g. 28x28. */
+const size = (v: string): [number, number] => {
+  const m = /^(\d+)x(\d+)$/i.exec(v.trim());
+  if (m === null || Number(m[1]) === 0 || Number(m[2]) === 0) throw new InvalidArgumentError('expected HxW in pixels, e.g. 28x28');
+  return [Number(m[1]), Number(m[2])];
 };
 const num = (v: string) => {
   const n = Number(v);
@@ -337,6 +344,74 @@ export function buildProgram(): Command {
         };
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
+      },
+    );
+
+  program
+    .command('import')
+    .description('import a folder of images into a dataset file: class sub-folders give the labels, a flat folder an unlabelled pool')
+    .argument('<folder>', 'the image folder')
+    .requiredOption('--out <file>', 'the dataset file to write (.arrow); the import report goes next to it')
+    .option('--size <HxW>', "resize every image to H×W pixels (default: the first image's size)", size)
+    .addOption(new Option('--channels <n>', '1 (gray) or 3 (sRGB)').choices(['1', '3']).default('3'))
+    .addOption(new Option('--fit <how>', 'cover: centre crop; contain: letterbox; fill: stretch').choices(['cover', 'contain', 'fill']).default('cover'))
+    .option('--classes <names>', 'class names, comma-separated: for a flat folder (required), or the order of the class folders')
+    .addOption(
+      new Option('--on-error <policy>', 'a file that cannot be imported: skip it (listed in the report) or fail').choices(['skip', 'fail']).default('skip'),
+    )
+    .option('--max-skipped <fraction>', 'fail when more than this fraction of the image files is skipped', num, 0.05)
+    .option('--max-pixels <n>', 'refuse images with more pixels (decompression-bomb guard)', int, 40_000_000)
+    .action(
+      async (
+        folder: string,
+        f: {
+          out: string;
+          size?: [number, number];
+          channels: '1' | '3';
+          fit: Fit;
+          classes?: string;
+          onError: 'skip' | 'fail';
+          maxSkipped: number;
+          maxPixels: number;
+        },
+      ) => {
+        const bar = new SingleBar(
+          { format: 'import [{bar}] {percentage}% | {value}/{total} images | ETA {eta_formatted}', hideCursor: true, etaBuffer: 200 },
+          Presets.shades_classic,
+        );
+        let started = false;
+        try {
+          const r = await importImageFolder({
+            folder,
+            out: f.out,
+            ...(f.size === undefined ? {} : { size: f.size }),
+            channels: f.channels === '1' ? 1 : 3,
+            fit: f.fit,
+            ...(f.classes === undefined ? {} : { classes: f.classes.split(',').map((c) => c.trim()) }),
+            onError: f.onError,
+            maxSkipped: f.maxSkipped,
+            maxPixels: f.maxPixels,
+            onProgress: (done, total) => {
+              if (!process.stderr.isTTY) return;
+              if (!started) bar.start(total, 0);
+              started = true;
+              bar.update(done);
+            },
+          });
+          if (started) bar.stop();
+          const classes =
+            r.mode === 'flat'
+              ? 'unlabelled'
+              : Object.entries(r.perClass)
+                  .map(([c, n]) => `${c} ${n}`)
+                  .join(', ');
+          console.log(
+            `${r.imported} images → ${r.out} (${r.size[0]}×${r.size[1]}×${r.channels}, ${classes}); skipped ${r.skipped.length}, ignored ${r.ignored.length}: ${reportPath(r.out)}`,
+          );
+          if (r.emptyClasses.length > 0) console.log(`empty class folders (kept as classes): ${r.emptyClasses.join(', ')}`);
+        } finally {
+          if (started) bar.stop();
+        }
       },
     );
 

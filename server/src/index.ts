@@ -5,3 +5,13 @@ export { JobManager, JobRequestSchema, type JobRecord, type JobRequest, type Job
 export { DynamicBatcher, type BatcherOptions } from './batcher.js';
 export { AppError } from './errors.js';
 export { buildProgram, main } from './cli.js';
+export {
+  importImageFolder,
+  reportPath,
+  nameText,
+  ImportError,
+  type ImageFolderImport,
+  type ImportReport,
+  type SkippedFile,
+  type Fit,
+} from './import/image-folder.js';

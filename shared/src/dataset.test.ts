@@ -72,4 +72,32 @@ describe('dataset file', () => {
     await expect(DatasetReader.open(junk)).rejects.toThrow(DatasetFormatError);
     await expect(DatasetReader.open(junk)).rejects.toThrow(/junk\.arrow/);
   });
+  it('an imported dataset carries a source per row (any text, non-ASCII included); a plain one has none', async () => {
+    const info = { inputShape: [2], layout: 'flat' as const, scaling: { scale: 1, offset: 0 }, classes: ['a'], inputType: 'float32' as const };
+    const path = join(dir, 'sources.arrow');
+    const w = DatasetWriter.create(path, info, { source: true });
+    await expect(w.append({ ids: Int32Array.of(0), inputs: Float32Array.of(1, 2), labels: Int32Array.of(0) })).rejects.toThrow(/give 1 sources/);
+    await w.append({ ids: Int32Array.of(0, 1), inputs: Float32Array.of(1, 2, 3, 4), labels: Int32Array.of(0, -1), sources: ['cats/1.png', 'größe/ø.jpg'] });
+    await w.append({ ids: Int32Array.of(2), inputs: Float32Array.of(5, 6), labels: Int32Array.of(0), sources: ['row-key-7'] });
+    await w.close();
+    const r = await DatasetReader.open(path);
+    expect(await r.hasSource()).toBe(true);
+    const got: string[] = [];
+    for await (const s of r.sources()) got.push(...s);
+    expect(got).toEqual(['cats/1.png', 'größe/ø.jpg', 'row-key-7']);
+    let rows = 0;
+    for await (const b of r) rows += b.rows; // the other columns read as before
+    expect(rows).toBe(3);
+
+    const plain = join(dir, 'plain.arrow');
+    const p = DatasetWriter.create(plain, info);
+    await expect(p.append({ ids: Int32Array.of(0), inputs: Float32Array.of(1, 2), labels: Int32Array.of(0), sources: ['x'] })).rejects.toThrow(
+      /no source column/,
+    );
+    await p.append({ ids: Int32Array.of(0), inputs: Float32Array.of(1, 2), labels: Int32Array.of(0) });
+    await p.close();
+    const pr = await DatasetReader.open(plain);
+    expect(await pr.hasSource()).toBe(false);
+    await expect(pr.sources().next()).rejects.toThrow(DatasetFormatError);
+  });
 });

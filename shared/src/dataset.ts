@@ -2,7 +2,7 @@
  * The dataset file: one Arrow IPC file with columns `id`, `input` (FixedSizeList of Float32 or
  * Uint8) and `label` (nullable Int32), plus schema metadata describing how to read `input`.
  */
-import { DataType, Field, Float32, Int32, Int64, Precision, Schema, Uint8 } from 'apache-arrow';
+import { DataType, Field, Float32, Int32, Int64, Precision, Schema, Uint8, Utf8 } from 'apache-arrow';
 import { z } from 'zod';
 import {
   AtomicArrowFileWriter,
@@ -19,6 +19,8 @@ import {
   readArrowSchema,
   recordBatch,
   sha256File,
+  utf8Column,
+  utf8Data,
   type Ids,
 } from './internal/arrow-io.js';
 import { segmentOf } from './internal/offsets.js';
@@ -64,7 +66,11 @@ export function inputSize(info: Pick<DatasetInfo, 'inputShape'>): number {
   return info.inputShape.reduce((a, b) => a * b, 1);
 }
 
-export function datasetSchema(info: DatasetInfo, idType: 'int32' | 'int64' = 'int32'): Schema {
+/**
+ * The dataset's schema. With `source`, a fourth column `source` (Utf8) says where each row came
+ * from: a file path relative to the imported folder, or a row's key in an imported table.
+ */
+export function datasetSchema(info: DatasetInfo, idType: 'int32' | 'int64' = 'int32', options: { source?: boolean } = {}): Schema {
   const D = inputSize(info);
   const metadata = new Map<string, string>([
     [META.format, DATASET_FORMAT],
@@ -78,6 +84,7 @@ export function datasetSchema(info: DatasetInfo, idType: 'int32' | 'int64' = 'in
       new Field('id', idType === 'int64' ? new Int64() : new Int32(), false),
       new Field('input', listType(D, info.inputType === 'uint8' ? new Uint8() : new Float32()), false),
       new Field('label', new Int32(), true),
+      ...(options.source === true ? [new Field('source', new Utf8(), false)] : []),
     ],
     metadata,
   );
@@ -129,21 +136,26 @@ export class DatasetWriter {
   readonly #file: AtomicArrowFileWriter;
   readonly #D: number;
   readonly #idType: 'int32' | 'int64';
+  readonly #source: boolean;
 
-  private constructor(path: string, info: DatasetInfo, idType: 'int32' | 'int64') {
+  private constructor(path: string, info: DatasetInfo, idType: 'int32' | 'int64', source: boolean) {
     this.info = info;
     this.#idType = idType;
-    this.#schema = datasetSchema(info, idType);
+    this.#source = source;
+    this.#schema = datasetSchema(info, idType, { source });
     this.#D = inputSize(info);
     this.#file = new AtomicArrowFileWriter(path);
   }
 
-  static create(path: string, info: DatasetInfo, options: { idType?: 'int32' | 'int64' } = {}): DatasetWriter {
-    return new DatasetWriter(path, DatasetInfoSchema.parse(info), options.idType ?? 'int32');
+  /** `source: true` adds the `source` column: every append then gives one string per row. */
+  static create(path: string, info: DatasetInfo, options: { idType?: 'int32' | 'int64'; source?: boolean } = {}): DatasetWriter {
+    return new DatasetWriter(path, DatasetInfoSchema.parse(info), options.idType ?? 'int32', options.source ?? false);
   }
 
-  async append(batch: { ids: Ids; inputs: Float32Array | Uint8Array; labels: Int32Array }): Promise<void> {
+  async append(batch: { ids: Ids; inputs: Float32Array | Uint8Array; labels: Int32Array; sources?: readonly string[] }): Promise<void> {
     const rows = batch.ids.length;
+    if (this.#source && batch.sources?.length !== rows) throw new RangeError(`this dataset has a source column: give ${rows} sources, one per row`);
+    if (!this.#source && batch.sources !== undefined) throw new TypeError('this dataset has no source column (create it with { source: true })');
     if (batch.ids instanceof BigInt64Array !== (this.#idType === 'int64')) {
       throw new TypeError(`ids must be ${this.#idType === 'int64' ? 'BigInt64Array' : 'Int32Array'}`);
     }
@@ -162,6 +174,7 @@ export class DatasetWriter {
         idData(batch.ids),
         fixedSizeListData(this.#D, isU8 ? new Uint8() : new Float32(), batch.inputs),
         nullableInt32Data(batch.labels),
+        ...(this.#source ? [utf8Data(batch.sources!)] : []),
       ]),
     );
   }
@@ -230,6 +243,17 @@ export class DatasetReader {
       const labels = nullableInt32Column(batch, 'label', this.path);
       yield { rows: batch.numRows, ids, inputs, labels };
     }
+  }
+
+  /** Whether the file has a `source` column (imported from a folder or a table). */
+  async hasSource(): Promise<boolean> {
+    return (await readArrowSchema(this.path)).fields.some((f) => f.name === 'source');
+  }
+
+  /** The `source` column, batch by batch (a string per row); a DatasetFormatError if the file has none. */
+  async *sources(): AsyncGenerator<string[], void, undefined> {
+    if (!(await this.hasSource())) throw new DatasetFormatError(`${this.path}: no source column (it was not imported from a folder or a table)`);
+    for await (const batch of readArrowFile(this.path)) yield utf8Column(batch, 'source', this.path);
   }
 
   /** Rows [start, start + count) in one batch (copied out of the file's record batches). */

@@ -24,6 +24,7 @@ import {
   type Uint32,
   type Uint8,
   makeData,
+  Utf8,
   type DataType,
 } from 'apache-arrow';
 
@@ -413,6 +414,17 @@ export function nullableInt32Data(values: Int32Array, nullValue = -1): Data<Int3
   return makeData({ type: new Int32(), length: values.length, data: values, nullBitmap: bitmap, nullCount });
 }
 
+/** A Utf8 column from strings: offsets and bytes built directly (no per-row builder). */
+export function utf8Data(values: readonly string[]): Data<Utf8> {
+  const encoder = new TextEncoder();
+  const encoded = values.map((v) => encoder.encode(v));
+  const offsets = new Int32Array(values.length + 1);
+  for (let i = 0; i < encoded.length; i++) offsets[i + 1] = offsets[i]! + encoded[i]!.length;
+  const bytes = new Uint8Array(offsets[values.length]!);
+  encoded.forEach((e, i) => bytes.set(e, offsets[i]!));
+  return makeData({ type: new Utf8(), length: values.length, valueOffsets: offsets, data: bytes });
+}
+
 export function recordBatch(schema: Schema, columns: Data[]): RecordBatch {
   const length = columns[0]?.length ?? 0;
   for (const [i, c] of columns.entries()) {
@@ -464,6 +476,17 @@ export function nullableInt32Column(batch: RecordBatch, name: string, file: stri
     const bit = data.offset + i;
     if ((bitmap[bit >> 3]! & (1 << (bit & 7))) === 0) out[i] = nullValue;
   }
+  return out;
+}
+
+/** A Utf8 column decoded to strings (offsets walked directly). */
+export function utf8Column(batch: RecordBatch, name: string, file: string): string[] {
+  const data = columnData(batch, name, file) as Data<Utf8>;
+  const offsets = data.valueOffsets;
+  const bytes = data.values;
+  const decoder = new TextDecoder();
+  const out = new Array<string>(data.length);
+  for (let i = 0; i < data.length; i++) out[i] = decoder.decode(bytes.subarray(offsets[data.offset + i]!, offsets[data.offset + i + 1]!));
   return out;
 }
 
