@@ -207,10 +207,40 @@ describe('importing image folders', () => {
   it('the CLI prints one summary line, and one error line with exit 1', async () => {
     const good = await gray(4, 4, 9).png().toBuffer();
     const dir = await folder('cli', { 'p/1.png': good, 'q/2.png': good });
-    const ok = runTs('server/src/bin.ts', ['import', dir, '--out', join(root, 'cli.arrow'), '--channels', '1', '--size', '4x4']);
+    for (let i = 3; i <= 8; i++) await writeFile(join(dir, i % 2 === 0 ? 'p' : 'q', `${i}.png`), good);
+    const ok = runTs('server/src/bin.ts', [
+      'import',
+      dir,
+      '--out',
+      join(root, 'cli.arrow'),
+      '--channels',
+      '1',
+      '--size',
+      '4x4',
+      '--split',
+      'test=0.25',
+      '--seed',
+      '3',
+      '--labelled',
+      '4',
+    ]);
     expect(ok.stderr).toBe('');
     expect(ok.status).toBe(0);
-    expect(ok.stdout.trim()).toMatch(/^2 images → .*cli\.arrow \(4×4×1, p 1, q 1\); skipped 0, ignored 0: .*cli\.import-report\.json$/);
+    expect(ok.stdout.trim().split('\n')).toEqual([
+      expect.stringMatching(/^8 images → .*cli\.arrow \(4×4×1, p 4, q 4\); skipped 0, ignored 0: .*cli\.import-report\.json$/),
+      expect.stringMatching(/^test: 2 rows → .*cli-test\.arrow$/),
+      expect.stringMatching(/^train: 6 rows → .*cli-train\.arrow$/),
+      expect.stringMatching(/^labelled-4: 4 rows → .*cli-labelled-4\.arrow$/),
+      expect.stringMatching(/^pool: 2 rows → .*cli-pool\.arrow$/),
+    ]);
+    const pool = await readAll(join(root, 'cli-pool.arrow'));
+    expect(pool.labels).toEqual([-1, -1]);
+    expect(pool.sources.every((s) => /^[pq]\/\d\.png$/.test(s))).toBe(true);
+    const oddLabelled = runTs('server/src/bin.ts', ['import', dir, '--out', join(root, 'cli2.arrow'), '--channels', '1', '--labelled', '3']);
+    expect(oddLabelled.status).toBe(1);
+    expect(oddLabelled.stderr.trim()).toBe(
+      'distillate-server: --labelled 3: give a positive multiple of the 2 classes (the same number of labelled rows per class)',
+    );
     const bad = runTs('server/src/bin.ts', ['import', join(root, 'nowhere'), '--out', join(root, 'x.arrow')]);
     expect(bad.status).toBe(1);
     expect(bad.stderr.trim()).toMatch(/^distillate-server: .*nowhere: cannot read the folder \(no such file/);

@@ -12,6 +12,7 @@ import { toAppError, zodToAppError } from './errors.js';
 import { parseQueueUrl } from './queue/redis.js';
 import { startWorker } from './queue/worker.js';
 import { importImageFolder, reportPath, type Fit } from './import/image-folder.js';
+import { parseSplit, writeSplits } from './import/splits.js';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
@@ -361,6 +362,9 @@ export function buildProgram(): Command {
     )
     .option('--max-skipped <fraction>', 'fail when more than this fraction of the image files is skipped', num, 0.05)
     .option('--max-pixels <n>', 'refuse images with more pixels (decompression-bomb guard)', int, 40_000_000)
+    .option('--split <parts>', 'also write stratified random parts, e.g. test=0.1 (<out>-test.arrow; the rest <out>-train.arrow)', parseSplit)
+    .option('--seed <n>', 'the seed of --split', int, 1)
+    .option('--labelled <n>', 'also split the training rows into n labelled (n / classes per class) and an unlabelled pool', int)
     .action(
       async (
         folder: string,
@@ -373,6 +377,9 @@ export function buildProgram(): Command {
           onError: 'skip' | 'fail';
           maxSkipped: number;
           maxPixels: number;
+          split?: Record<string, number>;
+          seed: number;
+          labelled?: number;
         },
       ) => {
         const bar = new SingleBar(
@@ -409,6 +416,8 @@ export function buildProgram(): Command {
             `${r.imported} images → ${r.out} (${r.size[0]}×${r.size[1]}×${r.channels}, ${classes}); skipped ${r.skipped.length}, ignored ${r.ignored.length}: ${reportPath(r.out)}`,
           );
           if (r.emptyClasses.length > 0) console.log(`empty class folders (kept as classes): ${r.emptyClasses.join(', ')}`);
+          const splits = { ...(f.split === undefined ? {} : { split: f.split }), seed: f.seed, ...(f.labelled === undefined ? {} : { labelled: f.labelled }) };
+          for (const d of await writeSplits(r.out, splits)) console.log(`${d.name}: ${d.rows} rows → ${d.path}`);
         } finally {
           if (started) bar.stop();
         }

@@ -15,3 +15,4 @@ export {
   type SkippedFile,
   type Fit,
 } from './import/image-folder.js';
+export { writeSplits, parseSplit, type SplitRequest } from './import/splits.js';

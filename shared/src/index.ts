@@ -99,7 +99,7 @@ export { OnnxModelBuilder, type Dim, type AttributeValue } from './onnx/builder.
 export { onnxParameterCount } from './onnx/inspect.js';
 export { writeSyntheticDataset, mulberry32, type SyntheticDatasetOptions } from './synthetic.js';
 export { runCli, type CliProgram } from './cli.js';
-export { headDataset, pickRows, splitLabelled, withoutClass, type WrittenDataset } from './subset.js';
+export { headDataset, pickRows, splitLabelled, splitStratified, withoutClass, type WrittenDataset } from './subset.js';
 export { decodeInputStream, encodeLogitsStream, encodeDatasetRows, decodeDatasetRows, ArrowBodyError } from './http-bodies.js';
 export {
   acquireFashionMnist,

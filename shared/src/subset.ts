@@ -5,6 +5,7 @@
  */
 import { DatasetReader, DatasetWriter, type DatasetBatch } from './dataset.js';
 import type { Ids } from './internal/arrow-io.js';
+import { mulberry32 } from './synthetic.js';
 
 export interface WrittenDataset {
   readonly path: string;
@@ -34,20 +35,28 @@ function pick(batch: DatasetBatch, D: number, rows: readonly number[], unlabel: 
   return pickRows(batch, D, rows, unlabel ? () => -1 : (r) => batch.labels[r]!);
 }
 
+/** Stream `src` once, writing the rows `choose` picks for each output; a `source` column comes along. */
 async function writeSelected(
   src: string,
   outs: readonly { path: string; unlabel: boolean }[],
   choose: (batch: DatasetBatch) => number[][],
 ): Promise<WrittenDataset[]> {
   const reader = await DatasetReader.open(src);
-  const writers = outs.map((o) => DatasetWriter.create(o.path, reader.info, { idType: reader.idType }));
+  const withSource = await reader.hasSource();
+  const writers = outs.map((o) => DatasetWriter.create(o.path, reader.info, { idType: reader.idType, source: withSource }));
+  const sources = withSource ? reader.sources() : undefined;
   try {
     for await (const batch of reader.batches()) {
+      const batchSources = sources === undefined ? undefined : (await sources.next()).value;
+      if (sources !== undefined && batchSources?.length !== batch.rows) throw new Error(`${src}: the source column does not line up with the rows`);
       const chosen = choose(batch);
       for (let w = 0; w < writers.length; w++) {
-        if (chosen[w]!.length > 0) await writers[w]!.append(pick(batch, reader.inputSize, chosen[w]!, outs[w]!.unlabel));
+        if (chosen[w]!.length === 0) continue;
+        const rows = pick(batch, reader.inputSize, chosen[w]!, outs[w]!.unlabel);
+        await writers[w]!.append(batchSources === undefined ? rows : { ...rows, sources: chosen[w]!.map((r) => batchSources[r]!) });
       }
     }
+    await sources?.return(undefined);
     const done: WrittenDataset[] = [];
     for (const w of writers) {
       const d = await w.close();
@@ -119,4 +128,61 @@ export async function withoutClass(src: string, out: string, label: number): Pro
     return [keep];
   });
   return d!;
+}
+
+/**
+ * A stratified random split of `src`: for each class (and for the unlabelled rows), the given
+ * fraction of its rows goes to each named output, drawn by `seed`; every other row goes to
+ * `rest`. Rows keep their ids, labels and sources, in file order.
+ */
+export async function splitStratified(
+  src: string,
+  opts: { parts: Readonly<Record<string, { fraction: number; path: string }>>; rest: string; seed: number },
+): Promise<{ parts: Record<string, WrittenDataset>; rest: WrittenDataset }> {
+  const names = Object.keys(opts.parts);
+  const total = names.reduce((a, n) => a + opts.parts[n]!.fraction, 0);
+  if (names.some((n) => !(opts.parts[n]!.fraction > 0)) || !(total < 1))
+    throw new RangeError(`split fractions must be > 0 and sum to less than 1, got ${names.map((n) => `${n}=${opts.parts[n]!.fraction}`).join(', ')}`);
+  // First pass: the rows of each class, by position.
+  const reader = await DatasetReader.open(src);
+  const byClass = new Map<number, number[]>();
+  let position = 0;
+  for await (const batch of reader.batches()) {
+    for (let r = 0; r < batch.rows; r++) {
+      const y = batch.labels[r]!;
+      let rows = byClass.get(y);
+      if (rows === undefined) byClass.set(y, (rows = []));
+      rows.push(position++);
+    }
+  }
+  // Each class shuffled by the seed, then cut by the fractions.
+  const part = new Int32Array(position).fill(-1);
+  const rand = mulberry32(opts.seed);
+  for (const rows of [...byClass.entries()].sort((a, b) => a[0] - b[0]).map(([, r]) => r)) {
+    for (let i = rows.length - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [rows[i], rows[j]] = [rows[j]!, rows[i]!];
+    }
+    let at = 0;
+    names.forEach((_, k) => {
+      const n = Math.round(rows.length * opts.parts[names[k]!]!.fraction);
+      for (const r of rows.slice(at, at + n)) part[r] = k;
+      at += n;
+    });
+  }
+  let seen = 0;
+  const written = await writeSelected(
+    src,
+    [...names.map((n) => ({ path: opts.parts[n]!.path, unlabel: false })), { path: opts.rest, unlabel: false }],
+    (batch) => {
+      const chosen: number[][] = Array.from({ length: names.length + 1 }, () => []);
+      for (let r = 0; r < batch.rows; r++) {
+        const k = part[seen + r]!;
+        chosen[k < 0 ? names.length : k]!.push(r);
+      }
+      seen += batch.rows;
+      return chosen;
+    },
+  );
+  return { parts: Object.fromEntries(names.map((n, k) => [n, written[k]!] as const)), rest: written[names.length]! };
 }
