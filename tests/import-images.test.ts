@@ -11,7 +11,12 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DatasetReader, FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR, FASHION_MNIST_FILES, headDataset, importIdxPair } from '@distillate/shared';
-import { importImageFolder, reportPath, type ImportReport } from '@distillate/server';
+import { copyFile } from 'node:fs/promises';
+import pl from 'nodejs-polars';
+import { pino } from 'pino';
+import { createServices, exportLabels, importImageFolder, reportPath, resolveConfig, type ImportReport, type JobRequestInput } from '@distillate/server';
+import { LogitCacheReader, writeSyntheticDataset } from '@distillate/shared';
+import { convTeacher } from './helpers/teachers.js';
 import { runTs } from './helpers/cli.js';
 import { FASHION_MNIST_PACKAGE, skipUnless, titled } from './helpers/system.js';
 
@@ -245,5 +250,103 @@ describe('importing image folders', () => {
     expect(bad.status).toBe(1);
     expect(bad.stderr.trim()).toMatch(/^distillate-server: .*nowhere: cannot read the folder \(no such file/);
     expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+  });
+});
+
+describe('pseudo-labels out: an unlabelled folder → import → label job → a table', () => {
+  it('CSV, Parquet and JSON lines read back by polars: one row per image, its file, and the classes of the cache', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'distillate-labels-'));
+    for (const d of ['models', 'data', 'cache', 'images']) await mkdir(join(root, d));
+    await writeFile(join(root, 'models', 'conv.onnx'), convTeacher());
+    // 40 generated 8×8 gray images (a unit-sized pool: the pipeline, not the data, is under test).
+    await writeSyntheticDataset(join(root, 'gen.arrow'), { rows: 40, inputShape: [8, 8, 1], classes: 10 });
+    let n = 0;
+    for await (const b of await DatasetReader.open(join(root, 'gen.arrow'))) {
+      for (let r = 0; r < b.rows; r++, n++) {
+        const pixels = Buffer.from((b.inputs as Uint8Array).subarray(r * 64, (r + 1) * 64));
+        await sharp(pixels, { raw: { width: 8, height: 8, channels: 1 } })
+          .png()
+          .toFile(join(root, 'images', `img-${String(n).padStart(3, '0')}.png`));
+      }
+    }
+    const classes = Array.from({ length: 10 }, (_, c) => `class-${c}`);
+    await importImageFolder({ folder: join(root, 'images'), out: join(root, 'data', 'pool.arrow'), classes, channels: 1 });
+
+    const services = await createServices(
+      resolveConfig({ models: join(root, 'models'), data: join(root, 'data'), cache: join(root, 'cache'), logLevel: 'silent' }, {}),
+      pino({ level: 'silent' }),
+    );
+    const run = async (request: JobRequestInput): Promise<string> => {
+      const job = await services.jobs.create(request);
+      await services.jobs.idle();
+      const done = services.jobs.get(job.id);
+      if (done.state !== 'succeeded') throw new Error(`${done.state}: ${done.error?.message}`);
+      return join(root, 'cache', done.cacheKey!);
+    };
+    await services.jobs.init();
+    const labelCache = await run({ type: 'label', teacher: 'conv', dataset: 'pool.arrow' });
+    const denseCache = await run({ type: 'precompute', teacher: 'conv', dataset: 'pool.arrow', temperature: 2 });
+    await services.teachers.releaseAll();
+
+    // The cache's own pseudo-labels, by id.
+    const want = new Map<number, string>();
+    for await (const b of await LogitCacheReader.open(labelCache))
+      for (let r = 0; r < b.rows; r++) want.set(Number(b.ids[r]), classes[b.stats!.pseudoLabel[r]!]!);
+    const files = Array.from({ length: 40 }, (_, i) => `img-${String(i).padStart(3, '0')}.png`);
+
+    // JSON lines through scanJson: readJSON of a path throws in nodejs-polars 0.25.2.
+    const read = { csv: (p: string) => pl.readCSV(p), parquet: (p: string) => pl.readParquet(p), jsonl: (p: string) => pl.scanJson(p).collectSync() } as const;
+    for (const format of ['csv', 'parquet', 'jsonl'] as const) {
+      const out = join(root, `labels.${format}`);
+      expect(await exportLabels({ cache: labelCache, dataset: join(root, 'data', 'pool.arrow'), out, format })).toEqual({ rows: 40, path: out });
+      const df = read[format](out);
+      expect(df.columns).toEqual(['source', 'id', 'class', 'confidence', 'entropy', 'margin']);
+      expect(df.height).toBe(40);
+      const rows = df.toRecords() as Array<{ source: string; id: number; class: string; confidence: number }>;
+      expect(rows.map((r) => r.source)).toEqual(files);
+      for (const r of rows) {
+        expect(r.class, format).toBe(want.get(Number(r.id)));
+        expect(r.confidence).toBeGreaterThan(0.1 - 1e-6); // at least 1/C
+        expect(r.confidence).toBeLessThanOrEqual(1);
+      }
+    }
+
+    // From the dense cache: the same classes (its logits at T = 1), with the top 3 and their probabilities.
+    const top = pl.readCSV(
+      (await exportLabels({ cache: denseCache, dataset: join(root, 'data', 'pool.arrow'), out: join(root, 'top.csv'), format: 'csv', topK: 3 })).path,
+    );
+    const topRows = top.toRecords() as Array<Record<string, string | number>>;
+    for (const r of topRows) {
+      expect(r['class']).toBe(want.get(Number(r['id'])));
+      expect(r['top1_class']).toBe(r['class']);
+      expect(Math.abs(Number(r['top1_p']) - Number(r['confidence']))).toBeLessThan(1e-5);
+      expect(Number(r['top1_p'])).toBeGreaterThanOrEqual(Number(r['top2_p']));
+      expect(Number(r['top2_p'])).toBeGreaterThanOrEqual(Number(r['top3_p']));
+    }
+    const confident = await exportLabels({
+      cache: labelCache,
+      dataset: join(root, 'data', 'pool.arrow'),
+      out: join(root, 'confident.csv'),
+      format: 'csv',
+      minConfidence: 0.3,
+    });
+    expect(confident.rows).toBe(pl.readCSV(join(root, 'labels.csv')).filter(pl.col('confidence').gtEq(0.3)).height);
+
+    // Another dataset than the cache's is refused.
+    await copyFile(join(root, 'gen.arrow'), join(root, 'other.arrow'));
+    await expect(exportLabels({ cache: labelCache, dataset: join(root, 'other.arrow'), out: join(root, 'x.csv'), format: 'csv' })).rejects.toThrow(
+      /computed over another dataset/,
+    );
+    const cli = runTs('server/src/bin.ts', [
+      'export-labels',
+      '--cache',
+      labelCache,
+      '--dataset',
+      join(root, 'data', 'pool.arrow'),
+      '--out',
+      join(root, 'cli.parquet'),
+    ]);
+    expect(cli.stderr).toBe('');
+    expect(cli.stdout.trim()).toMatch(/^40 rows → .*cli\.parquet$/);
   });
 });

@@ -1,5 +1,5 @@
 /**
- * distillate-server serve | precompute | label | worker | import
+ * distillate-server serve | precompute | label | worker | import | export-labels
  */
 import { SingleBar, Presets } from 'cli-progress';
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -13,6 +13,7 @@ import { parseQueueUrl } from './queue/redis.js';
 import { startWorker } from './queue/worker.js';
 import { importImageFolder, reportPath, type Fit } from './import/image-folder.js';
 import { parseSplit, writeSplits } from './import/splits.js';
+import { exportLabels, type LabelFormat } from './export-labels.js';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
@@ -423,6 +424,30 @@ export function buildProgram(): Command {
         }
       },
     );
+
+  program
+    .command('export-labels')
+    .description("write a cache's pseudo-labels as a table: source, id, class, confidence, entropy, margin (and the top-k classes)")
+    .requiredOption('--cache <dir>', "a label job's cache, or a dense precompute cache")
+    .requiredOption('--dataset <file>', 'the dataset the cache was computed over')
+    .requiredOption('--out <file>', 'the table to write (.csv, .parquet or .jsonl)')
+    .addOption(new Option('--format <format>', 'default: from the extension of --out').choices(['csv', 'parquet', 'jsonl']))
+    .option('--top-k <k>', 'also the k most probable classes and their probabilities (dense caches)', int)
+    .option('--min-confidence <c>', 'keep only rows with at least this confidence', num)
+    .action(async (f: { cache: string; dataset: string; out: string; format?: LabelFormat; topK?: number; minConfidence?: number }) => {
+      const ext = /\.(csv|parquet|jsonl)$/.exec(f.out)?.[1] as LabelFormat | undefined;
+      const format = f.format ?? ext;
+      if (format === undefined) throw new Error(`${f.out}: give --format csv|parquet|jsonl (or an .csv, .parquet or .jsonl name)`);
+      const r = await exportLabels({
+        cache: f.cache,
+        dataset: f.dataset,
+        out: f.out,
+        format,
+        ...(f.topK === undefined ? {} : { topK: f.topK }),
+        ...(f.minConfidence === undefined ? {} : { minConfidence: f.minConfidence }),
+      });
+      console.log(`${r.rows} rows → ${r.path}`);
+    });
 
   return program;
 }

@@ -16,3 +16,4 @@ export {
   type Fit,
 } from './import/image-folder.js';
 export { writeSplits, parseSplit, type SplitRequest } from './import/splits.js';
+export { exportLabels, ExportError, type ExportLabelsOptions, type LabelFormat } from './export-labels.js';
