@@ -73,6 +73,18 @@ export function datasetPreprocessor(dataset: DatasetInfo, info: TeacherInfo, sid
       `dataset samples have shape [${dataset.inputShape.join(', ')}] (${D} values) but teacher ${info.name} takes [${info.sampleShape.join(', ')}] (${size})`,
     );
   }
+  // Images on both sides: the same height, width and channels, never just the same count of values.
+  if (dataset.inputShape.length === 3 && info.sampleShape.length === 3 && dataset.layout !== 'flat' && info.layout !== 'flat') {
+    const [dh, dw, dc] = dataset.layout === 'HWC' ? dataset.inputShape : [dataset.inputShape[1]!, dataset.inputShape[2]!, dataset.inputShape[0]!];
+    const [th, tw, tc] = info.layout === 'NHWC' ? info.sampleShape : [info.sampleShape[1]!, info.sampleShape[2]!, info.sampleShape[0]!];
+    if (dh !== th || dw !== tw || dc !== tc) {
+      throw new TeacherError(
+        'bad_request',
+        'dataset_mismatch',
+        `dataset images are ${dh}×${dw} with ${dc} channel${dc === 1 ? '' : 's'} but teacher ${info.name} takes ${th}×${tw} with ${tc} (import the images with --size ${th}x${tw} --channels ${tc}; nothing is resized at inference)`,
+      );
+    }
+  }
   let transpose: Transpose = 'none';
   let H = 0;
   let W = 0;
