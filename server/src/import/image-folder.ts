@@ -15,9 +15,11 @@
  */
 import { availableParallelism } from 'node:os';
 import { readFile, readdir, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
 import sharp from 'sharp';
-import { DatasetWriter, writeFileAtomic, type DatasetInfo } from '@distillate/shared';
+import type { DatasetInfo } from '@distillate/shared';
+import { ImportError, ImportSink, type SkippedFile } from './sink.js';
+
+export { ImportError, reportPath, type SkippedFile } from './sink.js';
 
 export type Fit = 'cover' | 'contain' | 'fill';
 
@@ -42,11 +44,6 @@ export interface ImageFolderImport {
   readonly onProgress?: (done: number, total: number) => void;
 }
 
-export interface SkippedFile {
-  readonly source: string;
-  readonly reason: string;
-}
-
 export interface ImportReport {
   readonly folder: string;
   readonly out: string;
@@ -61,11 +58,7 @@ export interface ImportReport {
   /** Files without an image extension, and files beside the class folders: not images of the dataset. */
   readonly ignored: readonly string[];
   readonly emptyClasses: readonly string[];
-  readonly fingerprint?: string;
-}
-
-export class ImportError extends Error {
-  override readonly name = 'ImportError';
+  readonly fingerprint: string;
 }
 
 /** Extensions sharp decodes from its npm build (no BMP): what counts as an image file. */
@@ -129,14 +122,17 @@ async function listImages(dir: Buffer, rel: string, ignored: string[]): Promise<
   return out;
 }
 
-interface Decoded {
+export interface Decoded {
   readonly pixels: Buffer;
   readonly width: number;
   readonly height: number;
 }
 
 /** One image → 8-bit pixels (HWC) of the target size and channels; throws with the reason. */
-async function decode(bytes: Buffer, o: { size: readonly [number, number] | undefined; channels: 1 | 3; fit: Fit; maxPixels: number }): Promise<Decoded> {
+export async function decode(
+  bytes: Buffer | Uint8Array,
+  o: { size: readonly [number, number] | undefined; channels: 1 | 3; fit: Fit; maxPixels: number },
+): Promise<Decoded> {
   if (bytes.length === 0) throw new Error('empty file');
   const image = sharp(bytes, { limitInputPixels: o.maxPixels, failOn: 'warning' });
   const meta = await image.metadata();
@@ -157,7 +153,7 @@ async function decode(bytes: Buffer, o: { size: readonly [number, number] | unde
 }
 
 /** Why sharp refused a file, in one line. */
-function reasonOf(err: unknown): string {
+export function reasonOf(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
   if (e.code === 'ELOOP') return 'a symbolic link loop';
   if (e.code === 'EACCES' || e.code === 'EPERM') return 'not readable (permission denied)';
@@ -242,11 +238,8 @@ class ImageFolderImporter {
     // One decode per core; sharp's own threads would only contend with the others.
     sharp.concurrency(1);
 
-    const skipped: SkippedFile[] = [];
-    const perClass = new Map<string, number>();
+    const sink = new ImportSink({ out: o.out, onError, maxSkipped, unit: 'image files' });
     let size = o.size;
-    let writer: DatasetWriter | undefined;
-    let imported = 0;
     let done = 0;
     const decodeOne = async (e: Entry): Promise<Decoded | undefined> => {
       try {
@@ -254,14 +247,13 @@ class ImageFolderImporter {
         if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: st.isDirectory() ? 'EISDIR' : undefined });
         return await decode(await readFile(e.path), { size, channels, fit, maxPixels });
       } catch (err) {
-        const reason = reasonOf(err);
-        if (onError === 'fail') throw new ImportError(`${e.source}: ${reason}`);
-        skipped.push({ source: e.source, reason });
+        sink.skip(e.source, reasonOf(err));
         return undefined;
       } finally {
         o.onProgress?.(++done, total);
       }
     };
+    const failed = { folder: o.folder, out: o.out, ignored: scan.ignored, emptyClasses: scan.emptyClasses };
     try {
       for (let start = 0; start < total; start += CHUNK) {
         const chunk = scan.entries.slice(start, start + CHUNK);
@@ -277,52 +269,23 @@ class ImageFolderImporter {
             }
           }
         }
-        const decoded: Array<Decoded | undefined> = new Array(chunk.length);
-        let next = 0;
-        await Promise.all(
-          Array.from({ length: Math.min(concurrency, chunk.length) }, async () => {
-            while (next < chunk.length) {
-              const i = next++;
-              decoded[i] = await decodeOne(chunk[i]!);
-            }
-          }),
-        );
+        const decoded = await mapConcurrently(chunk, concurrency, decodeOne);
         const kept = chunk.map((e, i) => ({ e, d: decoded[i] })).filter((x): x is { e: Entry; d: Decoded } => x.d !== undefined);
         if (kept.length === 0) continue;
         const [H, W] = size!;
-        writer ??= DatasetWriter.create(
-          o.out,
-          {
-            inputShape: [H, W, channels],
-            layout: 'HWC',
-            scaling: { scale: 1 / 255, offset: 0 },
-            classes: scan.classes,
-            inputType: 'uint8',
-          } satisfies DatasetInfo,
-          { source: true },
-        );
         const D = H * W * channels;
         const inputs = new Uint8Array(kept.length * D);
         kept.forEach(({ d }, i) => inputs.set(d.pixels, i * D));
-        for (const { e } of kept) if (e.label >= 0) perClass.set(scan.classes[e.label]!, (perClass.get(scan.classes[e.label]!) ?? 0) + 1);
-        await writer.append({
-          ids: Int32Array.from(kept, (_, i) => imported + i),
-          inputs,
-          labels: Int32Array.from(kept, ({ e }) => e.label),
-          sources: kept.map(({ e }) => e.source),
-        });
-        imported += kept.length;
+        const info: DatasetInfo = {
+          inputShape: [H, W, channels],
+          layout: 'HWC',
+          scaling: { scale: 1 / 255, offset: 0 },
+          classes: scan.classes,
+          inputType: 'uint8',
+        };
+        await sink.append(info, { inputs, labels: Int32Array.from(kept, ({ e }) => e.label), sources: kept.map(({ e }) => e.source) });
       }
-      if (writer === undefined)
-        throw new ImportError(`${o.folder}: none of its ${total} image files could be imported (first: ${skipped[0]?.source}: ${skipped[0]?.reason})`);
-      const fraction = skipped.length / total;
-      if (fraction > maxSkipped) {
-        throw new ImportError(
-          `skipped ${skipped.length} of ${total} image files (${(fraction * 100).toFixed(1)} %), over --max-skipped ${(maxSkipped * 100).toFixed(1)} %; first: ${skipped[0]!.source}: ${skipped[0]!.reason}`,
-        );
-      }
-      const written = await writer.close();
-      const report: ImportReport = {
+      return await sink.finish(total, {
         folder: o.folder,
         out: o.out,
         mode: scan.mode,
@@ -330,29 +293,27 @@ class ImageFolderImporter {
         size: size!,
         channels,
         fit,
-        imported,
-        perClass: Object.fromEntries(perClass),
-        skipped,
         ignored: scan.ignored,
         emptyClasses: scan.emptyClasses,
-        fingerprint: written.fingerprint,
-      };
-      await writeFileAtomic(reportPath(o.out), JSON.stringify(report, null, 2));
-      return report;
+      });
     } catch (err) {
-      await writer?.abort();
-      if (!(err instanceof ImportError)) throw err;
-      // The report of a failed import says which files failed, next to where the output would have been.
-      await writeFileAtomic(
-        reportPath(o.out),
-        JSON.stringify({ folder: o.folder, out: o.out, failed: err.message, skipped, ignored: scan.ignored, emptyClasses: scan.emptyClasses }, null, 2),
-      ).catch(() => undefined);
+      await sink.fail(err, failed);
       throw err;
     }
   }
 }
 
-/** `data/x.arrow` → `data/x.import-report.json`. */
-export function reportPath(out: string): string {
-  return join(dirname(out), `${basename(out).replace(/\.arrow$/, '')}.import-report.json`);
+/** `f` over `items` with at most `concurrency` at once; results in order. */
+export async function mapConcurrently<T, R>(items: readonly T[], concurrency: number, f: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await f(items[i]!);
+      }
+    }),
+  );
+  return out;
 }
