@@ -27,7 +27,6 @@ export class ImportSink {
   readonly perClass = new Map<string, number>();
   readonly #o: { readonly out: string; readonly onError: 'skip' | 'fail'; readonly maxSkipped: number; readonly unit: string };
   #writer: DatasetWriter | undefined;
-  #info: DatasetInfo | undefined;
   #imported = 0;
 
   /** `unit`: what is counted, in the messages ("image files", "rows"). */
@@ -52,7 +51,6 @@ export class ImportSink {
   ): Promise<void> {
     const n = rows.sources.length;
     if (n === 0) return;
-    this.#info ??= info;
     this.#writer ??= DatasetWriter.create(this.#o.out, info, { source: true });
     await this.#writer.append({
       ids: Int32Array.from({ length: n }, (_, i) => this.#imported + i),
