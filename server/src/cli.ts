@@ -13,6 +13,7 @@ import { parseQueueUrl } from './queue/redis.js';
 import { startWorker } from './queue/worker.js';
 import { importImageFolder, reportPath, type Fit } from './import/image-folder.js';
 import { parseSplit, writeSplits } from './import/splits.js';
+import { importTable } from './import/table.js';
 import { exportLabels, type LabelFormat } from './export-labels.js';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -351,8 +352,13 @@ export function buildProgram(): Command {
 
   program
     .command('import')
-    .description('import a folder of images into a dataset file: class sub-folders give the labels, a flat folder an unlabelled pool')
-    .argument('<folder>', 'the image folder')
+    .description(
+      'import images or a table into a dataset file: a folder (class sub-folders give the labels, a flat folder is an unlabelled pool), or a .parquet, .csv or .jsonl table',
+    )
+    .argument('<source>', 'the image folder, or the table')
+    .option('--input <columns>', 'table: the image column, the list column, or the numeric columns (comma-separated)')
+    .option('--label <column>', 'table: the label column (class indices or class names)')
+    .option('--key <column>', "table: the column that names each row (default: an image's path, else <file>#<row>)")
     .requiredOption('--out <file>', 'the dataset file to write (.arrow); the import report goes next to it')
     .option('--size <HxW>', "resize every image to H×W pixels (default: the first image's size)", size)
     .addOption(new Option('--channels <n>', '1 (gray) or 3 (sRGB)').choices(['1', '3']).default('3'))
@@ -371,6 +377,9 @@ export function buildProgram(): Command {
         folder: string,
         f: {
           out: string;
+          input?: string;
+          label?: string;
+          key?: string;
           size?: [number, number];
           channels: '1' | '3';
           fit: Fit;
@@ -384,27 +393,56 @@ export function buildProgram(): Command {
         },
       ) => {
         const bar = new SingleBar(
-          { format: 'import [{bar}] {percentage}% | {value}/{total} images | ETA {eta_formatted}', hideCursor: true, etaBuffer: 200 },
+          { format: 'import [{bar}] {percentage}% | {value}/{total} | ETA {eta_formatted}', hideCursor: true, etaBuffer: 200 },
           Presets.shades_classic,
         );
         let started = false;
+        const onProgress = (done: number, total: number): void => {
+          if (!process.stderr.isTTY) return;
+          if (!started) bar.start(total, 0);
+          started = true;
+          bar.update(done);
+        };
+        const common = {
+          out: f.out,
+          ...(f.size === undefined ? {} : { size: f.size }),
+          channels: f.channels === '1' ? (1 as const) : (3 as const),
+          fit: f.fit,
+          ...(f.classes === undefined ? {} : { classes: f.classes.split(',').map((c) => c.trim()) }),
+          onError: f.onError,
+          maxSkipped: f.maxSkipped,
+          maxPixels: f.maxPixels,
+          onProgress,
+        };
+        const splits = { ...(f.split === undefined ? {} : { split: f.split }), seed: f.seed, ...(f.labelled === undefined ? {} : { labelled: f.labelled }) };
         try {
+          if (/\.(parquet|csv|jsonl|ndjson)$/i.test(folder)) {
+            if (f.input === undefined) throw new Error(`${folder} is a table: give --input (the image column, the list column, or the numeric columns)`);
+            const t = await importTable({
+              ...common,
+              table: folder,
+              input: f.input.split(',').map((c) => c.trim()),
+              ...(f.label === undefined ? {} : { label: f.label }),
+              ...(f.key === undefined ? {} : { key: f.key }),
+            });
+            if (started) bar.stop();
+            const classes =
+              f.label === undefined
+                ? 'unlabelled'
+                : Object.entries(t.perClass)
+                    .map(([c, n]) => `${c} ${n}`)
+                    .join(', ');
+            console.log(
+              `${t.imported} rows → ${t.out} (${t.input} [${t.inputShape.join(', ')}], ${classes}); skipped ${t.skipped.length}: ${reportPath(t.out)}`,
+            );
+            for (const d of await writeSplits(t.out, splits)) console.log(`${d.name}: ${d.rows} rows → ${d.path}`);
+            return;
+          }
+          if (f.input !== undefined || f.label !== undefined || f.key !== undefined)
+            throw new Error(`--input, --label and --key are for tables; ${folder} is read as an image folder`);
           const r = await importImageFolder({
+            ...common,
             folder,
-            out: f.out,
-            ...(f.size === undefined ? {} : { size: f.size }),
-            channels: f.channels === '1' ? 1 : 3,
-            fit: f.fit,
-            ...(f.classes === undefined ? {} : { classes: f.classes.split(',').map((c) => c.trim()) }),
-            onError: f.onError,
-            maxSkipped: f.maxSkipped,
-            maxPixels: f.maxPixels,
-            onProgress: (done, total) => {
-              if (!process.stderr.isTTY) return;
-              if (!started) bar.start(total, 0);
-              started = true;
-              bar.update(done);
-            },
           });
           if (started) bar.stop();
           const classes =
@@ -417,7 +455,6 @@ export function buildProgram(): Command {
             `${r.imported} images → ${r.out} (${r.size[0]}×${r.size[1]}×${r.channels}, ${classes}); skipped ${r.skipped.length}, ignored ${r.ignored.length}: ${reportPath(r.out)}`,
           );
           if (r.emptyClasses.length > 0) console.log(`empty class folders (kept as classes): ${r.emptyClasses.join(', ')}`);
-          const splits = { ...(f.split === undefined ? {} : { split: f.split }), seed: f.seed, ...(f.labelled === undefined ? {} : { labelled: f.labelled }) };
           for (const d of await writeSplits(r.out, splits)) console.log(`${d.name}: ${d.rows} rows → ${d.path}`);
         } finally {
           if (started) bar.stop();

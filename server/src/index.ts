@@ -17,3 +17,4 @@ export {
 } from './import/image-folder.js';
 export { writeSplits, parseSplit, type SplitRequest } from './import/splits.js';
 export { exportLabels, ExportError, type ExportLabelsOptions, type LabelFormat } from './export-labels.js';
+export { importTable, type TableImport, type TableImportReport } from './import/table.js';

@@ -112,3 +112,4 @@ export {
   type AcquireOptions,
   type AcquiredDataset,
 } from './fashion-mnist-source.js';
+export { ipcSchemaMetadata } from './internal/arrow-io.js';

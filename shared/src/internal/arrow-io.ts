@@ -17,6 +17,7 @@ import {
   RecordBatch,
   RecordBatchFileWriter,
   RecordBatchReader,
+  MessageReader,
   type Schema,
   Table,
   tableToIPC,
@@ -367,6 +368,17 @@ async function readFully(fh: FileHandle, into: Uint8Array, position: number): Pr
     if (bytesRead === 0) throw new Error('unexpected end of file');
     off += bytesRead;
   }
+}
+
+/**
+ * The metadata of a serialised Arrow schema message, e.g. the base64 `ARROW:schema` value that
+ * Parquet writers from the Arrow family embed (where a Hugging Face export may keep its
+ * `huggingface` features). An empty map if the bytes hold no schema.
+ */
+export function ipcSchemaMetadata(bytes: Uint8Array): Map<string, string> {
+  const message = new MessageReader(bytes).readMessage();
+  if (message === null || !message.isSchema()) return new Map();
+  return new Map(message.header().metadata);
 }
 
 /** Open an Arrow IPC file just far enough to read its schema. */

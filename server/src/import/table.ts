@@ -1,0 +1,259 @@
+/**
+ * Import a table into a dataset file: Parquet (read by hyparquet, a row range at a time, so
+ * memory stays bounded), CSV or JSON lines (read by nodejs-polars, whole). `input` names the
+ * sample: one image column (bytes, or Hugging Face's `{bytes, path}` struct; decoded as image
+ * folders are), one list-of-numbers column, or several numeric columns (float32 rows). `label`
+ * names an integer or a text column; class names come from `classes`, else Hugging Face's
+ * ClassLabel names in the Parquet metadata, else the sorted label texts (or `class-0 …` for
+ * integers). Each row's `source` is its `key` column, else an image's `path`, else
+ * `<file>#<row>`.
+ *
+ * nodejs-polars cannot hand binary columns to JavaScript, so Parquet (where images live) goes
+ * through hyparquet; polars reads the text formats.
+ */
+import { availableParallelism } from 'node:os';
+import { basename, extname } from 'node:path';
+import pl from 'nodejs-polars';
+import { parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
+import { asyncBufferFromFile } from 'hyparquet/src/node.js';
+import sharp from 'sharp';
+import { ipcSchemaMetadata, type DatasetInfo } from '@distillate/shared';
+import { decode, mapConcurrently, reasonOf, type Decoded, type Fit } from './image-folder.js';
+import { ImportError, ImportSink, type SkippedFile } from './sink.js';
+
+export interface TableImport {
+  readonly table: string;
+  readonly out: string;
+  /** One image or list column, or several numeric columns. */
+  readonly input: readonly string[];
+  readonly label?: string;
+  /** A column whose values name the rows (the `source` column). */
+  readonly key?: string;
+  readonly classes?: readonly string[];
+  readonly size?: readonly [number, number];
+  readonly channels?: 1 | 3;
+  readonly fit?: Fit;
+  readonly onError?: 'skip' | 'fail';
+  readonly maxSkipped?: number;
+  readonly maxPixels?: number;
+  readonly concurrency?: number;
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+export interface TableImportReport {
+  readonly table: string;
+  readonly out: string;
+  readonly input: 'image' | 'list' | 'columns';
+  readonly classes: readonly string[];
+  readonly inputShape: readonly number[];
+  readonly imported: number;
+  readonly perClass: Readonly<Record<string, number>>;
+  readonly skipped: readonly SkippedFile[];
+  readonly fingerprint: string;
+}
+
+type Row = Record<string, unknown>;
+
+interface TableReader {
+  readonly rows: number;
+  readonly columns: readonly string[];
+  /** Class names a column's metadata gives (Hugging Face ClassLabel). */
+  classNames(column: string): string[] | undefined;
+  read(start: number, end: number, columns: readonly string[]): Promise<Row[]>;
+}
+
+const CHUNK = 1024;
+
+async function openParquet(path: string): Promise<TableReader> {
+  const file = await asyncBufferFromFile(path);
+  const md = await parquetMetadataAsync(file);
+  const columns = parquetSchema(md).children.map((c) => c.element.name);
+  // Hugging Face's features: a key of the file's metadata, or of the Arrow schema embedded in it.
+  const kv = (key: string): string | undefined => md.key_value_metadata?.find((e) => e.key === key)?.value;
+  const embedded = kv('ARROW:schema');
+  let hf = kv('huggingface');
+  try {
+    hf ??= embedded === undefined ? undefined : ipcSchemaMetadata(Buffer.from(embedded, 'base64')).get('huggingface');
+  } catch {
+    // an unreadable embedded schema: no class names from it
+  }
+  let features: Record<string, { names?: unknown }> = {};
+  try {
+    features = hf === undefined ? {} : ((JSON.parse(hf) as { info?: { features?: typeof features } }).info?.features ?? {});
+  } catch {
+    features = {};
+  }
+  return {
+    rows: Number(md.num_rows),
+    columns,
+    classNames: (c) => {
+      const names = features[c]?.names;
+      return Array.isArray(names) && names.every((n) => typeof n === 'string') ? names : undefined;
+    },
+    read: (start, end, cols) => parquetReadObjects({ file, rowStart: start, rowEnd: end, columns: [...cols], utf8: false }) as Promise<Row[]>,
+  };
+}
+
+function openText(path: string, format: 'csv' | 'jsonl'): TableReader {
+  let df: pl.DataFrame;
+  try {
+    df = format === 'csv' ? pl.readCSV(path) : pl.scanJson(path).collectSync();
+  } catch (err) {
+    throw new ImportError(`${path}: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`);
+  }
+  return {
+    rows: df.height,
+    columns: df.columns,
+    classNames: () => undefined,
+    read: async (start, end, cols) =>
+      df
+        .select(...cols)
+        .slice(start, end - start)
+        .toRecords() as Row[],
+  };
+}
+
+/** How a value of the input column(s) becomes a sample. */
+type InputKind = 'image' | 'list' | 'columns';
+
+function kindOf(column: string, value: unknown, columns: number): InputKind {
+  const isNumber = (v: unknown): boolean => typeof v === 'number' || typeof v === 'bigint';
+  if (value instanceof Uint8Array || (typeof value === 'object' && value !== null && (value as { bytes?: unknown }).bytes instanceof Uint8Array)) {
+    if (columns > 1) throw new ImportError(`--input ${column} holds images: give it alone`);
+    return 'image';
+  }
+  if (Array.isArray(value) && value.every(isNumber)) {
+    if (columns > 1) throw new ImportError(`--input ${column} holds lists: give it alone`);
+    return 'list';
+  }
+  if (isNumber(value)) return 'columns';
+  const type = value === null ? 'null' : Array.isArray(value) ? 'a list of non-numbers' : typeof value === 'string' ? 'text' : typeof value;
+  throw new ImportError(`--input ${column} holds ${type}: it takes an image column (bytes, or {bytes, path}), a list of numbers, or numeric columns`);
+}
+
+export async function importTable(o: TableImport): Promise<TableImportReport> {
+  const ext = extname(o.table).toLowerCase();
+  const format = ext === '.parquet' ? 'parquet' : ext === '.csv' ? 'csv' : ext === '.jsonl' || ext === '.ndjson' ? 'jsonl' : undefined;
+  if (format === undefined) throw new ImportError(`${o.table}: a table is .parquet, .csv or .jsonl`);
+  let table: TableReader;
+  try {
+    table = format === 'parquet' ? await openParquet(o.table) : openText(o.table, format);
+  } catch (err) {
+    if (err instanceof ImportError) throw err;
+    throw new ImportError(`${o.table}: cannot read it as ${format} (${reasonOf(err)})`);
+  }
+  const wanted = [...o.input, ...(o.label === undefined ? [] : [o.label]), ...(o.key === undefined ? [] : [o.key])];
+  const missing = wanted.filter((c) => !table.columns.includes(c));
+  if (o.input.length === 0) throw new ImportError('--input names the column(s) that hold the samples');
+  if (missing.length > 0) throw new ImportError(`${o.table} has no column ${missing.join(', ')} (it has ${table.columns.join(', ')})`);
+  const total = table.rows;
+  if (total === 0) throw new ImportError(`${o.table} has no rows`);
+
+  // The first non-null value of each input column decides how rows become samples.
+  const head = await table.read(0, Math.min(total, CHUNK), o.input);
+  const kinds = o.input.map((c) => kindOf(c, head.find((r) => r[c] !== null && r[c] !== undefined)?.[c] ?? null, o.input.length));
+  const kind = kinds[0]!;
+
+  // Class names: given, from the file's metadata, or from the label values (one pass over that column).
+  let classes = o.classes === undefined ? undefined : [...o.classes];
+  let labelIsText = false;
+  if (o.label !== undefined) {
+    const values: unknown[] = [];
+    for (let s = 0; s < total; s += CHUNK * 16) for (const r of await table.read(s, Math.min(total, s + CHUNK * 16), [o.label])) values.push(r[o.label]);
+    const present = values.filter((v) => v !== null && v !== undefined);
+    labelIsText = present.some((v) => typeof v === 'string');
+    if (labelIsText && present.some((v) => typeof v !== 'string')) throw new ImportError(`--label ${o.label} mixes text and numbers`);
+    if (!labelIsText && present.some((v) => !(typeof v === 'bigint' || (typeof v === 'number' && Number.isInteger(v)))))
+      throw new ImportError(`--label ${o.label} holds non-integer numbers: a label is a class index or a class name`);
+    classes ??= table.classNames(o.label);
+    classes ??= labelIsText
+      ? [...new Set(present as string[])].sort()
+      : Array.from({ length: Math.max(0, ...present.map(Number)) + 1 }, (_, c) => `class-${c}`);
+  }
+  if (classes === undefined || classes.length === 0) throw new ImportError('a table without --label is an unlabelled pool: give its classes (--classes a,b,c)');
+
+  const channels = o.channels ?? 3;
+  const fit = o.fit ?? 'cover';
+  const maxPixels = o.maxPixels ?? 40_000_000;
+  const concurrency = Math.max(1, o.concurrency ?? availableParallelism());
+  const sink = new ImportSink({ out: o.out, onError: o.onError ?? 'skip', maxSkipped: o.maxSkipped ?? 0.05, unit: 'rows' });
+  const name = basename(o.table);
+  sharp.concurrency(1);
+  let size = o.size;
+  let D: number | undefined = kind === 'columns' ? o.input.length : undefined;
+  let done = 0;
+  try {
+    for (let start = 0; start < total; start += CHUNK) {
+      const rows = await table.read(start, Math.min(total, start + CHUNK), wanted);
+      const kept: Array<{ sample: Uint8Array | Float32Array; label: number; source: string }> = [];
+      const samples = await mapConcurrently(
+        rows.map((row, i) => ({ row, index: start + i })),
+        kind === 'image' ? concurrency : 1,
+        async ({ row, index }) => {
+          const image = o.input.length === 1 ? row[o.input[0]!] : undefined;
+          const path =
+            typeof image === 'object' && image !== null && typeof (image as { path?: unknown }).path === 'string'
+              ? (image as { path: string }).path
+              : undefined;
+          const source = o.key !== undefined && row[o.key] !== null && row[o.key] !== undefined ? String(row[o.key]) : (path ?? `${name}#${index}`);
+          try {
+            const label = labelOf(row, o.label, classes!, labelIsText);
+            if (kind === 'image') {
+              const bytes = image instanceof Uint8Array ? image : (image as { bytes?: unknown } | null)?.bytes;
+              if (!(bytes instanceof Uint8Array)) throw new Error(`no image bytes in ${o.input[0]}`);
+              if (size === undefined) {
+                const first: Decoded = await decode(bytes, { size: undefined, channels, fit, maxPixels });
+                size ??= [first.height, first.width];
+              }
+              return { sample: (await decode(bytes, { size, channels, fit, maxPixels })).pixels as Uint8Array, label, source };
+            }
+            const values = kind === 'list' ? (row[o.input[0]!] as unknown[] | null) : o.input.map((c) => row[c]);
+            if (values === null || values === undefined) throw new Error(`${o.input[0]} is empty`);
+            const empty = o.input.find((_c, k) => kind === 'columns' && (values[k] === null || values[k] === undefined));
+            if (empty !== undefined) throw new Error(`${empty} is empty`);
+            D ??= values.length;
+            if (values.length !== D) throw new Error(`${values.length} values, the first row had ${D}`);
+            const sample = Float32Array.from(values, Number);
+            if (!sample.every(Number.isFinite)) throw new Error('a value is not a finite number');
+            return { sample, label, source };
+          } catch (err) {
+            sink.skip(source, reasonOf(err));
+            return undefined;
+          } finally {
+            o.onProgress?.(++done, total);
+          }
+        },
+      );
+      for (const s of samples) if (s !== undefined) kept.push(s);
+      if (kept.length === 0) continue;
+      const n = kept[0]!.sample.length;
+      const inputs = kind === 'image' ? new Uint8Array(kept.length * n) : new Float32Array(kept.length * n);
+      kept.forEach((k, i) => inputs.set(k.sample, i * n));
+      const info: DatasetInfo =
+        kind === 'image'
+          ? { inputShape: [size![0], size![1], channels], layout: 'HWC', scaling: { scale: 1 / 255, offset: 0 }, classes, inputType: 'uint8' }
+          : { inputShape: [n], layout: 'flat', scaling: { scale: 1, offset: 0 }, classes, inputType: 'float32' };
+      await sink.append(info, { inputs, labels: Int32Array.from(kept, (k) => k.label), sources: kept.map((k) => k.source) });
+    }
+    const inputShape = kind === 'image' ? [size![0], size![1], channels] : [D ?? 0];
+    return await sink.finish(total, { table: o.table, out: o.out, input: kind, classes, inputShape });
+  } catch (err) {
+    await sink.fail(err, { table: o.table, out: o.out });
+    throw err;
+  }
+}
+
+/** A row's class index (−1: unlabelled), or an error naming the bad value. */
+function labelOf(row: Row, column: string | undefined, classes: readonly string[], isText: boolean): number {
+  if (column === undefined) return -1;
+  const v = row[column];
+  if (v === null || v === undefined) return -1;
+  if (isText) {
+    const c = classes.indexOf(String(v));
+    if (c < 0) throw new Error(`label "${String(v)}" is not one of the classes`);
+    return c;
+  }
+  const c = Number(v);
+  if (!(Number.isInteger(c) && c >= 0 && c < classes.length)) throw new Error(`label ${c} is outside the ${classes.length} classes`);
+  return c;
+}
