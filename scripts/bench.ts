@@ -17,7 +17,7 @@ import { runCli } from '@distillate/shared';
 import { printRows, type BenchRow } from './bench/report.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
-export const BENCHES = ['cache', 'server', 'distributed', 'trainer', 'ort', 'crossover', 'storage'] as const;
+export const BENCHES = ['cache', 'server', 'distributed', 'trainer', 'ort', 'crossover', 'storage', 'import'] as const;
 type Bench = (typeof BENCHES)[number];
 
 function runOne(bench: Bench, quick: boolean, json: boolean): Promise<BenchRow[]> {

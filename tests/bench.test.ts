@@ -30,7 +30,7 @@ function bench(args: string[]): Promise<{ status: number | null; stdout: string;
 
 describe('npm run bench -- --quick --json', () => {
   it.skipIf(skip !== undefined)(
-    titled('runs cache, server, distributed, trainer, ort, crossover and storage, one well-formed JSON row per line, and leaves BENCHMARKS.md alone', skip),
+    titled('runs cache, server, distributed, trainer, ort, crossover, storage and import, one well-formed JSON row per line, and leaves BENCHMARKS.md alone', skip),
     async () => {
       const before = readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8');
       const r = await bench(['--quick', '--json']);
@@ -93,7 +93,8 @@ describe('npm run bench -- --quick --json', () => {
           'bytes_per_row_topk_20',
         ]),
       );
-      expect(readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8')).toBe(before);
+      expect(metrics('import')).toContain('images_per_second_jpeg_56_to_28_gray');
+    expect(readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8')).toBe(before);
     },
     600_000,
   );

@@ -1,0 +1,197 @@
+/**
+ * npm run bench:import [-- --json] [-- --quick]
+ *
+ * Image-folder import throughput: quality-90 RGB JPEGs (56×56, ten class folders; Fashion-MNIST
+ * test images when Debian's package is installed, else generated ones) imported at 28×28 gray
+ * into an Arrow dataset with a source column, by `distillate-server import` and by a Python peer
+ * doing the same work as a practitioner would write it (Pillow: EXIF transpose, convert('L'),
+ * LANCZOS resize; numpy; pyarrow's IPC file writer; a multiprocessing pool over every core), each
+ * in a fresh process, in turns (3 pairs: the machine's drift falls on both). Also the importer's
+ * peak RSS at 1× and 10× the images.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
+import { join, resolve } from 'node:path';
+import sharp from 'sharp';
+import {
+  DatasetReader,
+  FASHION_MNIST_CLASSES,
+  FASHION_MNIST_DEBIAN_DIR,
+  FASHION_MNIST_FILES,
+  importIdxPair,
+  runCli,
+  writeSyntheticDataset,
+} from '@distillate/shared';
+import { importImageFolder } from '@distillate/server';
+import { childPeakRssMb, printPeakRssKb } from './bench/peak-rss.js';
+import { log, median, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
+
+const ROOT = resolve(import.meta.dirname, '..');
+
+const PYTHON_PEER = `
+import os, sys, time
+from multiprocessing import Pool
+import numpy as np
+import pyarrow as pa
+from PIL import Image, ImageOps
+
+def load(path):
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im).convert('L').resize((28, 28), Image.LANCZOS)
+        return np.asarray(im, dtype=np.uint8).reshape(-1)
+
+def main(folder, out):
+    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    files, labels = [], []
+    for c, name in enumerate(classes):
+        for f in sorted(os.listdir(os.path.join(folder, name))):
+            files.append(os.path.join(folder, name, f)); labels.append(c)
+    with Pool(os.cpu_count()) as pool:
+        pixels = pool.map(load, files, chunksize=64)
+    flat = pa.array(np.concatenate(pixels), pa.uint8())
+    table = pa.table({
+        'id': pa.array(np.arange(len(files), dtype=np.int32)),
+        'input': pa.FixedSizeListArray.from_arrays(flat, 784),
+        'label': pa.array(labels, pa.int32()),
+        'source': pa.array([os.path.relpath(f, folder) for f in files]),
+    })
+    with pa.OSFile(out, 'wb') as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+
+main(sys.argv[1], sys.argv[2])
+`;
+
+/** Write `count` JPEGs (56×56 RGB, quality 90) into ten class folders. */
+async function makeFolder(dir: string, count: number, source: { pixels: Uint8Array[]; labels: number[] }): Promise<void> {
+  for (let c = 0; c < 10; c++) await mkdir(join(dir, String(c)), { recursive: true });
+  for (let i = 0; i < count; i += 256) {
+    await Promise.all(
+      Array.from({ length: Math.min(256, count - i) }, (_, j) => {
+        const k = (i + j) % source.pixels.length;
+        return sharp(Buffer.from(source.pixels[k]!), { raw: { width: 28, height: 28, channels: 1 } })
+          .resize(56, 56, { kernel: 'nearest' })
+          .toColourspace('srgb')
+          .jpeg({ quality: 90 })
+          .toFile(join(dir, String(source.labels[k]), `${String(i + j).padStart(6, '0')}.jpg`));
+      }),
+    );
+  }
+}
+
+async function images(dir: string): Promise<{ pixels: Uint8Array[]; labels: number[]; what: string }> {
+  const path = join(dir, 'source.arrow');
+  let what: string;
+  if (existsSync(join(FASHION_MNIST_DEBIAN_DIR, FASHION_MNIST_FILES.test.images))) {
+    const { images: im, labels } = FASHION_MNIST_FILES.test;
+    await importIdxPair({
+      images: join(FASHION_MNIST_DEBIAN_DIR, im),
+      labels: join(FASHION_MNIST_DEBIAN_DIR, labels),
+      out: path,
+      classes: FASHION_MNIST_CLASSES,
+    });
+    what = 'Fashion-MNIST test images';
+  } else {
+    await writeSyntheticDataset(path, { rows: 10_000, inputShape: [28, 28, 1], classes: 10 });
+    what = 'generated 28×28 images (Fashion-MNIST is not installed)';
+  }
+  const pixels: Uint8Array[] = [];
+  const labels: number[] = [];
+  for await (const b of await DatasetReader.open(path)) {
+    for (let r = 0; r < b.rows; r++) {
+      pixels.push((b.inputs as Uint8Array).slice(r * 784, (r + 1) * 784));
+      labels.push(b.labels[r]!);
+    }
+  }
+  return { pixels, labels, what };
+}
+
+function seconds(cmd: string, args: readonly string[]): number {
+  const t0 = performance.now();
+  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.slice(-4).join(' ')} failed: ${(r.stderr || r.stdout).trim().split('\n').at(-1)}`);
+  return (performance.now() - t0) / 1000;
+}
+
+async function main(opts: { json: boolean; quick: boolean; dir: string; rssChild?: string }): Promise<void> {
+  const dir = resolve(opts.dir);
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+  const rows: BenchRow[] = [];
+  const n = opts.quick ? 300 : 10_000;
+  const source = await images(dir);
+  log(opts.json, `import: ${n} JPEGs (56×56 RGB, quality 90) from ${source.what}, at 28×28 gray, ${cpus().length} cores`);
+  await makeFolder(join(dir, 'jpeg'), n, source);
+  await writeFile(join(dir, 'peer.py'), PYTHON_PEER);
+  const python = spawnSync('python3', ['-c', 'import PIL, numpy, pyarrow'], { encoding: 'utf8' }).status === 0;
+  if (!python) log(opts.json, 'python3 lacks Pillow, numpy or pyarrow (pip install pillow pyarrow): no peer');
+
+  const ours = (): number =>
+    seconds(process.execPath, [
+      '--conditions=source',
+      '--import',
+      'tsx',
+      'server/src/bin.ts',
+      'import',
+      join(dir, 'jpeg'),
+      '--out',
+      join(dir, 'ours.arrow'),
+      '--size',
+      '28x28',
+      '--channels',
+      '1',
+    ]);
+  const peer = (): number => seconds('python3', [join(dir, 'peer.py'), join(dir, 'jpeg'), join(dir, 'peer.arrow')]);
+  const pairs = opts.quick ? 1 : 3;
+  const rates: number[] = [];
+  const peerRates: number[] = [];
+  const ratios: number[] = [];
+  for (let i = 0; i < pairs; i++) {
+    const a = n / ours();
+    rates.push(a);
+    if (python) {
+      const b = n / peer();
+      peerRates.push(b);
+      ratios.push(a / b);
+    }
+    log(
+      opts.json,
+      `pair ${i + 1}: distillate ${a.toFixed(0)} images/s${python ? `, Pillow ${peerRates.at(-1)!.toFixed(0)} (×${ratios.at(-1)!.toFixed(2)})` : ''}`,
+    );
+  }
+  const peerRow = python ? { name: 'Python: Pillow + numpy + pyarrow, a process per core', value: median(peerRates) } : undefined;
+  rows.push(row('import', 'images_per_second_jpeg_56_to_28_gray', median(rates), 'images/s', peerRow));
+  if (python) {
+    rows.push(row('import', 'ratio_vs_pillow_median_of_pairs', median(ratios), '×'));
+    rows.push(row('import', 'ratio_vs_pillow_lowest_pair', Math.min(...ratios), '×'));
+  }
+
+  // Peak RSS of an import in a fresh process, at 1× and 10× the images.
+  if (!opts.quick) {
+    const one = join(dir, 'jpeg-1x');
+    await makeFolder(one, n / 10, source);
+    const script = join(ROOT, 'scripts', 'bench-import.ts');
+    const rss = (folder: string): number => childPeakRssMb(script, ['--rss-child', folder, '--dir', join(dir, 'rss')]);
+    const small = median([rss(one), rss(one), rss(one)]);
+    const large = median([rss(join(dir, 'jpeg')), rss(join(dir, 'jpeg')), rss(join(dir, 'jpeg'))]);
+    rows.push(row('import', 'peak_rss_mb_1x_images', small, 'MB'));
+    rows.push(row('import', 'peak_rss_10x_vs_1x', large / small, '×'));
+  }
+  printRows(rows, opts.json);
+}
+
+/** In a fresh process: import a folder and print the peak RSS. */
+async function rssChild(folder: string, dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  await importImageFolder({ folder, out: join(dir, `rss-${process.pid}.arrow`), size: [28, 28], channels: 1 });
+  await printPeakRssKb();
+}
+
+const program = benchProgram('bench-import', '.bench/import')
+  .option('--rss-child <folder>', '(internal) import one folder and print the peak RSS')
+  .action(async (opts: { json: boolean; quick: boolean; dir: string; rssChild?: string }) =>
+    opts.rssChild === undefined ? main(opts) : rssChild(opts.rssChild, opts.dir),
+  );
+
+await runCli(program);
