@@ -30,7 +30,10 @@ function bench(args: string[]): Promise<{ status: number | null; stdout: string;
 
 describe('npm run bench -- --quick --json', () => {
   it.skipIf(skip !== undefined)(
-    titled('runs cache, server, distributed, trainer, ort, crossover, storage and import, one well-formed JSON row per line, and leaves BENCHMARKS.md alone', skip),
+    titled(
+      'runs cache, server, distributed, trainer, ort, crossover, storage and import, one well-formed JSON row per line, and leaves BENCHMARKS.md alone',
+      skip,
+    ),
     async () => {
       const before = readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8');
       const r = await bench(['--quick', '--json']);
@@ -94,7 +97,7 @@ describe('npm run bench -- --quick --json', () => {
         ]),
       );
       expect(metrics('import')).toContain('images_per_second_jpeg_56_to_28_gray');
-    expect(readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8')).toBe(before);
+      expect(readFileSync(join(ROOT, 'BENCHMARKS.md'), 'utf8')).toBe(before);
     },
     600_000,
   );
