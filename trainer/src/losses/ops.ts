@@ -36,7 +36,7 @@ export interface Ops<T> {
   logSumExp(x: T, axis: number): T;
   /** Σ over every element: a scalar. */
   sumAll(x: T): T;
-  /** Mean over every element: a scalar. */
+  /** Mean over every element: a scalar. Not over the batch axis (the graph backend has no gradient for that): use rowMean. */
   meanAll(x: T): T;
   concat(xs: readonly T[], axis: number): T;
   /** [N, K] × [K, M] matrix product. */
