@@ -14,7 +14,16 @@ import { DatasetReader, FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR, FASHION
 import { copyFile } from 'node:fs/promises';
 import pl from 'nodejs-polars';
 import { pino } from 'pino';
-import { createServices, exportLabels, importImageFolder, reportPath, resolveConfig, type ImportReport, type JobRequestInput } from '@distillate/server';
+import {
+  createServices,
+  exportLabels,
+  importImageFolder,
+  reportPath,
+  resolveConfig,
+  startServer,
+  type ImportReport,
+  type JobRequestInput,
+} from '@distillate/server';
 import { LogitCacheReader, writeSyntheticDataset } from '@distillate/shared';
 import { convTeacher } from './helpers/teachers.js';
 import { REPO, runTs } from './helpers/cli.js';
@@ -341,11 +350,13 @@ describe('pseudo-labels out: an unlabelled folder → import → label job → a
       resolveConfig({ models: join(root, 'models'), data: join(root, 'data'), cache: join(root, 'cache'), logLevel: 'silent' }, {}),
       pino({ level: 'silent' }),
     );
+    let labelJob = '';
     const run = async (request: JobRequestInput): Promise<string> => {
       const job = await services.jobs.create(request);
       await services.jobs.idle();
       const done = services.jobs.get(job.id);
       if (done.state !== 'succeeded') throw new Error(`${done.state}: ${done.error?.message}`);
+      if (request.type === 'label') labelJob = job.id;
       return join(root, 'cache', done.cacheKey!);
     };
     await services.jobs.init();
@@ -402,6 +413,25 @@ describe('pseudo-labels out: an unlabelled folder → import → label job → a
     await expect(exportLabels({ cache: labelCache, dataset: join(root, 'other.arrow'), out: join(root, 'x.csv'), format: 'csv' })).rejects.toThrow(
       /computed over another dataset/,
     );
+    // Over HTTP: a finished job's labels as a download (a server on the same cache finds the job's record).
+    const server = await startServer(
+      resolveConfig({ models: join(root, 'models'), data: join(root, 'data'), cache: join(root, 'cache'), port: 0, logLevel: 'silent' }, {}),
+    );
+    try {
+      const res = await fetch(`${server.url}/v1/jobs/${labelJob}/labels?format=csv&topK=2`);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^text\/csv/);
+      const lines = (await res.text()).trim().split('\n');
+      expect(lines[0]).toBe('source,id,class,confidence,entropy,margin,top1_class,top1_p,top2_class,top2_p');
+      expect(lines).toHaveLength(41);
+      expect(lines.slice(1).map((l) => l.split(',')[0])).toEqual(files);
+      const bad = await fetch(`${server.url}/v1/jobs/${labelJob}/labels?format=xml`);
+      expect(bad.status).toBe(400);
+      expect(((await bad.json()) as { error: { code: string } }).error.code).toBeTypeOf('string');
+      expect((await fetch(`${server.url}/v1/jobs/no-such-job/labels`)).status).toBe(404);
+    } finally {
+      await server.close();
+    }
     const cli = runTs('server/src/bin.ts', [
       'export-labels',
       '--cache',

@@ -4,6 +4,8 @@
  * `{ error: { code, message } }`.
  */
 import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import express, { type ErrorRequestHandler, type NextFunction, type Request, type Response } from 'express';
 import { ArrowBodyError, CacheManifestSchema, decodeInputStream, encodeLogitsStream, listCaches, findCache } from '@distillate/shared';
@@ -18,6 +20,9 @@ import type { TeacherRegistry } from '@distillate/shared/onnx';
 
 import { ARROW_FILE, ARROW_STREAM, workerRouter } from './worker-api.js';
 import type { WorkerRegistry } from './queue/workers.js';
+import { exportLabels } from './export-labels.js';
+import { ImportError } from './import/sink.js';
+import { confinedPath } from './paths.js';
 
 export { ARROW_STREAM };
 
@@ -43,6 +48,14 @@ const LogitsJsonSchema = z
     temperature: z.number().optional(),
   })
   .strict();
+const LabelsQuery = z
+  .object({
+    format: z.enum(['csv', 'parquet', 'jsonl']).default('csv'),
+    topK: z.coerce.number().int().min(1).optional(),
+    minConfidence: z.coerce.number().min(0).max(1).optional(),
+  })
+  .strict();
+const LABEL_TYPES = { csv: 'text/csv', parquet: 'application/vnd.apache.parquet', jsonl: 'application/x-ndjson' } as const;
 const TemperatureQuery = z.object({ temperature: z.coerce.number().positive().finite().optional() });
 const CacheKeyParam = z.string().regex(/^[0-9a-f]{64}$/, 'a cache key is 64 lowercase hex characters');
 
@@ -222,6 +235,37 @@ export function createApp(deps: AppDeps): express.Express {
       }
     });
     req.on('close', unsubscribe);
+  });
+
+  // A finished precompute or label job's pseudo-labels as a table (export-labels.ts), as a download.
+  app.get('/v1/jobs/:id/labels', async (req, res) => {
+    const q = parse(LabelsQuery, req.query);
+    const id = req.params['id'] as string;
+    const job = deps.jobs.get(id);
+    if (job.state !== 'succeeded' || job.cacheKey === undefined)
+      throw new AppError(409, 'job_not_finished', `job ${id} is ${job.state}: its labels exist once it has succeeded`);
+    const dataset = await confinedPath(deps.dataRoot, job.request.dataset, 'dataset');
+    const dir = await mkdtemp(join(tmpdir(), 'distillate-labels-'));
+    try {
+      const out = join(dir, `labels.${q.format}`);
+      try {
+        await exportLabels({
+          cache: join(deps.cacheRoot, job.cacheKey),
+          dataset,
+          out,
+          format: q.format,
+          ...(q.topK === undefined ? {} : { topK: q.topK }),
+          ...(q.minConfidence === undefined ? {} : { minConfidence: q.minConfidence }),
+        });
+      } catch (err) {
+        if (err instanceof ImportError) throw new AppError(422, 'cannot_export', err.message);
+        throw err;
+      }
+      res.type(LABEL_TYPES[q.format]).setHeader('content-disposition', `attachment; filename="${id}-labels.${q.format}"`);
+      await new Promise<void>((resolve, reject) => res.sendFile(out, (err) => (err ? reject(err) : resolve())));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   app.get('/v1/caches', async (_req, res) => {
