@@ -27,26 +27,11 @@ import {
 import { LogitCacheReader, writeSyntheticDataset } from '@distillate/shared';
 import { convTeacher } from './helpers/teachers.js';
 import { REPO, runTs } from './helpers/cli.js';
+import { readRows } from './helpers/datasets.js';
 import { TeacherRegistry, datasetPreprocessor } from '@distillate/shared/onnx';
 import { FASHION_MNIST_PACKAGE, skipUnless, titled } from './helpers/system.js';
 
 const gray = (w: number, h: number, value: number) => sharp({ create: { width: w, height: h, channels: 3, background: { r: value, g: value, b: value } } });
-
-async function readAll(path: string): Promise<{ inputs: Uint8Array[]; labels: number[]; sources: string[] }> {
-  const reader = await DatasetReader.open(path);
-  const D = reader.inputSize;
-  const inputs: Uint8Array[] = [];
-  const labels: number[] = [];
-  for await (const b of reader) {
-    for (let r = 0; r < b.rows; r++) {
-      inputs.push((b.inputs as Uint8Array).slice(r * D, (r + 1) * D));
-      labels.push(b.labels[r]!);
-    }
-  }
-  const sources: string[] = [];
-  if (await reader.hasSource()) for await (const s of reader.sources()) sources.push(...s);
-  return { inputs, labels, sources };
-}
 
 const skipFmnist = skipUnless(FASHION_MNIST_PACKAGE);
 
@@ -61,7 +46,7 @@ describe.skipIf(skipFmnist !== undefined)(titled('Fashion-MNIST as a PNG ImageFo
       classes: FASHION_MNIST_CLASSES,
     });
     await headDataset(join(root, 'test.arrow'), join(root, 'idx.arrow'), 600);
-    const idx = await readAll(join(root, 'idx.arrow'));
+    const idx = await readRows(join(root, 'idx.arrow'));
     const folderOf = (c: number) => FASHION_MNIST_CLASSES[c]!.replace(/\//g, '-');
     for (const c of FASHION_MNIST_CLASSES.keys()) await mkdir(join(root, 'png', folderOf(c)), { recursive: true });
     await Promise.all(
@@ -74,7 +59,7 @@ describe.skipIf(skipFmnist !== undefined)(titled('Fashion-MNIST as a PNG ImageFo
 
     const r = await importImageFolder({ folder: join(root, 'png'), out: join(root, 'png.arrow'), channels: 1 });
     expect(r).toMatchObject({ imported: 600, skipped: [], size: [28, 28], channels: 1, mode: 'class-folders' });
-    const got = await readAll(join(root, 'png.arrow'));
+    const got = await readRows(join(root, 'png.arrow'));
     expect(got.inputs).toHaveLength(600);
     got.sources.forEach((source, row) => {
       const [folder, file] = source.split('/');
@@ -101,7 +86,7 @@ describe.skipIf(skipFmnist !== undefined)(titled('Fashion-MNIST as quality-90 RG
       classes: FASHION_MNIST_CLASSES,
     });
     await headDataset(join(root, 'test.arrow'), join(root, 'idx.arrow'), rows);
-    const idx = await readAll(join(root, 'idx.arrow'));
+    const idx = await readRows(join(root, 'idx.arrow'));
     // Class folders named by the class index (ordered like the IDX labels): 0 … 9. The 2× upscale
     // replicates pixels: a smooth one (cubic, Lanczos) blurs what the import's downscale cannot
     // undo — 1.45 pt (Lanczos) and 2.45 pt (cubic) lost, the same with lossless PNGs, so the
@@ -211,7 +196,7 @@ describe('importing image folders', () => {
     expect(r.ignored).toEqual(['a/notes.txt']);
     expect(r.perClass).toEqual({ a: 1, b: 4 });
 
-    const got = await readAll(join(root, 'mixed.arrow'));
+    const got = await readRows(join(root, 'mixed.arrow'));
     const bySource = Object.fromEntries(got.sources.map((s, i) => [s, got.inputs[i]!]));
     expect(Object.keys(bySource).sort()).toEqual(['a/good.png', 'b/cmyk.jpg', 'b/f\\xff.png', 'b/rgba.png', 'b/sixteen.png']);
     expect([...new Set(bySource['a/good.png'])]).toEqual([200]);
@@ -234,11 +219,11 @@ describe('importing image folders', () => {
     });
     const r = await importImageFolder({ folder: dir, out: join(root, 'orient.arrow'), channels: 1 });
     expect(r.size).toEqual([4, 2]); // H×W after rotation
-    expect([...(await readAll(join(root, 'orient.arrow'))).inputs[0]!]).toEqual([255, 255, 255, 255, 0, 0, 0, 0]); // top rows white
+    expect([...(await readRows(join(root, 'orient.arrow'))).inputs[0]!]).toEqual([255, 255, 255, 255, 0, 0, 0, 0]); // top rows white
     const wide = await folder('wide', { 'c/w.png': gray(40, 20, 255).png().toBuffer() });
     const pixels = async (fit: 'cover' | 'contain' | 'fill') => {
       await importImageFolder({ folder: wide, out: join(root, `wide-${fit}.arrow`), size: [10, 10], channels: 1, fit });
-      return (await readAll(join(root, `wide-${fit}.arrow`))).inputs[0]!;
+      return (await readRows(join(root, `wide-${fit}.arrow`))).inputs[0]!;
     };
     expect([...new Set(await pixels('cover'))]).toEqual([255]);
     expect([...new Set(await pixels('fill'))]).toEqual([255]);
@@ -263,7 +248,7 @@ describe('importing image folders', () => {
     );
     const pool = await importImageFolder({ folder: flat, out: join(root, 'flat.arrow'), classes: ['cat', 'dog'], channels: 3 });
     expect(pool).toMatchObject({ mode: 'flat', imported: 2, classes: ['cat', 'dog'] });
-    const got = await readAll(join(root, 'flat.arrow'));
+    const got = await readRows(join(root, 'flat.arrow'));
     expect(got.labels).toEqual([-1, -1]);
     expect(got.sources).toEqual(['1.png', '2.png']);
   });
@@ -312,7 +297,7 @@ describe('importing image folders', () => {
       expect.stringMatching(/^labelled-4: 4 rows → .*cli-labelled-4\.arrow$/),
       expect.stringMatching(/^pool: 2 rows → .*cli-pool\.arrow$/),
     ]);
-    const pool = await readAll(join(root, 'cli-pool.arrow'));
+    const pool = await readRows(join(root, 'cli-pool.arrow'));
     expect(pool.labels).toEqual([-1, -1]);
     expect(pool.sources.every((s) => /^[pq]\/\d\.png$/.test(s))).toBe(true);
     const oddLabelled = runTs('server/src/bin.ts', ['import', dir, '--out', join(root, 'cli2.arrow'), '--channels', '1', '--labelled', '3']);

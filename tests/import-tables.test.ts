@@ -11,9 +11,10 @@ import { join } from 'node:path';
 import * as arrow from 'apache-arrow';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { DatasetReader, FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR, FASHION_MNIST_FILES, headDataset, importIdxPair } from '@distillate/shared';
+import { FASHION_MNIST_CLASSES, FASHION_MNIST_DEBIAN_DIR, FASHION_MNIST_FILES, headDataset, importIdxPair } from '@distillate/shared';
 import { importTable } from '@distillate/server';
 import { runTs } from './helpers/cli.js';
+import { readRows } from './helpers/datasets.js';
 import { FASHION_MNIST_PACKAGE, skipUnless, titled } from './helpers/system.js';
 
 const parquetWasm = createRequire(import.meta.url)('parquet-wasm/node') as {
@@ -24,22 +25,6 @@ const parquetWasm = createRequire(import.meta.url)('parquet-wasm/node') as {
 /** An Arrow table → Parquet bytes (parquet-wasm: the fixture writer; the importer reads with hyparquet). */
 function toParquet(table: arrow.Table): Uint8Array {
   return parquetWasm.writeParquet(parquetWasm.Table.fromIPCStream(arrow.tableToIPC(table, 'stream')));
-}
-
-async function readAll(path: string): Promise<{ inputs: Array<Uint8Array | Float32Array>; labels: number[]; sources: string[]; classes: readonly string[] }> {
-  const reader = await DatasetReader.open(path);
-  const D = reader.inputSize;
-  const inputs: Array<Uint8Array | Float32Array> = [];
-  const labels: number[] = [];
-  for await (const b of reader) {
-    for (let r = 0; r < b.rows; r++) {
-      inputs.push(b.inputs.slice(r * D, (r + 1) * D));
-      labels.push(b.labels[r]!);
-    }
-  }
-  const sources: string[] = [];
-  if (await reader.hasSource()) for await (const s of reader.sources()) sources.push(...s);
-  return { inputs, labels, sources, classes: reader.info.classes };
 }
 
 const skipFmnist = skipUnless(FASHION_MNIST_PACKAGE);
@@ -55,7 +40,7 @@ describe.skipIf(skipFmnist !== undefined)(titled('Fashion-MNIST as a Hugging Fac
       classes: FASHION_MNIST_CLASSES,
     });
     await headDataset(join(root, 'test.arrow'), join(root, 'idx.arrow'), 500);
-    const idx = await readAll(join(root, 'idx.arrow'));
+    const idx = await readRows<Uint8Array | Float32Array>(join(root, 'idx.arrow'));
     const pngs = await Promise.all(
       idx.inputs.map((p) =>
         sharp(Buffer.from(p), { raw: { width: 28, height: 28, channels: 1 } })
@@ -77,7 +62,7 @@ describe.skipIf(skipFmnist !== undefined)(titled('Fashion-MNIST as a Hugging Fac
 
     const r = await importTable({ table: join(root, 'fmnist.parquet'), out: join(root, 'hf.arrow'), input: ['image'], label: 'label', channels: 1 });
     expect(r).toMatchObject({ imported: 500, skipped: [], input: 'image', inputShape: [28, 28, 1], classes: FASHION_MNIST_CLASSES });
-    const got = await readAll(join(root, 'hf.arrow'));
+    const got = await readRows<Uint8Array | Float32Array>(join(root, 'hf.arrow'));
     expect(got.classes).toEqual(FASHION_MNIST_CLASSES);
     expect(got.labels).toEqual(idx.labels);
     expect(got.sources).toEqual(idx.inputs.map((_, i) => `${String(i).padStart(4, '0')}.png`));
@@ -93,7 +78,7 @@ describe('importing tables', () => {
     const r = await importTable({ table: join(root, 't.csv'), out: join(root, 't.arrow'), input: ['x', 'y', 'z'], label: 'kind', key: 'id', maxSkipped: 0.5 });
     expect(r).toMatchObject({ imported: 4, input: 'columns', inputShape: [3], classes: ['cat', 'dog'] });
     expect(r.skipped).toEqual([{ source: 'c', reason: 'z is empty' }]);
-    const got = await readAll(join(root, 't.arrow'));
+    const got = await readRows<Uint8Array | Float32Array>(join(root, 't.arrow'));
     expect(got.sources).toEqual(['a', 'b', 'd', 'e']);
     expect(got.labels).toEqual([1, 0, 1, -1]); // an empty label: an unlabelled row
     expect(got.inputs.map((x) => [...x])).toEqual([
@@ -133,7 +118,7 @@ describe('importing tables', () => {
       { source: 't.jsonl#2', reason: '1 values, the first row had 2' },
       { source: 't.jsonl#3', reason: 'label 5 is outside the 2 classes' },
     ]);
-    const got = await readAll(join(root, 't.arrow'));
+    const got = await readRows<Uint8Array | Float32Array>(join(root, 't.arrow'));
     expect(got.labels).toEqual([0, 1, -1]);
     expect(got.sources).toEqual(['t.jsonl#0', 't.jsonl#1', 't.jsonl#4']);
     expect(Array.from(got.inputs[2]!)).toEqual([Math.fround(0.9), 1]);
@@ -164,7 +149,7 @@ describe('importing tables', () => {
     ]);
     expect(cli.stderr).toBe('');
     expect(cli.stdout.trim()).toMatch(/^2 rows → .*cli\.arrow \(columns \[2\], unlabelled\); skipped 0: .*cli\.import-report\.json$/);
-    expect((await readAll(join(root, 'cli.arrow'))).sources).toEqual(['a', 'b']);
+    expect((await readRows<Uint8Array | Float32Array>(join(root, 'cli.arrow'))).sources).toEqual(['a', 'b']);
     const bad = runTs('server/src/bin.ts', ['import', join(root, 't.parquet'), '--out', join(root, 'bad.arrow')]);
     expect(bad.status).toBe(1);
     expect(bad.stderr.trim()).toMatch(/^distillate-server: .*t\.parquet is a table: give --input/);

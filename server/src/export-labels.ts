@@ -27,6 +27,7 @@ export interface ExportLabelsOptions {
   readonly minConfidence?: number;
 }
 
+/** An ImportError, so the HTTP layer answers both with 422. */
 export class ExportError extends ImportError {}
 
 export async function exportLabels(o: ExportLabelsOptions): Promise<{ rows: number; path: string }> {

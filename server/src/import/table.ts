@@ -118,7 +118,7 @@ type InputKind = 'image' | 'list' | 'columns';
 
 function kindOf(column: string, value: unknown, columns: number): InputKind {
   const isNumber = (v: unknown): boolean => typeof v === 'number' || typeof v === 'bigint';
-  if (value instanceof Uint8Array || (typeof value === 'object' && value !== null && (value as { bytes?: unknown }).bytes instanceof Uint8Array)) {
+  if (imageBytes(value) !== undefined) {
     if (columns > 1) throw new ImportError(`--input ${column} holds images: give it alone`);
     return 'image';
   }
@@ -182,6 +182,19 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
   let size = o.size;
   let D: number | undefined = kind === 'columns' ? o.input.length : undefined;
   let done = 0;
+  if (kind === 'image' && size === undefined) {
+    // The first image that decodes sets the size of every other, as for folders (decoded once here, before the workers start).
+    for (const row of head) {
+      const bytes = imageBytes(row[o.input[0]!]);
+      const first: Decoded | undefined =
+        bytes === undefined ? undefined : await decode(bytes, { size: undefined, channels, fit, maxPixels }).catch(() => undefined);
+      if (first !== undefined) {
+        size = [first.height, first.width];
+        break;
+      }
+    }
+    if (size === undefined) throw new ImportError(`none of the first ${head.length} images of ${o.input[0]} decodes: give --size, or check the column`);
+  }
   try {
     for (let start = 0; start < total; start += CHUNK) {
       const rows = await table.read(start, Math.min(total, start + CHUNK), wanted);
@@ -199,12 +212,8 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
           try {
             const label = labelOf(row, o.label, classes!, labelIsText);
             if (kind === 'image') {
-              const bytes = image instanceof Uint8Array ? image : (image as { bytes?: unknown } | null)?.bytes;
-              if (!(bytes instanceof Uint8Array)) throw new Error(`no image bytes in ${o.input[0]}`);
-              if (size === undefined) {
-                const first: Decoded = await decode(bytes, { size: undefined, channels, fit, maxPixels });
-                size ??= [first.height, first.width];
-              }
+              const bytes = imageBytes(image);
+              if (bytes === undefined) throw new Error(`no image bytes in ${o.input[0]}`);
               return { sample: (await decode(bytes, { size, channels, fit, maxPixels })).pixels as Uint8Array, label, source };
             }
             const values = kind === 'list' ? (row[o.input[0]!] as unknown[] | null) : o.input.map((c) => row[c]);
@@ -241,6 +250,12 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
     await sink.fail(err, { table: o.table, out: o.out });
     throw err;
   }
+}
+
+/** The encoded image of a cell: raw bytes, or the `bytes` of a Hugging Face `{bytes, path}` struct. */
+function imageBytes(value: unknown): Uint8Array | undefined {
+  const bytes = value instanceof Uint8Array ? value : (value as { bytes?: unknown } | null | undefined)?.bytes;
+  return bytes instanceof Uint8Array ? bytes : undefined;
 }
 
 /** A row's class index (−1: unlabelled), or an error naming the bad value. */
