@@ -11,12 +11,13 @@
  *    on WebGPU, whose grouped convolutions are wrong);
  *  - ReLU's gradient: Where(y > 0, dy, 0) (used) against Sign(y)·dy;
  *  - train steps per session run (the Loop of stepsPerRun): 1 against 8, for the MLP
- *    784-512-256-10 and the small CNN, batch 128, KD + CE, Adam.
+ *    784-512-256-10 and the small CNN, batch 128, KD + CE, Adam;
+ *  - intra-op threads: every core (what OrtSession asks for) against ORT's own default (0).
  * Each op graph reduces its result to a scalar, so the figures are the ops' cost, not the cost
  * of copying a large output back to JavaScript.
  */
 import { runCli } from '@distillate/shared';
-import { Graph, OrtSession } from '@distillate/shared/onnx';
+import { defaultIntraOpThreads, Graph, OrtSession } from '@distillate/shared/onnx';
 import { batchLoss, OrtEngine, parseRecipe, selectBackend, type TeacherPlan } from '@distillate/trainer';
 import { log, median, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
 
@@ -96,7 +97,7 @@ function reluGradient(kind: 'where' | 'sign', n: number): Graph {
   return g;
 }
 
-async function stepsPerRun(student: object, K: number, steps: number): Promise<number> {
+async function stepsPerRun(student: object, K: number, steps: number, threads?: number): Promise<number> {
   const recipe = parseRecipe({ name: 'b', data: { train: 'unused' }, student, stepsPerRun: K });
   const [B, C, D] = [128, 10, 784];
   const plan: TeacherPlan = {
@@ -120,7 +121,7 @@ async function stepsPerRun(student: object, K: number, steps: number): Promise<n
       loss: batchLoss(b, { plan, distill: { method: 'kd', params: { temperature: 4 } }, ceWeight: 1, kdWeight: 1, temperature: 4 }),
     };
   });
-  const engine = await OrtEngine.create(recipe, [28, 28, 1], C, { provider: 'cpu' });
+  const engine = await OrtEngine.create(recipe, [28, 28, 1], C, { provider: 'cpu', ...(threads === undefined ? {} : { intraOpThreads: threads }) });
   try {
     await engine.steps(batches, 1e-3);
     const t: number[] = [];
@@ -189,6 +190,10 @@ async function main(opts: { json: boolean; quick: boolean }): Promise<void> {
     const one = await stepsPerRun(student, 1, n);
     const eight = await stepsPerRun(student, opts.quick ? 2 : 8, n);
     rows.push(row('ort', `step_ms_${name}_8_per_run`, eight, 'ms', { name: '1 step per run', value: one }));
+    log(opts.json, `${name}: intra-op threads, every core (${defaultIntraOpThreads()}) against ORT's own default (0, which ran one thread here)`);
+    const all = await stepsPerRun(student, opts.quick ? 2 : 8, n);
+    const ortDefault = await stepsPerRun(student, opts.quick ? 2 : 8, n, 0);
+    rows.push(row('ort', `step_ms_${name}_threads`, all, 'ms', { name: "intraOpNumThreads 0 (ORT's default)", value: ortDefault }));
   }
   printRows(rows, opts.json);
 }

@@ -1,24 +1,31 @@
 /**
- * npm run bench:trainer [-- --json] [-- --quick]
+ * npm run bench:trainer [-- --json] [-- --quick] [-- --pairs N]
  *
- * Training throughput (samples/s, batch 128, KD loss, Adam) of the MLP 784-512-256-10 and a
- * small CNN (conv3×3×32, pool, conv3×3×64, pool, dense 128, dense 10), end to end through
- * `train()` (data path included), on the ORT engine (CPU EP, all cores) and on the TF.js engine
- * (wasm), next to PyTorch CPU on the same models and loss in a bare step loop: PyTorch 2.x when
- * the bench's `python3` imports it (pip), and Debian's python3-torch with its reference BLAS and
- * with OpenBLAS for that process alone (libopenblas0-pthread). Also the ORT MLP step's GFLOP/s
- * against the machine's sgemm peak (a 2048² torch.mm), and the trainer's peak RSS (ORT engine)
- * streaming 1×, 10× and 20× the rows (fresh processes). Rates are medians of 5 epochs after a
- * warm-up epoch; RSS is the median of 5 fresh processes per size.
+ * Training throughput (samples/s, batch 128, KD loss (T = 4) + CE, Adam) of the MLP
+ * 784-512-256-10 and a small CNN (conv3×3×32, pool, conv3×3×64, pool, dense 128, dense 10), end
+ * to end through `train()` (data path included) on the ORT engine (CPU EP, every core), against
+ * PyTorch 2.x CPU (the bench's `python3`, from pip) on the same models and loss in a bare step
+ * loop, in three configurations: Adam at its defaults, Adam(fused=True), and fused Adam with the
+ * model and loss under torch.compile. The two sides run in turns (ORT, each torch configuration,
+ * ORT, …; `--pairs`, default 3, per model), torch in one long-lived process so that its compiled
+ * code stays warm; each ratio is the median of the pairs' ratios, with their range, and the
+ * `_vs_best` row compares against the configuration fastest here. Also: the ORT runs' CPU use over
+ * their timed epochs (% of one core), the MLP's GFLOP/s against the sgemm peak (a 2048²
+ * torch.mm), the TF.js engine (wasm), Debian's python3-torch 1.13 with its reference BLAS and with
+ * OpenBLAS when installed, and the trainer's peak RSS (ORT engine) streaming 1×, 10× and 20× the
+ * rows (fresh processes). ORT rates are medians of 5 epochs after a warm-up epoch; RSS is the
+ * median of 5 fresh processes per size.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { DatasetReader, LogitCacheWriter, writeSyntheticDataset, runCli } from '@distillate/shared';
 import { parseRecipe, train } from '@distillate/trainer';
 import { childPeakRssMb, printPeakRssKb } from './bench/peak-rss.js';
-import { log, median, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
+import { log, median, pairedRow, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
 
 /** A 28×28 dataset plus a dense 10-class cache of pseudo-random teacher logits. */
 async function makeData(dir: string, rows: number): Promise<{ data: string; cache: string }> {
@@ -42,7 +49,7 @@ async function makeData(dir: string, rows: number): Promise<{ data: string; cach
   return { data, cache: join(dir, 'cache', m.key) };
 }
 
-/** Median samples/s over epochs 2..runs+1 (epoch 1 is the warm-up). */
+/** One train() run: the median samples/s over epochs 2..runs+1 (epoch 1 is the warm-up), and the process's CPU use over those epochs (% of one core). */
 async function trainRate(
   dir: string,
   d: { data: string; cache: string },
@@ -50,7 +57,7 @@ async function trainRate(
   name: string,
   runs: number,
   engine: 'ort' | 'tfjs',
-): Promise<number> {
+): Promise<{ rate: number; cpuPercent: number }> {
   const recipe = parseRecipe({
     name,
     data: { train: d.data },
@@ -64,25 +71,70 @@ async function trainRate(
     engine,
     ...(engine === 'ort' ? { executionProvider: 'cpu' } : { backend: 'wasm' }),
   });
-  const r = await train(recipe, { skipExport: true });
-  return median(r.metrics.slice(1).map((m) => m.samplesPerSecond));
+  let from: { cpu: NodeJS.CpuUsage; t: number } | undefined;
+  let busy = 0;
+  let wall = 0;
+  const r = await train(recipe, {
+    skipExport: true,
+    onEpochStart: () => (from = { cpu: process.cpuUsage(), t: performance.now() }),
+    onEpochEnd: (m) => {
+      if (m.epoch === 1 || from === undefined) return;
+      const c = process.cpuUsage(from.cpu);
+      busy += (c.user + c.system) / 1000;
+      wall += performance.now() - from.t;
+    },
+  });
+  return { rate: median(r.metrics.slice(1).map((m) => m.samplesPerSecond)), cpuPercent: (100 * busy) / wall };
 }
 
 /** FLOPs of one MLP 784-512-256-10 train step per sample: forward, and dW of every layer plus dX of layers 2 and 3 (no input gradient). */
 const MLP_FLOP_PER_SAMPLE = 2 * (784 * 512 + 512 * 256 + 256 * 10) * 2 + 2 * (512 * 256 + 256 * 10);
 
+/** PyTorch's configurations, as a practitioner would set them (torch_train.py). */
+const TORCH_CONFIGS = { adam: 'Adam', fused: 'Adam(fused=True)', 'fused+compile': 'Adam(fused=True) + torch.compile' } as const;
+type TorchConfig = keyof typeof TORCH_CONFIGS;
+
+/** torch_train.py --serve: one long-lived PyTorch process, asked for one timing at a time, so that its timings interleave with ours. */
+class TorchServer {
+  readonly #child: ChildProcessWithoutNullStreams;
+  readonly #lines: AsyncIterator<string>;
+  #stderr = '';
+  private constructor(python: string) {
+    this.#child = spawn(python, [join(import.meta.dirname, 'bench', 'torch_train.py'), '--serve'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.#child.stderr.on('data', (d: Buffer) => (this.#stderr = (this.#stderr + d.toString()).slice(-4000)));
+    this.#lines = createInterface({ input: this.#child.stdout })[Symbol.asyncIterator]();
+  }
+  static async start(python: string, threads: number): Promise<{ server: TorchServer; version: string }> {
+    const server = new TorchServer(python);
+    const r = (await server.ask({ threads })) as { torch: string };
+    return { server, version: r.torch };
+  }
+  async ask(cmd: object): Promise<Record<string, number | string>> {
+    this.#child.stdin.write(`${JSON.stringify(cmd)}\n`);
+    const line = await this.#lines.next();
+    if (line.done === true) throw new Error(`torch peer exited: ${this.#stderr.trim().split('\n').at(-1) ?? ''}`);
+    return JSON.parse(line.value) as Record<string, number | string>;
+  }
+  async rate(model: 'mlp' | 'cnn', config: TorchConfig, batches: number): Promise<number> {
+    return (await this.ask({ model, config, batches }))['rate'] as number;
+  }
+  close(): void {
+    this.#child.stdin.end();
+  }
+}
+
 interface TorchPeer {
   readonly name: string;
   readonly mlp: number;
   readonly cnn: number;
-  readonly sgemm: number | null;
 }
 
-function torchPeer(python: string, label: string, spec: object, env: NodeJS.ProcessEnv = process.env): TorchPeer | undefined {
-  const r = spawnSync(python, [join(import.meta.dirname, 'bench', 'torch_train.py'), JSON.stringify(spec)], { encoding: 'utf8', env });
-  if (r.status !== 0) throw new Error(`torch peer (${python}) failed: ${r.stderr.trim().split('\n').at(-1)}`);
-  const t = JSON.parse(r.stdout.trim()) as { mlp: number; cnn: number; torch: string; sgemm_gflops: number | null };
-  return { name: `torch ${t.torch} CPU${label}`, mlp: t.mlp, cnn: t.cnn, sgemm: t.sgemm_gflops };
+/** Debian's python3-torch (1.13), one shot, its default Adam: the BLAS comparison rows. */
+function debianTorchPeer(label: string, spec: object, env: NodeJS.ProcessEnv): TorchPeer {
+  const r = spawnSync('/usr/bin/python3', [join(import.meta.dirname, 'bench', 'torch_train.py'), JSON.stringify(spec)], { encoding: 'utf8', env });
+  if (r.status !== 0) throw new Error(`torch peer (/usr/bin/python3) failed: ${r.stderr.trim().split('\n').at(-1)}`);
+  const t = JSON.parse(r.stdout.trim()) as { mlp: number; cnn: number; torch: string };
+  return { name: `torch ${t.torch} CPU${label}`, mlp: t.mlp, cnn: t.cnn };
 }
 
 const imports = (python: string, module: string): boolean => spawnSync(python, ['-c', `import ${module}`], { encoding: 'utf8' }).status === 0;
@@ -92,7 +144,13 @@ const BLAS_DIRS = {
   openblas: ['/usr/lib/x86_64-linux-gnu/openblas-pthread'],
 } as const;
 
-async function main(opts: { json: boolean; quick: boolean; dir: string; childTrain?: string }): Promise<void> {
+const STUDENTS = {
+  mlp: { kind: 'mlp', hidden: [512, 256] },
+  cnn: { kind: 'cnn', blocks: [{ filters: 32 }, { filters: 64 }], dense: [128] },
+} as const;
+const METRIC = { mlp: 'mlp_784_512_256_10', cnn: 'cnn_32_64_128' } as const;
+
+async function main(opts: { json: boolean; quick: boolean; dir: string; pairs: number; childTrain?: string }): Promise<void> {
   if (opts.childTrain !== undefined) {
     // Peak RSS of one training epoch over the given dataset (tiny MLP: the data path dominates).
     const [data, cache] = opts.childTrain.split(',');
@@ -115,32 +173,70 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childTra
   const dir = opts.dir;
   await rm(dir, { recursive: true, force: true });
   const rows: BenchRow[] = [];
-  const mlpRows = opts.quick ? 256 : 128 * 40;
-  // The TF.js CNN trains at under 100 samples/s, so it gets fewer rows; the ORT engine's CNN gets
-  // the MLP's, so that per-epoch costs (shuffling, the last short group of steps) weigh alike.
-  const cnnRows = opts.quick ? 256 : 128 * 10;
-  const ortCnnRows = opts.quick ? 256 : 128 * 40;
-  log(opts.json, `training: MLP on ${mlpRows} rows, CNN on ${ortCnnRows} rows (ORT engine) and ${cnnRows} (TF.js), batch 128, KD loss, Adam`);
-  const mlpData = await makeData(join(dir, 'mlp'), mlpRows);
-  const cnnData = await makeData(join(dir, 'cnn'), cnnRows);
-  const ortCnnData = await makeData(join(dir, 'ort-cnn'), ortCnnRows);
+  const threads = availableParallelism();
+  const ortRows = opts.quick ? 256 : 128 * 40;
+  // The TF.js CNN trains at under 100 samples/s, so it gets fewer rows.
+  const tfjsCnnRows = opts.quick ? 256 : 128 * 10;
+  const data = { mlp: await makeData(join(dir, 'mlp'), ortRows), cnn: await makeData(join(dir, 'cnn'), ortRows) };
+  const tfjsCnnData = await makeData(join(dir, 'tfjs-cnn'), tfjsCnnRows);
   const runs = opts.quick ? 1 : 5;
-  log(opts.json, 'ORT engine, CPU EP');
-  const ortMlp = await trainRate(dir, mlpData, { kind: 'mlp', hidden: [512, 256] }, 'ort-mlp', runs, 'ort');
-  const ortCnn = await trainRate(dir, ortCnnData, { kind: 'cnn', blocks: [{ filters: 32 }, { filters: 64 }], dense: [128] }, 'ort-cnn', runs, 'ort');
-  log(opts.json, 'TF.js engine, wasm backend');
-  const mlp = await trainRate(dir, mlpData, { kind: 'mlp', hidden: [512, 256] }, 'mlp', runs, 'tfjs');
-  const cnn = await trainRate(dir, cnnData, { kind: 'cnn', blocks: [{ filters: 32 }, { filters: 64 }], dense: [128] }, 'cnn', runs, 'tfjs');
+  const pairs = opts.quick ? 1 : opts.pairs;
 
-  const spec = { threads: 2, runs, mlp_batches: opts.quick ? 2 : 40, cnn_batches: opts.quick ? 2 : 10, sgemm: true };
-  const peers: TorchPeer[] = [];
-  if (imports('python3', 'torch')) {
-    const p = torchPeer('python3', ' (pip)', spec);
-    if (p !== undefined && !p.name.startsWith('torch 1.')) peers.push(p);
-    log(opts.json, `PyTorch from the bench's python3: ${p?.name ?? 'none'}`);
-  } else {
-    log(opts.json, "the bench's python3 has no torch: no PyTorch 2.x peer (pip install torch)");
+  // The ORT engine against PyTorch 2.x (the bench's python3), in turns: ORT, then each torch
+  // configuration, `pairs` times per model. Every ratio is the median of the pairs' ratios.
+  let torch: { server: TorchServer; version: string } | undefined;
+  if (imports('python3', 'torch')) torch = await TorchServer.start('python3', threads);
+  else log(opts.json, "the bench's python3 has no torch: no PyTorch 2.x peer (pip install torch)");
+  if (torch !== undefined && torch.version.startsWith('1.')) {
+    log(opts.json, `the bench's python3 has torch ${torch.version}: not a PyTorch 2.x peer`);
+    torch.server.close();
+    torch = undefined;
   }
+  const configs = Object.keys(TORCH_CONFIGS) as TorchConfig[];
+  const ortCpu: Record<'mlp' | 'cnn', number[]> = { mlp: [], cnn: [] };
+  const ortRates: Record<'mlp' | 'cnn', number[]> = { mlp: [], cnn: [] };
+  for (const model of ['mlp', 'cnn'] as const) {
+    const batches = model === 'mlp' ? (opts.quick ? 2 : 40) : opts.quick ? 2 : 20;
+    const torchRates = Object.fromEntries(configs.map((c) => [c, [] as number[]])) as Record<TorchConfig, number[]>;
+    if (torch !== undefined) {
+      log(opts.json, `${model}: warming up PyTorch ${torch.version} (${configs.map((c) => TORCH_CONFIGS[c]).join(', ')}; torch.compile compiles now)`);
+      for (const c of configs) await torch.server.rate(model, c, 1);
+    }
+    for (let p = 0; p < pairs; p++) {
+      log(opts.json, `${model}: pair ${p + 1}/${pairs}: ORT engine (${ortRows} rows, ${runs} epochs after a warm-up), then PyTorch`);
+      const ort = await trainRate(dir, data[model], STUDENTS[model], `ort-${model}`, runs, 'ort');
+      ortRates[model].push(ort.rate);
+      ortCpu[model].push(ort.cpuPercent);
+      if (torch !== undefined) for (const c of configs) torchRates[c].push(await torch.server.rate(model, c, batches));
+    }
+    const metric = `ort_train_${METRIC[model]}`;
+    if (torch === undefined) {
+      rows.push(row('trainer', metric, median(ortRates[model]), 'samples/s'));
+      continue;
+    }
+    const best = configs.reduce((a, b) => (median(torchRates[b]) > median(torchRates[a]) ? b : a));
+    for (const c of configs)
+      rows.push(
+        pairedRow('trainer', c === best ? `${metric}_vs_best` : metric, ortRates[model], 'samples/s', {
+          name: `torch ${torch.version} CPU, ${TORCH_CONFIGS[c]}${c === best ? ' (best here)' : ''}`,
+          values: torchRates[c],
+        }),
+      );
+  }
+  rows.push(row('trainer', 'ort_train_mlp_cpu_percent', median(ortCpu.mlp), '% of a core', { name: `${threads} cores`, value: 100 * threads }));
+  rows.push(row('trainer', 'ort_train_cnn_cpu_percent', median(ortCpu.cnn), '% of a core', { name: `${threads} cores`, value: 100 * threads }));
+  const peak = torch === undefined ? 0 : ((await torch.server.ask({ sgemm: true }))['sgemm_gflops'] as number);
+  torch?.server.close();
+  const gflops = (median(ortRates.mlp) * MLP_FLOP_PER_SAMPLE) / 1e9;
+  rows.push(row('trainer', 'ort_train_mlp_gflops', gflops, 'GFLOP/s', peak > 0 ? { name: 'sgemm peak (2048² torch.mm)', value: peak } : undefined));
+
+  log(opts.json, 'TF.js engine, wasm backend');
+  const tfjsMlp = (await trainRate(dir, data.mlp, STUDENTS.mlp, 'mlp', runs, 'tfjs')).rate;
+  const tfjsCnn = (await trainRate(dir, tfjsCnnData, STUDENTS.cnn, 'cnn', runs, 'tfjs')).rate;
+  rows.push(row('trainer', 'train_mlp_784_512_256_10', tfjsMlp, 'samples/s'), row('trainer', 'train_cnn_32_64_128', tfjsCnn, 'samples/s'));
+
+  // Debian's PyTorch 1.13 with its reference BLAS and with OpenBLAS: how much the BLAS alone moves a peer.
+  const spec = { threads, runs, mlp_batches: opts.quick ? 2 : 40, cnn_batches: opts.quick ? 2 : 10 };
   if (imports('/usr/bin/python3', 'torch')) {
     for (const [blas, dirs] of Object.entries(BLAS_DIRS)) {
       if (!existsSync(dirs[0])) {
@@ -148,29 +244,13 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childTra
         continue;
       }
       log(opts.json, `PyTorch CPU, same models and loss (Debian python3-torch, ${blas} BLAS for this process)`);
-      const p = torchPeer('/usr/bin/python3', `, Debian, ${blas} BLAS`, spec, { ...process.env, LD_LIBRARY_PATH: dirs.join(':') });
-      if (p !== undefined) peers.push(p);
+      const p = debianTorchPeer(`, Debian, ${blas} BLAS`, spec, { ...process.env, LD_LIBRARY_PATH: dirs.join(':') });
+      rows.push(row('trainer', 'ort_train_mlp_784_512_256_10', median(ortRates.mlp), 'samples/s', { name: p.name, value: p.mlp }));
+      rows.push(row('trainer', 'ort_train_cnn_32_64_128', median(ortRates.cnn), 'samples/s', { name: p.name, value: p.cnn }));
     }
   } else {
-    log(opts.json, 'python3-torch not installed: no Debian PyTorch peer (apt-get install python3-torch)');
+    log(opts.json, 'python3-torch not installed: no Debian PyTorch 1.13 peer (apt-get install python3-torch)');
   }
-  for (const p of peers) {
-    rows.push(row('trainer', 'ort_train_mlp_784_512_256_10', ortMlp, 'samples/s', { name: p.name, value: p.mlp }));
-    rows.push(row('trainer', 'ort_train_cnn_32_64_128', ortCnn, 'samples/s', { name: p.name, value: p.cnn }));
-  }
-  for (const p of peers) {
-    rows.push(row('trainer', 'train_mlp_784_512_256_10', mlp, 'samples/s', { name: p.name, value: p.mlp }));
-    rows.push(row('trainer', 'train_cnn_32_64_128', cnn, 'samples/s', { name: p.name, value: p.cnn }));
-  }
-  if (peers.length === 0) {
-    rows.push(row('trainer', 'ort_train_mlp_784_512_256_10', ortMlp, 'samples/s'), row('trainer', 'ort_train_cnn_32_64_128', ortCnn, 'samples/s'));
-    rows.push(row('trainer', 'train_mlp_784_512_256_10', mlp, 'samples/s'), row('trainer', 'train_cnn_32_64_128', cnn, 'samples/s'));
-  }
-  const peak = peers.map((p) => p.sgemm ?? 0).reduce((a, b) => Math.max(a, b), 0);
-  const gflops = (ortMlp * MLP_FLOP_PER_SAMPLE) / 1e9;
-  rows.push(
-    row('trainer', 'ort_train_mlp_gflops', gflops, 'GFLOP/s', peak > 0 ? { name: 'sgemm peak (2048² torch.mm, best BLAS here)', value: peak } : undefined),
-  );
 
   // 1×, 10× and 20×: V8 and the wasm heap take a while to reach their working size, so the
   // 10×→20× step is the one that shows whether memory keeps growing with the data.
@@ -191,6 +271,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; childTra
 }
 
 const program = benchProgram('bench-trainer', '.bench/trainer')
+  .option('--pairs <n>', 'ORT/PyTorch pairs per model, measured in turns (at least 3 for a reported ratio)', (v: string) => Number.parseInt(v, 10), 3)
   .option('--child-train <data,cache>', '(internal) train one epoch and print peak RSS in KB')
   .action(main);
 

@@ -12,7 +12,7 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { cpus } from 'node:os';
+import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { acquireFashionMnist, importFashionMnist, onnxParameterCount, runCli, splitLabelled } from '@distillate/shared';
@@ -276,6 +276,8 @@ async function sizes(accuracies: Record<string, number[]>, runs: string): Promis
 }
 
 async function main(opts: { seeds: number; parallel: number; only?: string[]; set: string[]; tables?: boolean }): Promise<void> {
+  // Each training process takes every core by default; `parallel` of them share the cores instead of oversubscribing them.
+  process.env['DISTILLATE_THREADS'] ??= String(Math.max(1, Math.floor(availableParallelism() / opts.parallel)));
   const data = join(ROOT, 'data', 'fashion-mnist');
   if (!existsSync(join(data, 'train-pool.arrow'))) {
     const { train } = await importFashionMnist((await acquireFashionMnist()).dir, data);
@@ -403,7 +405,12 @@ const int = (v: string) => {
 const program = new Command('experiments')
   .description('Run the Fashion-MNIST distillation experiments over several seeds and record them in BENCHMARKS.md')
   .option('--seeds <n>', 'seeds per experiment (1..n)', int, 5)
-  .option('--parallel <n>', 'training processes at once (the ORT engine uses every core; TF.js wasm one each)', int, 1)
+  .option(
+    '--parallel <n>',
+    'training processes at once (each ORT engine gets cores / n threads, unless DISTILLATE_THREADS says; TF.js wasm uses one each)',
+    int,
+    1,
+  )
   .option('--only <ids>', `comma-separated subset of: ${[...EXPERIMENTS.map((e) => e.id), ...SPECIAL].join(', ')}`, (v: string) => {
     const ids = v.split(',');
     const unknown = ids.filter((id) => !SPECIAL.includes(id) && !EXPERIMENTS.some((e) => e.id === id));

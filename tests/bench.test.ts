@@ -41,7 +41,8 @@ describe('npm run bench -- --quick --json', () => {
       const lines = r.stdout.trim().split('\n');
       const rows = lines.map((l) => JSON.parse(l));
       for (const row of rows) {
-        expect(Object.keys(row)).toEqual(['bench', 'metric', 'value', 'unit', 'peer', 'peerValue', 'ratio']);
+        const keys = ['bench', 'metric', 'value', 'unit', 'peer', 'peerValue', 'ratio'];
+        expect(Object.keys(row)).toEqual(row.pairs === undefined ? keys : [...keys, 'ratioRange', 'pairs']);
         expect(typeof row.metric).toBe('string');
         expect(Number.isFinite(row.value)).toBe(true);
         expect(typeof row.unit).toBe('string');
@@ -50,7 +51,9 @@ describe('npm run bench -- --quick --json', () => {
           expect(row.ratio).toBeNull();
         } else {
           expect(Number.isFinite(row.peerValue)).toBe(true);
-          expect(row.ratio).toBeCloseTo(row.value / row.peerValue, 1);
+          // A paired row's ratio is the median of its pairs' ratios, within their range; a plain row's is value / peer.
+          if (row.pairs === undefined) expect(row.ratio).toBeCloseTo(row.value / row.peerValue, 1);
+          else expect(row.ratioRange[0] <= row.ratio && row.ratio <= row.ratioRange[1]).toBe(true);
         }
       }
       const metrics = (bench: string) => rows.filter((x) => x.bench === bench).map((x) => x.metric);
@@ -64,6 +67,8 @@ describe('npm run bench -- --quick --json', () => {
           'ort_train_mlp_784_512_256_10',
           'ort_train_cnn_32_64_128',
           'ort_train_mlp_gflops',
+          'ort_train_mlp_cpu_percent',
+          'ort_train_cnn_cpu_percent',
           'train_mlp_784_512_256_10',
           'train_cnn_32_64_128',
           'ort_train_peak_rss_10x_dataset',
@@ -77,6 +82,8 @@ describe('npm run bench -- --quick --json', () => {
           'relu_grad_where_ms',
           'step_ms_mlp_784_512_256_10_8_per_run',
           'step_ms_cnn_32_64_128_8_per_run',
+          'step_ms_mlp_784_512_256_10_threads',
+          'step_ms_cnn_32_64_128_threads',
         ]),
       );
       expect(metrics('crossover')).toEqual(

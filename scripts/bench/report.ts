@@ -9,8 +9,11 @@ export interface BenchRow {
   /** What the value is compared with, measured in the same run; null when nothing is. */
   readonly peer: string | null;
   readonly peerValue: number | null;
-  /** value / peerValue. */
+  /** value / peerValue; for paired rows, the median of the pairs' ratios. */
   readonly ratio: number | null;
+  /** Paired rows (measured in turns with their peer): the smallest and largest pair's ratio, and how many pairs. */
+  readonly ratioRange?: readonly [number, number];
+  readonly pairs?: number;
 }
 
 export function row(bench: string, metric: string, value: number, unit: string, peer?: { name: string; value: number }): BenchRow {
@@ -22,6 +25,23 @@ export function row(bench: string, metric: string, value: number, unit: string, 
     peer: peer?.name ?? null,
     peerValue: peer === undefined ? null : round(peer.value),
     ratio: peer === undefined || peer.value === 0 ? null : round(value / peer.value, 3),
+  };
+}
+
+/**
+ * A row measured in turns with its peer (ours, the peer's, ours, …), so that the machine's drift
+ * between runs (30–40 % on the shared VMs) falls on both sides of each pair: the value and the
+ * peer's are the medians, the ratio is the median of the pairs' ratios, with their range.
+ */
+export function pairedRow(bench: string, metric: string, values: readonly number[], unit: string, peer: { name: string; values: readonly number[] }): BenchRow {
+  if (values.length !== peer.values.length || values.length === 0)
+    throw new Error(`internal: ${metric}: ${values.length} values against ${peer.values.length}`);
+  const ratios = values.map((v, i) => v / peer.values[i]!);
+  return {
+    ...row(bench, metric, median(values), unit, { name: peer.name, value: median(peer.values) }),
+    ratio: round(median(ratios), 3),
+    ratioRange: [round(Math.min(...ratios), 3), round(Math.max(...ratios), 3)],
+    pairs: values.length,
   };
 }
 
@@ -58,7 +78,7 @@ export function printRows(rows: readonly BenchRow[], json: boolean): void {
     r.unit,
     r.peer ?? '',
     r.peerValue === null ? '' : String(r.peerValue),
-    r.ratio === null ? '' : `${r.ratio}×`,
+    r.ratio === null ? '' : `${r.ratio}×${r.ratioRange === undefined ? '' : ` (${r.ratioRange[0]}–${r.ratioRange[1]}, ${r.pairs} pairs)`}`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
   const line = (c: string[]) => c.map((v, i) => (i === 2 || i >= 5 ? v.padStart(widths[i]!) : v.padEnd(widths[i]!))).join('  ');

@@ -40,6 +40,7 @@ interface TrainFlags {
   engine?: 'ort' | 'tfjs';
   ep?: 'cuda' | 'webgpu' | 'cpu';
   resume?: boolean;
+  threads?: number;
 }
 
 export function buildProgram(): Command {
@@ -66,6 +67,7 @@ export function buildProgram(): Command {
         'cpu',
       ]),
     )
+    .option('--threads <n>', 'ORT intra-op threads (recipe threads; env DISTILLATE_THREADS; default every core)', int)
     .addOption(new Option('--backend <name>', 'force a TF.js backend').choices(['tensorflow', 'webgpu', 'wasm', 'cpu']))
     .option('--resume', 'continue runs/<name> from its last checkpoint')
     .action(async (f: TrainFlags) => {
@@ -80,6 +82,7 @@ export function buildProgram(): Command {
         ...(f.backend === undefined ? [] : [`backend=${f.backend}`]),
         ...(f.engine === undefined ? [] : [`engine=${f.engine}`]),
         ...(f.ep === undefined ? [] : [`executionProvider=${f.ep}`]),
+        ...(f.threads === undefined ? [] : [`threads=${f.threads}`]),
       ];
       if (f.recipe === undefined) throw new Error('--recipe <file> is required to train (or use the eval / export commands)');
       const recipe = await loadRecipe(f.recipe, overrides);

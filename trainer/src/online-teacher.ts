@@ -24,9 +24,9 @@ export class OnlineTeacher {
   }
 
   /** `model` is a .onnx file; its sidecar `<name>.json`, if any, sits next to it. */
-  static async open(model: string, dataset: DatasetInfo): Promise<OnlineTeacher> {
+  static async open(model: string, dataset: DatasetInfo, options: { readonly intraOpThreads?: number | undefined } = {}): Promise<OnlineTeacher> {
     if (!model.endsWith('.onnx')) throw new Error(`online teacher ${model}: expected a .onnx file`);
-    const registry = await TeacherRegistry.open(dirname(model));
+    const registry = await TeacherRegistry.open(dirname(model), options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads });
     try {
       const teacher = registry.get(basename(model, '.onnx'));
       const info = await teacher.info();

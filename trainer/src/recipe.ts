@@ -164,6 +164,12 @@ export const RecipeSchema = z
      */
     stepsPerRun: z.number().int().min(1).max(256).default(8),
     executionProvider: z.enum(['cuda', 'webgpu', 'cpu']).optional(),
+    /**
+     * ORT engine: threads for one operator (ORT's intra-op pool), for the train step and the
+     * online teacher. Default: DISTILLATE_THREADS, else every core this process may use. Give
+     * fewer when several trainings share the machine.
+     */
+    threads: z.number().int().positive().optional(),
     backend: z.enum(['tensorflow', 'webgpu', 'wasm', 'cpu']).optional(),
   })
   .strict();

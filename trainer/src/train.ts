@@ -13,7 +13,7 @@ import { resolveCacheDir } from './cache-ref.js';
 import { fitTemperature } from './calibration.js';
 import { clearRun, findResumePoint, keptMetrics, saveEpoch } from './checkpoint.js';
 import { epochBatches, prefetch, type AugmentOptions, type SourceSpec, type TrainBatch } from './data.js';
-import { flatBatch, flatPredict, LOGITS, openEngine, type BatchLoss, type EngineName, type StudentEngine } from './engine/index.js';
+import { flatBatch, flatPredict, LOGITS, intraOpThreads, openEngine, type BatchLoss, type EngineName, type StudentEngine } from './engine/index.js';
 import { TrainingError } from './errors.js';
 import { collectLogits, evaluate, type Evaluation } from './evaluate.js';
 import { exportStudent, type ExportCheck } from './export-check.js';
@@ -105,7 +105,7 @@ async function openInputs(recipe: Readonly<Recipe>, cleanup: Array<() => Promise
   }
   const balanced = await balanceUnion(plan, recipe, dataset);
   plan = balanced.plan;
-  const online = onlineModel === undefined ? undefined : await OnlineTeacher.open(onlineModel, dataset.info);
+  const online = onlineModel === undefined ? undefined : await OnlineTeacher.open(onlineModel, dataset.info, { intraOpThreads: intraOpThreads(recipe) });
   if (online !== undefined) {
     cleanup.push(() => online.release());
     if (online.classes.length !== dataset.info.classes.length) {

@@ -6,6 +6,7 @@
 export {
   OrtSession,
   softwareOnlyWebGpu,
+  defaultIntraOpThreads,
   ProviderUnavailableError,
   ModelLoadError,
   PROVIDER_PREFERENCE,

@@ -28,6 +28,16 @@ export function forcedProvider(recipe: Readonly<Recipe>, env: NodeJS.ProcessEnv 
   return e as ExecutionProvider;
 }
 
+/** ORT intra-op threads from the recipe or DISTILLATE_THREADS; undefined: the session default (every core). */
+export function intraOpThreads(recipe: Readonly<Recipe>, env: NodeJS.ProcessEnv = process.env): number | undefined {
+  if (recipe.threads !== undefined) return recipe.threads;
+  const e = env['DISTILLATE_THREADS'];
+  if (e === undefined || e === '') return undefined;
+  const n = Number(e);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`DISTILLATE_THREADS=${e}: expected a whole number ≥ 1`);
+  return n;
+}
+
 export async function openEngine(recipe: Readonly<Recipe>, inputShape: readonly number[], classes: number, resumeFrom?: string): Promise<OpenedEngine> {
   const skipped: string[] = [];
   if (recipe.engine === 'tfjs') {
@@ -39,8 +49,10 @@ export async function openEngine(recipe: Readonly<Recipe>, inputShape: readonly 
   if (recipe.backend !== undefined)
     throw new Error(`backend: ${recipe.backend} chooses a TF.js backend, which only engine: tfjs uses; the ort engine takes executionProvider`);
   const provider = forcedProvider(recipe);
+  const threads = intraOpThreads(recipe);
   const engine = await OrtEngine.create(recipe, inputShape, classes, {
     ...(provider === undefined ? {} : { provider }),
+    ...(threads === undefined ? {} : { intraOpThreads: threads }),
     onProviderFailure: (p, reason) => skipped.push(`ORT ${p}: ${reason}`),
   });
   try {
