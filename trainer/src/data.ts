@@ -92,7 +92,8 @@ class RowStore {
     this.x.set(from.x.subarray(at * D, (at + 1) * D), to * D);
     this.labels[to] = from.labels[at]!;
     this.hasTeacher[to] = from.hasTeacher[at]!;
-    this.layout.slots.forEach((s, i) => {
+    for (let i = 0; i < this.slots.length; i++) {
+      const s = this.layout.slots[i]!;
       const a = this.slots[i]!;
       const b = from.slots[i]!;
       const w = s.kind === 'dense' ? s.classes : s.k;
@@ -101,7 +102,7 @@ class RowStore {
         a.indices!.set(b.indices!.subarray(at * w, (at + 1) * w), to * w);
         a.logsumexp![to] = b.logsumexp![at]!;
       }
-    });
+    }
   }
 
   /** A batch owning copies of the first `rows` rows. */
@@ -148,6 +149,15 @@ function augmenter(info: DatasetInfo, D: number, opts: AugmentOptions): Augmente
   };
 }
 
+/** to[at…at+D) = from[from0…from0+D)·scale + offset; a plain copy when that is the identity on float32 values. */
+function scaleRow(to: Float32Array, at: number, from: Float32Array | Uint8Array, from0: number, D: number, scale: number, offset: number): void {
+  if (scale === 1 && offset === 0 && from instanceof Float32Array) {
+    to.set(from.subarray(from0, from0 + D), at);
+    return;
+  }
+  for (let d = 0; d < D; d++) to[at + d] = from[from0 + d]! * scale + offset;
+}
+
 /** Write up to `n` rows of an aligned batch (from row `start`) into `store` from slot 0. */
 function fillChunk(store: RowStore, b: AlignedBatch, start: number, n: number, src: SourceSpec, scale: number, offset: number, augment?: Augmenter): number {
   const D = store.layout.inputSize;
@@ -165,14 +175,8 @@ function fillChunk(store: RowStore, b: AlignedBatch, start: number, n: number, s
       }
     }
     if (label >= 0 && src.labelMap !== undefined) label = src.labelMap[label]!;
-    const xo = w * D;
-    if (augment === undefined) {
-      const xi = r * D;
-      for (let d = 0; d < D; d++) store.x[xo + d] = b.inputs[xi + d]! * scale + offset;
-    } else {
-      const view = augment(b.inputs, r, Number(b.ids[r]!));
-      for (let d = 0; d < D; d++) store.x[xo + d] = view[d]! * scale + offset;
-    }
+    if (augment === undefined) scaleRow(store.x, w * D, b.inputs, r * D, D, scale, offset);
+    else scaleRow(store.x, w * D, augment(b.inputs, r, Number(b.ids[r]!)), 0, D, scale, offset);
     store.labels[w] = label;
     store.hasTeacher[w] = hasTeacher;
     store.layout.slots.forEach((spec, i) => {

@@ -162,7 +162,7 @@ export const RecipeSchema = z
      * the weights and optimizer state out of ORT then happens once per K steps; the steps, and so
      * the results, are the same for any K.
      */
-    stepsPerRun: z.number().int().min(1).max(256).default(8),
+    stepsPerRun: z.number().int().min(1).max(256).default(32),
     executionProvider: z.enum(['cuda', 'webgpu', 'cpu']).optional(),
     /**
      * ORT engine: threads for one operator (ORT's intra-op pool), for the train step and the

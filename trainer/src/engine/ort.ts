@@ -32,6 +32,12 @@ interface Looped {
   readonly carried: readonly Carried[];
   readonly perStep: ReadonlyArray<{ readonly name: string }>;
   readonly session: OrtSession;
+  /**
+   * The stacked per-step feeds, kept from run to run and refilled: a run's inputs are read
+   * during the run, so the next run may overwrite them. Fresh ones per run were 3.2 MB of
+   * external memory per 8 MLP steps, and V8 answers external memory with full collections.
+   */
+  readonly stacks: Map<string, TensorArray>;
 }
 
 const ADAM = { beta1: 0.9, beta2: 0.999, epsilon: 1e-7 }; // tf.train.adam's defaults, so both engines run the same optimizer
@@ -193,7 +199,7 @@ export class OrtEngine implements StudentEngine {
           provider: this.device,
           ...(this.#options.intraOpThreads === undefined ? {} : { intraOpThreads: this.#options.intraOpThreads }),
         });
-        return { graph, looped, carried, perStep, session };
+        return { graph, looped, carried, perStep, session, stacks: new Map() };
       })();
       this.#steps.set(loss.key, entry);
     }
@@ -213,7 +219,7 @@ export class OrtEngine implements StudentEngine {
     const rows = batches[0]!.batch.rows;
     const key = batches[0]!.loss.key;
     if (batches.some((b) => b.batch.rows !== rows || b.loss.key !== key)) throw new Error('internal: steps() takes batches of one row count and loss shape');
-    const { graph: g, looped, carried, perStep, session } = await this.#stepFor(batches[0]!.loss);
+    const { graph: g, looped, carried, perStep, session, stacks } = await this.#stepFor(batches[0]!.loss);
     // Per-step inputs, stacked: [K, …] each.
     const perStepFeeds = batches.map((b) => {
       this.#step++;
@@ -235,7 +241,12 @@ export class OrtEngine implements StudentEngine {
     for (const p of perStep) {
       const parts = perStepFeeds.map((f) => f[p.name]!);
       const size = parts[0]!.data.length;
-      const data = new (parts[0]!.data.constructor as new (n: number) => TensorArray)(K * size);
+      let stack = stacks.get(p.name);
+      if (stack === undefined || stack.length < K * size || stack.constructor !== parts[0]!.data.constructor) {
+        stack = new (parts[0]!.data.constructor as new (n: number) => TensorArray)(K * size);
+        stacks.set(p.name, stack);
+      }
+      const data = stack.length === K * size ? stack : stack.subarray(0, K * size);
       parts.forEach((part, k) => data.set(part.data.subarray(0, size), k * size));
       feeds[looped.stacked(p.name)] = { data, dims: [K, ...parts[0]!.dims] };
     }
