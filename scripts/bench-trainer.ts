@@ -7,8 +7,8 @@
  * PyTorch 2.x CPU (the bench's `python3`, from pip) on the same models and loss in a bare step
  * loop, in three configurations: Adam at its defaults, Adam(fused=True), and fused Adam with the
  * model and loss under torch.compile. The two sides run in turns (ORT, each torch configuration,
- * ORT, …; `--pairs`, default 3, per model), torch in one long-lived process so that its compiled
- * code stays warm; each ratio is the median of the pairs' ratios, with their range, and the
+ * ORT, …; `--pairs`, default 3, per model), torch in a fresh process per pair, warmed up (and
+ * compiled) before it is timed; each ratio is the median of the pairs' ratios, with their range, and the
  * `_vs_best` row compares against the configuration fastest here. Also: the ORT runs' CPU use over
  * their timed epochs (% of one core), the MLP's GFLOP/s against the sgemm peak (a 2048²
  * torch.mm), the TF.js engine (wasm), Debian's python3-torch 1.13 with its reference BLAS and with
@@ -183,34 +183,40 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; pairs: n
   const pairs = opts.quick ? 1 : opts.pairs;
 
   // The ORT engine against PyTorch 2.x (the bench's python3), in turns: ORT, then each torch
-  // configuration, `pairs` times per model. Every ratio is the median of the pairs' ratios.
-  let torch: { server: TorchServer; version: string } | undefined;
-  if (imports('python3', 'torch')) torch = await TorchServer.start('python3', threads);
-  else log(opts.json, "the bench's python3 has no torch: no PyTorch 2.x peer (pip install torch)");
-  if (torch !== undefined && torch.version.startsWith('1.')) {
-    log(opts.json, `the bench's python3 has torch ${torch.version}: not a PyTorch 2.x peer`);
-    torch.server.close();
-    torch = undefined;
-  }
+  // configuration, `pairs` times per model. Every ratio is the median of the pairs' ratios. Each
+  // pair gets a fresh torch process: its eager CNN ran at one of two speeds per process here
+  // (1.3–1.7k or 3.3–4.2k samples/s, steady within a process), so one long-lived process would
+  // stand for one of them.
+  const found = spawnSync('python3', ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
+  const python = found.status === 0 && !found.stdout.startsWith('1.') ? 'python3' : undefined;
+  if (python === undefined)
+    log(opts.json, `the bench's python3 has ${found.status === 0 ? `torch ${found.stdout.trim()}` : 'no torch'}: no PyTorch 2.x peer (pip install torch)`);
+  let version: string | undefined;
   const configs = Object.keys(TORCH_CONFIGS) as TorchConfig[];
   const ortCpu: Record<'mlp' | 'cnn', number[]> = { mlp: [], cnn: [] };
   const ortRates: Record<'mlp' | 'cnn', number[]> = { mlp: [], cnn: [] };
+  let peak = 0;
   for (const model of ['mlp', 'cnn'] as const) {
     const batches = model === 'mlp' ? (opts.quick ? 2 : 40) : opts.quick ? 2 : 20;
     const torchRates = Object.fromEntries(configs.map((c) => [c, [] as number[]])) as Record<TorchConfig, number[]>;
-    if (torch !== undefined) {
-      log(opts.json, `${model}: warming up PyTorch ${torch.version} (${configs.map((c) => TORCH_CONFIGS[c]).join(', ')}; torch.compile compiles now)`);
-      for (const c of configs) await torch.server.rate(model, c, 1);
-    }
     for (let p = 0; p < pairs; p++) {
-      log(opts.json, `${model}: pair ${p + 1}/${pairs}: ORT engine (${ortRows} rows, ${runs} epochs after a warm-up), then PyTorch`);
+      log(opts.json, `${model}: pair ${p + 1}/${pairs}: ORT engine (${ortRows} rows, ${runs} epochs after a warm-up), then PyTorch (a fresh process)`);
       const ort = await trainRate(dir, data[model], STUDENTS[model], `ort-${model}`, runs, 'ort');
       ortRates[model].push(ort.rate);
       ortCpu[model].push(ort.cpuPercent);
-      if (torch !== undefined) for (const c of configs) torchRates[c].push(await torch.server.rate(model, c, batches));
+      if (python === undefined) continue;
+      const torch = await TorchServer.start(python, threads);
+      try {
+        version = torch.version;
+        for (const c of configs) await torch.server.rate(model, c, 1); // warm-up; torch.compile compiles here
+        for (const c of configs) torchRates[c].push(await torch.server.rate(model, c, batches));
+        if (model === 'mlp' && p === 0) peak = (await torch.server.ask({ sgemm: true }))['sgemm_gflops'] as number;
+      } finally {
+        torch.server.close();
+      }
     }
     const metric = `ort_train_${METRIC[model]}`;
-    if (torch === undefined) {
+    if (version === undefined) {
       rows.push(row('trainer', metric, median(ortRates[model]), 'samples/s'));
       continue;
     }
@@ -218,15 +224,13 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; pairs: n
     for (const c of configs)
       rows.push(
         pairedRow('trainer', c === best ? `${metric}_vs_best` : metric, ortRates[model], 'samples/s', {
-          name: `torch ${torch.version} CPU, ${TORCH_CONFIGS[c]}${c === best ? ' (best here)' : ''}`,
+          name: `torch ${version} CPU, ${TORCH_CONFIGS[c]}${c === best ? ' (best here)' : ''}`,
           values: torchRates[c],
         }),
       );
   }
   rows.push(row('trainer', 'ort_train_mlp_cpu_percent', median(ortCpu.mlp), '% of a core', { name: `${threads} cores`, value: 100 * threads }));
   rows.push(row('trainer', 'ort_train_cnn_cpu_percent', median(ortCpu.cnn), '% of a core', { name: `${threads} cores`, value: 100 * threads }));
-  const peak = torch === undefined ? 0 : ((await torch.server.ask({ sgemm: true }))['sgemm_gflops'] as number);
-  torch?.server.close();
   const gflops = (median(ortRates.mlp) * MLP_FLOP_PER_SAMPLE) / 1e9;
   rows.push(row('trainer', 'ort_train_mlp_gflops', gflops, 'GFLOP/s', peak > 0 ? { name: 'sgemm peak (2048² torch.mm)', value: peak } : undefined));
 
