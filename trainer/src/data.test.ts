@@ -16,7 +16,7 @@ import {
   imageGeometry,
   writeSyntheticDataset,
 } from '@distillate/shared';
-import { epochBatches, prefetch, segmentBounds, SEGMENT_ROWS, type SourceSpec } from './data.js';
+import { BatchPool, epochBatches, prefetch, segmentBounds, SEGMENT_ROWS, type SourceSpec, type TrainBatch } from './data.js';
 
 const ROWS = 1000;
 const C = 4;
@@ -118,6 +118,32 @@ describe('epochBatches with shuffle', () => {
       firstSegments.add(Math.floor(Math.min(...firstBatch!) / cache.manifest.shards[0]!.rows));
     }
     expect(firstSegments.size).toBeGreaterThan(1); // not always shard 0 first
+  });
+
+  it('with a BatchPool: batches handed back are refilled, and every batch holds what it would hold without the pool', async () => {
+    const snapshot = (b: TrainBatch) => ({ rows: b.rows, x: [...b.x], labels: [...b.labels], has: [...b.hasTeacher], logits: [...b.slots[0]!.logits] });
+    const options = { batchSize: 48, shuffleBuffer: 100, seed: 7, shuffle: true } as const;
+    const plain: ReturnType<typeof snapshot>[] = [];
+    for await (const b of epochBatches([source()], layout, options)) plain.push(snapshot(b));
+    const pool = new BatchPool();
+    const pooled: ReturnType<typeof snapshot>[][] = [];
+    const objects = new Set<TrainBatch>();
+    // Two epochs through one pool (the last, short batch of the first comes back too); a batch goes back two batches later, as a consumer holding a group would.
+    for (let epoch = 0; epoch < 2; epoch++) {
+      const held: TrainBatch[] = [];
+      pooled.push([]);
+      for await (const b of prefetch(epochBatches([source()], layout, { ...options, pool }), 3)) {
+        pooled[epoch]!.push(snapshot(b));
+        objects.add(b);
+        held.push(b);
+        if (held.length > 2) pool.release(held.shift()!);
+      }
+      for (const b of held) pool.release(b);
+    }
+    for (const epoch of pooled) expect(epoch).toEqual(plain);
+    expect(plain.length).toBe(Math.ceil(ROWS / 48));
+    // 2 × 21 batches from a handful of objects: the full ones were reused (the short last ones are fresh, and never refilled).
+    expect(objects.size).toBeLessThan(12);
   });
 });
 

@@ -105,9 +105,35 @@ class RowStore {
     }
   }
 
-  /** A batch owning copies of the first `rows` rows. */
-  take(rows: number): TrainBatch {
+  /** Whether a batch's arrays have this store's sizes (the layout can change between epochs: self-distillation). */
+  #fits(b: TrainBatch): boolean {
+    return (
+      b.x.length === this.x.length &&
+      b.labels.length === this.capacity &&
+      b.slots.length === this.slots.length &&
+      b.slots.every((s, i) => {
+        const mine = this.slots[i]!;
+        return s.logits.length === mine.logits.length && s.indices?.length === mine.indices?.length && s.logsumexp?.length === mine.logsumexp?.length;
+      })
+    );
+  }
+
+  /** A batch owning copies of the first `rows` rows: a full one reuses a batch handed back to `pool`, if there is one. */
+  take(rows: number, pool?: BatchPool): TrainBatch {
     const D = this.layout.inputSize;
+    const reused = rows === this.capacity ? pool?.reuse((b) => this.#fits(b)) : undefined;
+    if (reused !== undefined) {
+      reused.x.set(this.x);
+      reused.labels.set(this.labels);
+      reused.hasTeacher.set(this.hasTeacher);
+      reused.slots.forEach((to, i) => {
+        const from = this.slots[i]!;
+        to.logits.set(from.logits);
+        to.indices?.set(from.indices!);
+        to.logsumexp?.set(from.logsumexp!);
+      });
+      return reused;
+    }
     return {
       rows,
       x: this.x.slice(0, rows * D),
@@ -121,6 +147,25 @@ class RowStore {
           : { logits: a.logits.slice(0, rows * w), indices: a.indices!.slice(0, rows * w), logsumexp: a.logsumexp!.slice(0, rows) };
       }),
     };
+  }
+}
+
+/**
+ * Full batches handed back by their consumer once it is done with them, refilled by the next
+ * `take` instead of allocated: a training epoch then allocates a few dozen batches, not one per
+ * step. Fresh typed arrays of 400 KB per MLP batch were the largest share of the external memory
+ * that set off V8's full collections (`node --trace-gc`: "external memory pressure").
+ */
+export class BatchPool {
+  readonly #free: TrainBatch[] = [];
+  /** Hand a batch back: its arrays will be overwritten by a later batch. */
+  release(batch: TrainBatch): void {
+    this.#free.push(batch);
+  }
+  /** A batch handed back that `fits`; those that do not (an earlier layout) are dropped. */
+  reuse(fits: (b: TrainBatch) => boolean): TrainBatch | undefined {
+    for (let b = this.#free.pop(); b !== undefined; b = this.#free.pop()) if (fits(b)) return b;
+    return undefined;
   }
 }
 
@@ -246,6 +291,8 @@ export interface EpochOptions {
   readonly shuffle: boolean;
   /** Train on fresh augmented views (applied to the stored values, before scaling). */
   readonly augment?: AugmentOptions;
+  /** Where full batches come back to after use, to be refilled (BatchPool). */
+  readonly pool?: BatchPool;
 }
 
 /**
@@ -301,7 +348,7 @@ export async function* epochBatches(sources: readonly SourceSpec[], layout: Batc
           buffer.copyRow(j, chunk, r);
         }
         if (outRows === opts.batchSize) {
-          yield out.take(outRows);
+          yield out.take(outRows, opts.pool);
           outRows = 0;
         }
       }
@@ -316,12 +363,12 @@ export async function* epochBatches(sources: readonly SourceSpec[], layout: Batc
       for (const j of order) {
         out.copyRow(outRows++, buffer, j);
         if (outRows === opts.batchSize) {
-          yield out.take(outRows);
+          yield out.take(outRows, opts.pool);
           outRows = 0;
         }
       }
     }
-    if (outRows > 0) yield out.take(outRows);
+    if (outRows > 0) yield out.take(outRows, opts.pool);
   } finally {
     await Promise.all(iters.map((i) => i.it.return(undefined)));
   }

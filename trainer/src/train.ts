@@ -12,7 +12,7 @@ import { batchLoss } from './batch-loss.js';
 import { resolveCacheDir } from './cache-ref.js';
 import { fitTemperature } from './calibration.js';
 import { clearRun, findResumePoint, keptMetrics, saveEpoch } from './checkpoint.js';
-import { epochBatches, prefetch, type AugmentOptions, type SourceSpec, type TrainBatch } from './data.js';
+import { BatchPool, epochBatches, prefetch, type AugmentOptions, type SourceSpec, type TrainBatch } from './data.js';
 import { flatBatch, flatPredict, LOGITS, intraOpThreads, openEngine, type BatchLoss, type EngineName, type StudentEngine } from './engine/index.js';
 import { TrainingError } from './errors.js';
 import { collectLogits, evaluate, type Evaluation } from './evaluate.js';
@@ -201,6 +201,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
   const selfCache = join(runDir, 'self-cache');
   let snapshotPlanned = false;
 
+  const batchPool = new BatchPool();
   for (let epoch = resume?.startEpoch ?? 1; epoch <= recipe.epochs; epoch++) {
     // Self-distillation: from fromEpoch on, the student's snapshot taken then is the teacher
     // (taken now, or found again when a resumed run starts past it).
@@ -230,11 +231,13 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
         shuffleBuffer: recipe.shuffleBuffer,
         seed: recipe.seed * 1000 + epoch,
         shuffle: true,
+        pool: batchPool,
         ...augmentFor(epoch),
       }),
     );
-    // Batches go to the engine in groups (recipe stepsPerRun) of one row count and loss shape.
-    let group: Array<{ b: TrainBatch; loss: BatchLoss }> = [];
+    // Batches go to the engine in groups (recipe stepsPerRun) of one row count and loss shape;
+    // once a group has trained, its batches go back to the pool (`from`: the batch as read, before an online teacher filled it).
+    let group: Array<{ b: TrainBatch; from: TrainBatch; loss: BatchLoss }> = [];
     const flush = async (): Promise<void> => {
       if (group.length === 0) return;
       const results = await engine.steps(
@@ -272,6 +275,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
         }
         seen += b.rows;
       });
+      for (const g of group) batchPool.release(g.from);
       group = [];
       options.onBatch?.(seen);
     };
@@ -280,7 +284,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
       const loss = batchLoss(b, { plan, distill, ceWeight: recipe.weights.ce, kdWeight, temperature: T });
       const head = group[0];
       if (head !== undefined && (head.b.rows !== b.rows || head.loss.key !== loss.key)) await flush();
-      group.push({ b, loss });
+      group.push({ b, from: fromData, loss });
       if (group.length >= recipe.stepsPerRun) await flush();
     }
     await flush();
