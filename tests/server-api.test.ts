@@ -83,6 +83,23 @@ describe('teachers', () => {
     expect(broken.error.code).toBe('bad_model');
   });
 
+  it("lists a teacher's per-sample intermediate tensors with their shapes; an unknown teacher is a 404", async () => {
+    const { status, body } = await call('/v1/teachers/conv/tensors');
+    expect(status).toBe(200);
+    expect(body.sampleShape).toEqual([1, 8, 8]);
+    // In node order, shapes per sample: Conv → Relu → Flatten → Gemm (the logits, an output of the model).
+    expect(body.tensors.map((t: any) => [t.op, t.shape, t.output])).toEqual([
+      ['Conv', [4, 8, 8], false],
+      ['Relu', [4, 8, 8], false],
+      ['Flatten', [256], false],
+      ['Gemm', [10], true],
+    ]);
+    expect(body.tensors.every((t: any) => t.dtype === 'float32' && t.elements === t.shape.reduce((a: number, b: number) => a * b, 1))).toBe(true);
+    const missing = await call('/v1/teachers/nope/tensors');
+    expect(missing.status).toBe(404);
+    expect(missing.body.error.code).toBe('unknown_teacher');
+  });
+
   it('rescan registers a model copied in after boot, and a bad sidecar is a 422', async () => {
     const models = join(root, 'models');
     expect((await call('/v1/teachers/late/logits', json({ inputs: [0], shape: [1, 1] }))).status).toBe(404);

@@ -82,4 +82,23 @@ describe('distillate-server CLI', () => {
     expect(escape.stderr.trim().split('\n')).toHaveLength(1);
     expect(escape.stderr).toMatch(/path_outside_root/);
   });
+
+  it("tensors lists the shipped teacher's per-sample tensors (the --json lines), and an unknown teacher exits 1 in one line", () => {
+    const r = cli(['tensors', '--teacher', 'fmnist-teacher', '--models', 'models', '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    const tensors = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    // The shipped CNN teacher (models/README.md): the second pooled map and the penultimate layer, where hints come from.
+    expect(tensors.find((t) => t.op === 'MaxPool' && t.shape.join() === '64,7,7')).toBeDefined();
+    expect(tensors.at(-1)).toEqual({ name: 'logits', op: 'Gemm', dtype: 'float32', shape: [10], elements: 10, output: true });
+    expect(tensors.filter((t) => t.output)).toHaveLength(1);
+    const table = cli(['tensors', '--teacher', 'fmnist-teacher', '--models', 'models']);
+    expect(table.stdout.split('\n')[0]).toMatch(/^tensor\s+op\s+dtype\s+shape per sample\s+values/);
+    const unknown = cli(['tensors', '--teacher', 'nope', '--models', 'models']);
+    expect(unknown.status).toBe(1);
+    expect(unknown.stderr.trim().split('\n')).toHaveLength(1);
+    expect(unknown.stderr).toMatch(/unknown_teacher: no teacher named "nope"/);
+  });
 });

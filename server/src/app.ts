@@ -175,6 +175,13 @@ export function createApp(deps: AppDeps): express.Express {
     res.json({ teachers });
   });
 
+  // The teacher's per-sample intermediate tensors: what feature capture can store.
+  app.get('/v1/teachers/:name/tensors', async (req, res) => {
+    const teacher = deps.teachers.get(req.params['name'] as string);
+    const info = await teacher.info();
+    res.json({ teacher: teacher.name, sha256: info.sha256, sampleShape: info.sampleShape, tensors: await teacher.tensors() });
+  });
+
   // Pick up models copied into --models since boot (e.g. a freshly exported student).
   app.post('/v1/teachers/rescan', async (_req, res) => {
     try {

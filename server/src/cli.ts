@@ -4,6 +4,7 @@
 import { SingleBar, Presets } from 'cli-progress';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { runCli } from '@distillate/shared';
+import { TeacherRegistry } from '@distillate/shared/onnx';
 import { pino } from 'pino';
 import { resolveConfig, type ServerConfigInput } from './config.js';
 import { createServices, startServer } from './server.js';
@@ -461,6 +462,37 @@ export function buildProgram(): Command {
         }
       },
     );
+
+  program
+    .command('tensors')
+    .description("list a teacher's per-sample intermediate tensors (name, op, dtype, shape per sample): what feature capture can store")
+    .requiredOption('--teacher <name>', 'a teacher in --models')
+    .option('--models <dir>', 'directory of teacher *.onnx files (env DISTILLATE_MODELS)')
+    .option('--json', 'one JSON object per tensor', false)
+    .action(async (f: { teacher: string; models?: string; json: boolean }) => {
+      const models = f.models ?? process.env['DISTILLATE_MODELS'];
+      if (models === undefined || models === '') throw new Error('tensors: give --models <dir> (or DISTILLATE_MODELS)');
+      const registry = await TeacherRegistry.open(models, { provider: 'cpu' });
+      try {
+        const tensors = await registry.get(f.teacher).tensors();
+        if (f.json) {
+          for (const t of tensors) console.log(JSON.stringify(t));
+          return;
+        }
+        const rows = tensors.map((t) => [t.name, t.op, t.dtype, `[${t.shape.join(', ')}]`, String(t.elements), t.output ? 'output' : '']);
+        const head = ['tensor', 'op', 'dtype', 'shape per sample', 'values', ''];
+        const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+        for (const r of [head, ...rows])
+          console.log(
+            r
+              .map((c, i) => (i === 4 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+              .join('  ')
+              .trimEnd(),
+          );
+      } finally {
+        await registry.releaseAll();
+      }
+    });
 
   program
     .command('export-labels')

@@ -20,4 +20,5 @@ export { datasetPreprocessor, normalizer, type Preprocessor } from './preprocess
 export { TeacherError, type TeacherErrorKind } from './errors.js';
 export { OnnxModelBuilder, type Dim, type AttributeValue } from './builder.js';
 export { onnxParameterCount } from './inspect.js';
+export { listTensors, withOutputs, type TeacherTensor } from './tensors.js';
 export { Graph, GraphFormatError, type GraphNode, type GraphValue, type Initializer, type InitializerData } from './graph.js';

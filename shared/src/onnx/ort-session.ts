@@ -175,6 +175,17 @@ export class OrtSession {
     return out;
   }
 
+  /** Run, and say only what each named output is: its element type and dims (any type, the data dropped). */
+  async describeOutputs(
+    feeds: Readonly<Record<string, { readonly data: FeedArray; readonly dims: readonly number[] }>>,
+    outputNames: readonly string[],
+  ): Promise<Record<string, { type: string; dims: number[] }>> {
+    const inputs: Record<string, ort.Tensor> = {};
+    for (const [name, t] of Object.entries(feeds)) inputs[name] = feedTensor(t.data, t.dims);
+    const result = await this.#session.run(inputs, outputNames);
+    return Object.fromEntries(Object.entries(result).map(([name, t]) => [name, { type: t.type, dims: [...t.dims] }]));
+  }
+
   /** Run with one float32 input; returns the named output's data and dims. */
   async run(inputName: string, data: Float32Array, dims: readonly number[], outputName: string): Promise<{ data: Float32Array; dims: number[] }> {
     const feeds = { [inputName]: new ort.Tensor('float32', data, dims) };

@@ -8,6 +8,7 @@ import { sha256File } from '../internal/arrow-io.js';
 import { z } from 'zod';
 import { TeacherError } from './errors.js';
 import { ModelLoadError, OrtSession, ProviderUnavailableError, type ExecutionProvider, type TensorInfo } from './ort-session.js';
+import { listTensors, type TeacherTensor } from './tensors.js';
 
 const TensorEntrySchema = z.object({ name: z.string(), dtype: z.string(), dims: z.array(z.union([z.number(), z.string()])) }).strict();
 
@@ -62,6 +63,7 @@ export class Teacher {
   readonly path: string;
   readonly sidecar: TeacherSidecar;
   #loading: Promise<{ session: OrtSession; info: TeacherInfo }> | undefined;
+  #tensors: Promise<TeacherTensor[]> | undefined;
   readonly #options: TeacherOptions;
 
   constructor(name: string, path: string, sidecar: TeacherSidecar, options: TeacherOptions) {
@@ -147,6 +149,19 @@ export class Teacher {
     }
   }
 
+  /**
+   * The model's per-sample intermediate tensors (tensors.ts), listed once per loaded model: what
+   * feature capture can store. Runs a copy of the model on the CPU EP.
+   */
+  tensors(): Promise<TeacherTensor[]> {
+    this.#tensors ??= (async () => {
+      const { info } = await this.load();
+      return listTensors(await readFile(this.path), info.sampleShape);
+    })();
+    this.#tensors.catch(() => (this.#tensors = undefined));
+    return this.#tensors;
+  }
+
   /** Logits for `rows` samples already in the model's layout and normalisation. */
   async logits(input: Float32Array, rows: number): Promise<Float32Array> {
     const { session, info } = await this.load();
@@ -166,6 +181,7 @@ export class Teacher {
   async release(): Promise<void> {
     const loading = this.#loading;
     this.#loading = undefined;
+    this.#tensors = undefined;
     if (loading !== undefined) await (await loading.catch(() => undefined))?.session.release();
   }
 }
