@@ -42,6 +42,10 @@ describe('distillate-train CLI', () => {
     const ev = cli(['eval', '--run', join(root, 'runs', 'cli-scratch'), '--data', join(root, 'train.arrow')]);
     expect(ev.status).toBe(0);
     expect(JSON.parse(ev.stdout.trim().split('\n').at(-1)!).rows).toBe(600);
+    // export's --out is its own (the training flag of the same name once swallowed it, and the file went to the run).
+    const ex = cli(['export', '--run', join(root, 'runs', 'cli-scratch'), '--data', join(root, 'train.arrow'), '--out', join(root, 'exported.onnx')]);
+    expect(ex.status, ex.stderr).toBe(0);
+    expect(existsSync(join(root, 'exported.onnx'))).toBe(true);
 
     const t = cli([
       '--recipe',

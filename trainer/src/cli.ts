@@ -6,8 +6,9 @@
 import { copyFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { DatasetReader, runCli } from '@distillate/shared';
+import { DatasetReader, runCli, writeFileAtomic } from '@distillate/shared';
 import type { BackendName } from './backend.js';
+import { readRun, renderComparison } from './compare.js';
 import { evaluate } from './evaluate.js';
 import { exportAndCheck } from './export-check.js';
 import { exportOnnx } from './export-onnx.js';
@@ -44,7 +45,10 @@ interface TrainFlags {
 }
 
 export function buildProgram(): Command {
-  const program = new Command('distillate-train').description('Train student networks from cached teacher logits (ONNX Runtime, or TF.js)');
+  const program = new Command('distillate-train')
+    .description('Train student networks from cached teacher logits (ONNX Runtime, or TF.js)')
+    // A subcommand's options are its own (report --out, export --out), not the training flags of the same name.
+    .enablePositionalOptions();
   program
     .option('--recipe <file>', 'recipe (YAML or JSON); required to train')
     .option(
@@ -98,6 +102,18 @@ export function buildProgram(): Command {
       if (result.test !== undefined) console.log(`test accuracy ${(result.test.accuracy * 100).toFixed(2)}%, ECE ${(result.test.ece * 100).toFixed(2)}%`);
       if (result.onnx !== undefined) console.log(`student.onnx matches the ${result.engine.name} engine (max |Δ| ${result.onnx.maxAbsDiff.toExponential(2)})`);
       console.log(`report: ${join(result.runDir, 'report.html')}`);
+    });
+
+  program
+    .command('report')
+    .description('one page comparing runs: their curves overlaid, a summary table and each recipe against the first')
+    .argument('<runs...>', 'run directories (runs/<name>)')
+    .requiredOption('--out <file>', 'the HTML page to write')
+    .option('--title <title>', 'page title', 'Distillate runs compared')
+    .action(async (runs: string[], f: { out: string; title: string }) => {
+      const records = await Promise.all(runs.map((r) => readRun(r)));
+      await writeFileAtomic(f.out, renderComparison(records, f.title));
+      console.log(`${records.length} runs → ${f.out}`);
     });
 
   program

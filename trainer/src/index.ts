@@ -66,6 +66,7 @@ export { saveLayersModel, loadLayersModel, predictLogits } from './model-io.js';
 export { runPredictor, predictRunLogits } from './run-student.js';
 export { fitTemperature, scaledNll, type TemperatureFit } from './calibration.js';
 export { renderReport, type EpochMetrics } from './report.js';
+export { readRun, recipeDiff, renderComparison, summarize, type RunRecord } from './compare.js';
 export { buildProgram, main } from './cli.js';
 export { progressCallbacks, formatEpoch } from './progress.js';
 export { resolveCacheDir, CacheResolutionError, type CacheRef } from './cache-ref.js';

@@ -1,4 +1,5 @@
 /** A self-contained HTML report (inline SVG, no scripts or network): curves and calibration. */
+import { esc, lineChart } from './charts.js';
 import type { ReliabilityBin } from './evaluate.js';
 
 export interface EpochMetrics {
@@ -15,60 +16,60 @@ export interface EpochMetrics {
   readonly samplesPerSecond: number;
 }
 
-const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
-const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b'];
-
-function lineChart(title: string, series: Array<{ name: string; points: Array<[number, number]> }>, yLabel: string): string {
-  const W = 460;
-  const H = 260;
-  const m = { l: 50, r: 10, t: 28, b: 36 };
-  const all = series.flatMap((s) => s.points);
-  if (all.length === 0) return '';
-  const xs = all.map((p) => p[0]);
-  const ys = all.map((p) => p[1]);
-  const [x0, x1] = [Math.min(...xs), Math.max(...xs, Math.min(...xs) + 1)];
-  let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
-  if (y1 - y0 < 1e-9) [y0, y1] = [y0 - 0.5, y1 + 0.5];
-  const sx = (x: number) => m.l + ((x - x0) / (x1 - x0)) * (W - m.l - m.r);
-  const sy = (y: number) => H - m.b - ((y - y0) / (y1 - y0)) * (H - m.t - m.b);
-  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => y0 + f * (y1 - y0));
-  return `<svg width="${W}" height="${H}" role="img" aria-label="${esc(title)}">
-  <text x="${W / 2}" y="16" text-anchor="middle" font-weight="bold">${esc(title)}</text>
-  ${ticks.map((t) => `<line x1="${m.l}" x2="${W - m.r}" y1="${sy(t)}" y2="${sy(t)}" stroke="#eee"/><text x="${m.l - 4}" y="${sy(t) + 4}" text-anchor="end" font-size="10">${t.toPrecision(3)}</text>`).join('')}
-  <line x1="${m.l}" x2="${m.l}" y1="${m.t}" y2="${H - m.b}" stroke="#333"/><line x1="${m.l}" x2="${W - m.r}" y1="${H - m.b}" y2="${H - m.b}" stroke="#333"/>
-  <text x="${W / 2}" y="${H - 6}" text-anchor="middle" font-size="11">epoch</text>
-  <text x="12" y="${H / 2}" transform="rotate(-90 12 ${H / 2})" text-anchor="middle" font-size="11">${esc(yLabel)}</text>
-  ${series
-    .map((s, i) => {
-      const c = COLORS[i % COLORS.length]!;
-      const pts = s.points.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ');
-      return `<polyline fill="none" stroke="${c}" stroke-width="2" points="${pts}"/>${s.points.map(([x, y]) => `<circle cx="${sx(x)}" cy="${sy(y)}" r="2.5" fill="${c}"/>`).join('')}<text x="${W - m.r - 4}" y="${m.t + 12 + i * 13}" text-anchor="end" font-size="11" fill="${c}">${esc(s.name)}</text>`;
-    })
-    .join('')}
-</svg>`;
-}
-
 function reliabilityChart(bins: readonly ReliabilityBin[], ece: number): string {
-  const W = 300;
-  const H = 300;
-  const m = 40;
-  const s = (v: number) => v * (W - 2 * m);
+  const W = 330;
+  const H = 330;
+  const m = { l: 52, r: 14, t: 30, b: 44 };
+  const side = W - m.l - m.r;
+  const sx = (v: number) => m.l + v * side;
+  const sy = (v: number) => H - m.b - v * (H - m.t - m.b);
+  const ticks = [0, 0.2, 0.4, 0.6, 0.8, 1];
   const bars = bins
     .filter((b) => b.count > 0)
     .map(
       (b) =>
-        `<rect x="${m + s(b.lo)}" y="${H - m - s(b.accuracy)}" width="${s(b.hi - b.lo) - 1}" height="${s(b.accuracy)}" fill="#1f77b4" opacity="0.8"><title>${(b.lo * 100).toFixed(0)}–${(b.hi * 100).toFixed(0)}%: ${b.count} samples, accuracy ${(b.accuracy * 100).toFixed(1)}%</title></rect>`,
+        `<rect x="${sx(b.lo).toFixed(1)}" y="${sy(b.accuracy).toFixed(1)}" width="${(sx(b.hi) - sx(b.lo) - 1).toFixed(1)}" height="${(sy(0) - sy(b.accuracy)).toFixed(1)}" fill="#1f77b4" opacity="0.8"><title>${(b.lo * 100).toFixed(0)}–${(b.hi * 100).toFixed(0)}%: ${b.count} samples, accuracy ${(b.accuracy * 100).toFixed(1)}%</title></rect>`,
     )
     .join('');
-  return `<svg width="${W}" height="${H}" role="img" aria-label="reliability diagram">
-  <text x="${W / 2}" y="16" text-anchor="middle" font-weight="bold">Reliability (ECE ${(ece * 100).toFixed(2)}%)</text>
-  ${bars}
-  <line x1="${m}" y1="${H - m}" x2="${W - m}" y2="${m}" stroke="#d62728" stroke-dasharray="4"/>
-  <line x1="${m}" x2="${m}" y1="${m}" y2="${H - m}" stroke="#333"/><line x1="${m}" x2="${W - m}" y1="${H - m}" y2="${H - m}" stroke="#333"/>
-  <text x="${W / 2}" y="${H - 10}" text-anchor="middle" font-size="11">confidence</text>
-  <text x="12" y="${H / 2}" transform="rotate(-90 12 ${H / 2})" text-anchor="middle" font-size="11">accuracy</text>
-</svg>`;
+  const axes = ticks
+    .map(
+      (t) =>
+        `<text class="xtick" x="${sx(t).toFixed(1)}" y="${H - m.b + 16}" text-anchor="middle" font-size="10">${t * 100}%</text><text class="ytick" x="${m.l - 6}" y="${(sy(t) + 4).toFixed(1)}" text-anchor="end" font-size="10">${t * 100}%</text><line x1="${m.l}" x2="${W - m.r}" y1="${sy(t).toFixed(1)}" y2="${sy(t).toFixed(1)}" stroke="#eee"/>`,
+    )
+    .join('');
+  return `<figure class="chart"><svg width="${W}" height="${H}" role="img" aria-label="reliability diagram" data-plot="${m.l},${m.t},${W - m.r},${H - m.b}">
+  <text x="${(m.l + W - m.r) / 2}" y="18" text-anchor="middle" font-weight="bold">Reliability (ECE ${(ece * 100).toFixed(2)}%)</text>
+  ${axes}${bars}
+  <line x1="${sx(0)}" y1="${sy(0)}" x2="${sx(1)}" y2="${sy(1)}" stroke="#d62728" stroke-dasharray="4"/>
+  <line x1="${m.l}" x2="${m.l}" y1="${m.t}" y2="${H - m.b}" stroke="#333"/><line x1="${m.l}" x2="${W - m.r}" y1="${H - m.b}" y2="${H - m.b}" stroke="#333"/>
+  <text x="${(m.l + W - m.r) / 2}" y="${H - 8}" text-anchor="middle" font-size="11">confidence</text>
+  <text x="14" y="${(m.t + H - m.b) / 2}" transform="rotate(-90 14 ${(m.t + H - m.b) / 2})" text-anchor="middle" font-size="11">accuracy</text>
+</svg><figcaption class="legend"><span style="color:#1f77b4">■</span> accuracy of the test rows in each confidence bin · <span style="color:#d62728">- - -</span> perfect calibration</figcaption></figure>`;
 }
+
+/** The charts of one run's epochs: loss by term, and accuracy with teacher agreement. */
+export function runCharts(m: readonly EpochMetrics[]): { loss: string; accuracy: string; lossNames: string[] } {
+  const lossNames = [...new Set(m.flatMap((e) => Object.keys(e.loss)))];
+  const loss = lineChart({
+    title: 'Training loss by term',
+    series: lossNames.map((n) => ({ name: n, points: m.map((e) => [e.epoch, e.loss[n] ?? NaN] as const).filter((p) => Number.isFinite(p[1])) })),
+    yLabel: 'loss',
+  });
+  const accuracy = lineChart({
+    title: 'Accuracy',
+    series: [
+      { name: 'train', points: m.filter((e) => e.trainAccuracy !== undefined).map((e) => [e.epoch, e.trainAccuracy!] as const) },
+      { name: 'test', points: m.filter((e) => e.testAccuracy !== undefined).map((e) => [e.epoch, e.testAccuracy!] as const) },
+      { name: 'teacher agreement', points: m.filter((e) => e.agreement !== undefined).map((e) => [e.epoch, e.agreement!] as const) },
+    ],
+    yLabel: 'fraction of rows',
+    percent: true,
+  });
+  return { loss, accuracy, lossNames };
+}
+
+export const STYLE =
+  'body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}th,td{text-align:left;padding:2px 10px;border-bottom:1px solid #eee}.charts{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}figure{margin:0}figcaption{font-size:12px;color:#555;max-width:560px}pre{background:#f6f6f6;padding:1em;overflow:auto}';
 
 export function renderReport(opts: {
   name: string;
@@ -78,27 +79,13 @@ export function renderReport(opts: {
   summary: Readonly<Record<string, string | number>>;
 }): string {
   const m = opts.metrics;
-  const lossNames = [...new Set(m.flatMap((e) => Object.keys(e.loss)))];
-  const loss = lineChart(
-    'Training loss by term',
-    lossNames.map((n) => ({ name: n, points: m.map((e) => [e.epoch, e.loss[n] ?? NaN] as [number, number]).filter((p) => Number.isFinite(p[1])) })),
-    'loss',
-  );
-  const acc = lineChart(
-    'Accuracy',
-    [
-      { name: 'train', points: m.filter((e) => e.trainAccuracy !== undefined).map((e) => [e.epoch, e.trainAccuracy!] as [number, number]) },
-      { name: 'test', points: m.filter((e) => e.testAccuracy !== undefined).map((e) => [e.epoch, e.testAccuracy!] as [number, number]) },
-      { name: 'teacher agreement', points: m.filter((e) => e.agreement !== undefined).map((e) => [e.epoch, e.agreement!] as [number, number]) },
-    ].filter((s) => s.points.length > 0),
-    'fraction',
-  );
+  const { loss, accuracy: acc, lossNames } = runCharts(m);
   const rows = Object.entries(opts.summary)
     .map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(String(v))}</td></tr>`)
     .join('');
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(opts.name)} · Distillate run</title>
-<style>body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}th,td{text-align:left;padding:2px 10px;border-bottom:1px solid #eee}.charts{display:flex;flex-wrap:wrap;gap:24px}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>
+<style>${STYLE}</style>
 </head><body>
 <h1>${esc(opts.name)}</h1>
 <table>${rows}</table>
