@@ -55,12 +55,12 @@ describe('distillate-train report', () => {
       expect(rows[i]).toContain(`<td>${run}</td>`);
       expect(/class="acc">([^<]*)</.exec(rows[i]!)![1]).toBe(`${(run_.test.accuracy * 100).toFixed(2)}%`);
       expect(/class="ece">([^<]*)</.exec(rows[i]!)![1]).toBe(`${(run_.test.ece * 100).toFixed(2)}%`);
-      const rates = m
+      const rates: number[] = m
         .slice(1)
         .map((e: { samplesPerSecond: number }) => e.samplesPerSecond)
         .sort((a: number, b: number) => a - b);
       const mid = rates.length >> 1;
-      const median = rates.length % 2 === 1 ? rates[mid] : (rates[mid - 1] + rates[mid]) / 2;
+      const median = rates.length % 2 === 1 ? rates[mid]! : (rates[mid - 1]! + rates[mid]!) / 2;
       expect(Number(/class="sps">([^<]*)</.exec(rows[i]!)![1])).toBe(Number(median.toFixed(0)));
       // One polyline per run in the test-accuracy chart, one point per epoch, with the epoch's value in its tooltip.
       const chart = /aria-label="Test accuracy"(.*?)<\/svg>/s.exec(html)![1]!;
