@@ -4,6 +4,7 @@
 #   1. the Debian packages the demo and the tests use, through apt-get (as root, or with sudo):
 #        dataset-fashion-mnist   Fashion-MNIST's IDX files (the demo, the import and data tests)
 #        redis-server            the distributed-precompute tests start their own (never a mock)
+#        chromium                the page tests drive Debian's Chromium (playwright-core, no browser download)
 #        mesa-vulkan-drivers     lavapipe from bookworm-backports: the WebGPU EP on a CPU-only machine
 #      Each line printed says what was done; nothing is installed without apt-get.
 #   2. npm ci (as the user who runs this script);
@@ -24,7 +25,7 @@ done
 
 say() { printf 'setup: %s\n' "$*"; }
 
-packages=(dataset-fashion-mnist redis-server)
+packages=(dataset-fashion-mnist redis-server chromium)
 backports=(mesa-vulkan-drivers)
 
 if [ "$(id -u)" = 0 ]; then
@@ -40,7 +41,7 @@ fi
 
 . /etc/os-release 2>/dev/null || true
 if ! command -v apt-get >/dev/null 2>&1; then
-  say "no apt-get (not Debian): install Fashion-MNIST, redis-server and a Vulkan driver yourself; skipping system packages"
+  say "no apt-get (not Debian): install Fashion-MNIST, redis-server, Chromium and a Vulkan driver yourself; skipping system packages"
 elif [ "${as_root[*]}" = none ]; then
   say "not root and no sudo: installing nothing. As root, run:"
   [ "${VERSION_CODENAME:-}" = bookworm ] && say "  echo 'deb http://deb.debian.org/debian bookworm-backports main' > /etc/apt/sources.list.d/bookworm-backports.list"

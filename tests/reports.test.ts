@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeSyntheticDataset } from '@distillate/shared';
 import { runTs } from './helpers/cli.js';
+import { launchChromium, withScreenshot } from './helpers/browser.js';
+import { CHROMIUM_PACKAGE, skipUnless, titled } from './helpers/system.js';
 
 let root: string;
 const cli = (args: string[]) => runTs('trainer/src/bin.ts', args);
@@ -89,4 +91,51 @@ describe('distillate-train report', () => {
     // Scratch training: ce is the only term, so total = ce, and the chart says so.
     expect(html).toContain('ce and total coincide');
   });
+});
+
+const noBrowser = skipUnless(CHROMIUM_PACKAGE);
+
+describe.skipIf(noBrowser !== undefined)(titled('the comparison report in headless Chromium', noBrowser), () => {
+  it('draws one curve per run in every chart, legends right of their plots, and the table of metrics.jsonl', async () => {
+    const out = join(root, 'compare-browser.html');
+    expect(cli(['report', join(root, 'runs', 'small'), join(root, 'runs', 'wide'), '--out', out]).status).toBe(0);
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+      await page.goto(`file://${out}`);
+      await withScreenshot(page, 'compare-report', async () => {
+        const charts = await page.$$eval('svg[data-plot]', (svgs) =>
+          svgs.map((svg) => {
+            const [, , right] = svg.getAttribute('data-plot')!.split(',').map(Number);
+            const legend = svg.querySelector('g.legend');
+            const curves = [...svg.querySelectorAll('polyline.series')].map((p) => ({
+              name: p.getAttribute('data-name'),
+              length: (p as SVGPolylineElement).getTotalLength(),
+              points: (p as SVGPolylineElement).points.numberOfItems,
+            }));
+            return { label: svg.getAttribute('aria-label'), right, legendLeft: legend === null ? null : (legend as SVGGElement).getBBox().x, curves };
+          }),
+        );
+        expect(charts.map((c) => c.label)).toEqual(['Loss: ce', 'Loss: total', 'Test accuracy']);
+        for (const c of charts) {
+          expect(c.curves.map((x) => x.name)).toEqual(['small', 'wide']);
+          for (const curve of c.curves) {
+            expect(curve.points).toBe(3); // one per epoch
+            expect(curve.length).toBeGreaterThan(0); // drawn, not collapsed
+          }
+          expect(c.legendLeft!).toBeGreaterThan(c.right!);
+        }
+        const cells = await page.$$eval('tr.run', (rows) => rows.map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent)));
+        for (const [i, run] of ['small', 'wide'].entries()) {
+          const result = JSON.parse(readFileSync(join(root, 'runs', run, 'run.json'), 'utf8'));
+          const last = metricsOf(run).at(-1);
+          expect(cells[i]![0]).toBe(run);
+          expect(cells[i]![4]).toBe(`${(result.test.accuracy * 100).toFixed(2)}%`);
+          expect(result.test.accuracy).toBeCloseTo(last.testAccuracy, 10);
+        }
+      });
+    } finally {
+      await browser.close();
+    }
+  }, 60_000);
 });

@@ -19,10 +19,13 @@ export const FASHION_MNIST_PACKAGE: SystemPackage = {
   present: () => existsSync(join(FASHION_MNIST_DEBIAN_DIR, 'train-images-idx3-ubyte.gz')),
 };
 export const REDIS_PACKAGE: SystemPackage = { name: 'redis-server', present: () => spawnSync('redis-server', ['--version']).status === 0 };
+export const CHROMIUM_PACKAGE: SystemPackage = { name: 'chromium', present: () => existsSync(CHROMIUM) };
+/** Debian's Chromium, which the page tests drive through playwright-core. */
+export const CHROMIUM = '/usr/bin/chromium';
 /** lavapipe, from bookworm-backports: only known to be there once ORT's WebGPU EP finds an adapter. */
 export const LAVAPIPE_PACKAGE = 'mesa-vulkan-drivers (bookworm-backports)';
 
-export const ALL_PACKAGES = [FASHION_MNIST_PACKAGE, REDIS_PACKAGE];
+export const ALL_PACKAGES = [FASHION_MNIST_PACKAGE, REDIS_PACKAGE, CHROMIUM_PACKAGE];
 
 export const inCi = (): boolean => process.env['CI'] === 'true';
 
