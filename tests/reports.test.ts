@@ -94,6 +94,12 @@ describe('distillate-train report', () => {
 });
 
 const noBrowser = skipUnless(CHROMIUM_PACKAGE);
+/** What the page code below uses of SVG elements (the tests compile without the DOM library). */
+interface SvgLine {
+  getTotalLength(): number;
+  getBBox(): { x: number };
+  readonly points: { readonly numberOfItems: number };
+}
 
 describe.skipIf(noBrowser !== undefined)(titled('the comparison report in headless Chromium', noBrowser), () => {
   it('draws one curve per run in every chart, legends right of their plots, and the table of metrics.jsonl', async () => {
@@ -110,10 +116,10 @@ describe.skipIf(noBrowser !== undefined)(titled('the comparison report in headle
             const legend = svg.querySelector('g.legend');
             const curves = [...svg.querySelectorAll('polyline.series')].map((p) => ({
               name: p.getAttribute('data-name'),
-              length: (p as SVGPolylineElement).getTotalLength(),
-              points: (p as SVGPolylineElement).points.numberOfItems,
+              length: (p as unknown as SvgLine).getTotalLength(),
+              points: (p as unknown as SvgLine).points.numberOfItems,
             }));
-            return { label: svg.getAttribute('aria-label'), right, legendLeft: legend === null ? null : (legend as SVGGElement).getBBox().x, curves };
+            return { label: svg.getAttribute('aria-label'), right, legendLeft: legend === null ? null : (legend as unknown as SvgLine).getBBox().x, curves };
           }),
         );
         expect(charts.map((c) => c.label)).toEqual(['Loss: ce', 'Loss: total', 'Test accuracy']);
