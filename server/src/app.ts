@@ -8,7 +8,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import express, { type ErrorRequestHandler, type NextFunction, type Request, type Response } from 'express';
-import { ArrowBodyError, CacheManifestSchema, decodeInputStream, encodeLogitsStream, listCaches, findCache } from '@distillate/shared';
+import { ArrowBodyError, CacheManifestSchema, decodeInputStream, encodeLogitsStream, listCaches, findCache, verifyCache } from '@distillate/shared';
+import { DASHBOARD_HTML } from './dashboard.js';
 import type { Logger } from 'pino';
 import { pinoHttp } from 'pino-http';
 import { z } from 'zod';
@@ -121,11 +122,11 @@ export function createApp(deps: AppDeps): express.Express {
     next();
   });
 
-  // Every mutating route needs the bearer token when one is configured.
+  // Every mutating route needs the bearer token when one is configured (and GET /v1/session, by which the dashboard checks a token).
   if (deps.token !== undefined && deps.token !== '') {
     const expected = Buffer.from(deps.token);
     app.use((req: Request, _res: Response, next: NextFunction) => {
-      if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
+      if ((req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') && req.path !== '/v1/session') return next();
       const header = req.headers.authorization ?? '';
       const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
       if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
@@ -214,6 +215,15 @@ export function createApp(deps: AppDeps): express.Express {
     res.json({ logits, temperature: r.temperature, executionProvider: r.executionProvider });
   });
 
+  // The dashboard (dashboard.ts): one page, no build step; it reads the API below.
+  app.get('/', (_req, res) => {
+    res.type('html').setHeader('cache-control', 'no-cache').send(DASHBOARD_HTML);
+  });
+  // 204 when the request may use this server: with a token configured, only with it.
+  app.get('/v1/session', (_req, res) => {
+    res.status(204).end();
+  });
+
   app.post('/v1/jobs', async (req, res) => {
     const job = await deps.jobs.create(parse(JobRequestSchema, req.body));
     res.status(202).location(`/v1/jobs/${job.id}`).json({ id: job.id, state: job.state });
@@ -286,9 +296,20 @@ export function createApp(deps: AppDeps): express.Express {
         temperature: c.manifest.temperature,
         storage: c.manifest.storage,
         labelStatistics: c.manifest.labelStatistics,
+        ...(c.manifest.views === undefined ? {} : { views: c.manifest.views }),
+        shards: c.manifest.shards.length,
+        bytes: c.manifest.shards.reduce((a, sh) => a + sh.bytes, 0),
         createdAt: c.manifest.createdAt,
       })),
     });
+  });
+  // Re-hash every shard against the manifest (the dashboard's "verify").
+  app.post('/v1/caches/:key/verify', async (req, res) => {
+    const key = parse(CacheKeyParam, req.params['key']);
+    const entry = await findCache(deps.cacheRoot, key);
+    if (entry === undefined) throw notFound('unknown_cache', `no complete cache ${key}`);
+    const v = await verifyCache(entry.dir);
+    res.json({ key, ok: v.ok, rows: v.rows, problems: v.problems });
   });
   app.get('/v1/caches/:key', async (req, res) => {
     const key = parse(CacheKeyParam, req.params['key']);
