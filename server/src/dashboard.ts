@@ -145,13 +145,10 @@ function renderTeachers(list) {
   );
 }
 function renderWorkers(r) {
+  const row = (w, state) => el('tr', { class: 'worker', 'data-state': state }, el('td', {}, w.id), el('td', { class: state === 'lost' ? 'error' : '' }, state), el('td', {}, w.host), el('td', {}, w.executionProvider || ''), el('td', {}, age(w.lastSeen) + ' ago'), el('td', {}, w.rowsPerSecond.toFixed(0)), el('td', {}, w.tasks), el('td', {}, state === 'live' ? w.active.length : ''));
   $('#workers').replaceChildren(
     el('p', {}, 'queue: ' + r.queue + (r.workers.length === 0 ? ' · no worker heard from in the last 10 s' : '')),
-    table(
-      ['worker', 'host', 'execution provider', 'heartbeat', 'rows/s', 'tasks', 'running'],
-      r.workers.map((w) => el('tr', { class: 'worker' }, el('td', {}, w.id), el('td', {}, w.host), el('td', {}, w.executionProvider || ''), el('td', {}, age(w.lastSeen) + ' ago'), el('td', {}, w.rowsPerSecond.toFixed(0)), el('td', {}, w.tasks), el('td', {}, w.active.length))),
-      'workers',
-    ),
+    table(['worker', 'state', 'host', 'execution provider', 'heartbeat', 'rows/s', 'tasks', 'running'], [...r.workers.map((w) => row(w, 'live')), ...(r.lost || []).map((w) => row(w, 'lost'))], 'workers'),
   );
 }
 function renderCaches(list) {

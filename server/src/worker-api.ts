@@ -79,7 +79,7 @@ export function workerRouter(deps: WorkerApiDeps): Router {
   };
 
   r.get('/v1/workers', auth, (_req, res) => {
-    res.json({ queue: deps.jobs.executor.kind, workers: deps.workers.live() });
+    res.json({ queue: deps.jobs.executor.kind, workers: deps.workers.live(), lost: deps.workers.lost() });
   });
 
   r.post('/v1/workers/heartbeat', auth, (req, res) => {

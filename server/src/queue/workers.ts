@@ -8,6 +8,8 @@ import { TimingSchema } from './task.js';
 
 export const HEARTBEAT_MS = 2000;
 const LIVE_MS = 5 * HEARTBEAT_MS;
+/** How long a worker no longer heard from is still listed, as lost. */
+const LOST_MS = 10 * 60_000;
 
 export const HeartbeatSchema = z
   .object({
@@ -49,22 +51,29 @@ export class WorkerRegistry {
 
   /** Workers heard from in the last 10 s, with their last heartbeat. */
   live(): Array<Heartbeat & { lastSeen: string }> {
-    this.#prune();
-    return [...this.#workers.values()].map((w) => ({ ...w, lastSeen: new Date(w.lastSeen).toISOString() }));
+    return this.#listed(true);
+  }
+
+  /** Workers last heard from between 10 s and 10 min ago: lost (their tasks go back to the queue). */
+  lost(): Array<Heartbeat & { lastSeen: string }> {
+    return this.#listed(false);
   }
 
   get count(): number {
+    return this.live().length;
+  }
+
+  #listed(live: boolean): Array<Heartbeat & { lastSeen: string }> {
     this.#prune();
-    return this.#workers.size;
+    const now = Date.now();
+    return [...this.#workers.values()].filter((w) => now - w.lastSeen <= LIVE_MS === live).map((w) => ({ ...w, lastSeen: new Date(w.lastSeen).toISOString() }));
   }
 
   #prune(): void {
     const now = Date.now();
     for (const [id, w] of this.#workers) {
-      if (now - w.lastSeen > LIVE_MS) {
-        this.#workers.delete(id);
-        this.#metrics?.workerRowsPerSecond.remove({ worker: id });
-      }
+      if (now - w.lastSeen > LIVE_MS) this.#metrics?.workerRowsPerSecond.remove({ worker: id });
+      if (now - w.lastSeen > LOST_MS) this.#workers.delete(id);
     }
   }
 }
