@@ -20,6 +20,7 @@ import type { JobRequestInput } from '@distillate/server';
 import { ortLatency } from './demo.js';
 import { ROOT, buildCaches, mean, pairedDelta, pool, std, trainRecipe } from './experiments/runner.js';
 import { unionTeacherAccuracy } from './experiments/union-teacher.js';
+import { writeTablePages } from './experiments/pages.js';
 import { viewTable } from './experiments/view-table.js';
 import { BORN_AGAIN, runBornAgain } from './experiments/born-again.js';
 import { runLeftOut } from './experiments/left-out.js';
@@ -381,6 +382,12 @@ async function main(opts: { seeds: number; parallel: number; only?: string[]; se
     );
   const table = lines.join('\n');
   console.log(table);
+  const pages = await writeTablePages(
+    out,
+    join(ROOT, 'experiments-out', 'pages'),
+    groups.map(([id, title]) => ({ id, title, rows: EXPERIMENTS.filter((e) => e.group === id).map((e) => e.id) })),
+  );
+  if (pages.length > 0) console.log(`table pages (curves and recipes of each table's seed-1 runs): ${pages.join(', ')}`);
 
   const path = join(ROOT, 'BENCHMARKS.md');
   const doc = await readFile(path, 'utf8');

@@ -4,12 +4,13 @@
  * charts (ticks, legend outside the plot, the note when total = kd).
  */
 import { readFileSync } from 'node:fs';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeSyntheticDataset } from '@distillate/shared';
 import { runTs } from './helpers/cli.js';
+import { writeTablePages } from '../scripts/experiments/pages.js';
 import { launchChromium, withScreenshot } from './helpers/browser.js';
 import { CHROMIUM_PACKAGE, skipUnless, titled } from './helpers/system.js';
 
@@ -82,6 +83,21 @@ describe('distillate-train report', () => {
     expect(r.status).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/not a run directory/);
+  });
+
+  it("the experiments' table pages: one comparison page per table of its rows' seed-1 runs, none for a table without runs", async () => {
+    const runs = join(root, 'experiment-runs');
+    await mkdir(runs);
+    await symlink(join(root, 'runs', 'small'), join(runs, 'row-a-s1'));
+    await symlink(join(root, 'runs', 'wide'), join(runs, 'row-b-s1'));
+    const pages = await writeTablePages(runs, join(root, 'pages'), [
+      { id: 'mlps', title: 'Two MLPs', rows: ['row-a', 'row-b', 'row-never-run'] },
+      { id: 'empty', title: 'Nothing yet', rows: ['row-c'] },
+    ]);
+    expect(pages).toEqual([join(root, 'pages', 'mlps.html')]);
+    const html = readFileSync(pages[0]!, 'utf8');
+    expect(html).toContain('<h1>Two MLPs (seed 1 of each row)</h1>');
+    expect([...html.matchAll(/<tr class="run"><td>([^<]+)</g)].map((m) => m[1])).toEqual(['row-a-s1', 'row-b-s1']);
   });
 
   it("the single-run report's loss chart has epoch ticks and its legend right of the plot", () => {

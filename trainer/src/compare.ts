@@ -64,7 +64,8 @@ export async function readRun(dir: string): Promise<RunRecord> {
   const recipe = z.record(z.string(), z.unknown()).parse(JSON.parse(recipeText));
   const runText = await text('run.json');
   const result = runText === undefined ? undefined : RunJsonSchema.parse(JSON.parse(runText));
-  return { dir, name: typeof recipe['name'] === 'string' ? recipe['name'] : basename(dir), recipe, metrics, ...(result === undefined ? {} : { result }) };
+  // Named by its directory (runs/<name>, or an experiment's <row>-s<seed>): unique where recipe names repeat.
+  return { dir, name: basename(dir), recipe, metrics, ...(result === undefined ? {} : { result }) };
 }
 
 /** Leaves of a JSON value by dotted path (arrays as whole values). */
