@@ -171,6 +171,13 @@ describe.skipIf(skip !== undefined)(titled('the dashboard in headless Chromium',
       await (await cache!.$('button.verify'))!.click();
       await page.waitForSelector('tr.cache .verified.ok');
       expect(await page.textContent('tr.cache .verified')).toMatch(/^ok: 200 rows/);
+      // A teacher's tensors, listed on request; both answers outlive the page's 2 s refresh.
+      await page.click('tr.teacher:has-text("conv") button');
+      await page.waitForSelector('tr.teacher details');
+      expect(await page.textContent('tr.teacher details summary')).toBe('4 tensors');
+      await new Promise((r) => setTimeout(r, 2500));
+      expect(await page.textContent('tr.teacher details summary')).toBe('4 tensors');
+      expect(await page.textContent('tr.cache .verified')).toMatch(/^ok: 200 rows/);
     });
     await page.close();
   }, 120_000);

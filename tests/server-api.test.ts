@@ -98,6 +98,8 @@ describe('teachers', () => {
     const missing = await call('/v1/teachers/nope/tensors');
     expect(missing.status).toBe(404);
     expect(missing.body.error.code).toBe('unknown_teacher');
+    const broken = await call('/v1/teachers/broken/tensors');
+    expect([broken.status, broken.body.error.code]).toEqual([422, 'bad_model']);
   });
 
   it('rescan registers a model copied in after boot, and a bad sidecar is a 422', async () => {

@@ -110,33 +110,49 @@ async function cancelJob(id) {
   }
   renderJobs();
 }
-async function verify(key, cell) {
-  cell.textContent = 'verifying…';
+// What a verify or a tensor listing said, kept across the 2 s refreshes (which rebuild the tables).
+const verified = new Map(); // cache key → { text, cls }
+const tensorLists = new Map(); // teacher → { tensors } or { error }
+async function verify(key) {
+  verified.set(key, { text: 'verifying…', cls: 'verified' });
+  renderCachesAgain();
   try {
     const v = await api('/v1/caches/' + key + '/verify', { method: 'POST' });
-    cell.textContent = v.ok ? 'ok: ' + v.rows + ' rows, every shard matches its sha256' : 'FAILED: ' + v.problems.join('; ');
-    cell.className = v.ok ? 'verified ok' : 'verified bad';
+    verified.set(key, v.ok ? { text: 'ok: ' + v.rows + ' rows, every shard matches its sha256', cls: 'verified ok' } : { text: 'FAILED: ' + v.problems.join('; '), cls: 'verified bad' });
   } catch (err) {
-    cell.textContent = err.message;
+    verified.set(key, { text: err.message, cls: 'verified bad' });
   }
+  renderCachesAgain();
 }
-async function showTensors(name, cell) {
-  cell.textContent = 'reading…';
+async function showTensors(name) {
+  tensorLists.set(name, { loading: true });
+  renderTeachersAgain();
   try {
-    const r = await api('/v1/teachers/' + encodeURIComponent(name) + '/tensors');
-    cell.replaceChildren(el('details', { open: '' }, el('summary', {}, r.tensors.length + ' tensors'), table(['tensor', 'op', 'shape'], r.tensors.map((t) => el('tr', {}, el('td', {}, t.name), el('td', {}, t.op), el('td', {}, '[' + t.shape.join(', ') + ']'))), 'tensors')));
+    tensorLists.set(name, { tensors: (await api('/v1/teachers/' + encodeURIComponent(name) + '/tensors')).tensors });
   } catch (err) {
-    cell.textContent = err.message;
+    tensorLists.set(name, { error: err.message });
   }
+  renderTeachersAgain();
 }
+function tensorCell(name) {
+  const t = tensorLists.get(name);
+  if (!t) return el('td', {}, el('button', { onclick: () => showTensors(name) }, 'list'));
+  if (t.loading) return el('td', {}, 'reading…');
+  if (t.error) return el('td', { class: 'error' }, t.error);
+  return el('td', {}, el('details', { open: '' }, el('summary', {}, t.tensors.length + ' tensors'), table(['tensor', 'op', 'shape'], t.tensors.map((x) => el('tr', {}, el('td', {}, x.name), el('td', {}, x.op), el('td', {}, '[' + x.shape.join(', ') + ']'))), 'tensors')));
+}
+let lastTeachers = [];
+let lastCaches = [];
+const renderTeachersAgain = () => renderTeachers(lastTeachers);
+const renderCachesAgain = () => renderCaches(lastCaches);
 function renderTeachers(list) {
+  lastTeachers = list;
   $('#teachers').replaceChildren(
     table(
       ['teacher', 'sha256', 'classes', 'input', 'execution provider', 'tensors'],
       list.map((t) => {
         if (t.error) return el('tr', { class: 'teacher' }, el('td', {}, t.name), el('td', { class: 'error', colspan: 5 }, t.error.code + ': ' + t.error.message));
-        const cell = el('td', {});
-        cell.append(el('button', { onclick: () => showTensors(t.name, cell) }, 'list'));
+        const cell = tensorCell(t.name);
         const input = t.inputs && t.inputs[0] ? t.inputs[0].name + ' [' + t.inputs[0].shape.join(', ') + ']' : '';
         return el('tr', { class: 'teacher' }, el('td', {}, t.name), el('td', { title: t.sha256 }, short(t.sha256)), el('td', {}, t.classes.length), el('td', {}, input), el('td', {}, t.executionProvider), cell);
       }),
@@ -152,13 +168,14 @@ function renderWorkers(r) {
   );
 }
 function renderCaches(list) {
+  lastCaches = list;
   $('#caches').replaceChildren(
     table(
       ['cache', 'teacher', 'dataset', 'mode', 'bytes/row', 'size', 'created', ''],
       list.map((c) => {
         const mode = c.storage.mode + (c.storage.mode === 'topk' ? ' k=' + c.storage.k : '') + ' ' + c.storage.dtype + (c.views ? ', ' + c.views.count + ' views' : '') + (c.labelStatistics ? ', labels' : '');
-        const cell = el('td', {});
-        cell.append(el('button', { class: 'verify', onclick: () => verify(c.key, cell) }, 'verify'));
+        const v = verified.get(c.key);
+        const cell = v ? el('td', { class: v.cls }, v.text) : el('td', {}, el('button', { class: 'verify', onclick: () => verify(c.key) }, 'verify'));
         return el('tr', { class: 'cache', 'data-key': c.key }, el('td', { title: c.key }, short(c.key)), el('td', {}, c.teacher), el('td', { title: c.datasetFingerprint }, short(c.datasetFingerprint) + ' · ' + c.rows + ' rows'), el('td', {}, mode), el('td', {}, (c.bytes / Math.max(1, c.rows)).toFixed(1)), el('td', {}, bytes(c.bytes)), el('td', {}, c.createdAt), cell);
       }),
       'caches',

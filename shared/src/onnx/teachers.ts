@@ -156,7 +156,12 @@ export class Teacher {
   tensors(): Promise<TeacherTensor[]> {
     this.#tensors ??= (async () => {
       const { info } = await this.load();
-      return listTensors(await readFile(this.path), info.sampleShape);
+      try {
+        return await listTensors(await readFile(this.path), info.sampleShape);
+      } catch (err) {
+        // A model that serves logits but cannot be listed (two inputs, an op that fails on zeros): the model's limit, said in one line.
+        throw new TeacherError('bad_model', 'cannot_list_tensors', `teacher ${this.name}: cannot list its tensors: ${(err as Error).message.split('\n')[0]}`);
+      }
     })();
     this.#tensors.catch(() => (this.#tensors = undefined));
     return this.#tensors;
