@@ -1,6 +1,6 @@
 /** The report charts' axes, legend and coincidence note, read back from the SVG they produce. */
 import { describe, expect, it } from 'vitest';
-import { coinciding, lineChart, niceTicks } from './charts.js';
+import { COLORS, coinciding, lineChart, niceTicks } from './charts.js';
 
 const attr = (el: string, name: string) => Number(new RegExp(`${name}="([^"]+)"`).exec(el)![1]);
 
@@ -43,5 +43,18 @@ describe('charts', () => {
     const svg = lineChart({ title: 't', yLabel: 'loss', series });
     expect(svg).toMatch(/data-name="total"[^>]*stroke-dasharray/);
     expect(svg).toContain('kd and total coincide');
+  });
+
+  it('a series keeps its colour when an earlier one has no points (a run without that loss term keeps its colour in every chart)', () => {
+    const svg = lineChart({
+      title: 't',
+      yLabel: 'kd',
+      series: [
+        { name: 'scratch', points: [] },
+        { name: 'kd', points: [[1, 0.3]] },
+      ],
+    });
+    expect(svg).toMatch(new RegExp(`data-name="kd" fill="none" stroke="${COLORS[1]}"`));
+    expect(svg).not.toContain('data-name="scratch"');
   });
 });

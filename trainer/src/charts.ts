@@ -7,6 +7,8 @@
 export interface Series {
   readonly name: string;
   readonly points: ReadonlyArray<readonly [number, number]>;
+  /** Its colour; by default the palette's, in order. Comparisons give each run one colour in every chart. */
+  readonly color?: string;
 }
 
 export const esc = (s: string): string => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
@@ -49,7 +51,7 @@ export function coinciding(series: readonly Series[]): Array<[string, string]> {
  * `notes`: lines under the chart (a coincidence note is added by itself).
  */
 export function lineChart(o: { title: string; series: readonly Series[]; yLabel: string; percent?: boolean; notes?: readonly string[] }): string {
-  const series = o.series.filter((s) => s.points.length > 0);
+  const series = o.series.map((s, i) => ({ ...s, color: s.color ?? COLORS[i % COLORS.length]! })).filter((s) => s.points.length > 0);
   const all = series.flatMap((s) => s.points);
   if (all.length === 0) return '';
   const legendWidth = Math.min(200, 28 + 7 * Math.max(...series.map((s) => s.name.length)));
@@ -85,8 +87,8 @@ export function lineChart(o: { title: string; series: readonly Series[]; yLabel:
     )
     .join('');
   const lines = series
-    .map((s, i) => {
-      const c = COLORS[i % COLORS.length]!;
+    .map((s) => {
+      const c = s.color;
       const pts = s.points.map(([x, y]) => `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`).join(' ');
       const dash = dashed.has(s.name) ? ' stroke-dasharray="6 4"' : '';
       return `<polyline class="series" data-name="${esc(s.name)}" fill="none" stroke="${c}" stroke-width="2"${dash} points="${pts}"/>${s.points.map(([x, y]) => `<circle cx="${sx(x).toFixed(1)}" cy="${sy(y).toFixed(1)}" r="2.5" fill="${c}"><title>${esc(s.name)}, epoch ${x}: ${fmtY(y)}</title></circle>`).join('')}`;
@@ -94,7 +96,7 @@ export function lineChart(o: { title: string; series: readonly Series[]; yLabel:
     .join('');
   const legend = series
     .map((s, i) => {
-      const c = COLORS[i % COLORS.length]!;
+      const c = s.color;
       const y = m.t + 8 + i * 16;
       const dash = dashed.has(s.name) ? ' stroke-dasharray="6 4"' : '';
       return `<g class="legend-item"><line x1="${plotRight + 14}" x2="${plotRight + 34}" y1="${y}" y2="${y}" stroke="${c}" stroke-width="2"${dash}/><text x="${plotRight + 40}" y="${y + 4}" font-size="11">${esc(s.name)}</text></g>`;

@@ -8,7 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { z } from 'zod';
-import { esc, lineChart } from './charts.js';
+import { COLORS, esc, lineChart } from './charts.js';
 import { STYLE, type EpochMetrics } from './report.js';
 
 const EpochSchema = z
@@ -123,7 +123,11 @@ export function renderComparison(runs: readonly RunRecord[], title = 'Distillate
   if (new Set(names).size !== names.length) throw new Error(`report: two runs share a name (${names.join(', ')}); runs are told apart by name`);
   const terms = [...new Set(runs.flatMap((r) => r.metrics.flatMap((e) => Object.keys(e.loss))))];
   const overlay = (pick: (e: EpochMetrics) => number | undefined) =>
-    runs.map((r) => ({ name: r.name, points: r.metrics.flatMap((e) => (pick(e) === undefined ? [] : [[e.epoch, pick(e)!] as const])) }));
+    runs.map((r, i) => ({
+      name: r.name,
+      color: COLORS[i % COLORS.length]!,
+      points: r.metrics.flatMap((e) => (pick(e) === undefined ? [] : [[e.epoch, pick(e)!] as const])),
+    }));
   const charts = [
     ...terms.map((t) => lineChart({ title: `Loss: ${t}`, series: overlay((e) => e.loss[t]), yLabel: t })),
     lineChart({ title: 'Test accuracy', series: overlay((e) => e.testAccuracy), yLabel: 'test accuracy', percent: true }),
