@@ -160,7 +160,8 @@ export const RecipeSchema = z
     /**
      * ORT engine: train steps per session run (the step graph looped K times in ONNX). Copying
      * the weights and optimizer state out of ORT then happens once per K steps; the steps, and so
-     * the results, are the same for any K.
+     * the results, are the same for any K. Fewer when K batches' inputs would pass 64 MiB (large
+     * images): a run holds its batches and their stacked copy.
      */
     stepsPerRun: z.number().int().min(1).max(256).default(32),
     executionProvider: z.enum(['cuda', 'webgpu', 'cpu']).optional(),

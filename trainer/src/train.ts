@@ -24,6 +24,17 @@ import { kdWeight as kdWeightOf, learningRate } from './schedule.js';
 import { resumeSnapshot, snapshotTeacher } from './self-distill.js';
 import { balanceUnion, labelMapFor, planTeachers, temperatureOf, type TeacherPlan } from './teacher-plan.js';
 
+/** What a group's batch inputs may take, held once in the batches and once stacked for the run. */
+export const GROUP_INPUT_BYTES = 64 << 20;
+
+/**
+ * Steps per session run: the recipe's `stepsPerRun`, fewer when that many batches' inputs would
+ * pass GROUP_INPUT_BYTES (a 128-row batch of 224×224×3 float images is 77 MB: one step per run).
+ */
+export function stepsPerRunFor(stepsPerRun: number, batchInputBytes: number): number {
+  return Math.max(1, Math.min(stepsPerRun, Math.floor(GROUP_INPUT_BYTES / Math.max(1, batchInputBytes))));
+}
+
 export { TrainingError } from './errors.js';
 
 export interface TrainOptions {
@@ -285,7 +296,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
       const head = group[0];
       if (head !== undefined && (head.b.rows !== b.rows || head.loss.key !== loss.key)) await flush();
       group.push({ b, from: fromData, loss });
-      if (group.length >= recipe.stepsPerRun) await flush();
+      if (group.length >= stepsPerRunFor(recipe.stepsPerRun, b.x.byteLength)) await flush();
     }
     await flush();
     const seconds = (performance.now() - t0) / 1000;
