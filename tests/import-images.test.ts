@@ -347,7 +347,33 @@ describe('pseudo-labels out: an unlabelled folder → import → label job → a
     await services.jobs.init();
     const labelCache = await run({ type: 'label', teacher: 'conv', dataset: 'pool.arrow' });
     const denseCache = await run({ type: 'precompute', teacher: 'conv', dataset: 'pool.arrow', temperature: 2 });
+    // A label job's selection keeps each row's source: the selected rows still name their files.
+    // The threshold is the median confidence, so that the selection keeps about half of the pool.
+    const confidences: number[] = [];
+    for await (const b of await LogitCacheReader.open(labelCache)) confidences.push(...b.stats!.confidence);
+    const threshold = confidences.sort((a, b) => a - b)[20]!;
+    await run({ type: 'label', teacher: 'conv', dataset: 'pool.arrow', label: { threshold, output: 'selected.arrow' } });
+    const selection = services.jobs.get(labelJob).selection!;
+    expect(selection.path).toBe('selected.arrow');
     await services.teachers.releaseAll();
+    const sourceOf = new Map<number, string>();
+    const pool = await DatasetReader.open(join(root, 'data', 'pool.arrow'));
+    const poolSources = pool.sources();
+    for await (const b of pool) {
+      const names = (await poolSources.next()).value as string[];
+      for (let r = 0; r < b.rows; r++) sourceOf.set(Number(b.ids[r]), names[r]!);
+    }
+    const selected = await DatasetReader.open(join(root, 'data', 'selected.arrow'));
+    expect(await selected.hasSource()).toBe(true);
+    const selectedSources = selected.sources();
+    let selectedRows = 0;
+    for await (const b of selected) {
+      const names = (await selectedSources.next()).value as string[];
+      for (let r = 0; r < b.rows; r++, selectedRows++) expect(names[r]).toBe(sourceOf.get(Number(b.ids[r])));
+    }
+    expect(selectedRows).toBe(selection.rows);
+    expect(selectedRows).toBeGreaterThan(0);
+    expect(selectedRows).toBeLessThan(40); // the threshold dropped some: a selection, not a copy
 
     // The cache's own pseudo-labels, by id.
     const want = new Map<number, string>();
