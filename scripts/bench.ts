@@ -50,20 +50,25 @@ function versions(): string {
       return 'not installed';
     }
   };
-  const torch = spawnSync('/usr/bin/python3', ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
+  const torchOf = (python: string) => {
+    const r = spawnSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
+    return r.status === 0 ? r.stdout.trim() : 'not installed';
+  };
   return [
     `Node ${process.version}`,
     `onnxruntime-node ${v('onnxruntime-node')}`,
     `@tensorflow/tfjs ${v('@tensorflow/tfjs')}`,
     `apache-arrow ${v('apache-arrow')}`,
-    `torch ${torch.status === 0 ? torch.stdout.trim() : 'not installed'}`,
+    `torch ${torchOf('python3')} (the bench's python3), ${torchOf('/usr/bin/python3')} (Debian's)`,
   ].join(', ');
 }
 
 function markdown(rows: readonly BenchRow[]): string {
   const lines = ['| bench | metric | value | unit | peer (same run) | peer value | ratio |', '|---|---|---:|---|---|---:|---:|'];
   for (const r of rows)
-    lines.push(`| ${r.bench} | ${r.metric} | ${r.value} | ${r.unit} | ${r.peer ?? ''} | ${r.peerValue ?? ''} | ${r.ratio === null ? '' : `${r.ratio}×`} |`);
+    lines.push(
+      `| ${r.bench} | ${r.metric} | ${r.value} | ${r.unit} | ${r.peer ?? ''} | ${r.peerValue ?? ''} | ${r.ratio === null ? '' : `${r.ratio}×`}${r.ratioRange === undefined ? '' : ` (${r.ratioRange[0]}–${r.ratioRange[1]}, ${r.pairs} pairs)`} |`,
+    );
   return lines.join('\n');
 }
 
