@@ -15,6 +15,7 @@ import { startWorker } from './queue/worker.js';
 import { importImageFolder, reportPath, type Fit } from './import/image-folder.js';
 import { parseSplit, writeSplits } from './import/splits.js';
 import { importTable } from './import/table.js';
+import { importText } from './import/text.js';
 import { exportLabels, type LabelFormat } from './export-labels.js';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -460,6 +461,50 @@ export function buildProgram(): Command {
         } finally {
           if (started) bar.stop();
         }
+      },
+    );
+
+  program
+    .command('import-text')
+    .description(
+      'tokenize text into a token dataset (blocks of --block tokens, cut per document): a .txt file, a folder of .txt files, .jsonl or .parquet (one document per line or row)',
+    )
+    .argument('<source>', 'the text file, folder or table')
+    .requiredOption('--tokenizer <file>', "a Hugging Face tokenizer.json, or 'byte' (UTF-8 bytes, vocabulary 256)")
+    .requiredOption('--out <file>', 'the dataset to write (.arrow); with --split, <out>-<part>.arrow and <out>-train.arrow')
+    .option('--block <n>', 'tokens per block (the context the teacher and student see)', int, 128)
+    .option('--text <field>', 'JSON lines / Parquet: the text field', 'text')
+    .option('--key <field>', 'JSON lines / Parquet: the field naming each document (default <file>#<line>)')
+    .option('--split <parts>', 'hold out whole documents, e.g. test=0.1,val=0.1 (the rest: train)', parseSplit)
+    .option('--stratify <field>', 'with --split: split each value of this field separately (e.g. a genre)')
+    .option('--seed <n>', 'the seed of --split', int, 1)
+    .action(
+      async (
+        source: string,
+        f: { tokenizer: string; out: string; block: number; text: string; key?: string; split?: Record<string, number>; stratify?: string; seed: number },
+      ) => {
+        const r = await importText({
+          source,
+          out: f.out,
+          tokenizer: f.tokenizer,
+          block: f.block,
+          text: f.text,
+          seed: f.seed,
+          ...(f.key === undefined ? {} : { key: f.key }),
+          ...(f.split === undefined ? {} : { split: f.split }),
+          ...(f.stratify === undefined ? {} : { stratify: f.stratify }),
+          onProgress: (n) => {
+            if (process.stderr.isTTY && n % 50 === 0) process.stderr.write(`\rimport-text: ${n} documents`);
+          },
+        });
+        if (process.stderr.isTTY) process.stderr.write('\n');
+        for (const p of r.parts) {
+          console.log(
+            `${p.name}: ${p.documents} documents → ${p.rows} blocks of ${r.block} (${p.tokens} tokens, ${(p.bytes / p.tokens).toFixed(2)} bytes/token) → ${p.out}`,
+          );
+        }
+        console.log(`tokenizer ${r.tokenizer.name} (sha256 ${r.tokenizer.sha256.slice(0, 12)}…, vocabulary ${r.tokenizer.vocabSize})`);
+        if (r.replacedLines > 0) console.log(`${r.replacedLines} lines held bytes that are not UTF-8; they were replaced by U+FFFD`);
       },
     );
 

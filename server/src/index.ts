@@ -18,3 +18,4 @@ export {
 export { writeSplits, parseSplit, type SplitRequest } from './import/splits.js';
 export { exportLabels, ExportError, type ExportLabelsOptions, type LabelFormat } from './export-labels.js';
 export { importTable, type TableImport, type TableImportReport } from './import/table.js';
+export { importText, type TextImport, type TextImportPart, type TextImportReport } from './import/text.js';

@@ -113,3 +113,25 @@ export {
   type AcquiredDataset,
 } from './fashion-mnist-source.js';
 export { ipcSchemaMetadata } from './internal/arrow-io.js';
+export { splitDocuments, type SplitDocument } from './text/documents.js';
+export {
+  byteTokenizer,
+  loadHfTokenizer,
+  loadTokenizer,
+  TokenizerError,
+  TokenizerRefSchema,
+  type TextTokenizer,
+  type TokenizerRef,
+} from './text/tokenizer.js';
+export {
+  TokenDatasetWriter,
+  TokenDatasetReader,
+  cutBlocks,
+  isTokenDataset,
+  isTokenSchema,
+  parseTokenSchema,
+  PAD_TOKEN,
+  TOKEN_META,
+  type TokenDatasetInfo,
+  type TokenBatch,
+} from './text/token-dataset.js';

@@ -22,6 +22,7 @@ import {
   Table,
   tableToIPC,
   Struct,
+  type Uint16,
   type Uint32,
   type Uint8,
   makeData,
@@ -403,13 +404,17 @@ export function idData(ids: Ids): Data<Int32 | Int64> {
     : makeData({ type: new Int32(), length: ids.length, data: ids });
 }
 
-export type ListValueType = Float32 | Float16 | Uint8 | Uint32;
+export type ListValueType = Float32 | Float16 | Uint8 | Uint16 | Uint32 | Int32;
 
 export function listType(size: number, valueType: ListValueType): FixedSizeList<ListValueType> {
   return new FixedSizeList(size, new Field('item', valueType, false));
 }
 
-export function fixedSizeListData(size: number, valueType: ListValueType, values: Float32Array | Uint16Array | Uint8Array | Uint32Array): Data<FixedSizeList> {
+export function fixedSizeListData(
+  size: number,
+  valueType: ListValueType,
+  values: Float32Array | Uint16Array | Uint8Array | Uint32Array | Int32Array,
+): Data<FixedSizeList> {
   if (values.length % size !== 0) throw new RangeError(`${values.length} values do not split into lists of ${size}`);
   const length = values.length / size;
   const child = makeData({ type: valueType, length: values.length, data: values } as never) as unknown as Data<ListValueType>;
