@@ -235,8 +235,14 @@ export function buildProgram(): Command {
       .requiredOption('--teacher <name>', 'teacher name (file stem under --models)')
       .requiredOption('--dataset <path>', 'dataset file, relative to --data')
       .option('--temperature <t>', 'temperature T (logits stored as z/T)', num, 1)
-      .addOption(new Option('--storage <mode>', 'dense or topk').choices(['dense', 'topk']).default('dense'))
+      .addOption(
+        new Option('--storage <mode>', 'dense, topk, or sampled (token datasets: --samples draws per position)')
+          .choices(['dense', 'topk', 'sampled'])
+          .default('dense'),
+      )
       .option('--k <k>', 'k for top-k storage', int, 10)
+      .option('--samples <n>', 'draws per position for sampled storage (1–255)', int, 16)
+      .option('--sample-seed <n>', 'seed of the draws for sampled storage', int, 1)
       .addOption(new Option('--dtype <dtype>', 'stored value type').choices(['float32', 'float16']).default('float32'))
       .option('--batch-size <n>', 'rows per teacher call', int, 256)
       .option('--server <url>', 'submit the job to this server (a coordinator) and follow it, instead of running it here')
@@ -248,8 +254,10 @@ export function buildProgram(): Command {
     teacher: string;
     dataset: string;
     temperature: number;
-    storage: 'dense' | 'topk';
+    storage: 'dense' | 'topk' | 'sampled';
     k: number;
+    samples: number;
+    sampleSeed: number;
     dtype: 'float32' | 'float16';
     batchSize: number;
   };
@@ -258,7 +266,12 @@ export function buildProgram(): Command {
     teacher: f.teacher,
     dataset: f.dataset,
     temperature: f.temperature,
-    storage: f.storage === 'dense' ? { mode: 'dense', dtype: f.dtype } : { mode: 'topk', k: f.k, dtype: f.dtype },
+    storage:
+      f.storage === 'dense'
+        ? { mode: 'dense', dtype: f.dtype }
+        : f.storage === 'topk'
+          ? { mode: 'topk', k: f.k, dtype: f.dtype }
+          : { mode: 'sampled', n: f.samples, seed: f.sampleSeed },
     batchSize: f.batchSize,
   });
 

@@ -40,7 +40,8 @@ export async function exportLabels(o: ExportLabelsOptions): Promise<{ rows: numb
   const classes = m.teacher.classes;
   const C = classes.length;
   const k = o.topK ?? 0;
-  if (k > 0 && m.storage.mode !== 'dense') throw new ExportError(`--top-k needs a dense cache; ${o.cache} keeps the top ${m.storage.k} logits only`);
+  if (m.tokens !== undefined) throw new ExportError(`${o.cache} is a token cache (a language model's): pseudo-labels are for classifier caches`);
+  if (k > 0 && m.storage.mode === 'topk') throw new ExportError(`--top-k needs a dense cache; ${o.cache} keeps the top ${m.storage.k} logits only`);
   if (!(Number.isInteger(k) && k >= 0 && k <= C)) throw new ExportError(`--top-k must be a whole number from 1 to the ${C} classes`);
   if (m.storage.mode === 'topk' && !m.labelStatistics)
     throw new ExportError(`${o.cache} is a top-k cache without label statistics: export from a dense cache or a label job's`);

@@ -97,7 +97,9 @@ export function parseDatasetSchema(schema: Schema, file: string): { info: Datase
     throw new DatasetFormatError(`${file}: not a Distillate dataset (schema metadata ${META.format} is ${JSON.stringify(md.get(META.format) ?? null)})`);
   }
   if (md.get(META.layout) === 'tokens') {
-    throw new DatasetFormatError(`${file}: a token dataset (layout tokens): this needs an image or vector dataset; token datasets go to language-model teachers and students`);
+    throw new DatasetFormatError(
+      `${file}: a token dataset (layout tokens): this needs an image or vector dataset; token datasets go to language-model teachers and students`,
+    );
   }
   const input = schema.fields.find((f) => f.name === 'input');
   const id = schema.fields.find((f) => f.name === 'id');

@@ -114,15 +114,7 @@ export {
 } from './fashion-mnist-source.js';
 export { ipcSchemaMetadata } from './internal/arrow-io.js';
 export { splitDocuments, type SplitDocument } from './text/documents.js';
-export {
-  byteTokenizer,
-  loadHfTokenizer,
-  loadTokenizer,
-  TokenizerError,
-  TokenizerRefSchema,
-  type TextTokenizer,
-  type TokenizerRef,
-} from './text/tokenizer.js';
+export { byteTokenizer, loadHfTokenizer, loadTokenizer, TokenizerError, TokenizerRefSchema, type TextTokenizer, type TokenizerRef } from './text/tokenizer.js';
 export {
   TokenDatasetWriter,
   TokenDatasetReader,

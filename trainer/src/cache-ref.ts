@@ -15,7 +15,7 @@ export class CacheResolutionError extends Error {
 
 function rank(e: CacheEntry, needLabelStatistics: boolean): number {
   const s = e.manifest.storage;
-  let r = s.mode === 'dense' ? (s.dtype === 'float32' ? 3_000_000 : 2_000_000) : s.k;
+  let r = s.mode === 'dense' ? (s.dtype === 'float32' ? 3_000_000 : 2_000_000) : s.mode === 'topk' ? s.k : 0;
   if (needLabelStatistics && !e.manifest.labelStatistics) r -= 10_000_000;
   return r;
 }

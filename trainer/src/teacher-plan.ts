@@ -46,9 +46,13 @@ export async function planTeachers(caches: LogitCacheReader[], dataset: DatasetR
       );
     }
   }
-  const slots: SlotSpec[] = caches.map((c) =>
-    c.manifest.storage.mode === 'dense' ? { kind: 'dense', classes: c.classes.length } : { kind: 'topk', k: c.manifest.storage.k },
-  );
+  const slots: SlotSpec[] = caches.map((c) => {
+    const s = c.manifest.storage;
+    if (s.mode === 'sampled' || c.manifest.tokens !== undefined) {
+      throw new TrainingError(`cache ${c.dir} is a token cache (a language model's); it trains language-model students, not ${dataset.path}'s classifier`);
+    }
+    return s.mode === 'dense' ? { kind: 'dense', classes: c.classes.length } : { kind: 'topk', k: s.k };
+  });
   const lists = caches.map((c) => c.classes);
   const same = lists.every((l) => l.length === lists[0]!.length && l.every((n, i) => n === lists[0]![i]));
   for (const c of caches) {

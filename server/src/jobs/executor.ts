@@ -30,7 +30,8 @@ export interface ExecutionResult {
   readonly key: string;
   readonly rows: number;
   readonly cacheHit: boolean;
-  readonly dataset: DatasetReader;
+  /** The dataset read (absent for a token dataset). */
+  readonly dataset?: DatasetReader;
 }
 
 export interface JobExecutor {

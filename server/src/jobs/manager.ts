@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DatasetReader, findCache, imageGeometry, removeStaleTempFiles, type AcceptOutcome } from '@distillate/shared';
+import { DatasetReader, findCache, imageGeometry, isTokenDataset, removeStaleTempFiles, type AcceptOutcome } from '@distillate/shared';
 import { datasetPreprocessor, type TeacherRegistry } from '@distillate/shared/onnx';
 import type { Logger } from 'pino';
 import { AppError, toAppError } from '../errors.js';
@@ -16,6 +16,7 @@ import { confinedPath } from '../paths.js';
 import { inProcessExecutor, type JobExecutor } from './executor.js';
 import { selectPseudoLabelled } from './label-selection.js';
 import { PrecomputeInterrupted } from './precompute.js';
+import { planTokenCache } from './precompute-tokens.js';
 import { JobRequestSchema, type JobRequest, type JobRequestInput } from './request.js';
 import { JobStore, type JobRecord, type JobState } from './store.js';
 
@@ -85,6 +86,12 @@ export class JobManager {
     const datasetPath = await confinedPath(this.#o.dataRoot, request.dataset, 'dataset');
     if (request.label?.output !== undefined) await confinedPath(this.#o.dataRoot, request.label.output, 'label output', false);
     const { info } = await teacher.load();
+    if (await isTokenDataset(datasetPath)) {
+      await planTokenCache(teacher, datasetPath, request); // refuses a tokenizer, vocabulary or context mismatch
+      return this.#enqueue(request);
+    }
+    if (info.lm !== undefined)
+      throw new AppError(400, 'dataset_mismatch', `teacher ${info.name} is a causal language model: give it a token dataset (distillate-server import-text)`);
     const dataset = await DatasetReader.open(datasetPath).catch((err: unknown) => {
       throw new AppError(400, 'bad_dataset', (err as Error).message);
     });
@@ -99,6 +106,10 @@ export class JobManager {
     if (request.storage.mode === 'topk' && request.storage.k > info.classes.length) {
       throw new AppError(400, 'invalid_request', `top-k storage with k = ${request.storage.k} but teacher ${info.name} has ${info.classes.length} classes`);
     }
+    return this.#enqueue(request);
+  }
+
+  async #enqueue(request: JobRequest): Promise<JobRecord> {
     const now = new Date().toISOString();
     const job: JobRecord = { id: randomUUID(), request, state: 'queued', progress: { done: 0, total: 0 }, createdAt: now, updatedAt: now };
     this.#jobs.set(job.id, job);
@@ -262,7 +273,7 @@ export class JobManager {
     });
     delete job.notice;
     if (result.cacheHit) job.cacheHit = true;
-    if (req.type === 'label' && req.label !== undefined) {
+    if (req.type === 'label' && req.label !== undefined && result.dataset !== undefined) {
       job.selection = await selectPseudoLabelled({
         dataRoot: this.#o.dataRoot,
         cacheRoot: this.#o.cacheRoot,

@@ -6,6 +6,7 @@
  */
 import {
   DatasetReader,
+  isTokenDataset,
   LogitCacheWriter,
   cacheKey,
   expandViews,
@@ -19,6 +20,7 @@ import {
 import { datasetPreprocessor, type Preprocessor, type Teacher, type TeacherInfo } from '@distillate/shared/onnx';
 import type { Logger } from 'pino';
 import type { JobRequest } from './request.js';
+import { precomputeTokenLogits } from './precompute-tokens.js';
 
 /** Thrown when the signal aborts a run (cancel or shutdown); durable shards stay for a resume. */
 export class PrecomputeInterrupted extends Error {
@@ -47,7 +49,8 @@ export interface PrecomputeResult {
   readonly key: string;
   readonly rows: number;
   readonly cacheHit: boolean;
-  readonly dataset: DatasetReader;
+  /** The dataset read (absent for a token dataset, whose cache is a language model's). */
+  readonly dataset?: DatasetReader;
 }
 
 /** What a job's cache is (its key and everything the key is made of), before any row runs. */
@@ -79,6 +82,7 @@ export async function planCache(teacher: Teacher, datasetPath: string, req: Prec
 }
 
 export async function precomputeLogits(o: PrecomputeOptions): Promise<PrecomputeResult> {
+  if (await isTokenDataset(o.datasetPath)) return precomputeTokenLogits(o);
   const { teacher, request: req } = o;
   const { info, dataset, pre, fingerprint, rows, labelStatistics: label, preprocessing, storage, key } = await planCache(teacher, o.datasetPath, req);
   const views = req.views;

@@ -14,6 +14,7 @@ import {
   findCache,
   imageGeometry,
   inspectCacheShard,
+  isTokenDataset,
   repeatIds,
   shardLayout,
   type AcceptOutcome,
@@ -118,6 +119,13 @@ export class RedisCoordinator implements JobExecutor {
 
   async run(ctx: ExecutionContext): Promise<ExecutionResult> {
     const { request: req, teacher } = ctx;
+    if (await isTokenDataset(ctx.datasetPath)) {
+      throw new AppError(
+        400,
+        'not_distributed',
+        `${ctx.datasetPath} is a token dataset: token caches are built in process for now; queue workers do not take them yet`,
+      );
+    }
     const { info, dataset, fingerprint, rows, labelStatistics, preprocessing, storage, key } = await planCache(teacher, ctx.datasetPath, req);
     const views = req.views;
     // Shards, tasks and uploads count cache rows (K per image for a view cache); progress counts images, as in process.

@@ -10,6 +10,7 @@ import {
   type Data,
   Field,
   FixedSizeList,
+  List,
   type Float16,
   type Float32,
   Int32,
@@ -421,6 +422,18 @@ export function fixedSizeListData(
   return makeData({ type: listType(size, valueType), length, child });
 }
 
+/** A variable-length List column: row i holds values[offsets[i], offsets[i + 1]). */
+export function listData(
+  valueType: ListValueType,
+  offsets: Int32Array,
+  values: Float32Array | Uint16Array | Uint8Array | Uint32Array | Int32Array,
+): Data<List> {
+  const length = offsets.length - 1;
+  if (offsets[length] !== values.length) throw new RangeError(`list offsets end at ${offsets[length]} but there are ${values.length} values`);
+  const child = makeData({ type: valueType, length: values.length, data: values } as never) as unknown as Data<ListValueType>;
+  return makeData({ type: new List(new Field('item', valueType, false)), length, valueOffsets: offsets, child }) as Data<List>;
+}
+
 /** Int32 column where -1 means null (a validity bitmap is written only when nulls exist). */
 export function nullableInt32Data(values: Int32Array, nullValue = -1): Data<Int32> {
   let nullCount = 0;
@@ -480,6 +493,17 @@ export function listColumn<T extends Typed>(batch: RecordBatch, name: string, fi
   const child = data.children[0];
   if (child === undefined) throw new Error(`${file}: column "${name}" is not a list`);
   return { values: view(child.values as T, (child.offset + data.offset) * size, data.length * size), size, type: child.type };
+}
+
+/** A variable-length List column's offsets (rebased to 0) and its values as a typed-array view. */
+export function varListColumn<T extends Typed>(batch: RecordBatch, name: string, file: string): { offsets: Int32Array; values: T } {
+  const data = columnData(batch, name, file);
+  const child = data.children[0];
+  if (child === undefined || data.valueOffsets === undefined) throw new Error(`${file}: column "${name}" is not a list`);
+  const raw = (data.valueOffsets as Int32Array).subarray(data.offset, data.offset + data.length + 1);
+  const base = raw[0]!;
+  const offsets = base === 0 ? raw : raw.map((o) => o - base);
+  return { offsets, values: view(child.values as T, child.offset + base, raw[data.length]! - base) };
 }
 
 /** A nullable Int32 column with nulls mapped to `nullValue` (copies only when nulls exist). */

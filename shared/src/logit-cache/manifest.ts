@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { ViewSpecSchema, type ViewSpecInput } from '../views.js';
+import type { TokenizerRef } from '../text/tokenizer.js';
 
 export const CACHE_FORMAT = 'distillate.logit-cache';
 export const CACHE_FORMAT_VERSION = 1;
@@ -16,6 +17,16 @@ export const StorageSchema = z.discriminatedUnion('mode', [
     k: z.number().int().positive(),
     dtype: z.enum(['float32', 'float16']).default('float32'),
   }),
+  /**
+   * Token caches only: per position, `n` draws from softmax(z / T) by a generator seeded from
+   * (seed, row id, position), stored as the distinct ids drawn, how often each was drawn and the
+   * teacher's log-probability of each (float16). Padding positions draw nothing.
+   */
+  z.object({
+    mode: z.literal('sampled'),
+    n: z.number().int().min(1).max(255),
+    seed: z.number().int().nonnegative().default(1),
+  }),
 ]);
 export type Storage = z.infer<typeof StorageSchema>;
 export type StorageInput = z.input<typeof StorageSchema>;
@@ -23,7 +34,8 @@ export type StorageInput = z.input<typeof StorageSchema>;
 export const TeacherRefSchema = z.object({
   name: z.string().min(1),
   sha256: Sha256,
-  classes: z.array(z.string()).min(1),
+  /** A classifier's class names; empty for a language model (see the manifest's `tokens`). */
+  classes: z.array(z.string()),
 });
 export type TeacherRef = z.infer<typeof TeacherRefSchema>;
 
@@ -34,6 +46,8 @@ export const ShardSchema = z.object({
   sha256: Sha256,
   firstId: z.number().int(),
   lastId: z.number().int(),
+  /** Token caches: the shard's positions that are not padding. */
+  tokens: z.number().int().nonnegative().optional(),
 });
 export type Shard = z.infer<typeof ShardSchema>;
 
@@ -57,6 +71,20 @@ const ManifestBody = {
    * flip). The cache then holds dataset.rows × count rows.
    */
   views: ViewSpecSchema.optional(),
+  /**
+   * A token cache (a language-model teacher over a token dataset): each row is one block of
+   * `positions` tokens and every column holds one entry per position; `vocabSize` plays the part
+   * of the class count. `bytesPerToken`: shard bytes over the positions that are not padding.
+   */
+  tokens: z
+    .object({
+      positions: z.number().int().min(1),
+      vocabSize: z.number().int().min(2),
+      tokenizer: z.object({ name: z.string(), sha256: Sha256, vocabSize: z.number().int().positive() }),
+      count: z.number().int().nonnegative(),
+      bytesPerToken: z.number().nonnegative(),
+    })
+    .optional(),
   shards: z.array(ShardSchema),
 };
 
@@ -74,6 +102,8 @@ export interface CacheKeyInput {
   readonly temperature: number;
   readonly storage: StorageInput;
   readonly views?: ViewSpecInput | undefined;
+  /** Token caches: positions per row. */
+  readonly positions?: number | undefined;
 }
 
 /**
@@ -91,7 +121,10 @@ export function cacheKey(input: CacheKeyInput): string {
     input.temperature,
     storage.mode,
     storage.mode === 'topk' ? storage.k : null,
-    storage.dtype,
+    storage.mode === 'sampled' ? null : storage.dtype,
+    // Appended only where they apply, so keys of earlier caches stay what they were.
+    ...(storage.mode === 'sampled' ? [{ sampled: storage.n, seed: storage.seed }] : []),
+    ...(input.positions === undefined ? [] : [{ positions: input.positions }]),
     // Appended only for view caches, so keys of plain caches stay what they were.
     ...(input.views === undefined ? [] : [ViewSpecSchema.parse(input.views)]),
   ]);
@@ -109,8 +142,11 @@ export function cacheRecordBody(o: {
   readonly labelStatistics: boolean;
   readonly producer: { readonly name: string; readonly version: string };
   readonly views?: z.infer<typeof ViewSpecSchema> | undefined;
+  readonly tokens?: { readonly positions: number; readonly vocabSize: number; readonly tokenizer: TokenizerRef } | undefined;
   readonly shards: readonly Shard[];
 }): Omit<CacheProgress, 'complete'> {
+  const tokenCount = o.shards.reduce((s, x) => s + (x.tokens ?? 0), 0);
+  const bytes = o.shards.reduce((s, x) => s + x.bytes, 0);
   return {
     format: CACHE_FORMAT,
     version: CACHE_FORMAT_VERSION,
@@ -123,6 +159,17 @@ export function cacheRecordBody(o: {
     labelStatistics: o.labelStatistics,
     producer: o.producer,
     ...(o.views === undefined ? {} : { views: o.views }),
+    ...(o.tokens === undefined
+      ? {}
+      : {
+          tokens: {
+            positions: o.tokens.positions,
+            vocabSize: o.tokens.vocabSize,
+            tokenizer: { ...o.tokens.tokenizer },
+            count: tokenCount,
+            bytesPerToken: tokenCount === 0 ? 0 : Math.round((bytes / tokenCount) * 100) / 100,
+          },
+        }),
     shards: [...o.shards],
   };
 }

@@ -3,7 +3,7 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RecordBatch } from 'apache-arrow';
 import { decodeFloat16 } from '../float16.js';
-import { idAt, listColumn, primitiveColumn, readArrowBytes, readArrowFile, readWholeFile, sha256File, type Ids } from '../internal/arrow-io.js';
+import { idAt, listColumn, primitiveColumn, readArrowBytes, readArrowFile, readWholeFile, sha256File, varListColumn, type Ids } from '../internal/arrow-io.js';
 import { segmentOf } from '../internal/offsets.js';
 import { assertTemperature } from '../numerics.js';
 import { CacheIntegrityError, CacheNotFoundError } from './errors.js';
@@ -49,6 +49,25 @@ export interface TopKLogitBatch extends LogitBatchBase {
 }
 
 export type LogitBatch = DenseLogitBatch | TopKLogitBatch;
+
+/**
+ * A sampled token cache's rows (sampling.ts): per position the distinct ids drawn, their counts
+ * and log-probabilities. Row r's entries are [offsets[r], offsets[r + 1]); within a row, position
+ * p's are the next `unique[r × positions + p]` entries.
+ */
+export interface SampledLogitBatch {
+  readonly rows: number;
+  readonly ids: Ids;
+  readonly positions: number;
+  /** Draws per position. */
+  readonly n: number;
+  readonly unique: Uint8Array;
+  readonly offsets: Int32Array;
+  readonly indices: Uint16Array | Uint32Array;
+  readonly counts: Uint8Array;
+  /** log softmax(z / T) of each kept id, at the cache's temperature. */
+  readonly logprobs: Float32Array;
+}
 
 export type VerifyMode = 'lazy' | 'eager' | 'none';
 
@@ -174,12 +193,50 @@ export class LogitCacheReader {
     const firstShard = options.from === undefined || options.from === 0 ? 0 : this.#shardOf(options.from);
     const T = options.temperature ?? m.temperature;
     assertTemperature(T);
+    if (m.storage.mode === 'sampled') throw new RangeError(`cache ${m.key} is a sampled token cache: read it with sampledBatches()`);
     if (m.storage.mode === 'topk' && T !== m.temperature) {
       throw new RangeError(
         `cache ${m.key} stores top-${m.storage.k} logits at T = ${m.temperature}; it cannot be read at T = ${T} (the dropped tail is not stored). Rebuild it at T = ${T} or use dense storage.`,
       );
     }
     const factor = m.temperature / T;
+    for await (const { batch, path, file, row } of this.#recordBatches(firstShard)) {
+      let out: LogitBatch;
+      try {
+        out = this.#decode(batch, path, file, row, factor);
+      } catch (err) {
+        if (err instanceof CacheIntegrityError || err instanceof RangeError) throw err;
+        throw new CacheIntegrityError(`${path}: unreadable shard (${err instanceof Error ? err.message : String(err)})`);
+      }
+      yield out;
+    }
+  }
+
+  /** A sampled token cache's batches, shard by shard (hashes checked as `batches` does). */
+  async *sampledBatches(): AsyncGenerator<SampledLogitBatch, void, undefined> {
+    const m = this.manifest;
+    if (m.storage.mode !== 'sampled' || m.tokens === undefined) throw new RangeError(`cache ${m.key} is not a sampled token cache (storage ${m.storage.mode})`);
+    const n = m.storage.n;
+    const positions = m.tokens.positions;
+    for await (const { batch, path } of this.#recordBatches(0)) {
+      const index = varListColumn<Uint16Array | Uint32Array>(batch, 'sample_index', path);
+      yield {
+        rows: batch.numRows,
+        ids: primitiveColumn<Ids>(batch, 'id', path),
+        positions,
+        n,
+        unique: listColumn<Uint8Array>(batch, 'sample_unique', path).values,
+        offsets: index.offsets,
+        indices: index.values,
+        counts: varListColumn<Uint8Array>(batch, 'sample_count', path).values,
+        logprobs: decodeFloat16(varListColumn<Uint16Array>(batch, 'sample_logprob', path).values),
+      };
+    }
+  }
+
+  /** Every record batch from shard `firstShard` on, each shard checked against the manifest. */
+  async *#recordBatches(firstShard: number): AsyncGenerator<{ batch: RecordBatch; path: string; file: string; row: number }, void, undefined> {
+    const m = this.manifest;
     let recycled: Buffer | undefined;
     for (const shard of m.shards.slice(firstShard)) {
       const path = join(this.dir, shard.file);
@@ -201,12 +258,13 @@ export class LogitCacheReader {
           batches = readArrowFile(path);
         }
         for await (const batch of batches) {
-          const out = this.#decode(batch, path, shard.file, row, factor);
-          if (row === 0 && out.rows > 0 && idAt(out.ids, 0) !== shard.firstId) {
-            throw new CacheIntegrityError(`${path}: first id ${idAt(out.ids, 0)} does not match the manifest's ${shard.firstId}`);
+          const ids = primitiveColumn<Ids>(batch, 'id', path);
+          if (row === 0 && batch.numRows > 0 && idAt(ids, 0) !== shard.firstId) {
+            throw new CacheIntegrityError(`${path}: first id ${idAt(ids, 0)} does not match the manifest's ${shard.firstId}`);
           }
-          row += out.rows;
-          yield out;
+          const at = row;
+          row += batch.numRows;
+          yield { batch, path, file: shard.file, row: at };
         }
       } catch (err) {
         if (err instanceof CacheIntegrityError || err instanceof RangeError) throw err;
@@ -268,19 +326,22 @@ export class LogitCacheReader {
       }
       return out;
     };
+    // A token cache: every row holds `positions` entries of what a class cache's row holds.
+    const P = m.tokens?.positions ?? 1;
     if (m.storage.mode === 'dense') {
-      return { kind: 'dense', ...base, logits: values('logits', m.teacher.classes.length) };
+      return { kind: 'dense', ...base, logits: values('logits', P * (m.tokens?.vocabSize ?? m.teacher.classes.length)) };
     }
+    if (m.storage.mode !== 'topk') throw new RangeError(`cache ${m.key} is a sampled token cache: read it with sampledBatches()`);
     const k = m.storage.k;
-    const indices = listColumn<Uint32Array>(batch, 'topk_index', path);
-    if (indices.size !== k) throw new CacheIntegrityError(`${path}: topk_index has lists of ${indices.size}, expected ${k}`);
+    const indices = listColumn<Uint32Array | Uint16Array>(batch, 'topk_index', path);
+    if (indices.size !== P * k) throw new CacheIntegrityError(`${path}: topk_index has lists of ${indices.size}, expected ${P * k}`);
     return {
       kind: 'topk',
       ...base,
       k,
-      indices: indices.values,
-      logits: values('topk_logit', k),
-      logsumexp: primitiveColumn<Float32Array>(batch, 'logsumexp', path),
+      indices: indices.values instanceof Uint32Array ? indices.values : Uint32Array.from(indices.values),
+      logits: values('topk_logit', P * k),
+      logsumexp: P === 1 ? primitiveColumn<Float32Array>(batch, 'logsumexp', path) : listColumn<Float32Array>(batch, 'logsumexp', path).values,
     };
   }
 }

@@ -1,17 +1,42 @@
-import { Field, Float16, Float32, Int32, Int64, Schema, Uint32 } from 'apache-arrow';
+import { Field, Float16, Float32, Int32, Int64, List, Schema, Uint16, Uint32, Uint8 } from 'apache-arrow';
 import { listType } from '../internal/arrow-io.js';
 import type { Storage } from './manifest.js';
 
-/** Arrow schema of a cache shard; reader and writer both derive from it. */
-export function cacheShardSchema(storage: Storage, classes: number, labelStatistics: boolean, idType: 'int32' | 'int64', views = false): Schema {
-  const value = storage.dtype === 'float16' ? new Float16() : new Float32();
+/** Token caches store ids as Uint16 when the vocabulary allows (2 bytes per kept entry, not 4). */
+export function tokenIdType(vocabSize: number): Uint16 | Uint32 {
+  return vocabSize <= 1 << 16 ? new Uint16() : new Uint32();
+}
+
+/**
+ * Arrow schema of a cache shard; reader and writer both derive from it. `positions` makes it a
+ * token cache: one row per block, each column one entry per position (FixedSizeLists of
+ * positions × entries), and the sampled mode's variable-length lists.
+ */
+export function cacheShardSchema(
+  storage: Storage,
+  classes: number,
+  labelStatistics: boolean,
+  idType: 'int32' | 'int64',
+  views = false,
+  positions?: number,
+): Schema {
   const fields: Field[] = [new Field('id', idType === 'int64' ? new Int64() : new Int32(), false)];
-  if (storage.mode === 'dense') {
-    fields.push(new Field('logits', listType(classes, value), false));
+  const P = positions ?? 1;
+  if (storage.mode === 'sampled') {
+    if (positions === undefined) throw new RangeError('sampled storage is for token caches (a language-model teacher over a token dataset)');
+    fields.push(new Field('sample_unique', listType(P, new Uint8()), false));
+    fields.push(new Field('sample_index', new List(new Field('item', tokenIdType(classes), false)), false));
+    fields.push(new Field('sample_count', new List(new Field('item', new Uint8(), false)), false));
+    fields.push(new Field('sample_logprob', new List(new Field('item', new Float16(), false)), false));
   } else {
-    fields.push(new Field('topk_index', listType(storage.k, new Uint32()), false));
-    fields.push(new Field('topk_logit', listType(storage.k, value), false));
-    fields.push(new Field('logsumexp', new Float32(), false));
+    const value = storage.dtype === 'float16' ? new Float16() : new Float32();
+    if (storage.mode === 'dense') {
+      fields.push(new Field('logits', listType(P * classes, value), false));
+    } else {
+      fields.push(new Field('topk_index', listType(P * storage.k, positions === undefined ? new Uint32() : tokenIdType(classes)), false));
+      fields.push(new Field('topk_logit', listType(P * storage.k, value), false));
+      fields.push(positions === undefined ? new Field('logsumexp', new Float32(), false) : new Field('logsumexp', listType(P, new Float32()), false));
+    }
   }
   if (labelStatistics) {
     fields.push(new Field('pseudo_label', new Int32(), false));

@@ -6,13 +6,14 @@
  * the shard the in-process writer would have written for the same rows.
  */
 import { createHash } from 'node:crypto';
-import { Float16, Float32, Int32, RecordBatchFileWriter, Uint32, makeData, type Data, type Schema } from 'apache-arrow';
+import { Float16, Float32, Int32, RecordBatchFileWriter, Uint16, Uint32, Uint8, makeData, type Data, type Schema } from 'apache-arrow';
 import { encodeFloat16 } from '../float16.js';
-import { fixedSizeListData, idAt, idData, listColumn, primitiveColumn, readArrowBytes, recordBatch, type Ids } from '../internal/arrow-io.js';
+import { fixedSizeListData, idAt, idData, listColumn, listData, primitiveColumn, readArrowBytes, recordBatch, type Ids } from '../internal/arrow-io.js';
 import { labelStatistics, logSumExp, topK } from '../numerics.js';
 import { CacheIntegrityError } from './errors.js';
 import type { Storage } from './manifest.js';
-import { cacheShardSchema } from './schema.js';
+import { cacheShardSchema, tokenIdType } from './schema.js';
+import { sampleRows } from './sampling.js';
 import { drawView, type ViewSpec } from '../views.js';
 
 /** Rows per shard file and per Arrow record batch inside it. */
@@ -26,11 +27,24 @@ export interface ShardLayout {
  * whole batches as fit in 16 MiB. A requested `shardRows` is rounded up to whole batches, as the
  * writer closes a shard only between batches.
  */
-export function shardLayout(storage: Storage, classes: number, options: { shardRows?: number; batchRows?: number; viewCount?: number } = {}): ShardLayout {
-  const rowBytes = 4 + (storage.mode === 'dense' ? classes : storage.k * 2) * (storage.dtype === 'float16' ? 2 : 4);
+export function shardLayout(
+  storage: Storage,
+  classes: number,
+  options: { shardRows?: number; batchRows?: number; viewCount?: number; positions?: number } = {},
+): ShardLayout {
+  // Token caches: a row is a block of `positions` positions. A sampled position holds at most n
+  // entries of 5 bytes; the estimate only sizes batches and shards.
+  const perPosition =
+    storage.mode === 'sampled'
+      ? 1 + 5 * Math.min(storage.n, classes)
+      : (storage.mode === 'dense' ? classes : storage.k * 2) * (storage.dtype === 'float16' ? 2 : 4) + (storage.mode === 'topk' ? 4 : 0);
+  const rowBytes = 4 + (options.positions ?? 1) * perPosition;
   // View caches: batches (and so shards) hold whole images, K rows each.
   const K = options.viewCount ?? 1;
-  const fit = Math.max(1, Math.min(options.batchRows ?? 4096, Math.floor((16 << 20) / rowBytes)));
+  // A token cache's batch buffers hold the full logits ([positions, vocabulary] floats per row)
+  // before top-k or sampling shrinks them: bound those to 16 MiB as well.
+  const inputBound = options.positions === undefined ? Infinity : Math.floor((16 << 20) / (options.positions * classes * 4));
+  const fit = Math.max(1, Math.min(options.batchRows ?? 4096, Math.floor((16 << 20) / rowBytes), inputBound));
   const maxBatch = Math.max(K, fit - (fit % K));
   if (options.shardRows === undefined) {
     return { shardRows: Math.max(1, Math.floor((16 << 20) / rowBytes / maxBatch)) * maxBatch, batchRows: maxBatch };
@@ -62,25 +76,54 @@ export interface ShardEncoding {
   readonly labelStatistics: boolean;
   /** A view cache: the batch starts at an image's first view and holds whole images. */
   readonly views?: ViewSpec | undefined;
+  /** A token cache: positions per row (`classes` is then the vocabulary size). */
+  readonly positions?: number | undefined;
 }
 
 /**
  * The columns of one record batch. `scaled` is z / T ([rows, C]); `raw` (z) is needed only for
  * label statistics; `half` is scratch for dense float16 values (allocated when absent).
  */
-export function shardBatchColumns(e: ShardEncoding, ids: Ids, scaled: Float32Array, raw: Float32Array | undefined, half?: Uint16Array<ArrayBuffer>): Data[] {
+export function shardBatchColumns(
+  e: ShardEncoding,
+  ids: Ids,
+  scaled: Float32Array,
+  raw: Float32Array | undefined,
+  half?: Uint16Array<ArrayBuffer>,
+  tokens?: Int32Array,
+): Data[] {
   const rows = ids.length;
   const C = e.classes;
-  const f16 = e.storage.dtype === 'float16';
-  const valueType = f16 ? new Float16() : new Float32();
+  const P = e.positions ?? 1;
   const columns: Data[] = [idData(ids)];
-  if (e.storage.mode === 'dense') {
-    columns.push(fixedSizeListData(C, valueType, f16 ? encodeFloat16(scaled, half).subarray(0, rows * C) : scaled));
+  if (e.storage.mode === 'sampled') {
+    if (e.positions === undefined || tokens === undefined) throw new RangeError('sampled storage is for token caches');
+    const s = sampleRows(scaled, ids, P, C, e.storage.n, e.storage.seed, tokens);
+    const idType = tokenIdType(C);
+    columns.push(fixedSizeListData(P, new Uint8(), s.unique));
+    columns.push(listData(idType, s.offsets, s.indices));
+    columns.push(listData(new Uint8(), s.offsets, s.counts));
+    columns.push(listData(new Float16(), s.offsets, encodeFloat16(s.logprobs)));
   } else {
-    const top = topK(scaled, C, e.storage.k);
-    columns.push(fixedSizeListData(e.storage.k, new Uint32(), top.indices));
-    columns.push(fixedSizeListData(e.storage.k, valueType, f16 ? encodeFloat16(top.values) : top.values));
-    columns.push(makeData({ type: new Float32(), length: rows, data: Float32Array.from(logSumExp(scaled, C)) }));
+    const f16 = e.storage.dtype === 'float16';
+    const valueType = f16 ? new Float16() : new Float32();
+    if (e.storage.mode === 'dense') {
+      columns.push(fixedSizeListData(P * C, valueType, f16 ? encodeFloat16(scaled, half).subarray(0, rows * P * C) : scaled));
+    } else {
+      const k = e.storage.k;
+      const top = topK(scaled, C, k);
+      const lse = Float32Array.from(logSumExp(scaled, C));
+      if (e.positions === undefined) {
+        columns.push(fixedSizeListData(k, new Uint32(), top.indices));
+        columns.push(fixedSizeListData(k, valueType, f16 ? encodeFloat16(top.values) : top.values));
+        columns.push(makeData({ type: new Float32(), length: rows, data: lse }));
+      } else {
+        const idType = tokenIdType(C);
+        columns.push(fixedSizeListData(P * k, idType, idType instanceof Uint16 ? Uint16Array.from(top.indices) : top.indices));
+        columns.push(fixedSizeListData(P * k, valueType, f16 ? encodeFloat16(top.values) : top.values));
+        columns.push(fixedSizeListData(P, new Float32(), lse));
+      }
+    }
   }
   if (e.labelStatistics) {
     if (raw === undefined) throw new Error('label statistics need the raw logits');

@@ -8,6 +8,7 @@ import { CacheManifestSchema, StorageSchema, cacheRecordBody, type CacheManifest
 import { cacheShardSchema, shardFileName } from './schema.js';
 import { shardBatchColumns, shardLayout } from './shard-codec.js';
 import { ViewSpecSchema, type ViewSpec, type ViewSpecInput } from '../views.js';
+import type { TokenizerRef } from '../text/tokenizer.js';
 
 export interface LogitCacheWriterOptions {
   /** Directory that holds caches; this cache goes to `<root>/<key>/`. */
@@ -24,6 +25,12 @@ export interface LogitCacheWriterOptions {
    * as drawn by `drawView`), and the writer stores each row's view index and parameters.
    */
   readonly views?: ViewSpecInput | undefined;
+  /**
+   * A token cache: each row is a block of `positions` tokens of a token dataset, `append` takes
+   * [rows, positions, vocabSize] logits and the blocks' tokens (−1 = padding), and every column
+   * holds one entry per position. `teacher.classes` is then empty.
+   */
+  readonly tokens?: { readonly positions: number; readonly vocabSize: number; readonly tokenizer: TokenizerRef } | undefined;
   /**
    * Rows per shard file. Default: as many rows as fit in 16 MiB (a multiple of batchRows). A
    * crash loses at most one shard of work; small shards let one shard's fsync overlap the next
@@ -58,6 +65,8 @@ interface BatchBuffers {
   raw: Float32Array | undefined;
   /** [batchRows, C] float16 bits of `scaled`, for dense float16 storage. */
   half: Uint16Array<ArrayBuffer> | undefined;
+  /** Token caches: [batchRows, positions] token ids (−1 = padding). */
+  tokens: Int32Array | undefined;
 }
 
 /**
@@ -71,7 +80,10 @@ interface BatchBuffers {
 export class LogitCacheWriter {
   readonly key: string;
   readonly dir: string;
+  /** Classes, or a token cache's vocabulary size. */
   readonly classes: number;
+  /** Logits per row: classes, or positions × vocabulary size. */
+  readonly rowValues: number;
   readonly storage: Storage;
   readonly views: ViewSpec | undefined;
   /** Rows already durable from an earlier, interrupted run. The caller skips these rows. */
@@ -89,6 +101,8 @@ export class LogitCacheWriter {
   #pendingRows = 0;
   #shard: AtomicArrowFileWriter | undefined;
   #shardFirstId = 0;
+  /** Non-padding positions in the open shard (token caches). */
+  #shardTokens = 0;
   #lastId = 0;
   #rowsClosed: number;
   #nextShard: number;
@@ -102,7 +116,8 @@ export class LogitCacheWriter {
     this.#committer = committer;
     this.key = committer.key;
     this.dir = committer.dir;
-    this.classes = opts.teacher.classes.length;
+    this.classes = opts.tokens?.vocabSize ?? opts.teacher.classes.length;
+    this.rowValues = (opts.tokens?.positions ?? 1) * this.classes;
     this.storage = storage;
     this.#labelStats = opts.labelStatistics ?? false;
     this.views = views;
@@ -110,6 +125,7 @@ export class LogitCacheWriter {
       ...(opts.shardRows === undefined ? {} : { shardRows: opts.shardRows }),
       ...(opts.batchRows === undefined ? {} : { batchRows: opts.batchRows }),
       ...(this.views === undefined ? {} : { viewCount: this.views.count }),
+      ...(opts.tokens === undefined ? {} : { positions: opts.tokens.positions }),
     });
     this.#shardRows = layout.shardRows;
     this.#batchRows = layout.batchRows;
@@ -123,8 +139,12 @@ export class LogitCacheWriter {
   static async open(opts: LogitCacheWriterOptions): Promise<LogitCacheWriter> {
     assertTemperature(opts.temperature);
     const storage = StorageSchema.parse(opts.storage);
-    const C = opts.teacher.classes.length;
+    const C = opts.tokens?.vocabSize ?? opts.teacher.classes.length;
+    if (C < 1) throw new RangeError(`teacher ${opts.teacher.name} lists no classes`);
     if (storage.mode === 'topk' && storage.k > C) throw new RangeError(`top-k storage with k = ${storage.k} needs at least k classes; the teacher has ${C}`);
+    if (storage.mode === 'sampled' && opts.tokens === undefined)
+      throw new RangeError('sampled storage is for token caches (a language-model teacher over a token dataset)');
+    if (opts.tokens !== undefined && opts.views !== undefined) throw new RangeError('a token cache has no views');
     if (opts.shardRows !== undefined && !(Number.isInteger(opts.shardRows) && opts.shardRows > 0)) throw new RangeError(`shardRows must be a positive integer`);
     const views = opts.views === undefined ? undefined : ViewSpecSchema.parse(opts.views);
     const labelStatistics = opts.labelStatistics ?? false;
@@ -137,6 +157,7 @@ export class LogitCacheWriter {
         temperature: opts.temperature,
         storage,
         views: opts.views,
+        positions: opts.tokens?.positions,
       },
       ...(opts.fsync === undefined ? {} : { fsync: opts.fsync }),
       record: (shards, key) => cacheRecordBody({ ...opts, key, storage, labelStatistics, producer: opts.producer ?? PRODUCER, views, shards: [...shards] }),
@@ -149,17 +170,22 @@ export class LogitCacheWriter {
     return this.#rowsClosed + this.#pendingRows + (this.#shard?.rows ?? 0);
   }
 
-  /** Append rows of raw teacher logits ([rows, C] row-major). */
-  async append(batch: { ids: Ids; logits: Float32Array }): Promise<void> {
+  /** Append rows of raw teacher logits ([rows, C] row-major; token caches: [rows, positions, V] and the rows' tokens). */
+  async append(batch: { ids: Ids; logits: Float32Array; tokens?: Int32Array }): Promise<void> {
     if (this.#closed) throw new Error('LogitCacheWriter is closed');
     if (this.#failure !== undefined) throw this.#failure;
     const rows = batch.ids.length;
-    const C = this.classes;
-    if (batch.logits.length !== rows * C) throw new RangeError(`logits hold ${batch.logits.length} values; ${rows} rows × ${C} classes needs ${rows * C}`);
+    const C = this.rowValues;
+    if (batch.logits.length !== rows * C) throw new RangeError(`logits hold ${batch.logits.length} values; ${rows} rows × ${C} values needs ${rows * C}`);
+    const P = this.#opts.tokens?.positions;
+    if ((P === undefined) !== (batch.tokens === undefined))
+      throw new TypeError(P === undefined ? 'tokens are for token caches' : "a token cache needs each row's tokens");
+    if (P !== undefined && batch.tokens!.length !== rows * P)
+      throw new RangeError(`tokens hold ${batch.tokens!.length} values; ${rows} rows × ${P} positions needs ${rows * P}`);
     const idType = batch.ids instanceof BigInt64Array ? 'int64' : 'int32';
     this.#idType ??= idType;
     if (idType !== this.#idType) throw new TypeError(`ids changed type from ${this.#idType} to ${idType}`);
-    this.#schema ??= cacheShardSchema(this.storage, C, this.#labelStats, idType, this.views !== undefined);
+    this.#schema ??= cacheShardSchema(this.storage, this.classes, this.#labelStats, idType, this.views !== undefined, P);
     const invT = 1 / this.#opts.temperature;
     let r = 0;
     while (r < rows) {
@@ -172,6 +198,7 @@ export class LogitCacheWriter {
         throw new RangeError(`row ${idAt(batch.ids, r + Math.floor(i / C))}: teacher logit ${src[i]} is not finite`);
       }
       buf.raw?.set(src, this.#pendingRows * C);
+      if (P !== undefined) buf.tokens!.set(batch.tokens!.subarray(r * P, (r + n) * P), this.#pendingRows * P);
       this.#pendingRows += n;
       r += n;
       if (this.#pendingRows === this.#batchRows) await this.#flushBatch();
@@ -181,8 +208,10 @@ export class LogitCacheWriter {
   #takeBuffers(idType: 'int32' | 'int64'): BatchBuffers {
     const reused = this.#pool.pop();
     if (reused !== undefined) return reused;
-    const size = this.#batchRows * this.classes;
+    const size = this.#batchRows * this.rowValues;
+    const P = this.#opts.tokens?.positions;
     return {
+      tokens: P === undefined ? undefined : new Int32Array(this.#batchRows * P),
       ids: idType === 'int64' ? new BigInt64Array(this.#batchRows) : new Int32Array(this.#batchRows),
       scaled: new Float32Array(size),
       raw: this.#labelStats ? new Float32Array(size) : undefined,
@@ -194,10 +223,20 @@ export class LogitCacheWriter {
     const rows = this.#pendingRows;
     const buf = this.#pending;
     if (rows === 0 || buf === undefined || this.#schema === undefined) return;
-    const C = this.classes;
+    const C = this.rowValues;
+    const P = this.#opts.tokens?.positions;
     const ids = buf.ids.subarray(0, rows) as Ids;
-    const encoding = { storage: this.storage, classes: C, temperature: this.#opts.temperature, labelStatistics: this.#labelStats, views: this.views };
-    const columns = shardBatchColumns(encoding, ids, buf.scaled.subarray(0, rows * C), buf.raw?.subarray(0, rows * C), buf.half);
+    const encoding = {
+      storage: this.storage,
+      classes: this.classes,
+      temperature: this.#opts.temperature,
+      labelStatistics: this.#labelStats,
+      views: this.views,
+      positions: P,
+    };
+    const tokens = P === undefined ? undefined : buf.tokens!.subarray(0, rows * P);
+    if (tokens !== undefined) this.#shardTokens += countTokens(tokens);
+    const columns = shardBatchColumns(encoding, ids, buf.scaled.subarray(0, rows * C), buf.raw?.subarray(0, rows * C), buf.half, tokens);
     if (this.#shard === undefined) {
       this.#shard = this.#committer.shardWriter(this.#nextShard);
       this.#shardFirstId = idAt(ids, 0);
@@ -205,8 +244,11 @@ export class LogitCacheWriter {
     this.#lastId = idAt(ids, rows - 1);
     this.#pending = undefined;
     this.#pendingRows = 0;
-    // The Arrow writer holds views of these buffers until they reach the file; recycle after.
-    await this.#shard.write(recordBatch(this.#schema, columns), () => this.#pool.push(buf));
+    // Dense columns are views of these buffers, which the Arrow writer holds until they reach the
+    // file: recycle after. Top-k and sampled columns are new arrays: the buffers are free now.
+    const viewed = this.storage.mode === 'dense';
+    if (!viewed) this.#pool.push(buf);
+    await this.#shard.write(recordBatch(this.#schema, columns), viewed ? () => this.#pool.push(buf) : undefined);
     if (this.#shard.rows >= this.#shardRows) await this.#closeShard();
   }
 
@@ -222,7 +264,14 @@ export class LogitCacheWriter {
     // shard's bytes in memory behind the fsyncs (seen: 4 GB RSS writing a 4 GB cache).
     while (this.#closing.length >= MAX_SHARDS_IN_FLIGHT) await this.#closing.shift();
     this.#shard = undefined;
-    const meta = { file: shardFileName(this.#nextShard++), rows: shard.rows, firstId: this.#shardFirstId, lastId: this.#lastId };
+    const meta = {
+      file: shardFileName(this.#nextShard++),
+      rows: shard.rows,
+      firstId: this.#shardFirstId,
+      lastId: this.#lastId,
+      ...(this.#opts.tokens === undefined ? {} : { tokens: this.#shardTokens }),
+    };
+    this.#shardTokens = 0;
     this.#rowsClosed += shard.rows;
     const closing = shard.close();
     closing.catch(() => undefined); // observed through #durable below
@@ -270,6 +319,13 @@ export class LogitCacheWriter {
     await this.#durable.catch(() => undefined);
     await this.#committer.release();
   }
+}
+
+/** Positions that are not padding (−1). */
+export function countTokens(tokens: Int32Array): number {
+  let n = 0;
+  for (let i = 0; i < tokens.length; i++) if (tokens[i] !== -1) n++;
+  return n;
 }
 
 /** dst = src · factor; false if src holds any non-finite value. Kept small so V8 optimises it. */

@@ -28,6 +28,20 @@ export const TeacherSidecarSchema = z
     logitsOutput: z.string().optional(),
     /** Which input takes the samples (default: the first). */
     input: z.string().optional(),
+    /**
+     * A causal language model: integer token ids [B, L] in, logits [B, L, V] out. It names its
+     * tokenizer file (beside the model) and that file's sha256; a token dataset cut by another
+     * tokenizer is refused.
+     */
+    kind: z.enum(['classifier', 'causal-lm']).optional(),
+    tokenizer: z.string().optional(),
+    tokenizerSha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/)
+      .optional(),
+    /** Longest block the model takes (its learned positions). */
+    context: z.number().int().positive().optional(),
+    vocabSize: z.number().int().positive().optional(),
     /** Every input and output of the model with its element type and dims (written with exported students; informative). */
     tensors: z
       .object({
@@ -50,6 +64,13 @@ export interface TeacherInfo {
   readonly layout: 'NCHW' | 'NHWC' | 'flat';
   /** Shape of one sample as the model takes it (without the batch dimension). */
   readonly sampleShape: readonly number[];
+  /** A causal language model (sidecar `kind: causal-lm`). */
+  readonly lm?: {
+    readonly context: number;
+    readonly vocabSize: number;
+    readonly tokenizer: { readonly name: string; readonly sha256: string };
+    readonly inputType: 'int64' | 'int32';
+  };
 }
 
 export interface TeacherOptions {
@@ -101,6 +122,7 @@ export class Teacher {
       throw err;
     }
     try {
+      if (this.sidecar.kind === 'causal-lm') return { session, info: this.#lmInfo(session, sha256) };
       const input = this.sidecar.input === undefined ? session.inputs[0] : session.inputs.find((i) => i.name === this.sidecar.input);
       const output = this.sidecar.logitsOutput === undefined ? session.outputs[0] : session.outputs.find((o) => o.name === this.sidecar.logitsOutput);
       if (input === undefined) throw new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: no input ${this.sidecar.input ?? ''}`);
@@ -149,6 +171,72 @@ export class Teacher {
     }
   }
 
+  #lmInfo(session: OrtSession, sha256: string): TeacherInfo {
+    const bad = (why: string) => new TeacherError('bad_model', 'bad_model', `teacher ${this.name}: ${why}`);
+    const s = this.sidecar;
+    const input = s.input === undefined ? session.inputs[0] : session.inputs.find((i) => i.name === s.input);
+    const output = s.logitsOutput === undefined ? session.outputs[0] : session.outputs.find((o) => o.name === s.logitsOutput);
+    if (input === undefined || output === undefined) throw bad(`no ${input === undefined ? `input ${s.input ?? ''}` : `output ${s.logitsOutput ?? ''}`}`);
+    if (input.type !== 'int64' && input.type !== 'int32') throw bad(`a causal LM takes integer token ids; input ${input.name} is ${input.type}`);
+    if (input.shape.length !== 2) throw bad(`a causal LM takes token ids [batch, length]; input ${input.name} has shape [${input.shape.join(', ')}]`);
+    if (output.shape.length !== 3)
+      throw bad(`a causal LM gives logits [batch, length, vocabulary]; output ${output.name} has shape [${output.shape.join(', ')}]`);
+    const lastOut = output.shape[2];
+    const vocabSize = s.vocabSize ?? (typeof lastOut === 'number' ? lastOut : undefined);
+    if (vocabSize === undefined) throw bad(`output ${output.name} has a dynamic vocabulary dimension; give "vocabSize" in ${this.name}.json`);
+    if (typeof lastOut === 'number' && lastOut !== vocabSize)
+      throw bad(`${this.name}.json says vocabSize ${vocabSize} but output ${output.name} has ${lastOut}`);
+    if (s.context === undefined) throw bad(`give "context" (the longest block it takes) in ${this.name}.json`);
+    if (s.tokenizer === undefined || s.tokenizerSha256 === undefined)
+      throw bad(`give "tokenizer" (its tokenizer file) and "tokenizerSha256" in ${this.name}.json`);
+    return {
+      name: this.name,
+      sha256,
+      inputs: session.inputs,
+      outputs: session.outputs,
+      classes: [],
+      executionProvider: session.executionProvider,
+      layout: 'flat',
+      sampleShape: [s.context],
+      lm: { context: s.context, vocabSize, tokenizer: { name: s.tokenizer, sha256: s.tokenizerSha256 }, inputType: input.type },
+    };
+  }
+
+  /**
+   * A causal LM's logits for `rows` blocks of L tokens ([rows, L]; −1 is padding, fed as token 0
+   * and masked by whoever reads the result): [rows, L, V]. With `into` (rows × L × V floats), the
+   * logits are written there rather than into a fresh buffer per call.
+   */
+  async tokenLogits(tokens: Int32Array, rows: number, L: number, into?: Float32Array): Promise<Float32Array> {
+    const { session, info } = await this.load();
+    if (info.lm === undefined) throw new TeacherError('bad_request', 'not_a_language_model', `teacher ${this.name} is not a causal language model`);
+    if (L > info.lm.context)
+      throw new TeacherError('bad_request', 'block_too_long', `blocks of ${L} tokens are longer than teacher ${this.name}'s context of ${info.lm.context}`);
+    const inputName = this.sidecar.input ?? info.inputs[0]!.name;
+    const outputName = this.sidecar.logitsOutput ?? info.outputs[0]!.name;
+    const fed = info.lm.inputType === 'int64' ? new BigInt64Array(tokens.length) : new Int32Array(tokens.length);
+    for (let i = 0; i < tokens.length; i++) {
+      const t = tokens[i]! < 0 ? 0 : tokens[i]!;
+      if (fed instanceof BigInt64Array) fed[i] = BigInt(t);
+      else fed[i] = t;
+    }
+    const dims = [rows, L, info.lm.vocabSize];
+    const out = await session.runMany(
+      { [inputName]: { data: fed, dims: [rows, L] } },
+      [outputName],
+      into === undefined ? undefined : { [outputName]: { data: into, dims } },
+    );
+    const data = out[outputName]!;
+    if (data.length !== rows * L * info.lm.vocabSize) {
+      throw new TeacherError(
+        'bad_output',
+        'bad_output',
+        `teacher ${this.name}: output ${outputName} holds ${data.length} values, expected [${rows}, ${L}, ${info.lm.vocabSize}]`,
+      );
+    }
+    return data;
+  }
+
   /**
    * The model's per-sample intermediate tensors (tensors.ts), listed once per loaded model: what
    * feature capture can store. Runs a copy of the model on the CPU EP.
@@ -170,6 +258,7 @@ export class Teacher {
   /** Logits for `rows` samples already in the model's layout and normalisation. */
   async logits(input: Float32Array, rows: number): Promise<Float32Array> {
     const { session, info } = await this.load();
+    if (info.lm !== undefined) throw new TeacherError('bad_request', 'language_model', `teacher ${this.name} is a causal language model: give it token ids`);
     const inputName = this.sidecar.input ?? info.inputs[0]!.name;
     const outputName = this.sidecar.logitsOutput ?? info.outputs[0]!.name;
     const out = await session.run(inputName, input, [rows, ...info.sampleShape], outputName);
