@@ -2,6 +2,7 @@ export { startServer, createServices, type RunningServer, type Services } from '
 export { resolveConfig, ServerConfigSchema, type ServerConfig, type ServerConfigInput } from './config.js';
 export { createApp, ARROW_STREAM, type AppDeps } from './app.js';
 export { JobManager, JobRequestSchema, type JobRecord, type JobRequest, type JobRequestInput, type JobState } from './jobs/index.js';
+export { precomputeLogits, type PrecomputeOptions, type PrecomputeResult } from './jobs/index.js';
 export { DynamicBatcher, type BatcherOptions } from './batcher.js';
 export { AppError } from './errors.js';
 export { buildProgram, main } from './cli.js';
