@@ -124,9 +124,115 @@ interface Case {
   readonly spread?: boolean;
   /** Inputs in [0.5, 1.5] (Log, Sqrt). */
   readonly positive?: boolean;
+  /** Inputs not differentiated, as float32 constants (a Pow's exponent). */
+  readonly floatConsts?: Readonly<Record<number, readonly number[]>>;
+  /** The graph's opset (default 13). */
+  readonly opset?: number;
+  /** Keep input 0's first dimension static (an embedding table), not the batch. */
+  readonly staticFirst?: boolean;
+}
+
+/** Rows of a [..., K] tensor times a [K, N] matrix, or batched [..., M, K]·[..., K, N] with equal leading dims. */
+function batchedMatMul(a: T64, b: T64): T64 {
+  const [M, K] = a.dims.slice(-2) as [number, number];
+  const N = b.dims.at(-1)!;
+  const batches = a.dims.slice(0, -2).reduce((x, y) => x * y, 1);
+  const bBatched = b.dims.length > 2;
+  const y = new Float64Array(batches * M * N);
+  for (let t = 0; t < batches; t++)
+    for (let m = 0; m < M; m++)
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) s += a.data[(t * M + m) * K + k]! * b.data[(bBatched ? t * K * N : 0) + k * N + n]!;
+        y[(t * M + m) * N + n] = s;
+      }
+  return { data: y, dims: [...a.dims.slice(0, -2), M, N] };
+}
+
+const GATHER_INDICES = [0, 3, 3, 1, 4, 3];
+function gatherRef(w: T64): T64 {
+  const width = w.dims.slice(1).reduce((x, y) => x * y, 1);
+  const y = new Float64Array(GATHER_INDICES.length * width);
+  GATHER_INDICES.forEach((r, i) => y.set(w.data.subarray(r * width, (r + 1) * width), i * width));
+  return { data: y, dims: [GATHER_INDICES.length, ...w.dims.slice(1)] };
+}
+
+function layerNormRef(x: T64, g: T64, b: T64, eps: number): T64 {
+  const C = x.dims.at(-1)!;
+  const y = new Float64Array(x.data.length);
+  for (let r = 0; r < x.data.length / C; r++) {
+    const row = x.data.subarray(r * C, (r + 1) * C);
+    const mu = row.reduce((s, v) => s + v, 0) / C;
+    const v = row.reduce((s, q) => s + (q - mu) ** 2, 0) / C;
+    for (let c = 0; c < C; c++) y[r * C + c] = ((row[c]! - mu) / Math.sqrt(v + eps)) * g.data[c]! + b.data[c]!;
+  }
+  return { data: y, dims: x.dims };
+}
+
+/** erf by its series (|x| ≤ 3 here): exact to float64 rounding for the finite differences. */
+function erfRef(x: number): number {
+  let term = x;
+  let s = x;
+  for (let n = 1; n < 60; n++) {
+    term *= (-x * x) / n;
+    s += term / (2 * n + 1);
+  }
+  return (2 / Math.sqrt(Math.PI)) * s;
 }
 
 const cases: Case[] = [
+  {
+    name: 'MatMul batched by a 2-D weight, [2,3,4]·[4,5]',
+    op: 'MatMul',
+    inputs: [
+      [2, 3, 4],
+      [4, 5],
+    ],
+    ref: ([a, b]) => batchedMatMul(a!, b!),
+  },
+  {
+    name: 'MatMul batched, [2,2,3,4]·[2,2,4,3] (attention scores)',
+    op: 'MatMul',
+    inputs: [
+      [2, 2, 3, 4],
+      [2, 2, 4, 3],
+    ],
+    ref: ([a, b]) => batchedMatMul(a!, b!),
+  },
+  {
+    name: 'Gather rows of a table (an index read twice and thrice), opset 13: one-hot Gemm',
+    op: 'Gather',
+    inputs: [[5, 3], [GATHER_INDICES.length]],
+    int64Inputs: { 1: GATHER_INDICES },
+    staticFirst: true,
+    ref: ([w]) => gatherRef(w!),
+  },
+  {
+    name: 'Gather rows of a table, opset 17: ScatterND with reduction add',
+    op: 'Gather',
+    inputs: [[5, 2, 2], [GATHER_INDICES.length]],
+    int64Inputs: { 1: GATHER_INDICES },
+    staticFirst: true,
+    opset: 17,
+    ref: ([w]) => gatherRef(w!),
+  },
+  { name: 'Tanh', op: 'Tanh', inputs: [[3, 4]], ref: ([x]) => ({ data: x!.data.map(Math.tanh), dims: x!.dims }) },
+  { name: 'Erf', op: 'Erf', inputs: [[3, 4]], ref: ([x]) => ({ data: x!.data.map(erfRef), dims: x!.dims }) },
+  {
+    name: 'Pow by a constant 3 (GELU tanh form)',
+    op: 'Pow',
+    inputs: [[3, 4], []],
+    floatConsts: { 1: [3] },
+    ref: ([x]) => ({ data: x!.data.map((v) => v ** 3), dims: x!.dims }),
+  },
+  {
+    name: 'LayerNormalization over the last axis, scale and bias (opset 17)',
+    op: 'LayerNormalization',
+    attrs: { axis: -1, epsilon: { float: 1e-5 } },
+    inputs: [[2, 3, 6], [6], [6]],
+    opset: 17,
+    ref: ([x, g, b]) => layerNormRef(x!, g!, b!, 1e-5),
+  },
   ...[0, 1].flatMap((tA) =>
     [0, 1].map((tB) => ({
       name: `Gemm transA=${tA} transB=${tB}, alpha 0.7, beta 1.3, bias [N]`,
@@ -397,17 +503,21 @@ function randomInputs(c: Case, seed: number): Float64Array[] {
 describe('gradient rules match float64 central finite differences', () => {
   for (const c of cases) {
     it(c.name, async () => {
-      const g = new Graph('rule-test');
-      const diff = c.inputs.map((_, i) => i).filter((i) => c.int64Inputs?.[i] === undefined);
+      const g = new Graph('rule-test', c.opset ?? 13);
+      const constant = (i: number): boolean => c.int64Inputs?.[i] !== undefined || c.floatConsts?.[i] !== undefined;
+      const diff = c.inputs.map((_, i) => i).filter((i) => !constant(i));
+      const batched = (i: number): boolean => i === 0 && c.staticFirst !== true;
       const names = c.inputs.map((dims, i) => {
         const fixed = c.int64Inputs?.[i];
         if (fixed !== undefined) return g.int64('shape', fixed);
-        return g.input(`x${i}`, i === 0 ? ['N', ...dims.slice(1)] : dims);
+        const values = c.floatConsts?.[i];
+        if (values !== undefined) return g.constant('const', values, dims);
+        return g.input(`x${i}`, batched(i) ? ['N', ...dims.slice(1)] : dims);
       });
       const y = g.node(c.op, names, c.attrs ?? {}, 'y');
-      const known = new Map<string, Shape>(diff.map((i) => [names[i]!, i === 0 ? [-1, ...c.inputs[i]!.slice(1)] : c.inputs[i]!]));
+      const known = new Map<string, Shape>(diff.map((i) => [names[i]!, batched(i) ? [-1, ...c.inputs[i]!.slice(1)] : c.inputs[i]!]));
       const shapes = inferShapes(g, known);
-      const yDims = c.ref(c.inputs.map((d) => ({ data: new Float64Array(size(d)), dims: [...d] })).filter((_, i) => c.int64Inputs?.[i] === undefined)).dims;
+      const yDims = c.ref(c.inputs.map((d) => ({ data: new Float64Array(size(d)), dims: [...d] })).filter((_, i) => !constant(i))).dims;
       g.input(
         'dy',
         yDims.map((d, i) => (i === 0 && shapes.get(y)![0] === -1 ? 'N' : d)),
@@ -424,14 +534,14 @@ describe('gradient rules match float64 central finite differences', () => {
       for (const i of diff)
         g.output(
           grads.get(names[i]!)!,
-          c.inputs[i]!.map((d, k) => (i === 0 && k === 0 ? 'N' : d)),
+          c.inputs[i]!.map((d, k) => (batched(i) && k === 0 ? 'N' : d)),
         );
 
       const xs = randomInputs(c, 7);
       const rand = mulberry32(99);
       const R = new Float64Array(size(yDims)).map(() => rand() * 2 - 1);
       const loss = (inputs: Float64Array[]): number => {
-        const out = c.ref(inputs.map((data, i) => ({ data, dims: [...c.inputs[i]!] })).filter((_, i) => c.int64Inputs?.[i] === undefined));
+        const out = c.ref(inputs.map((data, i) => ({ data, dims: [...c.inputs[i]!] })).filter((_, i) => !constant(i)));
         let s = 0;
         for (let i = 0; i < out.data.length; i++) s += out.data[i]! * R[i]!;
         return s;

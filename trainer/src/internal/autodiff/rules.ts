@@ -55,9 +55,108 @@ function gemm(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   return n.inputs.length > 2 ? [dA, dB, dC] : [dA, dB];
 }
 
+/** The last two axes swapped: the batched transpose MatMul's gradients need. */
+function swapLast(ctx: GradContext, t: string): string {
+  const rank = ctx.shape(t).length;
+  return ctx.node('Transpose', [t], { perm: [...Array.from({ length: rank - 2 }, (_, i) => i), rank - 1, rank - 2] });
+}
+
+/**
+ * MatMul. 2-D: Gemm with the transposes as attributes. Batched (numpy semantics, leading axes
+ * broadcast): dA = dY·Bᵀ and dB = Aᵀ·dY, each summed back over the axes its input was broadcast
+ * along. A 2-D B (a weight applied to every position) takes its gradient as one Gemm of the
+ * flattened rows, [K, rows]·[rows, N], rather than a batched product summed afterwards.
+ */
 function matmul(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   const [a, b] = n.inputs as [string, string];
-  return [ctx.node('Gemm', [dy!, b], { transB: 1 }), ctx.node('Gemm', [a, dy!], { transA: 1 })];
+  const as = ctx.shape(a);
+  const bs = ctx.shape(b);
+  if (as.length === 2 && bs.length === 2) return [ctx.node('Gemm', [dy!, b], { transB: 1 }), ctx.node('Gemm', [a, dy!], { transA: 1 })];
+  if (as.length < 2 || bs.length < 2) throw new UnsupportedGraphError(`MatMul node ${n.name}: 1-D operands are not supported`);
+  const ys = ctx.shape(n.outputs[0]!);
+  const dA = ctx.unbroadcast(ctx.node('MatMul', [dy!, swapLast(ctx, b)]), [...ys.slice(0, -2), as.at(-2)!, as.at(-1)!], as);
+  let dB: string;
+  if (bs.length === 2) {
+    const K = bs[0]!;
+    const N = bs[1]!;
+    dB = ctx.node('Gemm', [ctx.node('Reshape', [a, ctx.int64([-1, K])]), ctx.node('Reshape', [dy!, ctx.int64([-1, N])])], { transA: 1 });
+  } else {
+    dB = ctx.unbroadcast(ctx.node('MatMul', [swapLast(ctx, a), dy!]), [...ys.slice(0, -2), bs.at(-2)!, bs.at(-1)!], bs);
+  }
+  return [dA, dB];
+}
+
+/**
+ * Gather along axis 0 (an embedding lookup): the rows of dY are added into the rows they were
+ * read from; an index read twice gets both. From opset 16, ScatterND with reduction add; below,
+ * a one-hot matrix of the indices times dY (a Gemm of [V, n]·[n, d]).
+ */
+function gather(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const [data, indices] = n.inputs as [string, string];
+  if (int(n, 'axis', 0) !== 0) throw new UnsupportedGraphError(`Gather node ${n.name}: only axis 0 is supported`);
+  const ds = ctx.shape(data);
+  const rows = ds.slice(1);
+  const flatIdx = ctx.node('Reshape', [indices, ctx.int64([-1, 1])]);
+  const flatDy = ctx.node('Reshape', [dy!, ctx.int64([-1, ...rows])]);
+  if (ctx.graph.opset >= 16) {
+    const zeros = ctx.node('ConstantOfShape', [ctx.node('Shape', [data])]); // float32 zeros by default
+    return [ctx.node('ScatterND', [zeros, flatIdx, flatDy], { reduction: 'add' }), undefined];
+  }
+  if (ds[0] === -1) throw new UnsupportedGraphError(`Gather node ${n.name}: the table needs a static first dimension below opset 16`);
+  const width = rows.reduce((x, y) => x * y, 1);
+  const oneHot = ctx.node('OneHot', [ctx.node('Reshape', [indices, ctx.int64([-1])]), ctx.int64([ds[0]!]), ctx.graph.constant('onehot_values', [0, 1], [2])], {
+    axis: -1,
+  });
+  const dW = ctx.node('Gemm', [oneHot, ctx.node('Reshape', [flatDy, ctx.int64([-1, width])])], { transA: 1 });
+  return [ctx.node('Reshape', [dW, ctx.int64(ds)]), undefined];
+}
+
+/** y = tanh x: dx = dy·(1 − y²). */
+function tanh(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const y = n.outputs[0]!;
+  return [ctx.node('Mul', [dy!, ctx.node('Sub', [ctx.scalar(1), ctx.node('Mul', [y, y])])])];
+}
+
+/** y = erf x: dx = dy·(2/√π)·e^(−x²). */
+function erf(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const x = n.inputs[0]!;
+  const g = ctx.node('Exp', [ctx.node('Neg', [ctx.node('Mul', [x, x])])]);
+  return [ctx.node('Mul', [dy!, ctx.node('Mul', [g, ctx.scalar(2 / Math.sqrt(Math.PI))])])];
+}
+
+/** y = xᵉ with a constant exponent e (GELU's x³): dx = dy·e·x^(e−1). The exponent takes none. */
+function pow(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const [x, e] = n.inputs as [string, string];
+  const init = ctx.graph.initializers.get(e);
+  if (init === undefined || init.data.length !== 1) throw new UnsupportedGraphError(`Pow node ${n.name}: only a constant scalar exponent is supported`);
+  const k = Number(init.data[0]);
+  const xk = k === 2 ? x : ctx.node('Pow', [x, ctx.scalar(k - 1)]);
+  return [ctx.unbroadcast(ctx.node('Mul', [dy!, ctx.node('Mul', [xk, ctx.scalar(k)])]), ctx.shape(n.outputs[0]!), ctx.shape(x)), undefined];
+}
+
+/**
+ * LayerNormalization over the last axis: with x̂ = (x − μ)/σ recomputed here, dγ = Σ dy·x̂ and
+ * dβ = Σ dy over every other axis, and dx = (ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) / σ for ĝ = dy·γ.
+ */
+function layerNormalization(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const [x, scale, bias] = n.inputs as [string, string, string | undefined];
+  const xs = ctx.shape(x);
+  const rank = xs.length;
+  const axis = int(n, 'axis', -1);
+  if ((axis < 0 ? axis + rank : axis) !== rank - 1) throw new UnsupportedGraphError(`LayerNormalization node ${n.name}: only the last axis is supported`);
+  if (n.outputs.slice(1).some((o) => o !== ''))
+    throw new UnsupportedGraphError(`LayerNormalization node ${n.name}: the Mean and InvStdDev outputs are not supported`);
+  const eps = float(n, 'epsilon', 1e-5);
+  const mean = (t: string): string => ctx.node('ReduceMean', [t], { axes: [rank - 1], keepdims: 1 });
+  const centred = ctx.node('Sub', [x, mean(x)]);
+  const invStd = ctx.node('Reciprocal', [ctx.node('Sqrt', [ctx.node('Add', [mean(ctx.node('Mul', [centred, centred])), ctx.scalar(eps)])])]);
+  const xhat = ctx.node('Mul', [centred, invStd]);
+  const g = ctx.node('Mul', [dy!, scale]);
+  const dx = ctx.node('Mul', [ctx.node('Sub', [ctx.node('Sub', [g, mean(g)]), ctx.node('Mul', [xhat, mean(ctx.node('Mul', [g, xhat]))])]), invStd]);
+  const others = ctx.int64(Array.from({ length: rank - 1 }, (_, i) => i));
+  const dScale = ctx.node('ReduceSum', [ctx.node('Mul', [dy!, xhat]), others], { keepdims: 0 });
+  const dBias = bias === undefined || bias === '' ? undefined : ctx.node('ReduceSum', [dy!, others], { keepdims: 0 });
+  return n.inputs.length > 2 ? [dx, dScale, dBias] : [dx, dScale];
 }
 
 function binary(op: 'Add' | 'Sub' | 'Mul' | 'Div'): GradRule {
@@ -352,6 +451,11 @@ export const gradientRules = {
   Max: max,
   Concat: concat,
   Sum: sum,
+  Gather: gather,
+  Tanh: tanh,
+  Erf: erf,
+  Pow: pow,
+  LayerNormalization: layerNormalization,
 } satisfies Record<string, GradRule>;
 
 export type DifferentiableOp = keyof typeof gradientRules;

@@ -94,10 +94,20 @@ const shapeRules: Record<string, ShapeRule> = {
     return [m!, cols];
   },
   MatMul: (n, [a, b]) => {
-    if (a!.length !== 2 || b!.length !== 2)
-      throw new UnsupportedGraphError(`MatMul node ${n.name}: only 2-D MatMul is supported (got [${a!.join(', ')}] × [${b!.join(', ')}])`);
-    return [a![0]!, b![1]!];
+    if (a!.length < 2 || b!.length < 2)
+      throw new UnsupportedGraphError(`MatMul node ${n.name}: 1-D operands are not supported (got [${a!.join(', ')}] × [${b!.join(', ')}])`);
+    if (a!.length === 2 && b!.length === 2) return [a![0]!, b![1]!];
+    const lead = broadcast(a!.slice(0, -2), b!.slice(0, -2), `MatMul node ${n.name}`);
+    return [...lead, a!.at(-2)!, b!.at(-1)!];
   },
+  Gather: (n, [data, indices]) => {
+    if (int(n, 'axis', 0) !== 0) throw new UnsupportedGraphError(`Gather node ${n.name}: only axis 0 is supported`);
+    return [...indices!, ...data!.slice(1)];
+  },
+  Tanh: same,
+  Erf: same,
+  Pow: elementwise,
+  LayerNormalization: same,
   Add: elementwise,
   Sub: elementwise,
   Mul: elementwise,
