@@ -72,6 +72,7 @@ export {
   type LogitBatch,
   type DenseLogitBatch,
   type TopKLogitBatch,
+  type SampledLogitBatch,
   type LogitCacheReaderOptions,
   type CacheEntry,
   type CacheVerification,

@@ -20,7 +20,12 @@ function rank(e: CacheEntry, needLabelStatistics: boolean): number {
   return r;
 }
 
-export async function resolveCacheDir(ref: CacheRef, root: string, dataset: DatasetReader, opts: { labelStatistics?: boolean } = {}): Promise<string> {
+export async function resolveCacheDir(
+  ref: CacheRef,
+  root: string,
+  dataset: Pick<DatasetReader, 'fingerprint' | 'path'>,
+  opts: { labelStatistics?: boolean } = {},
+): Promise<string> {
   if ('cache' in ref) return ref.cache;
   const fingerprint = await dataset.fingerprint();
   const all = await listCaches(root);

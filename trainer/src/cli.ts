@@ -6,7 +6,8 @@
 import { copyFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { DatasetReader, runCli, writeFileAtomic } from '@distillate/shared';
+import { Presets, SingleBar } from 'cli-progress';
+import { DatasetReader, isTokenDataset, runCli, writeFileAtomic } from '@distillate/shared';
 import type { BackendName } from './backend.js';
 import { readRun, renderComparison } from './compare.js';
 import { evaluate } from './evaluate.js';
@@ -17,6 +18,7 @@ import { progressCallbacks } from './progress.js';
 import { loadRecipe } from './recipe.js';
 import { runPredictor } from './run-student.js';
 import { train } from './train.js';
+import { trainLanguageModel } from './lm/train-lm.js';
 
 const int = (v: string) => {
   const n = Number(v);
@@ -90,6 +92,34 @@ export function buildProgram(): Command {
       ];
       if (f.recipe === undefined) throw new Error('--recipe <file> is required to train (or use the eval / export commands)');
       const recipe = await loadRecipe(f.recipe, overrides);
+      if (await isTokenDataset(recipe.data.train)) {
+        if (f.resume === true) throw new Error('--resume is for classifier runs; a language-model run starts over');
+        const bar = new SingleBar(
+          { format: 'epoch [{bar}] {percentage}% | {value}/{total} blocks | ETA {eta_formatted}', hideCursor: true, etaBuffer: 50 },
+          Presets.shades_classic,
+        );
+        let started = false;
+        const lm = await trainLanguageModel(recipe, {
+          onBatch: (done, total) => {
+            if (!process.stderr.isTTY) return;
+            if (!started) bar.start(total, 0);
+            started = true;
+            bar.update(done);
+          },
+          onEpochEnd: (m) => {
+            if (started) bar.stop();
+            started = false;
+            const t = m.test === undefined ? '' : ` · test ${m.test.bitsPerByte.toFixed(4)} bits/byte, perplexity ${m.test.perplexity.toFixed(2)}`;
+            console.log(
+              `epoch ${m.epoch} · ${Object.entries(m.loss)
+                .map(([k, v]) => `${k} ${v.toFixed(4)}`)
+                .join(' · ')}${t} · ${Math.round(m.tokensPerSecond)} tokens/s`,
+            );
+          },
+        });
+        console.log(`engine ort on ${lm.engine.device}; ${lm.parameters} parameters; student.onnx and student.json in ${lm.runDir}`);
+        return;
+      }
       const result = await train(recipe, { resume: f.resume === true, ...progressCallbacks() });
       for (const line of result.engine.skipped) console.log(`skipped ${line}`);
       console.log(`engine ${result.engine.name} on ${result.engine.device}; ${result.parameters} parameters; ${result.latencyMs.toFixed(3)} ms/sample`);

@@ -35,6 +35,17 @@ export const StudentSchema = z.discriminatedUnion('kind', [
     })
     .strict(),
   z.object({ kind: z.literal('layers'), path: z.string().min(1) }).strict(),
+  /** A decoder-only, pre-norm, causal transformer for token datasets (lm/transformer.ts); `context` is the block length. */
+  z
+    .object({
+      kind: z.literal('transformer'),
+      layers: z.number().int().positive().default(2),
+      dModel: z.number().int().positive().default(128),
+      heads: z.number().int().positive().default(4),
+      ffn: z.number().int().positive().default(512),
+      context: z.number().int().min(2),
+    })
+    .strict(),
   /** Any ONNX model whose ops the ORT engine has gradient rules for (e.g. from torch.onnx.export). */
   z.object({ kind: z.literal('onnx'), path: z.string().min(1) }).strict(),
 ]);

@@ -9,6 +9,7 @@ export async function buildStudent(spec: StudentSpec, inputShape: readonly numbe
   const init = () => tf.initializers.glorotUniform({ seed: s++ });
   const he = () => tf.initializers.heNormal({ seed: s++ });
   if (spec.kind === 'onnx') throw new Error('student: { onnx } trains on the ort engine only; set engine: ort');
+  if (spec.kind === 'transformer') throw new Error('student: { transformer } trains on token datasets, on the ort engine');
   if (spec.kind === 'layers') {
     const model = await loadLayersModel(spec.path);
     const inD = (model.inputs[0]!.shape.slice(1) as number[]).reduce((a, b) => a * b, 1);

@@ -225,7 +225,11 @@ export class LogitCacheWriter {
     if (rows === 0 || buf === undefined || this.#schema === undefined) return;
     const C = this.rowValues;
     const P = this.#opts.tokens?.positions;
-    const ids = buf.ids.subarray(0, rows) as Ids;
+    // Dense columns (and the id column) are views of these buffers, which the Arrow writer holds
+    // until they reach the file. Top-k and sampled batches copy the ids, and their other columns
+    // are new arrays, so the buffers can be reused at once.
+    const viewed = this.storage.mode === 'dense';
+    const ids = (viewed ? buf.ids.subarray(0, rows) : buf.ids.slice(0, rows)) as Ids;
     const encoding = {
       storage: this.storage,
       classes: this.classes,
@@ -244,9 +248,6 @@ export class LogitCacheWriter {
     this.#lastId = idAt(ids, rows - 1);
     this.#pending = undefined;
     this.#pendingRows = 0;
-    // Dense columns are views of these buffers, which the Arrow writer holds until they reach the
-    // file: recycle after. Top-k and sampled columns are new arrays: the buffers are free now.
-    const viewed = this.storage.mode === 'dense';
     if (!viewed) this.#pool.push(buf);
     await this.#shard.write(recordBatch(this.#schema, columns), viewed ? () => this.#pool.push(buf) : undefined);
     if (this.#shard.rows >= this.#shardRows) await this.#closeShard();

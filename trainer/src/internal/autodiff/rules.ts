@@ -96,7 +96,8 @@ function gather(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   if (int(n, 'axis', 0) !== 0) throw new UnsupportedGraphError(`Gather node ${n.name}: only axis 0 is supported`);
   const ds = ctx.shape(data);
   const rows = ds.slice(1);
-  const flatIdx = ctx.node('Reshape', [indices, ctx.int64([-1, 1])]);
+  // ScatterND takes int64 indices; token ids may come as int32.
+  const flatIdx = ctx.node('Reshape', [ctx.node('Cast', [indices], { to: 7 }), ctx.int64([-1, 1])]);
   const flatDy = ctx.node('Reshape', [dy!, ctx.int64([-1, ...rows])]);
   if (ctx.graph.opset >= 16) {
     const zeros = ctx.node('ConstantOfShape', [ctx.node('Shape', [data])]); // float32 zeros by default

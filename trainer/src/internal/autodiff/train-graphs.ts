@@ -66,9 +66,19 @@ export function adamScalars(lr: number, t: number, o: { beta1: number; beta2: nu
 
 const dimsOf = (s: Shape): Dim[] => s.map((d) => (d === -1 ? 'N' : d));
 
-/** The student's parameters: the float32 initializers of rank ≥ 1 that its nodes read, less the BatchNorm running statistics. */
+/**
+ * Initializers the graph's metadata lists under this key (comma-separated) are constants, not
+ * parameters: a causal mask, say, which a gradient would otherwise move.
+ */
+export const FROZEN_METADATA = 'distillate.frozen';
+
+/**
+ * The student's parameters: the float32 initializers of rank ≥ 1 that its nodes read, less the
+ * BatchNorm running statistics and the initializers frozen by FROZEN_METADATA.
+ */
 export function studentParams(student: Graph): Array<TensorSpec & { readonly init: Float32Array }> {
   const buffers = bufferNames(student);
+  for (const name of (student.metadata.get(FROZEN_METADATA) ?? '').split(',')) if (name !== '') buffers.add(name);
   const read = new Set(student.nodes.flatMap((n) => n.inputs));
   return [...student.initializers.values()]
     .filter((i) => i.data instanceof Float32Array && i.dims.length > 0 && !buffers.has(i.name) && read.has(i.name))
