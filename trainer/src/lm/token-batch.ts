@@ -5,7 +5,7 @@
  * of the per-row definitions in ../losses, run per position: the rows of the mean are the
  * positions (a [N, L, 1] mask), so a class loss is its token loss without a second definition.
  */
-import { LogitCacheReader, TokenDatasetReader, mulberry32, type LogitBatch, type SampledLogitBatch } from '@distillate/shared';
+import { type LogitCacheReader, type TokenDatasetReader, mulberry32, type LogitBatch, type SampledLogitBatch } from '@distillate/shared';
 import { LOGITS, type BatchLoss, type StudentBatch } from '../engine/engine.js';
 import { crossEntropy } from '../losses/cross-entropy.js';
 import { distillMethods } from '../losses/registry.js';
