@@ -70,3 +70,5 @@ export { readRun, recipeDiff, renderComparison, summarize, type RunRecord } from
 export { buildProgram, main } from './cli.js';
 export { progressCallbacks, formatEpoch } from './progress.js';
 export { resolveCacheDir, CacheResolutionError, type CacheRef } from './cache-ref.js';
+export { trainLanguageModel, evaluateLm, type LmRunResult, type LmEpochMetrics, type LmEvaluation } from './lm/train-lm.js';
+export { transformerStudent, TOKEN_INPUT, type TransformerSpec } from './lm/transformer.js';

@@ -1,0 +1,113 @@
+/**
+ * A transformer student trained on the ORT engine from Brown corpus text: from scratch and by KD
+ * from the shipped teacher's sampled token cache. Its loss falls, its student.onnx is served by
+ * the server like any teacher (bits per byte from the served logits equal the run's own), and
+ * what cannot be estimated from samples is refused in one line.
+ */
+import { copyFile, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { TokenDatasetReader, splitDocuments } from '@distillate/shared';
+import { TeacherRegistry } from '@distillate/shared/onnx';
+import { importText, precomputeLogits } from '@distillate/server';
+import { parseRecipe, trainLanguageModel } from '@distillate/trainer';
+import { readBrownCorpus } from '../scripts/lm/brown.js';
+import { REPO } from './helpers/cli.js';
+
+const MODELS = join(REPO, 'models');
+const L = 64;
+let root: string;
+let cacheDir: string;
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'distillate-lmtrain-'));
+  const docs = await readBrownCorpus();
+  const part = splitDocuments(
+    docs.map((d) => ({ key: d.name, stratum: d.genre })),
+    { test: 0.1, val: 0.1 },
+    1,
+  );
+  const pick = (p: string, n: number) => docs.filter((d) => part.get(d.name) === p).slice(0, n);
+  for (const [name, list] of [
+    ['train', pick('train', 12)],
+    ['test', pick('test', 3)],
+  ] as const) {
+    await writeFile(join(root, `${name}.jsonl`), list.map((d) => JSON.stringify({ doc: d.name, text: d.text.slice(0, 4000) })).join('\n') + '\n');
+    await importText({
+      source: join(root, `${name}.jsonl`),
+      out: join(root, `${name}.arrow`),
+      tokenizer: join(MODELS, 'brown-lm.tokenizer.json'),
+      block: L,
+      key: 'doc',
+    });
+  }
+  const teacher = (await TeacherRegistry.open(MODELS)).get('brown-lm');
+  const r = await precomputeLogits({
+    teacher,
+    datasetPath: join(root, 'train.arrow'),
+    cacheRoot: join(root, 'cache'),
+    request: { type: 'precompute', temperature: 1, storage: { mode: 'sampled', n: 16, seed: 1 }, batchSize: 256 },
+  });
+  cacheDir = join(root, 'cache', r.key);
+}, 120_000);
+
+const recipe = (name: string, extra: Record<string, unknown>) =>
+  parseRecipe({
+    name,
+    out: join(root, 'runs'),
+    data: { train: join(root, 'train.arrow'), test: join(root, 'test.arrow') },
+    student: { kind: 'transformer', layers: 1, dModel: 32, heads: 2, ffn: 64, context: L },
+    optimizer: { kind: 'adam', lr: 0.003 },
+    epochs: 3,
+    batchSize: 16,
+    seed: 1,
+    ...extra,
+  });
+
+describe('language-model students on the ORT engine', () => {
+  it('from scratch and by KD from a sampled cache: the loss falls; student.onnx served as a teacher gives the run’s bits per byte', async () => {
+    const scratch = await trainLanguageModel(recipe('scratch', {}));
+    const ce = scratch.metrics.map((m) => m.loss['ce']!);
+    expect(ce[2]!).toBeLessThan(ce[0]!);
+    const bpb = scratch.metrics.map((m) => m.test!.bitsPerByte);
+    expect(bpb[2]!).toBeLessThan(bpb[0]!);
+    expect(scratch.test!.bitsPerByte).toBeGreaterThan(0.5);
+
+    const kd = await trainLanguageModel(recipe('kd', { teachers: [{ cache: cacheDir }], distill: { method: 'kd', params: { temperature: 1 } } }));
+    expect(kd.metrics[2]!.loss['kd']!).toBeLessThan(kd.metrics[0]!.loss['kd']!);
+    expect(kd.cache).toMatchObject({ storage: 'sampled' });
+
+    // The student, served like any teacher: its logits give the bits per byte the run reported.
+    const models = join(root, 'served');
+    await mkdir(models, { recursive: true });
+    await copyFile(join(scratch.runDir, 'student.onnx'), join(models, 'tiny.onnx'));
+    await copyFile(join(scratch.runDir, 'student.json'), join(models, 'tiny.json'));
+    const served = (await TeacherRegistry.open(models)).get('tiny');
+    const test = await TokenDatasetReader.open(join(root, 'test.arrow'));
+    const V = test.info.tokenizer.vocabSize;
+    let nll = 0;
+    let bytes = 0;
+    for await (const b of test.batches()) {
+      const z = await served.tokenLogits(b.tokens.slice(), b.rows, L);
+      for (let r = 0; r < b.rows; r++)
+        for (let t = 0; t + 1 < L; t++) {
+          const next = b.tokens[r * L + t + 1]!;
+          if (next < 0) continue;
+          const row = z.subarray((r * L + t) * V, (r * L + t + 1) * V);
+          const max = Math.max(...row);
+          nll += max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0)) - row[next]!;
+          bytes += test.info.tokenBytes[next]!;
+        }
+    }
+    expect(nll / Math.LN2 / bytes).toBeCloseTo(scratch.test!.bitsPerByte, 4);
+    expect(JSON.parse(await readFile(join(scratch.runDir, 'run.json'), 'utf8'))).toMatchObject({ parameters: scratch.parameters });
+  }, 300_000);
+
+  it('refuses in one line what a sampled cache cannot estimate, and a classifier student', async () => {
+    await expect(
+      trainLanguageModel(recipe('rkl', { teachers: [{ cache: cacheDir }], distill: { method: 'rkl', params: { temperature: 1 } } })),
+    ).rejects.toThrow(/is sampled: only forward KL \(distill.method kd\) is estimable from samples; rkl needs the teacher's distribution/);
+    await expect(trainLanguageModel(recipe('mlp', { student: { kind: 'mlp' } }))).rejects.toThrow(/student.kind mlp is a classifier/);
+  }, 60_000);
+});
