@@ -19,6 +19,7 @@ import { loadRecipe } from './recipe.js';
 import { runPredictor } from './run-student.js';
 import { train } from './train.js';
 import { trainLanguageModel } from './lm/train-lm.js';
+import { generate } from './lm/generate.js';
 
 const int = (v: string) => {
   const n = Number(v);
@@ -161,6 +162,22 @@ export function buildProgram(): Command {
       } finally {
         await student.release();
       }
+    });
+
+  program
+    .command('generate')
+    .description('continue a prompt with a causal language model (a trained student.onnx, or a teacher)')
+    .requiredOption('--model <file>', 'the model (.onnx, with its .json sidecar)')
+    .requiredOption('--prompt <text>', 'the text to continue')
+    .option('--tokenizer <file>', 'a tokenizer.json (default: the one the sidecar names, beside the model)')
+    .option('--max-tokens <n>', 'tokens to generate', (v: string) => Number.parseInt(v, 10), 48)
+    .option('--temperature <t>', '0 for greedy', Number, 0)
+    .option('--top-p <p>', 'nucleus sampling: keep the smallest set of tokens with this much mass', Number, 1)
+    .option('--seed <n>', 'seed of the sampling', (v: string) => Number.parseInt(v, 10), 1)
+    .action(async (f: { model: string; prompt: string; tokenizer?: string; maxTokens: number; temperature: number; topP: number; seed: number }) => {
+      if (!(f.temperature >= 0) || !(f.topP > 0 && f.topP <= 1)) throw new Error('--temperature must be ≥ 0 and --top-p in (0, 1]');
+      const r = await generate({ ...f, ...(f.tokenizer === undefined ? {} : { tokenizer: f.tokenizer }) });
+      console.log(f.prompt + r.text);
     });
 
   program
