@@ -1,5 +1,6 @@
 /**
  * npm run demo [-- --quick | --full] [--data DIR | --synthetic] [--work DIR]
+ * npm run demo -- --lm [--quick]     (the language-model demo: scripts/demo-lm.ts)
  *
  * The whole flow on Fashion-MNIST, in one process: import the data, start the teacher server on
  * a free port, precompute a shipped teacher's logits (fmnist-teacher-ls0) through the HTTP job API,
@@ -74,7 +75,7 @@ export interface DemoSummary {
   readonly seconds: number;
 }
 
-interface JobView {
+export interface JobView {
   id: string;
   state: string;
   progress: { done: number; total: number };
@@ -90,11 +91,17 @@ async function api<T>(server: RunningServer, path: string, init?: RequestInit): 
 }
 
 /** Submit a precompute job over HTTP and follow its server-sent events with a progress bar. */
-async function precompute(server: RunningServer, teacher: string, dataset: string, log: (line: string) => void): Promise<JobView> {
+export async function precompute(
+  server: RunningServer,
+  teacher: string,
+  dataset: string,
+  log: (line: string) => void,
+  storage?: Record<string, unknown>,
+): Promise<JobView> {
   const created = await api<{ id: string }>(server, '/v1/jobs', {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ type: 'precompute', teacher, dataset, temperature: 1 }),
+    body: JSON.stringify({ type: 'precompute', teacher, dataset, temperature: 1, ...(storage === undefined ? {} : { storage }) }),
   });
   const bar = new SingleBar(
     { format: `precompute ${dataset} [{bar}] {percentage}% | {value}/{total} rows | ETA {eta_formatted}`, hideCursor: true, etaBuffer: 50 },
@@ -395,8 +402,14 @@ if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(
     .option('--work <dir>', 'output directory', 'demo-out')
     .option('--quick', 'every stage on a slice of the data (2,000 train / 500 test rows, 1 epoch)')
     .option('--full', 'the long version (all rows, 30 epochs)')
-    .action(async (f: { data?: string; work: string; quick?: boolean; full?: boolean; synthetic?: boolean }) => {
+    .option('--lm', 'the language-model demo instead (Brown corpus; same as npm run demo:lm)')
+    .action(async (f: { data?: string; work: string; quick?: boolean; full?: boolean; synthetic?: boolean; lm?: boolean }) => {
       if (f.quick === true && f.full === true) throw new Error('--quick and --full exclude each other');
+      if (f.lm === true) {
+        const { runLmDemo } = await import('./demo-lm.js');
+        await runLmDemo({ work: join(f.work, 'lm'), quick: f.quick === true });
+        return;
+      }
       if (f.synthetic === true && f.data !== undefined) throw new Error('--synthetic and --data exclude each other');
       await runDemo({
         ...(f.data === undefined ? {} : { data: f.data }),

@@ -72,3 +72,4 @@ export { progressCallbacks, formatEpoch } from './progress.js';
 export { resolveCacheDir, CacheResolutionError, type CacheRef } from './cache-ref.js';
 export { trainLanguageModel, evaluateLm, type LmRunResult, type LmEpochMetrics, type LmEvaluation } from './lm/train-lm.js';
 export { transformerStudent, TOKEN_INPUT, type TransformerSpec } from './lm/transformer.js';
+export { generate, pickToken, type GenerateOptions } from './lm/generate.js';
