@@ -72,7 +72,10 @@ async function main(o: { seeds: number; every: number; epochs: number }): Promis
     });
     const out = join(data, `${name}.arrow`);
     if (existsSync(out)) continue;
-    await writeFile(join(data, `${name}.jsonl`), mine.map((d) => JSON.stringify({ doc: d.name, genre: BROWN_GENRES[d.genre], text: d.text })).join('\n') + '\n');
+    await writeFile(
+      join(data, `${name}.jsonl`),
+      mine.map((d) => JSON.stringify({ doc: d.name, genre: BROWN_GENRES[d.genre], text: d.text })).join('\n') + '\n',
+    );
     const r = await importText({ source: join(data, `${name}.jsonl`), out, tokenizer, block: L, key: 'doc' });
     console.log(`${name}: ${r.parts[0]!.documents} documents, ${r.parts[0]!.tokens} tokens`);
   }
@@ -81,7 +84,12 @@ async function main(o: { seeds: number; every: number; epochs: number }): Promis
   const cacheRoot = join(work, 'cache');
   const build = async (dataset: string, storage: StorageInput): Promise<CacheInfo> => {
     const start = performance.now();
-    const r = await precomputeLogits({ teacher, datasetPath: join(data, dataset), cacheRoot, request: { type: 'precompute', temperature: 1, storage: StorageSchema.parse(storage), batchSize: 256 } });
+    const r = await precomputeLogits({
+      teacher,
+      datasetPath: join(data, dataset),
+      cacheRoot,
+      request: { type: 'precompute', temperature: 1, storage: StorageSchema.parse(storage), batchSize: 256 },
+    });
     const seconds = r.cacheHit ? Number.NaN : (performance.now() - start) / 1000;
     const dir = join(cacheRoot, r.key);
     const bytesPerToken = (await LogitCacheReader.open(dir)).manifest.tokens!.bytesPerToken;
@@ -123,7 +131,8 @@ async function main(o: { seeds: number; every: number; epochs: number }): Promis
     const name = `${test === 'val' ? 'tune-' : ''}${row.id}-lr${lr}-s${seed}`;
     const done = join(work, 'runs', name, 'run.json');
     if (existsSync(done)) return JSON.parse(await readFile(done, 'utf8')) as LmRunResult;
-    const teacherPart = row.method === 'scratch' ? {} : { teachers: [{ cache: caches[row.cache!]!.dir }], distill: { method: row.method, params: { temperature: 1 } } };
+    const teacherPart =
+      row.method === 'scratch' ? {} : { teachers: [{ cache: caches[row.cache!]!.dir }], distill: { method: row.method, params: { temperature: 1 } } };
     const r = await trainLanguageModel(parseRecipe({ ...base(name, lr, seed, test), ...teacherPart }), test === 'test' ? { testCache: testTop1 } : {});
     console.log(`${name}: ${test} ${r.test!.bitsPerByte.toFixed(4)} bits/byte`);
     return r;
@@ -173,13 +182,21 @@ async function main(o: { seeds: number; every: number; epochs: number }): Promis
       `| ${row.label} | ${mean(v).toFixed(4)} ± ${std(v).toFixed(4)} | ${iv === undefined ? '—' : `${iv.mean >= 0 ? '+' : ''}${iv.mean.toFixed(4)} [${(iv.mean - iv.half).toFixed(4)}, ${(iv.mean + iv.half).toFixed(4)}]`} | ${(agreement * 100).toFixed(1)} % | ${c === undefined ? '—' : c.bytesPerToken.toFixed(1)} | ${c === undefined || Number.isNaN(c.seconds) ? '—' : c.seconds.toFixed(0)} |`,
     );
   }
-  const sampledRows = SAMPLE_CANDIDATES.filter((c) => caches[`sampled${c}`] !== undefined).map((c) => `n = ${c}: ${caches[`sampled${c}`]!.bytesPerToken.toFixed(1)} B/token`);
+  const sampledRows = SAMPLE_CANDIDATES.filter((c) => caches[`sampled${c}`] !== undefined).map(
+    (c) => `n = ${c}: ${caches[`sampled${c}`]!.bytesPerToken.toFixed(1)} B/token`,
+  );
   lines.push('', `Sampled caches built to choose n: ${sampledRows.join(', ')} (top-8: ${caches['top8']!.bytesPerToken.toFixed(1)} B/token).`);
   const body = lines.join('\n');
   console.log(body);
-  await writeFile(join(work, 'results.json'), JSON.stringify({ lrScratch, lrKd, n, caches, results: Object.fromEntries([...results].map(([k, m]) => [k, Object.fromEntries(m)])) }, null, 2));
+  await writeFile(
+    join(work, 'results.json'),
+    JSON.stringify({ lrScratch, lrKd, n, caches, results: Object.fromEntries([...results].map(([k, m]) => [k, Object.fromEntries(m)])) }, null, 2),
+  );
   const benchPath = join(ROOT, 'BENCHMARKS.md');
-  await writeFile(benchPath, replaceSection(await readFile(benchPath, 'utf8'), BEGIN, END, body, '## Language models: distillation from token caches (issue #22)'));
+  await writeFile(
+    benchPath,
+    replaceSection(await readFile(benchPath, 'utf8'), BEGIN, END, body, '## Language models: distillation from token caches (issue #22)'),
+  );
 }
 
 const program = new Command('experiments-lm')

@@ -118,6 +118,12 @@ def tvd(s, t, T):
     return (0.5 * np.abs(softmax(t / T) - softmax(s / T)).sum(axis=1)).mean()
 
 
+def sampled_kd(s, counts, n, t, T):
+    """Sampled KD (Anshumann et al. 2025): T² · mean over rows of Σ (c/n)·(log p − log q), p = softmax(t/T)."""
+    w = counts / n
+    return T * T * np.mean((w * (log_softmax(t / T) - log_softmax(s / T))).sum(axis=1))
+
+
 def grad(f, s, h=1e-6):
     """dL/ds by central differences in float64 (an independent check of the engines' gradients)."""
     g = np.zeros_like(s)
@@ -133,6 +139,10 @@ def grad(f, s, h=1e-6):
 tA = rng.normal(0, 2.5, (N, 3))
 tB = rng.normal(0, 2.5, (N, 4))
 T = 4.0
+# 12 draws per row from softmax(teacher / 2), as a sampled token cache stores them (drawn after
+# the arrays above, so their values do not change).
+SAMPLES = 12
+counts = np.stack([rng.multinomial(SAMPLES, softmax(teacher / 2.0)[n]) for n in range(N)]).astype(float)
 print(
     json.dumps(
         {
@@ -152,6 +162,7 @@ print(
             "rkl": rkl(student, teacher, 2.0),
             "jsd": jsd(student, teacher, 0.3, 2.0),
             "tvd": tvd(student, teacher, 2.0),
+            "sampled": {"counts": counts.tolist(), "n": SAMPLES, "value": sampled_kd(student, counts, SAMPLES, teacher, 2.0)},
             # dL/dstudent of each loss, same params as its value above.
             "grad": {
                 "kd_T4": grad(lambda s: kd(s, teacher, T), student),
@@ -165,6 +176,7 @@ print(
                 "rkl": grad(lambda s: rkl(s, teacher, 2.0), student),
                 "jsd": grad(lambda s: jsd(s, teacher, 0.3, 2.0), student),
                 "tvd": grad(lambda s: tvd(s, teacher, 2.0), student),
+                "sampled": grad(lambda s: sampled_kd(s, counts, SAMPLES, teacher, 2.0), student),
             },
         },
         indent=1,

@@ -6,6 +6,7 @@ export { distillMethods } from './registry.js';
 export { DistillSchema, distillLoss, usesLabels, temperatureOf, METHOD_NAMES, type Distill, type DistillInput, type MethodName } from './distill.js';
 export { crossEntropy } from './cross-entropy.js';
 export { topKKd, topKTargets, type TopKTargets } from './topk-kd.js';
+export { sampledKd, sampledTargets, type SampledFeeds } from './sampled-kd.js';
 export { subsetKd, type SubsetTeacher } from './subset-kd.js';
 export { standardize } from './ls-kd.js';
 export { distillLossEager, kdLoss, dkdLoss, nkdLoss, distLoss, lsKdLoss, crossEntropyLoss, topKKdLoss, multiTeacherLoss, type TopKTeacher } from './eager.js';

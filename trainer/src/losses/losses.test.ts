@@ -17,6 +17,8 @@ import {
   dkdLoss,
   kdLoss,
   subsetKd,
+  sampledKd,
+  sampledTargets,
   topKKd,
   topKTargets,
   type Feed,
@@ -58,6 +60,32 @@ const topKFeeds = (k: number, T: number): Record<string, Feed> => {
   return { p: t.p, kept: t.kept, tail: t.tail, entropy: t.entropy };
 };
 const dense = { teacher, target, ...rows };
+
+/** The golden counts as a sampled cache stores them (distinct ids, counts, log-probabilities at T = 2), through sampledTargets. */
+function sampledFeeds(): Record<string, Feed> {
+  const unique: number[] = [];
+  const indices: number[] = [];
+  const counts: number[] = [];
+  const logprobs: number[] = [];
+  golden.sampled.counts.forEach((row, n) => {
+    const z = golden.teacher[n]!.map((v) => v / 2);
+    const m = Math.max(...z);
+    const lse = m + Math.log(z.reduce((s, v) => s + Math.exp(v - m), 0));
+    let k = 0;
+    row.forEach((c, i) => {
+      if (c === 0) return;
+      indices.push(i);
+      counts.push(c);
+      logprobs.push(z[i]! - lse);
+      k++;
+    });
+    unique.push(k);
+  });
+  const weights = new Float32Array(N * C);
+  const entropy = new Float32Array(N);
+  sampledTargets({ unique, indices, counts, logprobs }, 0, N, golden.sampled.n, C, { weights, entropy, rowOffset: 0 });
+  return { w: { data: weights, dims: [N, C] }, h: { data: entropy, dims: [N, 1] } };
+}
 const cases: Case[] = [
   { name: 'kd (T = 4)', loss: method('kd', { temperature: 4 }), inputs: dense, value: golden.kd_T4, grad: golden.grad.kd_T4 },
   { name: 'dkd', loss: method('dkd', { alpha: 1, beta: 8, temperature: 4 }), inputs: dense, value: golden.dkd, grad: golden.grad.dkd },
@@ -80,6 +108,13 @@ const cases: Case[] = [
     inputs: { ...topKFeeds(3, 4), ...rows },
     value: golden.topk3,
     grad: golden.grad.topk3,
+  },
+  {
+    name: 'sampled KD (12 draws per row at T = 2, the unbiased estimator)',
+    loss: (o, s, x) => ({ loss: sampledKd(o, s, x['w']!, x['h']!, rowsOf(x), 2) }),
+    inputs: { ...sampledFeeds(), ...rows },
+    value: golden.sampled.value,
+    grad: golden.grad.sampled,
   },
   {
     name: 'subset KD (two teachers over disjoint classes)',
