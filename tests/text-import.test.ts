@@ -131,6 +131,18 @@ describe('importText', () => {
     await expect(DatasetReader.open(join(dir, 'docs-train.arrow'))).rejects.toThrow(/a token dataset \(layout tokens\)/);
   });
 
+  it('a document of thousands of blocks comes back whole (batches of blocks are not overwritten before they reach the file)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'distillate-text-'));
+    const text = Array.from({ length: 4000 }, (_, i) => `word${i}`).join(' ');
+    await writeFile(join(dir, 'long.txt'), text);
+    const r = await importText({ source: join(dir, 'long.txt'), out: join(dir, 'long.arrow'), tokenizer: 'byte', block: 8 });
+    expect(r.parts[0]!.rows).toBeGreaterThan(3 * 1024);
+    const { rows, ids } = await tokensOf(join(dir, 'long.arrow'));
+    expect(ids).toEqual(Array.from({ length: rows.length }, (_, i) => i));
+    const back = [...rows[0]!, ...rows.slice(1).flatMap((b) => b.slice(1))].filter((t) => t !== -1);
+    expect(byteTokenizer().decode(back)).toBe(text);
+  });
+
   it('a folder of .txt files and a Parquet text column', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'distillate-text-'));
     await writeFile(join(dir, 'a.txt'), 'first document');

@@ -145,10 +145,12 @@ export class TokenDatasetWriter {
       if (!(t >= 0 && t < V)) throw new RangeError(`block ${Math.floor(i / L)}: token id ${t} is outside the vocabulary [0, ${V})`);
       this.#tokens++;
     }
+    // The Arrow writer holds the columns until they reach the file, and callers refill their
+    // buffers as soon as this returns: write copies.
     await this.#file.write(
       recordBatch(this.#schema, [
-        idData(batch.ids),
-        fixedSizeListData(L, new Int32(), batch.tokens),
+        idData(batch.ids.slice()),
+        fixedSizeListData(L, new Int32(), batch.tokens.slice()),
         nullableInt32Data(new Int32Array(rows).fill(-1)),
         utf8Data(batch.sources),
       ]),
