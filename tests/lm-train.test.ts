@@ -102,6 +102,9 @@ describe('language-model students on the ORT engine', () => {
     }
     expect(nll / Math.LN2 / bytes).toBeCloseTo(scratch.test!.bitsPerByte, 4);
     expect(JSON.parse(await readFile(join(scratch.runDir, 'run.json'), 'utf8'))).toMatchObject({ parameters: scratch.parameters });
+    const report = await readFile(join(kd.runDir, 'report.html'), 'utf8');
+    expect(report).toContain('test bits per byte');
+    expect((report.match(/<svg/g) ?? []).length).toBe(2);
   }, 300_000);
 
   it('refuses in one line what a sampled cache cannot estimate, and a classifier student', async () => {

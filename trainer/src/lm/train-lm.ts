@@ -5,7 +5,8 @@
  * in bits per byte (tokenizer-independent: summed log-loss over the UTF-8 bytes of the predicted
  * tokens, from the dataset's token byte table), perplexity per token and, with a teacher cache
  * over the test split, next-token top-1 agreement with the teacher. Writes metrics.jsonl,
- * student.onnx with a sidecar that makes it a causal-LM teacher for the server, and run.json last.
+ * student.onnx with a sidecar that makes it a causal-LM teacher for the server, report.html, and
+ * run.json last.
  *
  * Memory: the dataset and the cache stream in lockstep through a shuffle buffer sized by bytes,
  * and a step holds its batch's [N, L, V] tensors only.
@@ -23,6 +24,7 @@ import type { Recipe } from '../recipe.js';
 import { learningRate } from '../schedule.js';
 import { shuffled, tokenBatch, tokenRows, type TokenLossSpec, type TokenRow } from './token-batch.js';
 import { TOKEN_INPUT, transformerStudent } from './transformer.js';
+import { renderLmReport } from './report-lm.js';
 
 export interface LmEvaluation {
   readonly bitsPerByte: number;
@@ -268,6 +270,22 @@ export async function trainLanguageModel(recipe: Readonly<Recipe>, options: LmTr
       ...(cache === undefined ? {} : { cache: { dir: cache.dir, storage: storage!, bytesPerToken: cache.manifest.tokens!.bytesPerToken } }),
     };
     await writeFileAtomic(join(runDir, 'recipe.json'), JSON.stringify(recipe, null, 2) + '\n');
+    await writeFileAtomic(
+      join(runDir, 'report.html'),
+      renderLmReport({
+        name: recipe.name,
+        recipe,
+        metrics,
+        summary: {
+          student: recipe.student.kind,
+          parameters: engine.parameters,
+          method: distill.method,
+          ...(cache === undefined ? {} : { cache: `${cache.dir} (${storage}, ${cache.manifest.tokens!.bytesPerToken} B/token)` }),
+          ...(last?.test === undefined ? {} : { 'test bits/byte': last.test.bitsPerByte.toFixed(4), 'test perplexity': last.test.perplexity.toFixed(2) }),
+          device: engine.device,
+        },
+      }),
+    );
     await writeFileAtomic(join(runDir, 'run.json'), JSON.stringify(result, null, 2) + '\n');
     return result;
   } finally {
