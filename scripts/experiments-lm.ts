@@ -81,6 +81,9 @@ async function main(o: { seeds: number; every: number; epochs: number }): Promis
 
   const teacher: Teacher = (await TeacherRegistry.open(join(ROOT, 'models'))).get('brown-lm');
   const cacheRoot = join(work, 'cache');
+  // Build times are kept beside the caches, so a re-run that finds a cache still reports its build time.
+  const timesFile = join(cacheRoot, 'build-seconds.json');
+  const times: Record<string, number> = existsSync(timesFile) ? (JSON.parse(await readFile(timesFile, 'utf8')) as Record<string, number>) : {};
   const build = async (dataset: string, storage: StorageInput): Promise<CacheInfo> => {
     const start = performance.now();
     const r = await precomputeLogits({
@@ -89,10 +92,14 @@ async function main(o: { seeds: number; every: number; epochs: number }): Promis
       cacheRoot,
       request: { type: 'precompute', temperature: 1, storage: StorageSchema.parse(storage), batchSize: 256 },
     });
-    const seconds = r.cacheHit ? Number.NaN : (performance.now() - start) / 1000;
+    if (!r.cacheHit) {
+      times[r.key] = (performance.now() - start) / 1000;
+      await writeFile(timesFile, JSON.stringify(times, null, 2));
+    }
+    const seconds = times[r.key] ?? Number.NaN;
     const dir = join(cacheRoot, r.key);
     const bytesPerToken = (await LogitCacheReader.open(dir)).manifest.tokens!.bytesPerToken;
-    console.log(`cache ${JSON.stringify(storage)}: ${bytesPerToken} B/token${r.cacheHit ? ' (built before)' : `, ${seconds.toFixed(1)} s`}`);
+    console.log(`cache ${JSON.stringify(storage)}: ${bytesPerToken} B/token, ${seconds.toFixed(1)} s${r.cacheHit ? ' (built before)' : ''}`);
     return { dir, bytesPerToken, seconds };
   };
   const caches: Record<string, CacheInfo> = {
