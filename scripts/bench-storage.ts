@@ -21,7 +21,8 @@ import { log, printRows, row, type BenchRow, benchProgram } from './bench/report
 const ROOT = resolve(import.meta.dirname, '..');
 const TEACHER = 'fmnist-teacher';
 
-const label = (s: StorageInput) => (s.mode === 'dense' ? `dense_${s.dtype === 'float16' ? 'f16' : 'f32'}` : s.mode === 'topk' ? `topk_${s.k}` : `sampled_${s.n}`);
+const label = (s: StorageInput) =>
+  s.mode === 'dense' ? `dense_${s.dtype === 'float16' ? 'f16' : 'f32'}` : s.mode === 'topk' ? `topk_${s.k}` : `sampled_${s.n}`;
 
 async function bytesPerRow(dir: string, rowsN: number, classes: number, storage: StorageInput): Promise<number> {
   const rand = mulberry32(7);

@@ -90,8 +90,18 @@ export async function runLmDemo(o: LmDemoOptions = {}): Promise<LmDemoResult> {
   for (const name of ['train', 'test'] as const) {
     let mine = docs.filter((d) => part.get(d.name) === name);
     if (o.quick === true) mine = mine.filter((_, i) => i % (name === 'train' ? 8 : 4) === 0);
-    await writeFile(join(dirs.data, `brown-${name}.jsonl`), mine.map((d) => JSON.stringify({ doc: d.name, genre: BROWN_GENRES[d.genre], text: d.text })).join('\n') + '\n');
-    const r = await importText({ source: join(dirs.data, `brown-${name}.jsonl`), out: join(dirs.data, `brown-${name}.arrow`), tokenizer, block: L, key: 'doc', text: 'text' });
+    await writeFile(
+      join(dirs.data, `brown-${name}.jsonl`),
+      mine.map((d) => JSON.stringify({ doc: d.name, genre: BROWN_GENRES[d.genre], text: d.text })).join('\n') + '\n',
+    );
+    const r = await importText({
+      source: join(dirs.data, `brown-${name}.jsonl`),
+      out: join(dirs.data, `brown-${name}.arrow`),
+      tokenizer,
+      block: L,
+      key: 'doc',
+      text: 'text',
+    });
     const p = r.parts[0]!;
     log(`  ${name}: ${p.documents} documents, ${p.tokens} tokens (${(p.bytes / p.tokens).toFixed(2)} bytes/token) → ${p.rows} blocks of ${L}`);
   }
@@ -124,7 +134,11 @@ export async function runLmDemo(o: LmDemoOptions = {}): Promise<LmDemoResult> {
     seed: 1,
   };
   const onEpochEnd = (name: string) => (m: LmRunResult['metrics'][number]) =>
-    log(`  ${name} epoch ${m.epoch}: ${Object.entries(m.loss).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}; test ${m.test?.bitsPerByte.toFixed(4)} bits/byte; ${Math.round(m.tokensPerSecond)} tokens/s`);
+    log(
+      `  ${name} epoch ${m.epoch}: ${Object.entries(m.loss)
+        .map(([k, v]) => `${k} ${v.toFixed(3)}`)
+        .join(', ')}; test ${m.test?.bitsPerByte.toFixed(4)} bits/byte; ${Math.round(m.tokensPerSecond)} tokens/s`,
+    );
   const scratch = await trainLanguageModel(parseRecipe({ ...base, name: 'lm-scratch' }), { onEpochEnd: onEpochEnd('scratch'), testCache });
   const kd = await trainLanguageModel(
     parseRecipe({ ...base, name: 'lm-kd-sampled', teachers: [{ cache: trainCache }], distill: { method: 'kd', params: { temperature: 1 } } }),
@@ -159,7 +173,9 @@ const pct = (v: number | undefined): string => (v === undefined ? '—' : `${(v 
 
 if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const program = new Command('demo-lm')
-    .description('language-model distillation on the Brown corpus: tokenize, serve, precompute a sampled cache over HTTP, train KD + scratch, compare bits per byte, generate')
+    .description(
+      'language-model distillation on the Brown corpus: tokenize, serve, precompute a sampled cache over HTTP, train KD + scratch, compare bits per byte, generate',
+    )
     .option('--work <dir>', 'output directory', 'demo-out/lm')
     .option('--quick', 'an eighth of the training documents, a smaller student, one epoch')
     .action(async (f: { work: string; quick?: boolean }) => {

@@ -23,7 +23,11 @@ let root: string;
 let teacher: Teacher;
 let dataset: string;
 
-async function precompute(storage: PrecomputeOptions['request']['storage'], cacheRoot = join(root, 'cache'), temperature = 1): Promise<{ dir: string; manifest: CacheManifest }> {
+async function precompute(
+  storage: PrecomputeOptions['request']['storage'],
+  cacheRoot = join(root, 'cache'),
+  temperature = 1,
+): Promise<{ dir: string; manifest: CacheManifest }> {
   const r = await precomputeLogits({
     teacher,
     datasetPath: dataset,
@@ -195,7 +199,20 @@ describe('token caches from the shipped language-model teacher', () => {
     await importText({ source: join(root, 'test.jsonl'), out: join(data, 'bytes.arrow'), tokenizer: 'byte', block: L, key: 'doc' });
     await importText({ source: join(root, 'test.jsonl'), out: join(data, 'long.arrow'), tokenizer: TOKENIZER, block: 256, key: 'doc' });
     const cli = (ds: string, ...extra: string[]) =>
-      runTs('server/src/bin.ts', ['precompute', '--teacher', 'brown-lm', '--dataset', ds, '--models', MODELS, '--data', data, '--cache', join(root, 'refused'), ...extra]);
+      runTs('server/src/bin.ts', [
+        'precompute',
+        '--teacher',
+        'brown-lm',
+        '--dataset',
+        ds,
+        '--models',
+        MODELS,
+        '--data',
+        data,
+        '--cache',
+        join(root, 'refused'),
+        ...extra,
+      ]);
     const tok = cli('bytes.arrow');
     expect(tok.status).not.toBe(0);
     expect(tok.stderr.trim().split('\n')).toHaveLength(1);
