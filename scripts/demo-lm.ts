@@ -16,7 +16,7 @@ import { TokenDatasetReader, runCli, splitDocuments } from '@distillate/shared';
 import { TeacherRegistry } from '@distillate/shared/onnx';
 import { importText, resolveConfig, startServer } from '@distillate/server';
 import { generate, parseRecipe, trainLanguageModel, type LmRunResult } from '@distillate/trainer';
-import { precompute } from './demo.js';
+import { precompute } from './demo-http.js';
 import { BROWN_GENRES, readBrownCorpus } from './lm/brown.js';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
@@ -177,7 +177,7 @@ if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(
       'language-model distillation on the Brown corpus: tokenize, serve, precompute a sampled cache over HTTP, train KD + scratch, compare bits per byte, generate',
     )
     .option('--work <dir>', 'output directory', 'demo-out/lm')
-    .option('--quick', 'an eighth of the training documents, a smaller student, one epoch')
+    .option('--quick', 'an eighth of the training documents and a quarter of the test documents, a smaller student')
     .action(async (f: { work: string; quick?: boolean }) => {
       await runLmDemo({ work: f.work, quick: f.quick === true });
     });
