@@ -16,11 +16,11 @@ import { mkdir, rm } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { TokenDatasetReader, runCli, splitDocuments } from '@distillate/shared';
+import { TokenDatasetReader, runCli } from '@distillate/shared';
 import { TeacherRegistry } from '@distillate/shared/onnx';
 import { importText, precomputeLogits } from '@distillate/server';
 import { parseRecipe, trainLanguageModel } from '@distillate/trainer';
-import { readBrownCorpus } from './lm/brown.js';
+import { readBrownCorpus, splitBrown } from './lm/brown.js';
 import { ROOT } from './experiments/runner.js';
 
 function torch(spec: Record<string, unknown>): number {
@@ -36,11 +36,7 @@ async function main(o: { pairs: number }): Promise<void> {
   await rm(work, { recursive: true, force: true });
   await mkdir(work, { recursive: true });
   const docs = await readBrownCorpus();
-  const part = splitDocuments(
-    docs.map((d) => ({ key: d.name, stratum: d.genre })),
-    { test: 0.1, val: 0.1 },
-    1,
-  );
+  const part = splitBrown(docs);
   const { writeFile } = await import('node:fs/promises');
   const test = docs.filter((d) => part.get(d.name) === 'test');
   await writeFile(join(work, 'test.jsonl'), test.map((d) => JSON.stringify({ doc: d.name, text: d.text })).join('\n') + '\n');

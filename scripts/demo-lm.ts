@@ -12,16 +12,15 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
-import { TokenDatasetReader, runCli, splitDocuments } from '@distillate/shared';
+import { TokenDatasetReader, runCli } from '@distillate/shared';
 import { TeacherRegistry } from '@distillate/shared/onnx';
 import { importText, resolveConfig, startServer } from '@distillate/server';
-import { generate, parseRecipe, trainLanguageModel, type LmRunResult } from '@distillate/trainer';
+import { evaluateLm, generate, parseRecipe, trainLanguageModel, type LmRunResult } from '@distillate/trainer';
 import { precompute } from './demo-http.js';
-import { BROWN_GENRES, readBrownCorpus } from './lm/brown.js';
+import { BROWN_GENRES, readBrownCorpus, splitBrown } from './lm/brown.js';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 export const LM_TEACHER = 'brown-lm';
-const SPLIT = { parts: { test: 0.1, val: 0.1 }, seed: 1 } as const;
 
 export interface LmDemoOptions {
   readonly work?: string;
@@ -38,38 +37,16 @@ export interface LmDemoResult {
   readonly samples: Readonly<Record<string, string>>;
 }
 
-/** Bits per byte and perplexity of a served teacher on a token dataset. */
+/** Bits per byte and perplexity of the served teacher on a token dataset (the trainer's evaluation). */
 async function teacherQuality(models: string, dataset: string): Promise<{ bitsPerByte: number; perplexity: number }> {
   const teacher = (await TeacherRegistry.open(models)).get(LM_TEACHER);
-  const data = await TokenDatasetReader.open(dataset);
-  const L = data.info.block;
-  const V = data.info.tokenizer.vocabSize;
-  let nll = 0;
-  let bytes = 0;
-  let tokens = 0;
   try {
-    for await (const b of data.batches()) {
-      for (let r0 = 0; r0 < b.rows; r0 += 32) {
-        const n = Math.min(32, b.rows - r0);
-        const tok = b.tokens.slice(r0 * L, (r0 + n) * L);
-        const z = await teacher.tokenLogits(tok, n, L);
-        for (let p = 0; p < n * L; p++) {
-          if (p % L === L - 1 || tok[p]! < 0 || tok[p + 1]! < 0) continue;
-          const row = z.subarray(p * V, (p + 1) * V);
-          let max = -Infinity;
-          for (const v of row) max = Math.max(max, v);
-          let s = 0;
-          for (const v of row) s += Math.exp(v - max);
-          nll += max + Math.log(s) - row[tok[p + 1]!]!;
-          bytes += data.info.tokenBytes[tok[p + 1]!]!;
-          tokens++;
-        }
-      }
-    }
+    const data = await TokenDatasetReader.open(dataset);
+    const L = data.info.block;
+    return await evaluateLm((ids, rows) => teacher.tokenLogits(ids, rows, L), data, 32);
   } finally {
     await teacher.release();
   }
-  return { bitsPerByte: nll / Math.LN2 / bytes, perplexity: Math.exp(nll / tokens) };
 }
 
 export async function runLmDemo(o: LmDemoOptions = {}): Promise<LmDemoResult> {
@@ -82,11 +59,7 @@ export async function runLmDemo(o: LmDemoOptions = {}): Promise<LmDemoResult> {
 
   log('[1/6] the Brown corpus, split by document (stratified by genre), tokenized with the teacher’s tokenizer');
   const docs = await readBrownCorpus();
-  const part = splitDocuments(
-    docs.map((d) => ({ key: d.name, stratum: d.genre })),
-    SPLIT.parts,
-    SPLIT.seed,
-  );
+  const part = splitBrown(docs);
   for (const name of ['train', 'test'] as const) {
     let mine = docs.filter((d) => part.get(d.name) === name);
     if (o.quick === true) mine = mine.filter((_, i) => i % (name === 'train' ? 8 : 4) === 0);

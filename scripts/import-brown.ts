@@ -9,11 +9,9 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runCli, splitDocuments, writeFileAtomic } from '@distillate/shared';
+import { runCli, writeFileAtomic } from '@distillate/shared';
 import { importText } from '@distillate/server';
-import { BROWN_GENRES, readBrownCorpus } from './lm/brown.js';
-
-export const BROWN_SPLIT = { parts: { test: 0.1, val: 0.1 }, seed: 1 } as const;
+import { BROWN_GENRES, readBrownCorpus, splitBrown } from './lm/brown.js';
 
 const program = new Command('import-brown')
   .description('the Brown corpus as text split by document (stratified by genre), and optionally as token datasets')
@@ -31,11 +29,7 @@ const program = new Command('import-brown')
   )
   .action(async (opts: { out: string; tokenizer?: string; block: number }) => {
     const docs = await readBrownCorpus();
-    const part = splitDocuments(
-      docs.map((d) => ({ key: d.name, stratum: d.genre })),
-      BROWN_SPLIT.parts,
-      BROWN_SPLIT.seed,
-    );
+    const part = splitBrown(docs);
     await mkdir(opts.out, { recursive: true });
     for (const name of ['train', 'val', 'test']) {
       const mine = docs.filter((d) => part.get(d.name) === name);

@@ -9,10 +9,10 @@ import { mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { LogitCacheReader, TokenDatasetReader, splitDocuments, type CacheManifest } from '@distillate/shared';
+import { LogitCacheReader, TokenDatasetReader, type CacheManifest } from '@distillate/shared';
 import { TeacherRegistry, type Teacher } from '@distillate/shared/onnx';
 import { importText, precomputeLogits, type PrecomputeOptions } from '@distillate/server';
-import { readBrownCorpus } from '../scripts/lm/brown.js';
+import { readBrownCorpus, splitBrown } from '../scripts/lm/brown.js';
 import { REPO, runTs } from './helpers/cli.js';
 
 const MODELS = join(REPO, 'models');
@@ -69,11 +69,7 @@ function logSoftmaxRow(z: Float32Array, T = 1): Float64Array {
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'distillate-lm-'));
   const docs = await readBrownCorpus();
-  const part = splitDocuments(
-    docs.map((d) => ({ key: d.name, stratum: d.genre })),
-    { test: 0.1, val: 0.1 },
-    1,
-  );
+  const part = splitBrown(docs);
   const test = docs.filter((d) => part.get(d.name) === 'test').slice(0, 3);
   await writeFile(join(root, 'test.jsonl'), test.map((d) => JSON.stringify({ doc: d.name, text: d.text.slice(0, 3000) })).join('\n') + '\n');
   await importText({ source: join(root, 'test.jsonl'), out: join(root, 'test.arrow'), tokenizer: TOKENIZER, block: L, key: 'doc' });

@@ -8,11 +8,11 @@ import { copyFile, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { TokenDatasetReader, splitDocuments } from '@distillate/shared';
+import { TokenDatasetReader } from '@distillate/shared';
 import { TeacherRegistry } from '@distillate/shared/onnx';
 import { importText, precomputeLogits } from '@distillate/server';
 import { parseRecipe, trainLanguageModel } from '@distillate/trainer';
-import { readBrownCorpus } from '../scripts/lm/brown.js';
+import { readBrownCorpus, splitBrown } from '../scripts/lm/brown.js';
 import { REPO } from './helpers/cli.js';
 
 const MODELS = join(REPO, 'models');
@@ -23,11 +23,7 @@ let cacheDir: string;
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'distillate-lmtrain-'));
   const docs = await readBrownCorpus();
-  const part = splitDocuments(
-    docs.map((d) => ({ key: d.name, stratum: d.genre })),
-    { test: 0.1, val: 0.1 },
-    1,
-  );
+  const part = splitBrown(docs);
   const pick = (p: string, n: number) => docs.filter((d) => part.get(d.name) === p).slice(0, n);
   for (const [name, list] of [
     ['train', pick('train', 12)],

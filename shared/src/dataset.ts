@@ -134,6 +134,16 @@ export function parseDatasetSchema(schema: Schema, file: string): { info: Datase
   }
 }
 
+/** A dataset file's Arrow schema; DatasetFormatError when the file is missing or not Arrow IPC. */
+export async function readDatasetFileSchema(path: string): Promise<Schema> {
+  try {
+    return await readArrowSchema(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new DatasetFormatError(`${path}: dataset file not found`);
+    throw new DatasetFormatError(`${path}: not a readable Arrow IPC file (${err instanceof Error ? err.message : String(err)})`);
+  }
+}
+
 /** Writes a dataset file atomically; rows arrive in batches of typed arrays. */
 export class DatasetWriter {
   readonly info: DatasetInfo;
@@ -213,15 +223,7 @@ export class DatasetReader {
   }
 
   static async open(path: string): Promise<DatasetReader> {
-    let schema: Schema;
-    try {
-      schema = await readArrowSchema(path);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') throw new DatasetFormatError(`${path}: dataset file not found`);
-      throw new DatasetFormatError(`${path}: not a readable Arrow IPC file (${err instanceof Error ? err.message : String(err)})`);
-    }
-    const { info, idType } = parseDatasetSchema(schema, path);
+    const { info, idType } = parseDatasetSchema(await readDatasetFileSchema(path), path);
     return new DatasetReader(path, info, idType);
   }
 

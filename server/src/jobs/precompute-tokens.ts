@@ -8,7 +8,7 @@
  */
 import { LogitCacheWriter, StorageSchema, TokenDatasetReader, cacheKey, findCache, type Storage } from '@distillate/shared';
 import { TeacherError, type Teacher, type TeacherInfo } from '@distillate/shared/onnx';
-import { PrecomputeInterrupted, type PrecomputeOptions } from './precompute.js';
+import { writePipelined, type PrecomputeOptions } from './precompute.js';
 
 export interface TokenCachePlan {
   readonly info: TeacherInfo;
@@ -89,39 +89,22 @@ export async function precomputeTokenLogits(o: PrecomputeOptions): Promise<{ key
     tokens: { positions: L, vocabSize: lm.vocabSize, tokenizer: dataset.info.tokenizer },
     ...(o.shardRows === undefined ? {} : { shardRows: o.shardRows }),
   });
-  try {
-    const B = blocksPerCall(req.batchSize, L);
-    let skip = writer.resumedRows;
-    let done = skip;
-    if (skip > 0) o.logger?.info({ key, resumedRows: skip }, 'resuming from durable shards');
-    o.onProgress?.(done, rows);
-    let pendingWrite: Promise<void> = Promise.resolve();
-    // Two logit buffers in turn: one is being written while the teacher fills the other.
-    const buffers = [new Float32Array(B * L * lm.vocabSize), new Float32Array(B * L * lm.vocabSize)];
-    let turn = 0;
-    for await (const batch of dataset.batches()) {
-      let start = 0;
-      if (skip > 0) {
-        start = Math.min(skip, batch.rows);
-        skip -= start;
-      }
-      for (let r = start; r < batch.rows; r += B) {
-        if (o.signal?.aborted === true) throw new PrecomputeInterrupted('interrupted');
-        const n = Math.min(B, batch.rows - r);
-        const tokens = batch.tokens.slice(r * L, (r + n) * L);
-        const z = await teacher.tokenLogits(tokens, n, L, buffers[turn++ % 2]!.subarray(0, n * L * lm.vocabSize));
-        await pendingWrite;
-        pendingWrite = writer.append({ ids: batch.ids.subarray(r, r + n), logits: z, tokens });
-        pendingWrite.catch(() => undefined);
-        done += n;
-        o.onProgress?.(done, rows);
-      }
-    }
-    await pendingWrite;
-    await writer.finish();
-  } catch (err) {
-    await writer.abort();
-    throw err;
-  }
+  const B = blocksPerCall(req.batchSize, L);
+  // Two logit buffers in turn: the teacher fills one while the other is being written.
+  const buffers = [new Float32Array(B * L * lm.vocabSize), new Float32Array(B * L * lm.vocabSize)];
+  let turn = 0;
+  await writePipelined({
+    writer,
+    batches: dataset.batches(),
+    skip: writer.resumedRows,
+    callRows: B,
+    total: rows,
+    options: o,
+    compute: async (batch, r, n) => {
+      const tokens = batch.tokens.slice(r * L, (r + n) * L);
+      const logits = await teacher.tokenLogits(tokens, n, L, buffers[turn++ % 2]!.subarray(0, n * L * lm.vocabSize));
+      return { ids: batch.ids.subarray(r, r + n), logits, tokens };
+    },
+  });
   return { key, rows, cacheHit: false };
 }

@@ -103,45 +103,76 @@ export async function precomputeLogits(o: PrecomputeOptions): Promise<Precompute
     views,
     ...(o.shardRows === undefined ? {} : { shardRows: o.shardRows }),
   });
-  try {
-    const K = views?.count ?? 1;
-    // Images per teacher call: its K views go in one call with the image.
-    const B = Math.max(1, Math.floor(req.batchSize / K));
-    const D = dataset.inputSize;
+  const K = views?.count ?? 1;
+  // Images per teacher call: its K views go in one call with the image.
+  const B = Math.max(1, Math.floor(req.batchSize / K));
+  const D = dataset.inputSize;
+  // onnxruntime-node runs inference synchronously before resolving, so the input buffer is
+  // free again once `logits` resolves: reuse it rather than allocating per batch.
+  let scratch: Float32Array | undefined;
+  await writePipelined({
+    writer,
+    batches: dataset,
     // Durable shards hold whole images (a view cache's shards are multiples of K rows).
-    let skip = writer.resumedRows / K;
+    skip: writer.resumedRows / K,
+    callRows: B,
+    total: rows,
+    options: o,
+    compute: async (batch, r, n) => {
+      const stored = batch.inputs.subarray(r * D, (r + n) * D);
+      let ids: Ids = batch.ids.subarray(r, r + n);
+      let raw: Float32Array | Uint8Array = stored;
+      if (views !== undefined && geometry !== undefined) {
+        ({ ids, raw } = expandViews(views, geometry, ids, stored, D));
+      }
+      const x = pre.apply(raw, n * K, scratch);
+      scratch = x.length === B * K * D ? x : scratch;
+      return { ids, logits: await teacher.logits(x, n * K) };
+    },
+  });
+  return { key, rows, cacheHit: false, dataset };
+}
+
+/**
+ * The loop both precompute pipelines (classes here, tokens in precompute-tokens.ts) share:
+ * `batches` in teacher calls of `callRows` rows, the first `skip` rows (durable from an earlier
+ * run) passed over, each call's logits computed while the previous call's are written, progress
+ * after each call, then the manifest; on any error the writer is aborted (durable shards stay).
+ */
+export async function writePipelined<Batch extends { readonly rows: number }>(o: {
+  readonly writer: LogitCacheWriter;
+  readonly batches: AsyncIterable<Batch>;
+  readonly skip: number;
+  readonly callRows: number;
+  readonly total: number;
+  readonly options: Pick<PrecomputeOptions, 'signal' | 'logger' | 'onProgress'>;
+  /** Rows [start, start + rows) of `batch`, as the writer takes them. */
+  readonly compute: (batch: Batch, start: number, rows: number) => Promise<Parameters<LogitCacheWriter['append']>[0]>;
+}): Promise<void> {
+  const { writer, options } = o;
+  try {
+    let skip = o.skip;
     let done = skip;
-    if (skip > 0) o.logger?.info({ key, resumedRows: skip }, 'resuming from durable shards');
-    o.onProgress?.(done, rows);
+    if (skip > 0) options.logger?.info({ key: writer.key, resumedRows: skip }, 'resuming from durable shards');
+    options.onProgress?.(done, o.total);
     let pendingWrite: Promise<void> = Promise.resolve();
-    // onnxruntime-node runs inference synchronously before resolving, so the input buffer is
-    // free again once `logits` resolves: reuse it rather than allocating per batch.
-    let scratch: Float32Array | undefined;
-    for await (const batch of dataset) {
+    for await (const batch of o.batches) {
       let start = 0;
       if (skip > 0) {
         start = Math.min(skip, batch.rows);
         skip -= start;
       }
-      for (let r = start; r < batch.rows; r += B) {
-        if (o.signal?.aborted === true) throw new PrecomputeInterrupted('interrupted');
-        const n = Math.min(B, batch.rows - r);
-        const stored = batch.inputs.subarray(r * D, (r + n) * D);
-        let ids: Ids = batch.ids.subarray(r, r + n);
-        let raw: Float32Array | Uint8Array = stored;
-        if (views !== undefined && geometry !== undefined) {
-          ({ ids, raw } = expandViews(views, geometry, ids, stored, D));
-        }
-        const x = pre.apply(raw, n * K, scratch);
-        scratch = x.length === B * K * D ? x : scratch;
-        const z = await teacher.logits(x, n * K);
+      for (let r = start; r < batch.rows; r += o.callRows) {
+        if (options.signal?.aborted === true) throw new PrecomputeInterrupted('interrupted');
+        const n = Math.min(o.callRows, batch.rows - r);
+        const rows = await o.compute(batch, r, n);
         await pendingWrite;
-        pendingWrite = writer.append({ ids, logits: z });
+        pendingWrite = writer.append(rows);
         // A write that fails (a full disk) while the next batch runs is thrown at the next
         // `await pendingWrite`, not left as an unhandled rejection that takes the server down.
         pendingWrite.catch(() => undefined);
         done += n;
-        o.onProgress?.(done, rows);
+        options.onProgress?.(done, o.total);
       }
     }
     await pendingWrite;
@@ -150,5 +181,4 @@ export async function precomputeLogits(o: PrecomputeOptions): Promise<Precompute
     await writer.abort();
     throw err;
   }
-  return { key, rows, cacheHit: false, dataset };
 }

@@ -12,7 +12,7 @@
  */
 import { Field, Int32, Schema, Utf8 } from 'apache-arrow';
 import { z } from 'zod';
-import { DATASET_FORMAT, DatasetFormatError, META } from '../dataset.js';
+import { DATASET_FORMAT, DatasetFormatError, META, readDatasetFileSchema } from '../dataset.js';
 import {
   AtomicArrowFileWriter,
   fixedSizeListData,
@@ -181,14 +181,7 @@ export class TokenDatasetReader {
   }
 
   static async open(path: string): Promise<TokenDatasetReader> {
-    let schema: Schema;
-    try {
-      schema = await readArrowSchema(path);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new DatasetFormatError(`${path}: dataset file not found`);
-      throw new DatasetFormatError(`${path}: not a readable Arrow IPC file (${err instanceof Error ? err.message : String(err)})`);
-    }
-    return new TokenDatasetReader(path, parseTokenSchema(schema, path));
+    return new TokenDatasetReader(path, parseTokenSchema(await readDatasetFileSchema(path), path));
   }
 
   async fingerprint(): Promise<string> {

@@ -84,8 +84,17 @@ async function studentGraph(recipe: Readonly<Recipe>, L: number, V: number): Pro
   throw new TrainingError(`student.kind ${s.kind} is a classifier; a token dataset trains student: { kind: transformer } or an ONNX language model`);
 }
 
-/** Bits per byte, perplexity and agreement of `engine` on a token dataset. */
-export async function evaluateLm(engine: OrtEngine, test: TokenDatasetReader, batchBlocks: number, teacherCache?: LogitCacheReader): Promise<LmEvaluation> {
+/**
+ * Bits per byte, perplexity and agreement on a token dataset of any causal LM: `logits` maps
+ * `rows` blocks of token ids ([rows, L], padding fed as 0) to [rows, L, V] logits (a student
+ * engine's predict, or a served teacher's tokenLogits).
+ */
+export async function evaluateLm(
+  logits: (ids: Int32Array, rows: number) => Promise<Float32Array>,
+  test: TokenDatasetReader,
+  batchBlocks: number,
+  teacherCache?: LogitCacheReader,
+): Promise<LmEvaluation> {
   const L = test.info.block;
   const V = test.info.tokenizer.vocabSize;
   const bytes = test.info.tokenBytes;
@@ -100,7 +109,7 @@ export async function evaluateLm(engine: OrtEngine, test: TokenDatasetReader, ba
     const N = pending.length;
     const ids = new Int32Array(N * L);
     pending.forEach((r, i) => r.tokens.forEach((t, j) => (ids[i * L + j] = t < 0 ? 0 : t)));
-    const z = await engine.predict({ rows: N, inputs: { [TOKEN_INPUT]: { data: ids, dims: [N, L] } } });
+    const z = await logits(ids, N);
     for (let i = 0; i < N; i++) {
       const row = pending[i]!;
       for (let t = 0; t + 1 < L; t++) {
@@ -237,7 +246,9 @@ export async function trainLanguageModel(recipe: Readonly<Recipe>, options: LmTr
       }
       if (rows.length > 0) await step();
       const seconds = (performance.now() - start) / 1000;
-      const evaluation = test === undefined ? undefined : await evaluateLm(engine, test, recipe.batchSize, testCache);
+      const predict = (ids: Int32Array, rows: number): Promise<Float32Array> =>
+        engine.predict({ rows, inputs: { [TOKEN_INPUT]: { data: ids, dims: [rows, L] } } });
+      const evaluation = test === undefined ? undefined : await evaluateLm(predict, test, recipe.batchSize, testCache);
       const m: LmEpochMetrics = {
         epoch,
         lr,
