@@ -16,10 +16,13 @@ import {
   FASHION_MNIST_FILES,
   LogitCacheReader,
   OnnxModelBuilder,
+  TokenDatasetReader,
   encodeCacheShard,
   importIdxPair,
   verifyCache,
 } from '@distillate/shared';
+import { importText } from '@distillate/server';
+import { readBrownCorpus, splitBrown } from '../scripts/lm/brown.js';
 import { REPO } from './helpers/cli.js';
 import { freePort, startRedis, type TestRedis } from './helpers/redis.js';
 import { FASHION_MNIST_PACKAGE, REDIS_PACKAGE, skipUnless, titled } from './helpers/system.js';
@@ -320,6 +323,87 @@ describe.skipIf(skip !== undefined)(titled('distributed precompute', skip), () =
     expect(manifest.dataset.rows).toBe(10_000);
     // Every image's two views, in dataset order.
     expect(await cacheIds(dir)).toEqual(datasetIds.flatMap((i) => [i, i]));
+    for (const w of workers) w.child.kill('SIGTERM');
+    await Promise.all(workers.map((w) => w.exited));
+    c.child.kill('SIGTERM');
+    await c.exited;
+  });
+
+  it('builds a sampled token cache across workers identical to the in-process one (same key, same shard bytes, same token count)', async () => {
+    // A causal-LM teacher over a token dataset: a few Brown test documents, cut into 64-token blocks.
+    for (const f of ['brown-lm.onnx', 'brown-lm.json', 'brown-lm.tokenizer.json']) await copyFile(join(REPO, 'models', f), join(root, 'models', f));
+    const docs = await readBrownCorpus();
+    const part = splitBrown(docs);
+    const test = docs.filter((d) => part.get(d.name) === 'test').slice(0, 3);
+    await writeFile(join(root, 'brown.jsonl'), test.map((d) => JSON.stringify({ doc: d.name, text: d.text.slice(0, 3000) })).join('\n') + '\n');
+    const { parts } = await importText({
+      source: join(root, 'brown.jsonl'),
+      out: join(root, 'data', 'brown.arrow'),
+      tokenizer: join(REPO, 'models', 'brown-lm.tokenizer.json'),
+      block: 64,
+      key: 'doc',
+    });
+    const storage = ['--storage', 'sampled', '--samples', '8', '--sample-seed', '5'];
+    const local = spawnSync(
+      process.execPath,
+      [
+        '--conditions=source',
+        '--import',
+        'tsx',
+        join(REPO, 'server/src/bin.ts'),
+        'precompute',
+        '--models',
+        join(root, 'models'),
+        '--data',
+        join(root, 'data'),
+        '--cache',
+        join(root, 'cache-tokens-local'),
+        '--teacher',
+        'brown-lm',
+        '--dataset',
+        'brown.arrow',
+        '--shard-rows',
+        '8',
+        '--threads',
+        '1',
+        ...storage,
+      ],
+      { cwd: REPO, encoding: 'utf8' },
+    );
+    expect(local.status, local.stderr).toBe(0);
+    const c = await coordinator(join(root, 'cache-tokens'), await freePort(), ['--shard-rows', '8']);
+    // One worker reads the blocks locally, the other fetches them over HTTP.
+    const workers = [worker(c.url, ['--models', join(root, 'models'), '--data', join(root, 'data')]), worker(c.url)];
+    // Both waiting before the job exists, so that both take tasks.
+    await waitFor('both workers to report', async () => ((await api(c.url, '/v1/workers')).body.workers.length === 2 ? true : undefined), 30_000);
+    const r = await api(c.url, '/v1/jobs', {
+      method: 'POST',
+      body: JSON.stringify({ type: 'precompute', teacher: 'brown-lm', dataset: 'brown.arrow', storage: { mode: 'sampled', n: 8, seed: 5 } }),
+    });
+    expect(r.status, JSON.stringify(r.body)).toBe(202);
+    const job = await finished(c.url, r.body.id);
+    expect(job.state, JSON.stringify(job)).toBe('succeeded');
+    expect(job.distributed.tasks).toBe(Math.ceil(parts[0]!.rows / 8));
+    expect(job.distributed.tasks).toBeGreaterThan(1);
+    const dir = join(root, 'cache-tokens', job.cacheKey);
+    const dist = await shardBytes(dir);
+    const inproc = await shardBytes(join(root, 'cache-tokens-local', job.cacheKey));
+    expect([...dist.keys()]).toEqual([...inproc.keys()]);
+    for (const [f, bytes] of dist) expect(Buffer.compare(bytes, inproc.get(f)!), f).toBe(0);
+    expect((await verifyCache(dir)).ok).toBe(true);
+    const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8'));
+    const localManifest = JSON.parse(await readFile(join(root, 'cache-tokens-local', job.cacheKey, 'manifest.json'), 'utf8'));
+    expect(manifest.tokens).toEqual(localManifest.tokens);
+    // Every non-padding position of every block (a token in two overlapping blocks counts twice).
+    let positions = 0;
+    for await (const b of await TokenDatasetReader.open(join(root, 'data', 'brown.arrow')).then((d) => d.batches()))
+      positions += b.tokens.filter((t) => t !== -1).length;
+    expect(manifest.tokens.count).toBe(positions);
+    // Both workers took tasks: one read its copy, the other fetched the blocks.
+    expect(
+      workers.every((w) => /shard uploaded/.test(w.log())),
+      workers.map((w) => w.log()).join('\n'),
+    ).toBe(true);
     for (const w of workers) w.child.kill('SIGTERM');
     await Promise.all(workers.map((w) => w.exited));
     c.child.kill('SIGTERM');

@@ -6,7 +6,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { resolve as resolvePath } from 'node:path';
-import { DatasetReader, encodeDatasetRows } from '@distillate/shared';
+import { DatasetReader, TokenDatasetReader, encodeDatasetRows, encodeTokenRows, isTokenDataset } from '@distillate/shared';
 import type { TeacherRegistry } from '@distillate/shared/onnx';
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
@@ -66,13 +66,13 @@ export function workerRouter(deps: WorkerApiDeps): Router {
   const r = Router();
   const auth = requireToken(deps.token);
   // Workers ask for many ranges of one dataset: hash it once per version of the file.
-  const opened = new Map<string, { version: string; dataset: DatasetReader }>();
-  const openDataset = async (path: string): Promise<DatasetReader> => {
+  const opened = new Map<string, { version: string; dataset: DatasetReader | TokenDatasetReader }>();
+  const openDataset = async (path: string): Promise<DatasetReader | TokenDatasetReader> => {
     const s = await stat(path);
     const version = `${s.size}:${s.mtimeMs}:${s.ino}`;
     const known = opened.get(path);
     if (known?.version === version) return known.dataset;
-    const dataset = await DatasetReader.open(path);
+    const dataset = (await isTokenDataset(path)) ? await TokenDatasetReader.open(path) : await DatasetReader.open(path);
     await dataset.fingerprint();
     opened.set(path, { version, dataset });
     return dataset;
@@ -105,9 +105,13 @@ export function workerRouter(deps: WorkerApiDeps): Router {
       throw new AppError(409, 'dataset_changed', `dataset ${q.path} has fingerprint ${fingerprint} here, not ${q.fingerprint}`);
     const rows = await dataset.countRows();
     if (q.start + q.count > rows) throw badRequest('bad_range', `rows [${q.start}, ${q.start + q.count}) are outside the dataset's ${rows} rows`);
-    const batch = await dataset.readRows(q.start, q.count);
+    // A token dataset answers with its blocks (`encodeTokenRows`), any other with its rows.
+    const body =
+      dataset instanceof TokenDatasetReader
+        ? encodeTokenRows(dataset.info, await dataset.readRows(q.start, q.count))
+        : encodeDatasetRows(dataset.info, await dataset.readRows(q.start, q.count));
     res.setHeader('x-distillate-fingerprint', fingerprint);
-    res.type(ARROW_STREAM).send(Buffer.from(encodeDatasetRows(dataset.info, batch)));
+    res.type(ARROW_STREAM).send(Buffer.from(body));
   });
 
   r.put('/v1/jobs/:id/shards/:index', auth, async (req, res) => {

@@ -17,8 +17,10 @@ import {
   RecordBatchStreamWriter,
   Schema,
   Struct,
+  Int32,
 } from 'apache-arrow';
 import { datasetSchema, parseDatasetSchema, type DatasetBatch, type DatasetInfo } from './dataset.js';
+import { parseTokenSchema, tokenSchema, type TokenBatch, type TokenDatasetInfo } from './text/token-dataset.js';
 import { fixedSizeListData, idData, listColumn, nullableInt32Column, nullableInt32Data, primitiveColumn, recordBatch, type Ids } from './internal/arrow-io.js';
 
 export class ArrowBodyError extends Error {
@@ -90,15 +92,45 @@ export function encodeDatasetRows(info: DatasetInfo, batch: DatasetBatch): Uint8
   return RecordBatchStreamWriter.writeAll([rb]).toUint8Array(true);
 }
 
-/** Decode `encodeDatasetRows`: the dataset description and the rows in one batch (copied). */
-export function decodeDatasetRows(body: Uint8Array): { info: DatasetInfo; batch: DatasetBatch } {
-  let reader: RecordBatchReader;
+/** A token dataset's blocks as an Arrow IPC stream: ids and blocks, with the dataset's metadata (tokenizer, block). */
+export function encodeTokenRows(info: TokenDatasetInfo, batch: TokenBatch): Uint8Array {
+  const rb = recordBatch(tokenSchema(info, true), [idData(batch.ids), fixedSizeListData(info.block, new Int32(), batch.tokens)]);
+  return RecordBatchStreamWriter.writeAll([rb]).toUint8Array(true);
+}
+
+function openStream(body: Uint8Array): RecordBatchReader {
   try {
-    reader = RecordBatchReader.from(body);
+    const reader = RecordBatchReader.from(body);
     reader.open();
+    return reader;
   } catch (err) {
     throw new ArrowBodyError(`body is not an Arrow IPC stream: ${(err as Error).message}`);
   }
+}
+
+/** Decode `encodeTokenRows`: the token dataset's description and its blocks in one batch (copied). */
+export function decodeTokenRows(body: Uint8Array): { info: TokenDatasetInfo; batch: TokenBatch } {
+  const reader = openStream(body);
+  const info = parseTokenSchema(reader.schema, 'token rows');
+  const parts = [...reader].map((rb) => ({
+    ids: primitiveColumn<Int32Array>(rb, 'id', 'token rows'),
+    tokens: listColumn<Int32Array>(rb, 'input', 'token rows').values,
+  }));
+  const rows = parts.reduce((n, p) => n + p.ids.length, 0);
+  const ids = new Int32Array(rows);
+  const tokens = new Int32Array(rows * info.block);
+  let off = 0;
+  for (const p of parts) {
+    ids.set(p.ids, off);
+    tokens.set(p.tokens, off * info.block);
+    off += p.ids.length;
+  }
+  return { info, batch: { rows, ids, tokens } };
+}
+
+/** Decode `encodeDatasetRows`: the dataset description and the rows in one batch (copied). */
+export function decodeDatasetRows(body: Uint8Array): { info: DatasetInfo; batch: DatasetBatch } {
+  const reader = openStream(body);
   const { info } = parseDatasetSchema(reader.schema, 'dataset rows');
   const parts: DatasetBatch[] = [];
   for (const rb of reader) {

@@ -58,7 +58,9 @@ export {
   shardLayout,
   planShards,
   encodeCacheShard,
+  ShardEncoder,
   inspectCacheShard,
+  countTokens,
   type ShardLayout,
   type ShardSpec,
   type ShardEncoding,
@@ -101,7 +103,15 @@ export { onnxParameterCount } from './onnx/inspect.js';
 export { writeSyntheticDataset, mulberry32, type SyntheticDatasetOptions } from './synthetic.js';
 export { runCli, type CliProgram } from './cli.js';
 export { headDataset, pickRows, splitLabelled, splitStratified, withoutClass, type WrittenDataset } from './subset.js';
-export { decodeInputStream, encodeLogitsStream, encodeDatasetRows, decodeDatasetRows, ArrowBodyError } from './http-bodies.js';
+export {
+  decodeInputStream,
+  encodeLogitsStream,
+  encodeDatasetRows,
+  decodeDatasetRows,
+  encodeTokenRows,
+  decodeTokenRows,
+  ArrowBodyError,
+} from './http-bodies.js';
 export {
   acquireFashionMnist,
   verifyFashionMnist,

@@ -6,7 +6,7 @@
  * teacher runs: a dataset cut by another tokenizer, a block longer than the teacher's context,
  * a vocabulary that does not match.
  */
-import { LogitCacheWriter, StorageSchema, TokenDatasetReader, cacheKey, findCache, type Storage } from '@distillate/shared';
+import { LogitCacheWriter, StorageSchema, TokenDatasetReader, cacheKey, findCache, type Storage, type TokenDatasetInfo } from '@distillate/shared';
 import { TeacherError, type Teacher, type TeacherInfo } from '@distillate/shared/onnx';
 import { writePipelined, type PrecomputeOptions } from './precompute.js';
 
@@ -51,7 +51,7 @@ export async function planTokenCache(teacher: Teacher, datasetPath: string, req:
   if (storage.mode === 'topk' && storage.k > lm.vocabSize) refuse('bad_storage', `top-${storage.k} needs k ≤ the vocabulary of ${lm.vocabSize}`);
   const fingerprint = await dataset.fingerprint();
   const rows = await dataset.countRows();
-  const preprocessing = `tokens;tokenizer=${tok.sha256};block=${dataset.info.block}`;
+  const preprocessing = tokenPreprocessing(dataset.info);
   const key = cacheKey({
     teacherSha256: info.sha256,
     datasetFingerprint: fingerprint,
@@ -63,8 +63,13 @@ export async function planTokenCache(teacher: Teacher, datasetPath: string, req:
   return { info, dataset, fingerprint, rows, storage, key, preprocessing };
 }
 
+/** What a token cache's key calls preprocessing: the tokenizer and block length (a queue worker derives it from its copy of the rows). */
+export function tokenPreprocessing(info: Pick<TokenDatasetInfo, 'tokenizer' | 'block'>): string {
+  return `tokens;tokenizer=${info.tokenizer.sha256};block=${info.block}`;
+}
+
 /** Blocks per teacher call: about `batchSize` × 16 positions (a block is L samples' worth of work). */
-function blocksPerCall(batchSize: number, L: number): number {
+export function blocksPerCall(batchSize: number, L: number): number {
   return Math.max(1, Math.floor((batchSize * 16) / L));
 }
 

@@ -11,7 +11,7 @@ import { dirname } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { decodeDatasetRows, type DatasetBatch, type DatasetInfo } from '@distillate/shared';
+import { decodeDatasetRows, decodeTokenRows, type DatasetBatch, type DatasetInfo, type TokenBatch, type TokenDatasetInfo } from '@distillate/shared';
 
 export const ARROW_FILE = 'application/vnd.apache.arrow.file';
 
@@ -124,6 +124,13 @@ export class CoordinatorClient {
     const q = new URLSearchParams({ path, start: String(start), count: String(count), fingerprint });
     const res = await this.#fetch(`/v1/datasets/rows?${q.toString()}`);
     return decodeDatasetRows(new Uint8Array(await res.arrayBuffer()));
+  }
+
+  /** A token dataset's blocks [start, start + count) (the same route: the server answers with token rows for a token dataset). */
+  async fetchTokenRows(path: string, fingerprint: string, start: number, count: number): Promise<{ info: TokenDatasetInfo; batch: TokenBatch }> {
+    const q = new URLSearchParams({ path, start: String(start), count: String(count), fingerprint });
+    const res = await this.#fetch(`/v1/datasets/rows?${q.toString()}`);
+    return decodeTokenRows(new Uint8Array(await res.arrayBuffer()));
   }
 
   /** Upload a finished shard; 'written' or 'duplicate' (the coordinator already had these bytes). */

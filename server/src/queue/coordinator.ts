@@ -10,6 +10,7 @@ import { hostname } from 'node:os';
 import {
   CacheAssembler,
   CacheIntegrityError,
+  countTokens,
   ShardConflictError,
   findCache,
   imageGeometry,
@@ -18,16 +19,20 @@ import {
   repeatIds,
   shardLayout,
   type AcceptOutcome,
+  type CacheAssemblerOptions,
   type DatasetReader,
   type Ids,
+  type ShardLayout,
+  type TokenDatasetReader,
 } from '@distillate/shared';
 import { Queue, QueueEvents } from 'bullmq';
 import type { Logger } from 'pino';
 import { AppError } from '../errors.js';
 import type { ExecutionContext, ExecutionResult, JobExecutor } from '../jobs/executor.js';
 import { PrecomputeInterrupted, planCache } from '../jobs/precompute.js';
+import { blocksPerCall, planTokenCache } from '../jobs/precompute-tokens.js';
 import { assertReachable, connectionOptions, describeTarget, type RedisTarget } from './redis.js';
-import { DEFAULT_ATTEMPTS, DEFAULT_DISTRIBUTED_SHARD_ROWS, QUEUE_NAME, taskId, type ShardTask } from './task.js';
+import { DEFAULT_ATTEMPTS, DEFAULT_DISTRIBUTED_SHARD_POSITIONS, DEFAULT_DISTRIBUTED_SHARD_ROWS, QUEUE_NAME, taskId, type ShardTask } from './task.js';
 
 export interface CoordinatorOptions {
   readonly target: RedisTarget;
@@ -46,11 +51,35 @@ export interface CoordinatorTiming {
   write: number;
 }
 
+/**
+ * Every cache row's id (the dataset's, each K times for a view cache); for a token cache also
+ * the running count of non-padding positions (`tokens[r]` before row r, `rows + 1` entries).
+ */
+interface RowIds {
+  readonly ids: Ids;
+  readonly tokens?: Float64Array;
+}
+
+/** What a job becomes before anything is queued: its key, layout, assembler and task template. */
+interface PlannedJob {
+  readonly key: string;
+  /** Progress units: images (class and view caches) or blocks. */
+  readonly rows: number;
+  /** Cache rows per image: K for a view cache, else 1. */
+  readonly K: number;
+  readonly layout: ShardLayout;
+  readonly assembler: Omit<CacheAssemblerOptions, 'root' | 'layout' | 'fsync'>;
+  /** Started once tasks are queued and read while the first ones run (uploads wait for it). */
+  readonly ids: () => Promise<RowIds>;
+  readonly template: (batchRows: number) => ActiveJob['template'];
+  /** The dataset read (class caches). */
+  readonly dataset?: DatasetReader;
+}
+
 interface ActiveJob {
   readonly ctx: ExecutionContext;
   readonly assembler: CacheAssembler;
-  /** Every cache row's id (the dataset's, each K times for a view cache), read while the first tasks run (uploads wait for it). */
-  readonly ids: Promise<Ids>;
+  readonly ids: Promise<RowIds>;
   /** Cache rows per image: K for a view cache, else 1. */
   readonly rowsPerImage: number;
   readonly template: Omit<ShardTask, 'index' | 'start' | 'rows'>;
@@ -118,58 +147,25 @@ export class RedisCoordinator implements JobExecutor {
   }
 
   async run(ctx: ExecutionContext): Promise<ExecutionResult> {
-    const { request: req, teacher } = ctx;
-    if (await isTokenDataset(ctx.datasetPath)) {
-      throw new AppError(
-        400,
-        'not_distributed',
-        `${ctx.datasetPath} is a token dataset: token caches are built in process for now; queue workers do not take them yet`,
-      );
-    }
-    const { info, dataset, fingerprint, rows, labelStatistics, preprocessing, storage, key } = await planCache(teacher, ctx.datasetPath, req);
-    const views = req.views;
-    // Shards, tasks and uploads count cache rows (K per image for a view cache); progress counts images, as in process.
-    const K = views?.count ?? 1;
-    if (views !== undefined) imageGeometry(dataset.info); // refuses flat samples
+    const planned = (await isTokenDataset(ctx.datasetPath)) ? await this.#planTokens(ctx) : await this.#planClasses(ctx);
+    const { key, rows, K, layout, dataset } = planned;
     ctx.onStart(key, rows);
     if ((await findCache(ctx.cacheRoot, key)) !== undefined) {
       ctx.onProgress(rows, rows);
-      return { key, rows, cacheHit: true, dataset };
+      return { key, rows, cacheHit: true, ...(dataset === undefined ? {} : { dataset }) };
     }
-    const layout = shardLayout(storage, info.classes.length, {
-      shardRows: ctx.shardRows ?? DEFAULT_DISTRIBUTED_SHARD_ROWS,
-      ...(views === undefined ? {} : { viewCount: K }),
-    });
     const assembler = await CacheAssembler.open({
+      ...planned.assembler,
       root: ctx.cacheRoot,
-      teacher: { name: info.name, sha256: info.sha256, classes: [...info.classes] },
-      dataset: { fingerprint, rows },
-      preprocessing,
-      temperature: req.temperature,
-      storage,
-      labelStatistics,
-      views,
       layout,
       ...(this.#o.fsync === undefined ? {} : { fsync: this.#o.fsync }),
     });
     const active: ActiveJob = {
       ctx,
       assembler,
-      ids: readIds(dataset, rows).then((ids) => (K === 1 ? ids : repeatIds(ids, K))),
+      ids: planned.ids(),
       rowsPerImage: K,
-      template: {
-        job: ctx.job.id,
-        key,
-        teacher: { name: info.name, sha256: info.sha256, sidecar: teacher.sidecar },
-        dataset: { path: req.dataset, fingerprint },
-        preprocessing,
-        temperature: req.temperature,
-        storage,
-        labelStatistics,
-        ...(views === undefined ? {} : { views }),
-        batchSize: req.batchSize,
-        batchRows: layout.batchRows,
-      },
+      template: planned.template(layout.batchRows),
       timing: { verify: 0, write: 0 },
       failure: undefined,
       attemptFailed: false,
@@ -194,7 +190,90 @@ export class RedisCoordinator implements JobExecutor {
     }
     // Finished tasks expire from Redis by themselves; tidying up is not worth the job's time.
     void this.#removeTasks(active);
-    return { key, rows, cacheHit: false, dataset };
+    return { key, rows, cacheHit: false, ...(dataset === undefined ? {} : { dataset }) };
+  }
+
+  /** A class (or view) cache: the dataset's images, K cache rows each. */
+  async #planClasses(ctx: ExecutionContext): Promise<PlannedJob> {
+    const { request: req, teacher } = ctx;
+    const { info, dataset, fingerprint, rows, labelStatistics, preprocessing, storage, key } = await planCache(teacher, ctx.datasetPath, req);
+    const views = req.views;
+    // Shards, tasks and uploads count cache rows (K per image for a view cache); progress counts images, as in process.
+    const K = views?.count ?? 1;
+    if (views !== undefined) imageGeometry(dataset.info); // refuses flat samples
+    return {
+      key,
+      rows,
+      K,
+      dataset,
+      layout: shardLayout(storage, info.classes.length, {
+        shardRows: ctx.shardRows ?? DEFAULT_DISTRIBUTED_SHARD_ROWS,
+        ...(views === undefined ? {} : { viewCount: K }),
+      }),
+      assembler: {
+        teacher: { name: info.name, sha256: info.sha256, classes: [...info.classes] },
+        dataset: { fingerprint, rows },
+        preprocessing,
+        temperature: req.temperature,
+        storage,
+        labelStatistics,
+        views,
+      },
+      ids: () => readIds(dataset, rows).then((ids) => ({ ids: K === 1 ? ids : repeatIds(ids, K) })),
+      template: (batchRows) => ({
+        job: ctx.job.id,
+        key,
+        teacher: { name: info.name, sha256: info.sha256, sidecar: teacher.sidecar },
+        dataset: { path: ctx.request.dataset, fingerprint },
+        preprocessing,
+        temperature: req.temperature,
+        storage,
+        labelStatistics,
+        ...(views === undefined ? {} : { views }),
+        batchSize: req.batchSize,
+        batchRows,
+      }),
+    };
+  }
+
+  /** A token cache: a causal-LM teacher over a token dataset's blocks (planned and refused as in process). */
+  async #planTokens(ctx: ExecutionContext): Promise<PlannedJob> {
+    const { request: req, teacher } = ctx;
+    const { info, dataset, fingerprint, rows, storage, key, preprocessing } = await planTokenCache(teacher, ctx.datasetPath, req);
+    const L = dataset.info.block;
+    const lm = info.lm!;
+    return {
+      key,
+      rows,
+      K: 1,
+      layout: shardLayout(storage, lm.vocabSize, {
+        shardRows: ctx.shardRows ?? Math.max(1, Math.floor(DEFAULT_DISTRIBUTED_SHARD_POSITIONS / L)),
+        positions: L,
+      }),
+      assembler: {
+        teacher: { name: info.name, sha256: info.sha256, classes: [] },
+        dataset: { fingerprint, rows },
+        preprocessing,
+        temperature: req.temperature,
+        storage,
+        labelStatistics: false,
+        tokens: { positions: L, vocabSize: lm.vocabSize, tokenizer: dataset.info.tokenizer },
+      },
+      ids: () => readTokenIds(dataset, rows),
+      template: (batchRows) => ({
+        job: ctx.job.id,
+        key,
+        teacher: { name: info.name, sha256: info.sha256, sidecar: teacher.sidecar },
+        dataset: { path: ctx.request.dataset, fingerprint },
+        preprocessing,
+        temperature: req.temperature,
+        storage,
+        labelStatistics: false,
+        tokens: { block: L },
+        batchSize: blocksPerCall(req.batchSize, L),
+        batchRows,
+      }),
+    };
   }
 
   /**
@@ -310,8 +389,13 @@ export class RedisCoordinator implements JobExecutor {
     const t0 = performance.now();
     let checked;
     try {
-      const ids = await a.ids;
-      checked = inspectCacheShard(bytes, { sha256, encoding: a.assembler.encoding, ids: ids.subarray(spec.start, spec.start + spec.rows) as Ids });
+      const { ids, tokens } = await a.ids;
+      checked = inspectCacheShard(bytes, {
+        sha256,
+        encoding: a.assembler.encoding,
+        ids: ids.subarray(spec.start, spec.start + spec.rows) as Ids,
+        ...(tokens === undefined ? {} : { tokens: tokens[spec.start + spec.rows]! - tokens[spec.start]! }),
+      });
     } catch (err) {
       if (err instanceof CacheIntegrityError) throw new AppError(422, 'bad_shard', `shard ${index} from worker ${worker}: ${err.message}; nothing was written`);
       throw err;
@@ -340,6 +424,20 @@ export class RedisCoordinator implements JobExecutor {
   async close(): Promise<void> {
     await Promise.race([Promise.all([this.#queue.close(), this.#events.close()]), sleep(2000)]).catch(() => undefined);
   }
+}
+
+/** A token dataset's ids in row order, with the running count of non-padding positions before each row (a shard's token count). */
+async function readTokenIds(dataset: TokenDatasetReader, rows: number): Promise<RowIds> {
+  const ids = new Int32Array(rows);
+  const tokens = new Float64Array(rows + 1);
+  let off = 0;
+  for await (const b of dataset.batches()) {
+    ids.set(b.ids, off);
+    const L = b.tokens.length / b.rows;
+    for (let r = 0; r < b.rows; r++) tokens[off + r + 1] = tokens[off + r]! + countTokens(b.tokens.subarray(r * L, (r + 1) * L));
+    off += b.rows;
+  }
+  return { ids, tokens };
 }
 
 /** Every id of the dataset in row order (the coordinator checks each upload against them). */

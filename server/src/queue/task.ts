@@ -15,6 +15,11 @@ export const DEFAULT_ATTEMPTS = 3;
  * the per-task upload and fsync stay a small part of a task.
  */
 export const DEFAULT_DISTRIBUTED_SHARD_ROWS = 2048;
+/**
+ * Positions per task for a token cache when --shard-rows is not given (rows = this / block
+ * length): a block is L samples' worth of teacher work, so a task by rows would be L times longer.
+ */
+export const DEFAULT_DISTRIBUTED_SHARD_POSITIONS = 32_768;
 
 const Sha256 = z.string().regex(/^[0-9a-f]{64}$/);
 
@@ -34,7 +39,9 @@ export const ShardTaskSchema = z.object({
   labelStatistics: z.boolean(),
   /** A view cache: each image of the task becomes its K views (shared's expandViews). */
   views: ViewSpecSchema.optional(),
-  /** Rows per teacher call. */
+  /** A token cache: each row is a block of `block` tokens, and the teacher is a causal language model. */
+  tokens: z.object({ block: z.number().int().min(2) }).optional(),
+  /** Rows per teacher call (blocks, for a token cache). */
   batchSize: z.number().int().positive(),
   /** Rows per Arrow record batch in the shard. */
   batchRows: z.number().int().positive(),

@@ -9,11 +9,27 @@ import { randomUUID } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve, sep } from 'node:path';
-import { DatasetReader, encodeCacheShard, expandViews, imageGeometry, sha256File, type DatasetBatch, type DatasetInfo, type Ids } from '@distillate/shared';
-import { Teacher, datasetPreprocessor, type ExecutionProvider } from '@distillate/shared/onnx';
+import {
+  DatasetReader,
+  ShardEncoder,
+  TokenDatasetReader,
+  encodeCacheShard,
+  expandViews,
+  imageGeometry,
+  isTokenDataset,
+  sha256File,
+  type DatasetBatch,
+  type DatasetInfo,
+  type EncodedShard,
+  type Ids,
+  type TokenBatch,
+  type TokenDatasetInfo,
+} from '@distillate/shared';
+import { Teacher, datasetPreprocessor, type ExecutionProvider, type TeacherInfo } from '@distillate/shared/onnx';
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { cachePreprocessing } from '../jobs/precompute.js';
+import { tokenPreprocessing } from '../jobs/precompute-tokens.js';
 import { CoordinatorClient, CoordinatorError } from './coordinator-client.js';
 import { assertReachable, connectionOptions, describeTarget, type RedisTarget } from './redis.js';
 import { QUEUE_NAME, ShardTaskSchema, type ShardTask, type Timing } from './task.js';
@@ -53,7 +69,7 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
   const client = new CoordinatorClient({ server: o.server, token: o.token });
   const teachers = new Map<string, Promise<Teacher>>();
   /** Local datasets by path, per version of the file: hashed and indexed once, not per task. */
-  const local = new Map<string, { version: string; fingerprint: string; dataset: DatasetReader }>();
+  const local = new Map<string, { version: string; fingerprint: string; dataset: DatasetReader | TokenDatasetReader }>();
   const stats = { rows: 0, tasks: 0, busyMs: 0, timing: { read: 0, teacher: 0, encode: 0, upload: 0 } satisfies Timing, ep: undefined as string | undefined };
   const active = new Set<string>();
   /** Busy time is wall time with at least one task in hand (tasks in flight overlap). */
@@ -83,27 +99,120 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
     return p;
   }
 
-  /** The task's dataset rows (its images, for a view cache): from --data when the file there has the task's fingerprint, else over HTTP. */
+  /** The task's dataset under --data when the file there has the task's fingerprint (opened and hashed once per version of the file). */
+  async function localDataset(task: ShardTask): Promise<DatasetReader | TokenDatasetReader | undefined> {
+    if (o.data === undefined) return undefined;
+    const root = resolve(o.data);
+    const path = resolve(root, task.dataset.path);
+    const s = path.startsWith(root + sep) ? await stat(path).catch(() => undefined) : undefined;
+    if (s?.isFile() !== true) return undefined;
+    const version = `${s.size}:${s.mtimeMs}:${s.ino}`;
+    let known = local.get(path);
+    if (known?.version !== version) {
+      const dataset = (await isTokenDataset(path)) ? await TokenDatasetReader.open(path) : await DatasetReader.open(path);
+      known = { version, fingerprint: (await sha256File(path)).sha256, dataset };
+      local.set(path, known);
+    }
+    if (known.fingerprint === task.dataset.fingerprint) return known.dataset;
+    log.warn({ dataset: task.dataset.path }, "the local copy of the dataset differs from the coordinator's; reading rows over HTTP");
+    return undefined;
+  }
+
+  /** The task's dataset rows (its images, for a view cache): from --data, else over HTTP. */
   async function rowsFor(task: ShardTask): Promise<{ info: DatasetInfo; batch: DatasetBatch }> {
     const K = task.views?.count ?? 1;
-    const start = task.start / K;
-    const count = task.rows / K;
-    if (o.data !== undefined) {
-      const root = resolve(o.data);
-      const path = resolve(root, task.dataset.path);
-      const s = path.startsWith(root + sep) ? await stat(path).catch(() => undefined) : undefined;
-      if (s?.isFile() === true) {
-        const version = `${s.size}:${s.mtimeMs}:${s.ino}`;
-        let known = local.get(path);
-        if (known?.version !== version) {
-          known = { version, fingerprint: (await sha256File(path)).sha256, dataset: await DatasetReader.open(path) };
-          local.set(path, known);
-        }
-        if (known.fingerprint === task.dataset.fingerprint) return { info: known.dataset.info, batch: await known.dataset.readRows(start, count) };
-        log.warn({ dataset: task.dataset.path }, "the local copy of the dataset differs from the coordinator's; reading rows over HTTP");
-      }
-    }
+    const [start, count] = [task.start / K, task.rows / K];
+    const d = await localDataset(task);
+    if (d instanceof DatasetReader) return { info: d.info, batch: await d.readRows(start, count) };
     return client.fetchRows(task.dataset.path, task.dataset.fingerprint, start, count);
+  }
+
+  /** A token task's blocks: from --data, else over HTTP. */
+  async function blocksFor(task: ShardTask): Promise<{ info: TokenDatasetInfo; batch: TokenBatch }> {
+    const d = await localDataset(task);
+    if (d instanceof TokenDatasetReader) return { info: d.info, batch: await d.readRows(task.start, task.rows) };
+    return client.fetchTokenRows(task.dataset.path, task.dataset.fingerprint, task.start, task.rows);
+  }
+
+  /** A class or view cache shard: the teacher over the task's rows (their views), then encoded whole. */
+  async function classShard(task: ShardTask, teacher: Teacher, teacherInfo: TeacherInfo, computed: () => void): Promise<EncodedShard> {
+    let t0 = performance.now();
+    const { info, batch } = await rowsFor(task).catch(refuse);
+    // A view cache's rows: each image's K views, drawn and transformed by shared code as in process.
+    let ids: Ids = batch.ids;
+    let inputs: Float32Array | Uint8Array = batch.inputs;
+    if (task.views !== undefined) {
+      // The coordinator refuses flat samples before queueing; a worker's different copy cannot be fixed by retrying.
+      let geometry;
+      try {
+        geometry = imageGeometry(info);
+      } catch (err) {
+        throw new UnrecoverableError((err as Error).message);
+      }
+      ({ ids, raw: inputs } = expandViews(task.views, geometry, ids, inputs, batch.inputs.length / batch.rows));
+    }
+    stats.timing.read += ms(t0);
+    const pre = datasetPreprocessor(info, teacherInfo, teacher.sidecar);
+    if (cachePreprocessing(pre.description, task.labelStatistics) !== task.preprocessing) {
+      throw new UnrecoverableError(`this worker preprocesses as ${pre.description}; the coordinator planned ${task.preprocessing}`);
+    }
+    const C = teacherInfo.classes.length;
+    const D = pre.sampleSize;
+    const logits = new Float32Array(task.rows * C);
+    t0 = performance.now();
+    let scratch: Float32Array | undefined;
+    for (let r = 0; r < task.rows; r += task.batchSize) {
+      const n = Math.min(task.batchSize, task.rows - r);
+      // Ask for the next task as the last batch starts: its fetch and read overlap this batch.
+      if (r + n >= task.rows) computed();
+      const x = pre.apply(inputs.subarray(r * D, (r + n) * D), n, scratch);
+      scratch = x.length === task.batchSize * D ? x : scratch;
+      logits.set(await teacher.logits(x, n), r * C);
+    }
+    stats.timing.teacher += ms(t0);
+    t0 = performance.now();
+    const shard = encodeCacheShard(
+      { storage: task.storage, classes: C, temperature: task.temperature, labelStatistics: task.labelStatistics, views: task.views },
+      task.batchRows,
+      ids,
+      logits,
+    );
+    stats.timing.encode += ms(t0);
+    return shard;
+  }
+
+  /**
+   * A token cache shard: the causal-LM teacher over the task's blocks, one record batch of full
+   * logits ([batchRows, L, V], bounded by the layout) at a time, each encoded as it is done.
+   */
+  async function tokenShard(task: ShardTask, teacher: Teacher, teacherInfo: TeacherInfo, computed: () => void): Promise<EncodedShard> {
+    let t0 = performance.now();
+    const { info, batch } = await blocksFor(task).catch(refuse);
+    stats.timing.read += ms(t0);
+    if (tokenPreprocessing(info) !== task.preprocessing)
+      throw new UnrecoverableError(`this worker's copy of the rows reads as ${tokenPreprocessing(info)}; the coordinator planned ${task.preprocessing}`);
+    const lm = teacherInfo.lm;
+    if (lm === undefined) throw new UnrecoverableError(`teacher ${task.teacher.name} is not a causal language model here`);
+    const [L, V] = [info.block, lm.vocabSize];
+    const encoder = new ShardEncoder({ storage: task.storage, classes: V, temperature: task.temperature, labelStatistics: false, positions: L }, 'int32');
+    const logits = new Float32Array(Math.min(task.batchRows, task.rows) * L * V);
+    for (let b = 0; b < task.rows; b += task.batchRows) {
+      const rows = Math.min(task.batchRows, task.rows - b);
+      t0 = performance.now();
+      for (let r = b; r < b + rows; r += task.batchSize) {
+        const n = Math.min(task.batchSize, b + rows - r);
+        if (r + n >= task.rows) computed();
+        await teacher.tokenLogits(batch.tokens.subarray(r * L, (r + n) * L), n, L, logits.subarray((r - b) * L * V, (r - b + n) * L * V));
+      }
+      stats.timing.teacher += ms(t0);
+      t0 = performance.now();
+      encoder.add(batch.ids.subarray(b, b + rows), logits.subarray(0, rows * L * V), batch.tokens.subarray(b * L, (b + rows) * L));
+      stats.timing.encode += ms(t0);
+    }
+    t0 = performance.now();
+    const shard = encoder.finish();
+    stats.timing.encode += ms(t0);
+    return shard;
   }
 
   /** One task, start to upload. `computed` is called as its last teacher batch starts (or when it fails before). */
@@ -117,52 +226,11 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
     void beat();
     const started = performance.now();
     try {
-      let t0 = performance.now();
       const teacher = await teacherFor(task.teacher).catch(refuse);
       const { info: teacherInfo } = await teacher.load();
       stats.ep = teacherInfo.executionProvider;
-      const { info, batch } = await rowsFor(task).catch(refuse);
-      // A view cache's rows: each image's K views, drawn and transformed by shared code as in process.
-      let ids: Ids = batch.ids;
-      let inputs: Float32Array | Uint8Array = batch.inputs;
-      if (task.views !== undefined) {
-        // The coordinator refuses flat samples before queueing; a worker's different copy cannot be fixed by retrying.
-        let geometry;
-        try {
-          geometry = imageGeometry(info);
-        } catch (err) {
-          throw new UnrecoverableError((err as Error).message);
-        }
-        ({ ids, raw: inputs } = expandViews(task.views, geometry, ids, inputs, batch.inputs.length / batch.rows));
-      }
-      stats.timing.read += ms(t0);
-      const pre = datasetPreprocessor(info, teacherInfo, teacher.sidecar);
-      if (cachePreprocessing(pre.description, task.labelStatistics) !== task.preprocessing) {
-        throw new UnrecoverableError(`this worker preprocesses as ${pre.description}; the coordinator planned ${task.preprocessing}`);
-      }
-      const C = teacherInfo.classes.length;
-      const D = pre.sampleSize;
-      const logits = new Float32Array(task.rows * C);
-      t0 = performance.now();
-      let scratch: Float32Array | undefined;
-      for (let r = 0; r < task.rows; r += task.batchSize) {
-        const n = Math.min(task.batchSize, task.rows - r);
-        // Ask for the next task as the last batch starts: its fetch and read overlap this batch.
-        if (r + n >= task.rows) computed();
-        const x = pre.apply(inputs.subarray(r * D, (r + n) * D), n, scratch);
-        scratch = x.length === task.batchSize * D ? x : scratch;
-        logits.set(await teacher.logits(x, n), r * C);
-      }
-      stats.timing.teacher += ms(t0);
-      t0 = performance.now();
-      const shard = encodeCacheShard(
-        { storage: task.storage, classes: C, temperature: task.temperature, labelStatistics: task.labelStatistics, views: task.views },
-        task.batchRows,
-        ids,
-        logits,
-      );
-      stats.timing.encode += ms(t0);
-      t0 = performance.now();
+      const shard = task.tokens === undefined ? await classShard(task, teacher, teacherInfo, computed) : await tokenShard(task, teacher, teacherInfo, computed);
+      const t0 = performance.now();
       let outcome: string;
       try {
         outcome = await client.uploadShard(task.job, task.index, shard.bytes, shard.sha256, id);

@@ -20,6 +20,7 @@ import {
   type StorageInput,
   type TeacherRef,
 } from './manifest.js';
+import type { TokenizerRef } from '../text/tokenizer.js';
 import { planShards, type EncodedShard, type ShardEncoding, type ShardLayout, type ShardSpec } from './shard-codec.js';
 
 export class ShardConflictError extends Error {
@@ -37,6 +38,8 @@ export interface CacheAssemblerOptions {
   /** A view cache: `views.count` rows per image, image-major; `layout` must hold whole images. */
   readonly views?: ViewSpecInput | undefined;
   readonly layout: ShardLayout;
+  /** A token cache: a row is a block of `positions` tokens (as LogitCacheWriterOptions.tokens); `teacher.classes` is then empty. */
+  readonly tokens?: { readonly positions: number; readonly vocabSize: number; readonly tokenizer: TokenizerRef } | undefined;
   readonly producer?: { readonly name: string; readonly version: string };
   /** fsync each shard, progress.json and the manifest (default true; committer.ts). */
   readonly fsync?: boolean;
@@ -71,6 +74,8 @@ export class CacheAssembler {
     const storage = StorageSchema.parse(o.storage);
     const views = o.views === undefined ? undefined : ViewSpecSchema.parse(o.views);
     const K = views?.count ?? 1;
+    if (storage.mode === 'sampled' && o.tokens === undefined)
+      throw new RangeError('sampled storage is for token caches (a language-model teacher over a token dataset)');
     if (o.layout.shardRows % K !== 0 || o.layout.batchRows % K !== 0)
       throw new RangeError(
         `shards of ${o.layout.shardRows} rows in batches of ${o.layout.batchRows} would split an image's ${K} views; use a layout from shardLayout(…, { viewCount: ${K} })`,
@@ -85,6 +90,7 @@ export class CacheAssembler {
         temperature: o.temperature,
         storage,
         views,
+        positions: o.tokens?.positions,
       },
       ...(o.fsync === undefined ? {} : { fsync: o.fsync }),
       plan,
@@ -98,10 +104,11 @@ export class CacheAssembler {
   get encoding(): ShardEncoding {
     return {
       storage: this.storage,
-      classes: this.#o.teacher.classes.length,
+      classes: this.#o.tokens?.vocabSize ?? this.#o.teacher.classes.length,
       temperature: this.#o.temperature,
       labelStatistics: this.#o.labelStatistics,
       views: this.views,
+      positions: this.#o.tokens?.positions,
     };
   }
 
@@ -153,6 +160,7 @@ export class CacheAssembler {
         sha256: shard.sha256,
         firstId: shard.firstId,
         lastId: shard.lastId,
+        ...(this.#o.tokens === undefined ? {} : { tokens: shard.tokens ?? 0 }),
       });
     })();
     this.#writing.set(

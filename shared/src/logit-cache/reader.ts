@@ -58,6 +58,9 @@ export type LogitBatch = DenseLogitBatch | TopKLogitBatch;
 export interface SampledLogitBatch {
   readonly rows: number;
   readonly ids: Ids;
+  /** The shard file this batch came from, and the batch's first row within it. */
+  readonly file: string;
+  readonly rowInShard: number;
   readonly positions: number;
   /** Draws per position. */
   readonly n: number;
@@ -218,11 +221,13 @@ export class LogitCacheReader {
     if (m.storage.mode !== 'sampled' || m.tokens === undefined) throw new RangeError(`cache ${m.key} is not a sampled token cache (storage ${m.storage.mode})`);
     const n = m.storage.n;
     const positions = m.tokens.positions;
-    for await (const { batch, path } of this.#recordBatches(0)) {
+    for await (const { batch, path, file, row } of this.#recordBatches(0)) {
       const index = varListColumn<Uint16Array | Uint32Array>(batch, 'sample_index', path);
       yield {
         rows: batch.numRows,
         ids: primitiveColumn<Ids>(batch, 'id', path),
+        file,
+        rowInShard: row,
         positions,
         n,
         unique: listColumn<Uint8Array>(batch, 'sample_unique', path).values,
@@ -420,7 +425,7 @@ export async function verifyCache(dir: string): Promise<CacheVerification> {
     try {
       const reader = await LogitCacheReader.open(dir, { verify: 'none' });
       const byFile = new Map(manifest.shards.map((s) => [s.file, s]));
-      for await (const b of reader.batches()) {
+      for await (const b of manifest.storage.mode === 'sampled' ? reader.sampledBatches() : reader.batches()) {
         rows += b.rows;
         const shard = byFile.get(b.file);
         const last = idAt(b.ids, b.rows - 1);

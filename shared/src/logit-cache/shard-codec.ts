@@ -158,39 +158,101 @@ export interface EncodedShard {
   readonly rows: number;
   readonly firstId: number;
   readonly lastId: number;
+  /** A token cache: the shard's non-padding positions (the manifest's token count). */
+  readonly tokens?: number;
 }
 
 /**
- * One whole shard in memory: `logits` are the teacher's raw logits for `ids` ([rows, C]), split
- * into record batches of `batchRows` as the writer does. Non-finite logits are refused.
+ * One shard encoded in memory, record batch by record batch: `add` takes the teacher's raw
+ * logits for the next rows ([rows, C]; a token cache: [rows, positions, V] with the rows'
+ * `tokens`, −1 = padding), at most one record batch's worth, so a worker holds one batch of full
+ * logits at a time, not the shard's. Non-finite logits are refused.
  */
-export function encodeCacheShard(e: ShardEncoding, batchRows: number, ids: Ids, logits: Float32Array): EncodedShard {
-  const rows = ids.length;
-  const C = e.classes;
-  if (rows === 0) throw new RangeError('a shard needs at least one row');
-  if (logits.length !== rows * C) throw new RangeError(`logits hold ${logits.length} values; ${rows} rows × ${C} classes needs ${rows * C}`);
-  const schema: Schema = cacheShardSchema(e.storage, C, e.labelStatistics, ids instanceof BigInt64Array ? 'int64' : 'int32', e.views !== undefined);
-  const scaled = new Float32Array(logits.length);
-  const invT = 1 / e.temperature;
-  for (let i = 0; i < logits.length; i++) {
-    const v = logits[i]!;
-    if (!Number.isFinite(v)) throw new RangeError(`row ${idAt(ids, Math.floor(i / C))}: teacher logit ${v} is not finite`);
-    scaled[i] = v * invT;
+export class ShardEncoder {
+  readonly #e: ShardEncoding;
+  readonly #schema: Schema;
+  readonly #writer = new RecordBatchFileWriter();
+  #rows = 0;
+  #tokens = 0;
+  #firstId = 0;
+  #lastId = 0;
+
+  constructor(e: ShardEncoding, idType: 'int32' | 'int64') {
+    this.#e = e;
+    this.#schema = cacheShardSchema(e.storage, e.classes, e.labelStatistics, idType, e.views !== undefined, e.positions);
   }
-  const writer = new RecordBatchFileWriter();
+
+  /** Append one record batch. */
+  add(ids: Ids, logits: Float32Array, tokens?: Int32Array): void {
+    const e = this.#e;
+    const rows = ids.length;
+    const P = e.positions ?? 1;
+    const rowValues = P * e.classes;
+    if (rows === 0) return;
+    if (logits.length !== rows * rowValues)
+      throw new RangeError(
+        `logits hold ${logits.length} values; ${rows} rows × ${e.positions === undefined ? '' : `${P} positions × `}${e.classes} classes needs ${rows * rowValues}`,
+      );
+    if ((e.positions === undefined) !== (tokens === undefined))
+      throw new TypeError(e.positions === undefined ? 'tokens are for token caches' : "a token cache needs each row's tokens");
+    if (tokens !== undefined && tokens.length !== rows * P)
+      throw new RangeError(`tokens hold ${tokens.length} values; ${rows} rows × ${P} positions needs ${rows * P}`);
+    // Fresh each batch: the Arrow writer keeps references to the column buffers until finish().
+    const scaled = new Float32Array(logits.length);
+    const invT = 1 / e.temperature;
+    for (let i = 0; i < logits.length; i++) {
+      const v = logits[i]!;
+      if (!Number.isFinite(v)) throw new RangeError(`row ${idAt(ids, Math.floor(i / rowValues))}: teacher logit ${v} is not finite`);
+      scaled[i] = v * invT;
+    }
+    // Label statistics read the raw logits now; nothing else keeps them.
+    this.#writer.write(recordBatch(this.#schema, shardBatchColumns(e, ids, scaled, e.labelStatistics ? logits : undefined, undefined, tokens)));
+    if (this.#rows === 0) this.#firstId = idAt(ids, 0);
+    this.#lastId = idAt(ids, rows - 1);
+    this.#rows += rows;
+    if (tokens !== undefined) this.#tokens += countTokens(tokens);
+  }
+
+  finish(): EncodedShard {
+    if (this.#rows === 0) throw new RangeError('a shard needs at least one row');
+    this.#writer.finish();
+    const bytes = this.#writer.toUint8Array(true);
+    return {
+      bytes,
+      sha256: createHash('sha256').update(bytes).digest('hex'),
+      rows: this.#rows,
+      firstId: this.#firstId,
+      lastId: this.#lastId,
+      ...(this.#e.positions === undefined ? {} : { tokens: this.#tokens }),
+    };
+  }
+}
+
+/**
+ * One whole shard in memory from all its rows' logits at once (`ShardEncoder.add` per record
+ * batch of `batchRows`, as the writer splits them).
+ */
+export function encodeCacheShard(e: ShardEncoding, batchRows: number, ids: Ids, logits: Float32Array, tokens?: Int32Array): EncodedShard {
+  const rows = ids.length;
+  const P = e.positions ?? 1;
+  const rowValues = P * e.classes;
+  if (logits.length !== rows * rowValues)
+    throw new RangeError(
+      `logits hold ${logits.length} values; ${rows} rows × ${e.positions === undefined ? '' : `${P} positions × `}${e.classes} classes needs ${rows * rowValues}`,
+    );
+  const encoder = new ShardEncoder(e, ids instanceof BigInt64Array ? 'int64' : 'int32');
   for (let r = 0; r < rows; r += batchRows) {
     const n = Math.min(batchRows, rows - r);
-    const cols = shardBatchColumns(
-      e,
-      ids.subarray(r, r + n) as Ids,
-      scaled.subarray(r * C, (r + n) * C),
-      e.labelStatistics ? logits.subarray(r * C, (r + n) * C) : undefined,
-    );
-    writer.write(recordBatch(schema, cols));
+    encoder.add(ids.subarray(r, r + n) as Ids, logits.subarray(r * rowValues, (r + n) * rowValues), tokens?.subarray(r * P, (r + n) * P));
   }
-  writer.finish();
-  const bytes = writer.toUint8Array(true);
-  return { bytes, sha256: createHash('sha256').update(bytes).digest('hex'), rows, firstId: idAt(ids, 0), lastId: idAt(ids, rows - 1) };
+  return encoder.finish();
+}
+
+/** Positions that are not padding (−1). */
+export function countTokens(tokens: Int32Array): number {
+  let n = 0;
+  for (let i = 0; i < tokens.length; i++) if (tokens[i] !== -1) n++;
+  return n;
 }
 
 /**
@@ -198,11 +260,18 @@ export function encodeCacheShard(e: ShardEncoding, batchRows: number, ids: Ids, 
  * claims, the schema this cache needs, and exactly the expected ids in order. Throws
  * CacheIntegrityError naming the first problem.
  */
-export function inspectCacheShard(bytes: Uint8Array, expected: { sha256: string; encoding: ShardEncoding; ids: Ids }): EncodedShard {
+export function inspectCacheShard(bytes: Uint8Array, expected: { sha256: string; encoding: ShardEncoding; ids: Ids; tokens?: number }): EncodedShard {
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   if (sha256 !== expected.sha256) throw new CacheIntegrityError(`shard bytes hash to ${sha256}, not the claimed ${expected.sha256}`);
   const e = expected.encoding;
-  const want = cacheShardSchema(e.storage, e.classes, e.labelStatistics, expected.ids instanceof BigInt64Array ? 'int64' : 'int32', e.views !== undefined);
+  const want = cacheShardSchema(
+    e.storage,
+    e.classes,
+    e.labelStatistics,
+    expected.ids instanceof BigInt64Array ? 'int64' : 'int32',
+    e.views !== undefined,
+    e.positions,
+  );
   const wantFields = want.fields.map((f) => `${f.name}:${String(f.type)}`).join(', ');
   let rows = 0;
   try {
@@ -225,5 +294,13 @@ export function inspectCacheShard(bytes: Uint8Array, expected: { sha256: string;
     throw new CacheIntegrityError(`shard is not a readable Arrow IPC file: ${(err as Error).message}`);
   }
   if (rows !== expected.ids.length) throw new CacheIntegrityError(`shard holds ${rows} rows; expected ${expected.ids.length}`);
-  return { bytes, sha256, rows, firstId: idAt(expected.ids, 0), lastId: idAt(expected.ids, rows - 1) };
+  // A token shard's count of non-padding positions is the receiver's (from its dataset), not the sender's claim.
+  return {
+    bytes,
+    sha256,
+    rows,
+    firstId: idAt(expected.ids, 0),
+    lastId: idAt(expected.ids, rows - 1),
+    ...(expected.tokens === undefined ? {} : { tokens: expected.tokens }),
+  };
 }

@@ -6,7 +6,7 @@ import { CacheIntegrityError } from './errors.js';
 import { CacheCommitter } from './committer.js';
 import { CacheManifestSchema, StorageSchema, cacheRecordBody, type CacheManifest, type Storage, type StorageInput, type TeacherRef } from './manifest.js';
 import { cacheShardSchema, shardFileName } from './schema.js';
-import { shardBatchColumns, shardLayout } from './shard-codec.js';
+import { countTokens, shardBatchColumns, shardLayout } from './shard-codec.js';
 import { ViewSpecSchema, type ViewSpec, type ViewSpecInput } from '../views.js';
 import type { TokenizerRef } from '../text/tokenizer.js';
 
@@ -320,13 +320,6 @@ export class LogitCacheWriter {
     await this.#durable.catch(() => undefined);
     await this.#committer.release();
   }
-}
-
-/** Positions that are not padding (−1). */
-export function countTokens(tokens: Int32Array): number {
-  let n = 0;
-  for (let i = 0; i < tokens.length; i++) if (tokens[i] !== -1) n++;
-  return n;
 }
 
 /** dst = src · factor; false if src holds any non-finite value. Kept small so V8 optimises it. */

@@ -21,6 +21,7 @@ import {
   listType,
   nullableInt32Data,
   primitiveColumn,
+  readArrowBatches,
   readArrowFile,
   readArrowSchema,
   recordBatch,
@@ -28,6 +29,7 @@ import {
   utf8Column,
   utf8Data,
 } from '../internal/arrow-io.js';
+import { segmentOf } from '../internal/offsets.js';
 import { TokenizerRefSchema, type TextTokenizer, type TokenizerRef } from './tokenizer.js';
 
 export const TOKEN_META = {
@@ -64,14 +66,15 @@ export function isTokenDataset(path: string): Promise<boolean> {
   return readArrowSchema(path).then(isTokenSchema, () => false);
 }
 
-function tokenSchema(info: TokenDatasetInfo): Schema {
+/**
+ * The token dataset's schema; `rowsOnly` leaves out `label` and `source` (the body that hands a
+ * row range to a remote worker: http-bodies.ts).
+ */
+export function tokenSchema(info: TokenDatasetInfo, rowsOnly = false): Schema {
+  const fields: Field[] = [new Field('id', new Int32(), false), new Field('input', listType(info.block, new Int32()), false)];
+  if (!rowsOnly) fields.push(new Field('label', new Int32(), true), new Field('source', new Utf8(), false));
   return new Schema(
-    [
-      new Field('id', new Int32(), false),
-      new Field('input', listType(info.block, new Int32()), false),
-      new Field('label', new Int32(), true),
-      new Field('source', new Utf8(), false),
-    ],
+    fields,
     new Map([
       [META.format, DATASET_FORMAT],
       [META.inputShape, JSON.stringify([info.block])],
@@ -173,7 +176,7 @@ export class TokenDatasetReader {
   readonly path: string;
   readonly info: TokenDatasetInfo;
   #fingerprint: string | undefined;
-  #rows: number | undefined;
+  #offsets: readonly number[] | undefined;
 
   private constructor(path: string, info: TokenDatasetInfo) {
     this.path = path;
@@ -203,12 +206,45 @@ export class TokenDatasetReader {
     for await (const batch of readArrowFile(this.path)) yield utf8Column(batch, 'source', this.path);
   }
 
-  async countRows(): Promise<number> {
-    if (this.#rows === undefined) {
-      let n = 0;
-      for await (const b of readArrowFile(this.path)) n += b.numRows;
-      this.#rows = n;
+  /** Blocks [start, start + count) in one batch (copied out of the file's record batches). */
+  async readRows(start: number, count: number): Promise<TokenBatch> {
+    const offsets = await this.#batchOffsets();
+    const total = offsets.at(-1)!;
+    if (!(Number.isInteger(start) && Number.isInteger(count) && start >= 0 && count >= 0 && start + count <= total)) {
+      throw new RangeError(`${this.path}: rows [${start}, ${start + count}) are outside the dataset's ${total} rows`);
     }
-    return this.#rows;
+    const L = this.info.block;
+    const ids = new Int32Array(count);
+    const tokens = new Int32Array(count * L);
+    if (count === 0) return { rows: 0, ids, tokens };
+    const first = segmentOf(offsets, start, this.path);
+    const { batches } = await readArrowBatches(this.path, first, segmentOf(offsets, start + count - 1, this.path));
+    let pos = offsets[first]!;
+    let filled = 0;
+    for (const rb of batches) {
+      const s = Math.max(start - pos, 0);
+      const e = Math.min(start + count - pos, rb.numRows);
+      if (e > s) {
+        ids.set(primitiveColumn<Int32Array>(rb, 'id', this.path).subarray(s, e), filled);
+        tokens.set(listColumn<Int32Array>(rb, 'input', this.path).values.subarray(s * L, e * L), filled * L);
+        filled += e - s;
+      }
+      pos += rb.numRows;
+    }
+    return { rows: count, ids, tokens };
+  }
+
+  async countRows(): Promise<number> {
+    return (await this.#batchOffsets()).at(-1)!;
+  }
+
+  /** First row of each record batch, then the row count (read once). */
+  async #batchOffsets(): Promise<readonly number[]> {
+    if (this.#offsets === undefined) {
+      const offsets = [0];
+      for await (const b of readArrowFile(this.path)) offsets.push(offsets.at(-1)! + b.numRows);
+      this.#offsets = offsets;
+    }
+    return this.#offsets;
   }
 }
