@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { TokenDatasetReader } from '@distillate/shared';
-import { TeacherRegistry } from '@distillate/shared/onnx';
+import { OrtSession, TeacherRegistry } from '@distillate/shared/onnx';
 import { importText, precomputeLogits } from '@distillate/server';
-import { parseRecipe, trainLanguageModel } from '@distillate/trainer';
+import { loadLmStudent, parseRecipe, trainLanguageModel } from '@distillate/trainer';
 import { readBrownCorpus, splitBrown } from '../scripts/lm/brown.js';
 import { REPO } from './helpers/cli.js';
 
@@ -101,6 +101,40 @@ describe('language-model students on the ORT engine', () => {
     const report = await readFile(join(kd.runDir, 'report.html'), 'utf8');
     expect(report).toContain('test bits per byte');
     expect((report.match(/<svg/g) ?? []).length).toBe(2);
+  }, 300_000);
+
+  it('trains a GPT exported by torch.onnx.export (int64 ids, shape arithmetic, a masked_fill mask) as student: { kind: onnx }', async () => {
+    const path = join(REPO, 'tests/fixtures/torch-lm.onnx');
+    // The graph the trainer makes of the file computes what the file computes.
+    const folded = await loadLmStudent(path, L, 1024);
+    expect(folded.nodes.some((n) => ['Shape', 'Range', 'Slice', 'Unsqueeze', 'Concat', 'Not'].includes(n.op))).toBe(false);
+    const ids = Int32Array.from({ length: 2 * L }, (_, i) => (i * 37) % 1024);
+    const [mine, theirs] = await Promise.all([
+      OrtSession.create(folded.toBytes(), { provider: 'cpu' }),
+      OrtSession.create(await readFile(path), { provider: 'cpu' }),
+    ]);
+    const a = (await mine.runMany({ input_ids: { data: ids, dims: [2, L] } }, ['logits']))['logits']!;
+    const b = (await theirs.runMany({ input_ids: { data: BigInt64Array.from(ids, BigInt), dims: [2, L] } }, ['logits']))['logits']!;
+    await Promise.all([mine.release(), theirs.release()]);
+    expect(a.length).toBe(2 * L * 1024);
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / Math.max(1, Math.abs(b[i]!)));
+    expect(worst).toBeLessThan(1e-4);
+
+    const r = await trainLanguageModel(
+      recipe('torch', { student: { kind: 'onnx', path }, teachers: [{ cache: cacheDir }], distill: { method: 'kd', params: { temperature: 1 } } }),
+    );
+    // 2 layers of d 64 and a tied 1,024 × 64 embedding, as export_torch_lm.py builds it.
+    expect(r.parameters).toBe(169_728);
+    expect(r.metrics[2]!.loss['kd']!).toBeLessThan(r.metrics[0]!.loss['kd']!);
+    expect(r.metrics[2]!.test!.bitsPerByte).toBeLessThan(r.metrics[0]!.test!.bitsPerByte);
+    // Its student.onnx takes the trainer's int32 ids and is served like any teacher.
+    const models = join(root, 'served-torch');
+    await mkdir(models, { recursive: true });
+    await copyFile(join(r.runDir, 'student.onnx'), join(models, 'gpt.onnx'));
+    await copyFile(join(r.runDir, 'student.json'), join(models, 'gpt.json'));
+    const z = await (await TeacherRegistry.open(models)).get('gpt').tokenLogits(ids, 2, L);
+    expect(z.every(Number.isFinite)).toBe(true);
   }, 300_000);
 
   it('refuses in one line what a sampled cache cannot estimate, and a classifier student', async () => {

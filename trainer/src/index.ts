@@ -72,4 +72,5 @@ export { progressCallbacks, formatEpoch } from './progress.js';
 export { resolveCacheDir, CacheResolutionError, type CacheRef } from './cache-ref.js';
 export { trainLanguageModel, evaluateLm, type LmRunResult, type LmEpochMetrics, type LmEvaluation } from './lm/train-lm.js';
 export { transformerStudent, TOKEN_INPUT, type TransformerSpec } from './lm/transformer.js';
+export { loadLmStudent } from './lm/onnx-lm.js';
 export { generate, pickToken, type GenerateOptions } from './lm/generate.js';

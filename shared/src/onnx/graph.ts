@@ -28,7 +28,8 @@ export interface GraphValue {
   readonly type: 'float32' | 'int32' | 'uint8' | 'int64' | 'bool';
 }
 
-export type InitializerData = Float32Array | BigInt64Array;
+/** float32, int64, int32 and bool (one byte per value, 0 or 1) tensors. */
+export type InitializerData = Float32Array | BigInt64Array | Int32Array | Uint8Array;
 
 export interface Initializer {
   readonly name: string;
@@ -96,7 +97,18 @@ function tensorData(t: onnxProto.onnx.ITensorProto, where: string): InitializerD
     if (raw !== undefined) return new BigInt64Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
     return BigInt64Array.from((t.int64Data ?? []).map((v) => BigInt(String(v))));
   }
-  throw new GraphFormatError(`${where}: initializer ${t.name} is of ONNX data type ${t.dataType}; only float32 and int64 initializers are supported`);
+  if (t.dataType === T.INT32) {
+    if (raw !== undefined) return new Int32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
+    return Int32Array.from(t.int32Data ?? []);
+  }
+  if (t.dataType === T.BOOL) {
+    // One byte per value in raw_data; int32_data otherwise.
+    if (raw !== undefined) return Uint8Array.from(raw, (v) => (v === 0 ? 0 : 1));
+    return Uint8Array.from(t.int32Data ?? [], (v) => (v === 0 ? 0 : 1));
+  }
+  throw new GraphFormatError(
+    `${where}: initializer ${t.name} is of ONNX data type ${t.dataType}; only float32, int64, int32 and bool initializers are supported`,
+  );
 }
 
 export class Graph {
@@ -174,7 +186,8 @@ export class Graph {
   toGraphProto(): onnxProto.onnx.IGraphProto {
     const initializer: onnxProto.onnx.ITensorProto[] = [...this.initializers.values()].map((i) => {
       const bytes = new Uint8Array(i.data.buffer.slice(i.data.byteOffset, i.data.byteOffset + i.data.byteLength));
-      return { name: i.name, dims: [...i.dims], dataType: i.data instanceof Float32Array ? T.FLOAT : T.INT64, rawData: bytes };
+      const dataType = i.data instanceof Float32Array ? T.FLOAT : i.data instanceof BigInt64Array ? T.INT64 : i.data instanceof Int32Array ? T.INT32 : T.BOOL;
+      return { name: i.name, dims: [...i.dims], dataType, rawData: bytes };
     });
     return {
       name: this.name,

@@ -7,6 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { mulberry32 } from '@distillate/shared';
 import { Graph, GraphFormatError } from '@distillate/shared/onnx';
+import { foldConstants } from './autodiff/fold.js';
 import { UnsupportedGraphError } from './autodiff/shapes.js';
 
 export const STUDENT_INPUT = 'input';
@@ -218,5 +219,6 @@ async function loadOnnxStudent(path: string, inputShape: readonly number[], clas
       n.outputs.map((o) => rename.get(o) ?? o),
     );
   g.output(STUDENT_LOGITS, ['N', classes]);
-  return { graph: g, inputSize: D };
+  // Exporters' shape arithmetic (e.g. `x.view(x.size(0), -1)`) evaluated for this sample shape.
+  return { graph: foldConstants(g, new Map([[STUDENT_INPUT, [-1, D]]])), inputSize: D };
 }

@@ -14,7 +14,7 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LogitCacheReader, TokenDatasetReader, writeFileAtomic } from '@distillate/shared';
-import { Graph } from '@distillate/shared/onnx';
+import type { Graph } from '@distillate/shared/onnx';
 import { resolveCacheDir } from '../cache-ref.js';
 import { LOGITS } from '../engine/engine.js';
 import { forcedProvider, intraOpThreads } from '../engine/index.js';
@@ -23,6 +23,7 @@ import { TrainingError } from '../errors.js';
 import type { Recipe } from '../recipe.js';
 import { learningRate } from '../schedule.js';
 import { shuffled, tokenBatch, tokenRows, type TokenLossSpec, type TokenRow } from './token-batch.js';
+import { loadLmStudent } from './onnx-lm.js';
 import { TOKEN_INPUT, transformerStudent } from './transformer.js';
 import { renderLmReport } from './report-lm.js';
 
@@ -73,14 +74,7 @@ async function studentGraph(recipe: Readonly<Recipe>, L: number, V: number): Pro
     if (s.context !== L) throw new TrainingError(`student.context ${s.context} differs from the dataset's blocks of ${L} tokens`);
     return transformerStudent({ vocab: V, context: L, layers: s.layers, dModel: s.dModel, heads: s.heads, ffn: s.ffn, seed: recipe.seed });
   }
-  if (s.kind === 'onnx') {
-    const { readFile } = await import('node:fs/promises');
-    const g = Graph.fromBytes(await readFile(s.path));
-    const input = g.inputs[0];
-    if (input === undefined || (input.type !== 'int32' && input.type !== 'int64'))
-      throw new TrainingError(`${s.path}: a language-model student takes integer token ids; its first input is ${input?.type ?? 'missing'}`);
-    return g;
-  }
+  if (s.kind === 'onnx') return loadLmStudent(s.path, L, V);
   throw new TrainingError(`student.kind ${s.kind} is a classifier; a token dataset trains student: { kind: transformer } or an ONNX language model`);
 }
 

@@ -130,7 +130,13 @@ interface Case {
   readonly opset?: number;
   /** Keep input 0's first dimension static (an embedding table), not the batch. */
   readonly staticFirst?: boolean;
+  /** Inputs not differentiated, as bool constants (a Where's condition; 0 or 1). */
+  readonly boolConsts?: Readonly<Record<number, readonly number[]>>;
+  /** The op's output count, and which output the loss reads (the others take no gradient: Split). */
+  readonly outputs?: { readonly count: number; readonly use: number };
 }
+
+const WHERE_COND = [1, 0, 1, 0, 0, 1];
 
 /** Rows of a [..., K] tensor times a [K, N] matrix, or batched [..., M, K]·[..., K, N] with equal leading dims. */
 function batchedMatMul(a: T64, b: T64): T64 {
@@ -215,6 +221,23 @@ const cases: Case[] = [
     staticFirst: true,
     opset: 17,
     ref: ([w]) => gatherRef(w!),
+  },
+  {
+    name: 'Where with a constant condition (the causal mask), the branches broadcast',
+    op: 'Where',
+    inputs: [[2, 3], [2, 3], [3]],
+    boolConsts: { 0: WHERE_COND },
+    ref: ([a, b]) => ({ data: Float64Array.from({ length: 6 }, (_, i) => (WHERE_COND[i] ? a!.data[i]! : b!.data[i % 3]!)), dims: [2, 3] }),
+    staticFirst: true,
+  },
+  {
+    name: 'Split into 3, 1 and 2 along the last axis; the loss reads the middle piece',
+    op: 'Split',
+    inputs: [[2, 6], [3]],
+    int64Inputs: { 1: [3, 1, 2] },
+    attrs: { axis: 1 },
+    outputs: { count: 3, use: 1 },
+    ref: ([x]) => ({ data: Float64Array.from([x!.data[3]!, x!.data[9]!]), dims: [2, 1] }),
   },
   { name: 'Tanh', op: 'Tanh', inputs: [[3, 4]], ref: ([x]) => ({ data: x!.data.map(Math.tanh), dims: x!.dims }) },
   { name: 'Erf', op: 'Erf', inputs: [[3, 4]], ref: ([x]) => ({ data: x!.data.map(erfRef), dims: x!.dims }) },
@@ -504,7 +527,7 @@ describe('gradient rules match float64 central finite differences', () => {
   for (const c of cases) {
     it(c.name, async () => {
       const g = new Graph('rule-test', c.opset ?? 13);
-      const constant = (i: number): boolean => c.int64Inputs?.[i] !== undefined || c.floatConsts?.[i] !== undefined;
+      const constant = (i: number): boolean => c.int64Inputs?.[i] !== undefined || c.floatConsts?.[i] !== undefined || c.boolConsts?.[i] !== undefined;
       const diff = c.inputs.map((_, i) => i).filter((i) => !constant(i));
       const batched = (i: number): boolean => i === 0 && c.staticFirst !== true;
       const names = c.inputs.map((dims, i) => {
@@ -512,9 +535,12 @@ describe('gradient rules match float64 central finite differences', () => {
         if (fixed !== undefined) return g.int64('shape', fixed);
         const values = c.floatConsts?.[i];
         if (values !== undefined) return g.constant('const', values, dims);
+        const flags = c.boolConsts?.[i];
+        if (flags !== undefined) return g.initializer(g.fresh('cond'), Uint8Array.from(flags), dims);
         return g.input(`x${i}`, batched(i) ? ['N', ...dims.slice(1)] : dims);
       });
-      const y = g.node(c.op, names, c.attrs ?? {}, 'y');
+      const outs = c.outputs === undefined ? ['y'] : Array.from({ length: c.outputs.count }, (_, k) => (k === c.outputs!.use ? 'y' : `y_${k}`));
+      const y = g.add(c.op, names, c.attrs ?? {}, outs)[c.outputs?.use ?? 0]!;
       const known = new Map<string, Shape>(diff.map((i) => [names[i]!, batched(i) ? [-1, ...c.inputs[i]!.slice(1)] : c.inputs[i]!]));
       const shapes = inferShapes(g, known);
       const yDims = c.ref(c.inputs.map((d) => ({ data: new Float64Array(size(d)), dims: [...d] })).filter((_, i) => !constant(i))).dims;

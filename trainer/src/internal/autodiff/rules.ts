@@ -423,6 +423,22 @@ function sum(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   return n.inputs.map((x) => ctx.unbroadcast(dy!, y, ctx.shape(x)));
 }
 
+/** y = Where(cond, a, b): dy goes to a where cond holds and to b elsewhere; the condition takes none. */
+function where(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const [c, a, b] = n.inputs as [string, string, string];
+  const y = ctx.shape(n.outputs[0]!);
+  const zero = ctx.scalar(0);
+  return [undefined, ctx.unbroadcast(ctx.node('Where', [c, dy!, zero]), y, ctx.shape(a)), ctx.unbroadcast(ctx.node('Where', [c, zero, dy!]), y, ctx.shape(b))];
+}
+
+/** Split: the pieces' gradients concatenated back, zeros for a piece that takes none. */
+function split(ctx: GradContext, n: GraphNode, dOut: Grads): Grads {
+  const rank = ctx.shape(n.inputs[0]!).length;
+  const axis = int(n, 'axis', 0) < 0 ? int(n, 'axis', 0) + rank : int(n, 'axis', 0);
+  const parts = n.outputs.map((o, k) => dOut[k] ?? ctx.node('Expand', [ctx.scalar(0), ctx.node('Shape', [o])]));
+  return n.inputs.map((_, k) => (k === 0 ? ctx.node('Concat', parts, { axis }) : undefined));
+}
+
 /** The explicit table: op type → rule. */
 export const gradientRules = {
   Gemm: gemm,
@@ -457,6 +473,8 @@ export const gradientRules = {
   Erf: erf,
   Pow: pow,
   LayerNormalization: layerNormalization,
+  Where: where,
+  Split: split,
 } satisfies Record<string, GradRule>;
 
 export type DifferentiableOp = keyof typeof gradientRules;

@@ -173,9 +173,44 @@ const shapeRules: Record<string, ShapeRule> = {
     const a = axis < 0 ? axis + ins[0]!.length : axis;
     return ins[0]!.map((d, i) => (i === a ? ins.reduce((t, s) => t + s[i]!, 0) : d));
   },
+  Where: (n, [c, x, y]) => broadcast(broadcast(c!, x!, `Where node ${n.name}`), y!, `Where node ${n.name}`),
 };
 
-const SHAPE_OPS: ReadonlySet<string> = new Set(Object.keys(shapeRules));
+/** The sizes of Split's pieces along its axis: the `split` input (opset 13+) or attribute, else equal parts. */
+export function splitSizes(n: GraphNode, x: Shape, graph: Graph): { axis: number; sizes: number[] } {
+  const axis0 = int(n, 'axis', 0);
+  const axis = axis0 < 0 ? axis0 + x.length : axis0;
+  const given =
+    n.inputs[1] !== undefined && n.inputs[1] !== ''
+      ? int64Values(graph, n.inputs[1], `Split node ${n.name}`)
+      : n.attrs['split'] !== undefined
+        ? ints(n, 'split', [])
+        : undefined;
+  if (given !== undefined) return { axis, sizes: given };
+  const parts = n.outputs.length;
+  if (x[axis]! % parts !== 0) throw new UnsupportedGraphError(`Split node ${n.name}: axis ${axis} of size ${x[axis]} does not split into ${parts} equal parts`);
+  return { axis, sizes: new Array<number>(parts).fill(x[axis]! / parts) };
+}
+
+/** Ops with several outputs: one shape each. */
+const multiShapeRules: Record<string, (node: GraphNode, inputs: Shape[], graph: Graph) => Shape[]> = {
+  Split: (n, [x], graph) => {
+    const { axis, sizes } = splitSizes(n, x!, graph);
+    return sizes.map((s) => x!.map((d, i) => (i === axis ? s : d)));
+  },
+};
+
+const SHAPE_OPS: ReadonlySet<string> = new Set([...Object.keys(shapeRules), ...Object.keys(multiShapeRules)]);
+
+/** The shapes of a node's outputs from its inputs' (the first output only for single-output ops). */
+export function nodeShapes(node: GraphNode, inputs: Shape[], graph: Graph): Shape[] {
+  const multi = multiShapeRules[node.op];
+  if (multi !== undefined) return multi(node, inputs, graph);
+  const rule = shapeRules[node.op];
+  if (rule === undefined)
+    throw new UnsupportedGraphError(`unsupported op ${node.op} (node ${node.name}): the ORT engine trains ${[...SHAPE_OPS].sort().join(', ')}`);
+  return [rule(node, inputs, graph)];
+}
 
 /**
  * Shapes of every tensor in the graph, given its inputs' (batch = −1). Initializers have their
@@ -185,9 +220,6 @@ export function inferShapes(graph: Graph, inputs: ReadonlyMap<string, Shape>): M
   const shapes = new Map<string, Shape>(inputs);
   for (const [name, init] of graph.initializers) shapes.set(name, init.dims);
   for (const node of graph.nodes) {
-    const rule = shapeRules[node.op];
-    if (rule === undefined)
-      throw new UnsupportedGraphError(`unsupported op ${node.op} (node ${node.name}): the ORT engine trains ${[...SHAPE_OPS].sort().join(', ')}`);
     const ins = node.inputs
       .filter((i) => i !== '')
       .map((i) => {
@@ -195,8 +227,7 @@ export function inferShapes(graph: Graph, inputs: ReadonlyMap<string, Shape>): M
         if (s === undefined) throw new UnsupportedGraphError(`${node.op} node ${node.name}: input ${i} has no known shape`);
         return s;
       });
-    const out = rule(node, ins, graph);
-    shapes.set(node.outputs[0]!, out);
+    nodeShapes(node, ins, graph).forEach((s, k) => shapes.set(node.outputs[k]!, s));
   }
   return shapes;
 }
