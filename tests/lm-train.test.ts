@@ -137,6 +137,25 @@ describe('language-model students on the ORT engine', () => {
     expect(z.every(Number.isFinite)).toBe(true);
   }, 300_000);
 
+  it('reverse KL and JSD from a top-k cache (its k + 1 buckets): the term falls', async () => {
+    const teacher = (await TeacherRegistry.open(MODELS)).get('brown-lm');
+    const r = await precomputeLogits({
+      teacher,
+      datasetPath: join(root, 'train.arrow'),
+      cacheRoot: join(root, 'cache'),
+      request: { type: 'precompute', temperature: 1, storage: { mode: 'topk', k: 8 }, batchSize: 256 },
+    });
+    for (const [method, params] of [
+      ['rkl', { temperature: 1 }],
+      ['jsd', { beta: 0.5, temperature: 1 }],
+    ] as const) {
+      const run = await trainLanguageModel(recipe(`topk-${method}`, { teachers: [{ cache: join(root, 'cache', r.key) }], distill: { method, params } }));
+      expect(run.cache).toMatchObject({ storage: 'topk' });
+      expect(run.metrics[2]!.loss['kd']!, method).toBeLessThan(run.metrics[0]!.loss['kd']!);
+      expect(run.metrics[2]!.loss['kd']!, method).toBeGreaterThan(0);
+    }
+  }, 300_000);
+
   it('refuses in one line what a sampled cache cannot estimate, and a classifier student', async () => {
     await expect(
       trainLanguageModel(recipe('rkl', { teachers: [{ cache: cacheDir }], distill: { method: 'rkl', params: { temperature: 1 } } })),

@@ -92,6 +92,31 @@ def topk_kd(s, t, T, k):
     return T * T * np.mean(out)
 
 
+def topk_buckets(s, t, T, k):
+    """Teacher and student distributions over the teacher's top-k classes plus one tail bucket, [N, k + 1]."""
+    pt, ps = softmax(t / T), softmax(s / T)
+    P, Q = [], []
+    for n in range(N):
+        idx = np.argsort(-t[n], kind="stable")[:k]
+        rest = [c for c in range(C) if c not in idx]
+        P.append(np.append(pt[n, idx], pt[n, rest].sum()))
+        Q.append(np.append(ps[n, idx], ps[n, rest].sum()))
+    return np.array(P), np.array(Q)
+
+
+def topk_rkl(s, t, T, k):
+    """Reverse KL between the coarsened distributions: KL(Q_k ‖ P_k)."""
+    p, q = topk_buckets(s, t, T, k)
+    return T * T * kl_rows(q, p).mean()
+
+
+def topk_jsd(s, t, beta, T, k):
+    """Generalized JSD between the coarsened distributions."""
+    p, q = topk_buckets(s, t, T, k)
+    m = beta * p + (1 - beta) * q
+    return T * T * (beta * kl_rows(p, m) + (1 - beta) * kl_rows(q, m)).mean()
+
+
 def multi(s, teachers, T):
     terms = []
     for logits, idx in teachers:
@@ -157,6 +182,8 @@ print(
             "lskd": kd(standardize(student), standardize(teacher), 2.0),
             "topk3": topk_kd(student, teacher, T, 3),
             "topk7": topk_kd(student, teacher, T, 7),
+            "topk3_rkl": topk_rkl(student, teacher, T, 3),
+            "topk3_jsd": topk_jsd(student, teacher, 0.3, T, 3),
             "ce": float(np.mean([-log_softmax(student)[n, labels[n]] for n in range(N)])),
             "multi": {"a": tA.tolist(), "a_idx": [0, 2, 4], "b": tB.tolist(), "b_idx": [1, 3, 5, 6], "value": multi(student, [(tA, [0, 2, 4]), (tB, [1, 3, 5, 6])], T)},
             "rkl": rkl(student, teacher, 2.0),
@@ -171,6 +198,8 @@ print(
                 "dist": grad(lambda s: dist(s, teacher, 1.0, 2.0, T), student),
                 "lskd": grad(lambda s: kd(standardize(s), standardize(teacher), 2.0), student),
                 "topk3": grad(lambda s: topk_kd(s, teacher, T, 3), student),
+                "topk3_rkl": grad(lambda s: topk_rkl(s, teacher, T, 3), student),
+                "topk3_jsd": grad(lambda s: topk_jsd(s, teacher, 0.3, T, 3), student),
                 "multi": grad(lambda s: multi(s, [(tA, [0, 2, 4]), (tB, [1, 3, 5, 6])], T), student),
                 "ce": grad(lambda s: float(np.mean([-log_softmax(s)[n, labels[n]] for n in range(N)])), student),
                 "rkl": grad(lambda s: rkl(s, teacher, 2.0), student),

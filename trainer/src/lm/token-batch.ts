@@ -4,6 +4,8 @@
  * shuffled through a bounded buffer; and one batch's student inputs and loss. Every loss is one
  * of the per-row definitions in ../losses, run per position: the rows of the mean are the
  * positions (a [N, L, 1] mask), so a class loss is its token loss without a second definition.
+ * From a top-k cache, `kd` is `topKKd` and reverse KL, JSD and TVD are the registry's methods on
+ * the k + 1 buckets (`topKBuckets`).
  */
 import { type LogitCacheReader, type TokenDatasetReader, mulberry32, type LogitBatch, type SampledLogitBatch } from '@distillate/shared';
 import { LOGITS, type BatchLoss, type StudentBatch } from '../engine/engine.js';
@@ -11,7 +13,7 @@ import { crossEntropy } from '../losses/cross-entropy.js';
 import { distillMethods } from '../losses/registry.js';
 import type { Feed } from '../losses/ops.js';
 import { sampledKd, sampledTargets } from '../losses/sampled-kd.js';
-import { topKKd, topKTargets } from '../losses/topk-kd.js';
+import { topKBuckets, topKKd, topKTargets } from '../losses/topk-kd.js';
 import { TOKEN_INPUT } from './transformer.js';
 
 export type TeacherRow =
@@ -199,6 +201,7 @@ export function tokenBatch(rows: readonly TokenRow[], spec: TokenLossSpec): { ba
         k,
         V,
         kdMask,
+        spec.method !== 'kd', // another divergence reads the k + 1 buckets
       );
       for (const [name, f] of Object.entries(t) as [string, Feed][]) {
         const last = f.dims.at(-1)!;
@@ -229,12 +232,24 @@ export function tokenBatch(rows: readonly TokenRow[], spec: TokenLossSpec): { ba
       const ce = crossEntropy(o, s, x['target']!, { mask: x['ce_mask']!, norm: x['ce_norm']! });
       if (!useTeacher) return { total: ce, terms: { ce, total: ce } };
       const rowsK = { mask: x['kd_mask']!, norm: x['kd_norm']! };
-      let kd;
+      let kd: (typeof out)[string];
       if (spec.teacher === 'dense') {
         const m = distillMethods[spec.method as keyof typeof distillMethods];
         kd = m.loss(o, { student: s, teacher: x['teacher']!, target: x['target']!, classes: V, rows: rowsK }, spec.params as never);
       } else if (spec.teacher === 'topk') {
-        kd = topKKd(o, s, { p: x['tk_p']!, kept: x['tk_kept']!, tail: x['tk_tail']!, entropy: x['tk_entropy']! }, rowsK, T);
+        const t = {
+          p: x['tk_p']!,
+          kept: x['tk_kept']!,
+          tail: x['tk_tail']!,
+          entropy: x['tk_entropy']!,
+          ...(x['tk_logBuckets'] === undefined ? {} : { logBuckets: x['tk_logBuckets'] }),
+        };
+        if (spec.method === 'kd') kd = topKKd(o, s, t, rowsK, T);
+        else {
+          const b = topKBuckets(o, s, t, T);
+          const m = distillMethods[spec.method as keyof typeof distillMethods];
+          kd = m.loss(o, { student: b.student, teacher: b.teacher, target: x['target']!, classes: V + 1, rows: rowsK }, spec.params as never);
+        }
       } else {
         kd = sampledKd(o, s, x['sw']!, x['sh']!, rowsK, T);
       }

@@ -186,11 +186,9 @@ export async function trainLanguageModel(recipe: Readonly<Recipe>, options: LmTr
       throw new TrainingError(
         `cache ${cache.dir} is sampled: only forward KL (distill.method kd) is estimable from samples; ${distill.method} needs the teacher's distribution (a dense cache)`,
       );
-    if (m.storage.mode === 'topk' && distill.method !== 'kd')
-      throw new TrainingError(`cache ${cache.dir} is top-k: only distill.method kd supports top-k caches (got ${distill.method})`);
     if (m.storage.mode !== 'dense' && T !== m.temperature)
       throw new TrainingError(`cache ${cache.dir} was built at T = ${m.temperature}; set distill.params.temperature to ${m.temperature}`);
-    if (m.storage.mode === 'dense' && !['kd', 'rkl', 'jsd', 'tvd'].includes(distill.method))
+    if (m.storage.mode !== 'sampled' && !['kd', 'rkl', 'jsd', 'tvd'].includes(distill.method))
       throw new TrainingError(`distill.method ${distill.method} is not a per-token method; language models take kd, rkl, jsd or tvd`);
   }
   const storage = cache?.manifest.storage.mode;

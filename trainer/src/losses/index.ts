@@ -5,7 +5,7 @@ export { defineLoss, type LossMethod, type DistillInputs } from './method.js';
 export { distillMethods } from './registry.js';
 export { DistillSchema, distillLoss, usesLabels, temperatureOf, METHOD_NAMES, type Distill, type DistillInput, type MethodName } from './distill.js';
 export { crossEntropy } from './cross-entropy.js';
-export { topKKd, topKTargets, type TopKTargets } from './topk-kd.js';
+export { topKBuckets, topKKd, topKTargets, type TopKTargets } from './topk-kd.js';
 export { sampledKd, sampledTargets, type SampledFeeds } from './sampled-kd.js';
 export { subsetKd, type SubsetTeacher } from './subset-kd.js';
 export { standardize } from './ls-kd.js';

@@ -19,6 +19,7 @@ import {
   subsetKd,
   sampledKd,
   sampledTargets,
+  topKBuckets,
   topKKd,
   topKTargets,
   type Feed,
@@ -56,9 +57,25 @@ interface Case {
 const topKFeeds = (k: number, T: number): Record<string, Feed> => {
   const scaled = golden.teacher.flat().map((v) => v / T);
   const top = topK(scaled, C, k);
-  const t = topKTargets({ indices: top.indices, logits: top.values, logsumexp: logSumExp(scaled, C) }, N, k, C);
-  return { p: t.p, kept: t.kept, tail: t.tail, entropy: t.entropy };
+  const t = topKTargets({ indices: top.indices, logits: top.values, logsumexp: logSumExp(scaled, C) }, N, k, C, undefined, true);
+  return { p: t.p, kept: t.kept, tail: t.tail, entropy: t.entropy, logBuckets: t.logBuckets! };
 };
+
+/** A registered method on the top-k cache's k + 1 buckets (topKBuckets), as the token batch loss runs it. */
+function bucketed(name: 'rkl' | 'jsd', params: Record<string, number>): LossOf {
+  const d = DistillSchema.parse({ method: name, params });
+  if (d.method === 'scratch') throw new Error('not a method');
+  const loss = distillLoss(d);
+  return (o, s, x) => {
+    const b = topKBuckets(
+      o,
+      s,
+      { p: x['p']!, kept: x['kept']!, tail: x['tail']!, entropy: x['entropy']!, logBuckets: x['logBuckets']! },
+      params['temperature']!,
+    );
+    return { loss: loss(o, { student: b.student, teacher: b.teacher, target: x['target']!, classes: C + 1, rows: rowsOf(x) }) };
+  };
+}
 const dense = { teacher, target, ...rows };
 
 /** The golden counts as a sampled cache stores them (distinct ids, counts, log-probabilities at T = 2), through sampledTargets. */
@@ -92,6 +109,20 @@ const cases: Case[] = [
   { name: 'nkd', loss: method('nkd', { temperature: 4, gamma: 1.5 }), inputs: dense, value: golden.nkd, grad: golden.grad.nkd },
   { name: 'dist', loss: method('dist', { beta: 1, gamma: 2, temperature: 4 }), inputs: dense, value: golden.dist, grad: golden.grad.dist },
   { name: 'lskd', loss: method('lskd', { temperature: 2 }), inputs: dense, value: golden.lskd, grad: golden.grad.lskd },
+  {
+    name: 'rkl from a top-3 cache (the k + 1 buckets)',
+    loss: bucketed('rkl', { temperature: 4 }),
+    inputs: { ...topKFeeds(3, 4), target, ...rows },
+    value: golden.topk3_rkl,
+    grad: golden.grad.topk3_rkl,
+  },
+  {
+    name: 'jsd (β = 0.3) from a top-3 cache',
+    loss: bucketed('jsd', { beta: 0.3, temperature: 4 }),
+    inputs: { ...topKFeeds(3, 4), target, ...rows },
+    value: golden.topk3_jsd,
+    grad: golden.grad.topk3_jsd,
+  },
   { name: 'rkl (reverse KL)', loss: method('rkl', { temperature: 2 }), inputs: dense, value: golden.rkl, grad: golden.grad.rkl },
   { name: 'jsd (β = 0.3)', loss: method('jsd', { beta: 0.3, temperature: 2 }), inputs: dense, value: golden.jsd, grad: golden.grad.jsd },
   { name: 'tvd', loss: method('tvd', { temperature: 2 }), inputs: dense, value: golden.tvd, grad: golden.grad.tvd },
