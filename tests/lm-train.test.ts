@@ -143,7 +143,7 @@ describe('language-model students on the ORT engine', () => {
       teacher,
       datasetPath: join(root, 'train.arrow'),
       cacheRoot: join(root, 'cache'),
-      request: { type: 'precompute', temperature: 1, storage: { mode: 'topk', k: 8 }, batchSize: 256 },
+      request: { type: 'precompute', temperature: 1, storage: { mode: 'topk', k: 8, dtype: 'float16' }, batchSize: 256 },
     });
     for (const [method, params] of [
       ['rkl', { temperature: 1 }],

@@ -43,8 +43,20 @@ export const LOGITS = 'logits';
 
 export interface StepResult {
   readonly terms: Record<string, number>;
-  /** The student outputs the loss read, as the step computed them (before its update); `logits` among them. */
+  /**
+   * The student outputs the loss read, as the step computed them (before its update); `logits`
+   * among them. Empty when the caller asked for none (`StepOptions.outputs: false`).
+   */
   readonly outputs: Readonly<Record<string, Float32Array>>;
+}
+
+export interface StepOptions {
+  /**
+   * Whether to hand back the student's outputs (default true). A caller that reads only the
+   * loss terms says false: a language model's [N, L, V] logits are then not copied out of the
+   * session each step.
+   */
+  readonly outputs?: boolean;
 }
 
 export interface StudentEngine {
@@ -58,12 +70,12 @@ export interface StudentEngine {
   readonly classes: number;
   readonly parameters: number;
   /** One optimizer step at learning rate `lr`. */
-  step(batch: StudentBatch, loss: BatchLoss, lr: number): Promise<StepResult>;
+  step(batch: StudentBatch, loss: BatchLoss, lr: number, options?: StepOptions): Promise<StepResult>;
   /**
    * Several steps in order, exactly as that many step() calls (the ORT engine runs them in one
    * session run). The batches share their row count and loss shape (`loss.key`).
    */
-  steps(batches: ReadonlyArray<{ readonly batch: StudentBatch; readonly loss: BatchLoss }>, lr: number): Promise<StepResult[]>;
+  steps(batches: ReadonlyArray<{ readonly batch: StudentBatch; readonly loss: BatchLoss }>, lr: number, options?: StepOptions): Promise<StepResult[]>;
   /** The logits of a batch, in inference mode. */
   predict(batch: StudentBatch): Promise<Float32Array>;
   /** Throws (with the reason) when the logits cannot be rescaled by the last layer. */

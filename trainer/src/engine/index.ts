@@ -65,4 +65,15 @@ export async function openEngine(recipe: Readonly<Recipe>, inputShape: readonly 
 }
 
 export { flatBatch, flatPredict, sampleSize, LOGITS } from './engine.js';
-export type { StudentEngine, EngineName, BatchLoss, StepResult, StudentBatch, TensorSpec, TensorData, TensorDtype, TensorArray } from './engine.js';
+export type {
+  StudentEngine,
+  EngineName,
+  BatchLoss,
+  StepOptions,
+  StepResult,
+  StudentBatch,
+  TensorSpec,
+  TensorData,
+  TensorDtype,
+  TensorArray,
+} from './engine.js';

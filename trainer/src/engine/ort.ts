@@ -24,7 +24,16 @@ import {
 import { loopSteps, type Carried, type LoopedStep } from '../internal/autodiff/loop.js';
 import { buildOnnxStudent, STUDENT_LOGITS, type OnnxStudentSpec } from '../internal/onnx-students.js';
 import type { StepInput } from '../internal/autodiff/train-graphs.js';
-import { type BatchLoss, type StepResult, type StudentBatch, type StudentEngine, type TensorArray, type TensorDtype, type TensorSpec } from './engine.js';
+import {
+  type BatchLoss,
+  type StepOptions,
+  type StepResult,
+  type StudentBatch,
+  type StudentEngine,
+  type TensorArray,
+  type TensorDtype,
+  type TensorSpec,
+} from './engine.js';
 
 interface Looped {
   readonly graph: StepGraph;
@@ -206,15 +215,19 @@ export class OrtEngine implements StudentEngine {
     return entry;
   }
 
-  async step(batch: StudentBatch, loss: BatchLoss, lr: number): Promise<StepResult> {
-    return (await this.steps([{ batch, loss }], lr))[0]!;
+  async step(batch: StudentBatch, loss: BatchLoss, lr: number, options?: StepOptions): Promise<StepResult> {
+    return (await this.steps([{ batch, loss }], lr, options))[0]!;
   }
 
   /**
    * Several train steps in one session run (an ONNX Loop): batches with the same loss shape
    * and row count, trained in order, exactly as one step each would.
    */
-  async steps(batches: ReadonlyArray<{ readonly batch: StudentBatch; readonly loss: BatchLoss }>, lr: number): Promise<StepResult[]> {
+  async steps(
+    batches: ReadonlyArray<{ readonly batch: StudentBatch; readonly loss: BatchLoss }>,
+    lr: number,
+    options: StepOptions = {},
+  ): Promise<StepResult[]> {
     const K = batches.length;
     const rows = batches[0]!.batch.rows;
     const key = batches[0]!.loss.key;
@@ -253,7 +266,7 @@ export class OrtEngine implements StudentEngine {
     const current = this.#carriedValues(g);
     carried.forEach((c, i) => (feeds[looped.initial(c.input)] = { data: current[i]!, dims: c.dims as number[] }));
     const termNames = Object.entries(g.terms);
-    const read = Object.entries(g.outputs);
+    const read = options.outputs === false ? [] : Object.entries(g.outputs);
     const out = await session.runMany(feeds, [
       ...carried.map((c) => looped.final(c.output)),
       ...read.map(([, name]) => looped.scanned(name)),

@@ -141,7 +141,8 @@ export function tokenBatch(rows: readonly TokenRow[], spec: TokenLossSpec): { ba
   const { L, V } = spec;
   const N = rows.length;
   const ids = new Int32Array(N * L);
-  const target = new Float32Array(N * L * V);
+  // The next token of each position (0 where there is none: ce_mask drops it), one-hot in the graph.
+  const next = new Float32Array(N * L);
   const ceMask = new Float32Array(N * L);
   const kdMask = new Float32Array(N * L);
   let ceCount = 0;
@@ -154,20 +155,20 @@ export function tokenBatch(rows: readonly TokenRow[], spec: TokenLossSpec): { ba
       if (tok < 0) continue;
       kdMask[pos] = 1;
       kdCount++;
-      const next = t + 1 < L ? row.tokens[t + 1]! : -1;
-      if (next >= 0) {
-        target[pos * V + next] = 1;
+      const following = t + 1 < L ? row.tokens[t + 1]! : -1;
+      if (following >= 0) {
+        next[pos] = following;
         ceMask[pos] = 1;
         ceCount++;
       }
     }
   });
   const feeds: Record<string, Feed> = {
-    target: { data: target, dims: [N, L, V] },
+    next: { data: next, dims: [N, L] },
     ce_mask: { data: ceMask, dims: [N, L, 1] },
     ce_norm: { data: Float32Array.of(1 / Math.max(1, ceCount)), dims: [1] },
   };
-  const inputs: Record<string, readonly (number | 'N')[]> = { target: ['N', L, V], ce_mask: ['N', L, 1], ce_norm: [1] };
+  const inputs: Record<string, readonly (number | 'N')[]> = { next: ['N', L], ce_mask: ['N', L, 1], ce_norm: [1] };
   const useTeacher = spec.method !== 'scratch' && spec.teacher !== undefined;
   if (useTeacher) {
     feeds['kd_mask'] = { data: kdMask, dims: [N, L, 1] };
@@ -229,13 +230,14 @@ export function tokenBatch(rows: readonly TokenRow[], spec: TokenLossSpec): { ba
     feeds: () => feeds,
     compute(o, out, x) {
       const s = out[LOGITS]!;
-      const ce = crossEntropy(o, s, x['target']!, { mask: x['ce_mask']!, norm: x['ce_norm']! });
+      const target = o.oneHot(x['next']!, V);
+      const ce = crossEntropy(o, s, target, { mask: x['ce_mask']!, norm: x['ce_norm']! });
       if (!useTeacher) return { total: ce, terms: { ce, total: ce } };
       const rowsK = { mask: x['kd_mask']!, norm: x['kd_norm']! };
       let kd: (typeof out)[string];
       if (spec.teacher === 'dense') {
         const m = distillMethods[spec.method as keyof typeof distillMethods];
-        kd = m.loss(o, { student: s, teacher: x['teacher']!, target: x['target']!, classes: V, rows: rowsK }, spec.params as never);
+        kd = m.loss(o, { student: s, teacher: x['teacher']!, target, classes: V, rows: rowsK }, spec.params as never);
       } else if (spec.teacher === 'topk') {
         const t = {
           p: x['tk_p']!,
@@ -248,7 +250,7 @@ export function tokenBatch(rows: readonly TokenRow[], spec: TokenLossSpec): { ba
         else {
           const b = topKBuckets(o, s, t, T);
           const m = distillMethods[spec.method as keyof typeof distillMethods];
-          kd = m.loss(o, { student: b.student, teacher: b.teacher, target: x['target']!, classes: V + 1, rows: rowsK }, spec.params as never);
+          kd = m.loss(o, { student: b.student, teacher: b.teacher, target, classes: V + 1, rows: rowsK }, spec.params as never);
         }
       } else {
         kd = sampledKd(o, s, x['sw']!, x['sh']!, rowsK, T);

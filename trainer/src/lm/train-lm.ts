@@ -224,7 +224,7 @@ export async function trainLanguageModel(recipe: Readonly<Recipe>, options: LmTr
       let rows: TokenRow[] = [];
       const step = async (): Promise<void> => {
         const { batch, loss } = tokenBatch(rows, spec);
-        const r = await engine.step(batch, loss, lr);
+        const r = await engine.step(batch, loss, lr, { outputs: false });
         for (const [k, v] of Object.entries(r.terms)) sums[k] = (sums[k] ?? 0) + v;
         steps++;
         done += rows.length;

@@ -29,5 +29,6 @@ export const tfjsOps: Ops<tf.Tensor> = {
   sumAll: (x) => tf.sum(x),
   meanAll: (x) => tf.mean(x),
   concat: (xs, axis) => tf.concat([...xs], axis < 0 ? axis + xs[0]!.rank : axis),
+  oneHot: (indices, depth) => tf.tidy(() => tf.oneHot(tf.cast(indices, 'int32'), depth).toFloat()),
   matMul: (a, b) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D),
 };

@@ -41,6 +41,11 @@ export interface Ops<T> {
   concat(xs: readonly T[], axis: number): T;
   /** [N, K] × [K, M] matrix product. */
   matMul(a: T, b: T): T;
+  /**
+   * One-hot rows from class indices held as floats (exact below 2²⁴), each in [0, depth): [...] →
+   * [..., depth], 1 at each index. No gradient flows through it (it makes targets from inputs).
+   */
+  oneHot(indices: T, depth: number): T;
 }
 
 /**
