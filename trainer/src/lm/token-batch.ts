@@ -210,16 +210,21 @@ export function tokenBatch(rows: readonly TokenRow[], spec: TokenLossSpec): { ba
         inputs[`tk_${name}`] = ['N', L, last];
       }
     } else {
-      const weights = new Float32Array(N * L * V);
+      // Sparse: S = n slots per position (its distinct ids and their count / n), never [N, L, V].
+      const S = spec.sampledN!;
+      const ids = new Float32Array(N * L * S);
+      const weights = new Float32Array(N * L * S);
       const entropy = new Float32Array(N * L);
       rows.forEach((row, r) => {
         const s = row.teacher as Extract<TeacherRow, { kind: 'sampled' }>;
-        sampledTargets(s, 0, L, spec.sampledN!, V, { weights, entropy, rowOffset: r * L }, kdMask.subarray(r * L, (r + 1) * L));
+        sampledTargets(s, 0, L, S, { ids, weights, entropy, rowOffset: r * L }, kdMask.subarray(r * L, (r + 1) * L));
       });
-      feeds['sw'] = { data: weights, dims: [N, L, V] };
-      feeds['sh'] = { data: entropy, dims: [N, L, 1] };
-      inputs['sw'] = ['N', L, V];
-      inputs['sh'] = ['N', L, 1];
+      feeds['s_ids'] = { data: ids, dims: [N, L, S] };
+      feeds['s_w'] = { data: weights, dims: [N, L, S] };
+      feeds['s_h'] = { data: entropy, dims: [N, L, 1] };
+      inputs['s_ids'] = ['N', L, S];
+      inputs['s_w'] = ['N', L, S];
+      inputs['s_h'] = ['N', L, 1];
     }
   }
   const T = spec.params.temperature;
@@ -253,7 +258,7 @@ export function tokenBatch(rows: readonly TokenRow[], spec: TokenLossSpec): { ba
           kd = m.loss(o, { student: b.student, teacher: b.teacher, target, classes: V + 1, rows: rowsK }, spec.params as never);
         }
       } else {
-        kd = sampledKd(o, s, x['sw']!, x['sh']!, rowsK, T);
+        kd = sampledKd(o, s, { ids: x['s_ids']!, weights: x['s_w']!, entropy: x['s_h']! }, rowsK, T);
       }
       const total = o.add(o.mul(ce, o.scalar(spec.weights.ce)), o.mul(kd, o.scalar(spec.weights.kd)));
       return { total, terms: { ce, kd, total } };

@@ -98,10 +98,12 @@ function sampledFeeds(): Record<string, Feed> {
     });
     unique.push(k);
   });
-  const weights = new Float32Array(N * C);
+  const S = golden.sampled.n;
+  const ids = new Float32Array(N * S);
+  const weights = new Float32Array(N * S);
   const entropy = new Float32Array(N);
-  sampledTargets({ unique, indices, counts, logprobs }, 0, N, golden.sampled.n, C, { weights, entropy, rowOffset: 0 });
-  return { w: { data: weights, dims: [N, C] }, h: { data: entropy, dims: [N, 1] } };
+  sampledTargets({ unique, indices, counts, logprobs }, 0, N, S, { ids, weights, entropy, rowOffset: 0 });
+  return { ids: { data: ids, dims: [N, S] }, w: { data: weights, dims: [N, S] }, h: { data: entropy, dims: [N, 1] } };
 }
 const cases: Case[] = [
   { name: 'kd (T = 4)', loss: method('kd', { temperature: 4 }), inputs: dense, value: golden.kd_T4, grad: golden.grad.kd_T4 },
@@ -142,7 +144,7 @@ const cases: Case[] = [
   },
   {
     name: 'sampled KD (12 draws per row at T = 2, the unbiased estimator)',
-    loss: (o, s, x) => ({ loss: sampledKd(o, s, x['w']!, x['h']!, rowsOf(x), 2) }),
+    loss: (o, s, x) => ({ loss: sampledKd(o, s, { ids: x['ids']!, weights: x['w']!, entropy: x['h']! }, rowsOf(x), 2) }),
     inputs: { ...sampledFeeds(), ...rows },
     value: golden.sampled.value,
     grad: golden.grad.sampled,

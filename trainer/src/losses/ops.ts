@@ -46,6 +46,11 @@ export interface Ops<T> {
    * [..., depth], 1 at each index. No gradient flows through it (it makes targets from inputs).
    */
   oneHot(indices: T, depth: number): T;
+  /**
+   * Entries of x picked along its last axis: x [..., C] and float indices [..., S] (each in
+   * [0, C)) give [..., S], x[..., indices[..., j]]; the gradient adds back where indices repeat.
+   */
+  gatherLast(x: T, indices: T): T;
 }
 
 /**

@@ -137,6 +137,7 @@ interface Case {
 }
 
 const WHERE_COND = [1, 0, 1, 0, 0, 1];
+const GATHER_ELEMENTS = [4, 0, 4, 2, 2, 1];
 
 /** Rows of a [..., K] tensor times a [K, N] matrix, or batched [..., M, K]·[..., K, N] with equal leading dims. */
 function batchedMatMul(a: T64, b: T64): T64 {
@@ -222,6 +223,18 @@ const cases: Case[] = [
     opset: 17,
     ref: ([w]) => gatherRef(w!),
   },
+  ...[13, 17].map((opset) => ({
+    name: `GatherElements along the last axis, an index repeated, opset ${opset}: ${opset >= 16 ? 'ScatterElements add' : 'one-hot product'}`,
+    op: 'GatherElements',
+    inputs: [
+      [2, 5],
+      [2, 3],
+    ],
+    int64Inputs: { 1: GATHER_ELEMENTS },
+    attrs: { axis: -1 },
+    opset,
+    ref: ([x]: T64[]) => ({ data: Float64Array.from(GATHER_ELEMENTS, (c, i) => x!.data[Math.floor(i / 3) * 5 + c]!), dims: [2, 3] }),
+  })),
   {
     name: 'Where with a constant condition (the causal mask), the branches broadcast',
     op: 'Where',
@@ -532,7 +545,14 @@ describe('gradient rules match float64 central finite differences', () => {
       const batched = (i: number): boolean => i === 0 && c.staticFirst !== true;
       const names = c.inputs.map((dims, i) => {
         const fixed = c.int64Inputs?.[i];
-        if (fixed !== undefined) return g.int64('shape', fixed);
+        if (fixed !== undefined)
+          return dims.length > 1
+            ? g.initializer(
+                g.fresh('idx'),
+                BigInt64Array.from(fixed, (v) => BigInt(v)),
+                dims,
+              )
+            : g.int64('shape', fixed);
         const values = c.floatConsts?.[i];
         if (values !== undefined) return g.constant('const', values, dims);
         const flags = c.boolConsts?.[i];

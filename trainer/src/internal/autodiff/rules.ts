@@ -112,6 +112,27 @@ function gather(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   return [ctx.node('Reshape', [dW, ctx.int64(ds)]), undefined];
 }
 
+/**
+ * GatherElements along the last axis (one entry per slot, e.g. the sampled ids of each position):
+ * dx is dy scattered back to the picked entries, added where an index repeats. From opset 16 a
+ * ScatterElements with reduction add; below, a one-hot product summed over the slots.
+ */
+function gatherElements(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
+  const [data, indices] = n.inputs as [string, string];
+  const ds = ctx.shape(data);
+  const axis0 = int(n, 'axis', 0);
+  const axis = axis0 < 0 ? axis0 + ds.length : axis0;
+  if (axis !== ds.length - 1) throw new UnsupportedGraphError(`GatherElements node ${n.name}: only the last axis is supported`);
+  const idx = ctx.node('Cast', [indices], { to: 7 });
+  if (ctx.graph.opset >= 16) {
+    const zeros = ctx.node('ConstantOfShape', [ctx.node('Shape', [data])]);
+    return [ctx.node('ScatterElements', [zeros, idx, dy!], { axis, reduction: 'add' }), undefined];
+  }
+  const oneHot = ctx.node('OneHot', [idx, ctx.int64([ds[axis]!]), ctx.graph.constant('onehot_values', [0, 1], [2])], { axis: -1 });
+  const spread = ctx.node('Mul', [oneHot, ctx.node('Unsqueeze', [dy!, ctx.int64([-1])])]);
+  return [ctx.node('ReduceSum', [spread, ctx.int64([-2])], { keepdims: 0 }), undefined];
+}
+
 /** y = tanh x: dx = dy·(1 − y²). */
 function tanh(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   const y = n.outputs[0]!;
@@ -475,6 +496,7 @@ export const gradientRules = {
   LayerNormalization: layerNormalization,
   Where: where,
   Split: split,
+  GatherElements: gatherElements,
 } satisfies Record<string, GradRule>;
 
 export type DifferentiableOp = keyof typeof gradientRules;

@@ -173,6 +173,7 @@ const shapeRules: Record<string, ShapeRule> = {
     const a = axis < 0 ? axis + ins[0]!.length : axis;
     return ins[0]!.map((d, i) => (i === a ? ins.reduce((t, s) => t + s[i]!, 0) : d));
   },
+  GatherElements: (_n, [, indices]) => indices!,
   OneHot: (n, [indices], graph) => {
     if (int(n, 'axis', -1) !== -1) throw new UnsupportedGraphError(`OneHot node ${n.name}: only axis −1 is supported`);
     const depth = graph.initializers.get(n.inputs[1]!);
