@@ -8,7 +8,7 @@ import { copyFile, mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { TokenDatasetReader } from '@distillate/shared';
+import { LogitCacheWriter, TokenDatasetReader } from '@distillate/shared';
 import { OrtSession, TeacherRegistry } from '@distillate/shared/onnx';
 import { importText, precomputeLogits } from '@distillate/server';
 import { loadLmStudent, parseRecipe, trainLanguageModel } from '@distillate/trainer';
@@ -156,10 +156,35 @@ describe('language-model students on the ORT engine', () => {
     }
   }, 300_000);
 
-  it('refuses in one line what a sampled cache cannot estimate, and a classifier student', async () => {
+  it('refuses in one line what a sampled cache cannot estimate, a classifier student, and a cache of another vocabulary', async () => {
     await expect(
       trainLanguageModel(recipe('rkl', { teachers: [{ cache: cacheDir }], distill: { method: 'rkl', params: { temperature: 1 } } })),
     ).rejects.toThrow(/is sampled: only forward KL \(distill.method kd\) is estimable from samples; rkl needs the teacher's distribution/);
     await expect(trainLanguageModel(recipe('mlp', { student: { kind: 'mlp' } }))).rejects.toThrow(/student.kind mlp is a classifier/);
+    // A token cache over this very dataset whose vocabulary is not the student's (512 logits per position, the tokenizer has 1,024).
+    const train = await TokenDatasetReader.open(join(root, 'train.arrow'));
+    const rows = await train.countRows();
+    const w = await LogitCacheWriter.open({
+      root: join(root, 'cache-512'),
+      teacher: { name: 'other-lm', sha256: 'e'.repeat(64), classes: [] },
+      dataset: { fingerprint: await train.fingerprint(), rows },
+      preprocessing: 'tokens',
+      temperature: 1,
+      storage: { mode: 'sampled', n: 4, seed: 1 },
+      tokens: { positions: L, vocabSize: 512, tokenizer: { ...train.info.tokenizer, vocabSize: 512 } },
+      fsync: false,
+    });
+    for await (const b of train.batches())
+      await w.append({
+        ids: b.ids,
+        logits: Float32Array.from({ length: b.rows * L * 512 }, (_, i) => Math.sin(i)),
+        tokens: b.tokens.map((t) => Math.min(t, 511)),
+      });
+    const manifest = await w.finish();
+    await expect(
+      trainLanguageModel(
+        recipe('v512', { teachers: [{ cache: join(root, 'cache-512', manifest.key) }], distill: { method: 'kd', params: { temperature: 1 } } }),
+      ),
+    ).rejects.toThrow(/has a vocabulary of 512; .*train\.arrow's tokenizer has 1024/);
   }, 60_000);
 });
