@@ -329,6 +329,71 @@ describe.skipIf(skip !== undefined)(titled('distributed precompute', skip), () =
     await c.exited;
   });
 
+  it('stores teacher features across workers byte-identical to the in-process job (views included)', async () => {
+    const feature = ['--feature', '/Relu_output_0,pool=avg,grid=2x2', '--feature', '/MaxPool_output_0,pool=max,dtype=float32'];
+    const views = ['--views', '2', '--view-seed', '5', '--shift', '2', '--flip'];
+    for (const f of ['onnx', 'json']) await copyFile(join(REPO, `tests/fixtures/torch-cnn.${f}`), join(root, 'models', `torch-cnn.${f}`));
+    const local = spawnSync(
+      process.execPath,
+      [
+        '--conditions=source',
+        '--import',
+        'tsx',
+        join(REPO, 'server/src/bin.ts'),
+        'precompute',
+        '--models',
+        join(root, 'models'),
+        '--data',
+        join(root, 'data'),
+        '--cache',
+        join(root, 'cache-features-local'),
+        '--teacher',
+        'torch-cnn',
+        '--dataset',
+        'test.arrow',
+        '--shard-rows',
+        '1024',
+        '--threads',
+        '1',
+        ...feature,
+        ...views,
+      ],
+      { cwd: REPO, encoding: 'utf8' },
+    );
+    expect(local.status, local.stderr).toBe(0);
+    const c = await coordinator(join(root, 'cache-features'), await freePort());
+    const workers = [worker(c.url, ['--models', join(root, 'models'), '--data', join(root, 'data')]), worker(c.url)];
+    const r = await api(c.url, '/v1/jobs', {
+      method: 'POST',
+      body: JSON.stringify({
+        type: 'precompute',
+        teacher: 'torch-cnn',
+        dataset: 'test.arrow',
+        views: { count: 2, seed: 5, augment: { shift: 2, flip: true } },
+        features: [
+          { tensor: '/Relu_output_0', pool: 'avg', grid: [2, 2] },
+          { tensor: '/MaxPool_output_0', pool: 'max', dtype: 'float32' },
+        ],
+      }),
+    });
+    expect(r.status, JSON.stringify(r.body)).toBe(202);
+    const job = await finished(c.url, r.body.id);
+    expect(job.state, JSON.stringify(job)).toBe('succeeded');
+    const dir = join(root, 'cache-features', job.cacheKey);
+    const dist = await shardBytes(dir);
+    const inproc = await shardBytes(join(root, 'cache-features-local', job.cacheKey));
+    expect(dist.size).toBeGreaterThan(1);
+    expect([...dist.keys()]).toEqual([...inproc.keys()]);
+    for (const [f, bytes] of dist) expect(Buffer.compare(bytes, inproc.get(f)!), f).toBe(0);
+    const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8'));
+    expect(manifest.features.map((f: { shape: number[] }) => f.shape)).toEqual([[3, 2, 2], [3]]);
+    expect((await verifyCache(dir)).ok).toBe(true);
+    for (const w of workers) w.child.kill('SIGTERM');
+    await Promise.all(workers.map((w) => w.exited));
+    c.child.kill('SIGTERM');
+    await c.exited;
+  });
+
   it('builds a sampled token cache across workers identical to the in-process one (same key, same shard bytes, same token count)', async () => {
     // A causal-LM teacher over a token dataset: a few Brown test documents, cut into 64-token blocks.
     for (const f of ['brown-lm.onnx', 'brown-lm.json', 'brown-lm.tokenizer.json']) await copyFile(join(REPO, 'models', f), join(root, 'models', f));

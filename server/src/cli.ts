@@ -3,7 +3,7 @@
  */
 import { SingleBar, Presets } from 'cli-progress';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { runCli } from '@distillate/shared';
+import { runCli, type FeatureSpecInput } from '@distillate/shared';
 import { TeacherRegistry } from '@distillate/shared/onnx';
 import { pino } from 'pino';
 import { resolveConfig, type ServerConfigInput } from './config.js';
@@ -283,10 +283,16 @@ export function buildProgram(): Command {
     .option('--view-seed <n>', 'seed of the views (with --views)', int, 0)
     .option('--shift <px>', 'views: shift by up to px pixels in x and y', int, 0)
     .option('--flip', 'views: mirror left-right half of the time', false)
-    .action(async (f: JobFlags & { views?: number; viewSeed: number; shift: number; flip: boolean }) => {
+    .option(
+      '--feature <spec>',
+      'also store a teacher tensor, repeatable: NAME[,pool=none|avg|max][,grid=HxW][,dtype=float16|float32] (names: distillate-server tensors)',
+      (v: string, all: FeatureSpecInput[] = []) => [...all, parseFeatureFlag(v)],
+    )
+    .action(async (f: JobFlags & { views?: number; viewSeed: number; shift: number; flip: boolean; feature?: FeatureSpecInput[] }) => {
       await run(f, {
         ...request('precompute', f),
         ...(f.views === undefined ? {} : { views: { count: f.views, seed: f.viewSeed, augment: { shift: f.shift, flip: f.flip } } }),
+        ...(f.feature === undefined ? {} : { features: f.feature }),
       });
     });
 
@@ -585,4 +591,21 @@ export function main(argv = process.argv): Promise<void> {
     const known = toAppError(e);
     return known !== undefined ? `${known.code}: ${known.message}` : e.message;
   });
+}
+
+/** `--feature NAME[,pool=…][,grid=HxW][,dtype=…]`: the name is everything before the first comma (names may hold ':' and '/'). */
+function parseFeatureFlag(v: string): FeatureSpecInput {
+  const [tensor, ...rest] = v.split(',');
+  const spec: Record<string, unknown> = { tensor };
+  for (const part of rest) {
+    const [k, value] = part.split('=') as [string, string | undefined];
+    if (value === undefined || !['pool', 'grid', 'dtype'].includes(k))
+      throw new InvalidArgumentError(`"${part}": give pool=none|avg|max, grid=HxW or dtype=float16|float32 after the tensor name`);
+    if (k === 'grid') {
+      const m = /^(\d+)x(\d+)$/.exec(value);
+      if (m === null) throw new InvalidArgumentError(`grid=${value}: give it as HxW, e.g. grid=2x2`);
+      spec['grid'] = [Number(m[1]), Number(m[2])];
+    } else spec[k] = value;
+  }
+  return spec as FeatureSpecInput;
 }

@@ -61,6 +61,7 @@ export {
   ShardEncoder,
   inspectCacheShard,
   countTokens,
+  featureBytes,
   type ShardLayout,
   type ShardSpec,
   type ShardEncoding,
@@ -96,6 +97,17 @@ export {
   type ViewParams,
   type ImageGeometry,
 } from './views.js';
+export {
+  FeatureSpecSchema,
+  StoredFeatureSchema,
+  FeatureSpecError,
+  resolveFeature,
+  poolFeature,
+  featureSize,
+  type FeatureSpec,
+  type FeatureSpecInput,
+  type StoredFeature,
+} from './features.js';
 export { sha256File, writeFileAtomic, removeStaleTempFiles } from './internal/arrow-io.js';
 export { PRODUCER } from './version.js';
 export { OnnxModelBuilder, type Dim, type AttributeValue } from './onnx/builder.js';

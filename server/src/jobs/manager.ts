@@ -15,7 +15,7 @@ import { AppError, toAppError } from '../errors.js';
 import { confinedPath } from '../paths.js';
 import { inProcessExecutor, type JobExecutor } from './executor.js';
 import { selectPseudoLabelled } from './label-selection.js';
-import { PrecomputeInterrupted } from './precompute.js';
+import { PrecomputeInterrupted, planFeatures } from './precompute.js';
 import { planTokenCache } from './precompute-tokens.js';
 import { JobRequestSchema, type JobRequest, type JobRequestInput } from './request.js';
 import { JobStore, type JobRecord, type JobState } from './store.js';
@@ -103,6 +103,7 @@ export class JobManager {
         throw new AppError(400, 'bad_views', (err as Error).message);
       }
     }
+    await planFeatures(teacher, request.features); // refuses an unknown tensor or a pooling its shape cannot take
     if (request.storage.mode === 'topk' && request.storage.k > info.classes.length) {
       throw new AppError(400, 'invalid_request', `top-k storage with k = ${request.storage.k} but teacher ${info.name} has ${info.classes.length} classes`);
     }

@@ -47,6 +47,8 @@ export async function planTokenCache(teacher: Teacher, datasetPath: string, req:
   }
   if (req.type !== 'precompute') refuse('not_for_tokens', `label jobs are for classifier teachers; precompute a token cache instead`);
   if (req.views !== undefined) refuse('not_for_tokens', 'views are for image datasets; a token dataset has none');
+  if (req.features !== undefined && req.features.length > 0)
+    refuse('not_for_tokens', 'feature capture is for classifier teachers; a token cache stores logits only');
   const storage = StorageSchema.parse(req.storage);
   if (storage.mode === 'topk' && storage.k > lm.vocabSize) refuse('bad_storage', `top-${storage.k} needs k ≤ the vocabulary of ${lm.vocabSize}`);
   const fingerprint = await dataset.fingerprint();

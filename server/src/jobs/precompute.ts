@@ -13,11 +13,17 @@ import {
   findCache,
   imageGeometry,
   StorageSchema,
+  FeatureSpecError,
+  poolFeature,
+  resolveFeature,
+  FeatureSpecSchema,
+  type FeatureSpecInput,
   type Ids,
   type Storage,
+  type StoredFeature,
   type ViewSpec,
 } from '@distillate/shared';
-import { datasetPreprocessor, type Preprocessor, type Teacher, type TeacherInfo } from '@distillate/shared/onnx';
+import { TeacherError, datasetPreprocessor, type Preprocessor, type Teacher, type TeacherInfo } from '@distillate/shared/onnx';
 import type { Logger } from 'pino';
 import type { JobRequest } from './request.js';
 import { precomputeTokenLogits } from './precompute-tokens.js';
@@ -36,7 +42,10 @@ export interface PrecomputeOptions {
   readonly teacher: Teacher;
   readonly datasetPath: string;
   readonly cacheRoot: string;
-  readonly request: Pick<JobRequest, 'type' | 'temperature' | 'storage' | 'batchSize'> & { readonly views?: ViewSpec | undefined };
+  readonly request: Pick<JobRequest, 'type' | 'temperature' | 'storage' | 'batchSize'> & {
+    readonly views?: ViewSpec | undefined;
+    readonly features?: readonly FeatureSpecInput[] | undefined;
+  };
   readonly shardRows?: number;
   readonly signal?: AbortSignal;
   readonly logger?: Logger;
@@ -64,7 +73,54 @@ export interface CachePlan {
   readonly labelStatistics: boolean;
   readonly preprocessing: string;
   readonly storage: Storage;
+  /** Teacher features stored with the logits (empty: logits only). */
+  readonly features: StoredFeature[];
   readonly key: string;
+}
+
+/** Edit distance (insertions, deletions, substitutions): one call per refused name, on an error path. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
+/**
+ * The features a job stores, resolved against the teacher's tensors (tensors.ts): refused in
+ * one line before any row runs when a name is unknown (with the closest names), the tensor is
+ * not float32, or the pooling cannot apply to its shape (naming both).
+ */
+export async function planFeatures(teacher: Teacher, specs: readonly FeatureSpecInput[] | undefined): Promise<StoredFeature[]> {
+  if (specs === undefined || specs.length === 0) return [];
+  const tensors = await teacher.tensors();
+  const refuse = (code: string, message: string): never => {
+    throw new TeacherError('bad_request', code, message);
+  };
+  return specs.map((input) => {
+    const spec = FeatureSpecSchema.parse(input);
+    const t = tensors.find((x) => x.name === spec.tensor);
+    if (t === undefined) {
+      const close = [...tensors]
+        .sort((a, b) => distance(spec.tensor, a.name) - distance(spec.tensor, b.name))
+        .slice(0, 3)
+        .map((x) => `${x.name} [${x.shape.join(', ')}]`);
+      return refuse(
+        'unknown_tensor',
+        `teacher ${teacher.name} has no tensor "${spec.tensor}"; the closest: ${close.join(', ')} (distillate-server tensors --teacher ${teacher.name} lists all ${tensors.length})`,
+      );
+    }
+    if (t.dtype !== 'float32') return refuse('bad_feature', `teacher ${teacher.name}'s tensor ${t.name} is ${t.dtype}; features are float32 tensors`);
+    try {
+      return resolveFeature(spec, t.shape);
+    } catch (err) {
+      if (err instanceof FeatureSpecError) return refuse('bad_feature', `teacher ${teacher.name}: ${err.message}`);
+      throw err;
+    }
+  });
 }
 
 /** The cache a job makes: the in-process pipeline and the Redis coordinator both start here. */
@@ -77,14 +133,23 @@ export async function planCache(teacher: Teacher, datasetPath: string, req: Prec
   const labelStatistics = req.type === 'label';
   const preprocessing = cachePreprocessing(pre.description, labelStatistics);
   const storage = StorageSchema.parse(req.storage);
-  const key = cacheKey({ teacherSha256: info.sha256, datasetFingerprint: fingerprint, preprocessing, temperature: req.temperature, storage, views: req.views });
-  return { info, dataset, pre, fingerprint, rows, labelStatistics, preprocessing, storage, key };
+  const features = await planFeatures(teacher, req.features);
+  const key = cacheKey({
+    teacherSha256: info.sha256,
+    datasetFingerprint: fingerprint,
+    preprocessing,
+    temperature: req.temperature,
+    storage,
+    views: req.views,
+    features,
+  });
+  return { info, dataset, pre, fingerprint, rows, labelStatistics, preprocessing, storage, features, key };
 }
 
 export async function precomputeLogits(o: PrecomputeOptions): Promise<PrecomputeResult> {
   if (await isTokenDataset(o.datasetPath)) return precomputeTokenLogits(o);
   const { teacher, request: req } = o;
-  const { info, dataset, pre, fingerprint, rows, labelStatistics: label, preprocessing, storage, key } = await planCache(teacher, o.datasetPath, req);
+  const { info, dataset, pre, fingerprint, rows, labelStatistics: label, preprocessing, storage, features, key } = await planCache(teacher, o.datasetPath, req);
   const views = req.views;
   const geometry = views === undefined ? undefined : imageGeometry(dataset.info); // refuses flat samples
   o.onStart?.(key, rows);
@@ -101,9 +166,11 @@ export async function precomputeLogits(o: PrecomputeOptions): Promise<Precompute
     storage,
     labelStatistics: label,
     views,
+    ...(features.length === 0 ? {} : { features }),
     ...(o.shardRows === undefined ? {} : { shardRows: o.shardRows }),
   });
   const K = views?.count ?? 1;
+  const names = features.map((f) => f.tensor);
   // Images per teacher call: its K views go in one call with the image.
   const B = Math.max(1, Math.floor(req.batchSize / K));
   const D = dataset.inputSize;
@@ -127,7 +194,9 @@ export async function precomputeLogits(o: PrecomputeOptions): Promise<Precompute
       }
       const x = pre.apply(raw, n * K, scratch);
       scratch = x.length === B * K * D ? x : scratch;
-      return { ids, logits: await teacher.logits(x, n * K) };
+      if (features.length === 0) return { ids, logits: await teacher.logits(x, n * K) };
+      const out = await teacher.logitsAndTensors(x, n * K, names);
+      return { ids, logits: out.logits, features: features.map((f, i) => poolFeature(f, out.tensors[i]!, n * K)) };
     },
   });
   return { key, rows, cacheHit: false, dataset };

@@ -1,5 +1,5 @@
 /** The job request: what a client may ask for, parsed with zod at the edge (HTTP handler, CLI). */
-import { StorageSchema, ViewSpecSchema } from '@distillate/shared';
+import { FeatureSpecSchema, StorageSchema, ViewSpecSchema } from '@distillate/shared';
 import { z } from 'zod';
 
 export const JobRequestSchema = z
@@ -26,11 +26,18 @@ export const JobRequestSchema = z
      * `{ count: K, seed, augment: { shift: px, flip: bool } }`.
      */
     views: ViewSpecSchema.optional(),
+    /**
+     * Teacher features to store next to the logits (precompute only): intermediate tensors by
+     * name (`GET /v1/teachers/:name/tensors`), each pooled as asked: `[{ tensor, pool: none |
+     * avg | max, grid?: [h, w], dtype: float16 | float32 }]`.
+     */
+    features: z.array(FeatureSpecSchema).min(1).max(16).optional(),
     /** Rows per teacher inference call. */
     batchSize: z.number().int().positive().max(8192).default(256),
   })
   .strict()
   .refine((r) => r.type === 'label' || r.label === undefined, { message: '"label" options apply to label jobs only', path: ['label'] })
-  .refine((r) => r.type === 'precompute' || r.views === undefined, { message: '"views" apply to precompute jobs only', path: ['views'] });
+  .refine((r) => r.type === 'precompute' || r.views === undefined, { message: '"views" apply to precompute jobs only', path: ['views'] })
+  .refine((r) => r.type === 'precompute' || r.features === undefined, { message: '"features" apply to precompute jobs only', path: ['features'] });
 export type JobRequest = z.infer<typeof JobRequestSchema>;
 export type JobRequestInput = z.input<typeof JobRequestSchema>;

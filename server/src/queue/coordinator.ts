@@ -11,6 +11,7 @@ import {
   CacheAssembler,
   CacheIntegrityError,
   countTokens,
+  featureBytes,
   ShardConflictError,
   findCache,
   imageGeometry,
@@ -196,7 +197,7 @@ export class RedisCoordinator implements JobExecutor {
   /** A class (or view) cache: the dataset's images, K cache rows each. */
   async #planClasses(ctx: ExecutionContext): Promise<PlannedJob> {
     const { request: req, teacher } = ctx;
-    const { info, dataset, fingerprint, rows, labelStatistics, preprocessing, storage, key } = await planCache(teacher, ctx.datasetPath, req);
+    const { info, dataset, fingerprint, rows, labelStatistics, preprocessing, storage, features, key } = await planCache(teacher, ctx.datasetPath, req);
     const views = req.views;
     // Shards, tasks and uploads count cache rows (K per image for a view cache); progress counts images, as in process.
     const K = views?.count ?? 1;
@@ -209,6 +210,7 @@ export class RedisCoordinator implements JobExecutor {
       layout: shardLayout(storage, info.classes.length, {
         shardRows: ctx.shardRows ?? DEFAULT_DISTRIBUTED_SHARD_ROWS,
         ...(views === undefined ? {} : { viewCount: K }),
+        ...(features.length === 0 ? {} : { featureBytes: featureBytes(features) }),
       }),
       assembler: {
         teacher: { name: info.name, sha256: info.sha256, classes: [...info.classes] },
@@ -218,6 +220,7 @@ export class RedisCoordinator implements JobExecutor {
         storage,
         labelStatistics,
         views,
+        ...(features.length === 0 ? {} : { features }),
       },
       ids: () => readIds(dataset, rows).then((ids) => ({ ids: K === 1 ? ids : repeatIds(ids, K) })),
       template: (batchRows) => ({
@@ -230,6 +233,7 @@ export class RedisCoordinator implements JobExecutor {
         storage,
         labelStatistics,
         ...(views === undefined ? {} : { views }),
+        ...(features.length === 0 ? {} : { features }),
         batchSize: req.batchSize,
         batchRows,
       }),

@@ -2,7 +2,7 @@
  * A shard task: one row range of a job's dataset and the cache shard it becomes. The
  * coordinator puts these on the BullMQ queue; workers parse them with this schema.
  */
-import { StorageSchema, ViewSpecSchema } from '@distillate/shared';
+import { StorageSchema, StoredFeatureSchema, ViewSpecSchema } from '@distillate/shared';
 import { TeacherSidecarSchema } from '@distillate/shared/onnx';
 import { z } from 'zod';
 
@@ -39,6 +39,8 @@ export const ShardTaskSchema = z.object({
   labelStatistics: z.boolean(),
   /** A view cache: each image of the task becomes its K views (shared's expandViews). */
   views: ViewSpecSchema.optional(),
+  /** Teacher features stored with the logits, as the coordinator resolved them (the worker pools each the same way). */
+  features: z.array(StoredFeatureSchema).optional(),
   /** A token cache: each row is a block of `block` tokens, and the teacher is a causal language model. */
   tokens: z.object({ block: z.number().int().min(2) }).optional(),
   /** Rows per teacher call (blocks, for a token cache). */

@@ -15,6 +15,8 @@ import {
   TokenDatasetReader,
   encodeCacheShard,
   expandViews,
+  featureSize,
+  poolFeature,
   imageGeometry,
   isTokenDataset,
   sha256File,
@@ -159,6 +161,10 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
     const C = teacherInfo.classes.length;
     const D = pre.sampleSize;
     const logits = new Float32Array(task.rows * C);
+    // Stored features, pooled here exactly as in process (shared's poolFeature).
+    const stored = task.features ?? [];
+    const names = stored.map((f) => f.tensor);
+    const features = stored.map((f) => new Float32Array(task.rows * featureSize(f)));
     t0 = performance.now();
     let scratch: Float32Array | undefined;
     for (let r = 0; r < task.rows; r += task.batchSize) {
@@ -167,15 +173,29 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
       if (r + n >= task.rows) computed();
       const x = pre.apply(inputs.subarray(r * D, (r + n) * D), n, scratch);
       scratch = x.length === task.batchSize * D ? x : scratch;
-      logits.set(await teacher.logits(x, n), r * C);
+      if (stored.length === 0) logits.set(await teacher.logits(x, n), r * C);
+      else {
+        const out = await teacher.logitsAndTensors(x, n, names);
+        logits.set(out.logits, r * C);
+        stored.forEach((f, i) => poolFeature(f, out.tensors[i]!, n, features[i]!.subarray(r * featureSize(f), (r + n) * featureSize(f))));
+      }
     }
     stats.timing.teacher += ms(t0);
     t0 = performance.now();
     const shard = encodeCacheShard(
-      { storage: task.storage, classes: C, temperature: task.temperature, labelStatistics: task.labelStatistics, views: task.views },
+      {
+        storage: task.storage,
+        classes: C,
+        temperature: task.temperature,
+        labelStatistics: task.labelStatistics,
+        views: task.views,
+        ...(stored.length === 0 ? {} : { features: stored }),
+      },
       task.batchRows,
       ids,
       logits,
+      undefined,
+      stored.length === 0 ? undefined : features,
     );
     stats.timing.encode += ms(t0);
     return shard;

@@ -21,6 +21,7 @@ import {
   type TeacherRef,
 } from './manifest.js';
 import type { TokenizerRef } from '../text/tokenizer.js';
+import type { StoredFeature } from '../features.js';
 import { planShards, type EncodedShard, type ShardEncoding, type ShardLayout, type ShardSpec } from './shard-codec.js';
 
 export class ShardConflictError extends Error {
@@ -40,6 +41,8 @@ export interface CacheAssemblerOptions {
   readonly layout: ShardLayout;
   /** A token cache: a row is a block of `positions` tokens (as LogitCacheWriterOptions.tokens); `teacher.classes` is then empty. */
   readonly tokens?: { readonly positions: number; readonly vocabSize: number; readonly tokenizer: TokenizerRef } | undefined;
+  /** Teacher features stored with the logits (as LogitCacheWriterOptions.features). */
+  readonly features?: readonly StoredFeature[] | undefined;
   readonly producer?: { readonly name: string; readonly version: string };
   /** fsync each shard, progress.json and the manifest (default true; committer.ts). */
   readonly fsync?: boolean;
@@ -91,6 +94,7 @@ export class CacheAssembler {
         storage,
         views,
         positions: o.tokens?.positions,
+        features: o.features,
       },
       ...(o.fsync === undefined ? {} : { fsync: o.fsync }),
       plan,
@@ -109,6 +113,7 @@ export class CacheAssembler {
       labelStatistics: this.#o.labelStatistics,
       views: this.views,
       positions: this.#o.tokens?.positions,
+      features: this.#o.features,
     };
   }
 

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { ViewSpecSchema, type ViewSpecInput } from '../views.js';
 import type { TokenizerRef } from '../text/tokenizer.js';
+import { StoredFeatureSchema, type StoredFeature } from '../features.js';
 
 export const CACHE_FORMAT = 'distillate.logit-cache';
 export const CACHE_FORMAT_VERSION = 1;
@@ -85,6 +86,11 @@ const ManifestBody = {
       bytesPerToken: z.number().nonnegative(),
     })
     .optional(),
+  /**
+   * Teacher features stored next to the logits (features.ts): entry i is column `feature_i`,
+   * FixedSizeList<Float16 or Float32> of the stored shape's size.
+   */
+  features: z.array(StoredFeatureSchema).optional(),
   shards: z.array(ShardSchema),
 };
 
@@ -104,6 +110,8 @@ export interface CacheKeyInput {
   readonly views?: ViewSpecInput | undefined;
   /** Token caches: positions per row. */
   readonly positions?: number | undefined;
+  /** Teacher features stored with the logits (their specs; the shapes follow from the teacher). */
+  readonly features?: readonly Pick<StoredFeature, 'tensor' | 'pool' | 'grid' | 'dtype'>[] | undefined;
 }
 
 /**
@@ -127,6 +135,10 @@ export function cacheKey(input: CacheKeyInput): string {
     ...(input.positions === undefined ? [] : [{ positions: input.positions }]),
     // Appended only for view caches, so keys of plain caches stay what they were.
     ...(input.views === undefined ? [] : [ViewSpecSchema.parse(input.views)]),
+    // Appended only when features are stored, so keys of logit-only caches stay what they were.
+    ...(input.features === undefined || input.features.length === 0
+      ? []
+      : [{ features: input.features.map((f) => [f.tensor, f.pool, f.grid ?? null, f.dtype]) }]),
   ]);
   return createHash('sha256').update(canonical).digest('hex');
 }
@@ -143,6 +155,7 @@ export function cacheRecordBody(o: {
   readonly producer: { readonly name: string; readonly version: string };
   readonly views?: z.infer<typeof ViewSpecSchema> | undefined;
   readonly tokens?: { readonly positions: number; readonly vocabSize: number; readonly tokenizer: TokenizerRef } | undefined;
+  readonly features?: readonly StoredFeature[] | undefined;
   readonly shards: readonly Shard[];
 }): Omit<CacheProgress, 'complete'> {
   const tokenCount = o.shards.reduce((s, x) => s + (x.tokens ?? 0), 0);
@@ -170,6 +183,7 @@ export function cacheRecordBody(o: {
             bytesPerToken: tokenCount === 0 ? 0 : Math.round((bytes / tokenCount) * 100) / 100,
           },
         }),
+    ...(o.features === undefined || o.features.length === 0 ? {} : { features: o.features.map((f) => ({ ...f })) }),
     shards: [...o.shards],
   };
 }

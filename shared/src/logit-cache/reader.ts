@@ -1,3 +1,4 @@
+import { featureSize } from '../features.js';
 import { createHash } from 'node:crypto';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -23,6 +24,8 @@ interface LogitBatchBase {
     readonly margin: Float32Array;
   };
   /** Present only for view caches: each row's view index and transform (views.ts). */
+  /** The stored teacher features of these rows, one [rows, size] array per manifest `features` entry. */
+  readonly features?: readonly Float32Array[];
   readonly views?: {
     readonly view: Int32Array;
     readonly dx: Int32Array;
@@ -320,7 +323,20 @@ export class LogitCacheReader {
             dy: primitiveColumn<Int32Array>(batch, 'dy', path),
             flip: primitiveColumn<Int32Array>(batch, 'flip', path),
           };
-    const base = { rows, ids, file, rowInShard, ...(stats === undefined ? {} : { stats }), ...(views === undefined ? {} : { views }) };
+    const features = m.features?.map((f, i) => {
+      const col = listColumn<Float32Array | Uint16Array>(batch, `feature_${i}`, path);
+      if (col.size !== featureSize(f)) throw new CacheIntegrityError(`${path}: column feature_${i} has lists of ${col.size}, expected ${featureSize(f)}`);
+      return col.values instanceof Uint16Array ? decodeFloat16(col.values) : col.values;
+    });
+    const base = {
+      rows,
+      ids,
+      file,
+      rowInShard,
+      ...(stats === undefined ? {} : { stats }),
+      ...(views === undefined ? {} : { views }),
+      ...(features === undefined ? {} : { features }),
+    };
     const values = (name: string, size: number): Float32Array => {
       const col = listColumn<Float32Array | Uint16Array>(batch, name, path);
       if (col.size !== size) throw new CacheIntegrityError(`${path}: column ${name} has lists of ${col.size}, expected ${size}`);

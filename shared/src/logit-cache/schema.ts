@@ -1,3 +1,4 @@
+import { featureSize, type StoredFeature } from '../features.js';
 import { Field, Float16, Float32, Int32, Int64, List, Schema, Uint16, Uint32, Uint8 } from 'apache-arrow';
 import { listType } from '../internal/arrow-io.js';
 import type { Storage } from './manifest.js';
@@ -19,6 +20,7 @@ export function cacheShardSchema(
   idType: 'int32' | 'int64',
   views = false,
   positions?: number,
+  features: readonly StoredFeature[] = [],
 ): Schema {
   const fields: Field[] = [new Field('id', idType === 'int64' ? new Int64() : new Int32(), false)];
   const P = positions ?? 1;
@@ -48,6 +50,8 @@ export function cacheShardSchema(
     // Which of the image's K views this row is, and that view's transform (views.ts).
     for (const name of ['view', 'dx', 'dy', 'flip']) fields.push(new Field(name, new Int32(), false));
   }
+  // Teacher features: feature_i is the manifest's features[i].
+  features.forEach((f, i) => fields.push(new Field(`feature_${i}`, listType(featureSize(f), f.dtype === 'float16' ? new Float16() : new Float32()), false)));
   return new Schema(fields);
 }
 

@@ -15,6 +15,7 @@ import type { Storage } from './manifest.js';
 import { cacheShardSchema, tokenIdType } from './schema.js';
 import { sampleRows } from './sampling.js';
 import { drawView, type ViewSpec } from '../views.js';
+import { featureSize, type StoredFeature } from '../features.js';
 
 /** Rows per shard file and per Arrow record batch inside it. */
 export interface ShardLayout {
@@ -30,7 +31,7 @@ export interface ShardLayout {
 export function shardLayout(
   storage: Storage,
   classes: number,
-  options: { shardRows?: number; batchRows?: number; viewCount?: number; positions?: number } = {},
+  options: { shardRows?: number; batchRows?: number; viewCount?: number; positions?: number; featureBytes?: number } = {},
 ): ShardLayout {
   // Token caches: a row is a block of `positions` positions. A sampled position holds at most n
   // entries of 5 bytes; the estimate only sizes batches and shards.
@@ -38,7 +39,7 @@ export function shardLayout(
     storage.mode === 'sampled'
       ? 1 + 5 * Math.min(storage.n, classes)
       : (storage.mode === 'dense' ? classes : storage.k * 2) * (storage.dtype === 'float16' ? 2 : 4) + (storage.mode === 'topk' ? 4 : 0);
-  const rowBytes = 4 + (options.positions ?? 1) * perPosition;
+  const rowBytes = 4 + (options.positions ?? 1) * perPosition + (options.featureBytes ?? 0);
   // View caches: batches (and so shards) hold whole images, K rows each.
   const K = options.viewCount ?? 1;
   // A token cache's batch buffers hold the full logits ([positions, vocabulary] floats per row)
@@ -78,6 +79,13 @@ export interface ShardEncoding {
   readonly views?: ViewSpec | undefined;
   /** A token cache: positions per row (`classes` is then the vocabulary size). */
   readonly positions?: number | undefined;
+  /** Teacher features stored with the logits (column feature_i is features[i]). */
+  readonly features?: readonly StoredFeature[] | undefined;
+}
+
+/** Bytes per row of the stored features (for shard sizing). */
+export function featureBytes(features: readonly StoredFeature[] | undefined): number {
+  return (features ?? []).reduce((n, f) => n + featureSize(f) * (f.dtype === 'float16' ? 2 : 4), 0);
 }
 
 /**
@@ -91,6 +99,7 @@ export function shardBatchColumns(
   raw: Float32Array | undefined,
   half?: Uint16Array<ArrayBuffer>,
   tokens?: Int32Array,
+  features?: readonly Float32Array[],
 ): Data[] {
   const rows = ids.length;
   const C = e.classes;
@@ -149,6 +158,17 @@ export function shardBatchColumns(
     }
     for (const data of [view, dx, dy, flip]) columns.push(makeData({ type: new Int32(), length: rows, data }));
   }
+  const stored = e.features ?? [];
+  if ((features?.length ?? 0) !== stored.length) throw new RangeError(`this cache stores ${stored.length} feature(s); the batch has ${features?.length ?? 0}`);
+  stored.forEach((f, i) => {
+    const size = featureSize(f);
+    const values = features![i]!;
+    if (values.length !== rows * size) throw new RangeError(`feature ${f.tensor}: ${values.length} values for ${rows} rows of ${size}`);
+    // float32 values are copied: callers reuse their buffers, and the Arrow writer keeps what it is given.
+    columns.push(
+      fixedSizeListData(size, f.dtype === 'float16' ? new Float16() : new Float32(), f.dtype === 'float16' ? encodeFloat16(values) : values.slice()),
+    );
+  });
   return columns;
 }
 
@@ -179,11 +199,11 @@ export class ShardEncoder {
 
   constructor(e: ShardEncoding, idType: 'int32' | 'int64') {
     this.#e = e;
-    this.#schema = cacheShardSchema(e.storage, e.classes, e.labelStatistics, idType, e.views !== undefined, e.positions);
+    this.#schema = cacheShardSchema(e.storage, e.classes, e.labelStatistics, idType, e.views !== undefined, e.positions, e.features);
   }
 
-  /** Append one record batch. */
-  add(ids: Ids, logits: Float32Array, tokens?: Int32Array): void {
+  /** Append one record batch (with the stored features of its rows, when the cache has any). */
+  add(ids: Ids, logits: Float32Array, tokens?: Int32Array, features?: readonly Float32Array[]): void {
     const e = this.#e;
     const rows = ids.length;
     const P = e.positions ?? 1;
@@ -206,7 +226,7 @@ export class ShardEncoder {
       scaled[i] = v * invT;
     }
     // Label statistics read the raw logits now; nothing else keeps them.
-    this.#writer.write(recordBatch(this.#schema, shardBatchColumns(e, ids, scaled, e.labelStatistics ? logits : undefined, undefined, tokens)));
+    this.#writer.write(recordBatch(this.#schema, shardBatchColumns(e, ids, scaled, e.labelStatistics ? logits : undefined, undefined, tokens, features)));
     if (this.#rows === 0) this.#firstId = idAt(ids, 0);
     this.#lastId = idAt(ids, rows - 1);
     this.#rows += rows;
@@ -232,7 +252,14 @@ export class ShardEncoder {
  * One whole shard in memory from all its rows' logits at once (`ShardEncoder.add` per record
  * batch of `batchRows`, as the writer splits them).
  */
-export function encodeCacheShard(e: ShardEncoding, batchRows: number, ids: Ids, logits: Float32Array, tokens?: Int32Array): EncodedShard {
+export function encodeCacheShard(
+  e: ShardEncoding,
+  batchRows: number,
+  ids: Ids,
+  logits: Float32Array,
+  tokens?: Int32Array,
+  features?: readonly Float32Array[],
+): EncodedShard {
   const rows = ids.length;
   const P = e.positions ?? 1;
   const rowValues = P * e.classes;
@@ -243,7 +270,12 @@ export function encodeCacheShard(e: ShardEncoding, batchRows: number, ids: Ids, 
   const encoder = new ShardEncoder(e, ids instanceof BigInt64Array ? 'int64' : 'int32');
   for (let r = 0; r < rows; r += batchRows) {
     const n = Math.min(batchRows, rows - r);
-    encoder.add(ids.subarray(r, r + n) as Ids, logits.subarray(r * rowValues, (r + n) * rowValues), tokens?.subarray(r * P, (r + n) * P));
+    encoder.add(
+      ids.subarray(r, r + n) as Ids,
+      logits.subarray(r * rowValues, (r + n) * rowValues),
+      tokens?.subarray(r * P, (r + n) * P),
+      features?.map((f, i) => f.subarray(r * featureSize(e.features![i]!), (r + n) * featureSize(e.features![i]!))),
+    );
   }
   return encoder.finish();
 }
@@ -271,6 +303,7 @@ export function inspectCacheShard(bytes: Uint8Array, expected: { sha256: string;
     expected.ids instanceof BigInt64Array ? 'int64' : 'int32',
     e.views !== undefined,
     e.positions,
+    e.features,
   );
   const wantFields = want.fields.map((f) => `${f.name}:${String(f.type)}`).join(', ');
   let rows = 0;

@@ -6,7 +6,8 @@ import { CacheIntegrityError } from './errors.js';
 import { CacheCommitter } from './committer.js';
 import { CacheManifestSchema, StorageSchema, cacheRecordBody, type CacheManifest, type Storage, type StorageInput, type TeacherRef } from './manifest.js';
 import { cacheShardSchema, shardFileName } from './schema.js';
-import { countTokens, shardBatchColumns, shardLayout } from './shard-codec.js';
+import { countTokens, featureBytes, shardBatchColumns, shardLayout } from './shard-codec.js';
+import { featureSize, type StoredFeature } from '../features.js';
 import { ViewSpecSchema, type ViewSpec, type ViewSpecInput } from '../views.js';
 import type { TokenizerRef } from '../text/tokenizer.js';
 
@@ -31,6 +32,11 @@ export interface LogitCacheWriterOptions {
    * holds one entry per position. `teacher.classes` is then empty.
    */
   readonly tokens?: { readonly positions: number; readonly vocabSize: number; readonly tokenizer: TokenizerRef } | undefined;
+  /**
+   * Teacher features stored next to the logits (features.ts): `append` then takes each row's
+   * stored (already pooled) values of every feature, in this order.
+   */
+  readonly features?: readonly StoredFeature[] | undefined;
   /**
    * Rows per shard file. Default: as many rows as fit in 16 MiB (a multiple of batchRows). A
    * crash loses at most one shard of work; small shards let one shard's fsync overlap the next
@@ -67,6 +73,8 @@ interface BatchBuffers {
   half: Uint16Array<ArrayBuffer> | undefined;
   /** Token caches: [batchRows, positions] token ids (−1 = padding). */
   tokens: Int32Array | undefined;
+  /** [batchRows, size] per stored feature. */
+  features: Float32Array[];
 }
 
 /**
@@ -126,6 +134,7 @@ export class LogitCacheWriter {
       ...(opts.batchRows === undefined ? {} : { batchRows: opts.batchRows }),
       ...(this.views === undefined ? {} : { viewCount: this.views.count }),
       ...(opts.tokens === undefined ? {} : { positions: opts.tokens.positions }),
+      ...(opts.features === undefined ? {} : { featureBytes: featureBytes(opts.features) }),
     });
     this.#shardRows = layout.shardRows;
     this.#batchRows = layout.batchRows;
@@ -158,6 +167,7 @@ export class LogitCacheWriter {
         storage,
         views: opts.views,
         positions: opts.tokens?.positions,
+        features: opts.features,
       },
       ...(opts.fsync === undefined ? {} : { fsync: opts.fsync }),
       record: (shards, key) => cacheRecordBody({ ...opts, key, storage, labelStatistics, producer: opts.producer ?? PRODUCER, views, shards: [...shards] }),
@@ -171,7 +181,7 @@ export class LogitCacheWriter {
   }
 
   /** Append rows of raw teacher logits ([rows, C] row-major; token caches: [rows, positions, V] and the rows' tokens). */
-  async append(batch: { ids: Ids; logits: Float32Array; tokens?: Int32Array }): Promise<void> {
+  async append(batch: { ids: Ids; logits: Float32Array; tokens?: Int32Array; features?: readonly Float32Array[] }): Promise<void> {
     if (this.#closed) throw new Error('LogitCacheWriter is closed');
     if (this.#failure !== undefined) throw this.#failure;
     const rows = batch.ids.length;
@@ -182,10 +192,17 @@ export class LogitCacheWriter {
       throw new TypeError(P === undefined ? 'tokens are for token caches' : "a token cache needs each row's tokens");
     if (P !== undefined && batch.tokens!.length !== rows * P)
       throw new RangeError(`tokens hold ${batch.tokens!.length} values; ${rows} rows × ${P} positions needs ${rows * P}`);
+    const stored = this.#opts.features ?? [];
+    if ((batch.features?.length ?? 0) !== stored.length)
+      throw new TypeError(`this cache stores ${stored.length} feature(s); the batch has ${batch.features?.length ?? 0}`);
+    stored.forEach((f, i) => {
+      if (batch.features![i]!.length !== rows * featureSize(f))
+        throw new RangeError(`feature ${f.tensor}: ${batch.features![i]!.length} values; ${rows} rows × ${featureSize(f)} needs ${rows * featureSize(f)}`);
+    });
     const idType = batch.ids instanceof BigInt64Array ? 'int64' : 'int32';
     this.#idType ??= idType;
     if (idType !== this.#idType) throw new TypeError(`ids changed type from ${this.#idType} to ${idType}`);
-    this.#schema ??= cacheShardSchema(this.storage, this.classes, this.#labelStats, idType, this.views !== undefined, P);
+    this.#schema ??= cacheShardSchema(this.storage, this.classes, this.#labelStats, idType, this.views !== undefined, P, stored);
     const invT = 1 / this.#opts.temperature;
     let r = 0;
     while (r < rows) {
@@ -199,6 +216,10 @@ export class LogitCacheWriter {
       }
       buf.raw?.set(src, this.#pendingRows * C);
       if (P !== undefined) buf.tokens!.set(batch.tokens!.subarray(r * P, (r + n) * P), this.#pendingRows * P);
+      stored.forEach((f, i) => {
+        const size = featureSize(f);
+        buf.features[i]!.set(batch.features![i]!.subarray(r * size, (r + n) * size), this.#pendingRows * size);
+      });
       this.#pendingRows += n;
       r += n;
       if (this.#pendingRows === this.#batchRows) await this.#flushBatch();
@@ -216,6 +237,7 @@ export class LogitCacheWriter {
       scaled: new Float32Array(size),
       raw: this.#labelStats ? new Float32Array(size) : undefined,
       half: this.storage.mode === 'dense' && this.storage.dtype === 'float16' ? new Uint16Array(size) : undefined,
+      features: (this.#opts.features ?? []).map((f) => new Float32Array(this.#batchRows * featureSize(f))),
     };
   }
 
@@ -237,10 +259,12 @@ export class LogitCacheWriter {
       labelStatistics: this.#labelStats,
       views: this.views,
       positions: P,
+      features: this.#opts.features,
     };
     const tokens = P === undefined ? undefined : buf.tokens!.subarray(0, rows * P);
     if (tokens !== undefined) this.#shardTokens += countTokens(tokens);
-    const columns = shardBatchColumns(encoding, ids, buf.scaled.subarray(0, rows * C), buf.raw?.subarray(0, rows * C), buf.half, tokens);
+    const features = (this.#opts.features ?? []).map((f, i) => buf.features[i]!.subarray(0, rows * featureSize(f)));
+    const columns = shardBatchColumns(encoding, ids, buf.scaled.subarray(0, rows * C), buf.raw?.subarray(0, rows * C), buf.half, tokens, features);
     if (this.#shard === undefined) {
       this.#shard = this.#committer.shardWriter(this.#nextShard);
       this.#shardFirstId = idAt(ids, 0);

@@ -8,7 +8,7 @@ import { sha256File } from '../internal/arrow-io.js';
 import { z } from 'zod';
 import { TeacherError } from './errors.js';
 import { ModelLoadError, OrtSession, ProviderUnavailableError, type ExecutionProvider, type TensorInfo } from './ort-session.js';
-import { listTensors, type TeacherTensor } from './tensors.js';
+import { listTensors, withOutputs, type TeacherTensor } from './tensors.js';
 
 const TensorEntrySchema = z.object({ name: z.string(), dtype: z.string(), dims: z.array(z.union([z.number(), z.string()])) }).strict();
 
@@ -85,6 +85,8 @@ export class Teacher {
   readonly sidecar: TeacherSidecar;
   #loading: Promise<{ session: OrtSession; info: TeacherInfo }> | undefined;
   #tensors: Promise<TeacherTensor[]> | undefined;
+  /** Copies of the model with intermediate tensors as extra outputs, by the list of names. */
+  readonly #featureSessions = new Map<string, Promise<OrtSession>>();
   readonly #options: TeacherOptions;
 
   constructor(name: string, path: string, sidecar: TeacherSidecar, options: TeacherOptions) {
@@ -255,6 +257,39 @@ export class Teacher {
     return this.#tensors;
   }
 
+  /**
+   * Logits and the intermediate tensors `names` (float32, per sample) for `rows` samples, from a
+   * copy of the model with those tensors as extra outputs (tensors.ts `withOutputs`): one session
+   * per list of names, made on first use on the same execution provider. The file is untouched.
+   */
+  async logitsAndTensors(input: Float32Array, rows: number, names: readonly string[]): Promise<{ logits: Float32Array; tensors: Float32Array[] }> {
+    if (names.length === 0) return { logits: await this.logits(input, rows), tensors: [] };
+    const { info } = await this.load();
+    const key = names.join('\u0000');
+    let session = this.#featureSessions.get(key);
+    if (session === undefined) {
+      session = (async () =>
+        OrtSession.create(withOutputs(await readFile(this.path), names), {
+          ...(this.#options.provider === undefined ? {} : { provider: this.#options.provider }),
+          ...(this.#options.intraOpThreads === undefined ? {} : { intraOpThreads: this.#options.intraOpThreads }),
+          onProviderFailure: (p, r) => this.#options.onProviderFailure?.(this.name, p, r),
+        }))();
+      this.#featureSessions.set(key, session);
+      session.catch(() => this.#featureSessions.delete(key));
+    }
+    const inputName = this.sidecar.input ?? info.inputs[0]!.name;
+    const outputName = this.sidecar.logitsOutput ?? info.outputs[0]!.name;
+    const out = await (await session).runMany({ [inputName]: { data: input, dims: [rows, ...info.sampleShape] } }, [outputName, ...names]);
+    const logits = out[outputName]!;
+    if (logits.length !== rows * info.classes.length)
+      throw new TeacherError(
+        'bad_output',
+        'bad_output',
+        `teacher ${this.name}: output ${outputName} holds ${logits.length} values, expected [${rows}, ${info.classes.length}]`,
+      );
+    return { logits, tensors: names.map((n) => out[n]!) };
+  }
+
   /** Logits for `rows` samples already in the model's layout and normalisation. */
   async logits(input: Float32Array, rows: number): Promise<Float32Array> {
     const { session, info } = await this.load();
@@ -276,6 +311,9 @@ export class Teacher {
     const loading = this.#loading;
     this.#loading = undefined;
     this.#tensors = undefined;
+    const features = [...this.#featureSessions.values()];
+    this.#featureSessions.clear();
+    for (const f of features) await (await f.catch(() => undefined))?.release();
     if (loading !== undefined) await (await loading.catch(() => undefined))?.session.release();
   }
 }

@@ -1,0 +1,162 @@
+/**
+ * Feature capture through the cache (issue #23): a torch.onnx.export'ed CNN as the teacher,
+ * the Fashion-MNIST test split, intermediate tensors stored next to the logits. The stored
+ * values must equal the tensors PyTorch computes from the same ONNX weights on the same images
+ * (tests/fixtures/torch-cnn.features.json, scripts/teachers/feature_reference.py) within the
+ * stored precision; the key changes with the feature spec; bad names and shapes are refused in
+ * one line before any row runs.
+ */
+import { spawnSync } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  FASHION_MNIST_CLASSES,
+  FASHION_MNIST_DEBIAN_DIR,
+  FASHION_MNIST_FILES,
+  LogitCacheReader,
+  importIdxPair,
+  verifyCache,
+  type CacheManifest,
+} from '@distillate/shared';
+import { TeacherRegistry, type Teacher } from '@distillate/shared/onnx';
+import { precomputeLogits, type PrecomputeOptions } from '@distillate/server';
+import { REPO } from './helpers/cli.js';
+import { FASHION_MNIST_PACKAGE, skipUnless, titled } from './helpers/system.js';
+
+const skip = skipUnless(FASHION_MNIST_PACKAGE);
+const reference = JSON.parse(await readFile(join(REPO, 'tests/fixtures/torch-cnn.features.json'), 'utf8')) as Record<string, number[][]> & { rows: number };
+
+let root: string;
+let teacher: Teacher;
+
+async function precompute(
+  features: PrecomputeOptions['request']['features'],
+  storage: PrecomputeOptions['request']['storage'] = { mode: 'dense', dtype: 'float32' },
+) {
+  const r = await precomputeLogits({
+    teacher,
+    datasetPath: join(root, 'data', 'test.arrow'),
+    cacheRoot: join(root, 'cache'),
+    request: { type: 'precompute', temperature: 1, storage, batchSize: 256, ...(features === undefined ? {} : { features }) },
+  });
+  return { key: r.key, dir: join(root, 'cache', r.key) };
+}
+
+/** The first `reference.rows` rows of each stored feature, and of the logits. */
+async function firstRows(dir: string): Promise<{ manifest: CacheManifest; logits: Float32Array; features: Float32Array[] }> {
+  const reader = await LogitCacheReader.open(dir);
+  for await (const b of reader.batches()) {
+    if (b.kind !== 'dense') throw new Error('dense expected');
+    const C = b.logits.length / b.rows;
+    return {
+      manifest: reader.manifest,
+      logits: b.logits.subarray(0, reference.rows * C),
+      features: (b.features ?? []).map((f) => f.subarray(0, (reference.rows * f.length) / b.rows)),
+    };
+  }
+  throw new Error('empty cache');
+}
+
+/** Largest |got − want| / max(1, |want|). */
+function worst(got: Float32Array, want: number[][]): number {
+  const flat = want.flat();
+  expect(got.length).toBe(flat.length);
+  return flat.reduce((m, v, i) => Math.max(m, Math.abs(got[i]! - v) / Math.max(1, Math.abs(v))), 0);
+}
+
+beforeAll(async () => {
+  if (skip !== undefined) return;
+  root = await mkdtemp(join(tmpdir(), 'distillate-features-'));
+  for (const d of ['models', 'data']) await mkdir(join(root, d));
+  for (const ext of ['onnx', 'json']) await copyFile(join(REPO, `tests/fixtures/torch-cnn.${ext}`), join(root, 'models', `torch-cnn.${ext}`));
+  const { images, labels } = FASHION_MNIST_FILES.test;
+  await importIdxPair({
+    images: join(FASHION_MNIST_DEBIAN_DIR, images),
+    labels: join(FASHION_MNIST_DEBIAN_DIR, labels),
+    out: join(root, 'data', 'test.arrow'),
+    classes: FASHION_MNIST_CLASSES,
+  });
+  teacher = (await TeacherRegistry.open(join(root, 'models'))).get('torch-cnn');
+}, 120_000);
+
+describe.skipIf(skip !== undefined)(titled('feature capture', skip), () => {
+  it('stores the tensors PyTorch computes from the same weights: float32 to 1e-5, float16 to its rounding; pooled as adaptive pooling does', async () => {
+    const { dir } = await precompute([
+      { tensor: '/Relu_output_0', pool: 'avg', dtype: 'float32' },
+      { tensor: '/Relu_output_0', pool: 'max', grid: [3, 3], dtype: 'float16' },
+      { tensor: '/Relu_output_0', pool: 'avg', grid: [3, 3], dtype: 'float32' },
+      { tensor: '/MaxPool_output_0', dtype: 'float16' },
+    ]);
+    const { manifest, logits, features } = await firstRows(dir);
+    expect(manifest.features).toEqual([
+      { tensor: '/Relu_output_0', pool: 'avg', dtype: 'float32', source: [3, 28, 28], shape: [3] },
+      { tensor: '/Relu_output_0', pool: 'max', grid: [3, 3], dtype: 'float16', source: [3, 28, 28], shape: [3, 3, 3] },
+      { tensor: '/Relu_output_0', pool: 'avg', grid: [3, 3], dtype: 'float32', source: [3, 28, 28], shape: [3, 3, 3] },
+      { tensor: '/MaxPool_output_0', pool: 'none', dtype: 'float16', source: [3, 14, 14], shape: [3, 14, 14] },
+    ]);
+    expect(worst(logits, reference['logits']!)).toBeLessThan(1e-5);
+    expect(worst(features[0]!, reference['relu_avg']!)).toBeLessThan(1e-5);
+    expect(worst(features[1]!, reference['relu_max_grid_3x3']!)).toBeLessThan(1e-3);
+    expect(worst(features[2]!, reference['relu_avg_grid_3x3']!)).toBeLessThan(1e-5);
+    expect(worst(features[3]!, reference['maxpool']!)).toBeLessThan(1e-3);
+    // Not a tolerance that hides a wrong layout: another image's values are far off.
+    expect(worst(features[3]!.subarray(3 * 14 * 14), reference['maxpool']!.slice(0, reference.rows - 1))).toBeGreaterThan(0.05);
+    expect((await verifyCache(dir)).ok).toBe(true);
+    // avg-pooled penultimate features: 3 channels × 4 B here; the bytes per image are in BENCHMARKS.md.
+  }, 120_000);
+
+  it('the key covers the feature spec: each variant its own cache, a logit-only one without features', async () => {
+    const plain = await precompute(undefined);
+    const keys = new Set<string>([plain.key]);
+    for (const f of [
+      [{ tensor: '/Relu_output_0', pool: 'avg' as const }],
+      [{ tensor: '/Relu_output_0', pool: 'max' as const }],
+      [{ tensor: '/Relu_output_0', pool: 'avg' as const, dtype: 'float32' as const }],
+      [{ tensor: '/Relu_output_0', pool: 'avg' as const, grid: [2, 2] as [number, number] }],
+      [{ tensor: '/MaxPool_output_0', pool: 'avg' as const }],
+    ])
+      keys.add((await precompute(f)).key);
+    expect(keys.size).toBe(6);
+    const manifest = JSON.parse(await readFile(join(plain.dir, 'manifest.json'), 'utf8')) as CacheManifest;
+    expect(manifest.features).toBeUndefined();
+  }, 180_000);
+
+  it('refuses in one line, before any row runs: an unknown name (with the closest names), a pooling its shape cannot take (naming the shape)', () => {
+    const cli = (feature: string) =>
+      spawnSync(
+        process.execPath,
+        [
+          '--conditions=source',
+          '--import',
+          'tsx',
+          join(REPO, 'server/src/bin.ts'),
+          'precompute',
+          '--models',
+          join(root, 'models'),
+          '--data',
+          join(root, 'data'),
+          '--cache',
+          join(root, 'cache-cli'),
+          '--teacher',
+          'torch-cnn',
+          '--dataset',
+          'test.arrow',
+          '--feature',
+          feature,
+        ],
+        { cwd: REPO, encoding: 'utf8' },
+      );
+    const typo = cli('/Relu_outptu_0,pool=avg');
+    expect(typo.status).not.toBe(0);
+    expect(typo.stderr.trim().split('\n')).toHaveLength(1);
+    expect(typo.stderr).toMatch(/has no tensor "\/Relu_outptu_0"; the closest: \/Relu_output_0 \[3, 28, 28\]/);
+    const flat = cli('/Flatten_output_0,pool=avg,grid=2x2');
+    expect(flat.status).not.toBe(0);
+    expect(flat.stderr.trim().split('\n')).toHaveLength(1);
+    expect(flat.stderr).toMatch(/pool avg needs a \[C, H, W\] map .*the tensor is \[588\] per sample/);
+    const fine = cli('/Relu_output_0,pool=avg,grid=40x40');
+    expect(fine.stderr).toMatch(/grid \[40, 40\] is finer than the map \[3, 28, 28\]/);
+  }, 60_000);
+});
