@@ -31,7 +31,10 @@ function aligned(src: SourceSpec, options: AlignOptions, viewSeed: number): Asyn
 }
 
 /** How one teacher slot is stored in a batch. */
-export type SlotSpec = { readonly kind: 'dense'; readonly classes: number } | { readonly kind: 'topk'; readonly k: number };
+export type SlotSpec = ({ readonly kind: 'dense'; readonly classes: number } | { readonly kind: 'topk'; readonly k: number }) & {
+  /** Values per row of each stored teacher feature the run reads (the cache's features, in order). */
+  readonly features?: readonly number[];
+};
 
 export interface BatchLayout {
   /** Floats per sample. */
@@ -44,6 +47,8 @@ export interface SlotData {
   readonly logits: Float32Array;
   readonly indices?: Int32Array;
   readonly logsumexp?: Float32Array;
+  /** [rows, size] per stored teacher feature (SlotSpec.features). */
+  readonly features?: readonly Float32Array[];
 }
 
 export interface TrainBatch {
@@ -72,7 +77,7 @@ class RowStore {
   readonly x: Float32Array;
   readonly labels: Int32Array;
   readonly hasTeacher: Uint8Array;
-  readonly slots: Array<{ logits: Float32Array; indices?: Int32Array; logsumexp?: Float32Array }>;
+  readonly slots: Array<{ logits: Float32Array; indices?: Int32Array; logsumexp?: Float32Array; features?: Float32Array[] }>;
   constructor(
     readonly layout: BatchLayout,
     readonly capacity: number,
@@ -80,11 +85,12 @@ class RowStore {
     this.x = new Float32Array(capacity * layout.inputSize);
     this.labels = new Int32Array(capacity);
     this.hasTeacher = new Uint8Array(capacity);
-    this.slots = layout.slots.map((s) =>
-      s.kind === 'dense'
+    this.slots = layout.slots.map((s) => ({
+      ...(s.kind === 'dense'
         ? { logits: new Float32Array(capacity * s.classes) }
-        : { logits: new Float32Array(capacity * s.k), indices: new Int32Array(capacity * s.k), logsumexp: new Float32Array(capacity) },
-    );
+        : { logits: new Float32Array(capacity * s.k), indices: new Int32Array(capacity * s.k), logsumexp: new Float32Array(capacity) }),
+      ...(s.features === undefined ? {} : { features: s.features.map((size) => new Float32Array(capacity * size)) }),
+    }));
   }
 
   copyRow(to: number, from: RowStore, at: number): void {
@@ -102,6 +108,7 @@ class RowStore {
         a.indices!.set(b.indices!.subarray(at * w, (at + 1) * w), to * w);
         a.logsumexp![to] = b.logsumexp![at]!;
       }
+      s.features?.forEach((size, f) => a.features![f]!.set(b.features![f]!.subarray(at * size, (at + 1) * size), to * size));
     }
   }
 
@@ -113,7 +120,13 @@ class RowStore {
       b.slots.length === this.slots.length &&
       b.slots.every((s, i) => {
         const mine = this.slots[i]!;
-        return s.logits.length === mine.logits.length && s.indices?.length === mine.indices?.length && s.logsumexp?.length === mine.logsumexp?.length;
+        return (
+          s.logits.length === mine.logits.length &&
+          s.indices?.length === mine.indices?.length &&
+          s.logsumexp?.length === mine.logsumexp?.length &&
+          s.features?.length === mine.features?.length &&
+          (s.features ?? []).every((f, j) => f.length === mine.features![j]!.length)
+        );
       })
     );
   }
@@ -131,6 +144,7 @@ class RowStore {
         to.logits.set(from.logits);
         to.indices?.set(from.indices!);
         to.logsumexp?.set(from.logsumexp!);
+        to.features?.forEach((f, j) => f.set(from.features![j]!));
       });
       return reused;
     }
@@ -142,9 +156,10 @@ class RowStore {
       slots: this.layout.slots.map((s, i) => {
         const w = s.kind === 'dense' ? s.classes : s.k;
         const a = this.slots[i]!;
+        const features = s.features === undefined ? {} : { features: s.features.map((size, j) => a.features![j]!.slice(0, rows * size)) };
         return s.kind === 'dense'
-          ? { logits: a.logits.slice(0, rows * w) }
-          : { logits: a.logits.slice(0, rows * w), indices: a.indices!.slice(0, rows * w), logsumexp: a.logsumexp!.slice(0, rows) };
+          ? { logits: a.logits.slice(0, rows * w), ...features }
+          : { logits: a.logits.slice(0, rows * w), indices: a.indices!.slice(0, rows * w), logsumexp: a.logsumexp!.slice(0, rows), ...features };
       }),
     };
   }
@@ -242,6 +257,11 @@ function fillChunk(store: RowStore, b: AlignedBatch, start: number, n: number, s
         }
         slot.logsumexp![w] = t.logsumexp[r]!;
       }
+      spec.features?.forEach((size, f) => {
+        const values = t.features?.[f];
+        if (values === undefined) throw new Error(`cache ${src.caches[i]!.dir} has no stored feature ${f}`);
+        slot.features![f]!.set(values.subarray(r * size, (r + 1) * size), w * size);
+      });
     });
     w++;
   }
