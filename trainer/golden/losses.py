@@ -149,6 +149,38 @@ def sampled_kd(s, counts, n, t, T):
     return T * T * np.mean((w * (log_softmax(t / T) - log_softmax(s / T))).sum(axis=1))
 
 
+def at_map(x):
+    """Attention map (Zagoruyko & Komodakis 2017, p = 2): mean over channels of x², flattened, unit L2 norm (ε 1e-12)."""
+    q = (x ** 2).mean(axis=1).reshape(x.shape[0], -1)
+    return q / np.sqrt((q ** 2).sum(axis=1, keepdims=True) + 1e-12)
+
+
+def hint_at(s, t):
+    return ((at_map(s) - at_map(t)) ** 2).mean(axis=1).mean()
+
+
+def hint_mse(s, t):
+    return ((s.reshape(s.shape[0], -1) - t.reshape(t.shape[0], -1)) ** 2).mean(axis=1).mean()
+
+
+def hint_cosine(s, t):
+    a, b = s.reshape(s.shape[0], -1), t.reshape(t.shape[0], -1)
+    na = np.sqrt((a ** 2).sum(axis=1) + 1e-12)
+    nb = np.sqrt((b ** 2).sum(axis=1) + 1e-12)
+    return (1 - (a * b).sum(axis=1) / (na * nb)).mean()
+
+
+def grad_nd(f, s, h=1e-6):
+    """dL/ds for an s of any shape, by central differences in float64."""
+    g = np.zeros_like(s)
+    for idx in np.ndindex(*s.shape):
+        up, down = s.copy(), s.copy()
+        up[idx] += h
+        down[idx] -= h
+        g[idx] = (f(up) - f(down)) / (2 * h)
+    return g.tolist()
+
+
 def grad(f, s, h=1e-6):
     """dL/ds by central differences in float64 (an independent check of the engines' gradients)."""
     g = np.zeros_like(s)
@@ -168,6 +200,13 @@ T = 4.0
 # the arrays above, so their values do not change).
 SAMPLES = 12
 counts = np.stack([rng.multinomial(SAMPLES, softmax(teacher / 2.0)[n]) for n in range(N)]).astype(float)
+# Hint losses (drawn after everything above): student and teacher maps [N, C, 4, 4] with different
+# channel counts for AT, same-shape maps for FitNets, vectors for the embedding loss.
+s_map = rng.normal(0, 1.0, (N, 3, 4, 4))
+t_map = rng.normal(0, 1.0, (N, 2, 4, 4))
+fit_t = rng.normal(0, 1.0, (N, 3, 4, 4))
+s_vec = rng.normal(0, 1.0, (N, 6))
+t_vec = rng.normal(0, 1.0, (N, 6))
 print(
     json.dumps(
         {
@@ -190,6 +229,23 @@ print(
             "jsd": jsd(student, teacher, 0.3, 2.0),
             "tvd": tvd(student, teacher, 2.0),
             "sampled": {"counts": counts.tolist(), "n": SAMPLES, "value": sampled_kd(student, counts, SAMPLES, teacher, 2.0)},
+            "hints": {
+                "s_map": s_map.tolist(),
+                "t_map": t_map.tolist(),
+                "fit_t": fit_t.tolist(),
+                "s_vec": s_vec.tolist(),
+                "t_vec": t_vec.tolist(),
+                "at": hint_at(s_map, t_map),
+                "fitnets": hint_mse(s_map, fit_t),
+                "embed_mse": hint_mse(s_vec, t_vec),
+                "embed_cosine": hint_cosine(s_vec, t_vec),
+                "grad": {
+                    "at": grad_nd(lambda s: hint_at(s, t_map), s_map),
+                    "fitnets": grad_nd(lambda s: hint_mse(s, fit_t), s_map),
+                    "embed_mse": grad_nd(lambda s: hint_mse(s, t_vec), s_vec),
+                    "embed_cosine": grad_nd(lambda s: hint_cosine(s, t_vec), s_vec),
+                },
+            },
             # dL/dstudent of each loss, same params as its value above.
             "grad": {
                 "kd_T4": grad(lambda s: kd(s, teacher, T), student),

@@ -9,6 +9,8 @@ import { logSumExp, topK } from '@distillate/shared';
 import { selectBackend } from '../backend.js';
 import { BACKENDS, evaluate, type LossOf } from './both-backends.test-util.js';
 import golden from './golden.json' with { type: 'json' };
+import type { HintLoss } from './hints/hint.js';
+import { hintLosses, type HintName } from './hints/registry.js';
 import {
   crossEntropy,
   DistillSchema,
@@ -199,6 +201,42 @@ describe('each loss, on each backend, matches float64 references (value and dL/d
       close(got.terms['loss']!, golden.topk7, `${backend} top-7`);
       close(got.terms['loss']!, golden.kd_T4, `${backend} top-7 vs kd`);
     }
+  });
+});
+
+describe('hint losses: golden values and gradients on both backends', () => {
+  const h = golden.hints;
+  const nd = (v: unknown, dims: number[]): Feed => ({ data: Float32Array.from((v as number[]).flat(4) as number[]), dims });
+  const sMap = nd(h.s_map, [N, 3, 4, 4]);
+  const sVec = nd(h.s_vec, [N, 6]);
+  const hint = (name: HintName, params: Record<string, unknown> = {}): LossOf => {
+    const def = hintLosses[name] as HintLoss<unknown>;
+    const p = def.params.parse(params);
+    return (o, s, x) => ({ loss: def.loss(o, { student: s, teacher: x['t']!, rows: rowsOf(x) }, p) });
+  };
+  const hintCases: Array<[string, LossOf, Feed, Feed, number, unknown]> = [
+    ['at (student 3 channels, teacher 2)', hint('at'), sMap, nd(h.t_map, [N, 2, 4, 4]), h.at, h.grad.at],
+    ['fitnets', hint('fitnets'), sMap, nd(h.fit_t, [N, 3, 4, 4]), h.fitnets, h.grad.fitnets],
+    ['embed, mse', hint('embed'), sVec, nd(h.t_vec, [N, 6]), h.embed_mse, h.grad.embed_mse],
+    ['embed, cosine', hint('embed', { distance: 'cosine' }), sVec, nd(h.t_vec, [N, 6]), h.embed_cosine, h.grad.embed_cosine],
+  ];
+  for (const backend of BACKENDS) {
+    for (const [name, loss, s, t, value, grad] of hintCases) {
+      it(`${backend}: ${name}`, async () => {
+        const got = await evaluate(backend, loss, s, { t, ...rows });
+        close(got.terms['loss']!, value, `${backend} ${name}`);
+        const want = (grad as number[]).flat(4) as number[];
+        const scale = Math.max(...want.map(Math.abs));
+        let worst = 0;
+        want.forEach((v, i) => (worst = Math.max(worst, Math.abs(got.grad[i]! - v))));
+        expect(worst / scale, 'max |Δ dL/ds| over the largest').toBeLessThan(1e-3);
+        expect(scale).toBeGreaterThan(1e-4);
+      });
+    }
+  }
+  it('covers every registered hint loss', () => {
+    const tested = new Set(hintCases.map(([n]) => n.split(/[ ,]/)[0]));
+    expect(Object.keys(hintLosses).filter((m) => !tested.has(m))).toEqual([]);
   });
 });
 

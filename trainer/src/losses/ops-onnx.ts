@@ -36,6 +36,7 @@ export function onnxOps(g: Graph): Ops<string> {
     sumAll: (x) => g.node('ReduceSum', [x], { keepdims: 0 }),
     meanAll: (x) => g.node('ReduceMean', [x], { keepdims: 0 }),
     concat: (xs, axis) => g.node('Concat', [...xs], { axis }),
+    flatten: (x) => g.node('Flatten', [x], { axis: 1 }),
     gatherLast: (x, indices) => g.node('GatherElements', [x, g.node('Cast', [indices], { to: 7 })], { axis: -1 }),
     oneHot: (indices, depth) => g.node('OneHot', [indices, g.constant('depth', [depth], []), g.constant('onehot_values', [0, 1], [2])], { axis: -1 }),
     matMul: (a, b) => g.node('MatMul', [a, b]),

@@ -29,6 +29,7 @@ export const tfjsOps: Ops<tf.Tensor> = {
   sumAll: (x) => tf.sum(x),
   meanAll: (x) => tf.mean(x),
   concat: (xs, axis) => tf.concat([...xs], axis < 0 ? axis + xs[0]!.rank : axis),
+  flatten: (x) => tf.reshape(x, [x.shape[0]!, -1]),
   // A one-hot product summed over the classes: exact, and differentiable by TF.js in every backend.
   gatherLast: (x, indices) => tf.tidy(() => tf.sum(tf.mul(tf.expandDims(x, -2), tf.oneHot(tf.cast(indices, 'int32'), x.shape.at(-1)!).toFloat()), -1)),
   oneHot: (indices, depth) => tf.tidy(() => tf.oneHot(tf.cast(indices, 'int32'), depth).toFloat()),

@@ -51,6 +51,8 @@ export interface Ops<T> {
    * [0, C)) give [..., S], x[..., indices[..., j]]; the gradient adds back where indices repeat.
    */
   gatherLast(x: T, indices: T): T;
+  /** [N, d1, d2, …] → [N, d1·d2·…]: each row flattened (features of any rank as vectors). */
+  flatten(x: T): T;
 }
 
 /**
