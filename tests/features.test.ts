@@ -22,6 +22,8 @@ import {
 } from '@distillate/shared';
 import { TeacherRegistry, type Teacher } from '@distillate/shared/onnx';
 import { precomputeLogits, type PrecomputeOptions } from '@distillate/server';
+import { parseRecipe, train } from '@distillate/trainer';
+import { Graph } from '@distillate/shared/onnx';
 import { REPO } from './helpers/cli.js';
 import { FASHION_MNIST_PACKAGE, skipUnless, titled } from './helpers/system.js';
 
@@ -159,4 +161,62 @@ describe.skipIf(skip !== undefined)(titled('feature capture', skip), () => {
     const fine = cli('/Relu_output_0,pool=avg,grid=40x40');
     expect(fine.stderr).toMatch(/grid \[40, 40\] is finer than the map \[3, 28, 28\]/);
   }, 60_000);
+
+  it('trains a CNN student by KD plus an AT, a FitNets and an embedding hint from the cached features; student.onnx leaves the hint heads out', async () => {
+    const ls0 = (await TeacherRegistry.open(join(REPO, 'models'))).get('fmnist-teacher-ls0');
+    const r = await precomputeLogits({
+      teacher: ls0,
+      datasetPath: join(root, 'data', 'test.arrow'),
+      cacheRoot: join(root, 'cache-ls0'),
+      request: {
+        type: 'precompute',
+        temperature: 1,
+        storage: { mode: 'dense', dtype: 'float16' },
+        batchSize: 256,
+        features: [{ tensor: '/Relu_2_output_0' }, { tensor: '/MaxPool_1_output_0' }, { tensor: '/Relu_3_output_0' }],
+      },
+    });
+    await ls0.release();
+    const cache = join(root, 'cache-ls0', r.key);
+    // The built-in CNN's tensors: maxpool_11 [16, 14, 14], maxpool_19 [32, 7, 7], relu_27 [48] (the penultimate layer).
+    const recipe = (name: string, hints: unknown[]) =>
+      parseRecipe({
+        name,
+        out: join(root, 'runs'),
+        data: { train: join(root, 'data', 'test.arrow') },
+        teachers: [{ cache }],
+        student: { kind: 'cnn', blocks: [{ filters: 16 }, { filters: 32 }], dense: [48] },
+        distill: { method: 'kd', params: { temperature: 2 }, hints },
+        epochs: 2,
+        batchSize: 128,
+        seed: 1,
+      });
+    const run = await train(
+      recipe('hints', [
+        { student: 'maxpool_11', teacher: '/Relu_2_output_0', loss: 'at', weight: 100 },
+        { student: 'maxpool_19', teacher: '/MaxPool_1_output_0', loss: 'fitnets', weight: 0.1 },
+        { student: 'relu_27', teacher: '/Relu_3_output_0', loss: 'embed', params: { distance: 'cosine' } },
+      ]),
+    );
+    for (const term of ['hint_0', 'hint_1', 'hint_2', 'kd']) {
+      expect(run.metrics[1]!.loss[term]!, term).toBeLessThan(run.metrics[0]!.loss[term]!);
+      expect(run.metrics[1]!.loss[term]!, term).toBeGreaterThan(0);
+    }
+    expect(run.onnx!.maxRelDiff).toBeLessThanOrEqual(1e-5);
+    const exported = Graph.fromBytes(await readFile(join(run.runDir, 'student.onnx')));
+    expect(exported.outputs.map((o) => o.name)).toEqual(['logits']);
+    expect([...exported.initializers.keys()].some((n) => n.startsWith('hint'))).toBe(false);
+    expect(exported.nodes.some((n) => n.outputs.some((o) => o.startsWith('hint_')))).toBe(false);
+
+    // Refused in one line before training: an unknown student tensor, shapes that cannot match, a feature the cache does not hold.
+    await expect(train(recipe('typo', [{ student: 'maxpool_12', teacher: '/Relu_2_output_0', loss: 'at' }]))).rejects.toThrow(
+      /hint student maxpool_12: the student has no such tensor; the closest: maxpool_11 \[16, 14, 14\]/,
+    );
+    await expect(train(recipe('spatial', [{ student: 'maxpool_19', teacher: '/Relu_2_output_0', loss: 'at' }]))).rejects.toThrow(
+      /student maxpool_19 is \[32, 7, 7\] per sample, teacher \/Relu_2_output_0 \[64, 14, 14\]: the spatial sizes differ/,
+    );
+    await expect(train(recipe('absent', [{ student: 'relu_27', teacher: '/f1/Gemm_output_0', loss: 'embed' }]))).rejects.toThrow(
+      /hint teacher \/f1\/Gemm_output_0: cache .* stores \/Relu_2_output_0 \[64, 14, 14\], \/MaxPool_1_output_0 \[64, 7, 7\], \/Relu_3_output_0 \[256\]/,
+    );
+  }, 300_000);
 });

@@ -28,7 +28,10 @@ import {
   type Feed,
   type Ops,
   type Rows,
+  hintLosses,
+  type HintLoss,
 } from './losses/index.js';
+import { hintOutput } from './internal/hint-heads.js';
 import type { TeacherPlan } from './teacher-plan.js';
 
 export interface BatchLossSettings {
@@ -83,7 +86,10 @@ export function batchLoss(b: TrainBatch, s: BatchLossSettings): BatchLoss {
   let teacherRows = 0;
   for (let r = 0; r < N; r++) teacherRows += b.hasTeacher[r]!;
   const useCe = ceWeight > 0;
-  const useKd = kdWeight > 0 && plan.mode !== 'none' && teacherRows > 0;
+  const useKd = kdWeight > 0 && plan.mode !== 'none' && teacherRows > 0 && distill.method !== 'scratch';
+  // Feature hints: the student's hint outputs against the stored teacher features, on the rows with a teacher.
+  const hints = teacherRows > 0 ? (plan.hints ?? []) : [];
+  const hintParams = hints.map(({ hint }) => (hintLosses[hint.loss] as HintLoss<unknown>).params.parse(hint.params));
   const teacherKind = !useKd
     ? 'none'
     : plan.mode === 'union' && plan.union === 'subsets'
@@ -104,7 +110,9 @@ export function batchLoss(b: TrainBatch, s: BatchLossSettings): BatchLoss {
   if (teacherKind === 'subsets') plan.classIndex.forEach((ci, i) => (inputs[`teacher_${i}`] = ['N', ci.length]));
   else if (teacherKind === 'topk') Object.assign(inputs, { topk_p: ['N', C], topk_kept: ['N', C], topk_tail: ['N', 1], topk_entropy: ['N', 1] });
   else if (teacherKind === 'dense') inputs['teacher'] = ['N', C];
-  const key = JSON.stringify({ useCe, useKd, teacherKind, method, T, subsets: teacherKind === 'subsets' ? plan.classIndex : undefined });
+  if (hints.length > 0) Object.assign(inputs, { hint_rows: ['N', 1], hint_norm: [1] });
+  hints.forEach(({ teacherShape }, i) => (inputs[`hint_teacher_${i}`] = ['N', ...teacherShape]));
+  const key = JSON.stringify({ useCe, useKd, teacherKind, method, T, subsets: teacherKind === 'subsets' ? plan.classIndex : undefined, hints });
 
   const scalar = (v: number): Feed => ({ data: Float32Array.of(v), dims: [1] });
   const rowsWhere = (keep: (r: number) => boolean): { rows: Feed; count: number } => {
@@ -127,7 +135,7 @@ export function batchLoss(b: TrainBatch, s: BatchLossSettings): BatchLoss {
   return {
     key,
     inputs,
-    outputs: [LOGITS],
+    outputs: [LOGITS, ...hints.map((_, i) => hintOutput(i))],
     feeds() {
       const feeds: Record<string, Feed> = {};
       if (useTarget) {
@@ -138,6 +146,16 @@ export function batchLoss(b: TrainBatch, s: BatchLossSettings): BatchLoss {
       if (useCe) {
         const labelled = rowsWhere((r) => b.labels[r]! >= 0);
         Object.assign(feeds, { ce_rows: labelled.rows, ce_norm: scalar(1 / Math.max(1, labelled.count)), ce_weight: scalar(ceWeight) });
+      }
+      if (hints.length > 0) {
+        const withTeacher = rowsWhere((r) => b.hasTeacher[r] === 1);
+        Object.assign(feeds, { hint_rows: withTeacher.rows, hint_norm: scalar(1 / Math.max(1, withTeacher.count)) });
+        hints.forEach(({ teacherShape }, i) => {
+          const values = b.slots[0]?.features?.[i];
+          if (values === undefined) throw new TrainingError(`internal: the batch has no teacher feature for hint ${i}`);
+          const size = teacherShape.reduce((a, c) => a * c, 1);
+          feeds[`hint_teacher_${i}`] = { data: masked(values, size), dims: [N, ...teacherShape] };
+        });
       }
       if (!useKd) return feeds;
       const withTeacher = rowsWhere((r) => b.hasTeacher[r] === 1);
@@ -206,6 +224,15 @@ export function batchLoss(b: TrainBatch, s: BatchLossSettings): BatchLoss {
         const weighted = o.mul(kd, o.sumAll(input('kd_weight')));
         total = total === undefined ? weighted : o.add(total, weighted);
       }
+      hints.forEach(({ hint }, i) => {
+        const out = outputs[hintOutput(i)];
+        if (out === undefined) throw new TrainingError(`internal: the student has no output ${hintOutput(i)}`);
+        const h = hintLosses[hint.loss] as HintLoss<unknown>;
+        const value = h.loss(o, { student: out, teacher: input(`hint_teacher_${i}`), rows: rows('hint') }, hintParams[i]);
+        terms[`hint_${i}`] = value;
+        const weighted = o.mul(value, o.scalar(hint.weight));
+        total = total === undefined ? weighted : o.add(total, weighted);
+      });
       // Nothing to learn from (no labels, no teacher): a zero that still depends on the logits.
       if (total === undefined) total = o.mul(o.sumAll(logits), o.scalar(0));
       terms['total'] = total;

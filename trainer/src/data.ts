@@ -32,8 +32,8 @@ function aligned(src: SourceSpec, options: AlignOptions, viewSeed: number): Asyn
 
 /** How one teacher slot is stored in a batch. */
 export type SlotSpec = ({ readonly kind: 'dense'; readonly classes: number } | { readonly kind: 'topk'; readonly k: number }) & {
-  /** Values per row of each stored teacher feature the run reads (the cache's features, in order). */
-  readonly features?: readonly number[];
+  /** The stored teacher features the run reads (hints, in their order): the cache's feature index and its values per row. */
+  readonly features?: readonly { readonly index: number; readonly size: number }[];
 };
 
 export interface BatchLayout {
@@ -89,7 +89,7 @@ class RowStore {
       ...(s.kind === 'dense'
         ? { logits: new Float32Array(capacity * s.classes) }
         : { logits: new Float32Array(capacity * s.k), indices: new Int32Array(capacity * s.k), logsumexp: new Float32Array(capacity) }),
-      ...(s.features === undefined ? {} : { features: s.features.map((size) => new Float32Array(capacity * size)) }),
+      ...(s.features === undefined ? {} : { features: s.features.map((f) => new Float32Array(capacity * f.size)) }),
     }));
   }
 
@@ -108,7 +108,7 @@ class RowStore {
         a.indices!.set(b.indices!.subarray(at * w, (at + 1) * w), to * w);
         a.logsumexp![to] = b.logsumexp![at]!;
       }
-      s.features?.forEach((size, f) => a.features![f]!.set(b.features![f]!.subarray(at * size, (at + 1) * size), to * size));
+      s.features?.forEach(({ size }, f) => a.features![f]!.set(b.features![f]!.subarray(at * size, (at + 1) * size), to * size));
     }
   }
 
@@ -156,7 +156,7 @@ class RowStore {
       slots: this.layout.slots.map((s, i) => {
         const w = s.kind === 'dense' ? s.classes : s.k;
         const a = this.slots[i]!;
-        const features = s.features === undefined ? {} : { features: s.features.map((size, j) => a.features![j]!.slice(0, rows * size)) };
+        const features = s.features === undefined ? {} : { features: s.features.map(({ size }, j) => a.features![j]!.slice(0, rows * size)) };
         return s.kind === 'dense'
           ? { logits: a.logits.slice(0, rows * w), ...features }
           : { logits: a.logits.slice(0, rows * w), indices: a.indices!.slice(0, rows * w), logsumexp: a.logsumexp!.slice(0, rows), ...features };
@@ -257,9 +257,9 @@ function fillChunk(store: RowStore, b: AlignedBatch, start: number, n: number, s
         }
         slot.logsumexp![w] = t.logsumexp[r]!;
       }
-      spec.features?.forEach((size, f) => {
-        const values = t.features?.[f];
-        if (values === undefined) throw new Error(`cache ${src.caches[i]!.dir} has no stored feature ${f}`);
+      spec.features?.forEach(({ index, size }, f) => {
+        const values = t.features?.[index];
+        if (values === undefined) throw new Error(`cache ${src.caches[i]!.dir} has no stored feature ${index}`);
         slot.features![f]!.set(values.subarray(r * size, (r + 1) * size), w * size);
       });
     });

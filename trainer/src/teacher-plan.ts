@@ -7,6 +7,7 @@
 import type { DatasetReader, LogitCacheReader } from '@distillate/shared';
 import type { BatchLayout, SlotSpec } from './data.js';
 import type { Distill, Recipe } from './recipe.js';
+import { hintLosses, type Hint } from './losses/index.js';
 import { TrainingError } from './errors.js';
 import { balanceOffsets, equaliseSpread, meanSoftmax, mergedLogitSample } from './union-balance.js';
 
@@ -23,6 +24,44 @@ export interface TeacherPlan {
   /** union 'balanced': per-teacher factors and per-class offsets, z·scale + offset (none for 'merged'). */
   readonly scales?: Float32Array;
   readonly offsets?: Float32Array;
+  /** distill.hints, each with the stored shape of its teacher feature (from the first cache), in order. */
+  readonly hints?: readonly PlannedHint[];
+}
+
+export interface PlannedHint {
+  readonly hint: Hint;
+  /** The teacher feature's stored shape per row. */
+  readonly teacherShape: readonly number[];
+}
+
+/**
+ * The hints' teacher features in the first cache: each `hints[].teacher` names one of the
+ * manifest's features; refused in one line otherwise (listing what the cache stores).
+ */
+function planHints(caches: readonly LogitCacheReader[], distill: Distill): { hints: PlannedHint[]; features: { index: number; size: number }[] } {
+  const hints = distill.hints ?? [];
+  if (hints.length === 0) return { hints: [], features: [] };
+  const cache = caches[0];
+  if (cache === undefined)
+    throw new TrainingError('distill.hints read teacher features from a cache: give teachers: [{ cache }] with features (precompute --feature)');
+  const stored = cache.manifest.features ?? [];
+  const out = hints.map((h) => {
+    const matches = stored.map((f, index) => ({ f, index })).filter(({ f }) => f.tensor === h.teacher);
+    if (matches.length === 0)
+      throw new TrainingError(
+        stored.length === 0
+          ? `hint teacher ${h.teacher}: cache ${cache.dir} stores no features (precompute it with --feature ${h.teacher})`
+          : `hint teacher ${h.teacher}: cache ${cache.dir} stores ${stored.map((f) => `${f.tensor} [${f.shape.join(', ')}]`).join(', ')}`,
+      );
+    if (matches.length > 1)
+      throw new TrainingError(`hint teacher ${h.teacher}: cache ${cache.dir} stores it ${matches.length} times (pooled differently); hints cannot tell which`);
+    const { f, index } = matches[0]!;
+    const params = hintLosses[h.loss].params.safeParse(h.params);
+    if (!params.success)
+      throw new TrainingError(`hint ${h.loss}: params: ${params.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+    return { hint: h, teacherShape: f.shape, index, size: f.shape.reduce((a, b) => a * b, 1) };
+  });
+  return { hints: out.map(({ hint, teacherShape }) => ({ hint, teacherShape })), features: out.map(({ index, size }) => ({ index, size })) };
 }
 
 import { temperatureOf } from './losses/index.js';
@@ -37,7 +76,11 @@ export async function planTeachers(caches: LogitCacheReader[], dataset: DatasetR
   let union: TeacherPlan['union'] = chosen ?? 'subsets';
   const D = dataset.inputSize;
   const datasetClasses = dataset.info.classes;
-  if (caches.length === 0) return { caches, layout: { inputSize: D, slots: [] }, mode: 'none', classes: datasetClasses, classIndex: [], union };
+  if (caches.length === 0) {
+    if ((distill.hints ?? []).length > 0) planHints(caches, distill); // refuses: hints need a cache
+    return { caches, layout: { inputSize: D, slots: [] }, mode: 'none', classes: datasetClasses, classIndex: [], union, hints: [] };
+  }
+  const planned = planHints(caches, distill);
   const fingerprint = await dataset.fingerprint();
   for (const c of caches) {
     if (c.manifest.dataset.fingerprint !== fingerprint) {
@@ -51,7 +94,8 @@ export async function planTeachers(caches: LogitCacheReader[], dataset: DatasetR
     if (s.mode === 'sampled' || c.manifest.tokens !== undefined) {
       throw new TrainingError(`cache ${c.dir} is a token cache (a language model's); it trains language-model students, not ${dataset.path}'s classifier`);
     }
-    return s.mode === 'dense' ? { kind: 'dense', classes: c.classes.length } : { kind: 'topk', k: s.k };
+    const features = c === caches[0] && planned.features.length > 0 ? { features: planned.features } : {};
+    return s.mode === 'dense' ? { kind: 'dense', classes: c.classes.length, ...features } : { kind: 'topk', k: s.k, ...features };
   });
   const lists = caches.map((c) => c.classes);
   const same = lists.every((l) => l.length === lists[0]!.length && l.every((n, i) => n === lists[0]![i]));
@@ -72,7 +116,7 @@ export async function planTeachers(caches: LogitCacheReader[], dataset: DatasetR
       throw new TrainingError(`cache ${caches[0]!.dir} has ${lists[0]!.length} classes but the dataset and student have ${datasetClasses.length}`);
     }
     if (caches.length > 1 && slots.some((s) => s.kind !== 'dense')) throw new TrainingError('averaging several teachers needs dense caches');
-    return { caches, layout: { inputSize: D, slots }, mode: 'single', classes: datasetClasses, classIndex: [], union };
+    return { caches, layout: { inputSize: D, slots }, mode: 'single', classes: datasetClasses, classIndex: [], union, hints: planned.hints };
   }
   if (slots.some((s) => s.kind !== 'dense')) throw new TrainingError('teachers with different class lists need dense caches');
   const all: string[] = [];
@@ -83,7 +127,15 @@ export async function planTeachers(caches: LogitCacheReader[], dataset: DatasetR
     if (!disjoint) throw new TrainingError(`union: ${union} needs teachers with disjoint class lists (a class is in more than one); use union: subsets`);
     if (distill.method !== 'kd') throw new TrainingError(`union: ${union} trains with distill.method kd (got ${distill.method})`);
   }
-  return { caches, layout: { inputSize: D, slots }, mode: 'union', classes: all, classIndex: lists.map((l) => l.map((n) => all.indexOf(n))), union };
+  return {
+    caches,
+    layout: { inputSize: D, slots },
+    mode: 'union',
+    classes: all,
+    classIndex: lists.map((l) => l.map((n) => all.indexOf(n))),
+    union,
+    hints: planned.hints,
+  };
 }
 
 export function labelMapFor(datasetClasses: readonly string[], union: readonly string[], mode: TeacherPlan['mode']): Int32Array | undefined {

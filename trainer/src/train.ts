@@ -195,7 +195,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
   // before any backend or provider probing (and its native warnings).
   const resume = options.resume === true ? await findResumePoint(runDir) : undefined;
   if (resume === undefined) await clearRun(runDir);
-  const opened = await openEngine(recipe, dataset.info.inputShape, C, resume?.dir);
+  const opened = await openEngine(recipe, dataset.info.inputShape, C, resume?.dir, plan.hints ?? []);
   const engine: StudentEngine = opened.engine;
   cleanup.push(() => engine.release());
   if (engine.classes !== C) throw new TrainingError(`the student has ${engine.classes} outputs but the teachers/dataset have ${C} classes`);

@@ -47,7 +47,8 @@ function sliceLogits(b: LogitBatch, start: number, end: number, C: number): Logi
             flip: b.views.flip.subarray(start, end),
           },
         };
-  const base = { rows: end - start, ids: b.ids.subarray(start, end) as Ids, file: b.file, rowInShard: b.rowInShard + start, ...stats, ...views };
+  const features = b.features === undefined ? {} : { features: b.features.map((f) => f.subarray(start * (f.length / b.rows), end * (f.length / b.rows))) };
+  const base = { rows: end - start, ids: b.ids.subarray(start, end) as Ids, file: b.file, rowInShard: b.rowInShard + start, ...stats, ...views, ...features };
   if (b.kind === 'dense') return { ...base, kind: 'dense', logits: b.logits.subarray(start * C, end * C) };
   return {
     ...base,
@@ -187,7 +188,19 @@ export interface ViewAlignOptions extends AlignOptions {
 function gatherViews(b: LogitBatch, picks: Int32Array, K: number, C: number, ids: Ids): LogitBatch {
   const n = picks.length;
   const row = (i: number) => i * K + picks[i]!;
-  const base = { rows: n, ids, file: b.file, rowInShard: b.rowInShard };
+  // Each image's stored features are those of its picked view.
+  const features =
+    b.features === undefined
+      ? {}
+      : {
+          features: b.features.map((f) => {
+            const size = f.length / b.rows;
+            const out = new Float32Array(n * size);
+            for (let i = 0; i < n; i++) out.set(f.subarray(row(i) * size, (row(i) + 1) * size), i * size);
+            return out;
+          }),
+        };
+  const base = { rows: n, ids, file: b.file, rowInShard: b.rowInShard, ...features };
   if (b.kind === 'dense') {
     const logits = new Float32Array(n * C);
     for (let i = 0; i < n; i++) logits.set(b.logits.subarray(row(i) * C, (row(i) + 1) * C), i * C);

@@ -2,6 +2,7 @@
  * Open the engine a recipe asks for, fresh or from a checkpoint. Only the TF.js engine chooses a
  * TF.js backend: the ORT engine's whole step, loss included, is its ONNX graph.
  */
+import type { PlannedHint } from '../teacher-plan.js';
 import type { ExecutionProvider } from '@distillate/shared/onnx';
 import { selectBackend, type BackendChoice } from '../backend.js';
 import type { Recipe } from '../recipe.js';
@@ -38,9 +39,16 @@ export function intraOpThreads(recipe: Readonly<Recipe>, env: NodeJS.ProcessEnv 
   return n;
 }
 
-export async function openEngine(recipe: Readonly<Recipe>, inputShape: readonly number[], classes: number, resumeFrom?: string): Promise<OpenedEngine> {
+export async function openEngine(
+  recipe: Readonly<Recipe>,
+  inputShape: readonly number[],
+  classes: number,
+  resumeFrom?: string,
+  hints: readonly PlannedHint[] = [],
+): Promise<OpenedEngine> {
   const skipped: string[] = [];
   if (recipe.engine === 'tfjs') {
+    if (hints.length > 0) throw new Error('distill.hints train on the ORT engine (engine: ort); the TF.js engine reads the logits only');
     const backend = await selectBackend(recipe.backend);
     for (const s of backend.skipped) skipped.push(`TF.js ${s.name}: ${s.reason}`);
     const engine = await TfjsEngine.create(recipe, inputShape, classes, `${backend.name} (${backend.detail})`, resumeFrom);
@@ -50,11 +58,17 @@ export async function openEngine(recipe: Readonly<Recipe>, inputShape: readonly 
     throw new Error(`backend: ${recipe.backend} chooses a TF.js backend, which only engine: tfjs uses; the ort engine takes executionProvider`);
   const provider = forcedProvider(recipe);
   const threads = intraOpThreads(recipe);
-  const engine = await OrtEngine.create(recipe, inputShape, classes, {
-    ...(provider === undefined ? {} : { provider }),
-    ...(threads === undefined ? {} : { intraOpThreads: threads }),
-    onProviderFailure: (p, reason) => skipped.push(`ORT ${p}: ${reason}`),
-  });
+  const engine = await OrtEngine.create(
+    recipe,
+    inputShape,
+    classes,
+    {
+      ...(provider === undefined ? {} : { provider }),
+      ...(threads === undefined ? {} : { intraOpThreads: threads }),
+      onProviderFailure: (p, reason) => skipped.push(`ORT ${p}: ${reason}`),
+    },
+    hints,
+  );
   try {
     if (resumeFrom !== undefined) await engine.loadCheckpoint(resumeFrom);
   } catch (err) {

@@ -22,7 +22,9 @@ import {
   type StepGraph,
 } from '../internal/autodiff/train-graphs.js';
 import { loopSteps, type Carried, type LoopedStep } from '../internal/autodiff/loop.js';
-import { buildOnnxStudent, STUDENT_LOGITS, type OnnxStudentSpec } from '../internal/onnx-students.js';
+import { buildOnnxStudent, STUDENT_INPUT, STUDENT_LOGITS, type OnnxStudentSpec } from '../internal/onnx-students.js';
+import { addHintHeads, TRAIN_ONLY_METADATA } from '../internal/hint-heads.js';
+import type { PlannedHint } from '../teacher-plan.js';
 import type { StepInput } from '../internal/autodiff/train-graphs.js';
 import {
   type BatchLoss,
@@ -140,8 +142,15 @@ export class OrtEngine implements StudentEngine {
   }
 
   /** The recipe's student (built in, or an ONNX file) over the dataset's samples. */
-  static async create(recipe: Readonly<Recipe>, inputShape: readonly number[], classes: number, options: OrtEngineOptions = {}): Promise<OrtEngine> {
-    const { graph } = await buildOnnxStudent(recipe.student as OnnxStudentSpec, inputShape, classes, recipe.seed);
+  static async create(
+    recipe: Readonly<Recipe>,
+    inputShape: readonly number[],
+    classes: number,
+    options: OrtEngineOptions = {},
+    hints: readonly PlannedHint[] = [],
+  ): Promise<OrtEngine> {
+    const { graph, inputSize } = await buildOnnxStudent(recipe.student as OnnxStudentSpec, inputShape, classes, recipe.seed);
+    addHintHeads(graph, new Map([[STUDENT_INPUT, [-1, inputSize]]]), hints, recipe.seed);
     return OrtEngine.fromGraph(graph, recipe, options);
   }
 
@@ -405,10 +414,27 @@ export class OrtEngine implements StudentEngine {
       ...this.#params.map((p, i) => [p.name, this.#values[i]!] as const),
       ...this.#buffers.map((b, i) => [b.name, this.#bufferValues[i]!] as const),
     ]);
+    // Hint heads (regressors and hint outputs) train with the student but are not part of it.
+    const trainOnly = new Set((this.#student.metadata.get(TRAIN_ONLY_METADATA) ?? '').split(',').filter((n) => n !== ''));
+    const outputs = this.#student.outputs.filter((v) => !trainOnly.has(v.name));
+    let nodes = this.#student.nodes;
+    if (trainOnly.size > 0) {
+      // Walk back from the outputs kept: a node stays when something kept reads its output.
+      const needed = new Set(outputs.map((v) => v.name));
+      const kept: typeof nodes = [];
+      for (const n of [...nodes].reverse()) {
+        if (!n.outputs.some((o) => needed.has(o))) continue;
+        kept.push(n);
+        for (const i of n.inputs) needed.add(i);
+      }
+      nodes = kept.reverse();
+    }
+    const used = new Set(nodes.flatMap((n) => n.inputs));
     for (const v of this.#student.inputs) g.input(v.name, v.dims, v.type);
-    for (const init of this.#student.initializers.values()) g.initializer(init.name, current.get(init.name)?.slice() ?? init.data, init.dims);
-    for (const n of this.#student.nodes) g.add(n.op, n.inputs, { ...n.attrs }, n.outputs);
-    for (const v of this.#student.outputs) g.output(v.name, v.dims, v.type);
+    for (const init of this.#student.initializers.values())
+      if (trainOnly.size === 0 || used.has(init.name)) g.initializer(init.name, current.get(init.name)?.slice() ?? init.data, init.dims);
+    for (const n of nodes) g.add(n.op, n.inputs, { ...n.attrs }, n.outputs);
+    for (const v of outputs) g.output(v.name, v.dims, v.type);
     for (const [k, v] of Object.entries(metadata)) g.metadata.set(k, v);
     return g.toBytes();
   }

@@ -5,7 +5,7 @@
  * trainer-made regressor (a 1×1 convolution for maps, a linear layer for vectors; part of the
  * training graph, dropped from student.onnx) or reads it as it is.
  */
-import { z } from 'zod';
+import type { z } from 'zod';
 import type { Ops, Rows } from '../ops.js';
 
 export interface HintInputs<T> {
