@@ -162,7 +162,7 @@ describe.skipIf(skip !== undefined)(titled('feature capture', skip), () => {
     expect(fine.stderr).toMatch(/grid \[40, 40\] is finer than the map \[3, 28, 28\]/);
   }, 60_000);
 
-  it('trains a CNN student by KD plus an AT, a FitNets and an embedding hint from the cached features; student.onnx leaves the hint heads out', async () => {
+  it("trains a CNN student, and a torch.onnx.export'ed one, by KD plus hints from the cached features (AT, FitNets, embedding); student.onnx leaves the hint heads out", async () => {
     const ls0 = (await TeacherRegistry.open(join(REPO, 'models'))).get('fmnist-teacher-ls0');
     const r = await precomputeLogits({
       teacher: ls0,
@@ -207,6 +207,23 @@ describe.skipIf(skip !== undefined)(titled('feature capture', skip), () => {
     expect(exported.outputs.map((o) => o.name)).toEqual(['logits']);
     expect([...exported.initializers.keys()].some((n) => n.startsWith('hint'))).toBe(false);
     expect(exported.nodes.some((n) => n.outputs.some((o) => o.startsWith('hint_')))).toBe(false);
+
+    // Any ONNX student: the torch.onnx.export'ed CNN's own tensor names are its hint points (NCHW maps, no renaming).
+    const torchStudent = await train(
+      parseRecipe({
+        name: 'torch-student-at',
+        out: join(root, 'runs'),
+        data: { train: join(root, 'data', 'test.arrow') },
+        teachers: [{ cache }],
+        student: { kind: 'onnx', path: join(REPO, 'tests/fixtures/torch-cnn.onnx') },
+        distill: { method: 'kd', params: { temperature: 2 }, hints: [{ student: '/MaxPool_output_0', teacher: '/Relu_2_output_0', loss: 'at', weight: 100 }] },
+        epochs: 2,
+        batchSize: 128,
+        seed: 1,
+      }),
+    );
+    expect(torchStudent.metrics[1]!.loss['hint_0']!).toBeLessThan(torchStudent.metrics[0]!.loss['hint_0']!);
+    expect(Graph.fromBytes(await readFile(join(torchStudent.runDir, 'student.onnx'))).outputs.map((o) => o.name)).toEqual(['logits']);
 
     // Refused in one line before training: an unknown student tensor, shapes that cannot match, a feature the cache does not hold.
     await expect(train(recipe('typo', [{ student: 'maxpool_12', teacher: '/Relu_2_output_0', loss: 'at' }]))).rejects.toThrow(
