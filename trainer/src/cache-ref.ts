@@ -2,7 +2,9 @@
  * Recipes name a teacher's cache either by directory or by teacher name. A name is resolved
  * against the cache root: the complete cache of that teacher over exactly this dataset file
  * (same fingerprint). Dense float32 is preferred, then float16, then the largest top-k. A view
- * cache is picked only when the recipe gives its view spec (`{ teacher, views }`).
+ * cache is picked only when the recipe gives its view spec (`{ teacher, views }`). A recipe
+ * with hints takes only a cache that stores every teacher feature they name; without hints,
+ * a cache without features is preferred (same logits, less to read).
  */
 import { listCaches, type CacheEntry, type DatasetReader, type ViewSpec } from '@distillate/shared';
 
@@ -17,22 +19,27 @@ function rank(e: CacheEntry, needLabelStatistics: boolean): number {
   const s = e.manifest.storage;
   let r = s.mode === 'dense' ? (s.dtype === 'float32' ? 3_000_000 : 2_000_000) : s.mode === 'topk' ? s.k : 0;
   if (needLabelStatistics && !e.manifest.labelStatistics) r -= 10_000_000;
-  return r;
+  return r - (e.manifest.features?.length ?? 0);
 }
 
 export async function resolveCacheDir(
   ref: CacheRef,
   root: string,
   dataset: Pick<DatasetReader, 'fingerprint' | 'path'>,
-  opts: { labelStatistics?: boolean } = {},
+  opts: { labelStatistics?: boolean; features?: readonly string[] } = {},
 ): Promise<string> {
   if ('cache' in ref) return ref.cache;
   const fingerprint = await dataset.fingerprint();
   const all = await listCaches(root);
   // A view cache only when the recipe asks for exactly its views; a plain cache otherwise.
   const views = JSON.stringify(ref.views ?? null);
+  const needed = opts.features ?? [];
   const matches = all.filter(
-    (e) => e.manifest.teacher.name === ref.teacher && e.manifest.dataset.fingerprint === fingerprint && JSON.stringify(e.manifest.views ?? null) === views,
+    (e) =>
+      e.manifest.teacher.name === ref.teacher &&
+      e.manifest.dataset.fingerprint === fingerprint &&
+      JSON.stringify(e.manifest.views ?? null) === views &&
+      needed.every((n) => (e.manifest.features ?? []).some((f) => f.tensor === n)),
   );
   if (matches.length === 0) {
     const other = all.filter((e) => e.manifest.teacher.name === ref.teacher).length;
@@ -42,7 +49,8 @@ export async function resolveCacheDir(
         `; build one: distillate-server ${opts.labelStatistics === true ? 'label' : 'precompute'} --teacher ${ref.teacher} --dataset <${dataset.path} relative to --data> --cache ${root}` +
         (ref.views === undefined
           ? ''
-          : ` --views ${ref.views.count} --view-seed ${ref.views.seed} --shift ${ref.views.augment.shift}${ref.views.augment.flip ? ' --flip' : ''}`),
+          : ` --views ${ref.views.count} --view-seed ${ref.views.seed} --shift ${ref.views.augment.shift}${ref.views.augment.flip ? ' --flip' : ''}`) +
+        needed.map((n) => ` --feature ${n}`).join(''),
     );
   }
   const versions = new Set(matches.map((e) => e.manifest.teacher.sha256));

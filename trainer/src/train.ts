@@ -99,7 +99,11 @@ async function openInputs(recipe: Readonly<Recipe>, cleanup: Array<() => Promise
   let distill: Distill = recipe.distill;
   if (distill.method === 'scratch' && recipe.selfDistill !== undefined) distill = { method: 'kd', params: { temperature: recipe.selfDistill.temperature } };
   const onlineModel = recipe.teachers.flatMap((t) => ('onnx' in t ? [t.onnx] : []))[0];
-  const cacheDirs = await Promise.all(recipe.teachers.flatMap((t) => ('onnx' in t ? [] : [resolveCacheDir(t, recipe.caches, dataset)])));
+  // The first cache serves the hints' teacher features.
+  const hinted = (distill.hints ?? []).map((h) => h.teacher);
+  const cacheDirs = await Promise.all(
+    recipe.teachers.flatMap((t, i) => ('onnx' in t ? [] : [resolveCacheDir(t, recipe.caches, dataset, i === 0 ? { features: hinted } : {})])),
+  );
   const caches = await Promise.all(cacheDirs.map((dir) => LogitCacheReader.open(dir)));
   let plan = await planTeachers(caches, dataset, distill, recipe.union);
   if (calibrationData !== undefined && plan.mode !== 'union' && calibrationData.info.classes.join('\u0000') !== plan.classes.join('\u0000')) {
