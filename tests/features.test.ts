@@ -206,6 +206,8 @@ describe.skipIf(skip !== undefined)(titled('feature capture', skip), () => {
     const exported = Graph.fromBytes(await readFile(join(run.runDir, 'student.onnx')));
     expect(exported.outputs.map((o) => o.name)).toEqual(['logits']);
     expect([...exported.initializers.keys()].some((n) => n.startsWith('hint'))).toBe(false);
+    // The parameters reported are the student's own (what student.onnx holds), not the regressors'.
+    expect(run.parameters).toBe([...exported.initializers.values()].reduce((n, i) => n + (i.data instanceof Float32Array ? i.data.length : 0), 0));
     expect(exported.nodes.some((n) => n.outputs.some((o) => o.startsWith('hint_')))).toBe(false);
 
     // Any ONNX student: the torch.onnx.export'ed CNN's own tensor names are its hint points (NCHW maps, no renaming).

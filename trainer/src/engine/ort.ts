@@ -132,7 +132,9 @@ export class OrtEngine implements StudentEngine {
     const params = studentParams(student);
     this.#params = params;
     this.#slots = optimizer.kind === 'sgd' ? ['momentum'] : ['m', 'v'];
-    this.parameters = params.reduce((a, p) => a + p.init.length, 0);
+    // The student's own: hint regressors train with it but are not part of it (nor of student.onnx).
+    const own = inferencePart(student).initializers;
+    this.parameters = params.filter((p) => own.has(p.name)).reduce((a, p) => a + p.init.length, 0);
     this.#values = params.map((p) => p.init.slice());
     this.#state = params.map((p) => this.#slots.map(() => new Float32Array(p.init.length)));
     const buffers = studentBuffers(student);
@@ -414,25 +416,10 @@ export class OrtEngine implements StudentEngine {
       ...this.#params.map((p, i) => [p.name, this.#values[i]!] as const),
       ...this.#buffers.map((b, i) => [b.name, this.#bufferValues[i]!] as const),
     ]);
-    // Hint heads (regressors and hint outputs) train with the student but are not part of it.
-    const trainOnly = new Set((this.#student.metadata.get(TRAIN_ONLY_METADATA) ?? '').split(',').filter((n) => n !== ''));
-    const outputs = this.#student.outputs.filter((v) => !trainOnly.has(v.name));
-    let nodes = this.#student.nodes;
-    if (trainOnly.size > 0) {
-      // Walk back from the outputs kept: a node stays when something kept reads its output.
-      const needed = new Set(outputs.map((v) => v.name));
-      const kept: typeof nodes = [];
-      for (const n of [...nodes].reverse()) {
-        if (!n.outputs.some((o) => needed.has(o))) continue;
-        kept.push(n);
-        for (const i of n.inputs) needed.add(i);
-      }
-      nodes = kept.reverse();
-    }
-    const used = new Set(nodes.flatMap((n) => n.inputs));
+    const { nodes, outputs, initializers } = inferencePart(this.#student);
     for (const v of this.#student.inputs) g.input(v.name, v.dims, v.type);
     for (const init of this.#student.initializers.values())
-      if (trainOnly.size === 0 || used.has(init.name)) g.initializer(init.name, current.get(init.name)?.slice() ?? init.data, init.dims);
+      if (initializers.has(init.name)) g.initializer(init.name, current.get(init.name)?.slice() ?? init.data, init.dims);
     for (const n of nodes) g.add(n.op, n.inputs, { ...n.attrs }, n.outputs);
     for (const v of outputs) g.output(v.name, v.dims, v.type);
     for (const [k, v] of Object.entries(metadata)) g.metadata.set(k, v);
@@ -472,4 +459,24 @@ function studentOutputs(student: Graph): Record<string, string> {
 
 function dtypeOf(data: TensorArray): TensorDtype {
   return data instanceof Int32Array ? 'int32' : data instanceof Uint8Array ? 'uint8' : 'float32';
+}
+
+/**
+ * What `student.onnx` holds of the training graph: every output but the train-only ones (hint
+ * heads, TRAIN_ONLY_METADATA), the nodes they need and the initializers those nodes read. A
+ * graph without train-only outputs is kept whole.
+ */
+function inferencePart(student: Graph): { nodes: Graph['nodes']; outputs: Graph['outputs']; initializers: Set<string> } {
+  const trainOnly = new Set((student.metadata.get(TRAIN_ONLY_METADATA) ?? '').split(',').filter((n) => n !== ''));
+  if (trainOnly.size === 0) return { nodes: student.nodes, outputs: student.outputs, initializers: new Set(student.initializers.keys()) };
+  const outputs = student.outputs.filter((v) => !trainOnly.has(v.name));
+  // Walk back from the outputs kept: a node stays when something kept reads its output.
+  const needed = new Set(outputs.map((v) => v.name));
+  const kept: Graph['nodes'] = [];
+  for (const n of [...student.nodes].reverse()) {
+    if (!n.outputs.some((o) => needed.has(o))) continue;
+    kept.push(n);
+    for (const i of n.inputs) needed.add(i);
+  }
+  return { nodes: kept.reverse(), outputs, initializers: new Set([...student.initializers.keys()].filter((n) => needed.has(n))) };
 }
