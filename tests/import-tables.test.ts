@@ -71,13 +71,16 @@ describe.skipIf(skipFmnist !== undefined)(titled('Fashion-MNIST as a Hugging Fac
 });
 
 describe('importing tables', () => {
-  it('CSV numeric columns with text labels: float rows, classes from the label texts, a ragged row skipped with its reason', async () => {
+  it('CSV numeric columns with text labels: float rows, classes from the label texts, ragged rows (too few or too many fields) skipped with their reasons', async () => {
     const root = await mkdtemp(join(tmpdir(), 'distillate-csv-'));
-    const csv = ['id,x,y,z,kind', 'a,1,2,3,dog', 'b,4,5,6,cat', 'c,7,8', 'd,0.5,-1,2e3,dog', 'e,1,1,1,'].join('\n') + '\n';
+    const csv = ['id,x,y,z,kind', 'a,1,2,3,dog', 'b,4,5,6,cat', 'c,7,8', 'd,0.5,-1,2e3,dog', 'e,1,1,1,', 'f,1,2,3,dog,extra'].join('\n') + '\n';
     await writeFile(join(root, 't.csv'), csv);
     const r = await importTable({ table: join(root, 't.csv'), out: join(root, 't.arrow'), input: ['x', 'y', 'z'], label: 'kind', key: 'id', maxSkipped: 0.5 });
     expect(r).toMatchObject({ imported: 4, input: 'columns', inputShape: [3], classes: ['cat', 'dog'] });
-    expect(r.skipped).toEqual([{ source: 'c', reason: 'z is empty' }]);
+    expect(r.skipped).toEqual([
+      { source: 't.csv#2', reason: '3 fields, the header has 5' },
+      { source: 't.csv#5', reason: '6 fields, the header has 5' },
+    ]);
     const got = await readRows<Uint8Array | Float32Array>(join(root, 't.arrow'));
     expect(got.sources).toEqual(['a', 'b', 'd', 'e']);
     expect(got.labels).toEqual([1, 0, 1, -1]); // an empty label: an unlabelled row
@@ -104,7 +107,8 @@ describe('importing tables', () => {
       { f: [0.7, 0.8], y: 5 },
       { f: [0.9, 1.0], y: null },
     ];
-    await writeFile(join(root, 't.jsonl'), lines.map((l) => JSON.stringify(l)).join('\n') + '\n');
+    // …and a line that is not JSON: skipped with its reason, the rest read (streamed line by line).
+    await writeFile(join(root, 't.jsonl'), [...lines.map((l) => JSON.stringify(l)), '{"f": [1, 2], "y": '].join('\n') + '\n');
     const r = await importTable({
       table: join(root, 't.jsonl'),
       out: join(root, 't.arrow'),
@@ -117,6 +121,7 @@ describe('importing tables', () => {
     expect(r.skipped).toEqual([
       { source: 't.jsonl#2', reason: '1 values, the first row had 2' },
       { source: 't.jsonl#3', reason: 'label 5 is outside the 2 classes' },
+      { source: 't.jsonl#5', reason: expect.stringMatching(/^line 6 is not JSON/) as unknown as string },
     ]);
     const got = await readRows<Uint8Array | Float32Array>(join(root, 't.arrow'));
     expect(got.labels).toEqual([0, 1, -1]);

@@ -1,6 +1,7 @@
 /**
- * Import a table into a dataset file: Parquet (read by hyparquet, a row range at a time, so
- * memory stays bounded), CSV or JSON lines (read by nodejs-polars, whole). `input` names the
+ * Import a table into a dataset file: Parquet (read by hyparquet, a row range at a time), CSV
+ * (csv-parse, streamed) or JSON lines (streamed line by line, each parsed by JSON.parse), so
+ * memory stays bounded whatever the file's size. `input` names the
  * sample: one image column (bytes, or Hugging Face's `{bytes, path}` struct; decoded as image
  * folders are), one list-of-numbers column, or several numeric columns (float32 rows). `label`
  * names an integer or a text column; class names come from `classes`, else Hugging Face's
@@ -9,11 +10,15 @@
  * `<file>#<row>`.
  *
  * nodejs-polars cannot hand binary columns to JavaScript, so Parquet (where images live) goes
- * through hyparquet; polars reads the text formats.
+ * through hyparquet; and it reads CSV and JSON lines whole and fails a whole CSV on one line with
+ * too many fields, so the text formats are streamed instead: a line that does not parse, or has
+ * another number of fields than the header, is skipped with its reason like any bad row.
  */
 import { availableParallelism } from 'node:os';
 import { basename, extname } from 'node:path';
-import pl from 'nodejs-polars';
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { parse as parseCsv } from 'csv-parse';
 import { parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
 import { asyncBufferFromFile } from 'hyparquet/src/node.js';
 import sharp from 'sharp';
@@ -53,6 +58,12 @@ export interface TableImportReport {
 }
 
 type Row = Record<string, unknown>;
+
+/** A row of a text table that could not be read: skipped with this reason. */
+const BAD_ROW = Symbol('bad row');
+type BadRow = Row & { [BAD_ROW]: string };
+const badRow = (reason: string): BadRow => ({ [BAD_ROW]: reason }) as BadRow;
+const badReason = (row: Row): string | undefined => (row as Partial<BadRow>)[BAD_ROW];
 
 interface TableReader {
   readonly rows: number;
@@ -94,22 +105,89 @@ async function openParquet(path: string): Promise<TableReader> {
   };
 }
 
-function openText(path: string, format: 'csv' | 'jsonl'): TableReader {
-  let df: pl.DataFrame;
-  try {
-    df = format === 'csv' ? pl.readCSV(path) : pl.scanJson(path).collectSync();
-  } catch (err) {
-    throw new ImportError(`${path}: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`);
+/** Every record of a CSV file (header first) or a JSON-lines file, in order; a record that does not parse is a bad row. */
+async function* textRecords(path: string, format: 'csv' | 'jsonl'): AsyncGenerator<Row> {
+  if (format === 'csv') {
+    let header: string[] | undefined;
+    // Numbers become numbers and empty cells null; a line with another field count is handed over, not thrown.
+    const parser = createReadStream(path).pipe(
+      parseCsv({
+        relax_column_count: true,
+        skip_empty_lines: true,
+        bom: true,
+        cast: (value, ctx) => (ctx.header || value === '' ? (value === '' ? null : value) : Number.isFinite(Number(value)) ? Number(value) : value),
+      }),
+    );
+    for await (const fields of parser as AsyncIterable<unknown[]>) {
+      if (header === undefined) {
+        header = fields.map(String);
+        continue;
+      }
+      if (fields.length !== header.length) {
+        yield badRow(`${fields.length} fields, the header has ${header.length}`);
+        continue;
+      }
+      yield Object.fromEntries(header.map((h, i) => [h, fields[i]]));
+    }
+    return;
   }
+  const lines = createInterface({ input: createReadStream(path), crlfDelay: Infinity });
+  let n = 0;
+  for await (const line of lines) {
+    n++;
+    if (line.trim() === '') continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (err) {
+      yield badRow(`line ${n} is not JSON (${reasonOf(err)})`);
+      continue;
+    }
+    yield value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Row) : badRow(`line ${n} is not a JSON object`);
+  }
+}
+
+/**
+ * A CSV or JSON-lines table, streamed: one pass counts the rows and collects the columns, and
+ * each later pass reads in order (a read that does not continue where the last one stopped
+ * starts the file again), holding one range of rows at a time.
+ */
+async function openText(path: string, format: 'csv' | 'jsonl'): Promise<TableReader> {
+  let rows = 0;
+  const columns: string[] = [];
+  const seen = new Set<string>();
+  try {
+    for await (const r of textRecords(path, format)) {
+      rows++;
+      for (const k of Object.keys(r))
+        if (!seen.has(k)) {
+          seen.add(k);
+          columns.push(k);
+        }
+    }
+  } catch (err) {
+    throw new ImportError(`${path}: ${reasonOf(err).split('\n')[0]}`);
+  }
+  let cursor: { it: AsyncGenerator<Row>; at: number } | undefined;
   return {
-    rows: df.height,
-    columns: df.columns,
+    rows,
+    columns,
     classNames: () => undefined,
-    read: async (start, end, cols) =>
-      df
-        .select(...cols)
-        .slice(start, end - start)
-        .toRecords() as Row[],
+    async read(start, end, cols) {
+      if (cursor === undefined || cursor.at > start) {
+        await cursor?.it.return(undefined);
+        cursor = { it: textRecords(path, format), at: 0 };
+      }
+      const out: Row[] = [];
+      while (cursor.at < end) {
+        const next = await cursor.it.next();
+        if (next.done === true) break;
+        if (cursor.at++ < start) continue;
+        const reason = badReason(next.value);
+        out.push(reason !== undefined ? next.value : Object.fromEntries(cols.map((c) => [c, next.value[c] ?? null])));
+      }
+      return out;
+    },
   };
 }
 
@@ -137,7 +215,7 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
   if (format === undefined) throw new ImportError(`${o.table}: a table is .parquet, .csv or .jsonl`);
   let table: TableReader;
   try {
-    table = format === 'parquet' ? await openParquet(o.table) : openText(o.table, format);
+    table = format === 'parquet' ? await openParquet(o.table) : await openText(o.table, format);
   } catch (err) {
     if (err instanceof ImportError) throw err;
     throw new ImportError(`${o.table}: cannot read it as ${format} (${reasonOf(err)})`);
@@ -151,7 +229,7 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
 
   // The first non-null value of each input column decides how rows become samples.
   const head = await table.read(0, Math.min(total, CHUNK), o.input);
-  const kinds = o.input.map((c) => kindOf(c, head.find((r) => r[c] !== null && r[c] !== undefined)?.[c] ?? null, o.input.length));
+  const kinds = o.input.map((c) => kindOf(c, head.find((r) => badReason(r) === undefined && r[c] !== null && r[c] !== undefined)?.[c] ?? null, o.input.length));
   const kind = kinds[0]!;
 
   // Class names: given, from the file's metadata, or from the label values (one pass over that column).
@@ -159,7 +237,8 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
   let labelIsText = false;
   if (o.label !== undefined) {
     const values: unknown[] = [];
-    for (let s = 0; s < total; s += CHUNK * 16) for (const r of await table.read(s, Math.min(total, s + CHUNK * 16), [o.label])) values.push(r[o.label]);
+    for (let s = 0; s < total; s += CHUNK * 16)
+      for (const r of await table.read(s, Math.min(total, s + CHUNK * 16), [o.label])) if (badReason(r) === undefined) values.push(r[o.label]);
     const present = values.filter((v) => v !== null && v !== undefined);
     labelIsText = present.some((v) => typeof v === 'string');
     if (labelIsText && present.some((v) => typeof v !== 'string')) throw new ImportError(`--label ${o.label} mixes text and numbers`);
@@ -210,6 +289,8 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
               : undefined;
           const source = o.key !== undefined && row[o.key] !== null && row[o.key] !== undefined ? String(row[o.key]) : (path ?? `${name}#${index}`);
           try {
+            const bad = badReason(row);
+            if (bad !== undefined) throw new Error(bad);
             const label = labelOf(row, o.label, classes!, labelIsText);
             if (kind === 'image') {
               const bytes = imageBytes(image);
