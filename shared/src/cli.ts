@@ -22,3 +22,19 @@ export async function runCli(program: CliProgram, argv: readonly string[] = proc
     process.exit(1);
   }
 }
+
+/** Edit distance (insertions, deletions, substitutions) between two names. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
+/** The `n` candidates closest to an unknown `name` (by edit distance), for a one-line refusal. */
+export function closestNames(name: string, candidates: readonly string[], n = 3): string[] {
+  return [...candidates].sort((a, b) => editDistance(name, a) - editDistance(name, b)).slice(0, n);
+}

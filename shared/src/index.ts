@@ -113,7 +113,7 @@ export { PRODUCER } from './version.js';
 export { OnnxModelBuilder, type Dim, type AttributeValue } from './onnx/builder.js';
 export { onnxParameterCount } from './onnx/inspect.js';
 export { writeSyntheticDataset, mulberry32, type SyntheticDatasetOptions } from './synthetic.js';
-export { runCli, type CliProgram } from './cli.js';
+export { closestNames, runCli, type CliProgram } from './cli.js';
 export { headDataset, pickRows, splitLabelled, splitStratified, withoutClass, type WrittenDataset } from './subset.js';
 export {
   decodeInputStream,

@@ -17,6 +17,7 @@ import {
   poolFeature,
   resolveFeature,
   FeatureSpecSchema,
+  closestNames,
   type FeatureSpecInput,
   type Ids,
   type Storage,
@@ -78,17 +79,6 @@ export interface CachePlan {
   readonly key: string;
 }
 
-/** Edit distance (insertions, deletions, substitutions): one call per refused name, on an error path. */
-function distance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length]!;
-}
-
 /**
  * The features a job stores, resolved against the teacher's tensors (tensors.ts): refused in
  * one line before any row runs when a name is unknown (with the closest names), the tensor is
@@ -104,10 +94,10 @@ export async function planFeatures(teacher: Teacher, specs: readonly FeatureSpec
     const spec = FeatureSpecSchema.parse(input);
     const t = tensors.find((x) => x.name === spec.tensor);
     if (t === undefined) {
-      const close = [...tensors]
-        .sort((a, b) => distance(spec.tensor, a.name) - distance(spec.tensor, b.name))
-        .slice(0, 3)
-        .map((x) => `${x.name} [${x.shape.join(', ')}]`);
+      const close = closestNames(
+        spec.tensor,
+        tensors.map((x) => x.name),
+      ).map((n) => `${n} [${tensors.find((x) => x.name === n)!.shape.join(', ')}]`);
       return refuse(
         'unknown_tensor',
         `teacher ${teacher.name} has no tensor "${spec.tensor}"; the closest: ${close.join(', ')} (distillate-server tensors --teacher ${teacher.name} lists all ${tensors.length})`,

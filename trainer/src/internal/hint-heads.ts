@@ -12,7 +12,7 @@
  * pooling already lets a job store the teacher's map at the student's size.
  */
 import type { Graph } from '@distillate/shared/onnx';
-import { mulberry32 } from '@distillate/shared';
+import { closestNames, mulberry32 } from '@distillate/shared';
 import { hintLosses, type Hint } from '../losses/index.js';
 import { TrainingError } from '../errors.js';
 import { inferShapes, type Shape } from './autodiff/shapes.js';
@@ -26,17 +26,6 @@ export const hintOutput = (i: number): string => `hint_${i}`;
 function glorot(rand: () => number, n: number, fanIn: number, fanOut: number): Float32Array {
   const limit = Math.sqrt(6 / (fanIn + fanOut));
   return Float32Array.from({ length: n }, () => (rand() * 2 - 1) * limit);
-}
-
-/** Edit distance for the closest-name suggestions (an error path). */
-function distance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length]!;
 }
 
 /**
@@ -59,10 +48,7 @@ export function addHintHeads(
   hints.forEach(({ hint, teacherShape: t }, i) => {
     const full = shapes.get(hint.student);
     if (full === undefined || !produced.includes(hint.student)) {
-      const close = [...produced]
-        .sort((a, b) => distance(hint.student, a) - distance(hint.student, b))
-        .slice(0, 3)
-        .map((n) => `${n} [${shapes.get(n)!.slice(1).join(', ')}]`);
+      const close = closestNames(hint.student, produced).map((n) => `${n} [${shapes.get(n)!.slice(1).join(', ')}]`);
       throw new TrainingError(`hint student ${hint.student}: the student has no such tensor; the closest: ${close.join(', ')}`);
     }
     const s = full.slice(1);
