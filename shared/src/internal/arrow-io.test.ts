@@ -4,12 +4,13 @@
  * count (buffer recycling while shards stream to disk) and the hand-spliced IPC stream of the
  * fast batch reader.
  */
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Field, Float32, Int32, RecordBatchReader, Schema, type RecordBatch } from 'apache-arrow';
 import { describe, expect, it } from 'vitest';
 import {
+  AtomicArrowFileWriter,
   CountingFileWriter,
   fixedSizeListData,
   idData,
@@ -74,5 +75,27 @@ describe('arrow-io against apache-arrow', () => {
         expect(listColumn<Float32Array>(b, 'x', path).values).toEqual(listColumn<Float32Array>(slow[i]!, 'x', path).values);
       });
     }
+  });
+
+  it('a write that fails on the disk reports the disk error (naming the file), never the byte queue closing behind it', async () => {
+    // /dev/full fails every write with ENOSPC: the temp file is a link to it.
+    const dir = await mkdtemp(join(tmpdir(), 'arrow-io-'));
+    const path = join(dir, 'f.arrow');
+    await symlink('/dev/full', `${path}.tmp-${process.pid}`);
+    const writer = new AtomicArrowFileWriter(path, { fsync: false });
+    let error: unknown;
+    // Each turn lets the drain loop run, so some write lands after the disk write failed.
+    for (let i = 0; i < 200 && error === undefined; i++) {
+      try {
+        await writer.write(batch(i * 64, 64));
+      } catch (err) {
+        error = err;
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(String(error)).toMatch(new RegExp(`${path}: ENOSPC`));
+    await expect(writer.close()).rejects.toThrow(/ENOSPC/);
+    await writer.abort();
+    expect(await readdir(dir)).toEqual([]);
   });
 });

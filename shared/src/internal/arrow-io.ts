@@ -206,6 +206,17 @@ export class AtomicArrowFileWriter {
     }
   }
 
+  /**
+   * The error to report when the Arrow writer refuses a call. The drain loop closes the writer's
+   * byte queue as soon as a disk write fails, before its error is recorded (the file handle still
+   * closes in between), so the writer's "AsyncQueue is closed" usually means the drain died first
+   * (a full disk): its error says why, not the writer's complaint.
+   */
+  async #cause(err: unknown): Promise<unknown> {
+    await this.#done.catch(() => undefined);
+    return this.#failed ?? err;
+  }
+
   /** Bytes serialised by the Arrow writer so far. */
   get #position(): number {
     return this.#writer.bytesWritten;
@@ -221,7 +232,11 @@ export class AtomicArrowFileWriter {
    */
   async write(batch: RecordBatch, onFlushed?: () => void): Promise<void> {
     if (this.#failed !== undefined) throw this.#failed;
-    this.#writer.write(batch);
+    try {
+      this.#writer.write(batch);
+    } catch (err) {
+      throw await this.#cause(err);
+    }
     this.#rows += batch.numRows;
     if (onFlushed !== undefined) this.#onFlushed.push({ end: this.#position, cb: onFlushed });
     while (this.#position - this.#flushed > HIGH_WATER_BYTES && this.#failed === undefined) {
@@ -237,9 +252,7 @@ export class AtomicArrowFileWriter {
       this.#writer.finish();
       this.#writer.close();
     } catch (err) {
-      // The drain died first (a full disk): its error says why, not the writer's complaint.
-      await this.#done.catch(() => undefined);
-      throw this.#failed ?? err;
+      throw await this.#cause(err);
     }
     await this.#done;
     await rename(this.#tmp, this.path);
