@@ -107,7 +107,7 @@ async function main(o: { seeds: number; parallel: number; epochs: number; only?:
   // Seed-major, so that a stopped run leaves every row with the same seeds done.
   await pool(
     seeds.flatMap((seed) =>
-      rows.map((r) => () => trainRecipe({ recipe: r.recipe, seed, name: `${r.id}-s${seed}`, out: runs, ...(r.set === undefined ? {} : { set: r.set }) })),
+      rows.map((r) => () => trainRecipe({ recipe: r.recipe, seed, name: `${r.id}-s${seed}`, out: runs, set: [...(r.set ?? []), `epochs=${o.epochs}`] })),
     ),
     o.parallel,
   );
@@ -119,6 +119,9 @@ async function main(o: { seeds: number; parallel: number; epochs: number; only?:
       const runJson = join(runs, `${r.id}-s${seed}`, 'run.json');
       if (!existsSync(runJson)) continue;
       const run = JSON.parse(await readFile(runJson, 'utf8')) as { test: { accuracy: number }; metrics: { seconds: number }[] };
+      // Equal budgets: a kept run of another length (an earlier --epochs) would mix budgets in one table.
+      if (run.metrics.length !== o.epochs)
+        throw new Error(`${runJson} trained ${run.metrics.length} epochs, not --epochs ${o.epochs}: remove it, or pass --epochs ${run.metrics.length}`);
       (acc[r.id] ??= new Map()).set(seed, run.test.accuracy);
       (epochSeconds[r.id] ??= []).push(...run.metrics.map((m) => m.seconds));
     }
