@@ -17,6 +17,8 @@ import {
   FASHION_MNIST_FILES,
   LogitCacheReader,
   importIdxPair,
+  listCaches,
+  splitLabelled,
   verifyCache,
   type CacheManifest,
 } from '@distillate/shared';
@@ -24,7 +26,7 @@ import { TeacherRegistry, type Teacher } from '@distillate/shared/onnx';
 import { precomputeLogits, type PrecomputeOptions } from '@distillate/server';
 import { parseRecipe, train } from '@distillate/trainer';
 import { Graph } from '@distillate/shared/onnx';
-import { REPO } from './helpers/cli.js';
+import { REPO, runTs } from './helpers/cli.js';
 import { FASHION_MNIST_PACKAGE, skipUnless, titled } from './helpers/system.js';
 
 const skip = skipUnless(FASHION_MNIST_PACKAGE);
@@ -236,6 +238,65 @@ describe.skipIf(skip !== undefined)(titled('feature capture', skip), () => {
     );
     await expect(train(recipe('absent', [{ student: 'relu_27', teacher: '/f1/Gemm_output_0', loss: 'embed' }]))).rejects.toThrow(
       /hint teacher \/f1\/Gemm_output_0: cache .* stores \/Relu_2_output_0 \[64, 14, 14\], \/MaxPool_1_output_0 \[64, 7, 7\], \/Relu_3_output_0 \[256\]/,
+    );
+  }, 300_000);
+
+  it('a label job stores features too (distillate-server label --feature); a semi-supervised run reads the hint from the labelled cache and the pool’s, and refuses a pool that stored it otherwise', async () => {
+    // 600 labelled images (60 per class) and a pool of the other 9,400 of the test split.
+    await splitLabelled(join(root, 'data', 'test.arrow'), { perClass: 60, labelled: join(root, 'data', 'l600.arrow'), pool: join(root, 'data', 'pool.arrow') });
+    await copyFile(join(REPO, 'models/fmnist-teacher-ls0.onnx'), join(root, 'models', 'ls0.onnx'));
+    await copyFile(join(REPO, 'models/fmnist-teacher-ls0.json'), join(root, 'models', 'ls0.json'));
+    const job = (command: 'precompute' | 'label', dataset: string, features: string[]) => {
+      const r = runTs('server/src/bin.ts', [
+        command,
+        ...['--models', join(root, 'models'), '--data', join(root, 'data'), '--cache', join(root, 'cache-semi')],
+        ...['--teacher', 'ls0', '--dataset', dataset, '--dtype', 'float16'],
+        ...features.flatMap((f) => ['--feature', f]),
+      ]);
+      expect(r.status, r.stderr).toBe(0);
+    };
+    // The pool's label cache holds the hint's feature second, the labelled set's first: each source reads its own index.
+    job('precompute', 'l600.arrow', ['/Relu_3_output_0']);
+    job('label', 'pool.arrow', ['/MaxPool_1_output_0,pool=avg', '/Relu_3_output_0']);
+    const label = (await listCaches(join(root, 'cache-semi'))).find((c) => c.manifest.labelStatistics)!;
+    expect(label.manifest.features?.map((f) => [f.tensor, f.shape])).toEqual([
+      ['/MaxPool_1_output_0', [64]],
+      ['/Relu_3_output_0', [256]],
+    ]);
+    expect((await verifyCache(join(root, 'cache-semi', label.key))).ok).toBe(true);
+
+    const semi = (name: string) =>
+      parseRecipe({
+        name,
+        out: join(root, 'runs'),
+        data: { train: join(root, 'data', 'l600.arrow') },
+        teachers: [{ teacher: 'ls0' }],
+        semi: { pool: join(root, 'data', 'pool.arrow'), teacher: 'ls0', threshold: 0, targets: 'soft' },
+        caches: join(root, 'cache-semi'),
+        student: { kind: 'cnn', blocks: [{ filters: 8 }, { filters: 16 }], dense: [32] },
+        distill: {
+          method: 'kd',
+          params: { temperature: 1 },
+          hints: [{ student: 'relu_27', teacher: '/Relu_3_output_0', loss: 'embed', params: { distance: 'cosine' } }],
+        },
+        weights: { ce: 0.1, kd: 1 },
+        epochs: 2,
+        batchSize: 128,
+        seed: 1,
+      });
+    const run = await train(semi('semi-embed'));
+    expect(run.metrics[1]!.loss['hint_0']!).toBeLessThan(run.metrics[0]!.loss['hint_0']!);
+    expect(run.metrics[1]!.loss['hint_0']!).toBeGreaterThan(0);
+
+    // A pool cache that stored the hint's map pooled otherwise (a 1×1 grid, not a plain average) is refused naming both.
+    job('precompute', 'l600.arrow', ['/MaxPool_1_output_0,pool=avg']);
+    job('label', 'pool.arrow', ['/MaxPool_1_output_0,pool=avg,grid=1x1']);
+    const mapHint = parseRecipe({
+      ...semi('semi-mismatch'),
+      distill: { method: 'kd', params: { temperature: 1 }, hints: [{ student: 'relu_27', teacher: '/MaxPool_1_output_0', loss: 'embed' }] },
+    });
+    await expect(train(mapHint)).rejects.toThrow(
+      /hint teacher \/MaxPool_1_output_0: cache .* stores it as \[64, 1, 1\] \(pool avg, grid 1×1\), the first teacher cache as \[64\] \(pool avg\)/,
     );
   }, 300_000);
 });

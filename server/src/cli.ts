@@ -245,6 +245,11 @@ export function buildProgram(): Command {
       .option('--sample-seed <n>', 'seed of the draws for sampled storage', int, 1)
       .addOption(new Option('--dtype <dtype>', 'stored value type').choices(['float32', 'float16']).default('float32'))
       .option('--batch-size <n>', 'rows per teacher call', int, 256)
+      .option(
+        '--feature <spec>',
+        'also store a teacher tensor, repeatable: NAME[,pool=none|avg|max][,grid=HxW][,dtype=float16|float32] (names: distillate-server tensors)',
+        (v: string, all: FeatureSpecInput[] = []) => [...all, parseFeatureFlag(v)],
+      )
       .option('--server <url>', 'submit the job to this server (a coordinator) and follow it, instead of running it here')
       .option('--token <token>', "the server's bearer token (env DISTILLATE_TOKEN)");
 
@@ -260,6 +265,7 @@ export function buildProgram(): Command {
     sampleSeed: number;
     dtype: 'float32' | 'float16';
     batchSize: number;
+    feature?: FeatureSpecInput[];
   };
   const request = (type: 'precompute' | 'label', f: JobFlags): JobRequestInput => ({
     type,
@@ -273,6 +279,7 @@ export function buildProgram(): Command {
           ? { mode: 'topk', k: f.k, dtype: f.dtype }
           : { mode: 'sampled', n: f.samples, seed: f.sampleSeed },
     batchSize: f.batchSize,
+    ...(f.feature === undefined ? {} : { features: f.feature }),
   });
 
   const run = (f: JobFlags, r: JobRequestInput) =>
@@ -283,16 +290,10 @@ export function buildProgram(): Command {
     .option('--view-seed <n>', 'seed of the views (with --views)', int, 0)
     .option('--shift <px>', 'views: shift by up to px pixels in x and y', int, 0)
     .option('--flip', 'views: mirror left-right half of the time', false)
-    .option(
-      '--feature <spec>',
-      'also store a teacher tensor, repeatable: NAME[,pool=none|avg|max][,grid=HxW][,dtype=float16|float32] (names: distillate-server tensors)',
-      (v: string, all: FeatureSpecInput[] = []) => [...all, parseFeatureFlag(v)],
-    )
-    .action(async (f: JobFlags & { views?: number; viewSeed: number; shift: number; flip: boolean; feature?: FeatureSpecInput[] }) => {
+    .action(async (f: JobFlags & { views?: number; viewSeed: number; shift: number; flip: boolean }) => {
       await run(f, {
         ...request('precompute', f),
         ...(f.views === undefined ? {} : { views: { count: f.views, seed: f.viewSeed, augment: { shift: f.shift, flip: f.flip } } }),
-        ...(f.feature === undefined ? {} : { features: f.feature }),
       });
     });
 

@@ -70,6 +70,8 @@ export interface SourceSpec {
   /** Pool rows from a label job: keep rows with confidence ≥ threshold; hard = CE on pseudo-labels, soft = teacher logits. */
   readonly pseudo?: { readonly threshold: number; readonly hard: boolean };
   readonly rows: number;
+  /** Where this source's cache holds each planned teacher feature, when not at the layout's index (a pool's label cache). */
+  readonly featureIndex?: readonly number[];
 }
 
 /** A fixed-capacity row store, column-wise typed arrays. */
@@ -258,8 +260,11 @@ function fillChunk(store: RowStore, b: AlignedBatch, start: number, n: number, s
         slot.logsumexp![w] = t.logsumexp[r]!;
       }
       spec.features?.forEach(({ index, size }, f) => {
-        const values = t.features?.[index];
-        if (values === undefined) throw new Error(`cache ${src.caches[i]!.dir} has no stored feature ${index}`);
+        const at = src.featureIndex?.[f] ?? index;
+        const values = t.features?.[at];
+        if (values === undefined) throw new Error(`cache ${src.caches[i]!.dir} has no stored feature ${at}`);
+        // Another feature's values (a wrong index) would be read silently: its size per row differs.
+        if (values.length !== b.rows * size) throw new Error(`cache ${src.caches[i]!.dir}: stored feature ${at} does not hold ${size} values per row`);
         slot.features![f]!.set(values.subarray(r * size, (r + 1) * size), w * size);
       });
     });

@@ -4,7 +4,7 @@
  * logits take; and, for `union: balanced`, the spread factors and class offsets fitted over the
  * caches before training.
  */
-import type { DatasetReader, LogitCacheReader } from '@distillate/shared';
+import type { DatasetReader, LogitCacheReader, StoredFeature } from '@distillate/shared';
 import type { BatchLayout, SlotSpec } from './data.js';
 import type { Distill, Recipe } from './recipe.js';
 import { hintLosses, type Hint } from './losses/index.js';
@@ -32,6 +32,42 @@ export interface PlannedHint {
   readonly hint: Hint;
   /** The teacher feature's stored shape per row. */
   readonly teacherShape: readonly number[];
+  /** How it was stored (pooling, grid): another source's cache must hold the same. */
+  readonly stored: StoredFeature;
+}
+
+/** The index of hint teacher `tensor` among `cache`'s stored features, refused in one line when it is not there exactly once. */
+function featureIndex(cache: LogitCacheReader, tensor: string): number {
+  const stored = cache.manifest.features ?? [];
+  const matches = stored.flatMap((f, index) => (f.tensor === tensor ? [index] : []));
+  if (matches.length === 0)
+    throw new TrainingError(
+      stored.length === 0
+        ? `hint teacher ${tensor}: cache ${cache.dir} stores no features (precompute it with --feature ${tensor})`
+        : `hint teacher ${tensor}: cache ${cache.dir} stores ${stored.map((f) => `${f.tensor} [${f.shape.join(', ')}]`).join(', ')}`,
+    );
+  if (matches.length > 1)
+    throw new TrainingError(`hint teacher ${tensor}: cache ${cache.dir} stores it ${matches.length} times (pooled differently); hints cannot tell which`);
+  return matches[0]!;
+}
+
+const describeFeature = (f: StoredFeature): string => `[${f.shape.join(', ')}] (pool ${f.pool}${f.grid === undefined ? '' : `, grid ${f.grid.join('×')}`})`;
+
+/**
+ * Where another source's cache (a semi-supervised pool's label cache) holds the planned hints'
+ * features: its index of each, in the hints' order. Refused in one line when one is missing or
+ * was stored otherwise (another pooling, grid or shape) than in the first cache.
+ */
+export function hintFeatureIndices(cache: LogitCacheReader, hints: readonly PlannedHint[]): number[] {
+  return hints.map(({ hint, stored }) => {
+    const index = featureIndex(cache, hint.teacher);
+    const other = cache.manifest.features![index]!;
+    if (other.pool !== stored.pool || other.shape.join() !== stored.shape.join() || other.grid?.join() !== stored.grid?.join())
+      throw new TrainingError(
+        `hint teacher ${hint.teacher}: cache ${cache.dir} stores it as ${describeFeature(other)}, the first teacher cache as ${describeFeature(stored)}`,
+      );
+    return index;
+  });
 }
 
 /**
@@ -44,24 +80,15 @@ function planHints(caches: readonly LogitCacheReader[], distill: Distill): { hin
   const cache = caches[0];
   if (cache === undefined)
     throw new TrainingError('distill.hints read teacher features from a cache: give teachers: [{ cache }] with features (precompute --feature)');
-  const stored = cache.manifest.features ?? [];
   const out = hints.map((h) => {
-    const matches = stored.map((f, index) => ({ f, index })).filter(({ f }) => f.tensor === h.teacher);
-    if (matches.length === 0)
-      throw new TrainingError(
-        stored.length === 0
-          ? `hint teacher ${h.teacher}: cache ${cache.dir} stores no features (precompute it with --feature ${h.teacher})`
-          : `hint teacher ${h.teacher}: cache ${cache.dir} stores ${stored.map((f) => `${f.tensor} [${f.shape.join(', ')}]`).join(', ')}`,
-      );
-    if (matches.length > 1)
-      throw new TrainingError(`hint teacher ${h.teacher}: cache ${cache.dir} stores it ${matches.length} times (pooled differently); hints cannot tell which`);
-    const { f, index } = matches[0]!;
+    const index = featureIndex(cache, h.teacher);
+    const f = cache.manifest.features![index]!;
     const params = hintLosses[h.loss].params.safeParse(h.params);
     if (!params.success)
       throw new TrainingError(`hint ${h.loss}: params: ${params.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
-    return { hint: h, teacherShape: f.shape, index, size: f.shape.reduce((a, b) => a * b, 1) };
+    return { hint: h, teacherShape: f.shape, stored: f, index, size: f.shape.reduce((a, b) => a * b, 1) };
   });
-  return { hints: out.map(({ hint, teacherShape }) => ({ hint, teacherShape })), features: out.map(({ index, size }) => ({ index, size })) };
+  return { hints: out.map(({ hint, teacherShape, stored }) => ({ hint, teacherShape, stored })), features: out.map(({ index, size }) => ({ index, size })) };
 }
 
 import { temperatureOf } from './losses/index.js';

@@ -22,7 +22,7 @@ import type { Distill, Recipe } from './recipe.js';
 import { renderReport, type EpochMetrics } from './report.js';
 import { kdWeight as kdWeightOf, learningRate } from './schedule.js';
 import { resumeSnapshot, snapshotTeacher } from './self-distill.js';
-import { balanceUnion, labelMapFor, planTeachers, temperatureOf, type TeacherPlan } from './teacher-plan.js';
+import { balanceUnion, hintFeatureIndices, labelMapFor, planTeachers, temperatureOf, type TeacherPlan } from './teacher-plan.js';
 
 /** What a group's batch inputs may take, held once in the batches and once stacked for the run. */
 export const GROUP_INPUT_BYTES = 64 << 20;
@@ -139,7 +139,7 @@ async function openInputs(recipe: Readonly<Recipe>, cleanup: Array<() => Promise
       recipe.semi.cache === undefined ? { teacher: recipe.semi.teacher! } : { cache: recipe.semi.cache },
       recipe.caches,
       poolData,
-      { labelStatistics: true },
+      { labelStatistics: true, features: hinted },
     );
     cacheDirs.push(poolDir);
     const poolCache = await LogitCacheReader.open(poolDir);
@@ -148,11 +148,14 @@ async function openInputs(recipe: Readonly<Recipe>, cleanup: Array<() => Promise
     if (poolCache.manifest.storage.mode !== 'dense') throw new TrainingError('the semi-supervised pool cache must be dense');
     if (plan.mode === 'none') plan = { ...plan, layout: { inputSize: dataset.inputSize, slots: [{ kind: 'dense', classes: C }] }, mode: 'single' };
     if (plan.layout.slots.length !== 1) throw new TrainingError('semi-supervised training takes at most one teacher cache for the labelled set');
+    // Hints: the pool's rows read the same features from its label cache (built with the same --feature flags).
+    const featureIndex = plan.hints === undefined || plan.hints.length === 0 ? undefined : hintFeatureIndices(poolCache, plan.hints);
     pool = {
       dataset: poolData,
       caches: [poolCache],
       rows: await poolData.countRows(),
       pseudo: { threshold: recipe.semi.threshold, hard: recipe.semi.targets === 'hard' },
+      ...(featureIndex === undefined ? {} : { featureIndex }),
     };
   }
   return {

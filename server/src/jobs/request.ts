@@ -27,7 +27,7 @@ export const JobRequestSchema = z
      */
     views: ViewSpecSchema.optional(),
     /**
-     * Teacher features to store next to the logits (precompute only): intermediate tensors by
+     * Teacher features to store next to the logits (precompute and label jobs): intermediate tensors by
      * name (`GET /v1/teachers/:name/tensors`), each pooled as asked: `[{ tensor, pool: none |
      * avg | max, grid?: [h, w], dtype: float16 | float32 }]`.
      */
@@ -37,7 +37,6 @@ export const JobRequestSchema = z
   })
   .strict()
   .refine((r) => r.type === 'label' || r.label === undefined, { message: '"label" options apply to label jobs only', path: ['label'] })
-  .refine((r) => r.type === 'precompute' || r.views === undefined, { message: '"views" apply to precompute jobs only', path: ['views'] })
-  .refine((r) => r.type === 'precompute' || r.features === undefined, { message: '"features" apply to precompute jobs only', path: ['features'] });
+  .refine((r) => r.type === 'precompute' || r.views === undefined, { message: '"views" apply to precompute jobs only', path: ['views'] });
 export type JobRequest = z.infer<typeof JobRequestSchema>;
 export type JobRequestInput = z.input<typeof JobRequestSchema>;
