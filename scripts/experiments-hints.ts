@@ -8,7 +8,9 @@
  *  - KD alone, and KD plus one hint each (FitNets, attention transfer, a pooled embedding),
  *    compared with KD alone seed by seed;
  *  - labels only, and labels plus one hint each (no KD), compared with labels only;
- *  - DKD alone, and DKD plus the hint that helped KD most (the pooled embedding).
+ *  - DKD alone, and DKD plus the hint that helped KD most (the pooled embedding);
+ *  - fewer labels: the 600 labelled images plus the unlabelled pool through a label job, KD alone
+ *    and KD plus each hint (the features come from the label job's cache).
  * The hints' weights are the literature's usual ones (AT 1,000 as in RepDistiller/mdistiller,
  * FitNets 1, embedding 1), not tuned here. Each row reports its test accuracy over the seeds, the
  * paired difference with a 95 % interval, the bytes per image of the cache it reads and that
@@ -35,13 +37,23 @@ const withFeatures: JobRequestInput = {
   features: [{ tensor: '/MaxPool_1_output_0' }, { tensor: '/Relu_3_output_0' }],
 };
 
+// The fewer-labels setting: the 600 labelled images with their cache, the pool's label job, both with the same features.
+const semiJobs: JobRequestInput[] = [
+  { ...withFeatures, storage: { mode: 'dense', dtype: 'float16' }, dataset: 'fashion-mnist/train-labelled-600.arrow' },
+  { ...withFeatures, type: 'label', storage: { mode: 'dense', dtype: 'float16' }, dataset: 'fashion-mnist/train-pool.arrow' },
+];
+const hint = (h: string): string[] => [`distill.hints=[${h}]`];
+const AT = '{student: maxpool_19, teacher: /MaxPool_1_output_0, loss: at, weight: 1000}';
+const FITNETS = '{student: maxpool_19, teacher: /MaxPool_1_output_0, loss: fitnets, weight: 1}';
+const EMBED = '{student: relu_27, teacher: /Relu_3_output_0, loss: embed, weight: 1, params: {distance: cosine}}';
+
 interface Row {
   readonly id: string;
   readonly label: string;
   readonly recipe: string;
   readonly set?: readonly string[];
   readonly baseline?: string;
-  readonly cache?: 'plain' | 'features';
+  readonly cache?: 'plain' | 'features' | 'semi';
 }
 
 const ROWS: readonly Row[] = [
@@ -61,6 +73,17 @@ const ROWS: readonly Row[] = [
   { id: 'kd-embed', label: 'KD + embedding', recipe: 'fmnist-cnn-kd-embed.yaml', baseline: 'kd', cache: 'features' },
   { id: 'dkd', label: 'DKD alone (α 1, β 8, T = 4, CE 1)', recipe: 'fmnist-cnn-dkd.yaml', cache: 'plain' },
   { id: 'dkd-embed', label: 'DKD + embedding (the best hint with KD)', recipe: 'fmnist-cnn-dkd-embed.yaml', baseline: 'dkd', cache: 'features' },
+  { id: 'semi-kd', label: '600 labels + pool (label job, soft): KD', recipe: 'fmnist-cnn-600-semi.yaml', cache: 'semi' },
+  { id: 'semi-kd-at', label: '600 labels + pool: KD + AT', recipe: 'fmnist-cnn-600-semi.yaml', set: hint(AT), baseline: 'semi-kd', cache: 'semi' },
+  {
+    id: 'semi-kd-fitnets',
+    label: '600 labels + pool: KD + FitNets',
+    recipe: 'fmnist-cnn-600-semi.yaml',
+    set: hint(FITNETS),
+    baseline: 'semi-kd',
+    cache: 'semi',
+  },
+  { id: 'semi-kd-embed', label: '600 labels + pool: KD + embedding', recipe: 'fmnist-cnn-600-semi.yaml', set: hint(EMBED), baseline: 'semi-kd', cache: 'semi' },
 ];
 
 const int = (v: string): number => {
@@ -82,6 +105,8 @@ async function main(o: { seeds: number; parallel: number; epochs: number; only?:
   for (const [name, job] of [
     ['plain', plain],
     ['features', withFeatures],
+    ['semi-labelled', semiJobs[0]!],
+    ['semi', semiJobs[1]!],
   ] as const) {
     const t0 = Date.now();
     const [key] = await buildCaches([job]);
@@ -90,13 +115,14 @@ async function main(o: { seeds: number; parallel: number; epochs: number; only?:
   }
   await writeFile(timesFile, JSON.stringify(times, null, 2) + '\n');
   const entries = await listCaches(join(ROOT, 'cache'));
-  const bytesPerImage = (features: boolean): number => {
+  const bytesPerImage = (cache: 'plain' | 'features' | 'semi'): number => {
     const e = entries.find(
       (x) =>
         x.manifest.teacher.name === 'fmnist-teacher-ls0' &&
         x.manifest.views === undefined &&
-        (x.manifest.features !== undefined) === features &&
-        x.manifest.dataset.rows === 60_000,
+        (x.manifest.features !== undefined) === (cache !== 'plain') &&
+        x.manifest.labelStatistics === (cache === 'semi') &&
+        x.manifest.dataset.rows === (cache === 'semi' ? 59_400 : 60_000),
     );
     return e === undefined ? Number.NaN : e.manifest.shards.reduce((s, x) => s + x.bytes, 0) / e.manifest.dataset.rows;
   };
@@ -135,7 +161,7 @@ async function main(o: { seeds: number; parallel: number; epochs: number; only?:
     ) + '\n',
   );
   const lines = [
-    `Small CNN student, fmnist-teacher-ls0, Fashion-MNIST (60,000 training images, the 10,000 test images), ${o.epochs} epochs, Adam lr 0.004 with a cosine schedule, batch 128; ${o.seeds} seeds requested. Δ is the paired difference from the row's baseline (same seeds), with a 95 % t interval. Bytes per image: the cache the row reads (logits float32 ${bytesPerImage(false).toFixed(0)} B; with the two stored features, float16, ${bytesPerImage(true).toFixed(0)} B). Cache build: ${times['plain'] === undefined || times['features'] === undefined ? 'the caches were there already (the "Feature capture" table times the same jobs)' : `${times['plain'].toFixed(0)} s plain, ${times['features'].toFixed(0)} s with features`}. Seconds per epoch: the median over the row's epochs, two runs at a time on this 2-core machine.`,
+    `Small CNN student, fmnist-teacher-ls0, Fashion-MNIST (60,000 training images, the 10,000 test images), ${o.epochs} epochs, Adam lr 0.004 with a cosine schedule, batch 128; ${o.seeds} seeds requested. Δ is the paired difference from the row's baseline (same seeds), with a 95 % t interval. Bytes per image: the cache the row reads (logits float32 ${bytesPerImage('plain').toFixed(0)} B; with the two stored features, float16, ${bytesPerImage('features').toFixed(0)} B). Cache build: ${times['plain'] === undefined || times['features'] === undefined ? 'the caches were there already (the "Feature capture" table times the same jobs)' : `${times['plain'].toFixed(0)} s plain, ${times['features'].toFixed(0)} s with features`}. The 600-label rows train on the 600 labelled images (KD from their own cache, cross-entropy weight 0.1) plus the other 59,400 through a label job's cache (soft targets), both caches storing the same two features with float16 logits; their bytes per image are the pool's label cache's, built in ${times['semi'] === undefined ? '(not timed: it was there already)' : `${times['semi'].toFixed(0)} s`}. Seconds per epoch: the median over the row's epochs, two runs at a time on this 2-core machine.`,
     '',
     '| row | seeds | test accuracy % (mean ± sd) | Δ vs baseline (points) | cache bytes/image | s/epoch |',
     '|---|---:|---:|---:|---:|---:|',
@@ -144,7 +170,7 @@ async function main(o: { seeds: number; parallel: number; epochs: number; only?:
     const a = acc[r.id];
     if (a === undefined) continue;
     const v = [...a.values()];
-    const bytes = r.cache === undefined ? '—' : bytesPerImage(r.cache === 'features').toFixed(0);
+    const bytes = r.cache === undefined ? '—' : bytesPerImage(r.cache).toFixed(0);
     lines.push(
       `| ${r.label} | ${v.length} | ${(mean(v) * 100).toFixed(2)} ± ${(std(v) * 100).toFixed(2)} | ${r.baseline === undefined ? '—' : `${pairedDelta(a, acc[r.baseline])} vs ${r.baseline}`} | ${bytes} | ${median(epochSeconds[r.id]!).toFixed(1)} |`,
     );
