@@ -42,6 +42,12 @@ const semiJobs: JobRequestInput[] = [
   { ...withFeatures, storage: { mode: 'dense', dtype: 'float16' }, dataset: 'fashion-mnist/train-labelled-600.arrow' },
   { ...withFeatures, type: 'label', storage: { mode: 'dense', dtype: 'float16' }, dataset: 'fashion-mnist/train-pool.arrow' },
 ];
+// Augmented views: 4 stored views per image, each with the teacher's logits and penultimate layer for that view.
+const VIEWS = { count: 4, seed: 1, augment: { shift: 2, flip: true } };
+const viewJobs: JobRequestInput[] = [
+  { ...plain, views: VIEWS },
+  { ...plain, views: VIEWS, features: [{ tensor: '/Relu_3_output_0' }] },
+];
 const hint = (h: string): string[] => [`distill.hints=[${h}]`];
 const AT = '{student: maxpool_19, teacher: /MaxPool_1_output_0, loss: at, weight: 1000}';
 const FITNETS = '{student: maxpool_19, teacher: /MaxPool_1_output_0, loss: fitnets, weight: 1}';
@@ -53,8 +59,9 @@ interface Row {
   readonly recipe: string;
   readonly set?: readonly string[];
   readonly baseline?: string;
-  readonly cache?: 'plain' | 'features' | 'semi';
+  readonly cache?: Cache;
 }
+type Cache = 'plain' | 'features' | 'semi' | 'views-plain' | 'views';
 
 const ROWS: readonly Row[] = [
   { id: 'scratch', label: 'labels only (CE)', recipe: 'fmnist-cnn-scratch.yaml', set: LR },
@@ -84,6 +91,15 @@ const ROWS: readonly Row[] = [
     cache: 'semi',
   },
   { id: 'semi-kd-embed', label: '600 labels + pool: KD + embedding', recipe: 'fmnist-cnn-600-semi.yaml', set: hint(EMBED), baseline: 'semi-kd', cache: 'semi' },
+  { id: 'views-kd', label: '4-view cache: KD', recipe: 'fmnist-cnn-kd-views.yaml', set: LR, cache: 'views-plain' },
+  {
+    id: 'views-kd-embed',
+    label: '4-view cache: KD + embedding',
+    recipe: 'fmnist-cnn-kd-views.yaml',
+    set: [...LR, ...hint(EMBED)],
+    baseline: 'views-kd',
+    cache: 'views',
+  },
 ];
 
 const int = (v: string): number => {
@@ -107,6 +123,8 @@ async function main(o: { seeds: number; parallel: number; epochs: number; only?:
     ['features', withFeatures],
     ['semi-labelled', semiJobs[0]!],
     ['semi', semiJobs[1]!],
+    ['views-plain', viewJobs[0]!],
+    ['views', viewJobs[1]!],
   ] as const) {
     const t0 = Date.now();
     const [key] = await buildCaches([job]);
@@ -115,12 +133,12 @@ async function main(o: { seeds: number; parallel: number; epochs: number; only?:
   }
   await writeFile(timesFile, JSON.stringify(times, null, 2) + '\n');
   const entries = await listCaches(join(ROOT, 'cache'));
-  const bytesPerImage = (cache: 'plain' | 'features' | 'semi'): number => {
+  const bytesPerImage = (cache: Cache): number => {
     const e = entries.find(
       (x) =>
         x.manifest.teacher.name === 'fmnist-teacher-ls0' &&
-        x.manifest.views === undefined &&
-        (x.manifest.features !== undefined) === (cache !== 'plain') &&
+        (x.manifest.views !== undefined) === (cache === 'views' || cache === 'views-plain') &&
+        (x.manifest.features !== undefined) === (cache !== 'plain' && cache !== 'views-plain') &&
         x.manifest.labelStatistics === (cache === 'semi') &&
         x.manifest.dataset.rows === (cache === 'semi' ? 59_400 : 60_000),
     );
@@ -161,7 +179,7 @@ async function main(o: { seeds: number; parallel: number; epochs: number; only?:
     ) + '\n',
   );
   const lines = [
-    `Small CNN student, fmnist-teacher-ls0, Fashion-MNIST (60,000 training images, the 10,000 test images), ${o.epochs} epochs, Adam lr 0.004 with a cosine schedule, batch 128; ${o.seeds} seeds requested. Δ is the paired difference from the row's baseline (same seeds), with a 95 % t interval. Bytes per image: the cache the row reads (logits float32 ${bytesPerImage('plain').toFixed(0)} B; with the two stored features, float16, ${bytesPerImage('features').toFixed(0)} B). Cache build: ${times['plain'] === undefined || times['features'] === undefined ? 'the caches were there already (the "Feature capture" table times the same jobs)' : `${times['plain'].toFixed(0)} s plain, ${times['features'].toFixed(0)} s with features`}. The 600-label rows train on the 600 labelled images (KD from their own cache, cross-entropy weight 0.1) plus the other 59,400 through a label job's cache (soft targets), both caches storing the same two features with float16 logits; their bytes per image are the pool's label cache's, built in ${times['semi'] === undefined ? '(not timed: it was there already)' : `${times['semi'].toFixed(0)} s`}. Seconds per epoch: the median over the row's epochs, two runs at a time on this 2-core machine.`,
+    `Small CNN student, fmnist-teacher-ls0, Fashion-MNIST (60,000 training images, the 10,000 test images), ${o.epochs} epochs, Adam lr 0.004 with a cosine schedule, batch 128; ${o.seeds} seeds requested. Δ is the paired difference from the row's baseline (same seeds), with a 95 % t interval. Bytes per image: the cache the row reads (logits float32 ${bytesPerImage('plain').toFixed(0)} B; with the two stored features, float16, ${bytesPerImage('features').toFixed(0)} B). Cache build: ${times['plain'] === undefined || times['features'] === undefined ? 'the caches were there already (the "Feature capture" table times the same jobs)' : `${times['plain'].toFixed(0)} s plain, ${times['features'].toFixed(0)} s with features`}. The 600-label rows train on the 600 labelled images (KD from their own cache, cross-entropy weight 0.1) plus the other 59,400 through a label job's cache (soft targets), both caches storing the same two features with float16 logits; their bytes per image are the pool's label cache's, built in ${times['semi'] === undefined ? '(not timed: it was there already)' : `${times['semi'].toFixed(0)} s`}. The 4-view rows read a view cache (4 views per image: shifts up to 2 px, flips; float32 logits) whose embedding row also stores the penultimate layer per view, ${bytesPerImage('views').toFixed(0)} B per image, built in ${times['views'] === undefined ? '(not timed: it was there already)' : `${times['views'].toFixed(0)} s`}; each epoch shows each image one of its views. Seconds per epoch: the median over the row's epochs, two runs at a time on this 2-core machine.`,
     '',
     '| row | seeds | test accuracy % (mean ± sd) | Δ vs baseline (points) | cache bytes/image | s/epoch |',
     '|---|---:|---:|---:|---:|---:|',
