@@ -1,5 +1,5 @@
 /**
- * npm run bench:import [-- --json] [-- --quick]
+ * npm run bench:import [-- --json] [-- --quick] [-- --only memory]
  *
  * Image-folder import throughput: quality-90 RGB JPEGs (56×56, ten class folders; Fashion-MNIST
  * test images when Debian's package is installed, else generated ones) imported at 28×28 gray
@@ -10,7 +10,7 @@
  * peak RSS at 1× and 10× the images.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -24,7 +24,7 @@ import {
   runCli,
   writeSyntheticDataset,
 } from '@distillate/shared';
-import { importImageFolder } from '@distillate/server';
+import { importImageFolder, importTable } from '@distillate/server';
 import { childPeakRssMb, printPeakRssKb } from './bench/peak-rss.js';
 import { log, median, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
 
@@ -114,7 +114,7 @@ function seconds(cmd: string, args: readonly string[]): number {
   return (performance.now() - t0) / 1000;
 }
 
-async function main(opts: { json: boolean; quick: boolean; dir: string; rssChild?: string }): Promise<void> {
+async function main(opts: { json: boolean; quick: boolean; dir: string; only?: string }): Promise<void> {
   const dir = resolve(opts.dir);
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
@@ -143,7 +143,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; rssChild
       '1',
     ]);
   const peer = (): number => seconds('python3', [join(dir, 'peer.py'), join(dir, 'jpeg'), join(dir, 'peer.arrow')]);
-  const pairs = opts.quick ? 1 : 3;
+  const pairs = opts.only === 'memory' ? 0 : opts.quick ? 1 : 3;
   const rates: number[] = [];
   const peerRates: number[] = [];
   const ratios: number[] = [];
@@ -160,9 +160,9 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; rssChild
       `pair ${i + 1}: distillate ${a.toFixed(0)} images/s${python ? `, Pillow ${peerRates.at(-1)!.toFixed(0)} (×${ratios.at(-1)!.toFixed(2)})` : ''}`,
     );
   }
-  const peerRow = python ? { name: 'Python: Pillow + numpy + pyarrow, a process per core', value: median(peerRates) } : undefined;
-  rows.push(row('import', 'images_per_second_jpeg_56_to_28_gray', median(rates), 'images/s', peerRow));
-  if (python) {
+  const peerRow = python && pairs > 0 ? { name: 'Python: Pillow + numpy + pyarrow, a process per core', value: median(peerRates) } : undefined;
+  if (pairs > 0) rows.push(row('import', 'images_per_second_jpeg_56_to_28_gray', median(rates), 'images/s', peerRow));
+  if (python && pairs > 0) {
     rows.push(row('import', 'ratio_vs_pillow_median_of_pairs', median(ratios), '×'));
     rows.push(row('import', 'ratio_vs_pillow_lowest_pair', Math.min(...ratios), '×'));
   }
@@ -177,8 +177,45 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; rssChild
     const large = median([rss(join(dir, 'jpeg')), rss(join(dir, 'jpeg')), rss(join(dir, 'jpeg'))]);
     rows.push(row('import', 'peak_rss_mb_1x_images', small, 'MB'));
     rows.push(row('import', 'peak_rss_10x_vs_1x', large / small, '×'));
+
+    // Tables, streamed row by row: a CSV of 784 numeric columns and a JSONL of a list<float> column, 1× and 10× the rows.
+    for (const format of ['csv', 'jsonl'] as const) {
+      const tables = await Promise.all([n / 10, n].map((rowsN) => writeTable(join(dir, `table-${rowsN}.${format}`), format, rowsN, source)));
+      const rssTable = (path: string): number => childPeakRssMb(script, ['--rss-table', path, '--dir', join(dir, 'rss')]);
+      const one = median([rssTable(tables[0]!), rssTable(tables[0]!), rssTable(tables[0]!)]);
+      const ten = median([rssTable(tables[1]!), rssTable(tables[1]!), rssTable(tables[1]!)]);
+      rows.push(row('import', `peak_rss_mb_1x_${format}`, one, 'MB'));
+      rows.push(row('import', `peak_rss_10x_vs_1x_${format}`, ten / one, '×'));
+    }
   }
   printRows(rows, opts.json);
+}
+
+/** A numeric table of `rows` Fashion-MNIST images: 784 columns p0…p783 (CSV) or one `pixels` list (JSONL), and a label. */
+async function writeTable(path: string, format: 'csv' | 'jsonl', rows: number, source: { pixels: Uint8Array[]; labels: number[] }): Promise<string> {
+  const out = createWriteStream(path);
+  const put = (text: string): Promise<void> => (out.write(text) ? Promise.resolve() : new Promise((ok) => out.once('drain', () => ok())));
+  if (format === 'csv') await put(`${Array.from({ length: 784 }, (_, i) => `p${i}`).join(',')},label\n`);
+  for (let r = 0; r < rows; r++) {
+    const k = r % source.pixels.length;
+    const px = Array.from(source.pixels[k]!, (v) => (v / 255).toFixed(4));
+    await put(format === 'csv' ? `${px.join(',')},${source.labels[k]}\n` : `${JSON.stringify({ pixels: px.map(Number), label: source.labels[k] })}\n`);
+  }
+  await new Promise<void>((ok, fail) => out.end((err?: Error | null) => (err ? fail(err) : ok())));
+  return path;
+}
+
+/** In a fresh process: import a numeric table and print the peak RSS. */
+async function rssTable(path: string, dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const csv = path.endsWith('.csv');
+  await importTable({
+    table: path,
+    out: join(dir, `rss-${process.pid}.arrow`),
+    input: csv ? Array.from({ length: 784 }, (_, i) => `p${i}`) : ['pixels'],
+    label: 'label',
+  });
+  await printPeakRssKb();
 }
 
 /** In a fresh process: import a folder and print the peak RSS. */
@@ -190,8 +227,10 @@ async function rssChild(folder: string, dir: string): Promise<void> {
 
 const program = benchProgram('bench-import', '.bench/import')
   .option('--rss-child <folder>', '(internal) import one folder and print the peak RSS')
-  .action(async (opts: { json: boolean; quick: boolean; dir: string; rssChild?: string }) =>
-    opts.rssChild === undefined ? main(opts) : rssChild(opts.rssChild, opts.dir),
+  .option('--rss-table <file>', '(internal) import one table and print the peak RSS')
+  .option('--only <part>', 'memory: only the peak-RSS part (no throughput pairs)')
+  .action(async (opts: { json: boolean; quick: boolean; dir: string; only?: string; rssChild?: string; rssTable?: string }) =>
+    opts.rssTable !== undefined ? rssTable(opts.rssTable, opts.dir) : opts.rssChild === undefined ? main(opts) : rssChild(opts.rssChild, opts.dir),
   );
 
 await runCli(program);
