@@ -75,6 +75,8 @@ interface TableReader {
 }
 
 const CHUNK = 1024;
+/** Rows read at once by the import loop: fewer for a wide table (784 pixel columns: 334), so that the records in flight stay near 256k cells (~30 MB). */
+const chunkRows = (columns: number): number => Math.max(16, Math.min(CHUNK, Math.floor((1 << 18) / columns)));
 
 async function openParquet(path: string): Promise<TableReader> {
   const file = await asyncBufferFromFile(path);
@@ -178,7 +180,7 @@ async function openText(path: string, format: 'csv' | 'jsonl'): Promise<TableRea
     rows,
     columns,
     classNames: () => undefined,
-    async read(start, end) {
+    async read(start, end, cols) {
       if (cursor === undefined || cursor.at > start) {
         await cursor?.it.return(undefined);
         cursor = { it: textRecords(path, format), at: 0 };
@@ -188,9 +190,11 @@ async function openText(path: string, format: 'csv' | 'jsonl'): Promise<TableRea
         const next = await cursor.it.next();
         if (next.done === true) break;
         if (cursor.at++ < start) continue;
-        // The record itself, not a copy of `cols`: a column a JSON line lacks reads as undefined,
-        // which every reader of a row treats as null (copying 785 columns per row took most of a CSV import).
-        out.push(next.value);
+        // A wide read takes the record itself, not a copy of `cols` (copying 785 columns per row took
+        // most of a CSV import; a column a JSON line lacks reads as undefined, which every reader of a
+        // row treats as null). A narrow one (the label pass, 16k rows at a time) keeps only its
+        // columns: whole records there held the table in memory (1.4 GB for 10k rows × 785 columns).
+        out.push(cols.length * 2 < columns.length ? Object.fromEntries(cols.map((c) => [c, next.value[c]])) : next.value);
       }
       return out;
     },
@@ -233,10 +237,10 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
   const total = table.rows;
   if (total === 0) throw new ImportError(`${o.table} has no rows`);
 
-  // The first non-null value of each input column decides how rows become samples.
-  const head = await table.read(0, Math.min(total, CHUNK), o.input);
-  const kinds = o.input.map((c) => kindOf(c, head.find((r) => badReason(r) === undefined && r[c] !== null && r[c] !== undefined)?.[c] ?? null, o.input.length));
-  const kind = kinds[0]!;
+  const channels = o.channels ?? 3;
+  const fit = o.fit ?? 'cover';
+  const maxPixels = o.maxPixels ?? 40_000_000;
+  const { kind, size } = await firstLook(table, o, { channels, fit, maxPixels });
 
   // Class names: given, from the file's metadata, or from the label values (one pass over that column).
   let classes = o.classes === undefined ? undefined : [...o.classes];
@@ -257,32 +261,16 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
   }
   if (classes === undefined || classes.length === 0) throw new ImportError('a table without --label is an unlabelled pool: give its classes (--classes a,b,c)');
 
-  const channels = o.channels ?? 3;
-  const fit = o.fit ?? 'cover';
-  const maxPixels = o.maxPixels ?? 40_000_000;
   const concurrency = Math.max(1, o.concurrency ?? availableParallelism());
   const sink = new ImportSink({ out: o.out, onError: o.onError ?? 'skip', maxSkipped: o.maxSkipped ?? 0.05, unit: 'rows' });
   const name = basename(o.table);
   sharp.concurrency(1);
-  let size = o.size;
   let D: number | undefined = kind === 'columns' ? o.input.length : undefined;
   let done = 0;
-  if (kind === 'image' && size === undefined) {
-    // The first image that decodes sets the size of every other, as for folders (decoded once here, before the workers start).
-    for (const row of head) {
-      const bytes = imageBytes(row[o.input[0]!]);
-      const first: Decoded | undefined =
-        bytes === undefined ? undefined : await decode(bytes, { size: undefined, channels, fit, maxPixels }).catch(() => undefined);
-      if (first !== undefined) {
-        size = [first.height, first.width];
-        break;
-      }
-    }
-    if (size === undefined) throw new ImportError(`none of the first ${head.length} images of ${o.input[0]} decodes: give --size, or check the column`);
-  }
   try {
-    for (let start = 0; start < total; start += CHUNK) {
-      const rows = await table.read(start, Math.min(total, start + CHUNK), wanted);
+    const chunk = chunkRows(wanted.length);
+    for (let start = 0; start < total; start += chunk) {
+      const rows = await table.read(start, Math.min(total, start + chunk), wanted);
       const kept: Array<{ sample: Uint8Array | Float32Array; label: number; source: string }> = [];
       const samples = await mapConcurrently(
         rows.map((row, i) => ({ row, index: start + i })),
@@ -337,6 +325,29 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
     await sink.fail(err, { table: o.table, out: o.out });
     throw err;
   }
+}
+
+/**
+ * How rows become samples, from the first rows: the first non-null value of each input column
+ * decides the kind, and the first image that decodes sets the size of every other (as for
+ * folders). Its own function so that those rows (whole records, ~100 MB for a wide table) are
+ * not held for the rest of the import.
+ */
+async function firstLook(
+  table: TableReader,
+  o: TableImport,
+  decoding: { channels: 1 | 3; fit: Fit; maxPixels: number },
+): Promise<{ kind: InputKind; size: readonly [number, number] | undefined }> {
+  const head = await table.read(0, Math.min(table.rows, chunkRows(o.input.length)), o.input);
+  const kinds = o.input.map((c) => kindOf(c, head.find((r) => badReason(r) === undefined && r[c] !== null && r[c] !== undefined)?.[c] ?? null, o.input.length));
+  const kind = kinds[0]!;
+  if (kind !== 'image' || o.size !== undefined) return { kind, size: o.size };
+  for (const row of head) {
+    const bytes = imageBytes(row[o.input[0]!]);
+    const first: Decoded | undefined = bytes === undefined ? undefined : await decode(bytes, { size: undefined, ...decoding }).catch(() => undefined);
+    if (first !== undefined) return { kind, size: [first.height, first.width] };
+  }
+  throw new ImportError(`none of the first ${head.length} images of ${o.input[0]} decodes: give --size, or check the column`);
 }
 
 /** The encoded image of a cell: raw bytes, or the `bytes` of a Hugging Face `{bytes, path}` struct. */
