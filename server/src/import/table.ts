@@ -70,6 +70,8 @@ interface TableReader {
   readonly columns: readonly string[];
   /** Class names a column's metadata gives (Hugging Face ClassLabel). */
   classNames(column: string): string[] | undefined;
+  /** Every row's value of one column, in order (undefined for a row that could not be read). */
+  values(column: string): Promise<unknown[]>;
   /** Rows [start, end) with at least `columns` (a text table returns its records whole; a column a row lacks is undefined). */
   read(start: number, end: number, columns: readonly string[]): Promise<Row[]>;
 }
@@ -105,6 +107,14 @@ async function openParquet(path: string): Promise<TableReader> {
       return Array.isArray(names) && names.every((n) => typeof n === 'string') ? names : undefined;
     },
     read: (start, end, cols) => parquetReadObjects({ file, rowStart: start, rowEnd: end, columns: [...cols], utf8: false }) as Promise<Row[]>,
+    async values(column) {
+      const out: unknown[] = [];
+      const rows = Number(md.num_rows);
+      for (let s = 0; s < rows; s += CHUNK * 16)
+        for (const r of (await parquetReadObjects({ file, rowStart: s, rowEnd: Math.min(rows, s + CHUNK * 16), columns: [column], utf8: false })) as Row[])
+          out.push(r[column]);
+      return out;
+    },
   };
 }
 
@@ -115,10 +125,19 @@ function csvCell(value: string): unknown {
   return Number.isFinite(n) ? n : value;
 }
 
-/** Every record of a CSV file (header first) or a JSON-lines file, in order; a record that does not parse is a bad row. */
-async function* textRecords(path: string, format: 'csv' | 'jsonl'): AsyncGenerator<Row> {
+/**
+ * Every record of a CSV file or a JSON-lines file, in order; a record that does not parse is a
+ * bad row. `csv.only` builds a CSV row of those columns alone (a pass that needs one column of a
+ * 785-column file skips building the rest); `csv.header` receives the header.
+ */
+async function* textRecords(
+  path: string,
+  format: 'csv' | 'jsonl',
+  csv: { only?: readonly string[]; header?: (h: string[]) => void } = {},
+): AsyncGenerator<Row> {
   if (format === 'csv') {
     let header: string[] | undefined;
+    let picked: number[] = [];
     // A line with another field count is handed over, not thrown. Cells are cast here, not by
     // csv-parse's `cast` option: that builds a context object per cell, which made a 784-column
     // CSV import at 40 ms per row (measured, `npm run bench:import -- --only memory`'s table).
@@ -126,6 +145,9 @@ async function* textRecords(path: string, format: 'csv' | 'jsonl'): AsyncGenerat
     for await (const fields of parser as AsyncIterable<string[]>) {
       if (header === undefined) {
         header = fields;
+        csv.header?.(header);
+        const only = csv.only === undefined ? undefined : new Set(csv.only);
+        picked = header.flatMap((name, i) => (only === undefined || only.has(name) ? [i] : []));
         continue;
       }
       if (fields.length !== header.length) {
@@ -133,7 +155,7 @@ async function* textRecords(path: string, format: 'csv' | 'jsonl'): AsyncGenerat
         continue;
       }
       const row: Row = {};
-      for (let i = 0; i < header.length; i++) row[header[i]!] = csvCell(fields[i]!);
+      for (const i of picked) row[header[i]!] = csvCell(fields[i]!);
       yield row;
     }
     return;
@@ -155,31 +177,44 @@ async function* textRecords(path: string, format: 'csv' | 'jsonl'): AsyncGenerat
 }
 
 /**
- * A CSV or JSON-lines table, streamed: one pass counts the rows and collects the columns, and
- * each later pass reads in order (a read that does not continue where the last one stopped
- * starts the file again), holding one range of rows at a time.
+ * A CSV or JSON-lines table, streamed: one pass counts the rows, collects the columns and keeps
+ * the values of the column `keep` names (the label: no second pass for the class names), and each
+ * later pass reads in order (a read that does not continue where the last one stopped starts the
+ * file again), holding one range of rows at a time.
  */
-async function openText(path: string, format: 'csv' | 'jsonl'): Promise<TableReader> {
+async function openText(path: string, format: 'csv' | 'jsonl', keep: string | undefined): Promise<TableReader> {
   let rows = 0;
   const columns: string[] = [];
   const seen = new Set<string>();
+  const kept: unknown[] = [];
+  const column = (k: string): void => {
+    if (!seen.has(k)) {
+      seen.add(k);
+      columns.push(k);
+    }
+  };
   try {
-    for await (const r of textRecords(path, format)) {
+    const csv = { only: keep === undefined ? [] : [keep], header: (h: string[]) => h.forEach(column) };
+    for await (const r of textRecords(path, format, csv)) {
       rows++;
-      for (const k of Object.keys(r))
-        if (!seen.has(k)) {
-          seen.add(k);
-          columns.push(k);
-        }
+      if (keep !== undefined) kept.push(badReason(r) === undefined ? r[keep] : undefined);
+      if (format === 'jsonl') for (const k of Object.keys(r)) column(k);
     }
   } catch (err) {
     throw new ImportError(`${path}: ${reasonOf(err).split('\n')[0]}`);
   }
   let cursor: { it: AsyncGenerator<Row>; at: number } | undefined;
-  return {
+  const reader: TableReader = {
     rows,
     columns,
     classNames: () => undefined,
+    async values(c) {
+      if (c === keep) return kept;
+      const out: unknown[] = [];
+      for (let s = 0; s < rows; s += CHUNK * 16)
+        for (const r of await reader.read(s, Math.min(rows, s + CHUNK * 16), [c])) out.push(badReason(r) === undefined ? r[c] : undefined);
+      return out;
+    },
     async read(start, end, cols) {
       if (cursor === undefined || cursor.at > start) {
         await cursor?.it.return(undefined);
@@ -199,6 +234,7 @@ async function openText(path: string, format: 'csv' | 'jsonl'): Promise<TableRea
       return out;
     },
   };
+  return reader;
 }
 
 /** How a value of the input column(s) becomes a sample. */
@@ -225,7 +261,7 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
   if (format === undefined) throw new ImportError(`${o.table}: a table is .parquet, .csv or .jsonl`);
   let table: TableReader;
   try {
-    table = format === 'parquet' ? await openParquet(o.table) : await openText(o.table, format);
+    table = format === 'parquet' ? await openParquet(o.table) : await openText(o.table, format, o.label);
   } catch (err) {
     if (err instanceof ImportError) throw err;
     throw new ImportError(`${o.table}: cannot read it as ${format} (${reasonOf(err)})`);
@@ -246,10 +282,7 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
   let classes = o.classes === undefined ? undefined : [...o.classes];
   let labelIsText = false;
   if (o.label !== undefined) {
-    const values: unknown[] = [];
-    for (let s = 0; s < total; s += CHUNK * 16)
-      for (const r of await table.read(s, Math.min(total, s + CHUNK * 16), [o.label])) if (badReason(r) === undefined) values.push(r[o.label]);
-    const present = values.filter((v) => v !== null && v !== undefined);
+    const present = (await table.values(o.label)).filter((v) => v !== null && v !== undefined);
     labelIsText = present.some((v) => typeof v === 'string');
     if (labelIsText && present.some((v) => typeof v !== 'string')) throw new ImportError(`--label ${o.label} mixes text and numbers`);
     if (!labelIsText && present.some((v) => !(typeof v === 'bigint' || (typeof v === 'number' && Number.isInteger(v)))))
