@@ -1,5 +1,5 @@
 /**
- * npm run bench:import [-- --json] [-- --quick] [-- --only memory]
+ * npm run bench:import [-- --json] [-- --quick] [-- --only memory|tables]
  *
  * Image-folder import throughput: quality-90 RGB JPEGs (56×56, ten class folders; Fashion-MNIST
  * test images when Debian's package is installed, else generated ones) imported at 28×28 gray
@@ -7,7 +7,9 @@
  * doing the same work as a practitioner would write it (Pillow: EXIF transpose, convert('L'),
  * LANCZOS resize; numpy; pyarrow's IPC file writer; a multiprocessing pool over every core), each
  * in a fresh process, in turns (3 pairs: the machine's drift falls on both). Also the importer's
- * peak RSS at 1× and 10× the images.
+ * peak RSS at 1× and 10× the images. And table import (a CSV of 784 numeric columns, JSON lines
+ * with a list column; 10,000 rows) against pyarrow's readers and IPC writer, in turns, and the
+ * tables' peak RSS at 1× and 10×.
  */
 import { spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync } from 'node:fs';
@@ -56,6 +58,32 @@ def main(folder, out):
         'input': pa.FixedSizeListArray.from_arrays(flat, 784),
         'label': pa.array(labels, pa.int32()),
         'source': pa.array([os.path.relpath(f, folder) for f in files]),
+    })
+    with pa.OSFile(out, 'wb') as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+
+main(sys.argv[1], sys.argv[2])
+`;
+
+/** The table peer: pyarrow reads the CSV (every numeric column) or the JSON lines (a list column), and writes the same dataset. */
+const PYTHON_TABLE_PEER = `
+import sys
+import numpy as np
+import pyarrow as pa, pyarrow.csv as pcsv, pyarrow.json as pjson
+
+def main(path, out):
+    if path.endswith('.csv'):
+        t = pcsv.read_csv(path)
+        x = np.stack([t.column(f'p{i}').to_numpy().astype(np.float32) for i in range(784)], axis=1)
+    else:
+        t = pjson.read_json(path)
+        x = np.asarray(t.column('pixels').combine_chunks().flatten().to_numpy(), dtype=np.float32).reshape(-1, 784)
+    n = len(x)
+    table = pa.table({
+        'id': pa.array(np.arange(n, dtype=np.int32)),
+        'input': pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 784),
+        'label': t.column('label').cast(pa.int32()),
+        'source': pa.array([f'{path}#{i}' for i in range(n)]),
     })
     with pa.OSFile(out, 'wb') as sink, pa.ipc.new_file(sink, table.schema) as w:
         w.write_table(table)
@@ -122,7 +150,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; only?: s
   const n = opts.quick ? 300 : 10_000;
   const source = await images(dir);
   log(opts.json, `import: ${n} JPEGs (56×56 RGB, quality 90) from ${source.what}, at 28×28 gray, ${cpus().length} cores`);
-  await makeFolder(join(dir, 'jpeg'), n, source);
+  if (opts.only !== 'tables') await makeFolder(join(dir, 'jpeg'), n, source);
   await writeFile(join(dir, 'peer.py'), PYTHON_PEER);
   const python = spawnSync('python3', ['-c', 'import PIL, numpy, pyarrow'], { encoding: 'utf8' }).status === 0;
   if (!python) log(opts.json, 'python3 lacks Pillow, numpy or pyarrow (pip install pillow pyarrow): no peer');
@@ -143,7 +171,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; only?: s
       '1',
     ]);
   const peer = (): number => seconds('python3', [join(dir, 'peer.py'), join(dir, 'jpeg'), join(dir, 'peer.arrow')]);
-  const pairs = opts.only === 'memory' ? 0 : opts.quick ? 1 : 3;
+  const pairs = opts.only !== undefined ? 0 : opts.quick ? 1 : 3;
   const rates: number[] = [];
   const peerRates: number[] = [];
   const ratios: number[] = [];
@@ -167,8 +195,46 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; only?: s
     rows.push(row('import', 'ratio_vs_pillow_lowest_pair', Math.min(...ratios), '×'));
   }
 
+  // Tables: rows/s of a CSV of 784 numeric columns and of JSON lines with a list column, against pyarrow, in turns.
+  if (opts.only === undefined || opts.only === 'tables') {
+    await writeFile(join(dir, 'table-peer.py'), PYTHON_TABLE_PEER);
+    const tableRows = opts.quick ? 300 : 10_000;
+    for (const format of ['csv', 'jsonl'] as const) {
+      const table = await writeTable(join(dir, `speed-${tableRows}.${format}`), format, tableRows, source);
+      const input = format === 'csv' ? Array.from({ length: 784 }, (_, i) => `p${i}`).join(',') : 'pixels';
+      const oursTable = (): number =>
+        seconds(process.execPath, [
+          '--conditions=source',
+          '--import',
+          'tsx',
+          'server/src/bin.ts',
+          'import',
+          table,
+          '--out',
+          join(dir, 'ours-table.arrow'),
+          '--input',
+          input,
+          '--label',
+          'label',
+        ]);
+      const peerTable = (): number => seconds('python3', [join(dir, 'table-peer.py'), table, join(dir, 'peer-table.arrow')]);
+      const ours: number[] = [];
+      const peers: number[] = [];
+      for (let i = 0; i < (opts.quick ? 1 : 3); i++) {
+        ours.push(tableRows / oursTable());
+        if (python) peers.push(tableRows / peerTable());
+        log(opts.json, `${format} pair ${i + 1}: distillate ${ours.at(-1)!.toFixed(0)} rows/s${python ? `, pyarrow ${peers.at(-1)!.toFixed(0)}` : ''}`);
+      }
+      const peerRow = python
+        ? { name: `Python: pyarrow.${format === 'csv' ? 'csv.read_csv' : 'json.read_json'} + numpy + the IPC writer`, value: median(peers) }
+        : undefined;
+      rows.push(row('import', `table_rows_per_second_${format}_785_columns`, median(ours), 'rows/s', peerRow));
+      if (python) rows.push(row('import', `table_ratio_vs_pyarrow_${format}`, median(ours.map((a, i) => a / peers[i]!)), '×'));
+    }
+  }
+
   // Peak RSS of an import in a fresh process, at 1× and 10× the images.
-  if (!opts.quick) {
+  if (!opts.quick && (opts.only === undefined || opts.only === 'memory')) {
     const one = join(dir, 'jpeg-1x');
     await makeFolder(one, n / 10, source);
     const script = join(ROOT, 'scripts', 'bench-import.ts');
@@ -228,7 +294,7 @@ async function rssChild(folder: string, dir: string): Promise<void> {
 const program = benchProgram('bench-import', '.bench/import')
   .option('--rss-child <folder>', '(internal) import one folder and print the peak RSS')
   .option('--rss-table <file>', '(internal) import one table and print the peak RSS')
-  .option('--only <part>', 'memory: only the peak-RSS part (no throughput pairs)')
+  .option('--only <part>', 'memory: only the peak-RSS part; tables: only the table rows/s pairs')
   .action(async (opts: { json: boolean; quick: boolean; dir: string; only?: string; rssChild?: string; rssTable?: string }) =>
     opts.rssTable !== undefined ? rssTable(opts.rssTable, opts.dir) : opts.rssChild === undefined ? main(opts) : rssChild(opts.rssChild, opts.dir),
   );

@@ -71,6 +71,19 @@ describe.skipIf(skipFmnist !== undefined)(titled('Fashion-MNIST as a Hugging Fac
 });
 
 describe('importing tables', () => {
+  it('a CSV with a byte-order mark, quoted fields and 200,000 rows: columns in the order --input names them, integer labels up to the largest class', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'distillate-csv-'));
+    const lines = ['\uFEFFname,a,b,label'];
+    for (let i = 0; i < 200_000; i++) lines.push(`"row ${i}, quoted",${i % 7},${-i},${i % 3}`);
+    await writeFile(join(root, 'big.csv'), lines.join('\r\n') + '\r\n');
+    const r = await importTable({ table: join(root, 'big.csv'), out: join(root, 'big.arrow'), input: ['b', 'a'], label: 'label', key: 'name' });
+    expect(r).toMatchObject({ imported: 200_000, input: 'columns', inputShape: [2], classes: ['class-0', 'class-1', 'class-2'], skipped: [] });
+    const got = await readRows<Float32Array>(join(root, 'big.arrow'));
+    expect(got.sources.slice(0, 2)).toEqual(['row 0, quoted', 'row 1, quoted']);
+    expect([...got.inputs[199_999]!]).toEqual([-199_999, 199_999 % 7]);
+    expect(got.labels[199_999]).toBe(199_999 % 3);
+  });
+
   it('CSV numeric columns with text labels: float rows, classes from the label texts, ragged rows (too few or too many fields) skipped with their reasons', async () => {
     const root = await mkdtemp(join(tmpdir(), 'distillate-csv-'));
     const csv = ['id,x,y,z,kind', 'a,1,2,3,dog', 'b,4,5,6,cat', 'c,7,8', 'd,0.5,-1,2e3,dog', 'e,1,1,1,', 'f,1,2,3,dog,extra'].join('\n') + '\n';

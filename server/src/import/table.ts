@@ -1,6 +1,6 @@
 /**
  * Import a table into a dataset file: Parquet (read by hyparquet, a row range at a time), CSV
- * (csv-parse, streamed) or JSON lines (streamed line by line, each parsed by JSON.parse), so
+ * (Papa Parse, streamed) or JSON lines (streamed line by line, each parsed by JSON.parse), so
  * memory stays bounded whatever the file's size. `input` names the
  * sample: one image column (bytes, or Hugging Face's `{bytes, path}` struct; decoded as image
  * folders are), one list-of-numbers column, or several numeric columns (float32 rows). `label`
@@ -18,7 +18,7 @@ import { availableParallelism } from 'node:os';
 import { basename, extname } from 'node:path';
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { parse as parseCsv } from 'csv-parse';
+import Papa from 'papaparse';
 import { parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
 import { asyncBufferFromFile } from 'hyparquet/src/node.js';
 import sharp from 'sharp';
@@ -57,13 +57,16 @@ export interface TableImportReport {
   readonly fingerprint: string;
 }
 
-type Row = Record<string, unknown>;
-
-/** A row of a text table that could not be read: skipped with this reason. */
+/**
+ * A row as the importer reads it: the values of the columns it asked for, in that order (a value
+ * a row lacks is undefined), or an empty row that carries why a text-table record could not be
+ * read (skipped with that reason). Arrays, not objects keyed by column: a 785-column CSV row as an
+ * object is a dictionary-mode object whose building and collection took most of the import.
+ */
 const BAD_ROW = Symbol('bad row');
-type BadRow = Row & { [BAD_ROW]: string };
-const badRow = (reason: string): BadRow => ({ [BAD_ROW]: reason }) as BadRow;
-const badReason = (row: Row): string | undefined => (row as Partial<BadRow>)[BAD_ROW];
+type Row = unknown[] & { [BAD_ROW]?: string };
+const badRow = (reason: string): Row => Object.assign([], { [BAD_ROW]: reason });
+const badReason = (row: Row): string | undefined => row[BAD_ROW];
 
 interface TableReader {
   readonly rows: number;
@@ -72,12 +75,12 @@ interface TableReader {
   classNames(column: string): string[] | undefined;
   /** Every row's value of one column, in order (undefined for a row that could not be read). */
   values(column: string): Promise<unknown[]>;
-  /** Rows [start, end) with at least `columns` (a text table returns its records whole; a column a row lacks is undefined). */
+  /** Rows [start, end), each the values of `columns` in that order. */
   read(start: number, end: number, columns: readonly string[]): Promise<Row[]>;
 }
 
 const CHUNK = 1024;
-/** Rows read at once by the import loop: fewer for a wide table (784 pixel columns: 334), so that the records in flight stay near 256k cells (~30 MB). */
+/** Rows read at once by the import loop: fewer for a wide table (784 pixel columns: 334), so that the values in flight stay near 256k. */
 const chunkRows = (columns: number): number => Math.max(16, Math.min(CHUNK, Math.floor((1 << 18) / columns)));
 
 async function openParquet(path: string): Promise<TableReader> {
@@ -99,64 +102,60 @@ async function openParquet(path: string): Promise<TableReader> {
   } catch {
     features = {};
   }
+  const rows = Number(md.num_rows);
+  const read = async (start: number, end: number, cols: readonly string[]): Promise<Row[]> => {
+    const records = (await parquetReadObjects({ file, rowStart: start, rowEnd: end, columns: [...cols], utf8: false })) as Array<Record<string, unknown>>;
+    return records.map((r) => cols.map((c) => r[c]));
+  };
   return {
-    rows: Number(md.num_rows),
+    rows,
     columns,
     classNames: (c) => {
       const names = features[c]?.names;
       return Array.isArray(names) && names.every((n) => typeof n === 'string') ? names : undefined;
     },
-    read: (start, end, cols) => parquetReadObjects({ file, rowStart: start, rowEnd: end, columns: [...cols], utf8: false }) as Promise<Row[]>,
+    read,
     async values(column) {
       const out: unknown[] = [];
-      const rows = Number(md.num_rows);
-      for (let s = 0; s < rows; s += CHUNK * 16)
-        for (const r of (await parquetReadObjects({ file, rowStart: s, rowEnd: Math.min(rows, s + CHUNK * 16), columns: [column], utf8: false })) as Row[])
-          out.push(r[column]);
+      for (let s = 0; s < rows; s += CHUNK * 16) for (const r of await read(s, Math.min(rows, s + CHUNK * 16), [column])) out.push(r[0]);
       return out;
     },
   };
 }
 
 /** A CSV cell: a number when it reads as a finite one, null when empty, else the text. */
-function csvCell(value: string): unknown {
+function csvCell(value: string | undefined): unknown {
+  if (value === undefined) return undefined;
   if (value === '') return null;
   const n = Number(value);
   return Number.isFinite(n) ? n : value;
 }
 
+/** One record of a text table: a CSV line's fields, a JSON line's object, or why it could not be read. */
+type TextRecord = { readonly fields: readonly string[] } | { readonly object: Record<string, unknown> } | { readonly bad: string };
+
 /**
- * Every record of a CSV file or a JSON-lines file, in order; a record that does not parse is a
- * bad row. `csv.only` builds a CSV row of those columns alone (a pass that needs one column of a
- * 785-column file skips building the rest); `csv.header` receives the header.
+ * Every record of a CSV file (after its header, which `header` receives) or a JSON-lines file, in
+ * order. A CSV line with another field count than the header, or a JSON line that does not parse
+ * or is not an object, is a bad record.
  */
-async function* textRecords(
-  path: string,
-  format: 'csv' | 'jsonl',
-  csv: { only?: readonly string[]; header?: (h: string[]) => void } = {},
-): AsyncGenerator<Row> {
+async function* textRecords(path: string, format: 'csv' | 'jsonl', header: (h: readonly string[]) => void = () => {}): AsyncGenerator<TextRecord> {
   if (format === 'csv') {
-    let header: string[] | undefined;
-    let picked: number[] = [];
-    // A line with another field count is handed over, not thrown. Cells are cast here, not by
-    // csv-parse's `cast` option: that builds a context object per cell, which made a 784-column
-    // CSV import at 40 ms per row (measured, `npm run bench:import -- --only memory`'s table).
-    const parser = createReadStream(path).pipe(parseCsv({ relax_column_count: true, skip_empty_lines: true, bom: true }));
+    let names: string[] | undefined;
+    // Papa Parse's stream, fields as text, cast here (csvCell). csv-parse, used before, parsed
+    // 18 MB/s here against Papa Parse's 160 MB/s, and its per-cell `cast` callback made a
+    // 784-column CSV 40 ms per row.
+    const parser = Papa.parse(Papa.NODE_STREAM_INPUT, { delimiter: ',', skipEmptyLines: true });
+    createReadStream(path, { encoding: 'utf8' })
+      .on('error', (err) => parser.destroy(err))
+      .pipe(parser);
     for await (const fields of parser as AsyncIterable<string[]>) {
-      if (header === undefined) {
-        header = fields;
-        csv.header?.(header);
-        const only = csv.only === undefined ? undefined : new Set(csv.only);
-        picked = header.flatMap((name, i) => (only === undefined || only.has(name) ? [i] : []));
+      if (names === undefined) {
+        names = fields.map((name, i) => (i === 0 ? name.replace(/^\uFEFF/, '') : name));
+        header(names);
         continue;
       }
-      if (fields.length !== header.length) {
-        yield badRow(`${fields.length} fields, the header has ${header.length}`);
-        continue;
-      }
-      const row: Row = {};
-      for (const i of picked) row[header[i]!] = csvCell(fields[i]!);
-      yield row;
+      yield fields.length === names.length ? { fields } : { bad: `${fields.length} fields, the header has ${names.length}` };
     }
     return;
   }
@@ -169,10 +168,12 @@ async function* textRecords(
     try {
       value = JSON.parse(line);
     } catch (err) {
-      yield badRow(`line ${n} is not JSON (${reasonOf(err)})`);
+      yield { bad: `line ${n} is not JSON (${reasonOf(err)})` };
       continue;
     }
-    yield value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Row) : badRow(`line ${n} is not a JSON object`);
+    yield value !== null && typeof value === 'object' && !Array.isArray(value)
+      ? { object: value as Record<string, unknown> }
+      : { bad: `line ${n} is not a JSON object` };
   }
 }
 
@@ -183,27 +184,35 @@ async function* textRecords(
  * file again), holding one range of rows at a time.
  */
 async function openText(path: string, format: 'csv' | 'jsonl', keep: string | undefined): Promise<TableReader> {
-  let rows = 0;
   const columns: string[] = [];
   const seen = new Set<string>();
-  const kept: unknown[] = [];
   const column = (k: string): void => {
     if (!seen.has(k)) {
       seen.add(k);
       columns.push(k);
     }
   };
+  // A record's values of `cols`: for CSV by the header's positions (found once per read).
+  const rowOf = (rec: TextRecord, cols: readonly string[], at: readonly number[]): Row => {
+    if ('bad' in rec) return badRow(rec.bad);
+    if ('fields' in rec) return at.map((i) => csvCell(rec.fields[i]));
+    return cols.map((c) => rec.object[c]);
+  };
+  const positions = (cols: readonly string[]): number[] => cols.map((c) => (format === 'csv' ? columns.indexOf(c) : -1));
+  let rows = 0;
+  const kept: unknown[] = [];
   try {
-    const csv = { only: keep === undefined ? [] : [keep], header: (h: string[]) => h.forEach(column) };
-    for await (const r of textRecords(path, format, csv)) {
+    const keepAt = keep === undefined ? [] : [keep];
+    let at: number[] | undefined;
+    for await (const rec of textRecords(path, format, (h) => h.forEach(column))) {
       rows++;
-      if (keep !== undefined) kept.push(badReason(r) === undefined ? r[keep] : undefined);
-      if (format === 'jsonl') for (const k of Object.keys(r)) column(k);
+      if ('object' in rec) for (const k of Object.keys(rec.object)) column(k);
+      if (keep !== undefined) kept.push(rowOf(rec, keepAt, (at ??= positions(keepAt)))[0]);
     }
   } catch (err) {
     throw new ImportError(`${path}: ${reasonOf(err).split('\n')[0]}`);
   }
-  let cursor: { it: AsyncGenerator<Row>; at: number } | undefined;
+  let cursor: { it: AsyncGenerator<TextRecord>; at: number } | undefined;
   const reader: TableReader = {
     rows,
     columns,
@@ -211,8 +220,7 @@ async function openText(path: string, format: 'csv' | 'jsonl', keep: string | un
     async values(c) {
       if (c === keep) return kept;
       const out: unknown[] = [];
-      for (let s = 0; s < rows; s += CHUNK * 16)
-        for (const r of await reader.read(s, Math.min(rows, s + CHUNK * 16), [c])) out.push(badReason(r) === undefined ? r[c] : undefined);
+      for (let s = 0; s < rows; s += CHUNK * 16) for (const r of await reader.read(s, Math.min(rows, s + CHUNK * 16), [c])) out.push(r[0]);
       return out;
     },
     async read(start, end, cols) {
@@ -220,16 +228,13 @@ async function openText(path: string, format: 'csv' | 'jsonl', keep: string | un
         await cursor?.it.return(undefined);
         cursor = { it: textRecords(path, format), at: 0 };
       }
+      const at = positions(cols);
       const out: Row[] = [];
       while (cursor.at < end) {
         const next = await cursor.it.next();
         if (next.done === true) break;
         if (cursor.at++ < start) continue;
-        // A wide read takes the record itself, not a copy of `cols` (copying 785 columns per row took
-        // most of a CSV import; a column a JSON line lacks reads as undefined, which every reader of a
-        // row treats as null). A narrow one (the label pass, 16k rows at a time) keeps only its
-        // columns: whole records there held the table in memory (1.4 GB for 10k rows × 785 columns).
-        out.push(cols.length * 2 < columns.length ? Object.fromEntries(cols.map((c) => [c, next.value[c]])) : next.value);
+        out.push(rowOf(next.value, cols, at));
       }
       return out;
     },
@@ -266,7 +271,10 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
     if (err instanceof ImportError) throw err;
     throw new ImportError(`${o.table}: cannot read it as ${format} (${reasonOf(err)})`);
   }
+  // A row read by the loop below: the input columns, then the label, then the key.
   const wanted = [...o.input, ...(o.label === undefined ? [] : [o.label]), ...(o.key === undefined ? [] : [o.key])];
+  const labelAt = o.label === undefined ? undefined : o.input.length;
+  const keyAt = o.key === undefined ? undefined : wanted.length - 1;
   const missing = wanted.filter((c) => !table.columns.includes(c));
   if (o.input.length === 0) throw new ImportError('--input names the column(s) that hold the samples');
   if (missing.length > 0) throw new ImportError(`${o.table} has no column ${missing.join(', ')} (it has ${table.columns.join(', ')})`);
@@ -290,7 +298,7 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
     classes ??= table.classNames(o.label);
     classes ??= labelIsText
       ? [...new Set(present as string[])].sort()
-      : Array.from({ length: Math.max(0, ...present.map(Number)) + 1 }, (_, c) => `class-${c}`);
+      : Array.from({ length: present.reduce<number>((m, v) => Math.max(m, Number(v)), 0) + 1 }, (_, c) => `class-${c}`);
   }
   if (classes === undefined || classes.length === 0) throw new ImportError('a table without --label is an unlabelled pool: give its classes (--classes a,b,c)');
 
@@ -309,22 +317,23 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
         rows.map((row, i) => ({ row, index: start + i })),
         kind === 'image' ? concurrency : 1,
         async ({ row, index }) => {
-          const image = o.input.length === 1 ? row[o.input[0]!] : undefined;
+          const image = o.input.length === 1 ? row[0] : undefined;
           const path =
             typeof image === 'object' && image !== null && typeof (image as { path?: unknown }).path === 'string'
               ? (image as { path: string }).path
               : undefined;
-          const source = o.key !== undefined && row[o.key] !== null && row[o.key] !== undefined ? String(row[o.key]) : (path ?? `${name}#${index}`);
+          const key = keyAt === undefined ? undefined : row[keyAt];
+          const source = key !== null && key !== undefined ? String(key) : (path ?? `${name}#${index}`);
           try {
             const bad = badReason(row);
             if (bad !== undefined) throw new Error(bad);
-            const label = labelOf(row, o.label, classes!, labelIsText);
+            const label = labelAt === undefined ? -1 : labelOf(row[labelAt], classes!, labelIsText);
             if (kind === 'image') {
               const bytes = imageBytes(image);
               if (bytes === undefined) throw new Error(`no image bytes in ${o.input[0]}`);
               return { sample: (await decode(bytes, { size, channels, fit, maxPixels })).pixels as Uint8Array, label, source };
             }
-            const values = kind === 'list' ? (row[o.input[0]!] as unknown[] | null) : o.input.map((c) => row[c]);
+            const values = kind === 'list' ? (row[0] as unknown[] | null) : row.slice(0, o.input.length);
             if (values === null || values === undefined) throw new Error(`${o.input[0]} is empty`);
             const empty = o.input.find((_c, k) => kind === 'columns' && (values[k] === null || values[k] === undefined));
             if (empty !== undefined) throw new Error(`${empty} is empty`);
@@ -372,11 +381,13 @@ async function firstLook(
   decoding: { channels: 1 | 3; fit: Fit; maxPixels: number },
 ): Promise<{ kind: InputKind; size: readonly [number, number] | undefined }> {
   const head = await table.read(0, Math.min(table.rows, chunkRows(o.input.length)), o.input);
-  const kinds = o.input.map((c) => kindOf(c, head.find((r) => badReason(r) === undefined && r[c] !== null && r[c] !== undefined)?.[c] ?? null, o.input.length));
+  const kinds = o.input.map((c, k) =>
+    kindOf(c, head.find((r) => badReason(r) === undefined && r[k] !== null && r[k] !== undefined)?.[k] ?? null, o.input.length),
+  );
   const kind = kinds[0]!;
   if (kind !== 'image' || o.size !== undefined) return { kind, size: o.size };
   for (const row of head) {
-    const bytes = imageBytes(row[o.input[0]!]);
+    const bytes = imageBytes(row[0]);
     const first: Decoded | undefined = bytes === undefined ? undefined : await decode(bytes, { size: undefined, ...decoding }).catch(() => undefined);
     if (first !== undefined) return { kind, size: [first.height, first.width] };
   }
@@ -389,10 +400,8 @@ function imageBytes(value: unknown): Uint8Array | undefined {
   return bytes instanceof Uint8Array ? bytes : undefined;
 }
 
-/** A row's class index (−1: unlabelled), or an error naming the bad value. */
-function labelOf(row: Row, column: string | undefined, classes: readonly string[], isText: boolean): number {
-  if (column === undefined) return -1;
-  const v = row[column];
+/** A label value's class index (−1: unlabelled), or an error naming the bad value. */
+function labelOf(v: unknown, classes: readonly string[], isText: boolean): number {
   if (v === null || v === undefined) return -1;
   if (isText) {
     const c = classes.indexOf(String(v));
