@@ -155,21 +155,10 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; only?: s
   const python = spawnSync('python3', ['-c', 'import PIL, numpy, pyarrow'], { encoding: 'utf8' }).status === 0;
   if (!python) log(opts.json, 'python3 lacks Pillow, numpy or pyarrow (pip install pillow pyarrow): no peer');
 
-  const ours = (): number =>
-    seconds(process.execPath, [
-      '--conditions=source',
-      '--import',
-      'tsx',
-      'server/src/bin.ts',
-      'import',
-      join(dir, 'jpeg'),
-      '--out',
-      join(dir, 'ours.arrow'),
-      '--size',
-      '28x28',
-      '--channels',
-      '1',
-    ]);
+  /** `distillate-server import …` in a fresh process: its seconds, start-up included. */
+  const distillateImport = (...args: string[]): number =>
+    seconds(process.execPath, ['--conditions=source', '--import', 'tsx', 'server/src/bin.ts', 'import', ...args]);
+  const ours = (): number => distillateImport(join(dir, 'jpeg'), '--out', join(dir, 'ours.arrow'), '--size', '28x28', '--channels', '1');
   const peer = (): number => seconds('python3', [join(dir, 'peer.py'), join(dir, 'jpeg'), join(dir, 'peer.arrow')]);
   const pairs = opts.only !== undefined ? 0 : opts.quick ? 1 : 3;
   const rates: number[] = [];
@@ -202,21 +191,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; only?: s
     for (const format of ['csv', 'jsonl'] as const) {
       const table = await writeTable(join(dir, `speed-${tableRows}.${format}`), format, tableRows, source);
       const input = format === 'csv' ? Array.from({ length: 784 }, (_, i) => `p${i}`).join(',') : 'pixels';
-      const oursTable = (): number =>
-        seconds(process.execPath, [
-          '--conditions=source',
-          '--import',
-          'tsx',
-          'server/src/bin.ts',
-          'import',
-          table,
-          '--out',
-          join(dir, 'ours-table.arrow'),
-          '--input',
-          input,
-          '--label',
-          'label',
-        ]);
+      const oursTable = (): number => distillateImport(table, '--out', join(dir, 'ours-table.arrow'), '--input', input, '--label', 'label');
       const peerTable = (): number => seconds('python3', [join(dir, 'table-peer.py'), table, join(dir, 'peer-table.arrow')]);
       const ours: number[] = [];
       const peers: number[] = [];

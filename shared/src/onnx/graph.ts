@@ -178,6 +178,21 @@ export class Graph {
     return outs;
   }
 
+  /**
+   * Append another graph's initializers and nodes (a loaded model inside a graph built around
+   * it), renaming the tensors `rename` names, e.g. the model's input and output to this graph's.
+   */
+  graft(src: Graph, rename: ReadonlyMap<string, string>): void {
+    for (const init of src.initializers.values()) this.initializer(init.name, init.data, init.dims);
+    for (const n of src.nodes)
+      this.add(
+        n.op,
+        n.inputs.map((i) => rename.get(i) ?? i),
+        { ...n.attrs },
+        n.outputs.map((o) => rename.get(o) ?? o),
+      );
+  }
+
   /** Append a one-output node; returns its output. */
   node(op: string, inputs: readonly string[], attrs: Record<string, GraphAttribute> = {}, output?: string): string {
     return this.add(op, inputs, attrs, output === undefined ? 1 : [output])[0]!;

@@ -197,7 +197,6 @@ async function loadOnnxStudent(path: string, inputShape: readonly number[], clas
   const g = new Graph('distillate-student', Math.max(13, src.opset));
   g.reserve(src.nodes.flatMap((n) => [...n.inputs, ...n.outputs]));
   g.input(STUDENT_INPUT, ['N', D]);
-  for (const init of src.initializers.values()) g.initializer(init.name, init.data, init.dims);
   let x = STUDENT_INPUT;
   if (dims.length === 3) {
     const [H, W, C] = inputShape.length === 3 ? (inputShape as [number, number, number]) : [dims[1]!, dims[2]!, dims[0]!];
@@ -207,17 +206,13 @@ async function loadOnnxStudent(path: string, inputShape: readonly number[], clas
   } else if (dims.length !== 1) {
     throw new GraphFormatError(`student ${path}: input ${first.name} has rank ${dims.length + 1}; a student takes [N, D] or [N, C, H, W] / [N, H, W, C]`);
   }
-  const rename = new Map<string, string>([
-    [first.name, x],
-    [out.name, STUDENT_LOGITS],
-  ]);
-  for (const n of src.nodes)
-    g.add(
-      n.op,
-      n.inputs.map((i) => rename.get(i) ?? i),
-      { ...n.attrs },
-      n.outputs.map((o) => rename.get(o) ?? o),
-    );
+  g.graft(
+    src,
+    new Map([
+      [first.name, x],
+      [out.name, STUDENT_LOGITS],
+    ]),
+  );
   g.output(STUDENT_LOGITS, ['N', classes]);
   // Exporters' shape arithmetic (e.g. `x.view(x.size(0), -1)`) evaluated for this sample shape.
   return { graph: foldConstants(g, new Map([[STUDENT_INPUT, [-1, D]]])), inputSize: D };

@@ -42,20 +42,15 @@ export async function loadLmStudent(path: string, L: number, V: number): Promise
   g.reserve(src.nodes.flatMap((n) => [...n.inputs, ...n.outputs]));
   for (const [k, v] of src.metadata) g.metadata.set(k, v);
   g.input(TOKEN_INPUT, ['N', L], 'int32');
-  for (const init of src.initializers.values()) g.initializer(init.name, init.data, init.dims);
   // The model's own input name becomes an inner tensor: the ids as the model reads them.
   const ids = input.type === 'int64' ? g.node('Cast', [TOKEN_INPUT], { to: 7 }) : TOKEN_INPUT;
-  const rename = new Map<string, string>([
-    [input.name, ids],
-    [output.name, LOGITS],
-  ]);
-  for (const n of src.nodes)
-    g.add(
-      n.op,
-      n.inputs.map((i) => rename.get(i) ?? i),
-      { ...n.attrs },
-      n.outputs.map((o) => rename.get(o) ?? o),
-    );
+  g.graft(
+    src,
+    new Map([
+      [input.name, ids],
+      [output.name, LOGITS],
+    ]),
+  );
   g.output(LOGITS, ['N', L, V]);
   return foldConstants(g, new Map([[TOKEN_INPUT, [-1, L]]]));
 }
