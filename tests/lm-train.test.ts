@@ -103,6 +103,25 @@ describe('language-model students on the ORT engine', () => {
     expect((report.match(/<svg/g) ?? []).length).toBe(2);
   }, 300_000);
 
+  it('resumes after a crash (an injected fault after epoch 1): epochs 2 and 3 as an uninterrupted run trains them', async () => {
+    const kd = { teachers: [{ cache: cacheDir }], distill: { method: 'kd', params: { temperature: 1 } } };
+    const straight = await trainLanguageModel(recipe('lm-straight', kd));
+    const crash = new Error('injected: the process dies after epoch 1');
+    const onEpochEnd = (m: { epoch: number }): void => {
+      if (m.epoch === 1) throw crash;
+    };
+    await expect(trainLanguageModel(recipe('lm-resumed', kd), { onEpochEnd })).rejects.toBe(crash);
+    const resumed = await trainLanguageModel(recipe('lm-resumed', kd), { resume: true });
+    expect(resumed.metrics.map((m) => m.epoch)).toEqual([1, 2, 3]);
+    for (const e of [1, 2]) {
+      expect(resumed.metrics[e]!.loss['total']).toBeCloseTo(straight.metrics[e]!.loss['total']!, 6);
+      expect(resumed.metrics[e]!.test!.bitsPerByte).toBeCloseTo(straight.metrics[e]!.test!.bitsPerByte, 6);
+    }
+    const lines = (await readFile(join(resumed.runDir, 'metrics.jsonl'), 'utf8')).trim().split('\n');
+    expect(lines.map((l) => (JSON.parse(l) as { epoch: number }).epoch)).toEqual([1, 2, 3]);
+    await expect(trainLanguageModel(recipe('lm-never-run', kd), { resume: true })).rejects.toThrow(/--resume: .*lm-never-run has no checkpoint/);
+  }, 300_000);
+
   it('trains a GPT exported by torch.onnx.export (int64 ids, shape arithmetic, a masked_fill mask) as student: { kind: onnx }', async () => {
     const path = join(REPO, 'tests/fixtures/torch-lm.onnx');
     // The graph the trainer makes of the file computes what the file computes.

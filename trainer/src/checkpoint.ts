@@ -9,7 +9,6 @@ import { z } from 'zod';
 import { writeFileAtomic } from '@distillate/shared';
 import type { StudentEngine } from './engine/engine.js';
 import { TrainingError } from './errors.js';
-import type { EpochMetrics } from './report.js';
 
 export interface ResumePoint {
   /** The checkpoint directory to load. */
@@ -46,20 +45,25 @@ export async function clearRun(runDir: string): Promise<void> {
   await rm(join(runDir, 'self-cache'), { recursive: true, force: true });
 }
 
+/** What every run's metrics line has (a classifier's EpochMetrics, a language model's LmEpochMetrics). */
+interface Epoch {
+  readonly epoch: number;
+}
+
 /** The metrics of the epochs before `startEpoch` (metrics.jsonl is rewritten to hold only those). */
-export async function keptMetrics(runDir: string, startEpoch: number): Promise<EpochMetrics[]> {
+export async function keptMetrics<M extends Epoch>(runDir: string, startEpoch: number): Promise<M[]> {
   const old = await readFile(join(runDir, 'metrics.jsonl'), 'utf8').catch(() => '');
   const kept = old
     .split('\n')
     .filter(Boolean)
-    .map((line) => JSON.parse(line) as EpochMetrics)
+    .map((line) => JSON.parse(line) as M)
     .filter((m) => m.epoch < startEpoch);
   await writeFile(join(runDir, 'metrics.jsonl'), kept.map((m) => `${JSON.stringify(m)}\n`).join(''));
   return kept;
 }
 
 /** Record one finished epoch: its metrics line, then its checkpoint, then the pointer to it. */
-export async function saveEpoch(runDir: string, engine: StudentEngine, m: EpochMetrics): Promise<void> {
+export async function saveEpoch(runDir: string, engine: Pick<StudentEngine, 'saveCheckpoint'>, m: Epoch): Promise<void> {
   await appendFile(join(runDir, 'metrics.jsonl'), `${JSON.stringify(m)}\n`);
   const checkpoint = `checkpoint-${m.epoch}`;
   await rm(join(runDir, checkpoint), { recursive: true, force: true });

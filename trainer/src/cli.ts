@@ -94,13 +94,13 @@ export function buildProgram(): Command {
       if (f.recipe === undefined) throw new Error('--recipe <file> is required to train (or use the eval / export commands)');
       const recipe = await loadRecipe(f.recipe, overrides);
       if (await isTokenDataset(recipe.data.train)) {
-        if (f.resume === true) throw new Error('--resume is for classifier runs; a language-model run starts over');
         const bar = new SingleBar(
           { format: 'epoch [{bar}] {percentage}% | {value}/{total} blocks | ETA {eta_formatted}', hideCursor: true, etaBuffer: 50 },
           Presets.shades_classic,
         );
         let started = false;
         const lm = await trainLanguageModel(recipe, {
+          resume: f.resume === true,
           onBatch: (done, total) => {
             if (!process.stderr.isTTY) return;
             if (!started) bar.start(total, 0);

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { LogitCacheReader, TokenDatasetReader, writeFileAtomic } from '@distillate/shared';
 import type { Graph } from '@distillate/shared/onnx';
 import { resolveCacheDir } from '../cache-ref.js';
+import { clearRun, findResumePoint, keptMetrics, saveEpoch } from '../checkpoint.js';
 import { LOGITS } from '../engine/engine.js';
 import { forcedProvider, intraOpThreads } from '../engine/index.js';
 import { OrtEngine } from '../engine/ort.js';
@@ -59,6 +60,8 @@ export interface LmTrainOptions {
   readonly onBatch?: (blocksDone: number, blocks: number) => void;
   /** A token cache of the teacher over data.test, for top-1 agreement. */
   readonly testCache?: string;
+  /** Continue runs/<name> from its last checkpoint (one is written after every epoch). */
+  readonly resume?: boolean;
 }
 
 const SHUFFLE_BYTES = 256 << 20;
@@ -158,7 +161,8 @@ export async function trainLanguageModel(recipe: Readonly<Recipe>, options: LmTr
   const runDir = join(recipe.out, recipe.name);
   await mkdir(runDir, { recursive: true });
   await rm(join(runDir, 'run.json'), { force: true });
-  await rm(join(runDir, 'metrics.jsonl'), { force: true });
+  const resume = options.resume === true ? await findResumePoint(runDir) : undefined;
+  if (resume === undefined) await clearRun(runDir);
   const train = await TokenDatasetReader.open(recipe.data.train);
   const test = recipe.data.test === undefined ? undefined : await TokenDatasetReader.open(recipe.data.test);
   const L = train.info.block;
@@ -210,11 +214,14 @@ export async function trainLanguageModel(recipe: Readonly<Recipe>, options: LmTr
     ...(threads === undefined ? {} : { intraOpThreads: threads }),
   });
   try {
+    if (resume !== undefined) await engine.loadCheckpoint(resume.dir);
     const blocks = await train.countRows();
     const testCache = options.testCache === undefined ? undefined : await LogitCacheReader.open(options.testCache);
     const bufferRows = Math.max(recipe.batchSize, Math.min(recipe.shuffleBuffer, Math.floor(SHUFFLE_BYTES / rowBytes(L, V, storage))));
-    const metrics: LmEpochMetrics[] = [];
-    for (let epoch = 1; epoch <= recipe.epochs; epoch++) {
+    // Each epoch's order is seeded by (seed, epoch) and the checkpoint holds the weights and the
+    // optimizer's state: a resumed run trains the epochs it has left as the uninterrupted run would.
+    const metrics: LmEpochMetrics[] = resume === undefined ? [] : await keptMetrics<LmEpochMetrics>(runDir, resume.startEpoch);
+    for (let epoch = resume?.startEpoch ?? 1; epoch <= recipe.epochs; epoch++) {
       const lr = learningRate(recipe, epoch);
       const start = performance.now();
       const sums: Record<string, number> = {};
@@ -250,7 +257,7 @@ export async function trainLanguageModel(recipe: Readonly<Recipe>, options: LmTr
         tokensPerSecond: tokens / seconds,
       };
       metrics.push(m);
-      await writeFileAtomic(join(runDir, 'metrics.jsonl'), metrics.map((x) => JSON.stringify(x)).join('\n') + '\n');
+      await saveEpoch(runDir, engine, m);
       options.onEpochEnd?.(m);
     }
     const tok = train.info.tokenizer;
