@@ -156,7 +156,7 @@ describe('language-model students on the ORT engine', () => {
     expect(z.every(Number.isFinite)).toBe(true);
   }, 300_000);
 
-  it('reverse KL and JSD from a top-k cache (its k + 1 buckets): the term falls', async () => {
+  it('reverse KL and JSD from a top-k cache (its k + 1 buckets), reverse KL from a dense one: the term falls', async () => {
     const teacher = (await TeacherRegistry.open(MODELS)).get('brown-lm');
     const r = await precomputeLogits({
       teacher,
@@ -173,6 +173,18 @@ describe('language-model students on the ORT engine', () => {
       expect(run.metrics[2]!.loss['kd']!, method).toBeLessThan(run.metrics[0]!.loss['kd']!);
       expect(run.metrics[2]!.loss['kd']!, method).toBeGreaterThan(0);
     }
+    // And from a dense cache (the method gets the whole distribution and the one-hot target).
+    const dense = await precomputeLogits({
+      teacher,
+      datasetPath: join(root, 'train.arrow'),
+      cacheRoot: join(root, 'cache'),
+      request: { type: 'precompute', temperature: 1, storage: { mode: 'dense', dtype: 'float16' }, batchSize: 256 },
+    });
+    const run = await trainLanguageModel(
+      recipe('dense-rkl', { teachers: [{ cache: join(root, 'cache', dense.key) }], distill: { method: 'rkl', params: { temperature: 1 } } }),
+    );
+    expect(run.cache).toMatchObject({ storage: 'dense' });
+    expect(run.metrics[2]!.loss['kd']!).toBeLessThan(run.metrics[0]!.loss['kd']!);
   }, 300_000);
 
   it('refuses in one line what a sampled cache cannot estimate, a classifier student, and a cache of another vocabulary', async () => {

@@ -131,6 +131,9 @@ export class OrtSession {
         graphOptimizationLevel: 'all',
         logSeverityLevel: 4,
         intraOpNumThreads: options.intraOpThreads ?? defaultIntraOpThreads(),
+        // For developers: DISTILLATE_ORT_PROFILE=<prefix> writes onnxruntime's per-op profile of
+        // every session (<prefix>_<date>.json, Chrome trace format) when the session is released.
+        ...(process.env['DISTILLATE_ORT_PROFILE'] ? { enableProfiling: true, profileFilePrefix: process.env['DISTILLATE_ORT_PROFILE'] } : {}),
       };
       try {
         const session =
@@ -200,6 +203,7 @@ export class OrtSession {
     if (this.#released) return;
     this.#released = true;
     OrtSession.#open--;
+    if (process.env['DISTILLATE_ORT_PROFILE']) this.#session.endProfiling();
     await this.#session.release();
   }
 }

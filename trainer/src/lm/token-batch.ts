@@ -9,7 +9,7 @@
  */
 import { type LogitCacheReader, type TokenDatasetReader, mulberry32, type LogitBatch, type SampledLogitBatch } from '@distillate/shared';
 import { LOGITS, type BatchLoss, type StudentBatch } from '../engine/engine.js';
-import { crossEntropy } from '../losses/cross-entropy.js';
+import { crossEntropyAt } from '../losses/cross-entropy.js';
 import { distillMethods } from '../losses/registry.js';
 import type { Feed } from '../losses/ops.js';
 import { sampledKd, sampledTargets } from '../losses/sampled-kd.js';
@@ -141,7 +141,7 @@ export function tokenBatch(rows: readonly TokenRow[], spec: TokenLossSpec): { ba
   const { L, V } = spec;
   const N = rows.length;
   const ids = new Int32Array(N * L);
-  // The next token of each position (0 where there is none: ce_mask drops it), one-hot in the graph.
+  // The next token of each position (0 where there is none: ce_mask drops it).
   const next = new Float32Array(N * L);
   const ceMask = new Float32Array(N * L);
   const kdMask = new Float32Array(N * L);
@@ -163,13 +163,20 @@ export function tokenBatch(rows: readonly TokenRow[], spec: TokenLossSpec): { ba
       }
     }
   });
+  // The cross-entropy reads log q at the next token ([N, L, 1]); a method given the one-hot
+  // target (dense caches, top-k buckets) gets it made in the graph from the same ids as [N, L].
   const feeds: Record<string, Feed> = {
-    next: { data: next, dims: [N, L] },
+    next: { data: next, dims: [N, L, 1] },
     ce_mask: { data: ceMask, dims: [N, L, 1] },
     ce_norm: { data: Float32Array.of(1 / Math.max(1, ceCount)), dims: [1] },
   };
-  const inputs: Record<string, readonly (number | 'N')[]> = { next: ['N', L], ce_mask: ['N', L, 1], ce_norm: [1] };
+  const inputs: Record<string, readonly (number | 'N')[]> = { next: ['N', L, 1], ce_mask: ['N', L, 1], ce_norm: [1] };
   const useTeacher = spec.method !== 'scratch' && spec.teacher !== undefined;
+  const needsTarget = useTeacher && (spec.teacher === 'dense' || (spec.teacher === 'topk' && spec.method !== 'kd'));
+  if (needsTarget) {
+    feeds['next_ids'] = { data: next, dims: [N, L] };
+    inputs['next_ids'] = ['N', L];
+  }
   if (useTeacher) {
     feeds['kd_mask'] = { data: kdMask, dims: [N, L, 1] };
     feeds['kd_norm'] = { data: Float32Array.of(1 / Math.max(1, kdCount)), dims: [1] };
@@ -235,14 +242,14 @@ export function tokenBatch(rows: readonly TokenRow[], spec: TokenLossSpec): { ba
     feeds: () => feeds,
     compute(o, out, x) {
       const s = out[LOGITS]!;
-      const target = o.oneHot(x['next']!, V);
-      const ce = crossEntropy(o, s, target, { mask: x['ce_mask']!, norm: x['ce_norm']! });
+      const ce = crossEntropyAt(o, s, x['next']!, { mask: x['ce_mask']!, norm: x['ce_norm']! });
+      const target = () => o.oneHot(x['next_ids']!, V);
       if (!useTeacher) return { total: ce, terms: { ce, total: ce } };
       const rowsK = { mask: x['kd_mask']!, norm: x['kd_norm']! };
       let kd: (typeof out)[string];
       if (spec.teacher === 'dense') {
         const m = distillMethods[spec.method as keyof typeof distillMethods];
-        kd = m.loss(o, { student: s, teacher: x['teacher']!, target, classes: V, rows: rowsK }, spec.params as never);
+        kd = m.loss(o, { student: s, teacher: x['teacher']!, target: target(), classes: V, rows: rowsK }, spec.params as never);
       } else if (spec.teacher === 'topk') {
         const t = {
           p: x['tk_p']!,
@@ -255,7 +262,7 @@ export function tokenBatch(rows: readonly TokenRow[], spec: TokenLossSpec): { ba
         else {
           const b = topKBuckets(o, s, t, T);
           const m = distillMethods[spec.method as keyof typeof distillMethods];
-          kd = m.loss(o, { student: b.student, teacher: b.teacher, target, classes: V + 1, rows: rowsK }, spec.params as never);
+          kd = m.loss(o, { student: b.student, teacher: b.teacher, target: target(), classes: V + 1, rows: rowsK }, spec.params as never);
         }
       } else {
         kd = sampledKd(o, s, { ids: x['s_ids']!, weights: x['s_w']!, entropy: x['s_h']! }, rowsK, T);

@@ -18,7 +18,7 @@ export {
 export { hintLosses, type HintName } from './hints/registry.js';
 export { attentionMap } from './hints/at.js';
 export type { HintLoss, HintInputs } from './hints/hint.js';
-export { crossEntropy } from './cross-entropy.js';
+export { crossEntropy, crossEntropyAt } from './cross-entropy.js';
 export { topKBuckets, topKKd, topKTargets, type TopKTargets } from './topk-kd.js';
 export { sampledKd, sampledTargets, type SampledFeeds } from './sampled-kd.js';
 export { subsetKd, type SubsetTeacher } from './subset-kd.js';

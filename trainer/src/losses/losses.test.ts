@@ -13,6 +13,7 @@ import type { HintLoss } from './hints/hint.js';
 import { hintLosses, type HintName } from './hints/registry.js';
 import {
   crossEntropy,
+  crossEntropyAt,
   DistillSchema,
   distillLoss,
   distillMethods,
@@ -134,6 +135,13 @@ const cases: Case[] = [
     name: 'cross-entropy',
     loss: (o, s, x) => ({ loss: crossEntropy(o, s, x['target']!, rowsOf(x)) }),
     inputs: { target, ...rows },
+    value: golden.ce,
+    grad: golden.grad.ce,
+  },
+  {
+    name: 'cross-entropy from class indices (crossEntropyAt)',
+    loss: (o, s, x) => ({ loss: crossEntropyAt(o, s, x['labels']!, rowsOf(x)) }),
+    inputs: { labels: { data: Float32Array.from(golden.labels), dims: [N, 1] }, ...rows },
     value: golden.ce,
     grad: golden.grad.ce,
   },
