@@ -82,6 +82,14 @@ describe('importing tables', () => {
     expect(got.sources.slice(0, 2)).toEqual(['row 0, quoted', 'row 1, quoted']);
     expect([...got.inputs[199_999]!]).toEqual([-199_999, 199_999 % 7]);
     expect(got.labels[199_999]).toBe(199_999 % 3);
+    // A header that repeats a name: a column is found at its own position (the first of a repeated name).
+    await writeFile(join(root, 'dup.csv'), 'a,a,b,label\n1,2,3,0\n4,5,6,1\n');
+    const dup = await importTable({ table: join(root, 'dup.csv'), out: join(root, 'dup.arrow'), input: ['b', 'a'], label: 'label' });
+    expect(dup.imported).toBe(2);
+    expect((await readRows<Float32Array>(join(root, 'dup.arrow'))).inputs.map((x) => [...x])).toEqual([
+      [3, 1],
+      [6, 4],
+    ]);
   });
 
   it('CSV numeric columns with text labels: float rows, classes from the label texts, ragged rows (too few or too many fields) skipped with their reasons', async () => {

@@ -185,6 +185,7 @@ async function* textRecords(path: string, format: 'csv' | 'jsonl', header: (h: r
  */
 async function openText(path: string, format: 'csv' | 'jsonl', keep: string | undefined): Promise<TableReader> {
   const columns: string[] = [];
+  let header: readonly string[] = [];
   const seen = new Set<string>();
   const column = (k: string): void => {
     if (!seen.has(k)) {
@@ -198,13 +199,17 @@ async function openText(path: string, format: 'csv' | 'jsonl', keep: string | un
     if ('fields' in rec) return at.map((i) => csvCell(rec.fields[i]));
     return cols.map((c) => rec.object[c]);
   };
-  const positions = (cols: readonly string[]): number[] => cols.map((c) => (format === 'csv' ? columns.indexOf(c) : -1));
+  const positions = (cols: readonly string[]): number[] => cols.map((c) => header.indexOf(c));
   let rows = 0;
   const kept: unknown[] = [];
   try {
     const keepAt = keep === undefined ? [] : [keep];
     let at: number[] | undefined;
-    for await (const rec of textRecords(path, format, (h) => h.forEach(column))) {
+    const onHeader = (h: readonly string[]): void => {
+      header = h;
+      h.forEach(column);
+    };
+    for await (const rec of textRecords(path, format, onHeader)) {
       rows++;
       if ('object' in rec) for (const k of Object.keys(rec.object)) column(k);
       if (keep !== undefined) kept.push(rowOf(rec, keepAt, (at ??= positions(keepAt)))[0]);
