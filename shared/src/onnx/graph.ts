@@ -193,6 +193,31 @@ export class Graph {
       );
   }
 
+  /**
+   * Drop the nodes whose outputs nothing reads (no later node, no graph output, no subgraph),
+   * then the initializers nothing reads. Nodes are in topological order, so one backward pass
+   * finds them all. onnxruntime runs unread nodes inside a Loop body; a builder that emits more
+   * than it needs (a gradient rule gives every input's gradient) prunes here.
+   */
+  prune(): void {
+    const read = new Set(this.outputs.map((o) => o.name));
+    const readBy = (nodes: readonly GraphNode[]): void => {
+      for (const n of nodes) {
+        for (const i of n.inputs) read.add(i);
+        for (const a of Object.values(n.attrs)) if (typeof a === 'object' && a !== null && 'graph' in a) readBy(a.graph.nodes);
+      }
+    };
+    const kept: GraphNode[] = [];
+    for (let i = this.nodes.length - 1; i >= 0; i--) {
+      const n = this.nodes[i]!;
+      if (!n.outputs.some((o) => read.has(o))) continue;
+      kept.push(n);
+      readBy([n]);
+    }
+    this.nodes.splice(0, this.nodes.length, ...kept.reverse());
+    for (const name of [...this.initializers.keys()]) if (!read.has(name)) this.initializers.delete(name);
+  }
+
   /** Append a one-output node; returns its output. */
   node(op: string, inputs: readonly string[], attrs: Record<string, GraphAttribute> = {}, output?: string): string {
     return this.add(op, inputs, attrs, output === undefined ? 1 : [output])[0]!;

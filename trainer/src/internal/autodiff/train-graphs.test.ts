@@ -53,3 +53,21 @@ describe('step graph refusals', () => {
     expect(differentiate(spec).get('x')).toBeDefined();
   });
 });
+
+describe('step graph pruning', () => {
+  it('runs no node whose outputs nothing reads: the gradient a rule gives the input images is dropped', () => {
+    const s = new Graph('conv');
+    s.input('x', ['N', 1, 6, 6]);
+    const w = s.initializer('W', new Float32Array(2 * 9).fill(0.1), [2, 1, 3, 3]);
+    const y = s.node('Conv', ['x', w], { pads: [1, 1, 1, 1] });
+    s.node('Flatten', [s.node('Relu', [y])], {}, 'logits');
+    s.output('logits', ['N', 72]);
+    const { graph } = buildStepGraph(s, { inputs: [{ name: 'x', dims: [-1, 1, 6, 6], type: 'float32' }], outputs: { logits: 'logits' }, optimizer, loss });
+    const read = new Set(graph.outputs.map((o) => o.name));
+    for (const n of graph.nodes) for (const i of n.inputs) read.add(i);
+    expect(graph.nodes.filter((n) => !n.outputs.some((o) => read.has(o))).map((n) => n.op)).toEqual([]);
+    // The Conv's input gradient (a ConvTranspose into x's shape) was built by the rule and dropped.
+    expect(graph.nodes.some((n) => n.op === 'ConvTranspose')).toBe(false);
+    expect([...graph.initializers.keys()].filter((k) => !read.has(k))).toEqual([]);
+  });
+});

@@ -191,6 +191,9 @@ export function buildStepGraph(
     g.output(out, []);
     terms[k] = out;
   }
+  // The rules build every input's gradient; those of tensors no parameter needs (the images'
+  // through the first convolution, a constant's) are dropped here, not run each step.
+  g.prune();
   return { graph: g, params, slots, slotInput, paramOutput, slotOutput, hyper, terms, outputs: read, ...trainMode };
 }
 
