@@ -339,6 +339,23 @@ const cases: Case[] = [
     ref: ([x, w, b]) => conv(x!, w!, b, [1, 1, 1, 1], [1, 1]),
   },
   {
+    name: 'Conv 1×1 (a FitNets regressor: the matrix-product formulation), bias',
+    op: 'Conv',
+    attrs: {},
+    inputs: [[2, 3, 4, 5], [4, 3, 1, 1], [4]],
+    ref: ([x, w, b]) => conv(x!, w!, b, [0, 0, 0, 0], [1, 1]),
+  },
+  {
+    name: 'Conv 1×1, stride 2 (the general formulation)',
+    op: 'Conv',
+    attrs: { strides: [2, 2] },
+    inputs: [
+      [2, 3, 4, 4],
+      [2, 3, 1, 1],
+    ],
+    ref: ([x, w]) => conv(x!, w!, undefined, [0, 0, 0, 0], [2, 2]),
+  },
+  {
     name: 'Conv 3×3, pad 1, stride 2 on 7×7 (output padding)',
     op: 'Conv',
     attrs: { pads: [1, 1, 1, 1], strides: [2, 2] },

@@ -258,6 +258,20 @@ function conv(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   const strides = ints(n, 'strides', [1, 1]);
   const [M, C, kh, kw] = ws as [number, number, number, number];
   const k = [kh, kw];
+  const dB = bias === undefined || bias === '' ? undefined : ctx.node('ReduceSum', [dy!, ctx.int64([0, 2, 3])], { keepdims: 0 });
+  if (kh === 1 && kw === 1 && strides.every((st) => st === 1) && pads.every((p) => p === 0)) {
+    // A 1×1 convolution (a FitNets regressor) is a matrix product per image, Y = W·X over [C, HW]:
+    // dX = Wᵀ·dY and dW = Σₙ dY·Xᵀ. ConvTranspose and the patch formulation below cost several
+    // times that here (ORT profile of a FitNets epoch).
+    const hw = xs[2]! * xs[3]!;
+    const wm = ctx.node('Reshape', [w, ctx.int64([M, C])]);
+    const dyM = ctx.node('Reshape', [dy!, ctx.int64([-1, M, hw])]);
+    const xM = ctx.node('Reshape', [x, ctx.int64([-1, C, hw])]);
+    const dX1 = ctx.node('Reshape', [ctx.node('MatMul', [ctx.node('Transpose', [wm], { perm: [1, 0] }), dyM]), ctx.int64([-1, C, xs[2]!, xs[3]!])]);
+    const perImage = ctx.node('MatMul', [dyM, ctx.node('Transpose', [xM], { perm: [0, 2, 1] })]);
+    const dW1 = ctx.node('Reshape', [ctx.node('ReduceSum', [perImage, ctx.int64([0])], { keepdims: 0 }), ctx.int64([M, C, 1, 1])]);
+    return n.inputs.length > 2 ? [dX1, dW1, dB] : [dX1, dW1];
+  }
   const outputPadding = k.map((kk, i) => xs[2 + i]! - (strides[i]! * (ys[2 + i]! - 1) + kk - pads[i]! - pads[i + 2]!));
   const dX = ctx.node('ConvTranspose', [dy!, w], { strides, pads, ...(outputPadding.some((p) => p !== 0) ? { output_padding: outputPadding } : {}) });
   let dW: string;
@@ -283,7 +297,6 @@ function conv(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
     const D = ctx.node('Reshape', [dy!, ctx.int64([-1, M, h * wo])]);
     dW = ctx.node('Reshape', [ctx.node('ReduceSum', [ctx.node('MatMul', [D, P]), ctx.int64([0])], { keepdims: 0 }), ctx.int64([M, C, kh, kw])]);
   }
-  const dB = bias === undefined || bias === '' ? undefined : ctx.node('ReduceSum', [dy!, ctx.int64([0, 2, 3])], { keepdims: 0 });
   return n.inputs.length > 2 ? [dX, dW, dB] : [dX, dW];
 }
 
