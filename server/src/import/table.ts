@@ -115,12 +115,15 @@ async function openParquet(path: string): Promise<TableReader> {
       return Array.isArray(names) && names.every((n) => typeof n === 'string') ? names : undefined;
     },
     read,
-    async values(column) {
-      const out: unknown[] = [];
-      for (let s = 0; s < rows; s += CHUNK * 16) for (const r of await read(s, Math.min(rows, s + CHUNK * 16), [column])) out.push(r[0]);
-      return out;
-    },
+    values: (column) => columnValues(read, rows, column),
   };
+}
+
+/** Every row's value of one column, read 16k rows at a time. */
+async function columnValues(read: TableReader['read'], rows: number, column: string): Promise<unknown[]> {
+  const out: unknown[] = [];
+  for (let s = 0; s < rows; s += CHUNK * 16) for (const r of await read(s, Math.min(rows, s + CHUNK * 16), [column])) out.push(r[0]);
+  return out;
 }
 
 /** A CSV cell: a number when it reads as a finite one, null when empty, else the text. */
@@ -222,12 +225,7 @@ async function openText(path: string, format: 'csv' | 'jsonl', keep: string | un
     rows,
     columns,
     classNames: () => undefined,
-    async values(c) {
-      if (c === keep) return kept;
-      const out: unknown[] = [];
-      for (let s = 0; s < rows; s += CHUNK * 16) for (const r of await reader.read(s, Math.min(rows, s + CHUNK * 16), [c])) out.push(r[0]);
-      return out;
-    },
+    values: async (c) => (c === keep ? kept : columnValues(reader.read, rows, c)),
     async read(start, end, cols) {
       if (cursor === undefined || cursor.at > start) {
         await cursor?.it.return(undefined);
@@ -377,8 +375,7 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
 /**
  * How rows become samples, from the first rows: the first non-null value of each input column
  * decides the kind, and the first image that decodes sets the size of every other (as for
- * folders). Its own function so that those rows (whole records, ~100 MB for a wide table) are
- * not held for the rest of the import.
+ * folders). Its own function so that those rows are not held for the rest of the import.
  */
 async function firstLook(
   table: TableReader,

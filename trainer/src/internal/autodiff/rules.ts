@@ -258,24 +258,22 @@ function conv(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
   const strides = ints(n, 'strides', [1, 1]);
   const [M, C, kh, kw] = ws as [number, number, number, number];
   const k = [kh, kw];
-  const dB = bias === undefined || bias === '' ? undefined : ctx.node('ReduceSum', [dy!, ctx.int64([0, 2, 3])], { keepdims: 0 });
-  if (kh === 1 && kw === 1 && strides.every((st) => st === 1) && pads.every((p) => p === 0)) {
-    // A 1×1 convolution (a FitNets regressor) is a matrix product per image, Y = W·X over [C, HW]:
-    // dX = Wᵀ·dY and dW = Σₙ dY·Xᵀ. ConvTranspose and the patch formulation below cost several
-    // times that here (ORT profile of a FitNets epoch).
-    const hw = xs[2]! * xs[3]!;
-    const wm = ctx.node('Reshape', [w, ctx.int64([M, C])]);
-    const dyM = ctx.node('Reshape', [dy!, ctx.int64([-1, M, hw])]);
-    const xM = ctx.node('Reshape', [x, ctx.int64([-1, C, hw])]);
-    const dX1 = ctx.node('Reshape', [ctx.node('MatMul', [ctx.node('Transpose', [wm], { perm: [1, 0] }), dyM]), ctx.int64([-1, C, xs[2]!, xs[3]!])]);
-    const perImage = ctx.node('MatMul', [dyM, ctx.node('Transpose', [xM], { perm: [0, 2, 1] })]);
-    const dW1 = ctx.node('Reshape', [ctx.node('ReduceSum', [perImage, ctx.int64([0])], { keepdims: 0 }), ctx.int64([M, C, 1, 1])]);
-    return n.inputs.length > 2 ? [dX1, dW1, dB] : [dX1, dW1];
+  const [h, wo] = [ys[2]!, ys[3]!];
+  const D = ctx.node('Reshape', [dy!, ctx.int64([-1, M, h * wo])]);
+  // A 1×1 convolution at stride 1 without pads (a FitNets regressor) is a matrix product per
+  // image, Y = W·X over [C, HW]: dX = Wᵀ·dY, and its patches below are X itself. ConvTranspose
+  // and the one-hot patch convolution cost several times that (ORT profile of a FitNets epoch).
+  const pointwise = kh === 1 && kw === 1 && strides.every((st) => st === 1) && pads.every((p) => p === 0);
+  let dX: string;
+  if (pointwise) {
+    const wT = ctx.node('Transpose', [ctx.node('Reshape', [w, ctx.int64([M, C])])], { perm: [1, 0] });
+    dX = ctx.node('Reshape', [ctx.node('MatMul', [wT, D]), ctx.int64([-1, C, xs[2]!, xs[3]!])]);
+  } else {
+    const outputPadding = k.map((kk, i) => xs[2 + i]! - (strides[i]! * (ys[2 + i]! - 1) + kk - pads[i]! - pads[i + 2]!));
+    dX = ctx.node('ConvTranspose', [dy!, w], { strides, pads, ...(outputPadding.some((p) => p !== 0) ? { output_padding: outputPadding } : {}) });
   }
-  const outputPadding = k.map((kk, i) => xs[2 + i]! - (strides[i]! * (ys[2 + i]! - 1) + kk - pads[i]! - pads[i + 2]!));
-  const dX = ctx.node('ConvTranspose', [dy!, w], { strides, pads, ...(outputPadding.some((p) => p !== 0) ? { output_padding: outputPadding } : {}) });
   let dW: string;
-  if (ctx.target === 'webgpu') {
+  if (ctx.target === 'webgpu' && !pointwise) {
     const xT = ctx.node('Transpose', [x], { perm: [1, 0, 2, 3] });
     const dyT = ctx.node('Transpose', [dy!], { perm: [1, 0, 2, 3] });
     let dWT = ctx.node('Conv', [xT, dyT], { pads, dilations: strides });
@@ -284,20 +282,25 @@ function conv(ctx: GradContext, n: GraphNode, [dy]: Grads): Grads {
     dW = ctx.node('Transpose', [dWT], { perm: [1, 0, 2, 3] });
   } else {
     const window = kh * kw;
-    const [h, wo] = [ys[2]!, ys[3]!];
-    const oneHot = new Float32Array(C * window * window);
-    for (let c = 0; c < C; c++) for (let i = 0; i < window; i++) oneHot[(c * window + i) * window + i] = 1;
-    const patches = ctx.node('Conv', [x, ctx.graph.constant('window_one_hot', oneHot, [C * window, 1, kh, kw])], {
-      group: C,
-      pads,
-      strides,
-      kernel_shape: [kh, kw],
-    });
+    const patches = pointwise ? x : windowPatches(ctx, x, C, k, pads, strides);
     const P = ctx.node('Transpose', [ctx.node('Reshape', [patches, ctx.int64([-1, C * window, h * wo])])], { perm: [0, 2, 1] });
-    const D = ctx.node('Reshape', [dy!, ctx.int64([-1, M, h * wo])]);
     dW = ctx.node('Reshape', [ctx.node('ReduceSum', [ctx.node('MatMul', [D, P]), ctx.int64([0])], { keepdims: 0 }), ctx.int64([M, C, kh, kw])]);
   }
+  const dB = bias === undefined || bias === '' ? undefined : ctx.node('ReduceSum', [dy!, ctx.int64([0, 2, 3])], { keepdims: 0 });
   return n.inputs.length > 2 ? [dX, dW, dB] : [dX, dW];
+}
+
+/** X's k×k windows as channels, [N, C·kh·kw, h, w]: a grouped convolution with one-hot kernels. */
+function windowPatches(ctx: GradContext, x: string, C: number, k: readonly number[], pads: readonly number[], strides: readonly number[]): string {
+  const window = k[0]! * k[1]!;
+  const oneHot = new Float32Array(C * window * window);
+  for (let c = 0; c < C; c++) for (let i = 0; i < window; i++) oneHot[(c * window + i) * window + i] = 1;
+  return ctx.node('Conv', [x, ctx.graph.constant('window_one_hot', oneHot, [C * window, 1, k[0]!, k[1]!])], {
+    group: C,
+    pads: [...pads],
+    strides: [...strides],
+    kernel_shape: [...k],
+  });
 }
 
 /**
