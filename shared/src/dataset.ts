@@ -15,6 +15,7 @@ import {
   primitiveColumn,
   readArrowFile,
   readArrowFileFrom,
+  readArrowFileReusing,
   readArrowBatches,
   readArrowSchema,
   recordBatch,
@@ -241,9 +242,16 @@ export class DatasetReader {
    * The file's batches in order. With `from`, reading starts at the record batch holding that
    * row (random access through the file footer; see `batchStart`).
    */
-  async *batches(options: { from?: number } = {}): AsyncGenerator<DatasetBatch, void, undefined> {
+  /**
+   * The record batches from the one holding row `from` on. `reuse`: every batch is read into
+   * the same buffer, so a batch's arrays are valid only until the next one is requested — for
+   * a consumer that copies rows out first (readArrowFileReusing says why).
+   */
+  async *batches(options: { from?: number; reuse?: boolean } = {}): AsyncGenerator<DatasetBatch, void, undefined> {
     const from = options.from ?? 0;
-    const source = from === 0 ? readArrowFile(this.path) : readArrowFileFrom(this.path, await this.#batchOf(from));
+    const first = from === 0 ? 0 : await this.#batchOf(from);
+    const source =
+      options.reuse === true ? readArrowFileReusing(this.path, first) : first === 0 ? readArrowFile(this.path) : readArrowFileFrom(this.path, first);
     for await (const batch of source) {
       const ids = primitiveColumn<Ids>(batch, 'id', this.path);
       const inputs = listColumn<Float32Array | Uint8Array>(batch, 'input', this.path).values;

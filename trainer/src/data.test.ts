@@ -157,7 +157,7 @@ describe('epochBatches with augment (fresh views)', () => {
     const epoch = async (seed: number, e: number): Promise<Float32Array> => {
       const xs: Float32Array[] = [];
       const opts = { batchSize: 32, shuffleBuffer: 32, seed: 1, shuffle: false, augment: { augment, seed, epoch: e } };
-      for await (const b of epochBatches([{ dataset: images, caches: [], rows: 200 }], layout, opts)) xs.push(b.x);
+      for await (const b of epochBatches([{ dataset: images, caches: [], rows: 200 }], layout, opts)) xs.push(b.x as Float32Array);
       return Float32Array.from(xs.flatMap((x) => [...x]));
     };
     const stored: number[] = [];
@@ -175,6 +175,14 @@ describe('epochBatches with augment (fresh views)', () => {
     expect(await epoch(9, 3)).toEqual(e3);
     expect(await epoch(9, 4)).not.toEqual(e3);
     expect(await epoch(10, 3)).not.toEqual(e3);
+    // A layout of stored inputs (for an engine that scales them) carries the same views as bytes.
+    const views: number[] = [];
+    const opts = { batchSize: 32, shuffleBuffer: 32, seed: 1, shuffle: false, augment: { augment, seed: 9, epoch: 3 } };
+    for await (const b of epochBatches([{ dataset: images, caches: [], rows: 200 }], { ...layout, storedInputs: true }, opts)) {
+      expect(b.x).toBeInstanceOf(Uint8Array);
+      views.push(...b.x);
+    }
+    expect(Float32Array.from(views, (v) => Math.fround(v * scale))).toEqual(e3);
   });
 });
 

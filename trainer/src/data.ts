@@ -23,11 +23,14 @@ import {
 /**
  * Rows [from, to) of a source with its caches lined up. View caches (K stored views per image)
  * give each image one of its views, picked by `viewSeed`, transformed as the teacher saw it.
+ * The dataset is read into one reused buffer (AlignOptions.reuse): rows are copied out of each
+ * aligned batch before the next is asked for.
  */
 function aligned(src: SourceSpec, options: AlignOptions, viewSeed: number): AsyncGenerator<AlignedBatch, void, undefined> {
+  const reusing = { ...options, reuse: true };
   return src.caches.some((c) => c.manifest.views !== undefined)
-    ? alignDatasetWithViewCaches(src.dataset, src.caches, { ...options, viewSeed })
-    : alignDatasetWithCaches(src.dataset, src.caches, options);
+    ? alignDatasetWithViewCaches(src.dataset, src.caches, { ...reusing, viewSeed })
+    : alignDatasetWithCaches(src.dataset, src.caches, reusing);
 }
 
 /** How one teacher slot is stored in a batch. */
@@ -37,8 +40,13 @@ export type SlotSpec = ({ readonly kind: 'dense'; readonly classes: number } | {
 };
 
 export interface BatchLayout {
-  /** Floats per sample. */
+  /** Values per sample. */
   readonly inputSize: number;
+  /**
+   * x holds the datasets' stored uint8 values, unscaled, for an engine that scales them
+   * (StudentEngine.storedInput); every source is then a uint8 dataset with that scaling.
+   */
+  readonly storedInputs?: boolean;
   readonly slots: readonly SlotSpec[];
 }
 
@@ -53,8 +61,8 @@ export interface SlotData {
 
 export interface TrainBatch {
   readonly rows: number;
-  /** [rows, D], scaled (stored × scale + offset). */
-  readonly x: Float32Array;
+  /** [rows, D], scaled (stored × scale + offset); the stored uint8 values when the layout says `storedInputs`. */
+  readonly x: Float32Array | Uint8Array;
   /** Class index in the student's label space; −1 = no label for this row. */
   readonly labels: Int32Array;
   /** 1 where the row has teacher targets (all slots), else 0. */
@@ -76,7 +84,7 @@ export interface SourceSpec {
 
 /** A fixed-capacity row store, column-wise typed arrays. */
 class RowStore {
-  readonly x: Float32Array;
+  readonly x: Float32Array | Uint8Array;
   readonly labels: Int32Array;
   readonly hasTeacher: Uint8Array;
   readonly slots: Array<{ logits: Float32Array; indices?: Int32Array; logsumexp?: Float32Array; features?: Float32Array[] }>;
@@ -84,7 +92,7 @@ class RowStore {
     readonly layout: BatchLayout,
     readonly capacity: number,
   ) {
-    this.x = new Float32Array(capacity * layout.inputSize);
+    this.x = layout.storedInputs === true ? new Uint8Array(capacity * layout.inputSize) : new Float32Array(capacity * layout.inputSize);
     this.labels = new Int32Array(capacity);
     this.hasTeacher = new Uint8Array(capacity);
     this.slots = layout.slots.map((s) => ({
@@ -118,6 +126,7 @@ class RowStore {
   #fits(b: TrainBatch): boolean {
     return (
       b.x.length === this.x.length &&
+      b.x.constructor === this.x.constructor &&
       b.labels.length === this.capacity &&
       b.slots.length === this.slots.length &&
       b.slots.every((s, i) => {
@@ -211,8 +220,16 @@ function augmenter(info: DatasetInfo, D: number, opts: AugmentOptions): Augmente
   };
 }
 
-/** to[at…at+D) = from[from0…from0+D)·scale + offset; a plain copy when that is the identity on float32 values. */
-function scaleRow(to: Float32Array, at: number, from: Float32Array | Uint8Array, from0: number, D: number, scale: number, offset: number): void {
+/**
+ * to[at…at+D) = from[from0…from0+D)·scale + offset; a plain copy when that is the identity on
+ * float32 values, or when `to` takes stored values (uint8 to uint8, scaled by the engine).
+ */
+function scaleRow(to: Float32Array | Uint8Array, at: number, from: Float32Array | Uint8Array, from0: number, D: number, scale: number, offset: number): void {
+  if (to instanceof Uint8Array) {
+    if (!(from instanceof Uint8Array)) throw new Error('internal: a layout of stored inputs reads uint8 datasets only');
+    to.set(from.subarray(from0, from0 + D), at);
+    return;
+  }
   if (scale === 1 && offset === 0 && from instanceof Float32Array) {
     to.set(from.subarray(from0, from0 + D), at);
     return;

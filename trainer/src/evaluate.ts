@@ -23,8 +23,11 @@ export interface Evaluation {
 
 const BINS = 15;
 
-/** A student's logits [rows, classes] for flat samples: any engine's `predict`, or a served model. */
-export type Predict = (x: Float32Array, rows: number) => Promise<Float32Array>;
+/**
+ * A student's logits [rows, classes] for flat samples: any engine's `predict`, or a served
+ * model. x holds scaled values, or stored uint8 values when the layout says `storedInputs`.
+ */
+export type Predict = (x: Float32Array | Uint8Array, rows: number) => Promise<Float32Array>;
 
 export async function evaluate(predict: Predict, source: SourceSpec, layout: BatchLayout, batchSize = 512): Promise<Evaluation> {
   let rows = 0;

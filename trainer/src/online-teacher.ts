@@ -41,6 +41,7 @@ export class OnlineTeacher {
 
   /** The batch with the teacher's raw logits in slot 0 for every row. */
   async fill(b: TrainBatch): Promise<TrainBatch> {
+    if (b.x instanceof Uint8Array) throw new Error('internal: an online teacher reads scaled inputs, not stored ones');
     const x = this.#pre.apply(b.x, b.rows, this.#buffer);
     if (x.buffer !== this.#buffer?.buffer) this.#buffer = x; // keep the largest buffer for reuse
     const logits = await this.#teacher.logits(x, b.rows);

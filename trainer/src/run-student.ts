@@ -28,7 +28,10 @@ export async function runPredictor(run: string, backend?: BackendName): Promise<
   const session = await OrtSession.create(onnx, { provider: 'cpu' });
   const D = Number(session.inputs[0]!.shape[1]);
   return {
-    predict: async (x, rows) => (await session.run('input', x.subarray(0, rows * D), [rows, D], 'logits')).data,
+    predict: async (x, rows) => {
+      if (!(x instanceof Float32Array)) throw new Error("internal: a finished run's student takes scaled inputs");
+      return (await session.run('input', x.subarray(0, rows * D), [rows, D], 'logits')).data;
+    },
     release: () => session.release(),
     kind: 'onnx',
   };

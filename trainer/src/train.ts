@@ -12,8 +12,18 @@ import { batchLoss } from './batch-loss.js';
 import { resolveCacheDir } from './cache-ref.js';
 import { fitTemperature } from './calibration.js';
 import { clearRun, findResumePoint, keptMetrics, saveEpoch } from './checkpoint.js';
-import { BatchPool, epochBatches, prefetch, type AugmentOptions, type SourceSpec, type TrainBatch } from './data.js';
-import { flatBatch, flatPredict, LOGITS, intraOpThreads, openEngine, type BatchLoss, type EngineName, type StudentEngine } from './engine/index.js';
+import { BatchPool, epochBatches, prefetch, type AugmentOptions, type BatchLayout, type SourceSpec, type TrainBatch } from './data.js';
+import {
+  flatBatch,
+  flatPredict,
+  LOGITS,
+  intraOpThreads,
+  openEngine,
+  type BatchLoss,
+  type EngineName,
+  type StoredInput,
+  type StudentEngine,
+} from './engine/index.js';
 import { TrainingError } from './errors.js';
 import { collectLogits, evaluate, type Evaluation } from './evaluate.js';
 import { exportStudent, type ExportCheck } from './export-check.js';
@@ -171,6 +181,18 @@ async function openInputs(recipe: Readonly<Recipe>, cleanup: Array<() => Promise
   };
 }
 
+/**
+ * The stored input the run's datasets share, offered to the engine: every dataset it reads
+ * (training, test, calibration, pool) stores uint8 values with the same scaling, and no online
+ * teacher reads the batches (it takes scaled values).
+ */
+function storedInputOf(inputs: RunInputs): StoredInput | undefined {
+  const { scale, offset } = inputs.dataset.info.scaling;
+  const all = [inputs.dataset, inputs.test, inputs.calibrationData, inputs.pool?.dataset].filter((d) => d !== undefined);
+  const same = all.every((d) => d.info.inputType === 'uint8' && d.info.scaling.scale === scale && d.info.scaling.offset === offset);
+  return same && inputs.online === undefined ? { scale, offset } : undefined;
+}
+
 /** A labelled dataset as an evaluation source, its labels mapped into the student's classes. */
 function evalSource(data: DatasetReader, plan: TeacherPlan): SourceSpec {
   const lm = labelMapFor(data.info.classes, plan.classes, plan.mode);
@@ -202,8 +224,12 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
   // before any backend or provider probing (and its native warnings).
   const resume = options.resume === true ? await findResumePoint(runDir) : undefined;
   if (resume === undefined) await clearRun(runDir);
-  const opened = await openEngine(recipe, dataset.info.inputShape, C, resume?.dir, plan.hints ?? []);
+  const opened = await openEngine(recipe, dataset.info.inputShape, C, resume?.dir, plan.hints ?? [], storedInputOf(inputs));
   const engine: StudentEngine = opened.engine;
+  // The engine scales the stored uint8 values itself when it can: batches then carry bytes.
+  const stored = engine.storedInput !== undefined;
+  const layoutOf = (l: BatchLayout): BatchLayout => (stored ? { ...l, storedInputs: true } : l);
+  const evalLayout = layoutOf({ inputSize: D, slots: [] });
   cleanup.push(() => engine.release());
   if (engine.classes !== C) throw new TrainingError(`the student has ${engine.classes} outputs but the teachers/dataset have ${C} classes`);
   if (calibrationData !== undefined) {
@@ -244,7 +270,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     const t0 = performance.now();
     let batchIndex = 0;
     const batches = prefetch(
-      epochBatches(buildSources(), plan.layout, {
+      epochBatches(buildSources(), layoutOf(plan.layout), {
         batchSize: recipe.batchSize,
         shuffleBuffer: recipe.shuffleBuffer,
         seed: recipe.seed * 1000 + epoch,
@@ -307,7 +333,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     }
     await flush();
     const seconds = (performance.now() - t0) / 1000;
-    const testEval = test === undefined ? undefined : await evaluate(flatPredict(engine), evalSource(test, plan), { inputSize: D, slots: [] });
+    const testEval = test === undefined ? undefined : await evaluate(flatPredict(engine), evalSource(test, plan), evalLayout);
     const m: EpochMetrics = {
       epoch,
       lr,
@@ -328,12 +354,11 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
   let calibration: RunResult['calibration'];
   if (calibrationData !== undefined) {
     const source = evalSource(calibrationData, plan);
-    const layout = { inputSize: D, slots: [] };
-    const before = await evaluate(predict, source, layout);
-    const { logits, labels, classes } = await collectLogits(predict, C, source, layout);
+    const before = await evaluate(predict, source, evalLayout);
+    const { logits, labels, classes } = await collectLogits(predict, C, source, evalLayout);
     const fit = fitTemperature(logits, labels, classes);
     engine.scaleLogits(1 / fit.temperature);
-    const after = await evaluate(predict, source, layout);
+    const after = await evaluate(predict, source, evalLayout);
     calibration = {
       data: recipe.calibration!.data,
       rows: fit.rows,
@@ -345,7 +370,7 @@ async function run(recipe: Readonly<Recipe>, options: TrainOptions, cleanup: Arr
     };
   }
   await engine.saveModel(runDir);
-  const finalEval = test === undefined ? undefined : await evaluate(predict, evalSource(test, plan), { inputSize: D, slots: [] });
+  const finalEval = test === undefined ? undefined : await evaluate(predict, evalSource(test, plan), evalLayout);
   const latencyMs = await engine.latencyMs();
   let onnx: ExportCheck | undefined;
   if (options.skipExport !== true) onnx = await exportStudent(engine, plan.classes, predict, join(runDir, 'student.onnx'), test ?? dataset);

@@ -19,6 +19,7 @@ import {
   primitiveColumn,
   readArrowBatches,
   readArrowFileFrom,
+  readArrowFileReusing,
   recordBatch,
 } from './arrow-io.js';
 
@@ -74,6 +75,28 @@ describe('arrow-io against apache-arrow', () => {
         expect(primitiveColumn<Int32Array>(b, 'id', path)).toEqual(primitiveColumn<Int32Array>(slow[i]!, 'id', path));
         expect(listColumn<Float32Array>(b, 'x', path).values).toEqual(listColumn<Float32Array>(slow[i]!, 'x', path).values);
       });
+    }
+  });
+
+  it('readArrowFileReusing gives the same batches as the reader’s own, from any first batch, each read into the one buffer', async () => {
+    const { bytes } = await fileOf([64, 64, 64, 10]);
+    const path = join(await mkdtemp(join(tmpdir(), 'arrow-io-')), 'f.arrow');
+    await writeFile(path, bytes);
+    for (const first of [0, 2]) {
+      const slow: RecordBatch[] = [];
+      for await (const b of readArrowFileFrom(path, first)) slow.push(b);
+      const buffers = new Set<ArrayBufferLike>();
+      let i = 0;
+      for await (const b of readArrowFileReusing(path, first)) {
+        const x = listColumn<Float32Array>(b, 'x', path).values;
+        // Compared before the next read, which overwrites it.
+        expect(primitiveColumn<Int32Array>(b, 'id', path)).toEqual(primitiveColumn<Int32Array>(slow[i]!, 'id', path));
+        expect(x).toEqual(listColumn<Float32Array>(slow[i]!, 'x', path).values);
+        buffers.add(x.buffer);
+        i++;
+      }
+      expect(i).toBe(slow.length);
+      expect(buffers.size).toBe(1);
     }
   });
 

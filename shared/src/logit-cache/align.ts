@@ -106,6 +106,12 @@ export interface AlignOptions {
   readonly temperature?: number;
   /** Compare each cache's recorded dataset fingerprint with the dataset file (default true). */
   readonly checkFingerprint?: boolean;
+  /**
+   * Read the dataset's record batches into one reused buffer (DatasetReader.batches `reuse`): a
+   * batch's inputs are then valid only until the next batch is requested. For a consumer that
+   * copies rows out before asking for more.
+   */
+  readonly reuse?: boolean;
   /** Only rows [from, to) (default: all). Reading starts at the batch or shard holding `from`. */
   readonly from?: number;
   readonly to?: number;
@@ -136,7 +142,7 @@ export async function* alignDatasetWithCaches(
   const from = options.from ?? 0;
   const to = options.to ?? Number.POSITIVE_INFINITY;
   const ranged = from > 0 ? { from } : {};
-  const data = new Cursor(dataset.batches(ranged));
+  const data = new Cursor(dataset.batches({ ...ranged, ...(options.reuse === true ? { reuse: true } : {}) }));
   const teachers = caches.map((c) => new Cursor(c.batches({ ...(options.temperature === undefined ? {} : { temperature: options.temperature }), ...ranged })));
   let row = from;
   try {
@@ -254,7 +260,7 @@ export async function* alignDatasetWithViewCaches(
   const from = options.from ?? 0;
   const to = options.to ?? Number.POSITIVE_INFINITY;
   const temperature = options.temperature === undefined ? {} : { temperature: options.temperature };
-  const data = new Cursor(dataset.batches(from > 0 ? { from } : {}));
+  const data = new Cursor(dataset.batches({ ...(from > 0 ? { from } : {}), ...(options.reuse === true ? { reuse: true } : {}) }));
   const teachers = caches.map((c) => new Cursor(c.batches({ ...temperature, ...(from > 0 ? { from: from * K } : {}) })));
   let row = from;
   try {

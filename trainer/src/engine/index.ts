@@ -6,7 +6,7 @@ import type { PlannedHint } from '../teacher-plan.js';
 import type { ExecutionProvider } from '@distillate/shared/onnx';
 import { selectBackend, type BackendChoice } from '../backend.js';
 import type { Recipe } from '../recipe.js';
-import type { StudentEngine } from './engine.js';
+import type { StoredInput, StudentEngine } from './engine.js';
 import { OrtEngine } from './ort.js';
 import { TfjsEngine } from './tfjs.js';
 
@@ -45,6 +45,8 @@ export async function openEngine(
   classes: number,
   resumeFrom?: string,
   hints: readonly PlannedHint[] = [],
+  /** Offer the engine the datasets' stored uint8 values with this scaling (the ORT engine takes them; see StudentEngine.storedInput). */
+  storedInput?: StoredInput,
 ): Promise<OpenedEngine> {
   const skipped: string[] = [];
   if (recipe.engine === 'tfjs') {
@@ -65,6 +67,7 @@ export async function openEngine(
     {
       ...(provider === undefined ? {} : { provider }),
       ...(threads === undefined ? {} : { intraOpThreads: threads }),
+      ...(storedInput === undefined ? {} : { storedInput }),
       onProviderFailure: (p, reason) => skipped.push(`ORT ${p}: ${reason}`),
     },
     hints,
@@ -85,6 +88,7 @@ export type {
   BatchLoss,
   StepOptions,
   StepResult,
+  StoredInput,
   StudentBatch,
   TensorSpec,
   TensorData,

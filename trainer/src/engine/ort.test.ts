@@ -109,3 +109,38 @@ describe('TF.js engine learning-rate schedule', () => {
     }
   });
 });
+
+describe('ORT engine stored inputs', () => {
+  it('trains and predicts on stored uint8 values (scaled in the graph) as on the scaled floats, and exports the float student', async () => {
+    const stored = { scale: 1 / 255, offset: -0.5 };
+    const recipe = parseRecipe({ name: 's', data: { train: 'x' }, student: { kind: 'mlp', hidden: [5] }, optimizer: { kind: 'adam', lr: 0.05 } });
+    const bytes = Uint8Array.from({ length: 8 * D }, (_, i) => (i * 37) % 256);
+    const floats = Float32Array.from(bytes, (v) => v * stored.scale + stored.offset);
+    const G = Float32Array.from({ length: 8 * C }, (_, i) => Math.cos(i));
+    const plain = await OrtEngine.create(recipe, [D], C, { provider: 'cpu' });
+    const scaling = await OrtEngine.create(recipe, [D], C, { provider: 'cpu', storedInput: stored });
+    try {
+      expect(plain.storedInput).toBeUndefined();
+      expect(scaling.storedInput).toEqual(stored);
+      for (let s = 0; s < 3; s++) {
+        const [a] = await plain.steps([{ batch: flatBatch(plain, floats, 8), loss: linearLoss(G) }], 0.05);
+        const [b] = await scaling.steps([{ batch: flatBatch(scaling, bytes, 8), loss: linearLoss(G) }], 0.05);
+        expect(b!.terms['total']).toBeCloseTo(a!.terms['total']!, 4);
+      }
+      const want = await plain.predict(flatBatch(plain, floats, 8));
+      const fromBytes = await scaling.predict(flatBatch(scaling, bytes, 8));
+      const fromFloats = await scaling.predict(flatBatch(scaling, floats, 8)); // floats still go through the student as it is
+      for (let i = 0; i < want.length; i++) {
+        expect(fromBytes[i]!).toBeCloseTo(want[i]!, 4);
+        expect(fromFloats[i]!).toBeCloseTo(want[i]!, 4);
+      }
+      // student.onnx keeps the student's own float input.
+      expect(Graph.fromBytes(scaling.exportOnnx({})).inputs.map((v) => v.type)).toEqual(['float32']);
+      // Without the offer, stored bytes are refused, not read as floats.
+      await expect(plain.predict(flatBatch(plain, bytes, 8))).rejects.toThrow(/takes float32, the batch holds uint8/);
+    } finally {
+      await plain.release();
+      await scaling.release();
+    }
+  });
+});

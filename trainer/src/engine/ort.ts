@@ -30,6 +30,7 @@ import {
   type BatchLoss,
   type StepOptions,
   type StepResult,
+  type StoredInput,
   type StudentBatch,
   type StudentEngine,
   type TensorArray,
@@ -75,6 +76,29 @@ export interface OrtEngineOptions {
   readonly provider?: ExecutionProvider;
   readonly intraOpThreads?: number;
   readonly onProviderFailure?: (provider: ExecutionProvider, reason: string) => void;
+  /** Also take the one input as stored uint8 values, scaled in the graph (StudentEngine.storedInput); ignored for a student with several inputs or a non-float one. */
+  readonly storedInput?: StoredInput;
+}
+
+/**
+ * The student behind a uint8 input: x · scale + offset in the graph (Cast, Mul, Add: passes
+ * over the batch inside the session), then the student as it is. Its parameters are the
+ * student's, in the same order (the scale and offset are scalars, which are never parameters).
+ */
+function withStoredInput(student: Graph, stored: StoredInput): { graph: Graph; stepInputs: StepInput[] } {
+  const input = student.inputs[0]!;
+  const g = new Graph(student.name, student.opset);
+  g.reserve([...student.inputs.map((v) => v.name), ...student.initializers.keys(), ...student.nodes.flatMap((n) => n.outputs)]);
+  g.input(input.name, input.dims, 'uint8');
+  // A scale of 1 or an offset of 0 costs no pass (Fashion-MNIST's scaling is x / 255).
+  const values = g.node('Cast', [input.name], { to: 1 });
+  const multiplied = stored.scale === 1 ? values : g.node('Mul', [values, g.constant('input_scale', [stored.scale], [])]);
+  const scaled = stored.offset === 0 ? multiplied : g.node('Add', [multiplied, g.constant('input_offset', [stored.offset], [])]);
+  g.graft(student, new Map([[input.name, scaled]]));
+  for (const o of student.outputs) g.output(o.name, o.dims, o.type);
+  for (const [k, v] of student.metadata) g.metadata.set(k, v);
+  const stepInputs: StepInput[] = [{ name: input.name, dims: input.dims.map((d) => (typeof d === 'number' ? d : -1)), type: 'uint8' }];
+  return { graph: g, stepInputs };
 }
 
 export class OrtEngine implements StudentEngine {
@@ -91,7 +115,11 @@ export class OrtEngine implements StudentEngine {
    * ResNet), far below what a wrong export gives.
    */
   readonly exportTolerance: number;
+  readonly storedInput?: StoredInput;
   readonly #student: Graph;
+  /** The student behind its stored-input prefix, when it takes stored values (withStoredInput). */
+  readonly #stored: { readonly graph: Graph; readonly stepInputs: readonly StepInput[] } | undefined;
+  #predictStored: Promise<OrtSession> | undefined;
   readonly #stepInputs: readonly StepInput[];
   readonly #params: ReadonlyArray<{ readonly name: string; readonly dims: readonly number[] }>;
   /** BatchNorm running statistics: state the step updates without a gradient. */
@@ -118,6 +146,9 @@ export class OrtEngine implements StudentEngine {
     seed: number,
   ) {
     this.#seed = seed;
+    const only = stepInputs.length === 1 && stepInputs[0]!.type === 'float32';
+    this.#stored = options.storedInput !== undefined && only ? withStoredInput(student, options.storedInput) : undefined;
+    if (this.#stored !== undefined && options.storedInput !== undefined) this.storedInput = options.storedInput;
     this.#student = student;
     this.#stepInputs = stepInputs;
     this.#predict = predict;
@@ -189,12 +220,13 @@ export class OrtEngine implements StudentEngine {
    * The train-step session for this loss shape, built on first use on the provider predict runs
    * on: the step graph as the body of a Loop, so one run trains on K stacked batches.
    */
-  #stepFor(loss: BatchLoss): Promise<Looped> {
-    let entry = this.#steps.get(loss.key);
+  #stepFor(loss: BatchLoss, stored: boolean): Promise<Looped> {
+    const key = `${stored ? 'stored' : 'scaled'}|${loss.key}`;
+    let entry = this.#steps.get(key);
     if (entry === undefined) {
       entry = (async () => {
-        const graph = buildStepGraph(this.#student, {
-          inputs: this.#stepInputs,
+        const graph = buildStepGraph(stored ? this.#stored!.graph : this.#student, {
+          inputs: stored ? this.#stored!.stepInputs : this.#stepInputs,
           outputs: studentOutputs(this.#student),
           optimizer: this.#optimizer,
           loss,
@@ -221,7 +253,7 @@ export class OrtEngine implements StudentEngine {
         });
         return { graph, looped, carried, perStep, session, stacks: new Map() };
       })();
-      this.#steps.set(loss.key, entry);
+      this.#steps.set(key, entry);
     }
     return entry;
   }
@@ -242,14 +274,16 @@ export class OrtEngine implements StudentEngine {
     const K = batches.length;
     const rows = batches[0]!.batch.rows;
     const key = batches[0]!.loss.key;
-    if (batches.some((b) => b.batch.rows !== rows || b.loss.key !== key)) throw new Error('internal: steps() takes batches of one row count and loss shape');
-    const { graph: g, looped, carried, perStep, session, stacks } = await this.#stepFor(batches[0]!.loss);
+    const stored = this.#isStored(batches[0]!.batch);
+    if (batches.some((b) => b.batch.rows !== rows || b.loss.key !== key || this.#isStored(b.batch) !== stored))
+      throw new Error('internal: steps() takes batches of one row count, loss shape and input type');
+    const { graph: g, looped, carried, perStep, session, stacks } = await this.#stepFor(batches[0]!.loss, stored);
     // Per-step inputs, stacked: [K, …] each.
     const perStepFeeds = batches.map((b) => {
       this.#step++;
       const adam = this.#optimizer.kind === 'adam' ? adamScalars(lr, this.#step, this.#optimizer) : { stepSize: 0, epsilon: 0 };
       const hyper: Record<HyperName, number> = { lr, ...adam, decay: 1 - lr * this.#optimizer.weightDecay };
-      const feeds: Record<string, { data: TensorArray; dims: readonly number[] }> = { ...b.loss.feeds(), ...this.#inputFeeds(b.batch) };
+      const feeds: Record<string, { data: TensorArray; dims: readonly number[] }> = { ...b.loss.feeds(), ...this.#inputFeeds(b.batch, stored) };
       for (const h of g.hyper) feeds[h] = { data: Float32Array.of(hyper[h]), dims: [1] };
       if (g.needsBatchRows) feeds['batch_rows'] = { data: Float32Array.of(rows), dims: [1] };
       // Inverted dropout masks from a generator seeded by (recipe seed, step): a resumed run draws the same ones.
@@ -299,10 +333,15 @@ export class OrtEngine implements StudentEngine {
     }));
   }
 
-  /** The batch's input tensors, checked against the student's inputs. */
-  #inputFeeds(batch: StudentBatch): Record<string, { data: TensorArray; dims: readonly number[] }> {
+  /** Whether a batch holds stored values for a student that takes them (its one input as uint8). */
+  #isStored(batch: StudentBatch): boolean {
+    return this.#stored !== undefined && batch.inputs[this.#stored.stepInputs[0]!.name]?.data instanceof Uint8Array;
+  }
+
+  /** The batch's input tensors, checked against the student's inputs (or the stored-input graph's). */
+  #inputFeeds(batch: StudentBatch, stored: boolean): Record<string, { data: TensorArray; dims: readonly number[] }> {
     const feeds: Record<string, { data: TensorArray; dims: readonly number[] }> = {};
-    for (const spec of this.#stepInputs) {
+    for (const spec of stored ? this.#stored!.stepInputs : this.#stepInputs) {
       const t = batch.inputs[spec.name];
       if (t === undefined) throw new Error(`the batch has no input ${spec.name} (the student takes ${this.#stepInputs.map((i) => i.name).join(', ')})`);
       if (dtypeOf(t.data) !== spec.type) throw new Error(`input ${spec.name}: the student takes ${spec.type}, the batch holds ${dtypeOf(t.data)}`);
@@ -330,10 +369,21 @@ export class OrtEngine implements StudentEngine {
   }
 
   async predict(batch: StudentBatch): Promise<Float32Array> {
-    const feeds: Record<string, { data: TensorArray; dims: readonly number[] }> = this.#inputFeeds(batch);
+    const stored = this.#isStored(batch);
+    const feeds: Record<string, { data: TensorArray; dims: readonly number[] }> = this.#inputFeeds(batch, stored);
     this.#params.forEach((p, i) => (feeds[p.name] = { data: this.#values[i]!, dims: p.dims }));
     this.#buffers.forEach((b, i) => (feeds[b.name] = { data: this.#bufferValues[i]!, dims: b.dims }));
-    return (await this.#predict.runMany(feeds, [STUDENT_LOGITS]))[STUDENT_LOGITS]!;
+    const session = stored ? await (this.#predictStored ??= this.#storedPredictSession()) : this.#predict;
+    return (await session.runMany(feeds, [STUDENT_LOGITS]))[STUDENT_LOGITS]!;
+  }
+
+  /** The predict session of the stored-input graph, on the provider predict runs on. */
+  #storedPredictSession(): Promise<OrtSession> {
+    const { graph, stepInputs } = this.#stored!;
+    return OrtSession.create(buildPredictGraph(graph, stepInputs), {
+      provider: this.device,
+      ...(this.#options.intraOpThreads === undefined ? {} : { intraOpThreads: this.#options.intraOpThreads }),
+    });
   }
 
   /** The node that makes the logits, if it is a Gemm whose weight and bias are parameters. */
@@ -448,6 +498,7 @@ export class OrtEngine implements StudentEngine {
 
   async release(): Promise<void> {
     await this.#predict.release();
+    await (await this.#predictStored?.catch(() => undefined))?.release();
     for (const entry of this.#steps.values()) await (await entry.catch(() => undefined))?.session.release();
   }
 }
