@@ -17,6 +17,7 @@
  * median of 5 fresh processes per size.
  */
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
@@ -118,8 +119,16 @@ class TorchServer {
   async rate(model: 'mlp' | 'cnn', config: TorchConfig, batches: number): Promise<number> {
     return (await this.ask({ model, config, batches }))['rate'] as number;
   }
-  close(): void {
+  /**
+   * End the peer and wait until its process has gone: PyTorch's exit (and torch.compile's
+   * worker processes) took the cores for a while, and the next ORT run of the turns started
+   * while it did — the bench measured the two at once.
+   */
+  async close(): Promise<void> {
+    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return;
+    const exited = once(this.#child, 'exit');
     this.#child.stdin.end();
+    await exited;
   }
 }
 
@@ -212,7 +221,7 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; pairs: n
         for (const c of configs) torchRates[c].push(await torch.server.rate(model, c, batches));
         if (model === 'mlp' && p === 0) peak = (await torch.server.ask({ sgemm: true }))['sgemm_gflops'] as number;
       } finally {
-        torch.server.close();
+        await torch.server.close();
       }
     }
     const metric = `ort_train_${METRIC[model]}`;

@@ -240,12 +240,9 @@ export class DatasetReader {
 
   /**
    * The file's batches in order. With `from`, reading starts at the record batch holding that
-   * row (random access through the file footer; see `batchStart`).
-   */
-  /**
-   * The record batches from the one holding row `from` on. `reuse`: every batch is read into
-   * the same buffer, so a batch's arrays are valid only until the next one is requested — for
-   * a consumer that copies rows out first (readArrowFileReusing says why).
+   * row (random access through the file footer; see `batchStart`). With `reuse`, every batch is
+   * read into the same buffer, so a batch's arrays are valid only until the next one is
+   * requested — for a consumer that copies rows out first (readArrowFileReusing says why).
    */
   async *batches(options: { from?: number; reuse?: boolean } = {}): AsyncGenerator<DatasetBatch, void, undefined> {
     const from = options.from ?? 0;
