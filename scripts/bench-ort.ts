@@ -12,13 +12,20 @@
  *  - ReLU's gradient: Where(y > 0, dy, 0) (used) against Sign(y)·dy;
  *  - train steps per session run (the Loop of stepsPerRun): 32 against 8 and 1, for the MLP
  *    784-512-256-10 and the small CNN, batch 128, KD + CE, Adam;
- *  - intra-op threads: every core (what OrtSession asks for) against ORT's own default (0).
+ *  - intra-op threads: every core (what OrtSession asks for) against ORT's own default (0);
+ *  - the data path of one epoch (60,000 rows of 28×28 uint8 images, Fashion-MNIST's size, with
+ *    a dense cache, batch 128): stored bytes for an engine that scales them in its graph (used
+ *    on the ORT engine) against scaled float rows, and a pass over the dataset read into one
+ *    reused buffer (used) against a fresh buffer per record batch.
  * Each op graph reduces its result to a scalar, so the figures are the ops' cost, not the cost
  * of copying a large output back to JavaScript.
  */
-import { runCli } from '@distillate/shared';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatasetReader, LogitCacheReader, LogitCacheWriter, runCli, writeSyntheticDataset } from '@distillate/shared';
 import { defaultIntraOpThreads, Graph, OrtSession } from '@distillate/shared/onnx';
-import { batchLoss, OrtEngine, parseRecipe, selectBackend, type TeacherPlan } from '@distillate/trainer';
+import { batchLoss, epochBatches, OrtEngine, parseRecipe, selectBackend, type BatchLayout, type TeacherPlan } from '@distillate/trainer';
 import { log, median, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
 
 async function timeGraph(g: Graph, feeds: Record<string, { data: Float32Array; dims: number[] }>, out: string, runs: number): Promise<number> {
@@ -136,6 +143,57 @@ async function stepsPerRun(student: object, K: number, steps: number, threads?: 
   }
 }
 
+/**
+ * The data path's two choices, in turns (`runs` each, medians in ms): one epoch of batches with
+ * stored bytes against scaled floats, and one pass over the dataset's record batches read into
+ * a reused buffer against fresh ones.
+ */
+async function dataPath(rows: number, runs: number): Promise<{ stored: number; scaled: number; reused: number; fresh: number }> {
+  const dir = await mkdtemp(join(tmpdir(), 'bench-ort-data-'));
+  try {
+    const path = join(dir, 'd.arrow');
+    const { fingerprint } = await writeSyntheticDataset(path, { rows, inputShape: [28, 28, 1], classes: 10, batchRows: 4096 });
+    const w = await LogitCacheWriter.open({
+      root: join(dir, 'cache'),
+      teacher: { name: 'bench', sha256: 'e'.repeat(64), classes: Array.from({ length: 10 }, (_, i) => `c${i}`) },
+      dataset: { fingerprint, rows },
+      preprocessing: '',
+      temperature: 4,
+      storage: { mode: 'dense' },
+      fsync: false,
+    });
+    const dataset = await DatasetReader.open(path);
+    for await (const b of dataset.batches()) await w.append({ ids: b.ids, logits: Float32Array.from({ length: b.rows * 10 }, (_, i) => Math.sin(i)) });
+    const cache = await LogitCacheReader.open(join(dir, 'cache', (await w.finish()).key));
+    const epoch = async (layout: BatchLayout, seed: number): Promise<number> => {
+      const t0 = performance.now();
+      for await (const b of epochBatches([{ dataset, caches: [cache], rows }], layout, { batchSize: 128, shuffleBuffer: 2048, seed, shuffle: true })) void b;
+      return performance.now() - t0;
+    };
+    const pass = async (reuse: boolean): Promise<number> => {
+      const t0 = performance.now();
+      for await (const b of dataset.batches({ reuse })) void b;
+      return performance.now() - t0;
+    };
+    const slots = [{ kind: 'dense', classes: 10 }] as const;
+    const t = { stored: [] as number[], scaled: [] as number[], reused: [] as number[], fresh: [] as number[] };
+    for (let i = 0; i < runs + 1; i++) {
+      const stored = await epoch({ inputSize: 784, slots, storedInputs: true }, i);
+      const scaled = await epoch({ inputSize: 784, slots }, i);
+      const reused = await pass(true);
+      const fresh = await pass(false);
+      if (i === 0) continue; // the first turn warms up
+      t.stored.push(stored);
+      t.scaled.push(scaled);
+      t.reused.push(reused);
+      t.fresh.push(fresh);
+    }
+    return { stored: median(t.stored), scaled: median(t.scaled), reused: median(t.reused), fresh: median(t.fresh) };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 async function main(opts: { json: boolean; quick: boolean }): Promise<void> {
   await selectBackend('cpu');
   const rows: BenchRow[] = [];
@@ -197,6 +255,11 @@ async function main(opts: { json: boolean; quick: boolean }): Promise<void> {
     const ortDefault = await stepsPerRun(student, opts.quick ? 2 : 32, n, 0);
     rows.push(row('ort', `step_ms_${name}_threads`, all, 'ms', { name: "intraOpNumThreads 0 (ORT's default)", value: ortDefault }));
   }
+  const dataRows = opts.quick ? 1024 : 60_000;
+  log(opts.json, `data path: one epoch of ${dataRows} 28×28 uint8 rows with a dense cache, and one pass over the dataset, in turns`);
+  const d = await dataPath(dataRows, runs);
+  rows.push(row('ort', 'data_epoch_ms_stored_bytes', d.stored, 'ms', { name: 'scaled float rows', value: d.scaled }));
+  rows.push(row('ort', 'dataset_pass_ms_reused_buffer', d.reused, 'ms', { name: 'a fresh buffer per record batch', value: d.fresh }));
   printRows(rows, opts.json);
 }
 
