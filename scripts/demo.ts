@@ -35,6 +35,8 @@ const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 export const DEMO_TEACHER = 'fmnist-teacher-ls0';
 /** The teacher the demo trains for itself with --synthetic. */
 const SYNTHETIC_TEACHER = 'synthetic-teacher';
+/** The name the demo registers its KD student under. */
+const STUDENT_NAME = 'fmnist-student';
 
 export interface DemoOptions {
   /** Directory with the four Fashion-MNIST IDX .gz files. */
@@ -210,6 +212,9 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
   const testRows = await (await DatasetReader.open(join(dirs.data, 'test.arrow'))).countRows();
 
   log('[2/7] teacher server');
+  // The student a previous run registered: the server would load it at boot, and a rescan does
+  // not reload a name it has, so this run would serve (and compare against) the old student.
+  for (const ext of ['onnx', 'json']) await rm(join(dirs.models, `${STUDENT_NAME}.${ext}`), { force: true });
   const teacher = dataset === 'synthetic' ? SYNTHETIC_TEACHER : DEMO_TEACHER;
   if (dataset === 'synthetic') await trainSyntheticTeacher(dirs, log);
   else for (const ext of ['onnx', 'json']) await copyFile(join(ROOT, 'models', `${DEMO_TEACHER}.${ext}`), join(dirs.models, `${DEMO_TEACHER}.${ext}`));
@@ -248,7 +253,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     );
 
     log('[6/7] register the exported KD student with the server and query it');
-    const studentName = 'fmnist-student';
+    const studentName = STUDENT_NAME;
     await copyFile(kd.onnx!.path, join(dirs.models, `${studentName}.onnx`));
     await writeFile(
       join(dirs.models, `${studentName}.json`),
