@@ -208,6 +208,22 @@ describe('importing image folders', () => {
     expect(got.labels).toEqual([0, 1, 1, 1, 1]);
   });
 
+  it('decodes in processes, one per core: a process that dies fails only its file (skipped, with the reason), and the rest import', async () => {
+    const good = await gray(6, 6, 90).png().toBuffer();
+    const dir = await folder('crash', { 'a/1.png': good, 'a/2.png': good, 'a/crash.png': good, 'b/3.png': good, 'b/4.png': good, 'b/5.png': good });
+    process.env['DISTILLATE_TEST_DECODER_CRASH_ON'] = 'crash.png';
+    try {
+      const r = await importImageFolder({ folder: dir, out: join(root, 'crash.arrow'), size: [6, 6], channels: 1, maxSkipped: 0.5, concurrency: 2 });
+      expect(r.skipped).toEqual([{ source: 'a/crash.png', reason: 'the decoding process died on this file (SIGKILL)' }]);
+      expect(r.perClass).toEqual({ a: 2, b: 3 });
+      const got = await readRows(join(root, 'crash.arrow'));
+      expect(got.sources).toEqual(['a/1.png', 'a/2.png', 'b/3.png', 'b/4.png', 'b/5.png']);
+      for (const row of got.inputs) expect([...new Set(row)]).toEqual([90]);
+    } finally {
+      delete process.env['DISTILLATE_TEST_DECODER_CRASH_ON'];
+    }
+  });
+
   it('orients by EXIF and resizes by cover, contain or fill', async () => {
     // 4 wide × 2 high, left half white, right half black, EXIF orientation 6 (rotate 90° clockwise).
     const raw = Buffer.from([255, 255, 0, 0, 255, 255, 0, 0]);

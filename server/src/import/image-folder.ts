@@ -14,14 +14,15 @@
  * output is written atomically: a failed import leaves no file.
  */
 import { availableParallelism } from 'node:os';
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import sharp from 'sharp';
 import type { DatasetInfo } from '@distillate/shared';
+import { DecodePool } from './decode-pool.js';
+import { decode, decodeFile, reasonOf, type Decoded, type Fit } from './image-decode.js';
 import { ImportError, ImportSink, type SkippedFile } from './sink.js';
 
 export { ImportError, reportPath, type SkippedFile } from './sink.js';
-
-export type Fit = 'cover' | 'contain' | 'fill';
+export { decode, reasonOf, type Decoded, type Fit } from './image-decode.js';
 
 export interface ImageFolderImport {
   /** The folder: class sub-folders, or images directly inside it (an unlabelled pool). */
@@ -122,49 +123,6 @@ async function listImages(dir: Buffer, rel: string, ignored: string[]): Promise<
   return out;
 }
 
-export interface Decoded {
-  readonly pixels: Buffer;
-  readonly width: number;
-  readonly height: number;
-}
-
-/** One image → 8-bit pixels (HWC) of the target size and channels; throws with the reason. */
-export async function decode(
-  bytes: Buffer | Uint8Array,
-  o: { size: readonly [number, number] | undefined; channels: 1 | 3; fit: Fit; maxPixels: number },
-): Promise<Decoded> {
-  if (bytes.length === 0) throw new Error('empty file');
-  const image = sharp(bytes, { limitInputPixels: o.maxPixels, failOn: 'warning' });
-  const meta = await image.metadata();
-  const swapped = (meta.orientation ?? 1) >= 5;
-  const [w0, h0] = swapped ? [meta.height, meta.width] : [meta.width, meta.height];
-  const [H, W] = o.size ?? [h0, w0];
-  let pipeline = image.rotate().flatten({ background: { r: 0, g: 0, b: 0 } });
-  // Already the target size: no resampling (a lossless round trip stays bit-identical).
-  if (w0 !== W || h0 !== H) {
-    pipeline = pipeline.resize(W, H, { fit: o.fit, position: 'centre', background: { r: 0, g: 0, b: 0, alpha: 1 }, kernel: 'lanczos3' });
-  }
-  pipeline = pipeline.toColourspace(o.channels === 1 ? 'b-w' : 'srgb');
-  const { data, info } = await pipeline.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
-  if (info.width !== W || info.height !== H || info.channels !== o.channels) {
-    throw new Error(`decoded to ${info.width}×${info.height}×${info.channels}, expected ${W}×${H}×${o.channels}`);
-  }
-  return { pixels: data, width: W, height: H };
-}
-
-/** Why sharp refused a file, in one line. */
-export function reasonOf(err: unknown): string {
-  const e = err as NodeJS.ErrnoException;
-  if (e.code === 'ELOOP') return 'a symbolic link loop';
-  if (e.code === 'EACCES' || e.code === 'EPERM') return 'not readable (permission denied)';
-  if (e.code === 'ENOENT') return 'no such file (a dangling link?)';
-  if (e.code === 'EISDIR') return 'a directory';
-  const message = (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
-  if (/pixel limit/i.test(message)) return `over the pixel limit (decompression-bomb guard): ${message}`;
-  if (/unsupported image format/i.test(message)) return 'not an image (unsupported or unrecognised format)';
-  return message;
-}
-
 export async function importImageFolder(o: ImageFolderImport): Promise<ImportReport> {
   return new ImageFolderImporter(o).run();
 }
@@ -242,14 +200,16 @@ class ImageFolderImporter {
     const sink = new ImportSink({ out: o.out, onError, maxSkipped, unit: 'image files' });
     let size = o.size;
     let done = 0;
-    const decodeOne = async (e: Entry): Promise<Decoded | undefined> => {
+    // More than one at a time: decoding processes (sharp in one process does not scale across cores).
+    const pool = concurrency > 1 ? new DecodePool(concurrency) : undefined;
+    // A file that cannot be imported gives its reason; skips are recorded in file order, whichever
+    // process finishes first.
+    const decodeOne = async (e: Entry): Promise<Decoded | { readonly skip: string }> => {
       try {
-        const st = await stat(e.path);
-        if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: st.isDirectory() ? 'EISDIR' : undefined });
-        return await decode(await readFile(e.path), { size, channels, fit, maxPixels });
+        const options = { size, channels, fit, maxPixels };
+        return await (pool === undefined ? decodeFile(e.path, options) : pool.decode(e.path, options));
       } catch (err) {
-        sink.skip(e.source, reasonOf(err));
-        return undefined;
+        return { skip: reasonOf(err) };
       } finally {
         o.onProgress?.(++done, total);
       }
@@ -270,8 +230,14 @@ class ImageFolderImporter {
             }
           }
         }
-        const decoded = await mapConcurrently(chunk, concurrency, decodeOne);
-        const kept = chunk.map((e, i) => ({ e, d: decoded[i] })).filter((x): x is { e: Entry; d: Decoded } => x.d !== undefined);
+        // A few files queued per process, so that none waits on the round trip.
+        const decoded = await mapConcurrently(chunk, pool === undefined ? 1 : 4 * concurrency, decodeOne);
+        const kept: Array<{ e: Entry; d: Decoded }> = [];
+        chunk.forEach((e, i) => {
+          const d = decoded[i]!;
+          if ('skip' in d) sink.skip(e.source, d.skip);
+          else kept.push({ e, d });
+        });
         if (kept.length === 0) continue;
         const [H, W] = size!;
         const D = H * W * channels;
@@ -300,6 +266,8 @@ class ImageFolderImporter {
     } catch (err) {
       await sink.fail(err, failed);
       throw err;
+    } finally {
+      await pool?.close();
     }
   }
 }
