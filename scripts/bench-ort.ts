@@ -16,7 +16,9 @@
  *  - the data path of one epoch (60,000 rows of 28×28 uint8 images, Fashion-MNIST's size, with
  *    a dense cache, batch 128): stored bytes for an engine that scales them in its graph (used
  *    on the ORT engine) against scaled float rows, and a pass over the dataset read into one
- *    reused buffer (used) against a fresh buffer per record batch.
+ *    reused buffer (used) against a fresh buffer per record batch, and batches refilled from a
+ *    pool (used) against fresh ones;
+ *  - a 6.4 MB output fetched into a preallocated array against a fresh one (rejected: no gain).
  * Each op graph reduces its result to a scalar, so the figures are the ops' cost, not the cost
  * of copying a large output back to JavaScript.
  */
@@ -25,7 +27,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatasetReader, LogitCacheReader, LogitCacheWriter, runCli, writeSyntheticDataset } from '@distillate/shared';
 import { defaultIntraOpThreads, Graph, OrtSession } from '@distillate/shared/onnx';
-import { batchLoss, epochBatches, OrtEngine, parseRecipe, selectBackend, type BatchLayout, type TeacherPlan } from '@distillate/trainer';
+import { batchLoss, BatchPool, epochBatches, OrtEngine, parseRecipe, selectBackend, type BatchLayout, type TeacherPlan } from '@distillate/trainer';
 import { log, median, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
 
 async function timeGraph(g: Graph, feeds: Record<string, { data: Float32Array; dims: number[] }>, out: string, runs: number): Promise<number> {
@@ -143,12 +145,30 @@ async function stepsPerRun(student: object, K: number, steps: number, threads?: 
   }
 }
 
+/** ms per run of a one-op graph whose output is `n` floats, fetched fresh or into a preallocated array. */
+async function timeOutput(g: Graph, n: number, runs: number, preallocated: boolean): Promise<number> {
+  const session = await OrtSession.create(g.toBytes(), { provider: 'cpu' });
+  try {
+    const feeds = { x: { data: new Float32Array(n), dims: [n] } };
+    const into = preallocated ? { y: { data: new Float32Array(n), dims: [n] } } : undefined;
+    const t: number[] = [];
+    for (let i = 0; i < 4 * runs; i++) {
+      const t0 = performance.now();
+      await session.runMany(feeds, ['y'], into);
+      t.push(performance.now() - t0);
+    }
+    return median(t);
+  } finally {
+    await session.release();
+  }
+}
+
 /**
- * The data path's two choices, in turns (`runs` each, medians in ms): one epoch of batches with
+ * The data path's choices, in turns (`runs` each, medians in ms): one epoch of batches with
  * stored bytes against scaled floats, and one pass over the dataset's record batches read into
  * a reused buffer against fresh ones.
  */
-async function dataPath(rows: number, runs: number): Promise<{ stored: number; scaled: number; reused: number; fresh: number }> {
+async function dataPath(rows: number, runs: number): Promise<{ stored: number; scaled: number; reused: number; fresh: number; pooled: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'bench-ort-data-'));
   try {
     const path = join(dir, 'd.arrow');
@@ -175,20 +195,29 @@ async function dataPath(rows: number, runs: number): Promise<{ stored: number; s
       for await (const b of dataset.batches({ reuse })) void b;
       return performance.now() - t0;
     };
+    const pooled = async (layout: BatchLayout, seed: number): Promise<number> => {
+      const pool = new BatchPool();
+      const t0 = performance.now();
+      for await (const b of epochBatches([{ dataset, caches: [cache], rows }], layout, { batchSize: 128, shuffleBuffer: 2048, seed, shuffle: true, pool }))
+        pool.release(b); // as train() hands a batch back once its group has trained
+      return performance.now() - t0;
+    };
     const slots = [{ kind: 'dense', classes: 10 }] as const;
-    const t = { stored: [] as number[], scaled: [] as number[], reused: [] as number[], fresh: [] as number[] };
+    const t = { stored: [] as number[], scaled: [] as number[], reused: [] as number[], fresh: [] as number[], pooled: [] as number[] };
     for (let i = 0; i < runs + 1; i++) {
       const stored = await epoch({ inputSize: 784, slots, storedInputs: true }, i);
       const scaled = await epoch({ inputSize: 784, slots }, i);
       const reused = await pass(true);
       const fresh = await pass(false);
+      const withPool = await pooled({ inputSize: 784, slots }, i);
       if (i === 0) continue; // the first turn warms up
       t.stored.push(stored);
       t.scaled.push(scaled);
       t.reused.push(reused);
       t.fresh.push(fresh);
+      t.pooled.push(withPool);
     }
-    return { stored: median(t.stored), scaled: median(t.scaled), reused: median(t.reused), fresh: median(t.fresh) };
+    return { stored: median(t.stored), scaled: median(t.scaled), reused: median(t.reused), fresh: median(t.fresh), pooled: median(t.pooled) };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -260,6 +289,19 @@ async function main(opts: { json: boolean; quick: boolean }): Promise<void> {
   const d = await dataPath(dataRows, runs);
   rows.push(row('ort', 'data_epoch_ms_stored_bytes', d.stored, 'ms', { name: 'scaled float rows', value: d.scaled }));
   rows.push(row('ort', 'dataset_pass_ms_reused_buffer', d.reused, 'ms', { name: 'a fresh buffer per record batch', value: d.fresh }));
+  rows.push(row('ort', 'data_epoch_ms_batches_refilled', d.pooled, 'ms', { name: 'a fresh batch each step (scaled floats both)', value: d.scaled }));
+  // Rejected: onnxruntime-node fills a preallocated output and still returns a fresh copy.
+  const n = opts.quick ? 1 << 14 : 1_600_000; // the MLP's weights and Adam moments: 6.4 MB
+  log(opts.json, `a ${(4 * n) / 1e6} MB output: fetched into a preallocated array against a fresh one`);
+  const neg = new Graph('neg');
+  neg.input('x', [n]);
+  neg.output(neg.node('Neg', ['x'], {}, 'y'), [n]);
+  rows.push(
+    row('ort', 'output_ms_preallocated', await timeOutput(neg, n, runs, true), 'ms', {
+      name: 'a fresh output (what the engine does)',
+      value: await timeOutput(neg, n, runs, false),
+    }),
+  );
   printRows(rows, opts.json);
 }
 

@@ -61,7 +61,7 @@ export {
 export { buildStudent, singleSampleLatencyMs } from './students.js';
 export { exportOnnx, OnnxExportError } from './export-onnx.js';
 export { evaluate, collectLogits, type Evaluation, type ReliabilityBin, type Predict } from './evaluate.js';
-export { epochBatches, prefetch, type TrainBatch, type SourceSpec, type BatchLayout } from './data.js';
+export { BatchPool, epochBatches, prefetch, type TrainBatch, type SourceSpec, type BatchLayout } from './data.js';
 export { saveLayersModel, loadLayersModel, predictLogits } from './model-io.js';
 export { runPredictor, predictRunLogits } from './run-student.js';
 export { fitTemperature, scaledNll, type TemperatureFit } from './calibration.js';

@@ -8,7 +8,7 @@
  * relative to the folder.
  *
  * Memory stays bounded: files are listed (names only), then decoded a chunk at a time on every
- * core and written in order. A file that cannot be imported (corrupt, truncated, empty, not an
+ * core (in decoding processes, DecodePool) and written in order. A file that cannot be imported (corrupt, truncated, empty, not an
  * image, over the pixel limit, unreadable) is skipped with its reason in the import report, or
  * stops the import (`onError: 'fail'`); more skipped than `maxSkipped` fails the import. The
  * output is written atomically: a failed import leaves no file.
