@@ -95,6 +95,44 @@ describe('ort engine', () => {
     });
   }
 
+  it('WebGPU EP and CPU EP agree to 1e-4 after 3 train steps on stored uint8 inputs (scaled in the graph)', async (ctx) => {
+    const recipe = recipeFor({ kind: 'mlp', hidden: [64, 32] });
+    const storedInput = { scale: 1 / 255, offset: 0 };
+    let gpu: OrtEngine;
+    try {
+      gpu = await OrtEngine.create(recipe, [28, 28, 1], 10, { provider: 'webgpu', storedInput });
+    } catch (err) {
+      if (err instanceof ProviderUnavailableError && process.env['CI'] !== 'true')
+        return ctx.skip(`no WebGPU adapter: needs ${LAVAPIPE_PACKAGE} on a machine without a GPU (npm run setup installs it)`);
+      throw err;
+    }
+    const cpu = await OrtEngine.create(recipe, [28, 28, 1], 10, { provider: 'cpu', storedInput });
+    try {
+      expect(gpu.storedInput).toEqual(storedInput);
+      const { x, loss } = batch(32, 784, 10);
+      const bytes = Uint8Array.from(x, (v) => Math.round(v * 255));
+      for (let i = 0; i < 3; i++) {
+        await cpu.step(flatBatch(cpu, bytes, 32), loss, 0.01);
+        await gpu.step(flatBatch(gpu, bytes, 32), loss, 0.01);
+      }
+      const a = Graph.fromBytes(cpu.exportOnnx({})).initializers;
+      const b = Graph.fromBytes(gpu.exportOnnx({})).initializers;
+      let worst = 0;
+      for (const [name, w] of a) {
+        if (!(w.data instanceof Float32Array)) continue;
+        const v = b.get(name)!.data as Float32Array;
+        for (let i = 0; i < v.length; i++) worst = Math.max(worst, Math.abs(w.data[i]! - v[i]!));
+      }
+      expect(worst).toBeLessThanOrEqual(1e-4);
+      const pa = await cpu.predict(flatBatch(cpu, bytes, 32));
+      const pb = await gpu.predict(flatBatch(gpu, bytes, 32));
+      for (let i = 0; i < pa.length; i++) expect(Math.abs(pa[i]! - pb[i]!)).toBeLessThanOrEqual(1e-3);
+    } finally {
+      await gpu.release();
+      await cpu.release();
+    }
+  });
+
   it('trains a student from an ONNX file exported by torch.onnx.export (NCHW input, Flatten, Gemm)', async () => {
     const r = await train(
       parseRecipe({
