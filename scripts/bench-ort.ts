@@ -18,7 +18,11 @@
  *    on the ORT engine) against scaled float rows, and a pass over the dataset read into one
  *    reused buffer (used) against a fresh buffer per record batch, and batches refilled from a
  *    pool (used) against fresh ones;
- *  - a 6.4 MB output fetched into a preallocated array against a fresh one (rejected: no gain).
+ *  - a 6.4 MB output fetched into a preallocated array against a fresh one (rejected: no gain);
+ *  - Adam's update writing its output from its last op (used) against an Identity after it;
+ *  - a 1×1 convolution's input gradient as Wᵀ·dY (used) against ConvTranspose;
+ *  - one node at a time (used) against inter-op parallelism, and spinning threads (ORT's default,
+ *    used) against parked ones, for both train steps.
  * Each op graph reduces its result to a scalar, so the figures are the ops' cost, not the cost
  * of copying a large output back to JavaScript.
  */
@@ -94,6 +98,40 @@ function convWeightGradient(kind: 'patches' | 'batch-as-channel', [N, C, H, W, M
   return g;
 }
 
+/** Adam's parameter update over `n` values, ending in the output itself (used) or through an Identity (the form before). */
+function adamUpdate(kind: 'direct' | 'identity', n: number): Graph {
+  const g = new Graph('adam');
+  for (const v of ['p', 'm', 'v', 'grad']) g.input(v, [n]);
+  const c = (x: number) => g.constant('c', [x], []);
+  const m = g.node('Add', [g.node('Mul', ['m', c(0.9)]), 'grad']);
+  const v = g.node('Add', [g.node('Mul', ['v', c(0.999)]), g.node('Mul', ['grad', 'grad'])]);
+  const step = g.node('Mul', [g.node('Div', [m, g.node('Add', [g.node('Sqrt', [v]), c(1e-7)])]), c(1e-3)]);
+  const next = g.node('Sub', ['p', step], {}, kind === 'direct' ? 'next' : undefined);
+  if (kind === 'identity') g.node('Identity', [next], {}, 'next');
+  g.output('next', [n]);
+  return g;
+}
+
+/** A 1×1 convolution's input gradient: a transposed convolution against Wᵀ·dY as a matrix product (used). */
+function pointwiseInputGradient(kind: 'conv-transpose' | 'matmul', [N, C, H, W, F]: number[]): Graph {
+  const g = new Graph('pointwise', 17);
+  g.input('dy', [N!, F!, H!, W!]);
+  const w = g.constant(
+    'w',
+    Array.from({ length: F! * C! }, (_, i) => Math.sin(i)),
+    [F!, C!, 1, 1],
+  );
+  const dx =
+    kind === 'conv-transpose'
+      ? g.node('ConvTranspose', ['dy', w], { kernel_shape: [1, 1] })
+      : g.node('Reshape', [
+          g.node('MatMul', [g.node('Transpose', [g.node('Reshape', [w, g.int64('s', [F!, C!])])]), g.node('Reshape', ['dy', g.int64('s', [N!, F!, H! * W!])])]),
+          g.int64('s', [N!, C!, H!, W!]),
+        ]);
+  g.output(g.node('ReduceSum', [dx], { keepdims: 0 }, 'out'), []);
+  return g;
+}
+
 function reluGradient(kind: 'where' | 'sign', n: number): Graph {
   const g = new Graph('relu');
   g.input('y', [n]);
@@ -106,7 +144,13 @@ function reluGradient(kind: 'where' | 'sign', n: number): Graph {
   return g;
 }
 
-async function stepsPerRun(student: object, K: number, steps: number, threads?: number): Promise<number> {
+async function stepsPerRun(
+  student: object,
+  K: number,
+  steps: number,
+  threads?: number,
+  session?: { interOpThreads?: number; spinning?: boolean },
+): Promise<number> {
   const recipe = parseRecipe({ name: 'b', data: { train: 'unused' }, student, stepsPerRun: K });
   const [B, C, D] = [128, 10, 784];
   const plan: TeacherPlan = {
@@ -130,7 +174,11 @@ async function stepsPerRun(student: object, K: number, steps: number, threads?: 
       loss: batchLoss(b, { plan, distill: { method: 'kd', params: { temperature: 4 } }, ceWeight: 1, kdWeight: 1, temperature: 4 }),
     };
   });
-  const engine = await OrtEngine.create(recipe, [28, 28, 1], C, { provider: 'cpu', ...(threads === undefined ? {} : { intraOpThreads: threads }) });
+  const engine = await OrtEngine.create(recipe, [28, 28, 1], C, {
+    provider: 'cpu',
+    ...(threads === undefined ? {} : { intraOpThreads: threads }),
+    ...(session === undefined ? {} : { session }),
+  });
   try {
     await engine.steps(batches, 1e-3);
     const t: number[] = [];
@@ -268,6 +316,26 @@ async function main(opts: { json: boolean; quick: boolean }): Promise<void> {
       value: await timeGraph(reluGradient('sign', size), reluFeeds, 'out', runs),
     }),
   );
+  const adamSize = opts.quick ? 1 << 12 : 784 * 512;
+  log(opts.json, `Adam's update of ${adamSize} parameters: the last op writes the output, against an Identity after it`);
+  const adamFeeds = Object.fromEntries(
+    ['p', 'm', 'v', 'grad'].map((k, j) => [k, { data: fill(adamSize, (i) => Math.abs(Math.sin(i + j))), dims: [adamSize] }]),
+  );
+  rows.push(
+    row('ort', 'adam_update_ms_direct', await timeGraph(adamUpdate('direct', adamSize), adamFeeds, 'next', runs), 'ms', {
+      name: 'through an Identity',
+      value: await timeGraph(adamUpdate('identity', adamSize), adamFeeds, 'next', runs),
+    }),
+  );
+  const pw = opts.quick ? [8, 8, 7, 7, 4] : [128, 64, 14, 14, 32];
+  log(opts.json, `1×1 convolution's input gradient, [${pw.slice(0, 4).join(', ')}] ← ${pw[4]} channels`);
+  const pwFeeds = { dy: { data: fill(pw[0]! * pw[4]! * pw[2]! * pw[3]!, (i) => Math.cos(i)), dims: [pw[0]!, pw[4]!, pw[2]!, pw[3]!] } };
+  rows.push(
+    row('ort', 'pointwise_dx_ms_matmul', await timeGraph(pointwiseInputGradient('matmul', pw), pwFeeds, 'out', runs), 'ms', {
+      name: 'ConvTranspose',
+      value: await timeGraph(pointwiseInputGradient('conv-transpose', pw), pwFeeds, 'out', runs),
+    }),
+  );
   const steps = opts.quick ? 2 : 192;
   for (const [name, student, n] of [
     ['mlp_784_512_256_10', { kind: 'mlp', hidden: [512, 256] }, steps],
@@ -283,6 +351,14 @@ async function main(opts: { json: boolean; quick: boolean }): Promise<void> {
     const all = await stepsPerRun(student, opts.quick ? 2 : 32, n);
     const ortDefault = await stepsPerRun(student, opts.quick ? 2 : 32, n, 0);
     rows.push(row('ort', `step_ms_${name}_threads`, all, 'ms', { name: "intraOpNumThreads 0 (ORT's default)", value: ortDefault }));
+    log(opts.json, `${name}: one node at a time and spinning threads (used) against inter-op parallelism and parked threads`);
+    const sequential = await stepsPerRun(student, opts.quick ? 2 : 32, n);
+    const parallel = await stepsPerRun(student, opts.quick ? 2 : 32, n, undefined, { interOpThreads: defaultIntraOpThreads() });
+    const parked = await stepsPerRun(student, opts.quick ? 2 : 32, n, undefined, { spinning: false });
+    rows.push(
+      row('ort', `step_ms_${name}_sequential`, sequential, 'ms', { name: `parallel execution, ${defaultIntraOpThreads()} inter-op threads`, value: parallel }),
+    );
+    rows.push(row('ort', `step_ms_${name}_spinning`, sequential, 'ms', { name: 'allow_spinning 0', value: parked }));
   }
   const dataRows = opts.quick ? 1024 : 60_000;
   log(opts.json, `data path: one epoch of ${dataRows} 28×28 uint8 rows with a dense cache, and one pass over the dataset, in turns`);

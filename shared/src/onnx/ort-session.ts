@@ -31,6 +31,13 @@ export interface OrtSessionOptions {
   readonly intraOpThreads?: number;
   /** Receives one line per provider that could not be used. */
   readonly onProviderFailure?: (provider: ExecutionProvider, reason: string) => void;
+  /**
+   * Run independent nodes at once on this many inter-op threads (ORT's `parallel` execution
+   * mode); default: one node at a time. Measured slower for the train steps here (`bench:ort`).
+   */
+  readonly interOpThreads?: number;
+  /** false: idle intra-op threads sleep instead of spinning (ORT's default is to spin; `bench:ort`). */
+  readonly spinning?: boolean;
 }
 
 export class ProviderUnavailableError extends Error {
@@ -131,6 +138,8 @@ export class OrtSession {
         graphOptimizationLevel: 'all',
         logSeverityLevel: 4,
         intraOpNumThreads: options.intraOpThreads ?? defaultIntraOpThreads(),
+        ...(options.interOpThreads === undefined ? {} : { executionMode: 'parallel', interOpNumThreads: options.interOpThreads }),
+        ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
         // For developers: DISTILLATE_ORT_PROFILE=<prefix> writes onnxruntime's per-op profile of
         // every session (<prefix>_<date>.json, Chrome trace format) when the session is released.
         ...(process.env['DISTILLATE_ORT_PROFILE'] ? { enableProfiling: true, profileFilePrefix: process.env['DISTILLATE_ORT_PROFILE'] } : {}),

@@ -8,7 +8,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { mulberry32 } from '@distillate/shared';
-import { Graph, OrtSession, type ExecutionProvider } from '@distillate/shared/onnx';
+import { Graph, OrtSession, type ExecutionProvider, type OrtSessionOptions } from '@distillate/shared/onnx';
 import type { Recipe } from '../recipe.js';
 import {
   adamScalars,
@@ -78,6 +78,8 @@ export interface OrtEngineOptions {
   readonly onProviderFailure?: (provider: ExecutionProvider, reason: string) => void;
   /** Also take the one input as stored uint8 values, scaled in the graph (StudentEngine.storedInput); ignored for a student with several inputs or a non-float one. */
   readonly storedInput?: StoredInput;
+  /** Session settings measured and not used by default (`bench:ort`): inter-op parallelism, spinning. */
+  readonly session?: Pick<OrtSessionOptions, 'interOpThreads' | 'spinning'>;
 }
 
 /**
@@ -210,7 +212,7 @@ export class OrtEngine implements StudentEngine {
     buildStepGraph(graph, { inputs: stepInputs, outputs: studentOutputs(graph), optimizer, loss: probeLoss(graph) });
     const predict = await OrtSession.create(buildPredictGraph(graph, stepInputs), {
       ...(options.provider === undefined ? {} : { provider: options.provider }),
-      ...(options.intraOpThreads === undefined ? {} : { intraOpThreads: options.intraOpThreads }),
+      ...sessionSettings(options),
       ...(options.onProviderFailure === undefined ? {} : { onProviderFailure: options.onProviderFailure }),
     });
     return new OrtEngine(graph, stepInputs, predict, optimizer, classes, options, recipe.seed);
@@ -247,10 +249,7 @@ export class OrtEngine implements StudentEngine {
           ...Object.values(graph.terms).map((name) => ({ name, dims: [] })),
         ];
         const looped = loopSteps(graph.graph, carried, perStep, scan);
-        const session = await OrtSession.create(looped.bytes, {
-          provider: this.device,
-          ...(this.#options.intraOpThreads === undefined ? {} : { intraOpThreads: this.#options.intraOpThreads }),
-        });
+        const session = await OrtSession.create(looped.bytes, { provider: this.device, ...sessionSettings(this.#options) });
         return { graph, looped, carried, perStep, session, stacks: new Map() };
       })();
       this.#steps.set(key, entry);
@@ -380,10 +379,7 @@ export class OrtEngine implements StudentEngine {
   /** The predict session of the stored-input graph, on the provider predict runs on. */
   #storedPredictSession(): Promise<OrtSession> {
     const { graph, stepInputs } = this.#stored!;
-    return OrtSession.create(buildPredictGraph(graph, stepInputs), {
-      provider: this.device,
-      ...(this.#options.intraOpThreads === undefined ? {} : { intraOpThreads: this.#options.intraOpThreads }),
-    });
+    return OrtSession.create(buildPredictGraph(graph, stepInputs), { provider: this.device, ...sessionSettings(this.#options) });
   }
 
   /** The node that makes the logits, if it is a Gemm whose weight and bias are parameters. */
@@ -501,6 +497,11 @@ export class OrtEngine implements StudentEngine {
     await (await this.#predictStored?.catch(() => undefined))?.release();
     for (const entry of this.#steps.values()) await (await entry.catch(() => undefined))?.session.release();
   }
+}
+
+/** The session settings an engine's sessions share: threads, and what `session` asks for. */
+function sessionSettings(o: OrtEngineOptions): Pick<OrtSessionOptions, 'intraOpThreads' | 'interOpThreads' | 'spinning'> {
+  return { ...(o.intraOpThreads === undefined ? {} : { intraOpThreads: o.intraOpThreads }), ...o.session };
 }
 
 /** Every output of the student graph, by its own name: what a loss may read (`logits` among them). */

@@ -162,21 +162,24 @@ export function buildStepGraph(
     );
   params.forEach((p, i) => {
     const grad = grads.get(p.name)!;
+    // Decoupled weight decay (Loshchilov & Hutter) on weight matrices, after the step, as the
+    // TF.js engine does. Without it the step's last op writes the output (no Identity after it:
+    // `bench:ort` row adam_update_ms_direct).
+    const decays = optimizer.weightDecay > 0 && p.dims.length > 1;
+    const stepped = decays ? undefined : paramOutput(i);
     let next: string;
     if (optimizer.kind === 'sgd') {
       // tf.train.momentum: a ← μ·a + g; p ← p − lr·a
       const acc = g.node('Add', [g.node('Mul', [slotInput(i, 0), c(optimizer.momentum)]), grad], {}, slotOutput(i, 0));
-      next = g.node('Sub', [p.name, g.node('Mul', [acc, 'lr'])]);
+      next = g.node('Sub', [p.name, g.node('Mul', [acc, 'lr'])], {}, stepped);
     } else {
       // tf.train.adam in the scaled-moment form (HyperName): m̄ ← β₁m̄ + g; ū ← β₂ū + g²; p ← p − stepSize·m̄ / (√ū + epsilon)
       const m = g.node('Add', [g.node('Mul', [slotInput(i, 0), c(optimizer.beta1)]), grad], {}, slotOutput(i, 0));
       const v = g.node('Add', [g.node('Mul', [slotInput(i, 1), c(optimizer.beta2)]), g.node('Mul', [grad, grad])], {}, slotOutput(i, 1));
       const denom = g.node('Add', [g.node('Sqrt', [v]), 'epsilon']);
-      next = g.node('Sub', [p.name, g.node('Mul', [g.node('Div', [m, denom]), 'stepSize'])]);
+      next = g.node('Sub', [p.name, g.node('Mul', [g.node('Div', [m, denom]), 'stepSize'])], {}, stepped);
     }
-    // Decoupled weight decay (Loshchilov & Hutter) on weight matrices, after the step, as the TF.js engine does.
-    if (optimizer.weightDecay > 0 && p.dims.length > 1) g.node('Mul', [next, 'decay'], {}, paramOutput(i));
-    else g.node('Identity', [next], {}, paramOutput(i));
+    if (decays) g.node('Mul', [next, 'decay'], {}, paramOutput(i));
   });
   params.forEach((p, i) => {
     g.output(paramOutput(i), p.dims);
