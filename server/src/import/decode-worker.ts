@@ -18,10 +18,11 @@ const crashOn = process.env['DISTILLATE_TEST_DECODER_CRASH_ON'];
 let queue = Promise.resolve();
 process.on('message', (m: DecodeRequest) => {
   queue = queue.then(async () => {
-    if (crashOn !== undefined && crashOn !== '' && Buffer.from(m.path).toString('latin1').endsWith(crashOn)) process.kill(process.pid, 'SIGKILL');
+    const path = Buffer.from(m.path, 'base64');
+    if (crashOn !== undefined && crashOn !== '' && path.toString('latin1').endsWith(crashOn)) process.kill(process.pid, 'SIGKILL');
     try {
-      const d = await decodeFile(Buffer.from(m.path), m.options);
-      send({ id: m.id, pixels: d.pixels, width: d.width, height: d.height });
+      const d = await decodeFile(path, m.options);
+      send({ id: m.id, pixels: d.pixels.toString('base64'), width: d.width, height: d.height });
     } catch (err) {
       send({ id: m.id, error: reasonOf(err) });
     }
