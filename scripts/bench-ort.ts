@@ -29,10 +29,11 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DatasetReader, LogitCacheReader, LogitCacheWriter, runCli, writeSyntheticDataset } from '@distillate/shared';
+import { DatasetReader, LogitCacheReader, runCli } from '@distillate/shared';
 import { defaultIntraOpThreads, Graph, OrtSession } from '@distillate/shared/onnx';
 import { batchLoss, BatchPool, epochBatches, OrtEngine, parseRecipe, selectBackend, type BatchLayout, type TeacherPlan } from '@distillate/trainer';
 import { log, median, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
+import { makeData } from './bench/synthetic-data.js';
 
 async function timeGraph(g: Graph, feeds: Record<string, { data: Float32Array; dims: number[] }>, out: string, runs: number): Promise<number> {
   const session = await OrtSession.create(g.toBytes(), { provider: 'cpu' });
@@ -219,20 +220,9 @@ async function timeOutput(g: Graph, n: number, runs: number, preallocated: boole
 async function dataPath(rows: number, runs: number): Promise<{ stored: number; scaled: number; reused: number; fresh: number; pooled: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'bench-ort-data-'));
   try {
-    const path = join(dir, 'd.arrow');
-    const { fingerprint } = await writeSyntheticDataset(path, { rows, inputShape: [28, 28, 1], classes: 10, batchRows: 4096 });
-    const w = await LogitCacheWriter.open({
-      root: join(dir, 'cache'),
-      teacher: { name: 'bench', sha256: 'e'.repeat(64), classes: Array.from({ length: 10 }, (_, i) => `c${i}`) },
-      dataset: { fingerprint, rows },
-      preprocessing: '',
-      temperature: 4,
-      storage: { mode: 'dense' },
-      fsync: false,
-    });
-    const dataset = await DatasetReader.open(path);
-    for await (const b of dataset.batches()) await w.append({ ids: b.ids, logits: Float32Array.from({ length: b.rows * 10 }, (_, i) => Math.sin(i)) });
-    const cache = await LogitCacheReader.open(join(dir, 'cache', (await w.finish()).key));
+    const made = await makeData(dir, rows);
+    const dataset = await DatasetReader.open(made.data);
+    const cache = await LogitCacheReader.open(made.cache);
     const epoch = async (layout: BatchLayout, seed: number): Promise<number> => {
       const t0 = performance.now();
       for await (const b of epochBatches([{ dataset, caches: [cache], rows }], layout, { batchSize: 128, shuffleBuffer: 2048, seed, shuffle: true })) void b;

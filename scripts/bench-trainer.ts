@@ -19,36 +19,15 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { DatasetReader, LogitCacheWriter, writeSyntheticDataset, runCli } from '@distillate/shared';
+import { runCli } from '@distillate/shared';
 import { parseRecipe, train } from '@distillate/trainer';
 import { childPeakRssMb, printPeakRssKb } from './bench/peak-rss.js';
+import { makeData } from './bench/synthetic-data.js';
 import { log, median, pairedRow, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
-
-/** A 28×28 dataset plus a dense 10-class cache of pseudo-random teacher logits. */
-async function makeData(dir: string, rows: number): Promise<{ data: string; cache: string }> {
-  await mkdir(dir, { recursive: true });
-  const data = join(dir, `d${rows}.arrow`);
-  const { fingerprint } = await writeSyntheticDataset(data, { rows, inputShape: [28, 28, 1], classes: 10, batchRows: 4096 });
-  const w = await LogitCacheWriter.open({
-    root: join(dir, 'cache'),
-    teacher: { name: 'bench', sha256: 'e'.repeat(64), classes: Array.from({ length: 10 }, (_, i) => `class-${i}`) },
-    dataset: { fingerprint, rows },
-    preprocessing: '',
-    temperature: 4,
-    storage: { mode: 'dense' },
-    fsync: false,
-  });
-  for await (const b of await DatasetReader.open(data)) {
-    const z = Float32Array.from({ length: b.rows * 10 }, (_, i) => Math.sin(i * 0.7 + Number(b.ids[0])) * 5);
-    await w.append({ ids: b.ids, logits: z });
-  }
-  const m = await w.finish();
-  return { data, cache: join(dir, 'cache', m.key) };
-}
 
 /** One train() run: the median samples/s over epochs 2..runs+1 (epoch 1 is the warm-up), and the process's CPU use over those epochs (% of one core). */
 async function trainRate(
