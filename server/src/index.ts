@@ -16,6 +16,7 @@ export {
   type SkippedFile,
   type Fit,
 } from './import/image-folder.js';
+export { decode as decodeImage, decodeFast, decodeBySharp, decoderOf, type DecodeOptions, type Decoded } from './import/image-decode.js';
 export { writeSplits, parseSplit, type SplitRequest } from './import/splits.js';
 export { exportLabels, ExportError, type ExportLabelsOptions, type LabelFormat } from './export-labels.js';
 export { importTable, type TableImport, type TableImportReport } from './import/table.js';

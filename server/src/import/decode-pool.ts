@@ -1,5 +1,6 @@
 /**
- * Image decoding in child processes, one per core. sharp calls in one process do not scale
+ * sharp's image decoding (image-decode.ts says which files are sharp's) in child processes, one
+ * per core. sharp calls in one process do not scale
  * across cores on small images: with two in flight, or two worker threads, an import of 56×56
  * JPEGs ran at the speed of one (libvips' per-call set-up contends on GLib locks; BENCHMARKS.md,
  * "Importing images"); separate processes share no locks. A decoding process that dies (a

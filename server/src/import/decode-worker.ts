@@ -1,9 +1,9 @@
 /**
- * A decoding process of an image import (DecodePool): decodes the files it is sent, one at a
- * time, and answers each with the pixels or the reason the file cannot be imported.
+ * A decoding process of an image import (DecodePool): decodes the files it is sent with sharp, one
+ * at a time, and answers each with the pixels or the reason the file cannot be imported.
  */
 import sharp from 'sharp';
-import { decodeFile, reasonOf } from './image-decode.js';
+import { decodeBySharp, readImageFile, reasonOf } from './image-decode.js';
 import type { DecodeReply, DecodeRequest } from './decode-pool.js';
 
 // One libvips thread per image: the pool's processes are the parallelism.
@@ -21,7 +21,7 @@ process.on('message', (m: DecodeRequest) => {
     const path = Buffer.from(m.path, 'base64');
     if (crashOn !== undefined && crashOn !== '' && path.toString('latin1').endsWith(crashOn)) process.kill(process.pid, 'SIGKILL');
     try {
-      const d = await decodeFile(path, m.options);
+      const d = await decodeBySharp(readImageFile(path), m.options);
       send({ id: m.id, pixels: d.pixels.toString('base64'), width: d.width, height: d.height });
     } catch (err) {
       send({ id: m.id, error: reasonOf(err) });

@@ -1,24 +1,26 @@
 /**
  * Import a folder of images into a dataset file, as torchvision's ImageFolder reads one: class
  * sub-folders give the labels (class names from the folder names, in byte order), a flat folder
- * gives an unlabelled pool. Images are decoded by sharp (libvips), oriented by their EXIF tag,
+ * gives an unlabelled pool. Images are decoded by @napi-rs/image or sharp (image-decode.ts says
+ * which file goes where), oriented by their EXIF tag,
  * converted to 8-bit gray or sRGB (alpha composited onto black, CMYK and 16-bit converted),
  * resized to one size by cover (centre crop), contain (letterbox, black bars) or fill (stretch),
  * and stored as uint8 HWC rows scaled by 1/255, with a `source` column holding each row's path
  * relative to the folder.
  *
  * Memory stays bounded: files are listed (names only), then decoded a chunk at a time on every
- * core (in decoding processes, DecodePool) and written in order. A file that cannot be imported (corrupt, truncated, empty, not an
+ * core (on libuv's threads, or in decoding processes for sharp's files: DecodePool) and written
+ * in order. A file that cannot be imported (corrupt, truncated, empty, not an
  * image, over the pixel limit, unreadable) is skipped with its reason in the import report, or
  * stops the import (`onError: 'fail'`); more skipped than `maxSkipped` fails the import. The
  * output is written atomically: a failed import leaves no file.
  */
 import { availableParallelism } from 'node:os';
-import { readFile, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import sharp from 'sharp';
 import type { DatasetInfo } from '@distillate/shared';
 import { DecodePool } from './decode-pool.js';
-import { decode, decodeFile, reasonOf, type Decoded, type Fit } from './image-decode.js';
+import { decode, decodeBySharp, decodeFast, readImageFile, reasonOf, type Decoded, type Fit } from './image-decode.js';
 import { ImportError, ImportSink, type SkippedFile } from './sink.js';
 
 export { ImportError, reportPath, type SkippedFile } from './sink.js';
@@ -200,14 +202,22 @@ class ImageFolderImporter {
     const sink = new ImportSink({ out: o.out, onError, maxSkipped, unit: 'image files' });
     let size = o.size;
     let done = 0;
-    // More than one at a time: decoding processes (sharp in one process does not scale across cores).
-    const pool = concurrency > 1 ? new DecodePool(concurrency) : undefined;
+    // sharp's files (image-decode.ts says which), more than one at a time: decoding processes,
+    // started when the first such file comes (sharp in one process does not scale across cores;
+    // a process that dies on a hostile file fails only that file). The fast path decodes in this
+    // process, on libuv's threads.
+    let pool: DecodePool | undefined;
     // A file that cannot be imported gives its reason; skips are recorded in file order, whichever
-    // process finishes first.
+    // finishes first.
     const decodeOne = async (e: Entry): Promise<Decoded | { readonly skip: string }> => {
       try {
         const options = { size, channels, fit, maxPixels };
-        return await (pool === undefined ? decodeFile(e.path, options) : pool.decode(e.path, options));
+        const bytes = readImageFile(e.path);
+        const fast = await decodeFast(bytes, options);
+        if (fast !== undefined) return fast;
+        if (concurrency === 1) return await decodeBySharp(bytes, options);
+        pool ??= new DecodePool(concurrency);
+        return await pool.decode(e.path, options);
       } catch (err) {
         return { skip: reasonOf(err) };
       } finally {
@@ -221,8 +231,8 @@ class ImageFolderImporter {
         if (size === undefined) {
           // The first image that decodes sets the size of every other (the others are reported in order below).
           for (const e of scan.entries) {
-            const first = await readFile(e.path)
-              .then((b) => decode(b, { size: undefined, channels, fit, maxPixels }))
+            const first = await Promise.resolve()
+              .then(() => decode(readImageFile(e.path), { size: undefined, channels, fit, maxPixels }))
               .catch(() => undefined);
             if (first !== undefined) {
               size = [first.height, first.width];
@@ -230,8 +240,8 @@ class ImageFolderImporter {
             }
           }
         }
-        // A few files queued per process, so that none waits on the round trip.
-        const decoded = await mapConcurrently(chunk, pool === undefined ? 1 : 4 * concurrency, decodeOne);
+        // A few files in flight per core, so that no thread (or decoding process) waits on a round trip.
+        const decoded = await mapConcurrently(chunk, concurrency === 1 ? 1 : 4 * concurrency, decodeOne);
         const kept: Array<{ e: Entry; d: Decoded }> = [];
         chunk.forEach((e, i) => {
           const d = decoded[i]!;
