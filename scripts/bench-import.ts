@@ -3,13 +3,14 @@
  *
  * Image-folder import throughput: quality-90 RGB JPEGs (56×56, ten class folders; Fashion-MNIST
  * test images when Debian's package is installed, else generated ones) imported at 28×28 gray
- * into an Arrow dataset with a source column, by `distillate-server import` and by a Python peer
+ * into an Arrow dataset with a source column, by `distillate-server import` (the built CLI under
+ * plain node, as `npx distillate-server` runs it; the bench builds it first) and by a Python peer
  * doing the same work as a practitioner would write it (Pillow: EXIF transpose, convert('L'),
  * LANCZOS resize; numpy; pyarrow's IPC file writer; a multiprocessing pool over every core), each
- * in a fresh process, in turns (3 pairs: the machine's drift falls on both). Also the importer's
- * peak RSS at 1× and 10× the images. And table import (a CSV of 784 numeric columns, JSON lines
- * with a list column; 10,000 rows) against pyarrow's readers and IPC writer, in turns, and the
- * tables' peak RSS at 1× and 10×.
+ * in a fresh process, in turns (3 pairs: the machine's drift falls on both). Also the import's
+ * peak RSS (the CLI's process; these JPEGs start no decoding process) at 1×, 10× and 20× the images. And table
+ * import (a CSV of 784 numeric columns, JSON lines with a list column; 10,000 rows) against
+ * pyarrow's readers and IPC writer, in turns, and the tables' peak RSS at 1×, 10× and 20×.
  */
 import { spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync } from 'node:fs';
@@ -26,8 +27,7 @@ import {
   runCli,
   writeSyntheticDataset,
 } from '@distillate/shared';
-import { importImageFolder, importTable } from '@distillate/server';
-import { childPeakRssMb, printPeakRssKb } from './bench/peak-rss.js';
+import { commandPeakRssMb } from './bench/peak-rss.js';
 import { log, median, printRows, row, type BenchRow, benchProgram } from './bench/report.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -155,9 +155,11 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; only?: s
   const python = spawnSync('python3', ['-c', 'import PIL, numpy, pyarrow'], { encoding: 'utf8' }).status === 0;
   if (!python) log(opts.json, 'python3 lacks Pillow, numpy or pyarrow (pip install pillow pyarrow): no peer');
 
+  // The built CLI, as users run it: built here first (tsc --build does nothing when it is current).
+  seconds(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '--build']);
+  const CLI = join(ROOT, 'server', 'bin', 'distillate-server.js');
   /** `distillate-server import …` in a fresh process: its seconds, start-up included. */
-  const distillateImport = (...args: string[]): number =>
-    seconds(process.execPath, ['--conditions=source', '--import', 'tsx', 'server/src/bin.ts', 'import', ...args]);
+  const distillateImport = (...args: string[]): number => seconds(process.execPath, [CLI, 'import', ...args]);
   const ours = (): number => distillateImport(join(dir, 'jpeg'), '--out', join(dir, 'ours.arrow'), '--size', '28x28', '--channels', '1');
   const peer = (): number => seconds('python3', [join(dir, 'peer.py'), join(dir, 'jpeg'), join(dir, 'peer.arrow')]);
   const pairs = opts.only !== undefined ? 0 : opts.quick ? 1 : 3;
@@ -208,25 +210,26 @@ async function main(opts: { json: boolean; quick: boolean; dir: string; only?: s
     }
   }
 
-  // Peak RSS of an import in a fresh process, at 1× and 10× the images.
+  // Peak RSS of an import in a fresh process (the CLI), at 1×, 10× and 20× the images and rows.
+  // Only the CLI's own process is measured: this bench's JPEGs start no decoding process (sharp's files would).
   if (!opts.quick && (opts.only === undefined || opts.only === 'memory')) {
-    const one = join(dir, 'jpeg-1x');
-    await makeFolder(one, n / 10, source);
-    const script = join(ROOT, 'scripts', 'bench-import.ts');
-    const rss = (folder: string): number => childPeakRssMb(script, ['--rss-child', folder, '--dir', join(dir, 'rss')]);
-    const small = median([rss(one), rss(one), rss(one)]);
-    const large = median([rss(join(dir, 'jpeg')), rss(join(dir, 'jpeg')), rss(join(dir, 'jpeg'))]);
-    rows.push(row('import', 'peak_rss_mb_1x_images', small, 'MB'));
-    rows.push(row('import', 'peak_rss_10x_vs_1x', large / small, '×'));
+    const folders = [join(dir, 'jpeg-1x'), join(dir, 'jpeg'), join(dir, 'jpeg-20x')];
+    await makeFolder(folders[0]!, n / 10, source);
+    await makeFolder(folders[2]!, 2 * n, source);
+    const rss = (args: string[]): number => commandPeakRssMb([CLI, 'import', ...args, '--out', join(dir, 'rss.arrow')], ROOT);
+    const image = folders.map((f) => median([0, 1, 2].map(() => rss([f, '--size', '28x28', '--channels', '1']))));
+    rows.push(row('import', 'peak_rss_mb_1x_images', image[0]!, 'MB'));
+    rows.push(row('import', 'peak_rss_10x_vs_1x', image[1]! / image[0]!, '×'));
+    rows.push(row('import', 'peak_rss_20x_vs_10x', image[2]! / image[1]!, '×'));
 
-    // Tables, streamed row by row: a CSV of 784 numeric columns and a JSONL of a list<float> column, 1× and 10× the rows.
+    // Tables, streamed row by row: a CSV of 784 numeric columns and a JSONL of a list<float> column.
     for (const format of ['csv', 'jsonl'] as const) {
-      const tables = await Promise.all([n / 10, n].map((rowsN) => writeTable(join(dir, `table-${rowsN}.${format}`), format, rowsN, source)));
-      const rssTable = (path: string): number => childPeakRssMb(script, ['--rss-table', path, '--dir', join(dir, 'rss')]);
-      const one = median([rssTable(tables[0]!), rssTable(tables[0]!), rssTable(tables[0]!)]);
-      const ten = median([rssTable(tables[1]!), rssTable(tables[1]!), rssTable(tables[1]!)]);
-      rows.push(row('import', `peak_rss_mb_1x_${format}`, one, 'MB'));
-      rows.push(row('import', `peak_rss_10x_vs_1x_${format}`, ten / one, '×'));
+      const tables = await Promise.all([n / 10, n, 2 * n].map((rowsN) => writeTable(join(dir, `table-${rowsN}.${format}`), format, rowsN, source)));
+      const input = format === 'csv' ? Array.from({ length: 784 }, (_, i) => `p${i}`).join(',') : 'pixels';
+      const mb = tables.map((t) => median([0, 1, 2].map(() => rss([t, '--input', input, '--label', 'label']))));
+      rows.push(row('import', `peak_rss_mb_1x_${format}`, mb[0]!, 'MB'));
+      rows.push(row('import', `peak_rss_10x_vs_1x_${format}`, mb[1]! / mb[0]!, '×'));
+      rows.push(row('import', `peak_rss_20x_vs_10x_${format}`, mb[2]! / mb[1]!, '×'));
     }
   }
   printRows(rows, opts.json);
@@ -246,32 +249,8 @@ async function writeTable(path: string, format: 'csv' | 'jsonl', rows: number, s
   return path;
 }
 
-/** In a fresh process: import a numeric table and print the peak RSS. */
-async function rssTable(path: string, dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  const csv = path.endsWith('.csv');
-  await importTable({
-    table: path,
-    out: join(dir, `rss-${process.pid}.arrow`),
-    input: csv ? Array.from({ length: 784 }, (_, i) => `p${i}`) : ['pixels'],
-    label: 'label',
-  });
-  await printPeakRssKb();
-}
-
-/** In a fresh process: import a folder and print the peak RSS. */
-async function rssChild(folder: string, dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  await importImageFolder({ folder, out: join(dir, `rss-${process.pid}.arrow`), size: [28, 28], channels: 1 });
-  await printPeakRssKb();
-}
-
 const program = benchProgram('bench-import', '.bench/import')
-  .option('--rss-child <folder>', '(internal) import one folder and print the peak RSS')
-  .option('--rss-table <file>', '(internal) import one table and print the peak RSS')
   .option('--only <part>', 'memory: only the peak-RSS part; tables: only the table rows/s pairs')
-  .action(async (opts: { json: boolean; quick: boolean; dir: string; only?: string; rssChild?: string; rssTable?: string }) =>
-    opts.rssTable !== undefined ? rssTable(opts.rssTable, opts.dir) : opts.rssChild === undefined ? main(opts) : rssChild(opts.rssChild, opts.dir),
-  );
+  .action(async (opts: { json: boolean; quick: boolean; dir: string; only?: string }) => main(opts));
 
 await runCli(program);

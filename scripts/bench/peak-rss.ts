@@ -20,3 +20,15 @@ export function childPeakRssMb(script: string, args: readonly string[]): number 
   if (r.status !== 0) throw new Error(`child ${args.join(' ')} failed: ${r.stderr.trim().split('\n').at(-1)}`);
   return Number(r.stdout.trim().split('\n').at(-1)) / 1024;
 }
+
+/**
+ * Run `node args…` (plain node: a built CLI, as users run it) and return its peak RSS in MB, read
+ * at its exit by a preloaded module (report-peak-rss.mjs).
+ */
+export function commandPeakRssMb(args: readonly string[], cwd?: string): number {
+  const preload = new URL('./report-peak-rss.mjs', import.meta.url).href;
+  const r = spawnSync(process.execPath, ['--import', preload, ...args], { encoding: 'utf8', cwd });
+  const kb = /peak-rss-kb (\d+)\s*$/.exec(r.stderr)?.[1];
+  if (r.status !== 0 || kb === undefined) throw new Error(`node ${args.slice(0, 3).join(' ')} … failed: ${(r.stderr || r.stdout).trim().split('\n').at(-1)}`);
+  return Number(kb) / 1024;
+}

@@ -4,19 +4,17 @@
 import { SingleBar, Presets } from 'cli-progress';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { runCli, type FeatureSpecInput } from '@distillate/shared';
-import { TeacherRegistry } from '@distillate/shared/onnx';
 import { pino } from 'pino';
 import { resolveConfig, type ServerConfigInput } from './config.js';
-import { createServices, startServer } from './server.js';
-import { JobRequestSchema, type JobRecord, type JobRequestInput } from './jobs/index.js';
-import { toAppError, zodToAppError } from './errors.js';
-import { parseQueueUrl } from './queue/redis.js';
-import { startWorker } from './queue/worker.js';
-import { importImageFolder, reportPath, type Fit } from './import/image-folder.js';
+// Each command loads what it runs when it runs (below): loading every module a command might
+// need took 0.8 s before any work (the HTTP server, the queue, onnxruntime, polars), most of an
+// import of a few thousand images.
+import type { JobRecord, JobRequestInput } from './jobs/index.js';
+import type { Fit } from './import/image-folder.js';
+import type { LabelFormat } from './export-labels.js';
+import { toAppError } from './errors.js';
+import { reportPath } from './import/sink.js';
 import { parseSplit, writeSplits } from './import/splits.js';
-import { importTable } from './import/table.js';
-import { importText } from './import/text.js';
-import { exportLabels, type LabelFormat } from './export-labels.js';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
@@ -73,6 +71,8 @@ function configFrom(flags: CommonFlags & Partial<ServerConfigInput>, extra: Part
  * the bar shows rows, ETA and the live worker count. Ctrl-C stops following; the job goes on.
  */
 async function runJobRemote(server: string, token: string | undefined, request: JobRequestInput): Promise<void> {
+  const { JobRequestSchema } = await import('./jobs/index.js');
+  const { zodToAppError } = await import('./errors.js');
   const parsed = JobRequestSchema.safeParse(request);
   if (!parsed.success) throw zodToAppError(parsed.error);
   const base = server.replace(/\/+$/, '');
@@ -155,6 +155,9 @@ async function runJobInProcess(flags: CommonFlags, request: JobRequestInput): Pr
   const config = configFrom(flags, { logLevel: 'warn' });
   // The command reports a failed job itself, in one line; the job's own error log would be a second.
   const logger = pino({ level: 'fatal' }, pino.destination(2));
+  const { createServices } = await import('./server.js');
+  const { JobRequestSchema } = await import('./jobs/index.js');
+  const { zodToAppError } = await import('./errors.js');
   const services = await createServices(config, logger);
   const { jobs } = services;
   await jobs.init(); // also resumes interrupted jobs left by a crashed run
@@ -217,6 +220,7 @@ export function buildProgram(): Command {
           maxQueueRows: flags.maxQueueRows,
         } as Partial<ServerConfigInput>);
         const logger = pino({ level: config.logLevel });
+        const { startServer } = await import('./server.js');
         const server = await startServer(config, logger);
         console.log(`distillate-server listening on ${server.url}`);
         const shutdown = (signal: string) => {
@@ -349,6 +353,8 @@ export function buildProgram(): Command {
         const threads = f.threads ?? (env['DISTILLATE_THREADS'] === undefined ? undefined : int(env['DISTILLATE_THREADS']));
         const provider = f.ep ?? (env['DISTILLATE_EP'] as 'cuda' | 'webgpu' | 'cpu' | undefined);
         const logger = pino({ level: env['LOG_LEVEL'] ?? 'info' });
+        const { startWorker } = await import('./queue/worker.js');
+        const { parseQueueUrl } = await import('./queue/redis.js');
         const worker = await startWorker({
           target: parseQueueUrl(queue),
           server: f.server,
@@ -440,6 +446,7 @@ export function buildProgram(): Command {
         try {
           if (/\.(parquet|csv|jsonl|ndjson)$/i.test(folder)) {
             if (f.input === undefined) throw new Error(`${folder} is a table: give --input (the image column, the list column, or the numeric columns)`);
+            const { importTable } = await import('./import/table.js');
             const t = await importTable({
               ...common,
               table: folder,
@@ -462,6 +469,7 @@ export function buildProgram(): Command {
           }
           if (f.input !== undefined || f.label !== undefined || f.key !== undefined)
             throw new Error(`--input, --label and --key are for tables; ${folder} is read as an image folder`);
+          const { importImageFolder } = await import('./import/image-folder.js');
           const r = await importImageFolder({
             ...common,
             folder,
@@ -503,6 +511,7 @@ export function buildProgram(): Command {
         source: string,
         f: { tokenizer: string; out: string; block: number; text: string; key?: string; split?: Record<string, number>; stratify?: string; seed: number },
       ) => {
+        const { importText } = await import('./import/text.js');
         const r = await importText({
           source,
           out: f.out,
@@ -537,6 +546,7 @@ export function buildProgram(): Command {
     .action(async (f: { teacher: string; models?: string; json: boolean }) => {
       const models = f.models ?? process.env['DISTILLATE_MODELS'];
       if (models === undefined || models === '') throw new Error('tensors: give --models <dir> (or DISTILLATE_MODELS)');
+      const { TeacherRegistry } = await import('@distillate/shared/onnx');
       const registry = await TeacherRegistry.open(models, { provider: 'cpu' });
       try {
         const tensors = await registry.get(f.teacher).tensors();
@@ -572,6 +582,7 @@ export function buildProgram(): Command {
       const ext = /\.(csv|parquet|jsonl)$/.exec(f.out)?.[1] as LabelFormat | undefined;
       const format = f.format ?? ext;
       if (format === undefined) throw new Error(`${f.out}: give --format csv|parquet|jsonl (or an .csv, .parquet or .jsonl name)`);
+      const { exportLabels } = await import('./export-labels.js');
       const r = await exportLabels({
         cache: f.cache,
         dataset: f.dataset,

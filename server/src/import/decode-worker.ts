@@ -2,12 +2,8 @@
  * A decoding process of an image import (DecodePool): decodes the files it is sent with sharp, one
  * at a time, and answers each with the pixels or the reason the file cannot be imported.
  */
-import sharp from 'sharp';
 import { decodeBySharp, readImageFile, reasonOf } from './image-decode.js';
 import type { DecodeReply, DecodeRequest } from './decode-pool.js';
-
-// One libvips thread per image: the pool's processes are the parallelism.
-sharp.concurrency(1);
 
 // Fault injection for the tests: a file whose path ends with this text kills its decoding
 // process, as a decoder crash on a hostile file would.

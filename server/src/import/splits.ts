@@ -6,7 +6,7 @@
  * labels in `<stem>-pool.arrow`), as the Fashion-MNIST import does.
  */
 import { DatasetReader, splitLabelled, splitStratified, type WrittenDataset } from '@distillate/shared';
-import { ImportError } from './image-folder.js';
+import { ImportError } from './sink.js';
 
 export interface SplitRequest {
   /** Part name → fraction of every class. */

@@ -21,7 +21,6 @@ import { createInterface } from 'node:readline';
 import Papa from 'papaparse';
 import { parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
 import { asyncBufferFromFile } from 'hyparquet/src/node.js';
-import sharp from 'sharp';
 import { ipcSchemaMetadata, type DatasetInfo } from '@distillate/shared';
 import { decode, mapConcurrently, reasonOf, type Decoded, type Fit } from './image-folder.js';
 import { ImportError, ImportSink, type SkippedFile } from './sink.js';
@@ -308,7 +307,6 @@ export async function importTable(o: TableImport): Promise<TableImportReport> {
   const concurrency = Math.max(1, o.concurrency ?? availableParallelism());
   const sink = new ImportSink({ out: o.out, onError: o.onError ?? 'skip', maxSkipped: o.maxSkipped ?? 0.05, unit: 'rows' });
   const name = basename(o.table);
-  sharp.concurrency(1);
   let D: number | undefined = kind === 'columns' ? o.input.length : undefined;
   let done = 0;
   try {
