@@ -15,7 +15,9 @@
  * the fast path, libvips' own conversion on the other), so `decoderOf` says which one a file gets.
  */
 import { readFileSync, statSync } from 'node:fs';
-import { Transformer } from '@napi-rs/image';
+import { createRequire } from 'node:module';
+import type * as NapiImage from '@napi-rs/image';
+import type { Transformer } from '@napi-rs/image';
 import { imageSize } from 'image-size';
 import type { Sharp, SharpOptions } from 'sharp';
 
@@ -70,7 +72,24 @@ export function readImageFile(path: Buffer): Buffer {
 
 /** Which library decodes a file (see the file's comment): `fast` is @napi-rs/image, `sharp` the rest. */
 export function decoderOf(bytes: Uint8Array): 'fast' | 'sharp' {
-  return fastHeader(bytes, Number.POSITIVE_INFINITY) === undefined ? 'sharp' : 'fast';
+  return fastHeader(bytes, Number.POSITIVE_INFINITY) === undefined || fastDecoder() === undefined ? 'sharp' : 'fast';
+}
+
+let fastLoaded: typeof NapiImage | null | undefined;
+
+/**
+ * @napi-rs/image, loaded on first use (synchronously: it is CommonJS), or undefined where it has
+ * no binary for this platform — then every file goes to sharp.
+ */
+function fastDecoder(): typeof NapiImage | undefined {
+  if (fastLoaded === undefined) {
+    try {
+      fastLoaded = createRequire(import.meta.url)('@napi-rs/image') as typeof NapiImage;
+    } catch {
+      fastLoaded = null;
+    }
+  }
+  return fastLoaded ?? undefined;
 }
 
 // @napi-rs/image's enums (its runtime module exports them empty): ResizeFilterType, ResizeFit.
@@ -122,11 +141,12 @@ function fastHeader(bytes: Uint8Array, maxPixels: number): FastHeader | undefine
  */
 function fastPath(bytes: Uint8Array, o: DecodeOptions): { image: Transformer; finish(decoded: Buffer): Decoded } | undefined {
   const head = fastHeader(bytes, o.maxPixels);
-  if (head === undefined) return undefined;
+  const fast = fastDecoder();
+  if (head === undefined || fast === undefined) return undefined;
   const swapped = head.orientation >= 5;
   const [h0, w0] = swapped ? [head.width, head.height] : [head.height, head.width];
   const [H, W] = o.size ?? [h0, w0];
-  const image = new Transformer(bytes).rotate();
+  const image = new fast.Transformer(bytes).rotate();
   if (o.channels === 1 && !head.gray) image.grayscale();
   // Resampled only when the size changes: an image already at the target size keeps its pixels.
   let [h, w] = [H, W];
