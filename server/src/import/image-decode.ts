@@ -195,6 +195,10 @@ function jpegFrame(b: Uint8Array): { precision: number; components: number } | u
     // SOF0–SOF15 except DHT (C4), JPG (C8) and DAC (CC): length (2), precision (1), height (2), width (2), components (1).
     if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) return { precision: b[at + 4]!, components: b[at + 9]! };
     if (marker === 0xd9 || marker === 0xda) return undefined; // end of image or start of scan
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
+      at += 2; // TEM, RSTn: no length
+      continue;
+    }
     at += 2 + ((b[at + 2]! << 8) | b[at + 3]!);
   }
   return undefined;
