@@ -439,6 +439,7 @@ describe('pseudo-labels out: an unlabelled folder → import → label job → a
       const names = (await poolSources.next()).value as string[];
       for (let r = 0; r < b.rows; r++) sourceOf.set(Number(b.ids[r]), names[r]!);
     }
+    await poolSources.return(undefined); // read in step with the batches: it still holds its file open
     const selected = await DatasetReader.open(join(root, 'data', 'selected.arrow'));
     expect(await selected.hasSource()).toBe(true);
     const selectedSources = selected.sources();
@@ -447,6 +448,7 @@ describe('pseudo-labels out: an unlabelled folder → import → label job → a
       const names = (await selectedSources.next()).value as string[];
       for (let r = 0; r < b.rows; r++, selectedRows++) expect(names[r]).toBe(sourceOf.get(Number(b.ids[r])));
     }
+    await selectedSources.return(undefined);
     expect(selectedRows).toBe(selection.rows);
     expect(selectedRows).toBeGreaterThan(0);
     expect(selectedRows).toBeLessThan(40); // the threshold dropped some: a selection, not a copy

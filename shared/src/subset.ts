@@ -56,7 +56,6 @@ async function writeSelected(
         await writers[w]!.append(batchSources === undefined ? rows : { ...rows, sources: chosen[w]!.map((r) => batchSources[r]!) });
       }
     }
-    await sources?.return(undefined);
     const done: WrittenDataset[] = [];
     for (const w of writers) {
       const d = await w.close();
@@ -66,6 +65,9 @@ async function writeSelected(
   } catch (err) {
     await Promise.all(writers.map((w) => w.abort()));
     throw err;
+  } finally {
+    // The source column's reader holds the file open until it is finished or returned.
+    await sources?.return(undefined);
   }
 }
 
