@@ -92,8 +92,8 @@ function fastDecoder(): typeof NapiImage | undefined {
   return fastLoaded ?? undefined;
 }
 
-// @napi-rs/image's enums (its runtime module exports them empty): ResizeFilterType, ResizeFit.
-const LANCZOS3 = 4;
+// @napi-rs/image's enums (its runtime module exports them empty): FastResizeFilter, ResizeFit.
+const FAST_LANCZOS3 = 5;
 const FIT_COVER = 0;
 const FIT_FILL = 1;
 
@@ -147,30 +147,37 @@ function fastPath(bytes: Uint8Array, o: DecodeOptions): { image: Transformer; fi
   const [h0, w0] = swapped ? [head.width, head.height] : [head.height, head.width];
   const [H, W] = o.size ?? [h0, w0];
   const image = new fast.Transformer(bytes).rotate();
-  if (o.channels === 1 && !head.gray) image.grayscale();
   // Resampled only when the size changes: an image already at the target size keeps its pixels.
+  // fastResize (the fast_image_resize crate's SIMD Lanczos-3) took 112 µs an image where the
+  // `image` crate's resize took 150 (one 56×56 JPEG at a time, decode included), within 5 gray
+  // levels of it (mean 0.10); it returns RGBA, so gray comes after it, as gray + alpha.
   let [h, w] = [H, W];
-  if (h0 !== H || w0 !== W) {
+  const resized = h0 !== H || w0 !== W;
+  if (resized) {
     if (o.fit === 'contain') {
       const scale = Math.min(W / w0, H / h0);
       [h, w] = [Math.max(1, Math.round(h0 * scale)), Math.max(1, Math.round(w0 * scale))];
-      image.resize(w, h, LANCZOS3, FIT_FILL);
-    } else {
-      image.resize(W, H, LANCZOS3, o.fit === 'cover' ? FIT_COVER : FIT_FILL);
     }
+    image.fastResize({ width: w, height: h, filter: FAST_LANCZOS3, fit: o.fit === 'cover' ? FIT_COVER : FIT_FILL });
   }
-  const c = head.gray || o.channels === 1 ? 1 : 3;
+  if (o.channels === 1 && (resized || !head.gray)) image.grayscale();
+  // Bytes per pixel of what comes out: gray (+ alpha) or RGB (+ alpha) after a resize; as decoded otherwise.
+  const stride = resized ? (o.channels === 1 ? 2 : 4) : head.gray || o.channels === 1 ? 1 : 3;
   const finish = (decoded: Buffer): Decoded => {
-    if (decoded.length !== h * w * c) throw new Error(`decoded to ${decoded.length} bytes, expected ${w}×${h}×${c}`);
-    if (c === o.channels && h === H && w === W) return { pixels: decoded, width: W, height: H };
-    // A gray image asked for in colour: its value in every channel. Letterboxed ('contain'): black bars.
-    const pixels = Buffer.alloc(H * W * o.channels);
+    if (decoded.length !== h * w * stride) throw new Error(`decoded to ${decoded.length} bytes, expected ${w}×${h}×${stride}`);
+    if (stride === o.channels && h === H && w === W) return { pixels: decoded, width: W, height: H };
+    // Alpha dropped; a gray image asked for in colour: its value in every channel; letterboxed ('contain'): black bars.
+    const C = o.channels;
+    const pixels = Buffer.alloc(H * W * C);
     const top = (H - h) >> 1;
     const left = (W - w) >> 1;
     for (let y = 0; y < h; y++) {
-      const row = ((top + y) * W + left) * o.channels;
-      if (c === o.channels) decoded.copy(pixels, row, y * w * c, (y + 1) * w * c);
-      else for (let x = 0; x < w; x++) pixels.fill(decoded[y * w + x]!, row + x * 3, row + x * 3 + 3);
+      let to = ((top + y) * W + left) * C;
+      for (let from = y * w * stride, end = from + w * stride; from < end; from += stride, to += C) {
+        if (C === 1) pixels[to] = decoded[from]!;
+        else if (stride === 1) pixels.fill(decoded[from]!, to, to + 3);
+        else decoded.copy(pixels, to, from, from + 3);
+      }
     }
     return { pixels, width: W, height: H };
   };
