@@ -8,9 +8,10 @@
  * doing the same work as a practitioner would write it (Pillow: EXIF transpose, convert('L'),
  * LANCZOS resize; numpy; pyarrow's IPC file writer; a multiprocessing pool over every core), each
  * in a fresh process, in turns (3 pairs: the machine's drift falls on both). Also the import's
- * peak RSS (the CLI's process; these JPEGs start no decoding process) at 1×, 10× and 20× the images. And table
- * import (a CSV of 784 numeric columns, JSON lines with a list column; 10,000 rows) against
- * pyarrow's readers and IPC writer, in turns, and the tables' peak RSS at 1×, 10× and 20×.
+ * peak RSS (the CLI's process; these JPEGs start no decoding process) at 1×, 10× and 20× the
+ * images. And table import (a CSV of 784 numeric columns, JSON lines with a list column; 10,000
+ * rows) against pyarrow's readers and IPC writer, in turns, and the tables' peak RSS at 1×, 10×
+ * and 20×.
  */
 import { spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync } from 'node:fs';

@@ -12,7 +12,7 @@ import { resolveConfig, type ServerConfigInput } from './config.js';
 import type { JobRecord, JobRequestInput } from './jobs/index.js';
 import type { Fit } from './import/image-folder.js';
 import type { LabelFormat } from './export-labels.js';
-import { toAppError } from './errors.js';
+import { toAppError, zodToAppError } from './errors.js';
 import { reportPath } from './import/sink.js';
 import { parseSplit, writeSplits } from './import/splits.js';
 import { homedir } from 'node:os';
@@ -72,7 +72,6 @@ function configFrom(flags: CommonFlags & Partial<ServerConfigInput>, extra: Part
  */
 async function runJobRemote(server: string, token: string | undefined, request: JobRequestInput): Promise<void> {
   const { JobRequestSchema } = await import('./jobs/index.js');
-  const { zodToAppError } = await import('./errors.js');
   const parsed = JobRequestSchema.safeParse(request);
   if (!parsed.success) throw zodToAppError(parsed.error);
   const base = server.replace(/\/+$/, '');
@@ -157,7 +156,6 @@ async function runJobInProcess(flags: CommonFlags, request: JobRequestInput): Pr
   const logger = pino({ level: 'fatal' }, pino.destination(2));
   const { createServices } = await import('./server.js');
   const { JobRequestSchema } = await import('./jobs/index.js');
-  const { zodToAppError } = await import('./errors.js');
   const services = await createServices(config, logger);
   const { jobs } = services;
   await jobs.init(); // also resumes interrupted jobs left by a crashed run
