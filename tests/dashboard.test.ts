@@ -97,11 +97,14 @@ describe.skipIf(skip !== undefined)(titled('the dashboard in headless Chromium',
   });
 
   it("follows a running job's progress over its events, and cancels it from the page", async () => {
-    const id = await submit({ type: 'precompute', teacher: 'conv', dataset: 'big.arrow', batchSize: 8 });
-    await until(async () => (await call(`/v1/jobs/${id}`)).progress.done > 0);
+    // The page first, then the job: opening a page took seconds on a loaded CI machine, long
+    // enough for the whole job to finish before the page could follow it.
     const page = await openWithToken();
+    const id = await submit({ type: 'precompute', teacher: 'conv', dataset: 'big.arrow', batchSize: 2 });
+    await until(async () => (await call(`/v1/jobs/${id}`)).progress.done > 0);
     await withScreenshot(page, 'dashboard', async () => {
       const row = `tr.job[data-id="${id}"]`;
+      await page.waitForSelector(row); // at the page's next 2 s refresh
       const done = async () => Number((await page.textContent(`${row} .done`))!.split(' / ')[0]);
       const first = await done();
       await page.waitForFunction((sel) => Number((globalThis as any).document.querySelector(sel).textContent.split(' / ')[0]) > 0, `${row} .done`);

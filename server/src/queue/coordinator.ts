@@ -322,11 +322,14 @@ export class RedisCoordinator implements JobExecutor {
       const existing = await this.#queue.getJob(id);
       const state = existing === undefined ? 'unknown' : await existing.getState();
       if (state === 'failed') {
-        const reason = existing?.failedReason ?? 'no reason given';
+        // Read again now that it is final: the copy above may predate its last attempt (it was
+        // fetched before its state, and a worker may have failed it once more in between).
+        const final = (await this.#queue.getJob(id)) ?? existing;
+        const reason = final?.failedReason ?? 'no reason given';
         a.failure = new AppError(
           422,
           'task_failed',
-          `shard ${spec.index} (rows ${spec.start}–${spec.start + spec.rows - 1}) failed after ${existing?.attemptsMade ?? attempts} attempt(s): ${reason}`,
+          `shard ${spec.index} (rows ${spec.start}–${spec.start + spec.rows - 1}) failed after ${final?.attemptsMade ?? attempts} attempt(s): ${reason}`,
         );
         a.wake?.();
         return;
