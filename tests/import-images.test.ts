@@ -306,6 +306,15 @@ describe('importing image folders', () => {
     const contain = await pixels('contain');
     expect(contain[0]).toBe(0); // letterbox bars at the top and bottom
     expect(contain[5 * 10 + 5]).toBe(255);
+    // Cover cuts out the centre, on both paths: 40 × 20, black | white (the centre 20 columns) | black.
+    const band = Buffer.alloc(40 * 20);
+    for (let y = 0; y < 20; y++) band.fill(255, y * 40 + 10, y * 40 + 30);
+    const bandImage = () => sharp(band, { raw: { width: 40, height: 20, channels: 1 } }).toColourspace('srgb');
+    const bands = await folder('band', { 'c/fast.png': bandImage().png().toBuffer(), 'c/sharp.webp': bandImage().webp({ lossless: true }).toBuffer() });
+    await importImageFolder({ folder: bands, out: join(root, 'band.arrow'), size: [10, 10], channels: 1, fit: 'cover' });
+    const covered = await readRows(join(root, 'band.arrow'));
+    expect(covered.sources).toEqual(['c/fast.png', 'c/sharp.webp']);
+    for (const [i, row] of covered.inputs.entries()) expect(Math.min(...row), covered.sources[i]).toBeGreaterThan(230);
   });
 
   it('an empty class folder is reported (and refused with --on-error fail); a flat folder is a pool that needs its classes', async () => {

@@ -92,9 +92,8 @@ function fastDecoder(): typeof NapiImage | undefined {
   return fastLoaded ?? undefined;
 }
 
-// @napi-rs/image's enums (its runtime module exports them empty): FastResizeFilter, ResizeFit.
+// @napi-rs/image's enums (its runtime module exports them empty): FastResizeFilter.Lanczos3, ResizeFit.Fill.
 const FAST_LANCZOS3 = 5;
-const FIT_COVER = 0;
 const FIT_FILL = 1;
 
 /** What the fast path needs from a file's header. */
@@ -150,15 +149,19 @@ function fastPath(bytes: Uint8Array, o: DecodeOptions): { image: Transformer; fi
   // Resampled only when the size changes: an image already at the target size keeps its pixels.
   // fastResize (the fast_image_resize crate's SIMD Lanczos-3) took 112 µs an image where the
   // `image` crate's resize took 150 (one 56×56 JPEG at a time, decode included), within 5 gray
-  // levels of it (mean 0.10); it returns RGBA, so gray comes after it, as gray + alpha.
+  // levels of it (mean 0.10); it returns RGBA, so gray comes after it, as gray + alpha. Its own
+  // cover mode does not crop at the centre, so it resizes to the whole covering (or contained)
+  // size here and `finish` crops or letterboxes, centred as sharp does.
   let [h, w] = [H, W];
   const resized = h0 !== H || w0 !== W;
   if (resized) {
-    if (o.fit === 'contain') {
-      const scale = Math.min(W / w0, H / h0);
+    if (o.fit !== 'fill') {
+      const scale = o.fit === 'cover' ? Math.max(W / w0, H / h0) : Math.min(W / w0, H / h0);
       [h, w] = [Math.max(1, Math.round(h0 * scale)), Math.max(1, Math.round(w0 * scale))];
+      // Rounding must not leave a covering image short of the target, or a contained one over it.
+      [h, w] = o.fit === 'cover' ? [Math.max(h, H), Math.max(w, W)] : [Math.min(h, H), Math.min(w, W)];
     }
-    image.fastResize({ width: w, height: h, filter: FAST_LANCZOS3, fit: o.fit === 'cover' ? FIT_COVER : FIT_FILL });
+    image.fastResize({ width: w, height: h, filter: FAST_LANCZOS3, fit: FIT_FILL });
   }
   if (o.channels === 1 && (resized || !head.gray)) image.grayscale();
   // Bytes per pixel of what comes out: gray (+ alpha) or RGB (+ alpha) after a resize; as decoded otherwise.
@@ -166,14 +169,16 @@ function fastPath(bytes: Uint8Array, o: DecodeOptions): { image: Transformer; fi
   const finish = (decoded: Buffer): Decoded => {
     if (decoded.length !== h * w * stride) throw new Error(`decoded to ${decoded.length} bytes, expected ${w}×${h}×${stride}`);
     if (stride === o.channels && h === H && w === W) return { pixels: decoded, width: W, height: H };
-    // Alpha dropped; a gray image asked for in colour: its value in every channel; letterboxed ('contain'): black bars.
+    // Alpha dropped; a gray image asked for in colour: its value in every channel; 'cover': the
+    // centre cut out; 'contain': centred between black bars.
     const C = o.channels;
     const pixels = Buffer.alloc(H * W * C);
-    const top = (H - h) >> 1;
-    const left = (W - w) >> 1;
-    for (let y = 0; y < h; y++) {
+    const [cy, cx] = [Math.max(0, (h - H) >> 1), Math.max(0, (w - W) >> 1)];
+    const [top, left] = [Math.max(0, (H - h) >> 1), Math.max(0, (W - w) >> 1)];
+    const [rows, cols] = [Math.min(h, H), Math.min(w, W)];
+    for (let y = 0; y < rows; y++) {
       let to = ((top + y) * W + left) * C;
-      for (let from = y * w * stride, end = from + w * stride; from < end; from += stride, to += C) {
+      for (let from = ((cy + y) * w + cx) * stride, end = from + cols * stride; from < end; from += stride, to += C) {
         if (C === 1) pixels[to] = decoded[from]!;
         else if (stride === 1) pixels.fill(decoded[from]!, to, to + 3);
         else decoded.copy(pixels, to, from, from + 3);
