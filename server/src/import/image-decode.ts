@@ -4,7 +4,7 @@
  *
  * Two libraries, one per kind of file. The common case, an 8-bit JPEG or PNG without alpha (gray
  * or RGB), goes through @napi-rs/image (Rust's `image` crate: zune-jpeg and png; fast_image_resize):
- * about 0.13 ms per small image, where sharp (libvips) spends 1.7 ms setting up its pipeline for
+ * about 0.1 ms per small image, where sharp (libvips) spends 1.7 ms setting up its pipeline for
  * the same 56×56 JPEG — libvips is built for large images. Everything else goes through sharp,
  * which decodes more formats and converts more faithfully: WebP, GIF, TIFF and AVIF, CMYK JPEGs
  * (through a CMYK profile), 16-bit images, alpha (composited onto black), and PNGs whose EXIF

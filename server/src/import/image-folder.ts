@@ -226,13 +226,14 @@ class ImageFolderImporter {
         if (size === undefined) {
           // The first image that decodes sets the size of every other (the others are reported in order below).
           for (const e of scan.entries) {
-            const first = await Promise.resolve()
-              .then(() => decode(readImageFile(e.path), { size: undefined, channels, fit, maxPixels }))
-              .catch(() => undefined);
-            if (first !== undefined) {
-              size = [first.height, first.width];
-              break;
+            let first: Decoded;
+            try {
+              first = await decode(readImageFile(e.path), { size: undefined, channels, fit, maxPixels });
+            } catch {
+              continue; // reported with its reason in the file loop below
             }
+            size = [first.height, first.width];
+            break;
           }
         }
         // A few files in flight per core, so that no thread (or decoding process) waits on a round trip.
